@@ -1,0 +1,226 @@
+//! Splits a byte stream into frames.
+//!
+//! [`FrameDecoder::decode`] looks at the 7-byte frame header first and refuses a payload
+//! larger than the negotiated frame_max right there, before a single payload byte is
+//! buffered. Incomplete input is `Ok(None)`. Body payloads are returned as slices of the
+//! read buffer (no copy); method and header payloads are depth-checked and then parsed by
+//! amq-protocol.
+
+use crate::depth::{self, DepthError, MAX_TABLE_DEPTH};
+use crate::error::WireError;
+use crate::frame::*;
+use amq_protocol::frame::parsing::parse_content_header;
+use amq_protocol::protocol::parse_class;
+use bytes::{Buf, BytesMut};
+
+/// Stateless apart from the frame size limit, which the connection raises or lowers as
+/// connection.tune-ok is negotiated.
+#[derive(Debug, Clone)]
+pub struct FrameDecoder {
+    /// Largest whole frame accepted (header + payload + frame-end), as negotiated.
+    pub frame_max: u32,
+}
+
+impl FrameDecoder {
+    /// A decoder accepting frames up to `frame_max` bytes in total.
+    pub fn new(frame_max: u32) -> Self {
+        Self { frame_max }
+    }
+
+    /// Decodes one frame from the front of `buf`, consuming it. `Ok(None)` means more
+    /// bytes are needed; on `Err` the connection must be closed with the error's code.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        if buf.len() < 7 {
+            return Ok(None);
+        }
+        let kind = buf[0];
+        if !matches!(kind, FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT) {
+            return Err(WireError::UnknownFrameType(kind));
+        }
+        let channel = u16::from_be_bytes([buf[1], buf[2]]);
+        let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);
+        let max_payload = self.frame_max.saturating_sub(FRAME_OVERHEAD as u32);
+        if self.frame_max != 0 && size > max_payload {
+            return Err(WireError::FrameTooLarge {
+                size,
+                max: self.frame_max,
+            });
+        }
+        let total = size as usize + FRAME_OVERHEAD;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return Ok(None);
+        }
+        let end = buf[total - 1];
+        if end != FRAME_END {
+            return Err(WireError::BadFrameEnd(end));
+        }
+        let mut whole = buf.split_to(total);
+        whole.advance(7);
+        whole.truncate(size as usize);
+        let payload = whole.freeze();
+        match kind {
+            FRAME_METHOD => decode_method(channel, &payload).map(Some),
+            FRAME_HEADER => {
+                match depth::check_content_header(&payload) {
+                    Err(DepthError::TooDeep) => return Err(WireError::TooDeep(MAX_TABLE_DEPTH)),
+                    Err(DepthError::Malformed) => return Err(WireError::MalformedHeader),
+                    Ok(()) => {}
+                }
+                let (rest, header) = parse_content_header(&payload[..])
+                    .map_err(|_| WireError::MalformedHeader)?;
+                if !rest.is_empty() {
+                    return Err(WireError::MalformedHeader);
+                }
+                Ok(Some(Frame::Header {
+                    channel,
+                    class_id: header.class_id,
+                    body_size: header.body_size,
+                    properties: Box::new(header.properties),
+                    raw_properties: payload.slice(12..),
+                }))
+            }
+            FRAME_BODY => Ok(Some(Frame::Body {
+                channel,
+                data: payload,
+            })),
+            _ => {
+                if channel != 0 {
+                    return Err(WireError::HeartbeatOnChannel(channel));
+                }
+                Ok(Some(Frame::Heartbeat))
+            }
+        }
+    }
+}
+
+fn decode_method(channel: u16, payload: &[u8]) -> Result<Frame, WireError> {
+    if payload.len() < 4 {
+        return Err(WireError::Malformed {
+            class_id: 0,
+            method_id: 0,
+        });
+    }
+    let class_id = u16::from_be_bytes([payload[0], payload[1]]);
+    let method_id = u16::from_be_bytes([payload[2], payload[3]]);
+    if !is_known_method(class_id, method_id) {
+        return Err(WireError::UnknownMethod {
+            class_id,
+            method_id,
+        });
+    }
+    match depth::check_method(payload) {
+        Err(DepthError::TooDeep) => return Err(WireError::TooDeep(MAX_TABLE_DEPTH)),
+        Err(DepthError::Malformed) => {
+            return Err(WireError::Malformed {
+                class_id,
+                method_id,
+            })
+        }
+        Ok(()) => {}
+    }
+    match parse_class(payload) {
+        Ok((rest, method)) if rest.is_empty() => Ok(Frame::Method {
+            channel,
+            method: Box::new(method),
+        }),
+        _ => Err(WireError::Malformed {
+            class_id,
+            method_id,
+        }),
+    }
+}
+
+/// Whether AMQP 0-9-1 (with RabbitMQ's extensions) defines this class and method.
+pub fn is_known_method(class_id: u16, method_id: u16) -> bool {
+    let methods: &[u16] = match class_id {
+        10 => &[10, 11, 20, 21, 30, 31, 40, 41, 50, 51, 60, 61, 70, 71],
+        20 => &[10, 11, 20, 21, 40, 41],
+        30 => &[10, 11],
+        40 => &[10, 11, 20, 21, 30, 31, 40, 51],
+        50 => &[10, 11, 20, 21, 30, 31, 40, 41, 50, 51],
+        60 => &[
+            10, 11, 20, 21, 30, 31, 40, 50, 60, 70, 71, 72, 80, 90, 100, 110, 111, 120,
+        ],
+        85 => &[10, 11],
+        90 => &[10, 11, 20, 21, 30, 31],
+        _ => return false,
+    };
+    methods.contains(&method_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode;
+    use amq_protocol::protocol::{basic, AMQPClass};
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    fn sample_stream() -> Vec<u8> {
+        let mut out = BytesMut::new();
+        encode::method(
+            &mut out,
+            1,
+            &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: "ex".into(),
+                routing_key: "rk".into(),
+                mandatory: true,
+                immediate: false,
+            })),
+        );
+        let props = encode::properties(&basic::AMQPProperties::default().with_delivery_mode(2));
+        encode::content(&mut out, 1, &props, &Bytes::from_static(b"hello world"), 4096);
+        encode::heartbeat(&mut out);
+        out.to_vec()
+    }
+
+    #[test]
+    fn decodes_a_publish_sequence() {
+        let d = FrameDecoder::new(131072);
+        let mut buf = BytesMut::from(&sample_stream()[..]);
+        let mut frames = vec![];
+        while let Some(f) = d.decode(&mut buf).unwrap() {
+            frames.push(f);
+        }
+        assert_eq!(frames.len(), 4);
+        assert!(matches!(frames[2], Frame::Body { ref data, .. } if &data[..] == b"hello world"));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_from_its_header() {
+        let d = FrameDecoder::new(4096);
+        let mut buf = BytesMut::from(&[3u8, 0, 1, 0, 1, 0, 0][..]);
+        assert!(matches!(
+            d.decode(&mut buf),
+            Err(WireError::FrameTooLarge { .. })
+        ));
+    }
+
+    proptest! {
+        /// Every strict prefix of a valid stream is incomplete, never an error.
+        #[test]
+        fn every_prefix_is_incomplete(cut in 0usize..200) {
+            let stream = sample_stream();
+            let cut = cut % stream.len();
+            let d = FrameDecoder::new(131072);
+            let mut buf = BytesMut::from(&stream[..cut]);
+            loop {
+                match d.decode(&mut buf) {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break,
+                    Err(e) => panic!("prefix {cut} gave error {e}"),
+                }
+            }
+        }
+
+        /// Arbitrary bytes never panic the decoder.
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let d = FrameDecoder::new(131072);
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = d.decode(&mut buf) {}
+        }
+    }
+}
