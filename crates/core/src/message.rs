@@ -1,0 +1,33 @@
+//! A published message as queues hold it: shared by every queue it was routed to.
+
+use amq_protocol::protocol::basic::AMQPProperties;
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// One published message. Queues hold `Arc<Message>`, so a fanout to fifty queues keeps
+/// one copy of the body and of the properties.
+#[derive(Debug)]
+pub struct Message {
+    /// The exchange it was published to.
+    pub exchange: Arc<str>,
+    /// The routing key it was published with.
+    pub routing_key: Arc<str>,
+    /// Parsed properties (headers, delivery mode, priority, expiration).
+    pub properties: Box<AMQPProperties>,
+    /// Properties as the publisher encoded them, re-sent verbatim on delivery.
+    pub raw_properties: Bytes,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Message {
+    /// Bytes this message accounts for in memory limits (body and encoded properties).
+    pub fn size(&self) -> usize {
+        self.body.len() + self.raw_properties.len()
+    }
+
+    /// Whether the publisher asked for persistence (delivery-mode 2).
+    pub fn is_persistent(&self) -> bool {
+        matches!(self.properties.delivery_mode(), Some(2))
+    }
+}
