@@ -77,6 +77,11 @@ impl<U> Unacked<U> {
             .collect()
     }
 
+    /// Puts a settled delivery back under its tag (tx.rollback of a buffered ack).
+    pub fn reinsert(&mut self, tag: DeliveryTag, u: U) {
+        self.pending.insert(tag.0, u);
+    }
+
     /// Iterates pending deliveries.
     pub fn iter(&self) -> impl Iterator<Item = (&u64, &U)> {
         self.pending.iter()

@@ -269,6 +269,23 @@ impl<C> QueueState<C> {
         n
     }
 
+    /// Puts back deliveries that never reached a client, unchanged (their consumer was
+    /// cancelled while they were on the way).
+    /// Ack-mode deliveries are put back only if still unacked (a channel close may
+    /// already have requeued them); no-ack ones always.
+    pub fn restore(&mut self, entries: Vec<Entry>, no_ack: bool) -> usize {
+        let mut back = Vec::new();
+        for e in entries {
+            if no_ack {
+                back.push(e);
+            } else if let Some(u) = self.unacked.remove(&e.id) {
+                self.unacked_bytes -= u.entry.msg.size();
+                back.push(e);
+            }
+        }
+        self.put_back(back)
+    }
+
     /// The channel is gone: drops its consumers and requeues everything it had unacked.
     /// Returns the number of consumers removed.
     pub fn channel_closed(&mut self, channel: ChannelKey) -> usize {

@@ -109,6 +109,13 @@ fn decode_method(channel: u16, payload: &[u8]) -> Result<Frame, WireError> {
             method_id,
         });
     }
+    if (class_id, method_id) == (60, 10) && payload.len() >= 8 {
+        // amq-protocol drops prefetch_size; RabbitMQ refuses a non-zero one
+        let size = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+        if size != 0 {
+            return Err(WireError::PrefetchSize(size));
+        }
+    }
     match depth::check_method(payload) {
         Err(DepthError::TooDeep) => return Err(WireError::TooDeep(MAX_TABLE_DEPTH)),
         Err(DepthError::Malformed) => {

@@ -37,6 +37,9 @@ pub enum WireError {
     /// A body frame pushed the content past the size its header declared.
     #[error("content body longer than the {declared} bytes declared")]
     BodyTooLong { declared: u64 },
+    /// basic.qos with a prefetch size, which RabbitMQ does not implement (540).
+    #[error("prefetch_size!=0 ({0})")]
+    PrefetchSize(u32),
     /// The content header's class differs from the method's class.
     #[error("content header class {0} does not match method class")]
     HeaderClassMismatch(u16),
@@ -46,7 +49,7 @@ impl WireError {
     /// The AMQP reply code for this error (all connection-level).
     pub fn reply_code(&self) -> u16 {
         match self {
-            WireError::UnknownMethod { .. } => 540,
+            WireError::UnknownMethod { .. } | WireError::PrefetchSize(_) => 540,
             WireError::UnexpectedFrame { .. } | WireError::HeartbeatOnChannel(_) => 505,
             _ => 501,
         }
@@ -63,6 +66,7 @@ impl WireError {
                 class_id,
                 method_id,
             } => (*class_id, *method_id),
+            WireError::PrefetchSize(_) => (60, 10),
             _ => (0, 0),
         }
     }

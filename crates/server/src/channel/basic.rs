@@ -1,0 +1,405 @@
+//! basic.*, confirm.* and tx.* methods: publish and routing, consume and cancel, get,
+//! ack/nack/reject/recover, publisher confirms and transactions.
+
+use super::{ChannelActor, ConsumerRec, FlushConfirms, Pending, SettleKind, TxBuffer};
+use crate::flow::ConsumerGate;
+use crate::queue::{self, ConsumerHandle, QueueEntry};
+use actix::prelude::*;
+use broker_core::channel::Confirms;
+use broker_core::queue::Consumer;
+use broker_core::{AmqpError, Message};
+use broker_wire::assembly::Content;
+use broker_wire::protocol::{basic as b, confirm, tx, AMQPClass};
+use broker_wire::types::FieldTable;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Route cache entries per channel before it is cleared.
+const ROUTE_CACHE_MAX: usize = 4096;
+
+fn mailbox(_: MailboxError) -> AmqpError {
+    AmqpError::internal("queue unavailable")
+}
+
+impl ChannelActor {
+    pub(crate) fn basic_method(&mut self, m: b::AMQPMethod, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+        match m {
+            b::AMQPMethod::Qos(qos) => self.basic_qos(qos),
+            b::AMQPMethod::Consume(c) => self.basic_consume(c, ctx),
+            b::AMQPMethod::Cancel(c) => self.basic_cancel(c, ctx),
+            b::AMQPMethod::Get(g) => self.basic_get(g, ctx),
+            b::AMQPMethod::Ack(a) => self.settle(a.delivery_tag, a.multiple, SettleKind::Ack),
+            b::AMQPMethod::Nack(n) => self.settle(
+                n.delivery_tag,
+                n.multiple,
+                if n.requeue { SettleKind::Requeue } else { SettleKind::Discard },
+            ),
+            b::AMQPMethod::Reject(r) => self.settle(
+                r.delivery_tag,
+                false,
+                if r.requeue { SettleKind::Requeue } else { SettleKind::Discard },
+            ),
+            b::AMQPMethod::Recover(r) => {
+                self.basic_recover(r.requeue)?;
+                self.send(AMQPClass::Basic(b::AMQPMethod::RecoverOk(b::RecoverOk {})));
+                Ok(())
+            }
+            b::AMQPMethod::RecoverAsync(r) => self.basic_recover(r.requeue),
+            _ => Err(AmqpError::command_invalid("unexpected basic method")),
+        }
+    }
+
+    fn basic_qos(&mut self, qos: b::Qos) -> Result<(), AmqpError> {
+        // a non-zero prefetch_size was already refused with 540 by the wire layer
+        if qos.global {
+            self.gate.prefetch.store(qos.prefetch_count as u32, Ordering::Release);
+            self.wake_blocked_consumers();
+        } else {
+            self.prefetch = qos.prefetch_count as u32;
+        }
+        self.send(AMQPClass::Basic(b::AMQPMethod::QosOk(b::QosOk {})));
+        Ok(())
+    }
+
+    fn basic_consume(&mut self, c: b::Consume, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+        let name = self.queue_name(c.queue.as_str())?;
+        let q = self.find_queue(&name)?;
+        let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
+            let suffix: String = rand::thread_rng().sample_iter(&Alphanumeric).take(22).map(char::from).collect();
+            format!("amq.ctag-{suffix}").into()
+        } else {
+            c.consumer_tag.as_str().into()
+        };
+        if self.consumers.contains_key(&tag) {
+            return Err(AmqpError::not_allowed(format!("attempt to reuse consumer tag '{tag}'")));
+        }
+        let gate = Arc::new(ConsumerGate::new(self.prefetch, c.no_ack, self.gate.clone()));
+        let consumer = Consumer {
+            channel: self.key,
+            tag: tag.clone(),
+            no_ack: c.no_ack,
+            exclusive: c.exclusive,
+            data: ConsumerHandle {
+                channel: ctx.address(),
+                gate: gate.clone(),
+            },
+        };
+        self.touch(&q);
+        // registered before the queue can deliver: deliveries wait in our mailbox
+        self.consumers.insert(tag.clone(), ConsumerRec { queue: q.clone(), gate });
+        let addr = q.addr.clone();
+        let nowait = c.nowait;
+        let t = tag.clone();
+        ctx.wait(
+            async move { addr.send(queue::Consume(consumer)).await.map_err(mailbox).and_then(|r| r) }
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok(()) => {
+                        if !nowait {
+                            act.send(AMQPClass::Basic(b::AMQPMethod::ConsumeOk(b::ConsumeOk {
+                                consumer_tag: t.as_ref().into(),
+                            })));
+                        }
+                    }
+                    Err(e) => {
+                        act.consumers.remove(&t);
+                        act.fail(e.on(60, 20), ctx);
+                    }
+                }),
+        );
+        Ok(())
+    }
+
+    fn basic_cancel(&mut self, c: b::Cancel, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+        let tag: Arc<str> = c.consumer_tag.as_str().into();
+        let reply = move |act: &mut ChannelActor| {
+            if !c.nowait {
+                act.send(AMQPClass::Basic(b::AMQPMethod::CancelOk(b::CancelOk {
+                    consumer_tag: c.consumer_tag.clone(),
+                })));
+            }
+        };
+        let Some(rec) = self.consumers.remove(&tag) else {
+            reply(self);
+            return Ok(());
+        };
+        let addr = rec.queue.addr.clone();
+        let key = self.key;
+        self.wait_then(
+            ctx,
+            (60, 30),
+            async move { addr.send(queue::Cancel { channel: key, tag }).await.map_err(mailbox) },
+            move |act, (), _| reply(act),
+        );
+        Ok(())
+    }
+
+    fn basic_get(&mut self, g: b::Get, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+        let name = self.queue_name(g.queue.as_str())?;
+        let q = self.find_queue(&name)?;
+        self.touch(&q);
+        let addr = q.addr.clone();
+        let (key, no_ack) = (self.key, g.no_ack);
+        self.wait_then(
+            ctx,
+            (60, 70),
+            async move { addr.send(queue::Get { channel: key, no_ack }).await.map_err(mailbox) },
+            move |act, got, _| match got {
+                None => act.send(AMQPClass::Basic(b::AMQPMethod::GetEmpty(b::GetEmpty {}))),
+                Some((entry, remaining)) => {
+                    let tag = if no_ack {
+                        act.unacked.next_tag()
+                    } else {
+                        act.unacked.record(Pending {
+                            queue: q.clone(),
+                            id: entry.id,
+                            gate: None,
+                        })
+                    };
+                    let msg = &entry.msg;
+                    act.shared.method(
+                        act.id,
+                        &AMQPClass::Basic(b::AMQPMethod::GetOk(b::GetOk {
+                            delivery_tag: tag.0,
+                            redelivered: entry.redelivered,
+                            exchange: msg.exchange.as_ref().into(),
+                            routing_key: msg.routing_key.as_ref().into(),
+                            message_count: remaining,
+                        })),
+                    );
+                    broker_wire::encode::content(&mut act.shared.out.borrow_mut(), act.id, &msg.raw_properties, &msg.body, act.shared.frame_max.get());
+                    act.request_flush();
+                }
+            },
+        );
+        Ok(())
+    }
+
+    /// ack, nack and reject. In a transaction the settle is checked now and carried out at
+    /// commit.
+    fn settle(&mut self, tag: u64, multiple: bool, kind: SettleKind) -> Result<(), AmqpError> {
+        let settled = self.unacked.settle(tag, multiple)?;
+        if let Some(tx) = self.tx.as_mut() {
+            tx.settles.extend(settled.into_iter().map(|(t, p)| (t, p, kind)));
+            return Ok(());
+        }
+        self.apply_settles(settled.into_iter().map(|(_, p)| (p, kind)).collect());
+        Ok(())
+    }
+
+    fn apply_settles(&mut self, settles: Vec<(Pending, SettleKind)>) {
+        let mut by_queue: HashMap<usize, (Arc<QueueEntry>, Vec<u64>, Vec<u64>, Vec<u64>)> = HashMap::new();
+        let mut wake: HashMap<usize, Arc<QueueEntry>> = HashMap::new();
+        for (p, kind) in settles {
+            if let Some(g) = &p.gate {
+                if g.settled() {
+                    wake.insert(Arc::as_ptr(&p.queue) as usize, p.queue.clone());
+                }
+            }
+            let e = by_queue
+                .entry(Arc::as_ptr(&p.queue) as usize)
+                .or_insert_with(|| (p.queue.clone(), vec![], vec![], vec![]));
+            match kind {
+                SettleKind::Ack => e.1.push(p.id),
+                SettleKind::Requeue => e.2.push(p.id),
+                SettleKind::Discard => e.3.push(p.id),
+            }
+        }
+        for (_, (q, acks, requeues, discards)) in by_queue {
+            if !acks.is_empty() {
+                q.addr.do_send(queue::Settle::Ack(acks));
+            }
+            if !requeues.is_empty() {
+                q.addr.do_send(queue::Settle::Requeue(requeues));
+            }
+            if !discards.is_empty() {
+                q.addr.do_send(queue::Settle::Discard(discards));
+            }
+            wake.remove(&(Arc::as_ptr(&q) as usize));
+        }
+        // settles already wake their queue; others (none here) would need a kick
+        for (_, q) in wake {
+            q.addr.do_send(queue::Kick);
+        }
+        if self.gate.prefetch.load(Ordering::Acquire) > 0 {
+            self.wake_blocked_consumers();
+        }
+    }
+
+    /// After channel-wide room appears, wakes the queues of consumers that were skipped.
+    fn wake_blocked_consumers(&self) {
+        for c in self.consumers.values() {
+            if c.gate.take_blocked() {
+                c.queue.addr.do_send(queue::Kick);
+            }
+        }
+    }
+
+    fn basic_recover(&mut self, requeue: bool) -> Result<(), AmqpError> {
+        if !requeue {
+            return Err(AmqpError::not_implemented("requeue=false"));
+        }
+        let all = self.unacked.take_all();
+        self.apply_settles(all.into_iter().map(|(_, p)| (p, SettleKind::Requeue)).collect());
+        Ok(())
+    }
+
+    /// basic.publish: route from the binding snapshots and hand the message to every
+    /// matching queue's mailbox. One `Arc<Message>` is shared by all of them.
+    pub(crate) fn basic_publish(&mut self, p: b::Publish, content: Content, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+        if p.immediate {
+            return Err(AmqpError::not_implemented("immediate=true"));
+        }
+        if let Some(tx) = self.tx.as_mut() {
+            tx.publishes.push((p, content));
+            return Ok(());
+        }
+        self.publish_now(p, content, ctx)
+    }
+
+    fn publish_now(&mut self, p: b::Publish, content: Content, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+        let queues = self.route(p.exchange.as_str(), p.routing_key.as_str(), content.properties.headers().as_ref())?;
+        let seq = self.confirms.as_mut().map(|c| c.next());
+        let msg = Arc::new(Message {
+            exchange: p.exchange.as_str().into(),
+            routing_key: p.routing_key.as_str().into(),
+            properties: content.properties,
+            raw_properties: content.raw_properties,
+            body: content.body,
+        });
+        if queues.is_empty() {
+            if p.mandatory {
+                self.shared.method(
+                    self.id,
+                    &AMQPClass::Basic(b::AMQPMethod::Return(b::Return {
+                        reply_code: 312,
+                        reply_text: "NO_ROUTE".into(),
+                        exchange: p.exchange.clone(),
+                        routing_key: p.routing_key.clone(),
+                    })),
+                );
+                broker_wire::encode::content(&mut self.shared.out.borrow_mut(), self.id, &msg.raw_properties, &msg.body, self.shared.frame_max.get());
+                self.request_flush();
+            }
+        } else {
+            self.shared.published.set(true);
+            for q in queues.iter() {
+                q.enqueue(msg.clone());
+                if q.is_hot() {
+                    self.shared.hot.borrow_mut().push(q.clone());
+                }
+            }
+        }
+        if let (Some(seq), Some(c)) = (seq, self.confirms.as_mut()) {
+            c.settle(seq, true);
+            if !self.confirm_flush_scheduled {
+                self.confirm_flush_scheduled = true;
+                ctx.notify(FlushConfirms);
+            }
+        }
+        Ok(())
+    }
+
+    /// The queues a message goes to, from the route cache or the exchanges' snapshots.
+    fn route(&mut self, exchange: &str, routing_key: &str, headers: Option<&FieldTable>) -> Result<Arc<[Arc<QueueEntry>]>, AmqpError> {
+        let version = self.vhost.version();
+        if version != self.routes.version {
+            self.routes.by_exchange.clear();
+            self.routes.entries = 0;
+            self.routes.version = version;
+        }
+        if let Some(r) = self.routes.by_exchange.get(exchange).and_then(|m| m.get(routing_key)) {
+            return Ok(r.clone());
+        }
+        let mut out = Vec::new();
+        let cacheable = if exchange.is_empty() {
+            if let Some(q) = self.vhost.queue(routing_key) {
+                out.push(q);
+            }
+            true
+        } else {
+            let x = self
+                .vhost
+                .exchange(exchange)
+                .ok_or_else(|| AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'")))?;
+            if x.internal {
+                return Err(AmqpError::access_refused(format!(
+                    "cannot publish to internal exchange '{exchange}' in vhost '/'"
+                )));
+            }
+            self.vhost.route(&x, routing_key, headers, &mut out)
+        };
+        let r: Arc<[Arc<QueueEntry>]> = out.into();
+        if cacheable {
+            if self.routes.entries >= ROUTE_CACHE_MAX {
+                self.routes.by_exchange.clear();
+                self.routes.entries = 0;
+            }
+            self.routes.entries += 1;
+            self.routes
+                .by_exchange
+                .entry(exchange.to_string())
+                .or_default()
+                .insert(routing_key.to_string(), r.clone());
+        }
+        Ok(r)
+    }
+
+    pub(crate) fn confirm_method(&mut self, m: confirm::AMQPMethod) -> Result<(), AmqpError> {
+        match m {
+            confirm::AMQPMethod::Select(s) => {
+                if self.tx.is_some() {
+                    return Err(AmqpError::precondition_failed("cannot switch from tx to confirm mode"));
+                }
+                if self.confirms.is_none() {
+                    self.confirms = Some(Confirms::default());
+                }
+                if !s.nowait {
+                    self.send(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
+                }
+                Ok(())
+            }
+            _ => Err(AmqpError::command_invalid("unexpected confirm method")),
+        }
+    }
+
+    pub(crate) fn tx_method(&mut self, m: tx::AMQPMethod, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+        match m {
+            tx::AMQPMethod::Select(_) => {
+                if self.confirms.is_some() {
+                    return Err(AmqpError::precondition_failed("cannot switch from confirm to tx mode"));
+                }
+                if self.tx.is_none() {
+                    self.tx = Some(TxBuffer::default());
+                }
+                self.send(AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
+                Ok(())
+            }
+            tx::AMQPMethod::Commit(_) => {
+                let Some(buf) = self.tx.replace(TxBuffer::default()) else {
+                    return Err(AmqpError::precondition_failed("channel is not transactional"));
+                };
+                for (p, c) in buf.publishes {
+                    self.publish_now(p, c, ctx)?;
+                }
+                self.apply_settles(buf.settles.into_iter().map(|(_, p, k)| (p, k)).collect());
+                self.send(AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+                Ok(())
+            }
+            tx::AMQPMethod::Rollback(_) => {
+                let Some(buf) = self.tx.replace(TxBuffer::default()) else {
+                    return Err(AmqpError::precondition_failed("channel is not transactional"));
+                };
+                for (tag, p, _) in buf.settles {
+                    self.unacked.reinsert(tag, p);
+                }
+                self.send(AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})));
+                Ok(())
+            }
+            _ => Err(AmqpError::command_invalid("unexpected tx method")),
+        }
+    }
+}

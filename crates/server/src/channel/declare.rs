@@ -1,0 +1,245 @@
+//! exchange.* and queue.* methods: declare, delete, bind, unbind, purge.
+
+use super::ChannelActor;
+use crate::queue;
+use crate::vhost::{ExchangeSpec, QueueSpec};
+use actix::prelude::*;
+use broker_core::routing::{Destination, ExchangeKind};
+use broker_core::AmqpError;
+use broker_wire::protocol::{exchange as x, queue as q, AMQPClass};
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+
+fn mailbox(_: MailboxError) -> AmqpError {
+    AmqpError::internal("queue unavailable")
+}
+
+/// A server-generated queue name, as RabbitMQ makes them.
+fn generated_name() -> String {
+    let suffix: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(22)
+        .map(char::from)
+        .collect();
+    format!("amq.gen-{suffix}")
+}
+
+impl ChannelActor {
+    pub(crate) fn exchange_method(&mut self, m: x::AMQPMethod, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+        match m {
+            x::AMQPMethod::Declare(d) => self.exchange_declare(d),
+            x::AMQPMethod::Delete(d) => {
+                let v = self.vhost.clone();
+                let name = d.exchange.to_string();
+                let nowait = d.nowait;
+                self.wait_then(ctx, (40, 20), async move { v.delete_exchange(&name, d.if_unused).await }, move |act, (), _| {
+                    if !nowait {
+                        act.send(AMQPClass::Exchange(x::AMQPMethod::DeleteOk(x::DeleteOk {})));
+                    }
+                });
+                Ok(())
+            }
+            x::AMQPMethod::Bind(bd) => {
+                let (nowait, cm) = (bd.nowait, (40, 30));
+                self.bind(ctx, cm, bd.source.to_string(), Destination::Exchange(bd.destination.as_str().into()), bd.routing_key.to_string(), bd.arguments, true, move |act| {
+                    if !nowait {
+                        act.send(AMQPClass::Exchange(x::AMQPMethod::BindOk(x::BindOk {})));
+                    }
+                });
+                Ok(())
+            }
+            x::AMQPMethod::Unbind(bd) => {
+                let (nowait, cm) = (bd.nowait, (40, 40));
+                self.bind(ctx, cm, bd.source.to_string(), Destination::Exchange(bd.destination.as_str().into()), bd.routing_key.to_string(), bd.arguments, false, move |act| {
+                    if !nowait {
+                        act.send(AMQPClass::Exchange(x::AMQPMethod::UnbindOk(x::UnbindOk {})));
+                    }
+                });
+                Ok(())
+            }
+            _ => Err(AmqpError::command_invalid("unexpected exchange method")),
+        }
+    }
+
+    fn exchange_declare(&mut self, d: x::Declare) -> Result<(), AmqpError> {
+        let name = d.exchange.as_str();
+        let reply = |act: &ChannelActor| {
+            if !d.nowait {
+                act.send(AMQPClass::Exchange(x::AMQPMethod::DeclareOk(x::DeclareOk {})));
+            }
+        };
+        if name.is_empty() {
+            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+        }
+        if d.passive {
+            if self.vhost.exchange(name).is_none() {
+                return Err(AmqpError::not_found(format!("no exchange '{name}' in vhost '/'")));
+            }
+            reply(self);
+            return Ok(());
+        }
+        let Some(kind) = ExchangeKind::parse(d.kind.as_str()) else {
+            return Err(AmqpError::command_invalid(format!("unknown exchange type '{}'", d.kind)));
+        };
+        if self.vhost.exchange(name).is_none() && name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "exchange name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        self.vhost.declare_exchange(
+            name,
+            ExchangeSpec {
+                kind,
+                durable: d.durable,
+                auto_delete: d.auto_delete,
+                internal: d.internal,
+                arguments: d.arguments.clone(),
+            },
+        )?;
+        reply(self);
+        Ok(())
+    }
+
+    /// Resolves an empty queue name to the channel's last declared queue, as RabbitMQ does.
+    pub(crate) fn queue_name(&self, name: &str) -> Result<String, AmqpError> {
+        if !name.is_empty() {
+            return Ok(name.to_string());
+        }
+        self.last_queue
+            .clone()
+            .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+    }
+
+    pub(crate) fn find_queue(&self, name: &str) -> Result<std::sync::Arc<queue::QueueEntry>, AmqpError> {
+        let q = self
+            .vhost
+            .queue(name)
+            .ok_or_else(|| AmqpError::not_found(format!("no queue '{name}' in vhost '/'")))?;
+        q.check_access(self.key.connection)?;
+        Ok(q)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn bind(
+        &mut self,
+        ctx: &mut Context<Self>,
+        cm: (u16, u16),
+        source: String,
+        dest: Destination,
+        routing_key: String,
+        arguments: broker_wire::types::FieldTable,
+        bind: bool,
+        then: impl FnOnce(&mut Self) + 'static,
+    ) {
+        let v = self.vhost.clone();
+        self.wait_then(ctx, cm, async move { v.bind(&source, dest, &routing_key, arguments, bind).await }, move |act, (), _| then(act));
+    }
+
+    pub(crate) fn queue_method(&mut self, m: q::AMQPMethod, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+        match m {
+            q::AMQPMethod::Declare(d) => self.queue_declare(d, ctx),
+            q::AMQPMethod::Bind(bd) => {
+                let name = self.queue_name(bd.queue.as_str())?;
+                let q = self.find_queue(&name)?;
+                let rk = if bd.routing_key.as_str().is_empty() && bd.queue.as_str().is_empty() {
+                    name.clone()
+                } else {
+                    bd.routing_key.to_string()
+                };
+                let nowait = bd.nowait;
+                self.bind(ctx, (50, 20), bd.exchange.to_string(), Destination::Queue(q.name.clone()), rk, bd.arguments, true, move |act| {
+                    if !nowait {
+                        act.send(AMQPClass::Queue(q::AMQPMethod::BindOk(q::BindOk {})));
+                    }
+                });
+                Ok(())
+            }
+            q::AMQPMethod::Unbind(bd) => {
+                let name = self.queue_name(bd.queue.as_str())?;
+                if let Some(q) = self.vhost.queue(&name) {
+                    q.check_access(self.key.connection)?;
+                }
+                if bd.exchange.as_str().is_empty() {
+                    return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+                }
+                if self.vhost.exchange(bd.exchange.as_str()).is_none() || self.vhost.queue(&name).is_none() {
+                    // unbinding what does not exist succeeds, as in RabbitMQ
+                    self.send(AMQPClass::Queue(q::AMQPMethod::UnbindOk(q::UnbindOk {})));
+                    return Ok(());
+                }
+                self.bind(ctx, (50, 50), bd.exchange.to_string(), Destination::Queue(name.as_str().into()), bd.routing_key.to_string(), bd.arguments, false, |act| {
+                    act.send(AMQPClass::Queue(q::AMQPMethod::UnbindOk(q::UnbindOk {})));
+                });
+                Ok(())
+            }
+            q::AMQPMethod::Purge(p) => {
+                let name = self.queue_name(p.queue.as_str())?;
+                let qe = self.find_queue(&name)?;
+                let nowait = p.nowait;
+                self.wait_then(ctx, (50, 30), async move { qe.addr.send(queue::Purge).await.map_err(mailbox) }, move |act, n, _| {
+                    if !nowait {
+                        act.send(AMQPClass::Queue(q::AMQPMethod::PurgeOk(q::PurgeOk { message_count: n })));
+                    }
+                });
+                Ok(())
+            }
+            q::AMQPMethod::Delete(d) => {
+                let name = self.queue_name(d.queue.as_str())?;
+                let v = self.vhost.clone();
+                let conn = self.key.connection;
+                let nowait = d.nowait;
+                self.wait_then(ctx, (50, 40), async move { v.delete_queue(&name, d.if_unused, d.if_empty, conn).await }, move |act, n, _| {
+                    if !nowait {
+                        act.send(AMQPClass::Queue(q::AMQPMethod::DeleteOk(q::DeleteOk { message_count: n })));
+                    }
+                });
+                Ok(())
+            }
+            _ => Err(AmqpError::command_invalid("unexpected queue method")),
+        }
+    }
+
+    fn queue_declare(&mut self, d: q::Declare, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+        let conn = self.key.connection;
+        let entry = if d.passive {
+            let name = self.queue_name(d.queue.as_str())?;
+            self.find_queue(&name)?
+        } else {
+            let name = if d.queue.as_str().is_empty() {
+                generated_name()
+            } else {
+                let n = d.queue.to_string();
+                if n.starts_with("amq.") && self.vhost.queue(&n).is_none() {
+                    return Err(AmqpError::access_refused(format!(
+                        "queue name '{n}' contains reserved prefix 'amq.*'"
+                    )));
+                }
+                n
+            };
+            self.vhost.declare_queue(
+                &name,
+                QueueSpec {
+                    durable: d.durable,
+                    exclusive_owner: d.exclusive.then_some(conn),
+                    auto_delete: d.auto_delete,
+                    arguments: d.arguments.clone(),
+                },
+                conn,
+            )?
+        };
+        let name = entry.name.to_string();
+        self.last_queue = Some(name.clone());
+        let nowait = d.nowait;
+        let addr = entry.addr.clone();
+        self.wait_then(ctx, (50, 10), async move { addr.send(queue::Stats).await.map_err(mailbox) }, move |act, (ready, consumers, _), _| {
+            if !nowait {
+                act.send(AMQPClass::Queue(q::AMQPMethod::DeclareOk(q::DeclareOk {
+                    queue: name.into(),
+                    message_count: ready,
+                    consumer_count: consumers,
+                })));
+            }
+        });
+        Ok(())
+    }
+}

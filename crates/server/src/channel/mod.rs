@@ -1,0 +1,396 @@
+//! The channel actor: one per open AMQP channel, living on its connection's thread. It
+//! carries out the methods of its channel, routes publishes itself (from the exchanges'
+//! binding snapshots, through a per-channel route cache) straight into queue mailboxes,
+//! tracks delivery tags, acks, confirms and transactions, and writes its replies and
+//! deliveries into the connection's shared write buffer.
+
+mod basic;
+mod declare;
+
+use crate::connection::{ChannelClosing, Connection, ConnectionFail, Flush};
+use crate::flow::{ChannelGate, ConsumerGate};
+use crate::queue::{self, QueueEntry};
+use crate::shared::{ConnShared, OUT_HIGH};
+use crate::vhost::VHost;
+use actix::prelude::*;
+use broker_core::channel::{Confirms, Unacked};
+use broker_core::names::{ChannelKey, DeliveryTag};
+use broker_core::queue::{Entry, MsgId};
+use broker_core::AmqpError;
+use broker_wire::assembly::{Command, Content};
+use broker_wire::protocol::{basic as b, channel, AMQPClass};
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::Arc;
+use tracing::Span;
+
+/// What settling a delivery tag needs.
+pub(crate) struct Pending {
+    pub queue: Arc<QueueEntry>,
+    pub id: MsgId,
+    /// The consumer's gate (None for basic.get).
+    pub gate: Option<Arc<ConsumerGate>>,
+}
+
+/// A consumer on this channel.
+pub(crate) struct ConsumerRec {
+    pub queue: Arc<QueueEntry>,
+    pub gate: Arc<ConsumerGate>,
+}
+
+/// How a buffered transactional settle ends.
+#[derive(Clone, Copy)]
+pub(crate) enum SettleKind {
+    Ack,
+    Requeue,
+    Discard,
+}
+
+/// Work held back by tx.select until tx.commit.
+#[derive(Default)]
+pub(crate) struct TxBuffer {
+    pub publishes: Vec<(b::Publish, Content)>,
+    pub settles: Vec<(DeliveryTag, Pending, SettleKind)>,
+}
+
+/// Routing decisions of this channel, valid while the vhost's topology version holds.
+#[derive(Default)]
+pub(crate) struct RouteCache {
+    pub version: u64,
+    pub by_exchange: HashMap<String, HashMap<String, Arc<[Arc<QueueEntry>]>>>,
+    pub entries: usize,
+}
+
+/// The channel actor.
+pub struct ChannelActor {
+    pub(crate) id: u16,
+    pub(crate) key: ChannelKey,
+    pub(crate) conn: Addr<Connection>,
+    pub(crate) shared: Rc<ConnShared>,
+    pub(crate) vhost: Arc<VHost>,
+    pub(crate) span: Span,
+    /// A channel error was sent; everything but close-ok is ignored.
+    pub(crate) closing: bool,
+    pub(crate) unacked: Unacked<Pending>,
+    pub(crate) consumers: HashMap<Arc<str>, ConsumerRec>,
+    pub(crate) gate: Arc<ChannelGate>,
+    /// basic.qos prefetch for consumers created from now on (global=false).
+    pub(crate) prefetch: u32,
+    pub(crate) confirms: Option<Confirms>,
+    pub(crate) confirm_flush_scheduled: bool,
+    pub(crate) tx: Option<TxBuffer>,
+    pub(crate) routes: RouteCache,
+    /// Queues this channel consumed from or got messages from; told when it closes.
+    pub(crate) touched: HashMap<usize, Arc<QueueEntry>>,
+    /// The last queue declared, which an empty queue name refers to.
+    pub(crate) last_queue: Option<String>,
+}
+
+impl ChannelActor {
+    /// A channel actor for channel `id` of a connection.
+    pub fn new(id: u16, conn: Addr<Connection>, shared: Rc<ConnShared>, vhost: Arc<VHost>, parent: &Span) -> Self {
+        let span = tracing::info_span!(parent: parent, "channel", id);
+        Self {
+            id,
+            key: ChannelKey {
+                connection: shared.id,
+                channel: id,
+            },
+            conn,
+            shared,
+            vhost,
+            span,
+            closing: false,
+            unacked: Unacked::default(),
+            consumers: HashMap::new(),
+            gate: Arc::new(ChannelGate::default()),
+            prefetch: 0,
+            confirms: None,
+            confirm_flush_scheduled: false,
+            tx: None,
+            routes: RouteCache::default(),
+            touched: HashMap::new(),
+            last_queue: None,
+        }
+    }
+
+    /// Appends a method frame and asks for a flush.
+    pub(crate) fn send(&self, m: AMQPClass) {
+        self.shared.method(self.id, &m);
+        self.request_flush();
+    }
+
+    pub(crate) fn request_flush(&self) {
+        if !self.shared.flush_requested.replace(true) {
+            self.conn.do_send(Flush);
+        }
+    }
+
+    pub(crate) fn touch(&mut self, q: &Arc<QueueEntry>) {
+        self.touched.entry(Arc::as_ptr(q) as usize).or_insert_with(|| q.clone());
+    }
+
+    /// Closes this channel with a channel error, or hands a connection error up.
+    pub(crate) fn fail(&mut self, e: AmqpError, _ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        if e.is_connection_error() {
+            self.conn.do_send(ConnectionFail(e));
+            return;
+        }
+        {
+            let _s = self.span.enter();
+            tracing::warn!(code = e.code.code(), text = %e.reply_text(), "closing channel");
+        }
+        self.send(AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+            reply_code: e.code.code(),
+            reply_text: e.reply_text().into(),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        })));
+        self.closing = true;
+        self.cleanup();
+        self.conn.do_send(ChannelClosing(self.id));
+    }
+
+    /// Releases everything the channel holds: queues requeue its unacked deliveries and
+    /// drop its consumers.
+    pub(crate) fn cleanup(&mut self) {
+        self.consumers.clear();
+        let _ = self.unacked.take_all();
+        self.tx = None;
+        for (_, q) in self.touched.drain() {
+            q.addr.do_send(queue::ChannelClosed(self.key));
+        }
+    }
+
+    /// Runs `fut` while holding back this channel's mailbox (methods stay in order), then
+    /// `then` with its result; an error closes the channel (or connection).
+    pub(crate) fn wait_then<T: 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        method: (u16, u16),
+        fut: impl Future<Output = Result<T, AmqpError>> + 'static,
+        then: impl FnOnce(&mut Self, T, &mut Context<Self>) + 'static,
+    ) {
+        ctx.wait(fut.into_actor(self).map(move |res, act, ctx| {
+            if act.closing {
+                return;
+            }
+            match res {
+                Ok(v) => then(act, v, ctx),
+                Err(e) => act.fail(e.on(method.0, method.1), ctx),
+            }
+        }));
+    }
+
+    fn dispatch(&mut self, cmd: Command, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+        let m = match cmd {
+            Command::Publish(p, content) => {
+                return self.basic_publish(p, content, ctx).map_err(|e| e.on(60, 40));
+            }
+            Command::Method(m) => *m,
+        };
+        let cm = (m.get_amqp_class_id(), m.get_amqp_method_id());
+        let res = match m {
+            AMQPClass::Channel(channel::AMQPMethod::Flow(f)) => {
+                if f.active {
+                    self.send(AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active: true })));
+                    Ok(())
+                } else {
+                    Err(AmqpError::not_implemented("active=false"))
+                }
+            }
+            AMQPClass::Channel(channel::AMQPMethod::FlowOk(_)) => Ok(()),
+            AMQPClass::Access(broker_wire::protocol::access::AMQPMethod::Request(_)) => {
+                self.send(AMQPClass::Access(broker_wire::protocol::access::AMQPMethod::RequestOk(
+                    broker_wire::protocol::access::RequestOk {},
+                )));
+                Ok(())
+            }
+            AMQPClass::Exchange(m) => self.exchange_method(m, ctx),
+            AMQPClass::Queue(m) => self.queue_method(m, ctx),
+            AMQPClass::Basic(m) => self.basic_method(m, ctx),
+            AMQPClass::Confirm(m) => self.confirm_method(m),
+            AMQPClass::Tx(m) => self.tx_method(m, ctx),
+            _ => Err(AmqpError::command_invalid("method not allowed on a channel")),
+        };
+        res.map_err(|e| e.on(cm.0, cm.1))
+    }
+}
+
+impl Actor for ChannelActor {
+    type Context = Context<Self>;
+}
+
+/// Input from the connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum Incoming {
+    /// A complete command.
+    Command(Command),
+    /// A channel error found while assembling (message too large).
+    Fail(AmqpError),
+}
+
+impl Handler<Incoming> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
+        match msg {
+            Incoming::Command(cmd) => {
+                self.shared.pending_commands.set(self.shared.pending_commands.get().saturating_sub(1));
+                if self.closing {
+                    return;
+                }
+                let _s = self.span.clone().entered();
+                let res = catch_unwind(AssertUnwindSafe(|| self.dispatch(cmd, ctx)));
+                match res {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => self.fail(e, ctx),
+                    Err(_) => self.conn.do_send(ConnectionFail(AmqpError::internal("internal error"))),
+                }
+            }
+            Incoming::Fail(e) => self.fail(e, ctx),
+        }
+    }
+}
+
+/// The client closed the channel: clean up, reply close-ok, stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ClientClose;
+
+impl Handler<ClientClose> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, _: ClientClose, ctx: &mut Context<Self>) {
+        self.cleanup();
+        self.send(AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+        ctx.stop();
+    }
+}
+
+/// The connection is going away (or got close-ok): clean up and stop silently.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        self.cleanup();
+        ctx.stop();
+    }
+}
+
+/// A delivery from a queue to one of this channel's consumers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    /// The queue.
+    pub queue: Arc<QueueEntry>,
+    /// The consumer.
+    pub consumer_tag: Arc<str>,
+    /// Whether the consumer is no-ack.
+    pub no_ack: bool,
+    /// The message.
+    pub entry: Entry,
+    /// The consumer's gate (credit reserved by the queue).
+    pub gate: Arc<ConsumerGate>,
+}
+
+impl Handler<Deliver> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, d: Deliver, _ctx: &mut Context<Self>) {
+        let live = !self.closing
+            && self
+                .consumers
+                .get(&d.consumer_tag)
+                .is_some_and(|c| Arc::ptr_eq(&c.gate, &d.gate));
+        if !live {
+            // cancelled or closed while the delivery was on its way: hand it back
+            d.gate.undo();
+            d.queue.addr.do_send(queue::Restore {
+                entries: vec![d.entry],
+                no_ack: d.no_ack,
+            });
+            return;
+        }
+        let tag = if d.no_ack {
+            self.unacked.next_tag()
+        } else {
+            self.unacked.record(Pending {
+                queue: d.queue.clone(),
+                id: d.entry.id,
+                gate: Some(d.gate.clone()),
+            })
+        };
+        let msg = &d.entry.msg;
+        {
+            let mut out = self.shared.out.borrow_mut();
+            broker_wire::encode::deliver(&mut out, self.id, &d.consumer_tag, tag.0, d.entry.redelivered, &msg.exchange, &msg.routing_key);
+            broker_wire::encode::content(&mut out, self.id, &msg.raw_properties, &msg.body, self.shared.frame_max.get());
+        }
+        if self.shared.out_len() > OUT_HIGH {
+            self.shared.deferred.borrow_mut().push((d.gate, d.queue));
+        } else if d.gate.written() {
+            d.queue.addr.do_send(queue::Kick);
+        }
+        self.request_flush();
+    }
+}
+
+/// The queue of a consumer was deleted: tell the client with basic.cancel.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConsumerCancelled {
+    /// The consumer.
+    pub consumer_tag: Arc<str>,
+}
+
+impl Handler<ConsumerCancelled> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, m: ConsumerCancelled, _ctx: &mut Context<Self>) {
+        if self.closing || self.consumers.remove(&m.consumer_tag).is_none() {
+            return;
+        }
+        self.send(AMQPClass::Basic(b::AMQPMethod::Cancel(b::Cancel {
+            consumer_tag: m.consumer_tag.as_ref().into(),
+            nowait: true,
+        })));
+    }
+}
+
+/// Sends the publisher confirms gathered since the last flush.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FlushConfirms;
+
+impl Handler<FlushConfirms> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, _: FlushConfirms, _ctx: &mut Context<Self>) {
+        self.confirm_flush_scheduled = false;
+        if self.closing {
+            return;
+        }
+        let Some(c) = self.confirms.as_mut() else { return };
+        for f in c.drain() {
+            let m = if f.ack {
+                b::AMQPMethod::Ack(b::Ack {
+                    delivery_tag: f.tag,
+                    multiple: f.multiple,
+                })
+            } else {
+                b::AMQPMethod::Nack(b::Nack {
+                    delivery_tag: f.tag,
+                    multiple: f.multiple,
+                    requeue: false,
+                })
+            };
+            self.shared.method(self.id, &AMQPClass::Basic(m));
+        }
+        self.request_flush();
+    }
+}

@@ -1,0 +1,159 @@
+//! Broker settings: defaults, overridden by a TOML file, overridden by environment
+//! variables and flags (clap reads both; flags win over the environment).
+
+use clap::Parser;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Command-line flags. Every flag can also be given as an environment variable
+/// (`BROKER_LISTEN`, ...) or in the config file (`listen = "..."`).
+#[derive(Debug, Parser)]
+#[command(name = "broker", version, about = "An AMQP 0-9-1 message broker")]
+pub struct Cli {
+    /// Address and port to accept AMQP connections on [default: 0.0.0.0:5672]
+    #[arg(long, env = "BROKER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for durable state [default: ./data]
+    #[arg(long, env = "BROKER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file
+    #[arg(long, env = "BROKER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log level or filter (error, warn, info, debug, trace) [default: info]
+    #[arg(long, env = "BROKER_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "BROKER_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Largest message body accepted, in bytes [default: 16777216]
+    #[arg(long, env = "BROKER_MAX_MESSAGE_SIZE")]
+    pub max_message_size: Option<u64>,
+    /// frame_max offered to clients [default: 131072]
+    #[arg(long, env = "BROKER_FRAME_MAX")]
+    pub frame_max: Option<u32>,
+    /// channel_max offered to clients [default: 2047]
+    #[arg(long, env = "BROKER_CHANNEL_MAX")]
+    pub channel_max: Option<u16>,
+    /// Heartbeat interval offered to clients, in seconds [default: 60]
+    #[arg(long, env = "BROKER_HEARTBEAT")]
+    pub heartbeat: Option<u16>,
+    /// Bytes of messages held in queues above which publishers are blocked
+    /// [default: 40% of physical memory]
+    #[arg(long, env = "BROKER_MEMORY_HIGH_WATERMARK")]
+    pub memory_high_watermark: Option<u64>,
+    /// Worker threads (arbiters) [default: number of cores]
+    #[arg(long, env = "BROKER_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+/// The settings file; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    log_level: Option<String>,
+    log_format: Option<String>,
+    max_message_size: Option<u64>,
+    frame_max: Option<u32>,
+    channel_max: Option<u16>,
+    heartbeat: Option<u16>,
+    memory_high_watermark: Option<u64>,
+    workers: Option<usize>,
+}
+
+/// The resolved settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// AMQP listen address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Log filter.
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Largest body accepted.
+    pub max_message_size: u64,
+    /// frame_max offered in connection.tune.
+    pub frame_max: u32,
+    /// channel_max offered in connection.tune.
+    pub channel_max: u16,
+    /// Heartbeat offered in connection.tune (seconds).
+    pub heartbeat: u16,
+    /// Memory high watermark in bytes.
+    pub memory_high_watermark: u64,
+    /// Worker threads.
+    pub workers: usize,
+    /// Seconds a client has to complete the handshake.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Config {
+    /// Resolves flags, environment and file into settings.
+    pub fn load(cli: Cli) -> Result<Config, String> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| format!("invalid config file {}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let frame_max = cli.frame_max.or(file.frame_max).unwrap_or(131_072);
+        if frame_max < 4096 {
+            return Err(format!("frame_max {frame_max} is below the AMQP minimum of 4096"));
+        }
+        Ok(Config {
+            listen: cli
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5672))),
+            data_dir: cli
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            log_level: cli
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            log_format: cli
+                .log_format
+                .or(file.log_format)
+                .unwrap_or_else(|| "text".into()),
+            max_message_size: cli
+                .max_message_size
+                .or(file.max_message_size)
+                .unwrap_or(16 * 1024 * 1024),
+            frame_max,
+            channel_max: cli.channel_max.or(file.channel_max).unwrap_or(2047),
+            heartbeat: cli.heartbeat.or(file.heartbeat).unwrap_or(60),
+            memory_high_watermark: cli
+                .memory_high_watermark
+                .or(file.memory_high_watermark)
+                .unwrap_or_else(default_watermark),
+            workers: cli
+                .workers
+                .or(file.workers)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+                .max(1),
+            handshake_timeout_secs: 10,
+        })
+    }
+}
+
+/// 40% of physical memory, as RabbitMQ's vm_memory_high_watermark default.
+fn default_watermark() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(4 << 30, |kb| kb * 1024);
+    total / 10 * 4
+}

@@ -1,0 +1,599 @@
+//! The connection actor: one per TCP connection. It reads the socket, splits and checks
+//! frames, runs the connection handshake and channel-0 methods itself, assembles content
+//! per channel and hands complete commands to channel actors. It owns the write half and
+//! flushes the shared write buffer in batches. It stops reading when its channels are
+//! behind, its client does not read, or the broker is over its memory watermark.
+
+use crate::channel::{ChannelActor, ClientClose, Incoming, Shutdown};
+use crate::handshake::{self, ClientInfo};
+use crate::runtime::Runtime;
+use crate::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
+use crate::vhost::VHost;
+use actix::prelude::*;
+use broker_core::{AmqpError, ReplyCode};
+use broker_wire::assembly::{AssemblyError, Assembler};
+use broker_wire::frame::{Frame, PROTOCOL_HEADER};
+use broker_wire::protocol::{channel, connection, AMQPClass};
+use broker_wire::{encode, FrameDecoder};
+use bytes::{Buf, BytesMut};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tracing::{info, warn, Span};
+
+/// Where the connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for the 8-byte protocol header.
+    AwaitHeader,
+    /// connection.start sent.
+    AwaitStartOk,
+    /// connection.tune sent.
+    AwaitTuneOk,
+    /// Waiting for connection.open.
+    AwaitOpen,
+    /// Open for channels.
+    Open,
+    /// We sent connection.close and wait for close-ok.
+    Closing,
+    /// Done; the socket closes once the write buffer is flushed.
+    Closed,
+}
+
+struct Slot {
+    addr: Addr<ChannelActor>,
+    assembler: Assembler,
+    /// The server closed the channel and waits for close-ok; other frames are dropped.
+    closing: bool,
+}
+
+/// The connection actor.
+pub struct Connection {
+    id: u64,
+    peer: SocketAddr,
+    rt: Arc<Runtime>,
+    span: Span,
+    reader: Option<OwnedReadHalf>,
+    writer: Option<OwnedWriteHalf>,
+    rbuf: BytesMut,
+    writing: bool,
+    decoder: FrameDecoder,
+    state: State,
+    shared: Rc<ConnShared>,
+    channels: HashMap<u16, Slot>,
+    channel_max: u16,
+    heartbeat: u16,
+    last_read: Instant,
+    last_write: Instant,
+    vhost: Option<Arc<VHost>>,
+    client: ClientInfo,
+    blocked_sent: bool,
+    torn_down: bool,
+}
+
+impl Connection {
+    /// Starts a connection actor for an accepted socket on a worker thread.
+    pub fn spawn(stream: std::net::TcpStream, peer: SocketAddr, rt: Arc<Runtime>) {
+        let arbiter = rt.next_arbiter();
+        let id = rt.next_connection_id();
+        Connection::start_in_arbiter(&arbiter, move |_ctx| {
+            let frame_max = rt.config.frame_max;
+            let (reader, writer) = match TcpStream::from_std(stream) {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    let (r, w) = s.into_split();
+                    (Some(r), Some(w))
+                }
+                Err(e) => {
+                    warn!(%peer, "cannot register socket: {e}");
+                    (None, None)
+                }
+            };
+            Connection {
+                id,
+                peer,
+                span: tracing::info_span!("conn", id, %peer),
+                reader,
+                writer,
+                rbuf: BytesMut::with_capacity(64 << 10),
+                writing: false,
+                decoder: FrameDecoder::new(frame_max),
+                state: State::AwaitHeader,
+                shared: Rc::new(ConnShared::new(id, frame_max)),
+                channels: HashMap::new(),
+                channel_max: rt.config.channel_max,
+                heartbeat: 0,
+                last_read: Instant::now(),
+                last_write: Instant::now(),
+                vhost: None,
+                client: ClientInfo::default(),
+                blocked_sent: false,
+                torn_down: false,
+                rt,
+            }
+        });
+    }
+
+    fn send(&self, channel: u16, m: AMQPClass) {
+        self.shared.method(channel, &m);
+    }
+
+    /// Whether reading must pause (backpressure).
+    fn throttled(&mut self) -> bool {
+        if self.shared.pending_commands.get() > MAX_PENDING_COMMANDS {
+            return true;
+        }
+        if self.shared.out_len() > OUT_HIGH {
+            return true;
+        }
+        if self.state == State::Open && self.shared.published.get() {
+            let alarm = self.rt.memory.alarm();
+            if alarm != self.blocked_sent && self.client.connection_blocked {
+                self.blocked_sent = alarm;
+                if alarm {
+                    self.send(0, AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked { reason: "low on memory".into() })));
+                } else {
+                    self.send(0, AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {})));
+                }
+            }
+            if alarm {
+                return true;
+            }
+            let mut hot = self.shared.hot.borrow_mut();
+            hot.retain(|q| q.inflight.load(std::sync::atomic::Ordering::Relaxed) > crate::queue::QUEUE_CREDIT / 2);
+            if !hot.is_empty() {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn schedule_read(&mut self, ctx: &mut Context<Self>) {
+        if self.reader.is_none() || self.state == State::Closed {
+            return;
+        }
+        if self.throttled() {
+            self.flush(ctx);
+            ctx.run_later(Duration::from_millis(2), |a, ctx| a.schedule_read(ctx));
+            return;
+        }
+        let Some(mut reader) = self.reader.take() else { return };
+        let mut buf = std::mem::take(&mut self.rbuf);
+        if buf.capacity() - buf.len() < 16 << 10 {
+            buf.reserve(64 << 10);
+        }
+        ctx.spawn(
+            async move {
+                let r = reader.read_buf(&mut buf).await;
+                (reader, buf, r)
+            }
+            .into_actor(self)
+            .map(|(reader, buf, r), act, ctx| {
+                act.reader = Some(reader);
+                act.rbuf = buf;
+                match r {
+                    Ok(0) | Err(_) => {
+                        if act.state != State::Closed && act.state != State::Closing {
+                            let _e = act.span.enter();
+                            info!("client closed the socket");
+                        }
+                        ctx.stop();
+                    }
+                    Ok(_) => {
+                        act.last_read = Instant::now();
+                        let res = catch_unwind(AssertUnwindSafe(|| act.process_input(ctx)));
+                        if res.is_err() {
+                            act.fail(AmqpError::internal("internal error"), ctx);
+                        }
+                        act.flush(ctx);
+                        act.schedule_read(ctx);
+                    }
+                }
+            }),
+        );
+    }
+
+    fn process_input(&mut self, ctx: &mut Context<Self>) {
+        if self.state == State::AwaitHeader {
+            if self.rbuf.len() < 8 {
+                if !PROTOCOL_HEADER.starts_with(&self.rbuf[..]) {
+                    self.refuse_protocol(ctx);
+                }
+                return;
+            }
+            if &self.rbuf[..8] != PROTOCOL_HEADER {
+                self.refuse_protocol(ctx);
+                return;
+            }
+            self.rbuf.advance(8);
+            self.send(0, handshake::start());
+            self.state = State::AwaitStartOk;
+        }
+        loop {
+            if self.state == State::Closed {
+                self.rbuf.clear();
+                return;
+            }
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(frame)) => self.handle_frame(frame, ctx),
+                Ok(None) => return,
+                Err(e) => {
+                    let (c, m) = e.class_method();
+                    self.fail(AmqpError::new(ReplyCode::from_code(e.reply_code()), e.to_string()).on(c, m), ctx);
+                    self.rbuf.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A wrong protocol header gets the one we speak, then the socket closes.
+    fn refuse_protocol(&mut self, ctx: &mut Context<Self>) {
+        self.shared.out.borrow_mut().extend_from_slice(PROTOCOL_HEADER);
+        self.state = State::Closed;
+        self.flush(ctx);
+    }
+
+    fn handle_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        if self.state == State::Closing {
+            // after our connection.close only close-ok (or a crossing close) matters
+            if let Frame::Method { channel: 0, method } = frame {
+                match *method {
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => self.finish(ctx),
+                    AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                        self.send(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                        self.finish(ctx);
+                    }
+                    _ => {}
+                }
+            }
+            return;
+        }
+        match frame {
+            Frame::Heartbeat => {}
+            Frame::Method { channel: 0, method } => self.connection_method(*method, ctx),
+            f if f.channel() == 0 => self.fail(AmqpError::unexpected_frame("content frame on channel 0"), ctx),
+            f => {
+                if self.state != State::Open {
+                    self.fail(AmqpError::channel_error("channel frame before connection.open"), ctx);
+                    return;
+                }
+                self.channel_frame(f, ctx);
+            }
+        }
+    }
+
+    fn connection_method(&mut self, m: AMQPClass, ctx: &mut Context<Self>) {
+        let (cid, mid) = (m.get_amqp_class_id(), m.get_amqp_method_id());
+        let AMQPClass::Connection(m) = m else {
+            self.fail(AmqpError::command_invalid("non-connection method on channel 0").on(cid, mid), ctx);
+            return;
+        };
+        use connection::AMQPMethod as M;
+        match (self.state, m) {
+            (State::AwaitStartOk, M::StartOk(s)) => match handshake::authenticate(&s) {
+                Ok((user, client)) => {
+                    self.client = client;
+                    let _e = self.span.enter();
+                    info!(%user, "authenticated");
+                    self.send(0, handshake::tune(&self.rt.config));
+                    self.state = State::AwaitTuneOk;
+                }
+                Err(e) => self.fail(e.on(cid, mid), ctx),
+            },
+            (State::AwaitTuneOk, M::TuneOk(t)) => {
+                match handshake::negotiate(&t, &self.rt.config) {
+                    Ok((channel_max, frame_max, heartbeat)) => {
+                        self.channel_max = channel_max;
+                        self.decoder.frame_max = frame_max;
+                        self.shared.frame_max.set(frame_max);
+                        self.heartbeat = heartbeat;
+                        self.start_heartbeats(ctx);
+                        self.state = State::AwaitOpen;
+                    }
+                    Err(e) => self.fail(e.on(cid, mid), ctx),
+                }
+            }
+            (State::AwaitOpen, M::Open(o)) => match self.rt.vhost(o.virtual_host.as_str()) {
+                Some(v) => {
+                    self.vhost = Some(v);
+                    self.state = State::Open;
+                    self.rt.connections.insert(self.id, ctx.address().recipient());
+                    self.send(0, AMQPClass::Connection(M::OpenOk(connection::OpenOk {})));
+                    let _e = self.span.enter();
+                    info!(vhost = o.virtual_host.as_str(), client = %self.client.product, "connection open");
+                }
+                None => self.fail(
+                    AmqpError::not_allowed(format!("vhost {} not found", o.virtual_host)).on(cid, mid),
+                    ctx,
+                ),
+            },
+            (_, M::Close(c)) => {
+                self.span.in_scope(|| info!(code = c.reply_code, text = c.reply_text.as_str(), "client closed the connection"));
+                self.teardown_channels();
+                self.send(0, AMQPClass::Connection(M::CloseOk(connection::CloseOk {})));
+                self.state = State::Closed;
+                self.flush(ctx);
+            }
+            (State::Open, M::UpdateSecret(_)) => {
+                self.send(0, AMQPClass::Connection(M::UpdateSecretOk(connection::UpdateSecretOk {})));
+            }
+            (State::Open, M::Blocked(_) | M::Unblocked(_)) => {}
+            (_, _) => self.fail(AmqpError::command_invalid("unexpected connection method").on(cid, mid), ctx),
+        }
+    }
+
+    fn channel_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        let ch = frame.channel();
+        if ch > self.channel_max {
+            self.fail(AmqpError::channel_error(format!("channel {ch} exceeds channel_max {}", self.channel_max)), ctx);
+            return;
+        }
+        let is = |f: &Frame, want: fn(&AMQPClass) -> bool| matches!(f, Frame::Method { method, .. } if want(method));
+        let open = |m: &AMQPClass| matches!(m, AMQPClass::Channel(channel::AMQPMethod::Open(_)));
+        let close = |m: &AMQPClass| matches!(m, AMQPClass::Channel(channel::AMQPMethod::Close(_)));
+        let close_ok = |m: &AMQPClass| matches!(m, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)));
+        let Some(slot) = self.channels.get_mut(&ch) else {
+            if is(&frame, open) {
+                self.open_channel(ch, ctx);
+            } else {
+                self.fail(AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}")), ctx);
+            }
+            return;
+        };
+        if slot.closing {
+            if is(&frame, close_ok) {
+                if let Some(s) = self.channels.remove(&ch) {
+                    s.addr.do_send(Shutdown);
+                }
+            } else if is(&frame, close) {
+                self.send(ch, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+                if let Some(s) = self.channels.remove(&ch) {
+                    s.addr.do_send(Shutdown);
+                }
+            }
+            return;
+        }
+        if is(&frame, open) {
+            self.fail(AmqpError::channel_error("second 'channel.open' seen").on(20, 10), ctx);
+            return;
+        }
+        if is(&frame, close) {
+            if let Some(s) = self.channels.remove(&ch) {
+                s.addr.do_send(ClientClose);
+            }
+            return;
+        }
+        if is(&frame, close_ok) {
+            return;
+        }
+        match slot.assembler.feed(frame) {
+            Ok(Some(cmd)) => {
+                self.shared.pending_commands.set(self.shared.pending_commands.get() + 1);
+                slot.addr.do_send(Incoming::Command(cmd));
+            }
+            Ok(None) => {}
+            Err(AssemblyError::TooLarge { size, max }) => {
+                slot.assembler.reset();
+                slot.closing = true;
+                slot.addr.do_send(Incoming::Fail(
+                    AmqpError::precondition_failed(format!(
+                        "message size {size} is larger than configured max size {max}"
+                    ))
+                    .on(60, 40),
+                ));
+            }
+            Err(AssemblyError::Wire(e)) => {
+                let (c, m) = e.class_method();
+                self.fail(AmqpError::new(ReplyCode::from_code(e.reply_code()), e.to_string()).on(c, m), ctx);
+            }
+        }
+    }
+
+    fn open_channel(&mut self, ch: u16, ctx: &mut Context<Self>) {
+        let Some(vhost) = self.vhost.clone() else { return };
+        let addr = ChannelActor::new(ch, ctx.address(), self.shared.clone(), vhost, &self.span).start();
+        self.channels.insert(
+            ch,
+            Slot {
+                addr,
+                assembler: Assembler::new(self.rt.config.max_message_size),
+                closing: false,
+            },
+        );
+        self.send(ch, AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
+    }
+
+    fn start_heartbeats(&mut self, ctx: &mut Context<Self>) {
+        if self.heartbeat == 0 {
+            return;
+        }
+        let hb = Duration::from_secs(self.heartbeat as u64);
+        let tick = (hb / 2).max(Duration::from_millis(500));
+        ctx.run_interval(tick, move |a, ctx| {
+            if a.last_read.elapsed() > hb * 2 {
+                let _e = a.span.enter();
+                warn!("missed heartbeats from client, closing connection");
+                ctx.stop();
+                return;
+            }
+            if a.last_write.elapsed() >= tick && !a.writing && a.shared.out_len() == 0 {
+                encode::heartbeat(&mut a.shared.out.borrow_mut());
+                a.flush(ctx);
+            }
+        });
+    }
+
+    /// Closes the connection with an error: connection.close now, close-ok awaited.
+    pub fn fail(&mut self, e: AmqpError, ctx: &mut Context<Self>) {
+        if matches!(self.state, State::Closing | State::Closed) {
+            return;
+        }
+        {
+            let _e = self.span.enter();
+            warn!(code = e.code.code(), text = %e.reply_text(), "closing connection");
+        }
+        if self.state == State::AwaitHeader {
+            self.state = State::Closed;
+            return;
+        }
+        self.send(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                reply_code: e.code.code(),
+                reply_text: e.reply_text().into(),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+        self.teardown_channels();
+        self.state = State::Closing;
+        self.flush(ctx);
+        ctx.run_later(Duration::from_secs(3), |_, ctx| ctx.stop());
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        self.state = State::Closed;
+        self.flush(ctx);
+    }
+
+    fn teardown_channels(&mut self) {
+        for (_, slot) in self.channels.drain() {
+            slot.addr.do_send(Shutdown);
+        }
+    }
+
+    /// Writes the shared buffer to the socket, one write at a time; whatever channels add
+    /// meanwhile goes out in the next batch.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.shared.flush_requested.set(false);
+        if self.writing {
+            return;
+        }
+        let data = {
+            let mut out = self.shared.out.borrow_mut();
+            if out.is_empty() {
+                drop(out);
+                if self.state == State::Closed {
+                    ctx.stop();
+                }
+                return;
+            }
+            out.split().freeze()
+        };
+        let Some(mut writer) = self.writer.take() else { return };
+        self.writing = true;
+        ctx.spawn(
+            async move {
+                let r = writer.write_all(&data).await;
+                (writer, r)
+            }
+            .into_actor(self)
+            .map(|(writer, r), act, ctx| {
+                act.writing = false;
+                act.writer = Some(writer);
+                act.last_write = Instant::now();
+                if r.is_err() {
+                    ctx.stop();
+                    return;
+                }
+                act.shared.release_deferred();
+                act.flush(ctx);
+            }),
+        );
+    }
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let timeout = Duration::from_secs(self.rt.config.handshake_timeout_secs);
+        ctx.run_later(timeout, |a, ctx| {
+            if matches!(a.state, State::AwaitHeader | State::AwaitStartOk | State::AwaitTuneOk | State::AwaitOpen) {
+                let _e = a.span.enter();
+                warn!("handshake timeout, closing socket");
+                ctx.stop();
+            }
+        });
+        self.schedule_read(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if self.torn_down {
+            return;
+        }
+        self.torn_down = true;
+        self.teardown_channels();
+        self.rt.connections.remove(&self.id);
+        if let Some(v) = self.vhost.clone() {
+            let id = self.id;
+            actix::spawn(async move { v.connection_closed(id).await });
+        }
+        let _e = self.span.enter();
+        info!(peer = %self.peer, "connection closed");
+    }
+}
+
+/// Asks the connection to flush its write buffer (sent by channels).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
+impl Handler<Flush> for Connection {
+    type Result = ();
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
+        self.flush(ctx);
+    }
+}
+
+/// A channel hit a connection-level error.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectionFail(pub AmqpError);
+
+impl Handler<ConnectionFail> for Connection {
+    type Result = ();
+    fn handle(&mut self, m: ConnectionFail, ctx: &mut Context<Self>) {
+        self.fail(m.0, ctx);
+    }
+}
+
+/// A channel closed itself with a channel error and awaits close-ok.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChannelClosing(pub u16);
+
+impl Handler<ChannelClosing> for Connection {
+    type Result = ();
+    fn handle(&mut self, m: ChannelClosing, _: &mut Context<Self>) {
+        if let Some(s) = self.channels.get_mut(&m.0) {
+            s.closing = true;
+            s.assembler.reset();
+        }
+    }
+}
+
+/// Closes the connection from the server side (shutdown, operator).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct ForceClose {
+    /// The reason given to the client.
+    pub reason: String,
+}
+
+impl Handler<ForceClose> for Connection {
+    type Result = ();
+    fn handle(&mut self, m: ForceClose, ctx: &mut Context<Self>) {
+        self.fail(
+            AmqpError::new(ReplyCode::ConnectionForced, format!("broker forced connection closure with reason '{}'", m.reason)),
+            ctx,
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! The exchange actor: owns one exchange's bindings and publishes an immutable snapshot of
+//! them after every change. Channels route from the snapshot; no publish ever passes
+//! through this actor.
+
+use crate::vhost::VHost;
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+use broker_core::routing::{Binding, Bindings, Destination, ExchangeKind};
+use broker_core::AmqpError;
+use broker_wire::types::FieldTable;
+use std::sync::{Arc, Weak};
+
+/// What the vhost knows of an exchange: its declared properties, the address of its actor
+/// and the snapshot of its bindings that channels route with.
+pub struct ExchangeEntry {
+    /// Name within the vhost.
+    pub name: Arc<str>,
+    /// Type.
+    pub kind: ExchangeKind,
+    /// Survives restarts (once durability lands).
+    pub durable: bool,
+    /// Deleted when its last binding goes.
+    pub auto_delete: bool,
+    /// Clients may not publish to it directly.
+    pub internal: bool,
+    /// Declared arguments.
+    pub arguments: FieldTable,
+    /// The bindings as last published by the actor.
+    pub bindings: Arc<ArcSwap<Bindings>>,
+    /// The owning actor.
+    pub addr: Addr<ExchangeActor>,
+}
+
+/// The actor owning one exchange's bindings.
+pub struct ExchangeActor {
+    name: Arc<str>,
+    auto_delete: bool,
+    bindings: Bindings,
+    snapshot: Arc<ArcSwap<Bindings>>,
+    vhost: Weak<VHost>,
+    deleted: bool,
+}
+
+impl ExchangeActor {
+    /// Starts the actor for a new exchange on a worker, under a supervisor.
+    pub fn spawn(
+        arbiter: &ArbiterHandle,
+        name: Arc<str>,
+        kind: ExchangeKind,
+        auto_delete: bool,
+        vhost: Weak<VHost>,
+    ) -> (Addr<ExchangeActor>, Arc<ArcSwap<Bindings>>) {
+        let snapshot = Arc::new(ArcSwap::from_pointee(Bindings::new(kind)));
+        let snap = snapshot.clone();
+        let addr = Supervisor::start_in_arbiter(arbiter, move |_| ExchangeActor {
+            name,
+            auto_delete,
+            bindings: Bindings::new(kind),
+            snapshot: snap,
+            vhost,
+            deleted: false,
+        });
+        (addr, snapshot)
+    }
+
+    fn publish(&mut self) {
+        self.snapshot.store(Arc::new(self.bindings.clone()));
+    }
+
+    /// auto-delete: an exchange that loses its last binding goes away.
+    fn maybe_auto_delete(&mut self, had: usize) {
+        if self.auto_delete && had > 0 && self.bindings.is_empty() && !self.deleted {
+            self.deleted = true;
+            if let Some(v) = self.vhost.upgrade() {
+                let name = self.name.clone();
+                actix::spawn(async move { v.forget_exchange(&name).await });
+            }
+        }
+    }
+}
+
+impl Actor for ExchangeActor {
+    type Context = Context<Self>;
+}
+
+impl Supervised for ExchangeActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // The bindings survive in `self`; republish them so routing continues unchanged.
+        self.publish();
+    }
+}
+
+/// Adds a binding. Replies whether it was new.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Bind(pub Binding);
+
+/// Removes a binding. Replies whether it existed.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Unbind(pub Binding);
+
+/// Removes every binding to a deleted queue or exchange.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct RemoveDestination(pub Destination);
+
+/// Asks to delete the exchange (checking if-unused).
+#[derive(Message)]
+#[rtype(result = "Result<(), AmqpError>")]
+pub struct Delete {
+    /// Refuse if the exchange has bindings.
+    pub if_unused: bool,
+}
+
+/// Lists the bindings (for inspection and tests).
+#[derive(Message)]
+#[rtype(result = "Vec<Binding>")]
+pub struct ListBindings;
+
+impl Handler<Bind> for ExchangeActor {
+    type Result = bool;
+    fn handle(&mut self, msg: Bind, _: &mut Context<Self>) -> bool {
+        let added = self.bindings.add(msg.0);
+        if added {
+            self.publish();
+        }
+        added
+    }
+}
+
+impl Handler<Unbind> for ExchangeActor {
+    type Result = bool;
+    fn handle(&mut self, msg: Unbind, _: &mut Context<Self>) -> bool {
+        let had = self.bindings.len();
+        let removed = self.bindings.remove(&msg.0);
+        if removed {
+            self.publish();
+            self.maybe_auto_delete(had);
+        }
+        removed
+    }
+}
+
+impl Handler<RemoveDestination> for ExchangeActor {
+    type Result = usize;
+    fn handle(&mut self, msg: RemoveDestination, _: &mut Context<Self>) -> usize {
+        let had = self.bindings.len();
+        let n = self.bindings.remove_destination(&msg.0);
+        if n > 0 {
+            self.publish();
+            self.maybe_auto_delete(had);
+        }
+        n
+    }
+}
+
+impl Handler<Delete> for ExchangeActor {
+    type Result = Result<(), AmqpError>;
+    fn handle(&mut self, msg: Delete, _: &mut Context<Self>) -> Self::Result {
+        if msg.if_unused && !self.bindings.is_empty() {
+            return Err(AmqpError::precondition_failed(format!(
+                "exchange '{}' in vhost '/' in use",
+                self.name
+            )));
+        }
+        self.deleted = true;
+        Ok(())
+    }
+}
+
+impl Handler<ListBindings> for ExchangeActor {
+    type Result = Vec<Binding>;
+    fn handle(&mut self, _: ListBindings, _: &mut Context<Self>) -> Vec<Binding> {
+        self.bindings.all().to_vec()
+    }
+}

@@ -1,0 +1,153 @@
+//! The connection handshake as RabbitMQ performs it: connection.start with its server
+//! properties and capabilities, SASL PLAIN or AMQPLAIN against the broker's users, and
+//! the negotiation of channel_max, frame_max and heartbeat.
+
+use crate::config::Config;
+use broker_core::AmqpError;
+use broker_wire::depth;
+use broker_wire::protocol::{connection, AMQPClass};
+use broker_wire::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+/// What the client told us about itself.
+#[derive(Debug, Default, Clone)]
+pub struct ClientInfo {
+    /// client_properties.product, for logs.
+    pub product: String,
+    /// Whether it understands connection.blocked.
+    pub connection_blocked: bool,
+}
+
+/// The capabilities RabbitMQ advertises; clients switch features on by them.
+const CAPABILITIES: &[&str] = &[
+    "publisher_confirms",
+    "exchange_exchange_bindings",
+    "basic.nack",
+    "consumer_cancel_notify",
+    "connection.blocked",
+    "authentication_failure_close",
+    "per_consumer_qos",
+    "consumer_priorities",
+];
+
+fn s(v: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(v))
+}
+
+/// connection.start.
+pub fn start() -> AMQPClass {
+    let mut caps = FieldTable::default();
+    for c in CAPABILITIES {
+        caps.insert(ShortString::from(*c), AMQPValue::Boolean(true));
+    }
+    let mut props = FieldTable::default();
+    props.insert("product".into(), s("broker"));
+    props.insert("version".into(), s(env!("CARGO_PKG_VERSION")));
+    props.insert("platform".into(), s("Rust"));
+    props.insert("copyright".into(), s("The broker authors"));
+    props.insert("information".into(), s("AMQP 0-9-1 broker, RabbitMQ compatible"));
+    props.insert("cluster_name".into(), s("broker"));
+    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: props,
+        mechanisms: LongString::from("PLAIN AMQPLAIN"),
+        locales: LongString::from("en_US"),
+    }))
+}
+
+/// connection.tune with the configured limits.
+pub fn tune(cfg: &Config) -> AMQPClass {
+    AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
+        channel_max: cfg.channel_max,
+        frame_max: cfg.frame_max,
+        heartbeat: cfg.heartbeat,
+    }))
+}
+
+fn refused(mechanism: &str) -> AmqpError {
+    AmqpError::access_refused(format!(
+        "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+    ))
+}
+
+/// The built-in users. Only guest/guest until user management lands.
+fn check_password(user: &str, password: &str) -> bool {
+    user == "guest" && password == "guest"
+}
+
+fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)> {
+    match mechanism {
+        "PLAIN" => {
+            let mut parts = response.split(|b| *b == 0);
+            let _authzid = parts.next()?;
+            let user = parts.next()?;
+            let pass = parts.next()?;
+            Some((String::from_utf8(user.to_vec()).ok()?, String::from_utf8(pass.to_vec()).ok()?))
+        }
+        "AMQPLAIN" => {
+            // a field table without its length prefix
+            let mut buf = (response.len() as u32).to_be_bytes().to_vec();
+            buf.extend_from_slice(response);
+            depth::scan_table(&buf, 0, 1).ok()?;
+            let (_, t) = broker_wire::types::parsing::parse_field_table(&buf[..]).ok()?;
+            let get = |k: &str| match t.inner().get(k) {
+                Some(AMQPValue::LongString(v)) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                Some(AMQPValue::ShortString(v)) => Some(v.to_string()),
+                _ => None,
+            };
+            Some((get("LOGIN")?, get("PASSWORD")?))
+        }
+        _ => None,
+    }
+}
+
+/// Checks connection.start-ok. Returns the user and what the client supports.
+pub fn authenticate(s: &connection::StartOk) -> Result<(String, ClientInfo), AmqpError> {
+    let mech = s.mechanism.as_str();
+    if mech != "PLAIN" && mech != "AMQPLAIN" {
+        return Err(AmqpError::access_refused(format!(
+            "unsupported authentication mechanism '{mech}'"
+        )));
+    }
+    let (user, pass) = credentials(mech, s.response.as_bytes()).ok_or_else(|| refused(mech))?;
+    if !check_password(&user, &pass) {
+        return Err(refused(mech));
+    }
+    let mut info = ClientInfo::default();
+    let props = s.client_properties.inner();
+    if let Some(AMQPValue::LongString(p)) = props.get("product") {
+        info.product = String::from_utf8_lossy(p.as_bytes()).into_owned();
+    }
+    if let Some(AMQPValue::FieldTable(caps)) = props.get("capabilities") {
+        info.connection_blocked = matches!(caps.inner().get("connection.blocked"), Some(AMQPValue::Boolean(true)));
+    }
+    Ok((user, info))
+}
+
+/// Checks connection.tune-ok against what we offered: (channel_max, frame_max, heartbeat).
+/// Values above the offer are 530 NOT_ALLOWED, as RabbitMQ answers.
+pub fn negotiate(t: &connection::TuneOk, cfg: &Config) -> Result<(u16, u32, u16), AmqpError> {
+    if t.frame_max > cfg.frame_max {
+        return Err(AmqpError::not_allowed(format!(
+            "frame_max={} > {} max size",
+            t.frame_max, cfg.frame_max
+        )));
+    }
+    if t.frame_max != 0 && t.frame_max < broker_wire::frame::FRAME_MIN_SIZE {
+        return Err(AmqpError::not_allowed(format!(
+            "frame_max={} < {} min size",
+            t.frame_max,
+            broker_wire::frame::FRAME_MIN_SIZE
+        )));
+    }
+    if t.channel_max > cfg.channel_max {
+        return Err(AmqpError::not_allowed(format!(
+            "channel_max={} > {} max",
+            t.channel_max, cfg.channel_max
+        )));
+    }
+    let frame_max = if t.frame_max == 0 { cfg.frame_max } else { t.frame_max };
+    let channel_max = if t.channel_max == 0 { cfg.channel_max } else { t.channel_max };
+    Ok((channel_max, frame_max, t.heartbeat))
+}

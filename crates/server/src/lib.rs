@@ -1,0 +1,15 @@
+//! The broker server: actix actors for connections, channels, exchanges and queues, the
+//! TCP listener, configuration and startup. See docs/architecture.md for the actor tree
+//! and the flows of a message.
+
+pub mod channel;
+pub mod config;
+pub mod connection;
+pub mod exchange;
+pub mod flow;
+pub mod handshake;
+pub mod listener;
+pub mod queue;
+pub mod runtime;
+pub mod shared;
+pub mod vhost;

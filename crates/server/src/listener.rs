@@ -1,0 +1,112 @@
+//! Accepts TCP connections and places each on the next worker thread, and runs the
+//! broker until a shutdown signal: then every connection gets connection.close 320.
+
+use crate::config::Config;
+use crate::connection::{Connection, ForceClose};
+use crate::runtime::Runtime;
+use actix::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+
+/// Raises the open-files limit to the hard limit, so many connections can be held.
+fn raise_nofile_limit() {
+    #[allow(unsafe_code)]
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let old = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                info!(from = old, to = lim.rlim_max, "raised open-files limit");
+            }
+        }
+    }
+}
+
+/// Starts the worker arbiters and the listener, and serves until SIGINT or SIGTERM.
+pub fn run(config: Config) -> Result<(), String> {
+    raise_nofile_limit();
+    let system = System::new();
+    let workers = config.workers;
+    let arbiters: Vec<ArbiterHandle> = (0..workers).map(|_| Arbiter::new().handle()).collect();
+    let listen = config.listen;
+    let result = system.block_on(async move {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        let rt = Runtime::new(config, arbiters);
+        info!(workers, "broker listening on {local}");
+        println!("broker listening on {local}");
+        let accept_rt = rt.clone();
+        let accept = async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => match stream.into_std() {
+                        Ok(std) => Connection::spawn(std, peer, accept_rt.clone()),
+                        Err(e) => warn!("cannot take accepted socket: {e}"),
+                    },
+                    Err(e) => {
+                        // out of file descriptors and the like: back off, keep serving
+                        error!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = accept => {}
+            _ = shutdown_signal() => {}
+        }
+        info!("shutting down: closing connections");
+        shutdown(&rt).await;
+        Ok::<(), String>(())
+    });
+    System::current().stop();
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Sends connection.close 320 to every client and gives them a moment to answer.
+async fn shutdown(rt: &Arc<Runtime>) {
+    let conns: Vec<_> = rt.connections.iter().map(|c| c.value().clone()).collect();
+    for c in &conns {
+        c.do_send(ForceClose {
+            reason: "shutdown".into(),
+        });
+    }
+    for _ in 0..20 {
+        if rt.connections.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    info!(closed = conns.len(), "broker stopped");
+}

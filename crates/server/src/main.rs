@@ -1,0 +1,26 @@
+//! The `broker` binary: reads settings, sets up logging, and serves AMQP 0-9-1.
+
+use broker_server::config::{Cli, Config};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = Cli::parse();
+    let config = match Config::load(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("broker: {e}");
+            std::process::exit(2);
+        }
+    };
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    if config.log_format == "json" {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    if let Err(e) = broker_server::listener::run(config) {
+        eprintln!("broker: {e}");
+        std::process::exit(1);
+    }
+}

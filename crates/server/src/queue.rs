@@ -1,0 +1,413 @@
+//! The queue actor: one per queue, owning its [`QueueState`] and delivering to consumers'
+//! channels. It runs under an actix supervisor: a panic in a handler is caught, the actor
+//! stops, and the supervisor restarts it empty at the same address; its consumers get
+//! basic.cancel and its in-memory messages are lost (see docs/architecture.md).
+
+use crate::channel::{ChannelActor, ConsumerCancelled, Deliver};
+use crate::flow::ConsumerGate;
+use crate::runtime::Runtime;
+use crate::vhost::VHost;
+use actix::prelude::*;
+use broker_core::queue::{Consumer, Entry, MsgId, QueueState};
+use broker_core::{AmqpError, Message};
+use broker_core::names::ChannelKey;
+use broker_wire::types::FieldTable;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+/// Publishes a channel may have in a queue's mailbox before its connection stops reading
+/// from the socket (credit flow, as RabbitMQ's channel-to-queue credit).
+pub const QUEUE_CREDIT: usize = 2000;
+
+/// What the vhost and channels know of a queue.
+pub struct QueueEntry {
+    /// Name within the vhost.
+    pub name: Arc<str>,
+    /// Survives restarts (once durability lands).
+    pub durable: bool,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// The connection that owns an exclusive queue.
+    pub exclusive_owner: Option<u64>,
+    /// Declared arguments.
+    pub arguments: FieldTable,
+    /// The actor.
+    pub addr: Addr<QueueActor>,
+    /// Publishes sent to the actor and not yet taken in (backpressure).
+    pub inflight: AtomicUsize,
+    /// Set once the queue is deleted; a stale handle then drops what it is sent.
+    pub deleted: AtomicBool,
+}
+
+impl QueueEntry {
+    /// Whether connection `conn` may use this queue (405 RESOURCE_LOCKED if not).
+    pub fn check_access(&self, conn: u64) -> Result<(), AmqpError> {
+        match self.exclusive_owner {
+            Some(owner) if owner != conn => Err(Self::locked(&self.name)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The 405 RabbitMQ answers for an exclusive queue of another connection.
+    pub fn locked(name: &str) -> AmqpError {
+        AmqpError::resource_locked(format!(
+            "cannot obtain exclusive access to locked queue '{name}' in vhost '/'. It could be \
+             originally declared on another connection or the exclusive property value does \
+             not match that of the original declaration."
+        ))
+    }
+
+    /// Sends a published message to the queue.
+    pub fn enqueue(&self, msg: Arc<Message>) {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.addr.do_send(Enqueue(msg));
+    }
+
+    /// Whether publishers to this queue should pause.
+    pub fn is_hot(&self) -> bool {
+        self.inflight.load(Ordering::Relaxed) > QUEUE_CREDIT
+    }
+}
+
+/// How the queue reaches one consumer.
+#[derive(Clone)]
+pub struct ConsumerHandle {
+    /// The consumer's channel.
+    pub channel: Addr<ChannelActor>,
+    /// Its flow gate.
+    pub gate: Arc<ConsumerGate>,
+}
+
+/// The queue actor.
+pub struct QueueActor {
+    name: Arc<str>,
+    me: Weak<QueueEntry>,
+    vhost: Weak<VHost>,
+    runtime: Weak<Runtime>,
+    state: QueueState<ConsumerHandle>,
+    deleted: bool,
+}
+
+impl QueueActor {
+    /// Starts a queue actor for `me` on a worker, under a supervisor.
+    pub fn spawn(
+        arbiter: &ArbiterHandle,
+        name: Arc<str>,
+        me: Weak<QueueEntry>,
+        vhost: Weak<VHost>,
+        runtime: Weak<Runtime>,
+    ) -> Addr<QueueActor> {
+        Supervisor::start_in_arbiter(arbiter, move |_| QueueActor {
+            name,
+            me,
+            vhost,
+            runtime,
+            state: QueueState::default(),
+            deleted: false,
+        })
+    }
+
+    /// Runs `f` on the state, accounting memory and catching panics. A panic stops the
+    /// actor; the supervisor restarts it.
+    fn guarded<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut Self, &mut Context<Self>) -> R,
+    ) -> Option<R> {
+        let before = self.state.bytes();
+        let res = catch_unwind(AssertUnwindSafe(|| f(self, ctx)));
+        let after = self.state.bytes();
+        if let Some(rt) = self.runtime.upgrade() {
+            rt.memory.adjust(before, after);
+        }
+        match res {
+            Ok(r) => Some(r),
+            Err(_) => {
+                tracing::error!(queue = %self.name, "queue actor panicked; restarting it");
+                ctx.stop();
+                None
+            }
+        }
+    }
+
+    /// Delivers while there are messages and consumers with room.
+    fn drain(&mut self) {
+        let Some(me) = self.me.upgrade() else { return };
+        loop {
+            let d = self.state.next_delivery(|c| c.data.gate.try_take());
+            let Some(d) = d else { break };
+            d.consumer.data.channel.do_send(Deliver {
+                queue: me.clone(),
+                consumer_tag: d.consumer.tag.clone(),
+                no_ack: d.consumer.no_ack,
+                entry: d.entry,
+                gate: d.consumer.data.gate.clone(),
+            });
+        }
+    }
+
+    fn maybe_auto_delete(&mut self) {
+        if self.state.had_consumer() && self.state.consumer_count() == 0 && !self.deleted {
+            if let Some(me) = self.me.upgrade() {
+                if me.auto_delete {
+                    self.deleted = true;
+                    if let Some(v) = self.vhost.upgrade() {
+                        let name = self.name.clone();
+                        actix::spawn(async move { v.forget_queue(&name).await });
+                    }
+                }
+            }
+        }
+    }
+
+    fn cancel_all_consumers(&mut self) {
+        for c in self.state.consumers() {
+            c.data.channel.do_send(ConsumerCancelled {
+                consumer_tag: c.tag.clone(),
+            });
+        }
+    }
+}
+
+impl Actor for QueueActor {
+    type Context = Context<Self>;
+}
+
+impl Supervised for QueueActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.cancel_all_consumers();
+        let before = self.state.bytes();
+        self.state = QueueState::default();
+        if let Some(rt) = self.runtime.upgrade() {
+            rt.memory.adjust(before, 0);
+        }
+    }
+}
+
+/// A published message.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Enqueue(pub Arc<Message>);
+
+/// Subscribes a consumer.
+#[derive(Message)]
+#[rtype(result = "Result<(), AmqpError>")]
+pub struct Consume(pub Consumer<ConsumerHandle>);
+
+/// Unsubscribes a consumer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Cancel {
+    /// Its channel.
+    pub channel: ChannelKey,
+    /// Its tag.
+    pub tag: Arc<str>,
+}
+
+/// basic.get.
+#[derive(Message)]
+#[rtype(result = "Option<(Entry, u32)>")]
+pub struct Get {
+    /// The asking channel.
+    pub channel: ChannelKey,
+    /// Whether the message is settled on delivery.
+    pub no_ack: bool,
+}
+
+/// Settles deliveries.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum Settle {
+    /// basic.ack.
+    Ack(Vec<MsgId>),
+    /// nack/reject with requeue, recover, or a closed channel: back with redelivered set.
+    Requeue(Vec<MsgId>),
+    /// nack/reject without requeue: dropped (dead-lettered once that lands).
+    Discard(Vec<MsgId>),
+}
+
+/// Deliveries that never reached the client (their consumer was cancelled first): put
+/// back unchanged.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restore {
+    /// The deliveries.
+    pub entries: Vec<Entry>,
+    /// Whether they were no-ack deliveries (not tracked as unacked).
+    pub no_ack: bool,
+}
+
+/// A channel closed: drop its consumers and requeue its unacked deliveries.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChannelClosed(pub ChannelKey);
+
+/// A consumer got room again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Kick;
+
+/// Counts for declare-ok and listings: (ready, consumers, unacked).
+#[derive(Message)]
+#[rtype(result = "(u32, u32, u32)")]
+pub struct Stats;
+
+/// queue.purge.
+#[derive(Message)]
+#[rtype(result = "u32")]
+pub struct Purge;
+
+/// queue.delete: checks the conditions, cancels consumers, replies the message count.
+#[derive(Message)]
+#[rtype(result = "Result<u32, AmqpError>")]
+pub struct DeleteQueue {
+    /// Refuse if there are consumers.
+    pub if_unused: bool,
+    /// Refuse if there are ready messages.
+    pub if_empty: bool,
+}
+
+impl Handler<Enqueue> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
+        if let Some(me) = self.me.upgrade() {
+            me.inflight.fetch_sub(1, Ordering::Relaxed);
+        }
+        if self.deleted {
+            return;
+        }
+        self.guarded(ctx, |a, _| {
+            a.state.publish(msg.0);
+            a.drain();
+        });
+    }
+}
+
+impl Handler<Consume> for QueueActor {
+    type Result = Result<(), AmqpError>;
+    fn handle(&mut self, msg: Consume, ctx: &mut Context<Self>) -> Self::Result {
+        if self.deleted {
+            return Err(AmqpError::not_found(format!("no queue '{}' in vhost '/'", self.name)));
+        }
+        let name = self.name.clone();
+        self.guarded(ctx, |a, _| {
+            a.state.add_consumer(msg.0, &name)?;
+            a.drain();
+            Ok(())
+        })
+        .unwrap_or_else(|| Err(AmqpError::internal("queue failed")))
+    }
+}
+
+impl Handler<Cancel> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Cancel, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |a, _| {
+            if a.state.remove_consumer(msg.channel, &msg.tag).is_some() {
+                a.maybe_auto_delete();
+            }
+        });
+    }
+}
+
+impl Handler<Get> for QueueActor {
+    type Result = Option<(Entry, u32)>;
+    fn handle(&mut self, msg: Get, ctx: &mut Context<Self>) -> Self::Result {
+        if self.deleted {
+            return None;
+        }
+        self.guarded(ctx, |a, _| {
+            let e = a.state.get(msg.channel, msg.no_ack)?;
+            Some((e, a.state.ready_count() as u32))
+        })
+        .flatten()
+    }
+}
+
+impl Handler<Settle> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Settle, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |a, _| {
+            match msg {
+                Settle::Ack(ids) => {
+                    a.state.ack(&ids);
+                }
+                Settle::Requeue(ids) => {
+                    a.state.requeue(&ids, true);
+                }
+                Settle::Discard(ids) => {
+                    a.state.discard(&ids);
+                }
+            }
+            a.drain();
+        });
+    }
+}
+
+impl Handler<Restore> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Restore, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |a, _| {
+            a.state.restore(msg.entries, msg.no_ack);
+            a.drain();
+        });
+    }
+}
+
+impl Handler<ChannelClosed> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: ChannelClosed, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |a, _| {
+            if a.state.channel_closed(msg.0) > 0 {
+                a.maybe_auto_delete();
+            }
+            a.drain();
+        });
+    }
+}
+
+impl Handler<Kick> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |a, _| a.drain());
+    }
+}
+
+impl Handler<Stats> for QueueActor {
+    type Result = MessageResult<Stats>;
+    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult((
+            self.state.ready_count() as u32,
+            self.state.consumer_count() as u32,
+            self.state.unacked_count() as u32,
+        ))
+    }
+}
+
+impl Handler<Purge> for QueueActor {
+    type Result = u32;
+    fn handle(&mut self, _: Purge, ctx: &mut Context<Self>) -> u32 {
+        self.guarded(ctx, |a, _| a.state.purge() as u32).unwrap_or(0)
+    }
+}
+
+impl Handler<DeleteQueue> for QueueActor {
+    type Result = Result<u32, AmqpError>;
+    fn handle(&mut self, msg: DeleteQueue, ctx: &mut Context<Self>) -> Self::Result {
+        let name = self.name.clone();
+        self.guarded(ctx, |a, _| {
+            a.state.check_delete(msg.if_unused, msg.if_empty, &name)?;
+            let n = a.state.ready_count() as u32;
+            a.cancel_all_consumers();
+            a.deleted = true;
+            let before = a.state.bytes();
+            a.state = QueueState::default();
+            if let Some(rt) = a.runtime.upgrade() {
+                rt.memory.adjust(before, 0);
+            }
+            Ok(n)
+        })
+        .unwrap_or_else(|| Err(AmqpError::internal("queue failed")))
+    }
+}

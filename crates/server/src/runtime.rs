@@ -1,0 +1,65 @@
+//! What every actor may reach: the worker arbiters to place new actors on, the memory
+//! gauge, the settings, and the vhosts.
+
+use crate::config::Config;
+use crate::flow::MemoryGauge;
+use crate::vhost::VHost;
+use actix::prelude::*;
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Process-wide broker state. Nothing on the publish path locks it: vhosts are looked up
+/// once per connection.
+pub struct Runtime {
+    /// Resolved settings.
+    pub config: Config,
+    /// Worker threads, each running a single-threaded actix arbiter.
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: AtomicUsize,
+    next_connection: AtomicU64,
+    /// Message bytes held in queues.
+    pub memory: MemoryGauge,
+    /// Virtual hosts by name.
+    pub vhosts: DashMap<String, Arc<VHost>>,
+    /// Open connections, for shutdown and listing.
+    pub connections: DashMap<u64, Recipient<crate::connection::ForceClose>>,
+}
+
+impl Runtime {
+    /// Builds the runtime and the default vhost "/".
+    pub fn new(config: Config, arbiters: Vec<ArbiterHandle>) -> Arc<Runtime> {
+        let memory = MemoryGauge::new(config.memory_high_watermark);
+        let rt = Arc::new(Runtime {
+            config,
+            arbiters,
+            next_arbiter: AtomicUsize::new(0),
+            next_connection: AtomicU64::new(1),
+            memory,
+            vhosts: DashMap::new(),
+            connections: DashMap::new(),
+        });
+        let vhost = VHost::new("/", Arc::downgrade(&rt));
+        rt.vhosts.insert("/".into(), vhost);
+        rt
+    }
+
+    /// The next worker, round-robin, so connections and queues spread over all cores.
+    pub fn next_arbiter(&self) -> ArbiterHandle {
+        let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed);
+        match self.arbiters.get(i % self.arbiters.len().max(1)) {
+            Some(a) => a.clone(),
+            None => Arbiter::current(),
+        }
+    }
+
+    /// A fresh connection number.
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A vhost by name.
+    pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.vhosts.get(name).map(|v| v.clone())
+    }
+}

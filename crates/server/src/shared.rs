@@ -1,0 +1,81 @@
+//! State a connection shares with its channels. They all live on the same worker thread,
+//! so this is `Rc` and `Cell`, not locks: channels append frames to one write buffer,
+//! which the connection flushes in batches, and leave notes (hot queues, deferred credit)
+//! that the connection acts on before it reads more from the socket.
+
+use crate::flow::ConsumerGate;
+use crate::queue::{Kick, QueueEntry};
+use broker_wire::encode;
+use broker_wire::protocol::AMQPClass;
+use bytes::BytesMut;
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+/// Above this many buffered output bytes the connection stops reading from its socket and
+/// channels hold back delivery credit, so a client that does not read cannot make the
+/// broker buffer without limit.
+pub const OUT_HIGH: usize = 1 << 20;
+/// Below this, held-back credit is released.
+pub const OUT_LOW: usize = 256 << 10;
+/// Commands a connection may have handed to its channels and not yet seen processed
+/// before it stops reading.
+pub const MAX_PENDING_COMMANDS: usize = 512;
+
+/// Per-connection state shared with its channels (same thread only).
+pub struct ConnShared {
+    /// The connection's number.
+    pub id: u64,
+    /// Frames waiting to be written.
+    pub out: RefCell<BytesMut>,
+    /// A flush message is already on its way to the connection.
+    pub flush_requested: Cell<bool>,
+    /// Commands forwarded to channels and not processed yet.
+    pub pending_commands: Cell<usize>,
+    /// Queues this connection published to that were over their credit.
+    pub hot: RefCell<Vec<Arc<QueueEntry>>>,
+    /// Delivery credit held back while the write buffer was full.
+    pub deferred: RefCell<Vec<(Arc<ConsumerGate>, Arc<QueueEntry>)>>,
+    /// Whether any channel published (memory alarms only block publishers).
+    pub published: Cell<bool>,
+    /// Negotiated frame_max, for splitting bodies.
+    pub frame_max: Cell<u32>,
+}
+
+impl ConnShared {
+    /// Fresh state for connection `id`.
+    pub fn new(id: u64, frame_max: u32) -> Self {
+        Self {
+            id,
+            out: RefCell::new(BytesMut::with_capacity(64 << 10)),
+            flush_requested: Cell::new(false),
+            pending_commands: Cell::new(0),
+            hot: RefCell::new(Vec::new()),
+            deferred: RefCell::new(Vec::new()),
+            published: Cell::new(false),
+            frame_max: Cell::new(frame_max),
+        }
+    }
+
+    /// Appends a method frame.
+    pub fn method(&self, channel: u16, m: &AMQPClass) {
+        encode::method(&mut self.out.borrow_mut(), channel, m);
+    }
+
+    /// Bytes waiting to be written.
+    pub fn out_len(&self) -> usize {
+        self.out.borrow().len()
+    }
+
+    /// Releases held-back delivery credit once the buffer has drained.
+    pub fn release_deferred(&self) {
+        if self.out_len() >= OUT_LOW {
+            return;
+        }
+        let held = std::mem::take(&mut *self.deferred.borrow_mut());
+        for (gate, queue) in held {
+            if gate.written() {
+                queue.addr.do_send(Kick);
+            }
+        }
+    }
+}

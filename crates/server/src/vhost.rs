@@ -1,0 +1,420 @@
+//! A virtual host: its exchanges and queues, and the operations that change them
+//! (declare, delete, bind). Topology changes bump a version number; channels cache routing
+//! decisions against it, so a publish looks nothing up here while the topology is still.
+
+use crate::exchange::{self, ExchangeActor, ExchangeEntry};
+use crate::queue::{self, QueueActor, QueueEntry};
+use crate::runtime::Runtime;
+use broker_core::headers::XMatch;
+use broker_core::routing::{Binding, Destination, ExchangeKind};
+use broker_core::AmqpError;
+use broker_wire::types::{AMQPValue, FieldTable};
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+/// The exchanges every vhost starts with.
+const PREDECLARED: &[(&str, ExchangeKind)] = &[
+    ("amq.direct", ExchangeKind::Direct),
+    ("amq.fanout", ExchangeKind::Fanout),
+    ("amq.topic", ExchangeKind::Topic),
+    ("amq.headers", ExchangeKind::Headers),
+    ("amq.match", ExchangeKind::Headers),
+];
+
+/// Properties of an exchange.declare.
+#[derive(Debug, Clone)]
+pub struct ExchangeSpec {
+    /// Type.
+    pub kind: ExchangeKind,
+    /// Durable flag.
+    pub durable: bool,
+    /// Auto-delete flag.
+    pub auto_delete: bool,
+    /// Internal flag.
+    pub internal: bool,
+    /// Arguments.
+    pub arguments: FieldTable,
+}
+
+/// Properties of a queue.declare.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    /// Durable flag.
+    pub durable: bool,
+    /// Owning connection if exclusive.
+    pub exclusive_owner: Option<u64>,
+    /// Auto-delete flag.
+    pub auto_delete: bool,
+    /// Arguments.
+    pub arguments: FieldTable,
+}
+
+/// One virtual host.
+pub struct VHost {
+    /// Its name.
+    pub name: String,
+    exchanges: DashMap<Arc<str>, Arc<ExchangeEntry>>,
+    queues: DashMap<Arc<str>, Arc<QueueEntry>>,
+    version: AtomicU64,
+    runtime: Weak<Runtime>,
+    me: Weak<VHost>,
+}
+
+fn inequivalent(what: &str, arg: &str, name: &str, got: impl std::fmt::Display, cur: impl std::fmt::Display) -> AmqpError {
+    AmqpError::precondition_failed(format!(
+        "inequivalent arg '{arg}' for {what} '{name}' in vhost '/': received '{got}' but current is '{cur}'"
+    ))
+}
+
+fn arguments_differ(a: &FieldTable, b: &FieldTable) -> Option<String> {
+    for (k, v) in a.inner() {
+        if b.inner().get(k.as_str()) != Some(v) {
+            return Some(k.to_string());
+        }
+    }
+    b.inner()
+        .keys()
+        .find(|k| !a.inner().contains_key(k.as_str()))
+        .map(|k| k.to_string())
+}
+
+impl VHost {
+    /// A vhost with the default and amq.* exchanges.
+    pub fn new(name: &str, runtime: Weak<Runtime>) -> Arc<VHost> {
+        let v = Arc::new_cyclic(|me| VHost {
+            name: name.to_string(),
+            exchanges: DashMap::new(),
+            queues: DashMap::new(),
+            version: AtomicU64::new(1),
+            runtime,
+            me: me.clone(),
+        });
+        for (n, kind) in PREDECLARED {
+            v.create_exchange(
+                n,
+                ExchangeSpec {
+                    kind: *kind,
+                    durable: true,
+                    auto_delete: false,
+                    internal: false,
+                    arguments: FieldTable::default(),
+                },
+            );
+        }
+        v
+    }
+
+    /// The topology version; changes whenever a route could change.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// An exchange by name.
+    pub fn exchange(&self, name: &str) -> Option<Arc<ExchangeEntry>> {
+        self.exchanges.get(name).map(|e| e.clone())
+    }
+
+    /// A queue by name.
+    pub fn queue(&self, name: &str) -> Option<Arc<QueueEntry>> {
+        self.queues.get(name).map(|e| e.clone())
+    }
+
+    /// All queues (for listings).
+    pub fn queues(&self) -> Vec<Arc<QueueEntry>> {
+        self.queues.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// All exchanges (for listings).
+    pub fn exchanges(&self) -> Vec<Arc<ExchangeEntry>> {
+        self.exchanges.iter().map(|e| e.value().clone()).collect()
+    }
+
+    fn create_exchange(&self, name: &str, spec: ExchangeSpec) -> Arc<ExchangeEntry> {
+        let name: Arc<str> = name.into();
+        let arbiter = match self.runtime.upgrade() {
+            Some(rt) => rt.next_arbiter(),
+            None => actix::Arbiter::current(),
+        };
+        let (addr, bindings) = ExchangeActor::spawn(
+            &arbiter,
+            name.clone(),
+            spec.kind,
+            spec.auto_delete,
+            self.me.clone(),
+        );
+        let entry = Arc::new(ExchangeEntry {
+            name: name.clone(),
+            kind: spec.kind,
+            durable: spec.durable,
+            auto_delete: spec.auto_delete,
+            internal: spec.internal,
+            arguments: spec.arguments,
+            bindings,
+            addr,
+        });
+        self.exchanges.insert(name, entry.clone());
+        self.bump();
+        entry
+    }
+
+    /// exchange.declare (non-passive): creates it, or checks an existing one is equivalent.
+    pub fn declare_exchange(&self, name: &str, spec: ExchangeSpec) -> Result<(), AmqpError> {
+        if let Some(x) = self.exchange(name) {
+            if x.kind != spec.kind {
+                return Err(inequivalent("exchange", "type", name, spec.kind.as_str(), x.kind.as_str()));
+            }
+            if x.durable != spec.durable {
+                return Err(inequivalent("exchange", "durable", name, spec.durable, x.durable));
+            }
+            if x.auto_delete != spec.auto_delete {
+                return Err(inequivalent("exchange", "auto_delete", name, spec.auto_delete, x.auto_delete));
+            }
+            if x.internal != spec.internal {
+                return Err(inequivalent("exchange", "internal", name, spec.internal, x.internal));
+            }
+            if let Some(arg) = arguments_differ(&spec.arguments, &x.arguments) {
+                return Err(inequivalent("exchange", &arg, name, "(new value)", "(current value)"));
+            }
+            return Ok(());
+        }
+        // entry() makes racing declares of the same name create one exchange
+        if self.exchanges.contains_key(name) {
+            return Ok(());
+        }
+        self.create_exchange(name, spec);
+        Ok(())
+    }
+
+    /// queue.declare (non-passive): creates it or checks equivalence. Returns the entry.
+    pub fn declare_queue(&self, name: &str, spec: QueueSpec, conn: u64) -> Result<Arc<QueueEntry>, AmqpError> {
+        if let Some(q) = self.queue(name) {
+            q.check_access(conn)?;
+            if spec.exclusive_owner.is_some() != q.exclusive_owner.is_some() {
+                return Err(QueueEntry::locked(name));
+            }
+            if q.durable != spec.durable {
+                return Err(inequivalent("queue", "durable", name, spec.durable, q.durable));
+            }
+            if q.auto_delete != spec.auto_delete {
+                return Err(inequivalent("queue", "auto_delete", name, spec.auto_delete, q.auto_delete));
+            }
+            if let Some(arg) = arguments_differ(&spec.arguments, &q.arguments) {
+                return Err(inequivalent("queue", &arg, name, "(new value)", "(current value)"));
+            }
+            return Ok(q);
+        }
+        let rt = self.runtime.upgrade().ok_or_else(|| AmqpError::internal("broker stopping"))?;
+        let arbiter = rt.next_arbiter();
+        let qname: Arc<str> = name.into();
+        let vhost = self.me.clone();
+        let rtw = Arc::downgrade(&rt);
+        let entry = self
+            .queues
+            .entry(qname.clone())
+            .or_insert_with(|| {
+                Arc::new_cyclic(|me| QueueEntry {
+                    name: qname.clone(),
+                    durable: spec.durable,
+                    auto_delete: spec.auto_delete,
+                    exclusive_owner: spec.exclusive_owner,
+                    arguments: spec.arguments.clone(),
+                    addr: QueueActor::spawn(&arbiter, qname.clone(), me.clone(), vhost, rtw),
+                    inflight: AtomicUsize::new(0),
+                    deleted: AtomicBool::new(false),
+                })
+            })
+            .clone();
+        self.bump();
+        Ok(entry)
+    }
+
+    /// Removes a queue from the vhost and every binding to it.
+    pub async fn forget_queue(&self, name: &str) {
+        let Some((_, q)) = self.queues.remove(name) else { return };
+        q.deleted.store(true, Ordering::Release);
+        self.bump();
+        let dest = Destination::Queue(q.name.clone());
+        for x in self.exchanges() {
+            let _ = x.addr.send(exchange::RemoveDestination(dest.clone())).await;
+        }
+        self.bump();
+    }
+
+    /// Removes an exchange and every exchange-to-exchange binding to it.
+    pub async fn forget_exchange(&self, name: &str) {
+        if self.exchanges.remove(name).is_none() {
+            return;
+        }
+        self.bump();
+        let dest = Destination::Exchange(name.into());
+        for x in self.exchanges() {
+            let _ = x.addr.send(exchange::RemoveDestination(dest.clone())).await;
+        }
+        self.bump();
+    }
+
+    /// queue.delete. Deleting a queue that does not exist succeeds with 0, as in RabbitMQ.
+    pub async fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool, conn: u64) -> Result<u32, AmqpError> {
+        let Some(q) = self.queue(name) else { return Ok(0) };
+        q.check_access(conn)?;
+        let n = q
+            .addr
+            .send(queue::DeleteQueue { if_unused, if_empty })
+            .await
+            .map_err(|_| AmqpError::internal("queue unavailable"))??;
+        self.forget_queue(name).await;
+        Ok(n)
+    }
+
+    /// exchange.delete: the default and amq.* exchanges are refused with 403.
+    pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+        if name.is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "deletion of system exchange '{name}' in vhost '/' not allowed"
+            )));
+        }
+        // deleting an exchange that does not exist succeeds, as in RabbitMQ
+        let Some(x) = self.exchange(name) else { return Ok(()) };
+        x.addr
+            .send(exchange::Delete { if_unused })
+            .await
+            .map_err(|_| AmqpError::internal("exchange unavailable"))??;
+        self.forget_exchange(name).await;
+        Ok(())
+    }
+
+    /// queue.bind and exchange.bind (bind = true) or their unbinds.
+    pub async fn bind(&self, source: &str, dest: Destination, routing_key: &str, arguments: FieldTable, bind: bool) -> Result<(), AmqpError> {
+        if source.is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        if let Destination::Exchange(d) = &dest {
+            if d.is_empty() {
+                return Err(AmqpError::access_refused(
+                    "operation not permitted on the default exchange",
+                ));
+            }
+            if self.exchange(d).is_none() {
+                return Err(AmqpError::not_found(format!("no exchange '{d}' in vhost '/'")));
+            }
+        }
+        let Some(x) = self.exchange(source) else {
+            return Err(AmqpError::not_found(format!("no exchange '{source}' in vhost '/'")));
+        };
+        if bind && x.kind == ExchangeKind::Headers {
+            if let Err(v) = XMatch::from_arguments(&arguments) {
+                return Err(AmqpError::precondition_failed(format!(
+                    "Invalid x-match field value <<\"{v}\">>; expected all, any, all-with-x, or any-with-x"
+                )));
+            }
+        }
+        let b = Binding {
+            destination: dest,
+            routing_key: routing_key.into(),
+            arguments,
+        };
+        let res = if bind {
+            x.addr.send(exchange::Bind(b)).await
+        } else {
+            x.addr.send(exchange::Unbind(b)).await
+        };
+        res.map_err(|_| AmqpError::internal("exchange unavailable"))?;
+        self.bump();
+        Ok(())
+    }
+
+    /// Resolves where a message goes: follows exchange-to-exchange bindings (each exchange
+    /// once) and resolves queue names. Returns whether the result depends only on the
+    /// routing key (and so may be cached).
+    pub fn route(&self, x: &ExchangeEntry, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<Arc<QueueEntry>>) -> bool {
+        let mut cacheable = true;
+        let mut visited: Vec<Arc<str>> = vec![x.name.clone()];
+        let mut dests = Vec::new();
+        let snap = x.bindings.load();
+        cacheable &= !snap.routes_by_headers();
+        snap.route(routing_key, headers, &mut dests);
+        let mut i = 0;
+        while i < dests.len() {
+            match &dests[i] {
+                Destination::Queue(q) => {
+                    if let Some(entry) = self.queue(q) {
+                        if !out.iter().any(|e| Arc::ptr_eq(e, &entry)) {
+                            out.push(entry);
+                        }
+                    }
+                }
+                Destination::Exchange(e) => {
+                    if !visited.contains(e) {
+                        visited.push(e.clone());
+                        if let Some(next) = self.exchange(e) {
+                            let snap = next.bindings.load();
+                            cacheable &= !snap.routes_by_headers();
+                            snap.route(routing_key, headers, &mut dests);
+                        }
+                    }
+                }
+            }
+            i += 1;
+        }
+        cacheable
+    }
+
+    /// Exclusive queues of a closed connection go away.
+    pub async fn connection_closed(&self, conn: u64) {
+        let mine: Vec<Arc<str>> = self
+            .queues
+            .iter()
+            .filter(|q| q.exclusive_owner == Some(conn))
+            .map(|q| q.name.clone())
+            .collect();
+        for name in mine {
+            if let Some(q) = self.queue(&name) {
+                let _ = q
+                    .addr
+                    .send(queue::DeleteQueue {
+                        if_unused: false,
+                        if_empty: false,
+                    })
+                    .await;
+            }
+            self.forget_queue(&name).await;
+        }
+    }
+}
+
+/// The default exchange and the amq.* exchanges may not be declared, deleted or bound to
+/// by clients (403 ACCESS_REFUSED).
+pub fn check_not_reserved_exchange(name: &str) -> Result<(), AmqpError> {
+    if name.is_empty() {
+        return Err(AmqpError::access_refused(
+            "operation not permitted on the default exchange",
+        ));
+    }
+    if name.starts_with("amq.") {
+        return Err(AmqpError::access_refused(format!(
+            "exchange name '{name}' contains reserved prefix 'amq.*'"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a string-valued argument (long or short string).
+pub fn string_arg(args: &FieldTable, key: &str) -> Option<String> {
+    match args.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
