@@ -160,7 +160,12 @@ impl Assembler {
                 },
                 Frame::Body { data, .. },
             ) => {
-                let have = first.as_ref().map_or(0, |b| b.len()) + rest.len();
+                // once a second frame arrives, `rest` holds everything received so far
+                let have = if rest.is_empty() {
+                    first.as_ref().map_or(0, |b| b.len())
+                } else {
+                    rest.len()
+                };
                 let now = have as u64 + data.len() as u64;
                 if now > declared {
                     return Err(AssemblyError::Wire(WireError::BodyTooLong { declared }));
@@ -249,8 +254,10 @@ mod tests {
         let mut a = Assembler::new(1000);
         assert!(a.feed(publish_frame()).unwrap().is_none());
         assert!(a.feed(header(6)).unwrap().is_none());
-        assert!(a.feed(body(b"abc")).unwrap().is_none());
-        match a.feed(body(b"def")).unwrap() {
+        assert!(a.feed(body(b"ab")).unwrap().is_none());
+        assert!(a.feed(body(b"cd")).unwrap().is_none());
+        assert!(a.feed(body(b"e")).unwrap().is_none());
+        match a.feed(body(b"f")).unwrap() {
             Some(Command::Publish(_, c)) => assert_eq!(&c.body[..], b"abcdef"),
             other => panic!("{other:?}"),
         }

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test: unit and property tests, the lapin end-to-end suite, and the pika suite.
+# Sets up what it needs (a Python venv with pika and pytest) on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== build"
+cargo build --workspace --all-targets
+
+echo "== cargo tests (unit, property, lapin end-to-end)"
+cargo test --workspace -- --test-threads "${TEST_THREADS:-4}"
+
+echo "== python venv"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+
+echo "== pika tests"
+BROKER_BIN="$PWD/target/debug/broker" .venv/bin/python -m pytest -q tests/python

@@ -1,0 +1,161 @@
+//! Test support: start the `broker` binary on a free port with its own data dir, connect
+//! with lapin, or speak raw frames to it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod raw;
+
+use lapin::{Channel, Connection, ConnectionProperties};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A broker process that is killed when dropped.
+pub struct Broker {
+    child: Child,
+    /// The AMQP port.
+    pub port: u16,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+}
+
+fn broker_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("BROKER_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+    for profile in ["debug", "release"] {
+        let p = target.join(profile).join("broker");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("broker binary not found; run `cargo build --bin broker` first or set BROKER_BIN");
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Broker {
+    /// Starts a broker with default settings.
+    pub fn start() -> Broker {
+        Self::start_with(&[])
+    }
+
+    /// Starts a broker with extra flags.
+    pub fn start_with(args: &[&str]) -> Broker {
+        let port = free_port();
+        let data_dir = std::env::temp_dir().join(format!("broker-test-{}-{}", std::process::id(), port));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let mut child = Command::new(broker_bin())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--log-level")
+            .arg(std::env::var("BROKER_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start broker");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("listening on") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("broker exited before listening"),
+            }
+        }
+        // keep draining stdout so the broker never blocks on a full pipe
+        std::thread::spawn(move || for _ in lines {});
+        Broker { child, port, data_dir }
+    }
+
+    /// amqp:// URI of this broker.
+    pub fn uri(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// A lapin connection.
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.uri(), ConnectionProperties::default())
+            .await
+            .expect("connect")
+    }
+
+    /// A lapin connection and one channel on it.
+    pub async fn channel(&self) -> (Connection, Channel) {
+        let c = self.connect().await;
+        let ch = c.create_channel().await.expect("channel");
+        (c, ch)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        for _ in 0..100 {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// The AMQP reply code carried by a lapin error, if any.
+pub fn reply_code(e: &lapin::Error) -> Option<u16> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(err) => Some(err.get_id()),
+        lapin::ErrorKind::InvalidChannelState(_, _) | lapin::ErrorKind::InvalidConnectionState(_) => None,
+        _ => None,
+    }
+}
+
+/// The reply text of a lapin protocol error.
+pub fn reply_text(e: &lapin::Error) -> String {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(err) => err.get_message().to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A unique name for a test's queues and exchanges.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Waits up to `secs` for `f` to become true.
+pub async fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..(secs * 50) {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
