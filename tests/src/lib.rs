@@ -26,7 +26,9 @@ fn broker_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
     for profile in ["debug", "release"] {
         let p = target.join(profile).join("broker");
         if p.exists() {
@@ -38,7 +40,11 @@ fn broker_bin() -> PathBuf {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Broker {
@@ -50,7 +56,8 @@ impl Broker {
     /// Starts a broker with extra flags.
     pub fn start_with(args: &[&str]) -> Broker {
         let port = free_port();
-        let data_dir = std::env::temp_dir().join(format!("broker-test-{}-{}", std::process::id(), port));
+        let data_dir =
+            std::env::temp_dir().join(format!("broker-test-{}-{}", std::process::id(), port));
         let _ = std::fs::remove_dir_all(&data_dir);
         std::fs::create_dir_all(&data_dir).unwrap();
         let mut child = Command::new(broker_bin())
@@ -76,7 +83,11 @@ impl Broker {
         }
         // keep draining stdout so the broker never blocks on a full pipe
         std::thread::spawn(move || for _ in lines {});
-        Broker { child, port, data_dir }
+        Broker {
+            child,
+            port,
+            data_dir,
+        }
     }
 
     /// amqp:// URI of this broker.
@@ -105,7 +116,10 @@ impl Broker {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         for _ in 0..100 {
             if let Ok(Some(s)) = self.child.try_wait() {
                 return s;
@@ -129,7 +143,8 @@ impl Drop for Broker {
 pub fn reply_code(e: &lapin::Error) -> Option<u16> {
     match e.kind() {
         lapin::ErrorKind::ProtocolError(err) => Some(err.get_id()),
-        lapin::ErrorKind::InvalidChannelState(_, _) | lapin::ErrorKind::InvalidConnectionState(_) => None,
+        lapin::ErrorKind::InvalidChannelState(_, _)
+        | lapin::ErrorKind::InvalidConnectionState(_) => None,
         _ => None,
     }
 }
@@ -146,7 +161,11 @@ pub fn reply_text(e: &lapin::Error) -> String {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Waits up to `secs` for `f` to become true.

@@ -135,7 +135,10 @@ impl Raw {
         use broker_wire::protocol::channel;
         loop {
             match self.frame().await? {
-                Frame::Method { channel: ch, method } => match *method {
+                Frame::Method {
+                    channel: ch,
+                    method,
+                } => match *method {
                     AMQPClass::Connection(connection::AMQPMethod::Close(c)) => {
                         return Some(Closed {
                             channel: ch,

@@ -51,7 +51,10 @@ impl<U> Unacked<U> {
     /// all). An unknown tag is 406 PRECONDITION_FAILED, as RabbitMQ answers.
     pub fn settle(&mut self, tag: u64, multiple: bool) -> Result<Vec<(DeliveryTag, U)>, AmqpError> {
         if multiple {
-            if tag != 0 && !self.pending.contains_key(&tag) && self.pending.range(..=tag).next().is_none() {
+            if tag != 0
+                && !self.pending.contains_key(&tag)
+                && self.pending.range(..=tag).next().is_none()
+            {
                 return Err(unknown(tag));
             }
             let rest = if tag == 0 {
@@ -60,7 +63,10 @@ impl<U> Unacked<U> {
                 self.pending.split_off(&(tag + 1))
             };
             let taken = std::mem::replace(&mut self.pending, rest);
-            Ok(taken.into_iter().map(|(t, u)| (DeliveryTag(t), u)).collect())
+            Ok(taken
+                .into_iter()
+                .map(|(t, u)| (DeliveryTag(t), u))
+                .collect())
         } else {
             match self.pending.remove(&tag) {
                 Some(u) => Ok(vec![(DeliveryTag(tag), u)]),
@@ -182,8 +188,16 @@ mod tests {
             u.record(i);
         }
         assert_eq!(u.settle(2, false).unwrap().len(), 1);
-        assert_eq!(u.settle(2, false).unwrap_err().code, crate::ReplyCode::PreconditionFailed);
-        let got: Vec<u64> = u.settle(4, true).unwrap().iter().map(|(t, _)| t.0).collect();
+        assert_eq!(
+            u.settle(2, false).unwrap_err().code,
+            crate::ReplyCode::PreconditionFailed
+        );
+        let got: Vec<u64> = u
+            .settle(4, true)
+            .unwrap()
+            .iter()
+            .map(|(t, _)| t.0)
+            .collect();
         assert_eq!(got, vec![1, 3, 4]);
         assert_eq!(u.settle(0, true).unwrap().len(), 1);
         assert!(u.is_empty());
@@ -219,6 +233,13 @@ mod tests {
         assert_eq!(frames.len(), 2);
         assert!(frames.iter().all(|f| !f.multiple));
         c.settle(a, true);
-        assert_eq!(c.drain(), vec![ConfirmFrame { ack: true, tag: 1, multiple: false }]);
+        assert_eq!(
+            c.drain(),
+            vec![ConfirmFrame {
+                ack: true,
+                tag: 1,
+                multiple: false
+            }]
+        );
     }
 }

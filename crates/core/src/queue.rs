@@ -313,7 +313,12 @@ impl<C> QueueState<C> {
     }
 
     /// Checks queue.delete's if-unused and if-empty conditions.
-    pub fn check_delete(&self, if_unused: bool, if_empty: bool, name: &str) -> Result<(), AmqpError> {
+    pub fn check_delete(
+        &self,
+        if_unused: bool,
+        if_empty: bool,
+        name: &str,
+    ) -> Result<(), AmqpError> {
         if if_unused && !self.consumers.is_empty() {
             return Err(AmqpError::precondition_failed(format!(
                 "queue '{name}' in vhost '/' in use"
@@ -368,7 +373,11 @@ mod tests {
         }
         let mut got = vec![];
         while let Some(d) = q.next_delivery(|_| true) {
-            got.push(format!("{}{}", d.consumer.tag, std::str::from_utf8(&d.entry.msg.body).unwrap()));
+            got.push(format!(
+                "{}{}",
+                d.consumer.tag,
+                std::str::from_utf8(&d.entry.msg.body).unwrap()
+            ));
         }
         assert_eq!(got, vec!["a1", "b2", "a3", "b4"]);
     }

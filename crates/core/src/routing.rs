@@ -175,7 +175,12 @@ impl Bindings {
     }
 
     /// Appends the destinations a message with this routing key and headers goes to.
-    pub fn route(&self, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<Destination>) {
+    pub fn route(
+        &self,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Destination>,
+    ) {
         match self.kind {
             ExchangeKind::Direct => {
                 if let Some(v) = self.direct.get(routing_key) {

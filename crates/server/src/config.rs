@@ -45,6 +45,9 @@ pub struct Cli {
     /// Worker threads (arbiters) [default: number of cores]
     #[arg(long, env = "BROKER_WORKERS")]
     pub workers: Option<usize>,
+    /// Milliseconds a client has to complete the AMQP handshake [default: 10000]
+    #[arg(long, env = "BROKER_HANDSHAKE_TIMEOUT_MS")]
+    pub handshake_timeout_ms: Option<u64>,
 }
 
 /// The settings file; every field optional.
@@ -61,6 +64,7 @@ pub struct FileConfig {
     heartbeat: Option<u16>,
     memory_high_watermark: Option<u64>,
     workers: Option<usize>,
+    handshake_timeout_ms: Option<u64>,
 }
 
 /// The resolved settings.
@@ -86,8 +90,8 @@ pub struct Config {
     pub memory_high_watermark: u64,
     /// Worker threads.
     pub workers: usize,
-    /// Seconds a client has to complete the handshake.
-    pub handshake_timeout_secs: u64,
+    /// Milliseconds a client has to complete the handshake.
+    pub handshake_timeout_ms: u64,
 }
 
 impl Config {
@@ -104,7 +108,9 @@ impl Config {
         };
         let frame_max = cli.frame_max.or(file.frame_max).unwrap_or(131_072);
         if frame_max < 4096 {
-            return Err(format!("frame_max {frame_max} is below the AMQP minimum of 4096"));
+            return Err(format!(
+                "frame_max {frame_max} is below the AMQP minimum of 4096"
+            ));
         }
         Ok(Config {
             listen: cli
@@ -139,7 +145,10 @@ impl Config {
                 .or(file.workers)
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
                 .max(1),
-            handshake_timeout_secs: 10,
+            handshake_timeout_ms: cli
+                .handshake_timeout_ms
+                .or(file.handshake_timeout_ms)
+                .unwrap_or(10_000),
         })
     }
 }

@@ -11,7 +11,7 @@ use crate::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
 use crate::vhost::VHost;
 use actix::prelude::*;
 use broker_core::{AmqpError, ReplyCode};
-use broker_wire::assembly::{AssemblyError, Assembler};
+use broker_wire::assembly::{Assembler, AssemblyError};
 use broker_wire::frame::{Frame, PROTOCOL_HEADER};
 use broker_wire::protocol::{channel, connection, AMQPClass};
 use broker_wire::{encode, FrameDecoder};
@@ -137,16 +137,31 @@ impl Connection {
             if alarm != self.blocked_sent && self.client.connection_blocked {
                 self.blocked_sent = alarm;
                 if alarm {
-                    self.send(0, AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked { reason: "low on memory".into() })));
+                    self.send(
+                        0,
+                        AMQPClass::Connection(connection::AMQPMethod::Blocked(
+                            connection::Blocked {
+                                reason: "low on memory".into(),
+                            },
+                        )),
+                    );
                 } else {
-                    self.send(0, AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {})));
+                    self.send(
+                        0,
+                        AMQPClass::Connection(connection::AMQPMethod::Unblocked(
+                            connection::Unblocked {},
+                        )),
+                    );
                 }
             }
             if alarm {
                 return true;
             }
             let mut hot = self.shared.hot.borrow_mut();
-            hot.retain(|q| q.inflight.load(std::sync::atomic::Ordering::Relaxed) > crate::queue::QUEUE_CREDIT / 2);
+            hot.retain(|q| {
+                q.inflight.load(std::sync::atomic::Ordering::Relaxed)
+                    > crate::queue::QUEUE_CREDIT / 2
+            });
             if !hot.is_empty() {
                 return true;
             }
@@ -163,7 +178,9 @@ impl Connection {
             ctx.run_later(Duration::from_millis(2), |a, ctx| a.schedule_read(ctx));
             return;
         }
-        let Some(mut reader) = self.reader.take() else { return };
+        let Some(mut reader) = self.reader.take() else {
+            return;
+        };
         let mut buf = std::mem::take(&mut self.rbuf);
         if buf.capacity() - buf.len() < 16 << 10 {
             buf.reserve(64 << 10);
@@ -225,7 +242,11 @@ impl Connection {
                 Ok(None) => return,
                 Err(e) => {
                     let (c, m) = e.class_method();
-                    self.fail(AmqpError::new(ReplyCode::from_code(e.reply_code()), e.to_string()).on(c, m), ctx);
+                    self.fail(
+                        AmqpError::new(ReplyCode::from_code(e.reply_code()), e.to_string())
+                            .on(c, m),
+                        ctx,
+                    );
                     self.rbuf.clear();
                     return;
                 }
@@ -235,7 +256,10 @@ impl Connection {
 
     /// A wrong protocol header gets the one we speak, then the socket closes.
     fn refuse_protocol(&mut self, ctx: &mut Context<Self>) {
-        self.shared.out.borrow_mut().extend_from_slice(PROTOCOL_HEADER);
+        self.shared
+            .out
+            .borrow_mut()
+            .extend_from_slice(PROTOCOL_HEADER);
         self.state = State::Closed;
         self.flush(ctx);
     }
@@ -247,7 +271,12 @@ impl Connection {
                 match *method {
                     AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => self.finish(ctx),
                     AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
-                        self.send(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})));
+                        self.send(
+                            0,
+                            AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                                connection::CloseOk {},
+                            )),
+                        );
                         self.finish(ctx);
                     }
                     _ => {}
@@ -258,10 +287,16 @@ impl Connection {
         match frame {
             Frame::Heartbeat => {}
             Frame::Method { channel: 0, method } => self.connection_method(*method, ctx),
-            f if f.channel() == 0 => self.fail(AmqpError::unexpected_frame("content frame on channel 0"), ctx),
+            f if f.channel() == 0 => self.fail(
+                AmqpError::unexpected_frame("content frame on channel 0"),
+                ctx,
+            ),
             f => {
                 if self.state != State::Open {
-                    self.fail(AmqpError::channel_error("channel frame before connection.open"), ctx);
+                    self.fail(
+                        AmqpError::channel_error("channel frame before connection.open"),
+                        ctx,
+                    );
                     return;
                 }
                 self.channel_frame(f, ctx);
@@ -272,7 +307,10 @@ impl Connection {
     fn connection_method(&mut self, m: AMQPClass, ctx: &mut Context<Self>) {
         let (cid, mid) = (m.get_amqp_class_id(), m.get_amqp_method_id());
         let AMQPClass::Connection(m) = m else {
-            self.fail(AmqpError::command_invalid("non-connection method on channel 0").on(cid, mid), ctx);
+            self.fail(
+                AmqpError::command_invalid("non-connection method on channel 0").on(cid, mid),
+                ctx,
+            );
             return;
         };
         use connection::AMQPMethod as M;
@@ -287,63 +325,93 @@ impl Connection {
                 }
                 Err(e) => self.fail(e.on(cid, mid), ctx),
             },
-            (State::AwaitTuneOk, M::TuneOk(t)) => {
-                match handshake::negotiate(&t, &self.rt.config) {
-                    Ok((channel_max, frame_max, heartbeat)) => {
-                        self.channel_max = channel_max;
-                        self.decoder.frame_max = frame_max;
-                        self.shared.frame_max.set(frame_max);
-                        self.heartbeat = heartbeat;
-                        self.start_heartbeats(ctx);
-                        self.state = State::AwaitOpen;
-                    }
-                    Err(e) => self.fail(e.on(cid, mid), ctx),
+            (State::AwaitTuneOk, M::TuneOk(t)) => match handshake::negotiate(&t, &self.rt.config) {
+                Ok((channel_max, frame_max, heartbeat)) => {
+                    self.channel_max = channel_max;
+                    self.decoder.frame_max = frame_max;
+                    self.shared.frame_max.set(frame_max);
+                    self.heartbeat = heartbeat;
+                    self.start_heartbeats(ctx);
+                    self.state = State::AwaitOpen;
                 }
-            }
+                Err(e) => self.fail(e.on(cid, mid), ctx),
+            },
             (State::AwaitOpen, M::Open(o)) => match self.rt.vhost(o.virtual_host.as_str()) {
                 Some(v) => {
                     self.vhost = Some(v);
                     self.state = State::Open;
-                    self.rt.connections.insert(self.id, ctx.address().recipient());
+                    self.rt
+                        .connections
+                        .insert(self.id, ctx.address().recipient());
                     self.send(0, AMQPClass::Connection(M::OpenOk(connection::OpenOk {})));
                     let _e = self.span.enter();
                     info!(vhost = o.virtual_host.as_str(), client = %self.client.product, "connection open");
                 }
                 None => self.fail(
-                    AmqpError::not_allowed(format!("vhost {} not found", o.virtual_host)).on(cid, mid),
+                    AmqpError::not_allowed(format!("vhost {} not found", o.virtual_host))
+                        .on(cid, mid),
                     ctx,
                 ),
             },
             (_, M::Close(c)) => {
-                self.span.in_scope(|| info!(code = c.reply_code, text = c.reply_text.as_str(), "client closed the connection"));
+                self.span.in_scope(|| {
+                    info!(
+                        code = c.reply_code,
+                        text = c.reply_text.as_str(),
+                        "client closed the connection"
+                    )
+                });
                 self.teardown_channels();
                 self.send(0, AMQPClass::Connection(M::CloseOk(connection::CloseOk {})));
                 self.state = State::Closed;
                 self.flush(ctx);
             }
             (State::Open, M::UpdateSecret(_)) => {
-                self.send(0, AMQPClass::Connection(M::UpdateSecretOk(connection::UpdateSecretOk {})));
+                self.send(
+                    0,
+                    AMQPClass::Connection(M::UpdateSecretOk(connection::UpdateSecretOk {})),
+                );
             }
             (State::Open, M::Blocked(_) | M::Unblocked(_)) => {}
-            (_, _) => self.fail(AmqpError::command_invalid("unexpected connection method").on(cid, mid), ctx),
+            (_, _) => self.fail(
+                AmqpError::command_invalid("unexpected connection method").on(cid, mid),
+                ctx,
+            ),
         }
     }
 
     fn channel_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
         let ch = frame.channel();
         if ch > self.channel_max {
-            self.fail(AmqpError::channel_error(format!("channel {ch} exceeds channel_max {}", self.channel_max)), ctx);
+            self.fail(
+                AmqpError::channel_error(format!(
+                    "channel {ch} exceeds channel_max {}",
+                    self.channel_max
+                )),
+                ctx,
+            );
             return;
         }
         let is = |f: &Frame, want: fn(&AMQPClass) -> bool| matches!(f, Frame::Method { method, .. } if want(method));
         let open = |m: &AMQPClass| matches!(m, AMQPClass::Channel(channel::AMQPMethod::Open(_)));
         let close = |m: &AMQPClass| matches!(m, AMQPClass::Channel(channel::AMQPMethod::Close(_)));
-        let close_ok = |m: &AMQPClass| matches!(m, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)));
+        let close_ok =
+            |m: &AMQPClass| matches!(m, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)));
         let Some(slot) = self.channels.get_mut(&ch) else {
             if is(&frame, open) {
                 self.open_channel(ch, ctx);
             } else {
-                self.fail(AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}")), ctx);
+                let (c, m) = match &frame {
+                    Frame::Method { method, .. } => {
+                        (method.get_amqp_class_id(), method.get_amqp_method_id())
+                    }
+                    _ => (0, 0),
+                };
+                self.fail(
+                    AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}"))
+                        .on(c, m),
+                    ctx,
+                );
             }
             return;
         };
@@ -353,29 +421,41 @@ impl Connection {
                     s.addr.do_send(Shutdown);
                 }
             } else if is(&frame, close) {
-                self.send(ch, AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+                self.send(
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                );
                 if let Some(s) = self.channels.remove(&ch) {
                     s.addr.do_send(Shutdown);
                 }
             }
             return;
         }
-        if is(&frame, open) {
-            self.fail(AmqpError::channel_error("second 'channel.open' seen").on(20, 10), ctx);
-            return;
-        }
-        if is(&frame, close) {
-            if let Some(s) = self.channels.remove(&ch) {
-                s.addr.do_send(ClientClose);
+        // during a content sequence every frame goes to the assembler, which refuses
+        // methods with 505 UNEXPECTED_FRAME
+        if slot.assembler.is_idle() {
+            if is(&frame, open) {
+                self.fail(
+                    AmqpError::channel_error("second 'channel.open' seen").on(20, 10),
+                    ctx,
+                );
+                return;
             }
-            return;
-        }
-        if is(&frame, close_ok) {
-            return;
+            if is(&frame, close) {
+                if let Some(s) = self.channels.remove(&ch) {
+                    s.addr.do_send(ClientClose);
+                }
+                return;
+            }
+            if is(&frame, close_ok) {
+                return;
+            }
         }
         match slot.assembler.feed(frame) {
             Ok(Some(cmd)) => {
-                self.shared.pending_commands.set(self.shared.pending_commands.get() + 1);
+                self.shared
+                    .pending_commands
+                    .set(self.shared.pending_commands.get() + 1);
                 slot.addr.do_send(Incoming::Command(cmd));
             }
             Ok(None) => {}
@@ -391,14 +471,20 @@ impl Connection {
             }
             Err(AssemblyError::Wire(e)) => {
                 let (c, m) = e.class_method();
-                self.fail(AmqpError::new(ReplyCode::from_code(e.reply_code()), e.to_string()).on(c, m), ctx);
+                self.fail(
+                    AmqpError::new(ReplyCode::from_code(e.reply_code()), e.to_string()).on(c, m),
+                    ctx,
+                );
             }
         }
     }
 
     fn open_channel(&mut self, ch: u16, ctx: &mut Context<Self>) {
-        let Some(vhost) = self.vhost.clone() else { return };
-        let addr = ChannelActor::new(ch, ctx.address(), self.shared.clone(), vhost, &self.span).start();
+        let Some(vhost) = self.vhost.clone() else {
+            return;
+        };
+        let addr =
+            ChannelActor::new(ch, ctx.address(), self.shared.clone(), vhost, &self.span).start();
         self.channels.insert(
             ch,
             Slot {
@@ -407,7 +493,10 @@ impl Connection {
                 closing: false,
             },
         );
-        self.send(ch, AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
+        self.send(
+            ch,
+            AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+        );
     }
 
     fn start_heartbeats(&mut self, ctx: &mut Context<Self>) {
@@ -487,7 +576,9 @@ impl Connection {
             }
             out.split().freeze()
         };
-        let Some(mut writer) = self.writer.take() else { return };
+        let Some(mut writer) = self.writer.take() else {
+            return;
+        };
         self.writing = true;
         ctx.spawn(
             async move {
@@ -514,9 +605,12 @@ impl Actor for Connection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let timeout = Duration::from_secs(self.rt.config.handshake_timeout_secs);
+        let timeout = Duration::from_millis(self.rt.config.handshake_timeout_ms);
         ctx.run_later(timeout, |a, ctx| {
-            if matches!(a.state, State::AwaitHeader | State::AwaitStartOk | State::AwaitTuneOk | State::AwaitOpen) {
+            if matches!(
+                a.state,
+                State::AwaitHeader | State::AwaitStartOk | State::AwaitTuneOk | State::AwaitOpen
+            ) {
                 let _e = a.span.enter();
                 warn!("handshake timeout, closing socket");
                 ctx.stop();
@@ -592,7 +686,13 @@ impl Handler<ForceClose> for Connection {
     type Result = ();
     fn handle(&mut self, m: ForceClose, ctx: &mut Context<Self>) {
         self.fail(
-            AmqpError::new(ReplyCode::ConnectionForced, format!("broker forced connection closure with reason '{}'", m.reason)),
+            AmqpError::new(
+                ReplyCode::ConnectionForced,
+                format!(
+                    "broker forced connection closure with reason '{}'",
+                    m.reason
+                ),
+            ),
             ctx,
         );
     }

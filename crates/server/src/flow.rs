@@ -16,12 +16,16 @@ fn try_inc(counter: &AtomicU32, limit: u32) -> bool {
         return true;
     }
     counter
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        })
         .is_ok()
 }
 
 fn dec(counter: &AtomicU32) {
-    let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.saturating_sub(1)));
+    let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+        Some(n.saturating_sub(1))
+    });
 }
 
 /// Channel-wide prefetch (basic.qos with global=true, as RabbitMQ interprets it).

@@ -44,7 +44,10 @@ pub fn start() -> AMQPClass {
     props.insert("version".into(), s(env!("CARGO_PKG_VERSION")));
     props.insert("platform".into(), s("Rust"));
     props.insert("copyright".into(), s("The broker authors"));
-    props.insert("information".into(), s("AMQP 0-9-1 broker, RabbitMQ compatible"));
+    props.insert(
+        "information".into(),
+        s("AMQP 0-9-1 broker, RabbitMQ compatible"),
+    );
     props.insert("cluster_name".into(), s("broker"));
     props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
     AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
@@ -83,7 +86,10 @@ fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)> {
             let _authzid = parts.next()?;
             let user = parts.next()?;
             let pass = parts.next()?;
-            Some((String::from_utf8(user.to_vec()).ok()?, String::from_utf8(pass.to_vec()).ok()?))
+            Some((
+                String::from_utf8(user.to_vec()).ok()?,
+                String::from_utf8(pass.to_vec()).ok()?,
+            ))
         }
         "AMQPLAIN" => {
             // a field table without its length prefix
@@ -92,7 +98,9 @@ fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)> {
             depth::scan_table(&buf, 0, 1).ok()?;
             let (_, t) = broker_wire::types::parsing::parse_field_table(&buf[..]).ok()?;
             let get = |k: &str| match t.inner().get(k) {
-                Some(AMQPValue::LongString(v)) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                Some(AMQPValue::LongString(v)) => {
+                    Some(String::from_utf8_lossy(v.as_bytes()).into_owned())
+                }
                 Some(AMQPValue::ShortString(v)) => Some(v.to_string()),
                 _ => None,
             };
@@ -120,7 +128,10 @@ pub fn authenticate(s: &connection::StartOk) -> Result<(String, ClientInfo), Amq
         info.product = String::from_utf8_lossy(p.as_bytes()).into_owned();
     }
     if let Some(AMQPValue::FieldTable(caps)) = props.get("capabilities") {
-        info.connection_blocked = matches!(caps.inner().get("connection.blocked"), Some(AMQPValue::Boolean(true)));
+        info.connection_blocked = matches!(
+            caps.inner().get("connection.blocked"),
+            Some(AMQPValue::Boolean(true))
+        );
     }
     Ok((user, info))
 }
@@ -147,7 +158,15 @@ pub fn negotiate(t: &connection::TuneOk, cfg: &Config) -> Result<(u16, u32, u16)
             t.channel_max, cfg.channel_max
         )));
     }
-    let frame_max = if t.frame_max == 0 { cfg.frame_max } else { t.frame_max };
-    let channel_max = if t.channel_max == 0 { cfg.channel_max } else { t.channel_max };
+    let frame_max = if t.frame_max == 0 {
+        cfg.frame_max
+    } else {
+        t.frame_max
+    };
+    let channel_max = if t.channel_max == 0 {
+        cfg.channel_max
+    } else {
+        t.channel_max
+    };
     Ok((channel_max, frame_max, t.heartbeat))
 }

@@ -8,9 +8,9 @@ use crate::flow::ConsumerGate;
 use crate::runtime::Runtime;
 use crate::vhost::VHost;
 use actix::prelude::*;
+use broker_core::names::ChannelKey;
 use broker_core::queue::{Consumer, Entry, MsgId, QueueState};
 use broker_core::{AmqpError, Message};
-use broker_core::names::ChannelKey;
 use broker_wire::types::FieldTable;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -288,7 +288,10 @@ impl Handler<Consume> for QueueActor {
     type Result = Result<(), AmqpError>;
     fn handle(&mut self, msg: Consume, ctx: &mut Context<Self>) -> Self::Result {
         if self.deleted {
-            return Err(AmqpError::not_found(format!("no queue '{}' in vhost '/'", self.name)));
+            return Err(AmqpError::not_found(format!(
+                "no queue '{}' in vhost '/'",
+                self.name
+            )));
         }
         let name = self.name.clone();
         self.guarded(ctx, |a, _| {
@@ -388,7 +391,8 @@ impl Handler<Stats> for QueueActor {
 impl Handler<Purge> for QueueActor {
     type Result = u32;
     fn handle(&mut self, _: Purge, ctx: &mut Context<Self>) -> u32 {
-        self.guarded(ctx, |a, _| a.state.purge() as u32).unwrap_or(0)
+        self.guarded(ctx, |a, _| a.state.purge() as u32)
+            .unwrap_or(0)
     }
 }
 

@@ -61,7 +61,13 @@ pub struct VHost {
     me: Weak<VHost>,
 }
 
-fn inequivalent(what: &str, arg: &str, name: &str, got: impl std::fmt::Display, cur: impl std::fmt::Display) -> AmqpError {
+fn inequivalent(
+    what: &str,
+    arg: &str,
+    name: &str,
+    got: impl std::fmt::Display,
+    cur: impl std::fmt::Display,
+) -> AmqpError {
     AmqpError::precondition_failed(format!(
         "inequivalent arg '{arg}' for {what} '{name}' in vhost '/': received '{got}' but current is '{cur}'"
     ))
@@ -166,19 +172,49 @@ impl VHost {
     pub fn declare_exchange(&self, name: &str, spec: ExchangeSpec) -> Result<(), AmqpError> {
         if let Some(x) = self.exchange(name) {
             if x.kind != spec.kind {
-                return Err(inequivalent("exchange", "type", name, spec.kind.as_str(), x.kind.as_str()));
+                return Err(inequivalent(
+                    "exchange",
+                    "type",
+                    name,
+                    spec.kind.as_str(),
+                    x.kind.as_str(),
+                ));
             }
             if x.durable != spec.durable {
-                return Err(inequivalent("exchange", "durable", name, spec.durable, x.durable));
+                return Err(inequivalent(
+                    "exchange",
+                    "durable",
+                    name,
+                    spec.durable,
+                    x.durable,
+                ));
             }
             if x.auto_delete != spec.auto_delete {
-                return Err(inequivalent("exchange", "auto_delete", name, spec.auto_delete, x.auto_delete));
+                return Err(inequivalent(
+                    "exchange",
+                    "auto_delete",
+                    name,
+                    spec.auto_delete,
+                    x.auto_delete,
+                ));
             }
             if x.internal != spec.internal {
-                return Err(inequivalent("exchange", "internal", name, spec.internal, x.internal));
+                return Err(inequivalent(
+                    "exchange",
+                    "internal",
+                    name,
+                    spec.internal,
+                    x.internal,
+                ));
             }
             if let Some(arg) = arguments_differ(&spec.arguments, &x.arguments) {
-                return Err(inequivalent("exchange", &arg, name, "(new value)", "(current value)"));
+                return Err(inequivalent(
+                    "exchange",
+                    &arg,
+                    name,
+                    "(new value)",
+                    "(current value)",
+                ));
             }
             return Ok(());
         }
@@ -191,24 +227,50 @@ impl VHost {
     }
 
     /// queue.declare (non-passive): creates it or checks equivalence. Returns the entry.
-    pub fn declare_queue(&self, name: &str, spec: QueueSpec, conn: u64) -> Result<Arc<QueueEntry>, AmqpError> {
+    pub fn declare_queue(
+        &self,
+        name: &str,
+        spec: QueueSpec,
+        conn: u64,
+    ) -> Result<Arc<QueueEntry>, AmqpError> {
         if let Some(q) = self.queue(name) {
             q.check_access(conn)?;
             if spec.exclusive_owner.is_some() != q.exclusive_owner.is_some() {
                 return Err(QueueEntry::locked(name));
             }
             if q.durable != spec.durable {
-                return Err(inequivalent("queue", "durable", name, spec.durable, q.durable));
+                return Err(inequivalent(
+                    "queue",
+                    "durable",
+                    name,
+                    spec.durable,
+                    q.durable,
+                ));
             }
             if q.auto_delete != spec.auto_delete {
-                return Err(inequivalent("queue", "auto_delete", name, spec.auto_delete, q.auto_delete));
+                return Err(inequivalent(
+                    "queue",
+                    "auto_delete",
+                    name,
+                    spec.auto_delete,
+                    q.auto_delete,
+                ));
             }
             if let Some(arg) = arguments_differ(&spec.arguments, &q.arguments) {
-                return Err(inequivalent("queue", &arg, name, "(new value)", "(current value)"));
+                return Err(inequivalent(
+                    "queue",
+                    &arg,
+                    name,
+                    "(new value)",
+                    "(current value)",
+                ));
             }
             return Ok(q);
         }
-        let rt = self.runtime.upgrade().ok_or_else(|| AmqpError::internal("broker stopping"))?;
+        let rt = self
+            .runtime
+            .upgrade()
+            .ok_or_else(|| AmqpError::internal("broker stopping"))?;
         let arbiter = rt.next_arbiter();
         let qname: Arc<str> = name.into();
         let vhost = self.me.clone();
@@ -235,7 +297,9 @@ impl VHost {
 
     /// Removes a queue from the vhost and every binding to it.
     pub async fn forget_queue(&self, name: &str) {
-        let Some((_, q)) = self.queues.remove(name) else { return };
+        let Some((_, q)) = self.queues.remove(name) else {
+            return;
+        };
         q.deleted.store(true, Ordering::Release);
         self.bump();
         let dest = Destination::Queue(q.name.clone());
@@ -259,12 +323,23 @@ impl VHost {
     }
 
     /// queue.delete. Deleting a queue that does not exist succeeds with 0, as in RabbitMQ.
-    pub async fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool, conn: u64) -> Result<u32, AmqpError> {
-        let Some(q) = self.queue(name) else { return Ok(0) };
+    pub async fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+        conn: u64,
+    ) -> Result<u32, AmqpError> {
+        let Some(q) = self.queue(name) else {
+            return Ok(0);
+        };
         q.check_access(conn)?;
         let n = q
             .addr
-            .send(queue::DeleteQueue { if_unused, if_empty })
+            .send(queue::DeleteQueue {
+                if_unused,
+                if_empty,
+            })
             .await
             .map_err(|_| AmqpError::internal("queue unavailable"))??;
         self.forget_queue(name).await;
@@ -284,7 +359,9 @@ impl VHost {
             )));
         }
         // deleting an exchange that does not exist succeeds, as in RabbitMQ
-        let Some(x) = self.exchange(name) else { return Ok(()) };
+        let Some(x) = self.exchange(name) else {
+            return Ok(());
+        };
         x.addr
             .send(exchange::Delete { if_unused })
             .await
@@ -294,7 +371,14 @@ impl VHost {
     }
 
     /// queue.bind and exchange.bind (bind = true) or their unbinds.
-    pub async fn bind(&self, source: &str, dest: Destination, routing_key: &str, arguments: FieldTable, bind: bool) -> Result<(), AmqpError> {
+    pub async fn bind(
+        &self,
+        source: &str,
+        dest: Destination,
+        routing_key: &str,
+        arguments: FieldTable,
+        bind: bool,
+    ) -> Result<(), AmqpError> {
         if source.is_empty() {
             return Err(AmqpError::access_refused(
                 "operation not permitted on the default exchange",
@@ -307,11 +391,15 @@ impl VHost {
                 ));
             }
             if self.exchange(d).is_none() {
-                return Err(AmqpError::not_found(format!("no exchange '{d}' in vhost '/'")));
+                return Err(AmqpError::not_found(format!(
+                    "no exchange '{d}' in vhost '/'"
+                )));
             }
         }
         let Some(x) = self.exchange(source) else {
-            return Err(AmqpError::not_found(format!("no exchange '{source}' in vhost '/'")));
+            return Err(AmqpError::not_found(format!(
+                "no exchange '{source}' in vhost '/'"
+            )));
         };
         if bind && x.kind == ExchangeKind::Headers {
             if let Err(v) = XMatch::from_arguments(&arguments) {
@@ -338,7 +426,13 @@ impl VHost {
     /// Resolves where a message goes: follows exchange-to-exchange bindings (each exchange
     /// once) and resolves queue names. Returns whether the result depends only on the
     /// routing key (and so may be cached).
-    pub fn route(&self, x: &ExchangeEntry, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<Arc<QueueEntry>>) -> bool {
+    pub fn route(
+        &self,
+        x: &ExchangeEntry,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Arc<QueueEntry>>,
+    ) -> bool {
         let mut cacheable = true;
         let mut visited: Vec<Arc<str>> = vec![x.name.clone()];
         let mut dests = Vec::new();

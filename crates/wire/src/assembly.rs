@@ -94,12 +94,12 @@ impl Assembler {
                 }
                 other => Ok(Some(Command::Method(Box::new(other)))),
             },
-            (State::Idle, Frame::Header { .. }) => Err(AssemblyError::Wire(
-                WireError::UnexpectedFrame {
+            (State::Idle, Frame::Header { .. }) => {
+                Err(AssemblyError::Wire(WireError::UnexpectedFrame {
                     channel,
                     what: "content header",
-                },
-            )),
+                }))
+            }
             (State::Idle, Frame::Body { .. }) => {
                 Err(AssemblyError::Wire(WireError::UnexpectedFrame {
                     channel,
@@ -117,7 +117,9 @@ impl Assembler {
                 },
             ) => {
                 if class_id != 60 {
-                    return Err(AssemblyError::Wire(WireError::HeaderClassMismatch(class_id)));
+                    return Err(AssemblyError::Wire(WireError::HeaderClassMismatch(
+                        class_id,
+                    )));
                 }
                 if body_size > self.max_message_size {
                     return Err(AssemblyError::TooLarge {

@@ -34,7 +34,10 @@ impl FrameDecoder {
             return Ok(None);
         }
         let kind = buf[0];
-        if !matches!(kind, FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT) {
+        if !matches!(
+            kind,
+            FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
+        ) {
             return Err(WireError::UnknownFrameType(kind));
         }
         let channel = u16::from_be_bytes([buf[1], buf[2]]);
@@ -67,8 +70,8 @@ impl FrameDecoder {
                     Err(DepthError::Malformed) => return Err(WireError::MalformedHeader),
                     Ok(()) => {}
                 }
-                let (rest, header) = parse_content_header(&payload[..])
-                    .map_err(|_| WireError::MalformedHeader)?;
+                let (rest, header) =
+                    parse_content_header(&payload[..]).map_err(|_| WireError::MalformedHeader)?;
                 if !rest.is_empty() {
                     return Err(WireError::MalformedHeader);
                 }
@@ -177,7 +180,13 @@ mod tests {
             })),
         );
         let props = encode::properties(&basic::AMQPProperties::default().with_delivery_mode(2));
-        encode::content(&mut out, 1, &props, &Bytes::from_static(b"hello world"), 4096);
+        encode::content(
+            &mut out,
+            1,
+            &props,
+            &Bytes::from_static(b"hello world"),
+            4096,
+        );
         encode::heartbeat(&mut out);
         out.to_vec()
     }

@@ -25,7 +25,11 @@ fn mailbox(_: MailboxError) -> AmqpError {
 }
 
 impl ChannelActor {
-    pub(crate) fn basic_method(&mut self, m: b::AMQPMethod, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+    pub(crate) fn basic_method(
+        &mut self,
+        m: b::AMQPMethod,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), AmqpError> {
         match m {
             b::AMQPMethod::Qos(qos) => self.basic_qos(qos),
             b::AMQPMethod::Consume(c) => self.basic_consume(c, ctx),
@@ -35,12 +39,20 @@ impl ChannelActor {
             b::AMQPMethod::Nack(n) => self.settle(
                 n.delivery_tag,
                 n.multiple,
-                if n.requeue { SettleKind::Requeue } else { SettleKind::Discard },
+                if n.requeue {
+                    SettleKind::Requeue
+                } else {
+                    SettleKind::Discard
+                },
             ),
             b::AMQPMethod::Reject(r) => self.settle(
                 r.delivery_tag,
                 false,
-                if r.requeue { SettleKind::Requeue } else { SettleKind::Discard },
+                if r.requeue {
+                    SettleKind::Requeue
+                } else {
+                    SettleKind::Discard
+                },
             ),
             b::AMQPMethod::Recover(r) => {
                 self.basic_recover(r.requeue)?;
@@ -55,7 +67,9 @@ impl ChannelActor {
     fn basic_qos(&mut self, qos: b::Qos) -> Result<(), AmqpError> {
         // a non-zero prefetch_size was already refused with 540 by the wire layer
         if qos.global {
-            self.gate.prefetch.store(qos.prefetch_count as u32, Ordering::Release);
+            self.gate
+                .prefetch
+                .store(qos.prefetch_count as u32, Ordering::Release);
             self.wake_blocked_consumers();
         } else {
             self.prefetch = qos.prefetch_count as u32;
@@ -68,15 +82,25 @@ impl ChannelActor {
         let name = self.queue_name(c.queue.as_str())?;
         let q = self.find_queue(&name)?;
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
-            let suffix: String = rand::thread_rng().sample_iter(&Alphanumeric).take(22).map(char::from).collect();
+            let suffix: String = rand::thread_rng()
+                .sample_iter(&Alphanumeric)
+                .take(22)
+                .map(char::from)
+                .collect();
             format!("amq.ctag-{suffix}").into()
         } else {
             c.consumer_tag.as_str().into()
         };
         if self.consumers.contains_key(&tag) {
-            return Err(AmqpError::not_allowed(format!("attempt to reuse consumer tag '{tag}'")));
+            return Err(AmqpError::not_allowed(format!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
         }
-        let gate = Arc::new(ConsumerGate::new(self.prefetch, c.no_ack, self.gate.clone()));
+        let gate = Arc::new(ConsumerGate::new(
+            self.prefetch,
+            c.no_ack,
+            self.gate.clone(),
+        ));
         let consumer = Consumer {
             channel: self.key,
             tag: tag.clone(),
@@ -89,26 +113,37 @@ impl ChannelActor {
         };
         self.touch(&q);
         // registered before the queue can deliver: deliveries wait in our mailbox
-        self.consumers.insert(tag.clone(), ConsumerRec { queue: q.clone(), gate });
+        self.consumers.insert(
+            tag.clone(),
+            ConsumerRec {
+                queue: q.clone(),
+                gate,
+            },
+        );
         let addr = q.addr.clone();
         let nowait = c.nowait;
         let t = tag.clone();
         ctx.wait(
-            async move { addr.send(queue::Consume(consumer)).await.map_err(mailbox).and_then(|r| r) }
-                .into_actor(self)
-                .map(move |res, act, ctx| match res {
-                    Ok(()) => {
-                        if !nowait {
-                            act.send(AMQPClass::Basic(b::AMQPMethod::ConsumeOk(b::ConsumeOk {
-                                consumer_tag: t.as_ref().into(),
-                            })));
-                        }
+            async move {
+                addr.send(queue::Consume(consumer))
+                    .await
+                    .map_err(mailbox)
+                    .and_then(|r| r)
+            }
+            .into_actor(self)
+            .map(move |res, act, ctx| match res {
+                Ok(()) => {
+                    if !nowait {
+                        act.send(AMQPClass::Basic(b::AMQPMethod::ConsumeOk(b::ConsumeOk {
+                            consumer_tag: t.as_ref().into(),
+                        })));
                     }
-                    Err(e) => {
-                        act.consumers.remove(&t);
-                        act.fail(e.on(60, 20), ctx);
-                    }
-                }),
+                }
+                Err(e) => {
+                    act.consumers.remove(&t);
+                    act.fail(e.on(60, 20), ctx);
+                }
+            }),
         );
         Ok(())
     }
@@ -131,7 +166,11 @@ impl ChannelActor {
         self.wait_then(
             ctx,
             (60, 30),
-            async move { addr.send(queue::Cancel { channel: key, tag }).await.map_err(mailbox) },
+            async move {
+                addr.send(queue::Cancel { channel: key, tag })
+                    .await
+                    .map_err(mailbox)
+            },
             move |act, (), _| reply(act),
         );
         Ok(())
@@ -146,7 +185,14 @@ impl ChannelActor {
         self.wait_then(
             ctx,
             (60, 70),
-            async move { addr.send(queue::Get { channel: key, no_ack }).await.map_err(mailbox) },
+            async move {
+                addr.send(queue::Get {
+                    channel: key,
+                    no_ack,
+                })
+                .await
+                .map_err(mailbox)
+            },
             move |act, got, _| match got {
                 None => act.send(AMQPClass::Basic(b::AMQPMethod::GetEmpty(b::GetEmpty {}))),
                 Some((entry, remaining)) => {
@@ -170,7 +216,13 @@ impl ChannelActor {
                             message_count: remaining,
                         })),
                     );
-                    broker_wire::encode::content(&mut act.shared.out.borrow_mut(), act.id, &msg.raw_properties, &msg.body, act.shared.frame_max.get());
+                    broker_wire::encode::content(
+                        &mut act.shared.out.borrow_mut(),
+                        act.id,
+                        &msg.raw_properties,
+                        &msg.body,
+                        act.shared.frame_max.get(),
+                    );
                     act.request_flush();
                 }
             },
@@ -183,7 +235,8 @@ impl ChannelActor {
     fn settle(&mut self, tag: u64, multiple: bool, kind: SettleKind) -> Result<(), AmqpError> {
         let settled = self.unacked.settle(tag, multiple)?;
         if let Some(tx) = self.tx.as_mut() {
-            tx.settles.extend(settled.into_iter().map(|(t, p)| (t, p, kind)));
+            tx.settles
+                .extend(settled.into_iter().map(|(t, p)| (t, p, kind)));
             return Ok(());
         }
         self.apply_settles(settled.into_iter().map(|(_, p)| (p, kind)).collect());
@@ -191,7 +244,8 @@ impl ChannelActor {
     }
 
     fn apply_settles(&mut self, settles: Vec<(Pending, SettleKind)>) {
-        let mut by_queue: HashMap<usize, (Arc<QueueEntry>, Vec<u64>, Vec<u64>, Vec<u64>)> = HashMap::new();
+        let mut by_queue: HashMap<usize, (Arc<QueueEntry>, Vec<u64>, Vec<u64>, Vec<u64>)> =
+            HashMap::new();
         let mut wake: HashMap<usize, Arc<QueueEntry>> = HashMap::new();
         for (p, kind) in settles {
             if let Some(g) = &p.gate {
@@ -243,13 +297,22 @@ impl ChannelActor {
             return Err(AmqpError::not_implemented("requeue=false"));
         }
         let all = self.unacked.take_all();
-        self.apply_settles(all.into_iter().map(|(_, p)| (p, SettleKind::Requeue)).collect());
+        self.apply_settles(
+            all.into_iter()
+                .map(|(_, p)| (p, SettleKind::Requeue))
+                .collect(),
+        );
         Ok(())
     }
 
     /// basic.publish: route from the binding snapshots and hand the message to every
     /// matching queue's mailbox. One `Arc<Message>` is shared by all of them.
-    pub(crate) fn basic_publish(&mut self, p: b::Publish, content: Content, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+    pub(crate) fn basic_publish(
+        &mut self,
+        p: b::Publish,
+        content: Content,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), AmqpError> {
         if p.immediate {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
@@ -260,8 +323,17 @@ impl ChannelActor {
         self.publish_now(p, content, ctx)
     }
 
-    fn publish_now(&mut self, p: b::Publish, content: Content, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
-        let queues = self.route(p.exchange.as_str(), p.routing_key.as_str(), content.properties.headers().as_ref())?;
+    fn publish_now(
+        &mut self,
+        p: b::Publish,
+        content: Content,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), AmqpError> {
+        let queues = self.route(
+            p.exchange.as_str(),
+            p.routing_key.as_str(),
+            content.properties.headers().as_ref(),
+        )?;
         let seq = self.confirms.as_mut().map(|c| c.next());
         let msg = Arc::new(Message {
             exchange: p.exchange.as_str().into(),
@@ -281,7 +353,13 @@ impl ChannelActor {
                         routing_key: p.routing_key.clone(),
                     })),
                 );
-                broker_wire::encode::content(&mut self.shared.out.borrow_mut(), self.id, &msg.raw_properties, &msg.body, self.shared.frame_max.get());
+                broker_wire::encode::content(
+                    &mut self.shared.out.borrow_mut(),
+                    self.id,
+                    &msg.raw_properties,
+                    &msg.body,
+                    self.shared.frame_max.get(),
+                );
                 self.request_flush();
             }
         } else {
@@ -304,14 +382,24 @@ impl ChannelActor {
     }
 
     /// The queues a message goes to, from the route cache or the exchanges' snapshots.
-    fn route(&mut self, exchange: &str, routing_key: &str, headers: Option<&FieldTable>) -> Result<Arc<[Arc<QueueEntry>]>, AmqpError> {
+    fn route(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+    ) -> Result<Arc<[Arc<QueueEntry>]>, AmqpError> {
         let version = self.vhost.version();
         if version != self.routes.version {
             self.routes.by_exchange.clear();
             self.routes.entries = 0;
             self.routes.version = version;
         }
-        if let Some(r) = self.routes.by_exchange.get(exchange).and_then(|m| m.get(routing_key)) {
+        if let Some(r) = self
+            .routes
+            .by_exchange
+            .get(exchange)
+            .and_then(|m| m.get(routing_key))
+        {
             return Ok(r.clone());
         }
         let mut out = Vec::new();
@@ -321,10 +409,9 @@ impl ChannelActor {
             }
             true
         } else {
-            let x = self
-                .vhost
-                .exchange(exchange)
-                .ok_or_else(|| AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'")))?;
+            let x = self.vhost.exchange(exchange).ok_or_else(|| {
+                AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'"))
+            })?;
             if x.internal {
                 return Err(AmqpError::access_refused(format!(
                     "cannot publish to internal exchange '{exchange}' in vhost '/'"
@@ -352,13 +439,17 @@ impl ChannelActor {
         match m {
             confirm::AMQPMethod::Select(s) => {
                 if self.tx.is_some() {
-                    return Err(AmqpError::precondition_failed("cannot switch from tx to confirm mode"));
+                    return Err(AmqpError::precondition_failed(
+                        "cannot switch from tx to confirm mode",
+                    ));
                 }
                 if self.confirms.is_none() {
                     self.confirms = Some(Confirms::default());
                 }
                 if !s.nowait {
-                    self.send(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
+                    self.send(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(
+                        confirm::SelectOk {},
+                    )));
                 }
                 Ok(())
             }
@@ -366,11 +457,17 @@ impl ChannelActor {
         }
     }
 
-    pub(crate) fn tx_method(&mut self, m: tx::AMQPMethod, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+    pub(crate) fn tx_method(
+        &mut self,
+        m: tx::AMQPMethod,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), AmqpError> {
         match m {
             tx::AMQPMethod::Select(_) => {
                 if self.confirms.is_some() {
-                    return Err(AmqpError::precondition_failed("cannot switch from confirm to tx mode"));
+                    return Err(AmqpError::precondition_failed(
+                        "cannot switch from confirm to tx mode",
+                    ));
                 }
                 if self.tx.is_none() {
                     self.tx = Some(TxBuffer::default());
@@ -380,7 +477,9 @@ impl ChannelActor {
             }
             tx::AMQPMethod::Commit(_) => {
                 let Some(buf) = self.tx.replace(TxBuffer::default()) else {
-                    return Err(AmqpError::precondition_failed("channel is not transactional"));
+                    return Err(AmqpError::precondition_failed(
+                        "channel is not transactional",
+                    ));
                 };
                 for (p, c) in buf.publishes {
                     self.publish_now(p, c, ctx)?;
@@ -391,7 +490,9 @@ impl ChannelActor {
             }
             tx::AMQPMethod::Rollback(_) => {
                 let Some(buf) = self.tx.replace(TxBuffer::default()) else {
-                    return Err(AmqpError::precondition_failed("channel is not transactional"));
+                    return Err(AmqpError::precondition_failed(
+                        "channel is not transactional",
+                    ));
                 };
                 for (tag, p, _) in buf.settles {
                     self.unacked.reinsert(tag, p);

@@ -25,36 +25,63 @@ fn generated_name() -> String {
 }
 
 impl ChannelActor {
-    pub(crate) fn exchange_method(&mut self, m: x::AMQPMethod, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+    pub(crate) fn exchange_method(
+        &mut self,
+        m: x::AMQPMethod,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), AmqpError> {
         match m {
             x::AMQPMethod::Declare(d) => self.exchange_declare(d),
             x::AMQPMethod::Delete(d) => {
                 let v = self.vhost.clone();
                 let name = d.exchange.to_string();
                 let nowait = d.nowait;
-                self.wait_then(ctx, (40, 20), async move { v.delete_exchange(&name, d.if_unused).await }, move |act, (), _| {
-                    if !nowait {
-                        act.send(AMQPClass::Exchange(x::AMQPMethod::DeleteOk(x::DeleteOk {})));
-                    }
-                });
+                self.wait_then(
+                    ctx,
+                    (40, 20),
+                    async move { v.delete_exchange(&name, d.if_unused).await },
+                    move |act, (), _| {
+                        if !nowait {
+                            act.send(AMQPClass::Exchange(x::AMQPMethod::DeleteOk(x::DeleteOk {})));
+                        }
+                    },
+                );
                 Ok(())
             }
             x::AMQPMethod::Bind(bd) => {
                 let (nowait, cm) = (bd.nowait, (40, 30));
-                self.bind(ctx, cm, bd.source.to_string(), Destination::Exchange(bd.destination.as_str().into()), bd.routing_key.to_string(), bd.arguments, true, move |act| {
-                    if !nowait {
-                        act.send(AMQPClass::Exchange(x::AMQPMethod::BindOk(x::BindOk {})));
-                    }
-                });
+                self.bind(
+                    ctx,
+                    cm,
+                    bd.source.to_string(),
+                    Destination::Exchange(bd.destination.as_str().into()),
+                    bd.routing_key.to_string(),
+                    bd.arguments,
+                    true,
+                    move |act| {
+                        if !nowait {
+                            act.send(AMQPClass::Exchange(x::AMQPMethod::BindOk(x::BindOk {})));
+                        }
+                    },
+                );
                 Ok(())
             }
             x::AMQPMethod::Unbind(bd) => {
                 let (nowait, cm) = (bd.nowait, (40, 40));
-                self.bind(ctx, cm, bd.source.to_string(), Destination::Exchange(bd.destination.as_str().into()), bd.routing_key.to_string(), bd.arguments, false, move |act| {
-                    if !nowait {
-                        act.send(AMQPClass::Exchange(x::AMQPMethod::UnbindOk(x::UnbindOk {})));
-                    }
-                });
+                self.bind(
+                    ctx,
+                    cm,
+                    bd.source.to_string(),
+                    Destination::Exchange(bd.destination.as_str().into()),
+                    bd.routing_key.to_string(),
+                    bd.arguments,
+                    false,
+                    move |act| {
+                        if !nowait {
+                            act.send(AMQPClass::Exchange(x::AMQPMethod::UnbindOk(x::UnbindOk {})));
+                        }
+                    },
+                );
                 Ok(())
             }
             _ => Err(AmqpError::command_invalid("unexpected exchange method")),
@@ -65,21 +92,30 @@ impl ChannelActor {
         let name = d.exchange.as_str();
         let reply = |act: &ChannelActor| {
             if !d.nowait {
-                act.send(AMQPClass::Exchange(x::AMQPMethod::DeclareOk(x::DeclareOk {})));
+                act.send(AMQPClass::Exchange(x::AMQPMethod::DeclareOk(
+                    x::DeclareOk {},
+                )));
             }
         };
         if name.is_empty() {
-            return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
         }
         if d.passive {
             if self.vhost.exchange(name).is_none() {
-                return Err(AmqpError::not_found(format!("no exchange '{name}' in vhost '/'")));
+                return Err(AmqpError::not_found(format!(
+                    "no exchange '{name}' in vhost '/'"
+                )));
             }
             reply(self);
             return Ok(());
         }
         let Some(kind) = ExchangeKind::parse(d.kind.as_str()) else {
-            return Err(AmqpError::command_invalid(format!("unknown exchange type '{}'", d.kind)));
+            return Err(AmqpError::command_invalid(format!(
+                "unknown exchange type '{}'",
+                d.kind
+            )));
         };
         if self.vhost.exchange(name).is_none() && name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
@@ -110,7 +146,10 @@ impl ChannelActor {
             .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
     }
 
-    pub(crate) fn find_queue(&self, name: &str) -> Result<std::sync::Arc<queue::QueueEntry>, AmqpError> {
+    pub(crate) fn find_queue(
+        &self,
+        name: &str,
+    ) -> Result<std::sync::Arc<queue::QueueEntry>, AmqpError> {
         let q = self
             .vhost
             .queue(name)
@@ -132,10 +171,19 @@ impl ChannelActor {
         then: impl FnOnce(&mut Self) + 'static,
     ) {
         let v = self.vhost.clone();
-        self.wait_then(ctx, cm, async move { v.bind(&source, dest, &routing_key, arguments, bind).await }, move |act, (), _| then(act));
+        self.wait_then(
+            ctx,
+            cm,
+            async move { v.bind(&source, dest, &routing_key, arguments, bind).await },
+            move |act, (), _| then(act),
+        );
     }
 
-    pub(crate) fn queue_method(&mut self, m: q::AMQPMethod, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+    pub(crate) fn queue_method(
+        &mut self,
+        m: q::AMQPMethod,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), AmqpError> {
         match m {
             q::AMQPMethod::Declare(d) => self.queue_declare(d, ctx),
             q::AMQPMethod::Bind(bd) => {
@@ -147,11 +195,20 @@ impl ChannelActor {
                     bd.routing_key.to_string()
                 };
                 let nowait = bd.nowait;
-                self.bind(ctx, (50, 20), bd.exchange.to_string(), Destination::Queue(q.name.clone()), rk, bd.arguments, true, move |act| {
-                    if !nowait {
-                        act.send(AMQPClass::Queue(q::AMQPMethod::BindOk(q::BindOk {})));
-                    }
-                });
+                self.bind(
+                    ctx,
+                    (50, 20),
+                    bd.exchange.to_string(),
+                    Destination::Queue(q.name.clone()),
+                    rk,
+                    bd.arguments,
+                    true,
+                    move |act| {
+                        if !nowait {
+                            act.send(AMQPClass::Queue(q::AMQPMethod::BindOk(q::BindOk {})));
+                        }
+                    },
+                );
                 Ok(())
             }
             q::AMQPMethod::Unbind(bd) => {
@@ -160,27 +217,47 @@ impl ChannelActor {
                     q.check_access(self.key.connection)?;
                 }
                 if bd.exchange.as_str().is_empty() {
-                    return Err(AmqpError::access_refused("operation not permitted on the default exchange"));
+                    return Err(AmqpError::access_refused(
+                        "operation not permitted on the default exchange",
+                    ));
                 }
-                if self.vhost.exchange(bd.exchange.as_str()).is_none() || self.vhost.queue(&name).is_none() {
+                if self.vhost.exchange(bd.exchange.as_str()).is_none()
+                    || self.vhost.queue(&name).is_none()
+                {
                     // unbinding what does not exist succeeds, as in RabbitMQ
                     self.send(AMQPClass::Queue(q::AMQPMethod::UnbindOk(q::UnbindOk {})));
                     return Ok(());
                 }
-                self.bind(ctx, (50, 50), bd.exchange.to_string(), Destination::Queue(name.as_str().into()), bd.routing_key.to_string(), bd.arguments, false, |act| {
-                    act.send(AMQPClass::Queue(q::AMQPMethod::UnbindOk(q::UnbindOk {})));
-                });
+                self.bind(
+                    ctx,
+                    (50, 50),
+                    bd.exchange.to_string(),
+                    Destination::Queue(name.as_str().into()),
+                    bd.routing_key.to_string(),
+                    bd.arguments,
+                    false,
+                    |act| {
+                        act.send(AMQPClass::Queue(q::AMQPMethod::UnbindOk(q::UnbindOk {})));
+                    },
+                );
                 Ok(())
             }
             q::AMQPMethod::Purge(p) => {
                 let name = self.queue_name(p.queue.as_str())?;
                 let qe = self.find_queue(&name)?;
                 let nowait = p.nowait;
-                self.wait_then(ctx, (50, 30), async move { qe.addr.send(queue::Purge).await.map_err(mailbox) }, move |act, n, _| {
-                    if !nowait {
-                        act.send(AMQPClass::Queue(q::AMQPMethod::PurgeOk(q::PurgeOk { message_count: n })));
-                    }
-                });
+                self.wait_then(
+                    ctx,
+                    (50, 30),
+                    async move { qe.addr.send(queue::Purge).await.map_err(mailbox) },
+                    move |act, n, _| {
+                        if !nowait {
+                            act.send(AMQPClass::Queue(q::AMQPMethod::PurgeOk(q::PurgeOk {
+                                message_count: n,
+                            })));
+                        }
+                    },
+                );
                 Ok(())
             }
             q::AMQPMethod::Delete(d) => {
@@ -188,11 +265,18 @@ impl ChannelActor {
                 let v = self.vhost.clone();
                 let conn = self.key.connection;
                 let nowait = d.nowait;
-                self.wait_then(ctx, (50, 40), async move { v.delete_queue(&name, d.if_unused, d.if_empty, conn).await }, move |act, n, _| {
-                    if !nowait {
-                        act.send(AMQPClass::Queue(q::AMQPMethod::DeleteOk(q::DeleteOk { message_count: n })));
-                    }
-                });
+                self.wait_then(
+                    ctx,
+                    (50, 40),
+                    async move { v.delete_queue(&name, d.if_unused, d.if_empty, conn).await },
+                    move |act, n, _| {
+                        if !nowait {
+                            act.send(AMQPClass::Queue(q::AMQPMethod::DeleteOk(q::DeleteOk {
+                                message_count: n,
+                            })));
+                        }
+                    },
+                );
                 Ok(())
             }
             _ => Err(AmqpError::command_invalid("unexpected queue method")),
@@ -231,15 +315,20 @@ impl ChannelActor {
         self.last_queue = Some(name.clone());
         let nowait = d.nowait;
         let addr = entry.addr.clone();
-        self.wait_then(ctx, (50, 10), async move { addr.send(queue::Stats).await.map_err(mailbox) }, move |act, (ready, consumers, _), _| {
-            if !nowait {
-                act.send(AMQPClass::Queue(q::AMQPMethod::DeclareOk(q::DeclareOk {
-                    queue: name.into(),
-                    message_count: ready,
-                    consumer_count: consumers,
-                })));
-            }
-        });
+        self.wait_then(
+            ctx,
+            (50, 10),
+            async move { addr.send(queue::Stats).await.map_err(mailbox) },
+            move |act, (ready, consumers, _), _| {
+                if !nowait {
+                    act.send(AMQPClass::Queue(q::AMQPMethod::DeclareOk(q::DeclareOk {
+                        queue: name.into(),
+                        message_count: ready,
+                        consumer_count: consumers,
+                    })));
+                }
+            },
+        );
         Ok(())
     }
 }

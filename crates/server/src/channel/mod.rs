@@ -90,7 +90,13 @@ pub struct ChannelActor {
 
 impl ChannelActor {
     /// A channel actor for channel `id` of a connection.
-    pub fn new(id: u16, conn: Addr<Connection>, shared: Rc<ConnShared>, vhost: Arc<VHost>, parent: &Span) -> Self {
+    pub fn new(
+        id: u16,
+        conn: Addr<Connection>,
+        shared: Rc<ConnShared>,
+        vhost: Arc<VHost>,
+        parent: &Span,
+    ) -> Self {
         let span = tracing::info_span!(parent: parent, "channel", id);
         Self {
             id,
@@ -129,7 +135,9 @@ impl ChannelActor {
     }
 
     pub(crate) fn touch(&mut self, q: &Arc<QueueEntry>) {
-        self.touched.entry(Arc::as_ptr(q) as usize).or_insert_with(|| q.clone());
+        self.touched
+            .entry(Arc::as_ptr(q) as usize)
+            .or_insert_with(|| q.clone());
     }
 
     /// Closes this channel with a channel error, or hands a connection error up.
@@ -145,12 +153,14 @@ impl ChannelActor {
             let _s = self.span.enter();
             tracing::warn!(code = e.code.code(), text = %e.reply_text(), "closing channel");
         }
-        self.send(AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
-            reply_code: e.code.code(),
-            reply_text: e.reply_text().into(),
-            class_id: e.class_id,
-            method_id: e.method_id,
-        })));
+        self.send(AMQPClass::Channel(channel::AMQPMethod::Close(
+            channel::Close {
+                reply_code: e.code.code(),
+                reply_text: e.reply_text().into(),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            },
+        )));
         self.closing = true;
         self.cleanup();
         self.conn.do_send(ChannelClosing(self.id));
@@ -190,7 +200,9 @@ impl ChannelActor {
     fn dispatch(&mut self, cmd: Command, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
         let m = match cmd {
             Command::Publish(p, content) => {
-                return self.basic_publish(p, content, ctx).map_err(|e| e.on(60, 40));
+                return self
+                    .basic_publish(p, content, ctx)
+                    .map_err(|e| e.on(60, 40));
             }
             Command::Method(m) => *m,
         };
@@ -198,7 +210,9 @@ impl ChannelActor {
         let res = match m {
             AMQPClass::Channel(channel::AMQPMethod::Flow(f)) => {
                 if f.active {
-                    self.send(AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active: true })));
+                    self.send(AMQPClass::Channel(channel::AMQPMethod::FlowOk(
+                        channel::FlowOk { active: true },
+                    )));
                     Ok(())
                 } else {
                     Err(AmqpError::not_implemented("active=false"))
@@ -206,9 +220,11 @@ impl ChannelActor {
             }
             AMQPClass::Channel(channel::AMQPMethod::FlowOk(_)) => Ok(()),
             AMQPClass::Access(broker_wire::protocol::access::AMQPMethod::Request(_)) => {
-                self.send(AMQPClass::Access(broker_wire::protocol::access::AMQPMethod::RequestOk(
-                    broker_wire::protocol::access::RequestOk {},
-                )));
+                self.send(AMQPClass::Access(
+                    broker_wire::protocol::access::AMQPMethod::RequestOk(
+                        broker_wire::protocol::access::RequestOk {},
+                    ),
+                ));
                 Ok(())
             }
             AMQPClass::Exchange(m) => self.exchange_method(m, ctx),
@@ -216,7 +232,9 @@ impl ChannelActor {
             AMQPClass::Basic(m) => self.basic_method(m, ctx),
             AMQPClass::Confirm(m) => self.confirm_method(m),
             AMQPClass::Tx(m) => self.tx_method(m, ctx),
-            _ => Err(AmqpError::command_invalid("method not allowed on a channel")),
+            _ => Err(AmqpError::command_invalid(
+                "method not allowed on a channel",
+            )),
         };
         res.map_err(|e| e.on(cm.0, cm.1))
     }
@@ -241,7 +259,9 @@ impl Handler<Incoming> for ChannelActor {
     fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
         match msg {
             Incoming::Command(cmd) => {
-                self.shared.pending_commands.set(self.shared.pending_commands.get().saturating_sub(1));
+                self.shared
+                    .pending_commands
+                    .set(self.shared.pending_commands.get().saturating_sub(1));
                 if self.closing {
                     return;
                 }
@@ -250,7 +270,9 @@ impl Handler<Incoming> for ChannelActor {
                 match res {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => self.fail(e, ctx),
-                    Err(_) => self.conn.do_send(ConnectionFail(AmqpError::internal("internal error"))),
+                    Err(_) => self
+                        .conn
+                        .do_send(ConnectionFail(AmqpError::internal("internal error"))),
                 }
             }
             Incoming::Fail(e) => self.fail(e, ctx),
@@ -267,7 +289,9 @@ impl Handler<ClientClose> for ChannelActor {
     type Result = ();
     fn handle(&mut self, _: ClientClose, ctx: &mut Context<Self>) {
         self.cleanup();
-        self.send(AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})));
+        self.send(AMQPClass::Channel(channel::AMQPMethod::CloseOk(
+            channel::CloseOk {},
+        )));
         ctx.stop();
     }
 }
@@ -330,8 +354,22 @@ impl Handler<Deliver> for ChannelActor {
         let msg = &d.entry.msg;
         {
             let mut out = self.shared.out.borrow_mut();
-            broker_wire::encode::deliver(&mut out, self.id, &d.consumer_tag, tag.0, d.entry.redelivered, &msg.exchange, &msg.routing_key);
-            broker_wire::encode::content(&mut out, self.id, &msg.raw_properties, &msg.body, self.shared.frame_max.get());
+            broker_wire::encode::deliver(
+                &mut out,
+                self.id,
+                &d.consumer_tag,
+                tag.0,
+                d.entry.redelivered,
+                &msg.exchange,
+                &msg.routing_key,
+            );
+            broker_wire::encode::content(
+                &mut out,
+                self.id,
+                &msg.raw_properties,
+                &msg.body,
+                self.shared.frame_max.get(),
+            );
         }
         if self.shared.out_len() > OUT_HIGH {
             self.shared.deferred.borrow_mut().push((d.gate, d.queue));
@@ -375,7 +413,9 @@ impl Handler<FlushConfirms> for ChannelActor {
         if self.closing {
             return;
         }
-        let Some(c) = self.confirms.as_mut() else { return };
+        let Some(c) = self.confirms.as_mut() else {
+            return;
+        };
         for f in c.drain() {
             let m = if f.ack {
                 b::AMQPMethod::Ack(b::Ack {
