@@ -20,7 +20,10 @@ fn main() {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init();
     }
     if let Err(e) = broker_server::listener::run(config) {
         eprintln!("broker: {e}");
