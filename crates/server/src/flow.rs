@@ -147,7 +147,12 @@ impl MemoryGauge {
         if after > before {
             self.used.fetch_add(after - before, Ordering::Relaxed);
         } else if before > after {
-            self.used.fetch_sub(before - after, Ordering::Relaxed);
+            let d = before - after;
+            let _ = self
+                .used
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                    Some(u.saturating_sub(d))
+                });
         }
     }
 

@@ -405,11 +405,8 @@ impl Handler<DeleteQueue> for QueueActor {
             let n = a.state.ready_count() as u32;
             a.cancel_all_consumers();
             a.deleted = true;
-            let before = a.state.bytes();
+            // `guarded` accounts the bytes released here
             a.state = QueueState::default();
-            if let Some(rt) = a.runtime.upgrade() {
-                rt.memory.adjust(before, 0);
-            }
             Ok(n)
         })
         .unwrap_or_else(|| Err(AmqpError::internal("queue failed")))
@@ -486,6 +483,16 @@ mod tests {
             a.enqueue(msg());
             assert_eq!(a.addr.send(Stats).await.unwrap().0, 1);
             assert_eq!(rt.memory.used(), 4 * msg().size());
+            // deleting a queue releases exactly its bytes
+            b.addr
+                .send(DeleteQueue {
+                    if_unused: false,
+                    if_empty: false,
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(rt.memory.used(), msg().size());
             arbiter.stop();
         });
     }
