@@ -73,16 +73,20 @@ fn inequivalent(
     ))
 }
 
-fn arguments_differ(a: &FieldTable, b: &FieldTable) -> Option<String> {
-    for (k, v) in a.inner() {
-        if b.inner().get(k.as_str()) != Some(v) {
-            return Some(k.to_string());
-        }
-    }
-    b.inner()
-        .keys()
-        .find(|k| !a.inner().contains_key(k.as_str()))
-        .map(|k| k.to_string())
+/// The first argument whose value differs, with the received and current values.
+fn arguments_differ(new: &FieldTable, cur: &FieldTable) -> Option<(String, String, String)> {
+    let show = |v: Option<&AMQPValue>| v.map_or_else(|| "none".to_string(), |v| format!("{v:?}"));
+    let mut keys: Vec<&str> = new.inner().keys().map(|k| k.as_str()).collect();
+    keys.extend(cur.inner().keys().map(|k| k.as_str()));
+    keys.into_iter()
+        .find(|k| new.inner().get(*k) != cur.inner().get(*k))
+        .map(|k| {
+            (
+                k.to_string(),
+                show(new.inner().get(k)),
+                show(cur.inner().get(k)),
+            )
+        })
 }
 
 impl VHost {
@@ -207,14 +211,8 @@ impl VHost {
                     x.internal,
                 ));
             }
-            if let Some(arg) = arguments_differ(&spec.arguments, &x.arguments) {
-                return Err(inequivalent(
-                    "exchange",
-                    &arg,
-                    name,
-                    "(new value)",
-                    "(current value)",
-                ));
+            if let Some((arg, got, cur)) = arguments_differ(&spec.arguments, &x.arguments) {
+                return Err(inequivalent("exchange", &arg, name, got, cur));
             }
             return Ok(());
         }
@@ -256,14 +254,8 @@ impl VHost {
                     q.auto_delete,
                 ));
             }
-            if let Some(arg) = arguments_differ(&spec.arguments, &q.arguments) {
-                return Err(inequivalent(
-                    "queue",
-                    &arg,
-                    name,
-                    "(new value)",
-                    "(current value)",
-                ));
+            if let Some((arg, got, cur)) = arguments_differ(&spec.arguments, &q.arguments) {
+                return Err(inequivalent("queue", &arg, name, got, cur));
             }
             return Ok(q);
         }
