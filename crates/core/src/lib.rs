@@ -12,6 +12,7 @@ pub mod message;
 pub mod names;
 pub mod queue;
 pub mod routing;
+pub mod store;
 pub mod topic;
 
 pub use error::{AmqpError, ReplyCode};

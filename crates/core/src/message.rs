@@ -18,6 +18,8 @@ pub struct Message {
     pub raw_properties: Bytes,
     /// The body.
     pub body: Bytes,
+    /// Store id when the message is persistent and kept by at least one durable queue.
+    pub persist_id: Option<u64>,
 }
 
 impl Message {

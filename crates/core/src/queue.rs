@@ -345,6 +345,7 @@ mod tests {
             properties: Box::default(),
             raw_properties: Bytes::from_static(&[0, 0]),
             body: Bytes::from_static(body.as_bytes()),
+            persist_id: None,
         })
     }
 

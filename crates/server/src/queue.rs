@@ -442,6 +442,7 @@ mod tests {
             properties: Box::default(),
             raw_properties: Bytes::from_static(&[0, 0]),
             body: Bytes::from_static(b"x"),
+            persist_id: None,
         })
     }
 

@@ -341,6 +341,7 @@ impl ChannelActor {
             properties: content.properties,
             raw_properties: content.raw_properties,
             body: content.body,
+            persist_id: None,
         });
         if queues.is_empty() {
             if p.mandatory {
