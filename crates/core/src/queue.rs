@@ -105,6 +105,15 @@ impl<C> QueueState<C> {
         id
     }
 
+    /// Appends a message recovered from the store; `delivered` marks it redelivered.
+    pub fn publish_recovered(&mut self, msg: Arc<Message>, delivered: bool) -> MsgId {
+        let id = self.publish(msg);
+        if let Some(e) = self.ready.back_mut() {
+            e.redelivered = delivered;
+        }
+        id
+    }
+
     /// Messages ready for delivery.
     pub fn ready_count(&self) -> usize {
         self.ready.len()
@@ -214,15 +223,16 @@ impl<C> QueueState<C> {
     }
 
     /// Acks deliveries; unknown ids are ignored (the channel has already checked its tags).
-    pub fn ack(&mut self, ids: &[MsgId]) -> usize {
-        let mut n = 0;
+    /// Returns the acked messages (so the store can forget them).
+    pub fn ack(&mut self, ids: &[MsgId]) -> Vec<Entry> {
+        let mut out = Vec::new();
         for id in ids {
             if let Some(u) = self.unacked.remove(id) {
                 self.unacked_bytes -= u.entry.msg.size();
-                n += 1;
+                out.push(u.entry);
             }
         }
-        n
+        out
     }
 
     /// Removes deliveries for good (reject or nack without requeue); returns the messages
@@ -304,12 +314,10 @@ impl<C> QueueState<C> {
         before - self.consumers.len()
     }
 
-    /// Drops every ready message; returns how many.
-    pub fn purge(&mut self) -> usize {
-        let n = self.ready.len();
-        self.ready.clear();
+    /// Drops every ready message; returns them.
+    pub fn purge(&mut self) -> Vec<Entry> {
         self.ready_bytes = 0;
-        n
+        self.ready.drain(..).collect()
     }
 
     /// Checks queue.delete's if-unused and if-empty conditions.

@@ -3,7 +3,8 @@
 
 use crate::config::Config;
 use crate::connection::{Connection, ForceClose};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Storage};
+use crate::store::{Flusher, SledStore};
 use actix::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,13 @@ fn raise_nofile_limit() {
 /// Starts the worker arbiters and the listener, and serves until SIGINT or SIGTERM.
 pub fn run(config: Config) -> Result<(), String> {
     raise_nofile_limit();
+    let store = Arc::new(SledStore::open(&config.data_dir)?);
+    info!(dir = %config.data_dir.display(), bytes = store.size_on_disk(), "store opened");
+    let storage = Storage {
+        definitions: store.clone(),
+        messages: store.clone(),
+        flusher: Flusher::start(store.clone()),
+    };
     let system = System::new();
     let workers = config.workers;
     let arbiters: Vec<ArbiterHandle> = (0..workers).map(|_| Arbiter::new().handle()).collect();
@@ -41,7 +49,9 @@ pub fn run(config: Config) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        let rt = Runtime::new(config, arbiters);
+        let rt = Runtime::new(config, arbiters, Some(storage));
+        // recover everything before the first connection is accepted
+        crate::persist::recover_all(&rt).await?;
         info!(workers, "broker listening on {local}");
         println!("broker listening on {local}");
         let accept_rt = rt.clone();

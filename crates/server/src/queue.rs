@@ -10,6 +10,7 @@ use crate::vhost::VHost;
 use actix::prelude::*;
 use broker_core::names::ChannelKey;
 use broker_core::queue::{Consumer, Entry, MsgId, QueueState};
+use broker_core::store::MessageStore;
 use broker_core::{AmqpError, Message};
 use broker_wire::types::FieldTable;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -38,6 +39,8 @@ pub struct QueueEntry {
     pub inflight: AtomicUsize,
     /// Set once the queue is deleted; a stale handle then drops what it is sent.
     pub deleted: AtomicBool,
+    /// Id of a durable queue in the store (prefix of its message keys).
+    pub store_id: Option<u64>,
 }
 
 impl QueueEntry {
@@ -67,6 +70,17 @@ impl QueueEntry {
     /// Whether publishers to this queue should pause.
     pub fn is_hot(&self) -> bool {
         self.inflight.load(Ordering::Relaxed) > QUEUE_CREDIT
+    }
+}
+
+/// Notes a first delivery in the store, so the message comes back redelivered after a
+/// restart.
+fn mark_delivered(store: &Option<(Arc<dyn MessageStore>, u64)>, e: &Entry) {
+    if e.redelivered {
+        return;
+    }
+    if let (Some((s, qid)), Some(pid)) = (store, e.msg.persist_id) {
+        let _ = s.mark_delivered(*qid, pid);
     }
 }
 
@@ -131,12 +145,37 @@ impl QueueActor {
         }
     }
 
+    /// The message store and this queue's id in it, if the queue is durable.
+    fn stored(&self) -> Option<(Arc<dyn MessageStore>, u64)> {
+        let id = self.me.upgrade()?.store_id?;
+        let rt = self.runtime.upgrade()?;
+        Some((rt.store.as_ref()?.messages.clone(), id))
+    }
+
+    /// Removes settled persistent messages from the store.
+    fn forget(&self, entries: &[Entry]) {
+        let Some((store, qid)) = self.stored() else { return };
+        for e in entries {
+            if let Some(pid) = e.msg.persist_id {
+                if let Err(err) = store.remove(qid, pid) {
+                    tracing::error!(queue = %self.name, "cannot remove stored message: {err}");
+                }
+            }
+        }
+    }
+
     /// Delivers while there are messages and consumers with room.
     fn drain(&mut self) {
         let Some(me) = self.me.upgrade() else { return };
+        let store = self.stored();
         loop {
             let d = self.state.next_delivery(|c| c.data.gate.try_take());
             let Some(d) = d else { break };
+            if !d.consumer.no_ack {
+                mark_delivered(&store, &d.entry);
+            } else if let (Some((s, qid)), Some(pid)) = (&store, d.entry.msg.persist_id) {
+                let _ = s.remove(*qid, pid);
+            }
             d.consumer.data.channel.do_send(Deliver {
                 queue: me.clone(),
                 consumer_tag: d.consumer.tag.clone(),
@@ -322,6 +361,11 @@ impl Handler<Get> for QueueActor {
         }
         self.guarded(ctx, |a, _| {
             let e = a.state.get(msg.channel, msg.no_ack)?;
+            if msg.no_ack {
+                a.forget(std::slice::from_ref(&e));
+            } else {
+                mark_delivered(&a.stored(), &e);
+            }
             Some((e, a.state.ready_count() as u32))
         })
         .flatten()
@@ -334,13 +378,15 @@ impl Handler<Settle> for QueueActor {
         self.guarded(ctx, |a, _| {
             match msg {
                 Settle::Ack(ids) => {
-                    a.state.ack(&ids);
+                    let done = a.state.ack(&ids);
+                    a.forget(&done);
                 }
                 Settle::Requeue(ids) => {
                     a.state.requeue(&ids, true);
                 }
                 Settle::Discard(ids) => {
-                    a.state.discard(&ids);
+                    let done = a.state.discard(&ids);
+                    a.forget(&done);
                 }
             }
             a.drain();
@@ -391,8 +437,12 @@ impl Handler<Stats> for QueueActor {
 impl Handler<Purge> for QueueActor {
     type Result = u32;
     fn handle(&mut self, _: Purge, ctx: &mut Context<Self>) -> u32 {
-        self.guarded(ctx, |a, _| a.state.purge() as u32)
-            .unwrap_or(0)
+        self.guarded(ctx, |a, _| {
+            let gone = a.state.purge();
+            a.forget(&gone);
+            gone.len() as u32
+        })
+        .unwrap_or(0)
     }
 }
 
@@ -410,6 +460,23 @@ impl Handler<DeleteQueue> for QueueActor {
             Ok(n)
         })
         .unwrap_or_else(|| Err(AmqpError::internal("queue failed")))
+    }
+}
+
+/// Messages recovered from the store at start, in order, with their delivered flag.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Recover(pub Vec<(Arc<Message>, bool)>);
+
+impl Handler<Recover> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Recover, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |a, _| {
+            for (m, delivered) in msg.0 {
+                a.state.publish_recovered(m, delivered);
+            }
+            a.drain();
+        });
     }
 }
 
@@ -454,7 +521,7 @@ mod tests {
         sys.block_on(async {
             let config = Config::load(Cli::parse_from(["broker"])).unwrap();
             let arbiter = actix::Arbiter::new();
-            let rt = Runtime::new(config, vec![arbiter.handle()]);
+            let rt = Runtime::new(config, vec![arbiter.handle()], None);
             let v = rt.vhost("/").unwrap();
             let spec = || QueueSpec {
                 durable: false,

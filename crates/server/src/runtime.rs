@@ -3,6 +3,8 @@
 
 use crate::config::Config;
 use crate::flow::MemoryGauge;
+use crate::store::Flusher;
+use broker_core::store::{DefinitionStore, MessageStore};
 use crate::vhost::VHost;
 use actix::prelude::*;
 use dashmap::DashMap;
@@ -24,11 +26,24 @@ pub struct Runtime {
     pub vhosts: DashMap<String, Arc<VHost>>,
     /// Open connections, for shutdown and listing.
     pub connections: DashMap<u64, Recipient<crate::connection::ForceClose>>,
+    /// Durable storage, if any.
+    pub store: Option<Storage>,
+}
+
+/// The store behind its traits, and the group-commit flusher.
+#[derive(Clone)]
+pub struct Storage {
+    /// Exchanges, queues, bindings.
+    pub definitions: Arc<dyn DefinitionStore>,
+    /// Persistent messages.
+    pub messages: Arc<dyn MessageStore>,
+    /// One fsync for many publishes.
+    pub flusher: Flusher,
 }
 
 impl Runtime {
     /// Builds the runtime and the default vhost "/".
-    pub fn new(config: Config, arbiters: Vec<ArbiterHandle>) -> Arc<Runtime> {
+    pub fn new(config: Config, arbiters: Vec<ArbiterHandle>, store: Option<Storage>) -> Arc<Runtime> {
         let memory = MemoryGauge::new(config.memory_high_watermark);
         let rt = Arc::new(Runtime {
             config,
@@ -38,6 +53,7 @@ impl Runtime {
             memory,
             vhosts: DashMap::new(),
             connections: DashMap::new(),
+            store,
         });
         let vhost = VHost::new("/", Arc::downgrade(&rt));
         rt.vhosts.insert("/".into(), vhost);

@@ -57,7 +57,7 @@ pub struct VHost {
     exchanges: DashMap<Arc<str>, Arc<ExchangeEntry>>,
     queues: DashMap<Arc<str>, Arc<QueueEntry>>,
     version: AtomicU64,
-    runtime: Weak<Runtime>,
+    pub(crate) runtime: Weak<Runtime>,
     me: Weak<VHost>,
 }
 
@@ -144,7 +144,7 @@ impl VHost {
         self.exchanges.iter().map(|e| e.value().clone()).collect()
     }
 
-    fn create_exchange(&self, name: &str, spec: ExchangeSpec) -> Arc<ExchangeEntry> {
+    pub(crate) fn create_exchange(&self, name: &str, spec: ExchangeSpec) -> Arc<ExchangeEntry> {
         let name: Arc<str> = name.into();
         let arbiter = match self.runtime.upgrade() {
             Some(rt) => rt.next_arbiter(),
@@ -220,6 +220,9 @@ impl VHost {
         if self.exchanges.contains_key(name) {
             return Ok(());
         }
+        if spec.durable {
+            self.persist_exchange(name, &spec)?;
+        }
         self.create_exchange(name, spec);
         Ok(())
     }
@@ -259,6 +262,22 @@ impl VHost {
             }
             return Ok(q);
         }
+        let store_id = if spec.durable && spec.exclusive_owner.is_none() {
+            self.persist_queue(name, &spec)?
+        } else {
+            None
+        };
+        let entry = self.create_queue(name, spec, store_id)?;
+        Ok(entry)
+    }
+
+    /// Creates the queue entry and its actor (declare and recovery).
+    pub(crate) fn create_queue(
+        &self,
+        name: &str,
+        spec: QueueSpec,
+        store_id: Option<u64>,
+    ) -> Result<Arc<QueueEntry>, AmqpError> {
         let rt = self
             .runtime
             .upgrade()
@@ -280,6 +299,7 @@ impl VHost {
                     addr: QueueActor::spawn(&arbiter, qname.clone(), me.clone(), vhost, rtw),
                     inflight: AtomicUsize::new(0),
                     deleted: AtomicBool::new(false),
+                    store_id,
                 })
             })
             .clone();
@@ -298,6 +318,9 @@ impl VHost {
         for x in self.exchanges() {
             let _ = x.addr.send(exchange::RemoveDestination(dest.clone())).await;
         }
+        if let Some(id) = q.store_id {
+            self.unpersist_queue(name, id, &dest);
+        }
         self.bump();
     }
 
@@ -311,6 +334,7 @@ impl VHost {
         for x in self.exchanges() {
             let _ = x.addr.send(exchange::RemoveDestination(dest.clone())).await;
         }
+        self.unpersist_exchange(name, &dest);
         self.bump();
     }
 
@@ -400,11 +424,15 @@ impl VHost {
                 )));
             }
         }
+        let durable = x.durable && self.is_durable(&dest);
         let b = Binding {
             destination: dest,
             routing_key: routing_key.into(),
             arguments,
         };
+        if durable {
+            self.persist_binding(source, &b, bind)?;
+        }
         let res = if bind {
             x.addr.send(exchange::Bind(b)).await
         } else {

@@ -1,12 +1,13 @@
 //! basic.*, confirm.* and tx.* methods: publish and routing, consume and cancel, get,
 //! ack/nack/reject/recover, publisher confirms and transactions.
 
-use super::{ChannelActor, ConsumerRec, FlushConfirms, Pending, SettleKind, TxBuffer};
+use super::{ChannelActor, ConsumerRec, FlushConfirms, Pending, SettleKind, StoreFlushed, TxBuffer};
 use crate::flow::ConsumerGate;
 use crate::queue::{self, ConsumerHandle, QueueEntry};
 use actix::prelude::*;
 use broker_core::channel::Confirms;
 use broker_core::queue::Consumer;
+use broker_core::store::{encode_message, StoreError};
 use broker_core::{AmqpError, Message};
 use broker_wire::assembly::Content;
 use broker_wire::protocol::{basic as b, confirm, tx, AMQPClass};
@@ -335,14 +336,28 @@ impl ChannelActor {
             content.properties.headers().as_ref(),
         )?;
         let seq = self.confirms.as_mut().map(|c| c.next());
-        let msg = Arc::new(Message {
+        let mut msg = Message {
             exchange: p.exchange.as_str().into(),
             routing_key: p.routing_key.as_str().into(),
             properties: content.properties,
             raw_properties: content.raw_properties,
             body: content.body,
             persist_id: None,
-        });
+        };
+        // persistent messages routed to durable queues are written before they are
+        // enqueued; their confirm waits for the fsync that covers the write
+        let stored = match self.persist(&mut msg, &queues) {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!("cannot store persistent message: {e}");
+                if let (Some(seq), Some(c)) = (seq, self.confirms.as_mut()) {
+                    c.settle(seq, false);
+                    self.schedule_confirms(ctx);
+                }
+                return Ok(());
+            }
+        };
+        let msg = Arc::new(msg);
         if queues.is_empty() {
             if p.mandatory {
                 self.shared.method(
@@ -372,14 +387,52 @@ impl ChannelActor {
                 }
             }
         }
-        if let (Some(seq), Some(c)) = (seq, self.confirms.as_mut()) {
-            c.settle(seq, true);
-            if !self.confirm_flush_scheduled {
-                self.confirm_flush_scheduled = true;
-                ctx.notify(FlushConfirms);
+        if let Some(seq) = seq {
+            if stored {
+                self.group.note(seq);
+                self.request_store_flush(ctx);
+            } else if let Some(c) = self.confirms.as_mut() {
+                c.settle(seq, true);
+                self.schedule_confirms(ctx);
             }
         }
         Ok(())
+    }
+
+    /// Writes a persistent message to the store for each durable queue it goes to.
+    /// Returns whether anything was written.
+    fn persist(&self, msg: &mut Message, queues: &[Arc<QueueEntry>]) -> Result<bool, StoreError> {
+        if !msg.is_persistent() || !queues.iter().any(|q| q.store_id.is_some()) {
+            return Ok(false);
+        }
+        let Some(store) = self.store.as_ref() else { return Ok(false) };
+        let id = store.definitions.next_id()?;
+        msg.persist_id = Some(id);
+        let record = encode_message(msg);
+        for q in queues {
+            if let Some(qid) = q.store_id {
+                store.messages.insert(qid, id, &record)?;
+            }
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn schedule_confirms(&mut self, ctx: &mut Context<Self>) {
+        if !self.confirm_flush_scheduled {
+            self.confirm_flush_scheduled = true;
+            ctx.notify(FlushConfirms);
+        }
+    }
+
+    /// Asks the flusher for an fsync covering every write noted so far (one at a time:
+    /// writes made meanwhile wait for the next, so many publishes share one flush).
+    pub(crate) fn request_store_flush(&mut self, ctx: &mut Context<Self>) {
+        let Some(store) = self.store.as_ref() else { return };
+        if !self.group.start() {
+            return;
+        }
+        let me = ctx.address();
+        store.flusher.request(move |res| me.do_send(StoreFlushed(res.is_ok())));
     }
 
     /// The queues a message goes to, from the route cache or the exchanges' snapshots.

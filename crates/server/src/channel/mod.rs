@@ -13,7 +13,9 @@ use crate::queue::{self, QueueEntry};
 use crate::shared::{ConnShared, OUT_HIGH};
 use crate::vhost::VHost;
 use actix::prelude::*;
+use crate::runtime::Storage;
 use broker_core::channel::{Confirms, Unacked};
+use broker_core::store::GroupCommit;
 use broker_core::names::{ChannelKey, DeliveryTag};
 use broker_core::queue::{Entry, MsgId};
 use broker_core::AmqpError;
@@ -86,6 +88,10 @@ pub struct ChannelActor {
     pub(crate) touched: HashMap<usize, Arc<QueueEntry>>,
     /// The last queue declared, which an empty queue name refers to.
     pub(crate) last_queue: Option<String>,
+    /// The store, for persistent messages.
+    pub(crate) store: Option<Storage>,
+    /// Confirms waiting for an fsync.
+    pub(crate) group: GroupCommit,
 }
 
 impl ChannelActor {
@@ -98,6 +104,7 @@ impl ChannelActor {
         parent: &Span,
     ) -> Self {
         let span = tracing::info_span!(parent: parent, "channel", id);
+        let store = vhost.runtime.upgrade().and_then(|rt| rt.store.clone());
         Self {
             id,
             key: ChannelKey {
@@ -119,6 +126,8 @@ impl ChannelActor {
             routes: RouteCache::default(),
             touched: HashMap::new(),
             last_queue: None,
+            store,
+            group: GroupCommit::default(),
         }
     }
 
@@ -432,5 +441,24 @@ impl Handler<FlushConfirms> for ChannelActor {
             self.shared.method(self.id, &AMQPClass::Basic(m));
         }
         self.request_flush();
+    }
+}
+
+/// The fsync requested for this channel's persistent publishes finished.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StoreFlushed(pub bool);
+
+impl Handler<StoreFlushed> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, m: StoreFlushed, ctx: &mut Context<Self>) {
+        let covered = self.group.finished();
+        if let Some(c) = self.confirms.as_mut() {
+            for seq in covered {
+                c.settle(seq, m.0);
+            }
+        }
+        self.schedule_confirms(ctx);
+        self.request_store_flush(ctx);
     }
 }
