@@ -19,6 +19,7 @@ pub struct Broker {
     pub port: u16,
     /// Its data directory.
     pub data_dir: PathBuf,
+    args: Vec<String>,
 }
 
 fn broker_bin() -> PathBuf {
@@ -60,11 +61,34 @@ impl Broker {
             std::env::temp_dir().join(format!("broker-test-{}-{}", std::process::id(), port));
         let _ = std::fs::remove_dir_all(&data_dir);
         std::fs::create_dir_all(&data_dir).unwrap();
+        let child = Self::spawn(port, &data_dir, args);
+        Broker {
+            child,
+            port,
+            data_dir,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    /// Kills the broker with SIGKILL (a crash) and waits for it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same port and data dir (after `terminate` or
+    /// `kill9`).
+    pub fn restart(&mut self) {
+        let args: Vec<&str> = self.args.iter().map(|s| s.as_str()).collect();
+        self.child = Self::spawn(self.port, &self.data_dir, &args);
+    }
+
+    fn spawn(port: u16, data_dir: &std::path::Path, args: &[&str]) -> Child {
         let mut child = Command::new(broker_bin())
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
-            .arg(&data_dir)
+            .arg(data_dir)
             .arg("--log-level")
             .arg(std::env::var("BROKER_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .args(args)
@@ -83,11 +107,7 @@ impl Broker {
         }
         // keep draining stdout so the broker never blocks on a full pipe
         std::thread::spawn(move || for _ in lines {});
-        Broker {
-            child,
-            port,
-            data_dir,
-        }
+        child
     }
 
     /// amqp:// URI of this broker.

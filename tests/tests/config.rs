@@ -39,13 +39,18 @@ fn config_file_env_and_flags_in_order() {
     )
     .unwrap();
     let mut cmd = Command::new(broker_bin());
-    cmd.arg("--config").arg(&file).arg("--data-dir").arg(&dir);
+    cmd.arg("--config")
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.join("d1"));
     let (line, mut c) = first_line(cmd);
     assert_eq!(line, format!("broker listening on 127.0.0.1:{p1}"));
     c.kill().unwrap();
     let mut cmd = Command::new(broker_bin());
     cmd.arg("--config")
         .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.join("d2"))
         .env("BROKER_LISTEN", format!("127.0.0.1:{p2}"));
     let (line, mut c) = first_line(cmd);
     assert_eq!(line, format!("broker listening on 127.0.0.1:{p2}"));
@@ -53,6 +58,8 @@ fn config_file_env_and_flags_in_order() {
     let mut cmd = Command::new(broker_bin());
     cmd.arg("--config")
         .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.join("d3"))
         .env("BROKER_LISTEN", format!("127.0.0.1:{p2}"))
         .arg("--listen")
         .arg(format!("127.0.0.1:{p3}"));
@@ -87,6 +94,8 @@ fn bad_config_is_a_clear_error_and_exit_code_2() {
     let out = Command::new(broker_bin())
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -175,10 +175,12 @@ impl<'a> Reader<'a> {
     }
     fn str(&mut self) -> Result<String, StoreError> {
         let n = self.u32()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| StoreError("bad utf-8 in record".into()))
+        String::from_utf8(self.take(n)?.to_vec())
+            .map_err(|_| StoreError("bad utf-8 in record".into()))
     }
     fn table(&mut self) -> Result<FieldTable, StoreError> {
-        let (rest, t) = parse_field_table(self.0).map_err(|_| StoreError("bad field table in record".into()))?;
+        let (rest, t) = parse_field_table(self.0)
+            .map_err(|_| StoreError("bad field table in record".into()))?;
         self.0 = rest;
         Ok(t)
     }
@@ -305,7 +307,10 @@ pub fn decode_definitions(records: Vec<(Vec<u8>, Vec<u8>)>) -> (Definitions, Vec
             _ => Ok(()),
         };
         if let Err(e) = res {
-            errors.push(StoreError(format!("definition record {:?}: {e}", String::from_utf8_lossy(&k))));
+            errors.push(StoreError(format!(
+                "definition record {:?}: {e}",
+                String::from_utf8_lossy(&k)
+            )));
         }
     }
     (d, errors)
@@ -314,7 +319,9 @@ pub fn decode_definitions(records: Vec<(Vec<u8>, Vec<u8>)>) -> (Definitions, Vec
 /// Encodes a message for the store: exchange, routing key, property bytes as published,
 /// body.
 pub fn encode_message(m: &Message) -> Vec<u8> {
-    let mut v = Vec::with_capacity(16 + m.exchange.len() + m.routing_key.len() + m.raw_properties.len() + m.body.len());
+    let mut v = Vec::with_capacity(
+        16 + m.exchange.len() + m.routing_key.len() + m.raw_properties.len() + m.body.len(),
+    );
     v.push(1); // format version
     put_str(&mut v, &m.exchange);
     put_str(&mut v, &m.routing_key);
@@ -334,7 +341,8 @@ pub fn decode_message(b: &[u8], persist_id: u64) -> Result<Message, StoreError> 
     let routing_key = r.str()?;
     let n = r.u32()? as usize;
     let raw = r.take(n)?.to_vec();
-    let (_, properties) = parse_properties(&raw[..]).map_err(|_| StoreError("bad properties in message record".into()))?;
+    let (_, properties) = parse_properties(&raw[..])
+        .map_err(|_| StoreError("bad properties in message record".into()))?;
     Ok(Message {
         exchange: exchange.into(),
         routing_key: routing_key.into(),
@@ -391,9 +399,28 @@ mod tests {
     fn definitions_round_trip() {
         let mut args = FieldTable::default();
         args.insert("x-a".into(), AMQPValue::LongString(LongString::from("v")));
-        let x = ExchangeDef { vhost: "/".into(), name: "x".into(), kind: "topic".into(), auto_delete: false, internal: true, arguments: args.clone() };
-        let q = QueueDef { vhost: "/".into(), name: "q".into(), id: 7, auto_delete: false, arguments: args.clone() };
-        let b = BindingDef { vhost: "/".into(), source: "x".into(), destination: Destination::Queue("q".into()), routing_key: "a.#".into(), arguments: args };
+        let x = ExchangeDef {
+            vhost: "/".into(),
+            name: "x".into(),
+            kind: "topic".into(),
+            auto_delete: false,
+            internal: true,
+            arguments: args.clone(),
+        };
+        let q = QueueDef {
+            vhost: "/".into(),
+            name: "q".into(),
+            id: 7,
+            auto_delete: false,
+            arguments: args.clone(),
+        };
+        let b = BindingDef {
+            vhost: "/".into(),
+            source: "x".into(),
+            destination: Destination::Queue("q".into()),
+            routing_key: "a.#".into(),
+            arguments: args,
+        };
         let records = vec![
             (ExchangeDef::key("/", "x"), x.encode()),
             (QueueDef::key("/", "q"), q.encode()),
@@ -464,11 +491,20 @@ mod tests {
         assert!(g.is_idle());
         let log = log.into_inner();
         for seq in 1..=3 {
-            let w = log.iter().position(|e| *e == format!("write {seq}")).unwrap();
-            let c = log.iter().position(|e| *e == format!("confirm {seq}")).unwrap();
+            let w = log
+                .iter()
+                .position(|e| *e == format!("write {seq}"))
+                .unwrap();
+            let c = log
+                .iter()
+                .position(|e| *e == format!("confirm {seq}"))
+                .unwrap();
             let covering_flush_done = log[w..c].iter().any(|e| e == "flush done");
             let flush_started_after_write = log[w..c].iter().any(|e| e == "flush start");
-            assert!(covering_flush_done && flush_started_after_write, "confirm {seq} before its flush: {log:?}");
+            assert!(
+                covering_flush_done && flush_started_after_write,
+                "confirm {seq} before its flush: {log:?}"
+            );
         }
     }
 }

@@ -7,7 +7,9 @@ use crate::queue::{self, QueueEntry};
 use crate::runtime::Storage;
 use crate::vhost::{ExchangeSpec, QueueSpec, VHost};
 use broker_core::routing::{Binding, Destination, ExchangeKind};
-use broker_core::store::{decode_definitions, decode_message, BindingDef, ExchangeDef, QueueDef, StoreError};
+use broker_core::store::{
+    decode_definitions, decode_message, BindingDef, ExchangeDef, QueueDef, StoreError,
+};
 use broker_core::AmqpError;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -47,8 +49,14 @@ impl VHost {
         }
     }
 
-    pub(crate) fn persist_exchange(&self, name: &str, spec: &ExchangeSpec) -> Result<(), AmqpError> {
-        let Some(s) = self.storage() else { return Ok(()) };
+    pub(crate) fn persist_exchange(
+        &self,
+        name: &str,
+        spec: &ExchangeSpec,
+    ) -> Result<(), AmqpError> {
+        let Some(s) = self.storage() else {
+            return Ok(());
+        };
         let def = ExchangeDef {
             vhost: self.name.clone(),
             name: name.to_string(),
@@ -63,8 +71,14 @@ impl VHost {
     }
 
     /// Stores a new durable queue; returns its store id.
-    pub(crate) fn persist_queue(&self, name: &str, spec: &QueueSpec) -> Result<Option<u64>, AmqpError> {
-        let Some(s) = self.storage() else { return Ok(None) };
+    pub(crate) fn persist_queue(
+        &self,
+        name: &str,
+        spec: &QueueSpec,
+    ) -> Result<Option<u64>, AmqpError> {
+        let Some(s) = self.storage() else {
+            return Ok(None);
+        };
         let id = s.definitions.next_id().map_err(internal)?;
         let def = QueueDef {
             vhost: self.name.clone(),
@@ -79,8 +93,15 @@ impl VHost {
         Ok(Some(id))
     }
 
-    pub(crate) fn persist_binding(&self, source: &str, b: &Binding, bind: bool) -> Result<(), AmqpError> {
-        let Some(s) = self.storage() else { return Ok(()) };
+    pub(crate) fn persist_binding(
+        &self,
+        source: &str,
+        b: &Binding,
+        bind: bool,
+    ) -> Result<(), AmqpError> {
+        let Some(s) = self.storage() else {
+            return Ok(());
+        };
         let def = BindingDef {
             vhost: self.name.clone(),
             source: source.to_string(),
@@ -89,16 +110,26 @@ impl VHost {
             arguments: b.arguments.clone(),
         };
         if bind {
-            s.definitions.put_definition(&def.key(), &def.encode()).map_err(internal)
+            s.definitions
+                .put_definition(&def.key(), &def.encode())
+                .map_err(internal)
         } else {
-            s.definitions.delete_definition(&def.key()).map_err(internal)
+            s.definitions
+                .delete_definition(&def.key())
+                .map_err(internal)
         }
     }
 
     fn delete_bindings_where(&self, s: &Storage, pred: impl Fn(&BindingDef) -> bool) {
-        let Ok(records) = s.definitions.definitions() else { return };
+        let Ok(records) = s.definitions.definitions() else {
+            return;
+        };
         let (defs, _) = decode_definitions(records);
-        for b in defs.bindings.iter().filter(|b| b.vhost == self.name && pred(b)) {
+        for b in defs
+            .bindings
+            .iter()
+            .filter(|b| b.vhost == self.name && pred(b))
+        {
             if let Err(e) = s.definitions.delete_definition(&b.key()) {
                 error!("cannot delete binding record: {e}");
             }
@@ -109,12 +140,19 @@ impl VHost {
     /// only orphan messages, removed at the next start), then bindings, then messages.
     pub(crate) fn unpersist_queue(&self, name: &str, id: u64, dest: &Destination) {
         let Some(s) = self.storage() else { return };
-        if let Err(e) = s.definitions.delete_definition(&QueueDef::key(&self.name, name)) {
+        if let Err(e) = s
+            .definitions
+            .delete_definition(&QueueDef::key(&self.name, name))
+        {
             error!(queue = name, "cannot delete queue record: {e}");
         }
         self.delete_bindings_where(&s, |b| &b.destination == dest);
         match s.messages.remove_queue(id) {
-            Ok(n) if n > 0 => info!(queue = name, removed = n, "removed stored messages of deleted queue"),
+            Ok(n) if n > 0 => info!(
+                queue = name,
+                removed = n,
+                "removed stored messages of deleted queue"
+            ),
             Ok(_) => {}
             Err(e) => error!(queue = name, "cannot remove stored messages: {e}"),
         }
@@ -122,7 +160,10 @@ impl VHost {
 
     pub(crate) fn unpersist_exchange(&self, name: &str, dest: &Destination) {
         let Some(s) = self.storage() else { return };
-        if let Err(e) = s.definitions.delete_definition(&ExchangeDef::key(&self.name, name)) {
+        if let Err(e) = s
+            .definitions
+            .delete_definition(&ExchangeDef::key(&self.name, name))
+        {
             error!(exchange = name, "cannot delete exchange record: {e}");
         }
         self.delete_bindings_where(&s, |b| b.source == name || &b.destination == dest);
@@ -132,8 +173,13 @@ impl VHost {
     /// store. Runs before the listener accepts connections.
     pub async fn recover(&self) -> Result<Recovered, String> {
         let mut r = Recovered::default();
-        let Some(s) = self.storage() else { return Ok(r) };
-        let records = s.definitions.definitions().map_err(|e| format!("cannot read definitions: {e}"))?;
+        let Some(s) = self.storage() else {
+            return Ok(r);
+        };
+        let records = s
+            .definitions
+            .definitions()
+            .map_err(|e| format!("cannot read definitions: {e}"))?;
         let (defs, errors) = decode_definitions(records);
         for e in &errors {
             error!("damaged definition record skipped: {e}");
@@ -202,7 +248,11 @@ impl VHost {
         if let Ok(ids) = s.messages.queue_ids() {
             for id in ids.into_iter().filter(|id| !live_ids.contains(id)) {
                 match s.messages.remove_queue(id) {
-                    Ok(n) => info!(queue_id = id, removed = n, "removed messages of a deleted queue"),
+                    Ok(n) => info!(
+                        queue_id = id,
+                        removed = n,
+                        "removed messages of a deleted queue"
+                    ),
                     Err(e) => error!(queue_id = id, "cannot remove orphan messages: {e}"),
                 }
             }
@@ -261,7 +311,10 @@ pub async fn recover_all(rt: &crate::runtime::Runtime) -> Result<(), String> {
         "recovered durable state"
     );
     if total.damaged > 0 {
-        error!(damaged = total.damaged, "some stored records were damaged and skipped (see above)");
+        error!(
+            damaged = total.damaged,
+            "some stored records were damaged and skipped (see above)"
+        );
     }
     Ok(())
 }

@@ -154,7 +154,9 @@ impl QueueActor {
 
     /// Removes settled persistent messages from the store.
     fn forget(&self, entries: &[Entry]) {
-        let Some((store, qid)) = self.stored() else { return };
+        let Some((store, qid)) = self.stored() else {
+            return;
+        };
         for e in entries {
             if let Some(pid) = e.msg.persist_id {
                 if let Err(err) = store.remove(qid, pid) {

@@ -4,9 +4,9 @@
 use crate::config::Config;
 use crate::flow::MemoryGauge;
 use crate::store::Flusher;
-use broker_core::store::{DefinitionStore, MessageStore};
 use crate::vhost::VHost;
 use actix::prelude::*;
+use broker_core::store::{DefinitionStore, MessageStore};
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -43,7 +43,11 @@ pub struct Storage {
 
 impl Runtime {
     /// Builds the runtime and the default vhost "/".
-    pub fn new(config: Config, arbiters: Vec<ArbiterHandle>, store: Option<Storage>) -> Arc<Runtime> {
+    pub fn new(
+        config: Config,
+        arbiters: Vec<ArbiterHandle>,
+        store: Option<Storage>,
+    ) -> Arc<Runtime> {
         let memory = MemoryGauge::new(config.memory_high_watermark);
         let rt = Arc::new(Runtime {
             config,

@@ -1,7 +1,9 @@
 //! The sled store: definitions and persistent messages in two trees of one sled database
 //! in the data dir, and a flusher thread that turns many publishes into one fsync.
 
-use broker_core::store::{delivered_key, message_key, DefinitionStore, MessageStore, StoreError, StoredMessage};
+use broker_core::store::{
+    delivered_key, message_key, DefinitionStore, MessageStore, StoreError, StoredMessage,
+};
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread;
@@ -21,15 +23,27 @@ impl SledStore {
     /// Opens (or creates) the store in `dir`. A directory locked by another broker is a
     /// clear error.
     pub fn open(dir: &Path) -> Result<SledStore, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
         let path = dir.join("store");
-        let db = sled::Config::new().path(&path).open().map_err(|e| match e {
-            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-                format!("data dir {} is in use by another broker process ({e})", dir.display())
-            }
-            sled::Error::Corruption { .. } => format!("the store in {} is damaged: {e}", path.display()),
-            other => format!("cannot open the store in {}: {other}", path.display()),
-        })?;
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    format!(
+                        "data dir {} is in use by another broker process ({e})",
+                        dir.display()
+                    )
+                }
+                sled::Error::Corruption { .. } => {
+                    format!("the store in {} is damaged: {e}", path.display())
+                }
+                other => format!("cannot open the store in {}: {other}", path.display()),
+            })?;
         let definitions = db.open_tree("definitions").map_err(|e| e.to_string())?;
         let messages = db.open_tree("messages").map_err(|e| e.to_string())?;
         Ok(SledStore {
@@ -73,16 +87,24 @@ impl DefinitionStore for SledStore {
 
 impl MessageStore for SledStore {
     fn insert(&self, queue: u64, seq: u64, record: &[u8]) -> Result<(), StoreError> {
-        self.messages.insert(message_key(queue, seq), record).map(|_| ()).map_err(err)
+        self.messages
+            .insert(message_key(queue, seq), record)
+            .map(|_| ())
+            .map_err(err)
     }
 
     fn mark_delivered(&self, queue: u64, seq: u64) -> Result<(), StoreError> {
-        self.messages.insert(delivered_key(queue, seq), &[]).map(|_| ()).map_err(err)
+        self.messages
+            .insert(delivered_key(queue, seq), &[])
+            .map(|_| ())
+            .map_err(err)
     }
 
     fn remove(&self, queue: u64, seq: u64) -> Result<(), StoreError> {
         self.messages.remove(message_key(queue, seq)).map_err(err)?;
-        self.messages.remove(delivered_key(queue, seq)).map_err(err)?;
+        self.messages
+            .remove(delivered_key(queue, seq))
+            .map_err(err)?;
         Ok(())
     }
 
@@ -126,7 +148,9 @@ impl MessageStore for SledStore {
         let mut ids = Vec::new();
         let mut next: Option<u64> = Some(0);
         while let Some(from) = next {
-            let Some(kv) = self.messages.range(from.to_be_bytes()..).next() else { break };
+            let Some(kv) = self.messages.range(from.to_be_bytes()..).next() else {
+                break;
+            };
             let (k, _) = kv.map_err(err)?;
             if k.len() < 8 {
                 break;
@@ -162,21 +186,25 @@ impl Flusher {
     /// Starts the flusher thread for `store`.
     pub fn start(store: std::sync::Arc<dyn MessageStore>) -> Flusher {
         let (tx, rx) = mpsc::channel::<FlushRequest>();
-        let spawned = thread::Builder::new().name("store-flusher".into()).spawn(move || {
-            while let Ok(first) = rx.recv() {
-                let mut batch = vec![first];
-                while let Ok(more) = rx.try_recv() {
-                    batch.push(more);
+        let spawned = thread::Builder::new()
+            .name("store-flusher".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
+                    let res = MessageStore::flush(&*store);
+                    if let Err(e) = &res {
+                        tracing::error!(
+                            "store flush failed: {e}; the publishes it covered are nacked"
+                        );
+                    }
+                    for r in batch {
+                        (r.done)(res.clone());
+                    }
                 }
-                let res = MessageStore::flush(&*store);
-                if let Err(e) = &res {
-                    tracing::error!("store flush failed: {e}; the publishes it covered are nacked");
-                }
-                for r in batch {
-                    (r.done)(res.clone());
-                }
-            }
-        });
+            });
         if let Err(e) = spawned {
             tracing::error!("cannot start the flusher thread: {e}");
         }
@@ -186,7 +214,9 @@ impl Flusher {
     /// Asks for a flush; `done` runs once one that covers everything written before this
     /// call has finished.
     pub fn request(&self, done: impl FnOnce(Result<(), StoreError>) + Send + 'static) {
-        if let Err(mpsc::SendError(r)) = self.tx.send(FlushRequest { done: Box::new(done) }) {
+        if let Err(mpsc::SendError(r)) = self.tx.send(FlushRequest {
+            done: Box::new(done),
+        }) {
             (r.done)(Err(StoreError("flusher stopped".into())));
         }
     }

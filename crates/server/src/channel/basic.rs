@@ -1,7 +1,9 @@
 //! basic.*, confirm.* and tx.* methods: publish and routing, consume and cancel, get,
 //! ack/nack/reject/recover, publisher confirms and transactions.
 
-use super::{ChannelActor, ConsumerRec, FlushConfirms, Pending, SettleKind, StoreFlushed, TxBuffer};
+use super::{
+    ChannelActor, ConsumerRec, FlushConfirms, Pending, SettleKind, StoreFlushed, TxBuffer,
+};
 use crate::flow::ConsumerGate;
 use crate::queue::{self, ConsumerHandle, QueueEntry};
 use actix::prelude::*;
@@ -405,7 +407,9 @@ impl ChannelActor {
         if !msg.is_persistent() || !queues.iter().any(|q| q.store_id.is_some()) {
             return Ok(false);
         }
-        let Some(store) = self.store.as_ref() else { return Ok(false) };
+        let Some(store) = self.store.as_ref() else {
+            return Ok(false);
+        };
         let id = store.definitions.next_id()?;
         msg.persist_id = Some(id);
         let record = encode_message(msg);
@@ -427,12 +431,16 @@ impl ChannelActor {
     /// Asks the flusher for an fsync covering every write noted so far (one at a time:
     /// writes made meanwhile wait for the next, so many publishes share one flush).
     pub(crate) fn request_store_flush(&mut self, ctx: &mut Context<Self>) {
-        let Some(store) = self.store.as_ref() else { return };
+        let Some(store) = self.store.as_ref() else {
+            return;
+        };
         if !self.group.start() {
             return;
         }
         let me = ctx.address();
-        store.flusher.request(move |res| me.do_send(StoreFlushed(res.is_ok())));
+        store
+            .flusher
+            .request(move |res| me.do_send(StoreFlushed(res.is_ok())));
     }
 
     /// The queues a message goes to, from the route cache or the exchanges' snapshots.
