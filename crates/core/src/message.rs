@@ -20,12 +20,28 @@ pub struct Message {
     pub body: Bytes,
     /// Store id when the message is persistent and kept by at least one durable queue.
     pub persist_id: Option<u64>,
+    /// Only a placeholder: the body and properties are in the store and are read back
+    /// before delivery (a long queue keeps a bounded window of bodies in memory).
+    pub paged: bool,
 }
 
 impl Message {
     /// Bytes this message accounts for in memory limits (body and encoded properties).
     pub fn size(&self) -> usize {
         self.body.len() + self.raw_properties.len()
+    }
+
+    /// A placeholder for this stored message that holds no body or properties.
+    pub fn stub(&self) -> Message {
+        Message {
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            properties: Box::default(),
+            raw_properties: Bytes::new(),
+            body: Bytes::new(),
+            persist_id: self.persist_id,
+            paged: true,
+        }
     }
 
     /// Whether the publisher asked for persistence (delivery-mode 2).

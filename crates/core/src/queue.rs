@@ -114,6 +114,11 @@ impl<C> QueueState<C> {
         id
     }
 
+    /// The most recently published ready message (to page it out).
+    pub fn last_ready_mut(&mut self) -> Option<&mut Entry> {
+        self.ready.back_mut()
+    }
+
     /// Messages ready for delivery.
     pub fn ready_count(&self) -> usize {
         self.ready.len()
@@ -354,6 +359,7 @@ mod tests {
             raw_properties: Bytes::from_static(&[0, 0]),
             body: Bytes::from_static(body.as_bytes()),
             persist_id: None,
+            paged: false,
         })
     }
 

@@ -112,8 +112,15 @@ pub trait MessageStore: Send + Sync {
     fn remove(&self, queue: u64, seq: u64) -> Result<(), StoreError>;
     /// Removes every message of a queue.
     fn remove_queue(&self, queue: u64) -> Result<usize, StoreError>;
-    /// The messages of a queue, in sequence order.
-    fn load_queue(&self, queue: u64) -> Result<Vec<StoredMessage>, StoreError>;
+    /// Visits the messages of a queue in sequence order, one at a time (so a long queue
+    /// is never held in memory whole).
+    fn for_each_in_queue(
+        &self,
+        queue: u64,
+        f: &mut dyn FnMut(StoredMessage),
+    ) -> Result<(), StoreError>;
+    /// One stored message.
+    fn get(&self, queue: u64, seq: u64) -> Result<Option<Vec<u8>>, StoreError>;
     /// Ids of every queue that has stored messages.
     fn queue_ids(&self) -> Result<Vec<u64>, StoreError>;
     /// Makes everything written so far durable (fsync).
@@ -350,6 +357,7 @@ pub fn decode_message(b: &[u8], persist_id: u64) -> Result<Message, StoreError> 
         raw_properties: Bytes::from(raw),
         body: Bytes::copy_from_slice(r.0),
         persist_id: Some(persist_id),
+        paged: false,
     })
 }
 
@@ -444,6 +452,7 @@ mod tests {
             raw_properties: raw,
             body: Bytes::from_static(b"body"),
             persist_id: None,
+            paged: false,
         };
         let rec = encode_message(&m);
         let back = decode_message(&rec, 9).unwrap();

@@ -261,23 +261,25 @@ impl VHost {
     }
 
     async fn recover_messages(&self, s: &Storage, entry: &Arc<QueueEntry>, id: u64) -> usize {
-        let stored = match s.messages.load_queue(id) {
-            Ok(v) => v,
-            Err(e) => {
-                error!(queue = %entry.name, "cannot read stored messages: {e}; the queue starts empty");
-                return 0;
-            }
-        };
-        let mut batch = Vec::with_capacity(stored.len());
+        let mut batch = Vec::new();
         let mut damaged = 0usize;
-        for m in stored {
-            match decode_message(&m.record, m.seq) {
-                Ok(msg) => batch.push((Arc::new(msg), m.delivered)),
-                Err(e) => {
-                    damaged += 1;
-                    error!(queue = %entry.name, seq = m.seq, "damaged message record lost: {e}");
-                }
-            }
+        let name = entry.name.clone();
+        let res =
+            s.messages
+                .for_each_in_queue(id, &mut |m| match decode_message(&m.record, m.seq) {
+                    // past the in-memory window only a placeholder is kept; the body is read
+                    // back when the message nears delivery
+                    Ok(msg) if batch.len() >= queue::PAGE_WINDOW => {
+                        batch.push((Arc::new(msg.stub()), m.delivered))
+                    }
+                    Ok(msg) => batch.push((Arc::new(msg), m.delivered)),
+                    Err(e) => {
+                        damaged += 1;
+                        error!(queue = %name, seq = m.seq, "damaged message record lost: {e}");
+                    }
+                });
+        if let Err(e) = res {
+            error!(queue = %entry.name, recovered = batch.len(), "cannot read all stored messages: {e}");
         }
         if damaged > 0 {
             error!(queue = %entry.name, lost = damaged, "queue lost damaged messages");

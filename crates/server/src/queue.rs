@@ -17,6 +17,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
+/// Ready messages of a durable queue whose bodies stay in memory; persistent messages
+/// behind them are kept as placeholders and read back from the store on delivery.
+pub const PAGE_WINDOW: usize = 4096;
+
 /// Publishes a channel may have in a queue's mailbox before its connection stops reading
 /// from the socket (credit flow, as RabbitMQ's channel-to-queue credit).
 pub const QUEUE_CREDIT: usize = 2000;
@@ -71,6 +75,16 @@ impl QueueEntry {
     pub fn is_hot(&self) -> bool {
         self.inflight.load(Ordering::Relaxed) > QUEUE_CREDIT
     }
+}
+
+/// Reads a paged-out message back from the store.
+fn page_in(store: &Option<(Arc<dyn MessageStore>, u64)>, stub: &Message) -> Option<Arc<Message>> {
+    let (s, qid) = store.as_ref()?;
+    let pid = stub.persist_id?;
+    let record = s.get(*qid, pid).ok()??;
+    broker_core::store::decode_message(&record, pid)
+        .ok()
+        .map(Arc::new)
 }
 
 /// Notes a first delivery in the store, so the message comes back redelivered after a
@@ -172,7 +186,20 @@ impl QueueActor {
         let store = self.stored();
         loop {
             let d = self.state.next_delivery(|c| c.data.gate.try_take());
-            let Some(d) = d else { break };
+            let Some(mut d) = d else { break };
+            if d.entry.msg.paged {
+                match page_in(&store, &d.entry.msg) {
+                    Some(m) => d.entry.msg = m,
+                    None => {
+                        tracing::error!(queue = %self.name, "a stored message could not be read back; dropped");
+                        d.consumer.data.gate.undo();
+                        let id = d.entry.id;
+                        drop(d);
+                        self.state.discard(&[id]);
+                        continue;
+                    }
+                }
+            }
             if !d.consumer.no_ack {
                 mark_delivered(&store, &d.entry);
             } else if let (Some((s, qid)), Some(pid)) = (&store, d.entry.msg.persist_id) {
@@ -319,7 +346,15 @@ impl Handler<Enqueue> for QueueActor {
             return;
         }
         self.guarded(ctx, |a, _| {
+            let page = msg.0.persist_id.is_some()
+                && a.state.ready_count() >= PAGE_WINDOW
+                && a.stored().is_some();
             a.state.publish(msg.0);
+            if page {
+                if let Some(e) = a.state.last_ready_mut() {
+                    e.msg = Arc::new(e.msg.stub());
+                }
+            }
             a.drain();
         });
     }
@@ -362,7 +397,10 @@ impl Handler<Get> for QueueActor {
             return None;
         }
         self.guarded(ctx, |a, _| {
-            let e = a.state.get(msg.channel, msg.no_ack)?;
+            let mut e = a.state.get(msg.channel, msg.no_ack)?;
+            if e.msg.paged {
+                e.msg = page_in(&a.stored(), &e.msg)?;
+            }
             if msg.no_ack {
                 a.forget(std::slice::from_ref(&e));
             } else {
@@ -512,6 +550,7 @@ mod tests {
             raw_properties: Bytes::from_static(&[0, 0]),
             body: Bytes::from_static(b"x"),
             persist_id: None,
+            paged: false,
         })
     }
 

@@ -118,8 +118,13 @@ impl MessageStore for SledStore {
         Ok(n)
     }
 
-    fn load_queue(&self, queue: u64) -> Result<Vec<StoredMessage>, StoreError> {
-        let mut out: Vec<StoredMessage> = Vec::new();
+    fn for_each_in_queue(
+        &self,
+        queue: u64,
+        f: &mut dyn FnMut(StoredMessage),
+    ) -> Result<(), StoreError> {
+        // a record's delivered marker sorts right after it, so hold one record back
+        let mut pending: Option<StoredMessage> = None;
         for kv in self.messages.scan_prefix(queue.to_be_bytes()) {
             let (k, v) = kv.map_err(err)?;
             if k.len() < 16 {
@@ -129,19 +134,32 @@ impl MessageStore for SledStore {
             s.copy_from_slice(&k[8..16]);
             let seq = u64::from_be_bytes(s);
             if k.len() == 16 {
-                out.push(StoredMessage {
+                if let Some(p) = pending.take() {
+                    f(p);
+                }
+                pending = Some(StoredMessage {
                     seq,
                     record: v.to_vec(),
                     delivered: false,
                 });
-            } else if let Some(last) = out.last_mut() {
-                // the marker sorts right after its record
-                if last.seq == seq {
-                    last.delivered = true;
+            } else if let Some(p) = pending.as_mut() {
+                if p.seq == seq {
+                    p.delivered = true;
                 }
             }
         }
-        Ok(out)
+        if let Some(p) = pending.take() {
+            f(p);
+        }
+        Ok(())
+    }
+
+    fn get(&self, queue: u64, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .messages
+            .get(message_key(queue, seq))
+            .map_err(err)?
+            .map(|v| v.to_vec()))
     }
 
     fn queue_ids(&self) -> Result<Vec<u64>, StoreError> {

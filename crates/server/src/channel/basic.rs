@@ -345,6 +345,7 @@ impl ChannelActor {
             raw_properties: content.raw_properties,
             body: content.body,
             persist_id: None,
+            paged: false,
         };
         // persistent messages routed to durable queues are written before they are
         // enqueued; their confirm waits for the fsync that covers the write
@@ -543,11 +544,37 @@ impl ChannelActor {
                         "channel is not transactional",
                     ));
                 };
+                let persistent = buf
+                    .publishes
+                    .iter()
+                    .any(|(_, c)| matches!(c.properties.delivery_mode(), Some(2)));
                 for (p, c) in buf.publishes {
                     self.publish_now(p, c, ctx)?;
                 }
                 self.apply_settles(buf.settles.into_iter().map(|(_, p, k)| (p, k)).collect());
-                self.send(AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+                match (persistent, self.store.as_ref()) {
+                    // commit-ok only once the transaction's persistent messages are on disk
+                    (true, Some(store)) => {
+                        let (tx_done, rx_done) = tokio::sync::oneshot::channel();
+                        store.flusher.request(move |res| {
+                            let _ = tx_done.send(res);
+                        });
+                        self.wait_then(
+                            ctx,
+                            (90, 20),
+                            async move {
+                                match rx_done.await {
+                                    Ok(Ok(())) => Ok(()),
+                                    _ => Err(AmqpError::internal("store flush failed")),
+                                }
+                            },
+                            |act, (), _| {
+                                act.send(AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
+                            },
+                        );
+                    }
+                    _ => self.send(AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}))),
+                }
                 Ok(())
             }
             tx::AMQPMethod::Rollback(_) => {
