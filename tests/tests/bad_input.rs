@@ -83,7 +83,8 @@ async fn closed_with(b: &Broker, bytes: &[u8], open: bool) -> broker_tests::raw:
 async fn wrong_protocol_header_gets_ours_back() {
     let b = Broker::start();
     let mut r = Raw::connect(b.port).await;
-    r.send(b"AMQP\x01\x01\x00\x09").await;
+    // 0-8 is refused (0-9, like RabbitMQ, is spoken as 0-9-1)
+    r.send(b"AMQP\x01\x01\x08\x00").await;
     assert_eq!(r.read_to_end().await, b"AMQP\x00\x00\x09\x01");
     let mut r = Raw::connect(b.port).await;
     r.send(b"GET / HTTP/1.1\r\n\r\n").await;

@@ -339,7 +339,7 @@ impl<C> QueueState<C> {
         }
         if if_empty && !self.ready.is_empty() {
             return Err(AmqpError::precondition_failed(format!(
-                "queue '{name}' in vhost '/' is not empty"
+                "queue '{name}' in vhost '/' not empty"
             )));
         }
         Ok(())
@@ -355,7 +355,7 @@ mod tests {
         Arc::new(Message {
             exchange: "".into(),
             routing_key: "q".into(),
-            properties: Box::default(),
+            properties: Default::default(),
             raw_properties: Bytes::from_static(&[0, 0]),
             body: Bytes::from_static(body.as_bytes()),
             persist_id: None,

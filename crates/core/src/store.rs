@@ -353,12 +353,35 @@ pub fn decode_message(b: &[u8], persist_id: u64) -> Result<Message, StoreError> 
     Ok(Message {
         exchange: exchange.into(),
         routing_key: routing_key.into(),
-        properties: Box::new(properties),
+        properties: Arc::new(properties),
         raw_properties: Bytes::from(raw),
         body: Bytes::copy_from_slice(r.0),
         persist_id: Some(persist_id),
         paged: false,
     })
+}
+
+/// Decodes only what a placeholder needs (exchange, routing key), without copying the
+/// body or parsing the properties: used for messages past a queue's in-memory window.
+pub fn decode_message_stub(b: &[u8], persist_id: u64) -> Result<Message, StoreError> {
+    let mut r = Reader(b);
+    if r.u8()? != 1 {
+        return Err(StoreError("unknown message record version".into()));
+    }
+    let exchange = r.str()?;
+    let routing_key = r.str()?;
+    let n = r.u32()? as usize;
+    r.take(n)?;
+    let full = Message {
+        exchange: exchange.into(),
+        routing_key: routing_key.into(),
+        properties: Arc::default(),
+        raw_properties: Bytes::new(),
+        body: Bytes::new(),
+        persist_id: Some(persist_id),
+        paged: true,
+    };
+    Ok(full.stub())
 }
 
 /// Publisher confirms that must wait for an fsync: writes are noted as they happen, a
@@ -448,7 +471,7 @@ mod tests {
         let m = Message {
             exchange: "ex".into(),
             routing_key: "rk".into(),
-            properties: Box::default(),
+            properties: Default::default(),
             raw_properties: raw,
             body: Bytes::from_static(b"body"),
             persist_id: None,

@@ -12,7 +12,7 @@ use crate::vhost::VHost;
 use actix::prelude::*;
 use broker_core::{AmqpError, ReplyCode};
 use broker_wire::assembly::{Assembler, AssemblyError};
-use broker_wire::frame::{Frame, PROTOCOL_HEADER};
+use broker_wire::frame::{Frame, PROTOCOL_HEADER, PROTOCOL_HEADER_0_9};
 use broker_wire::protocol::{channel, connection, AMQPClass};
 use broker_wire::{encode, FrameDecoder};
 use bytes::{Buf, BytesMut};
@@ -219,12 +219,15 @@ impl Connection {
     fn process_input(&mut self, ctx: &mut Context<Self>) {
         if self.state == State::AwaitHeader {
             if self.rbuf.len() < 8 {
-                if !PROTOCOL_HEADER.starts_with(&self.rbuf[..]) {
+                let seen = &self.rbuf[..];
+                if !PROTOCOL_HEADER.starts_with(seen) && !PROTOCOL_HEADER_0_9.starts_with(seen) {
                     self.refuse_protocol(ctx);
                 }
                 return;
             }
-            if &self.rbuf[..8] != PROTOCOL_HEADER {
+            // RabbitMQ treats the 0-9 header as 0-9-1, and so do we
+            let header = &self.rbuf[..8];
+            if header != PROTOCOL_HEADER && header != PROTOCOL_HEADER_0_9 {
                 self.refuse_protocol(ctx);
                 return;
             }
@@ -320,6 +323,7 @@ impl Connection {
                     self.client = client;
                     let _e = self.span.enter();
                     info!(%user, "authenticated");
+                    *self.shared.user.borrow_mut() = user;
                     self.send(0, handshake::tune(&self.rt.config));
                     self.state = State::AwaitTuneOk;
                 }

@@ -6,6 +6,7 @@ use crate::connection::{Connection, ForceClose};
 use crate::runtime::{Runtime, Storage};
 use crate::store::{Flusher, SledStore};
 use actix::prelude::*;
+use broker_core::store::MessageStore;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -79,6 +80,12 @@ pub fn run(config: Config) -> Result<(), String> {
         Ok::<(), String>(())
     });
     System::current().stop();
+    // delivered markers and acks since the last group commit are made durable too, so a
+    // clean stop loses nothing (actors may still hold the store, so it is not dropped)
+    match MessageStore::flush(&*store) {
+        Ok(()) => info!("store flushed"),
+        Err(e) => error!("cannot flush the store on shutdown: {e}"),
+    }
     result
 }
 

@@ -8,7 +8,8 @@ use crate::runtime::Storage;
 use crate::vhost::{ExchangeSpec, QueueSpec, VHost};
 use broker_core::routing::{Binding, Destination, ExchangeKind};
 use broker_core::store::{
-    decode_definitions, decode_message, BindingDef, ExchangeDef, QueueDef, StoreError,
+    decode_definitions, decode_message, decode_message_stub, BindingDef, ExchangeDef, QueueDef,
+    StoreError,
 };
 use broker_core::AmqpError;
 use std::collections::HashSet;
@@ -264,20 +265,22 @@ impl VHost {
         let mut batch = Vec::new();
         let mut damaged = 0usize;
         let name = entry.name.clone();
-        let res =
-            s.messages
-                .for_each_in_queue(id, &mut |m| match decode_message(&m.record, m.seq) {
-                    // past the in-memory window only a placeholder is kept; the body is read
-                    // back when the message nears delivery
-                    Ok(msg) if batch.len() >= queue::PAGE_WINDOW => {
-                        batch.push((Arc::new(msg.stub()), m.delivered))
-                    }
-                    Ok(msg) => batch.push((Arc::new(msg), m.delivered)),
-                    Err(e) => {
-                        damaged += 1;
-                        error!(queue = %name, seq = m.seq, "damaged message record lost: {e}");
-                    }
-                });
+        let res = s.messages.for_each_in_queue(id, &mut |m| {
+            // past the in-memory window only a placeholder is kept (no body is
+            // even copied); the body is read back when the message nears delivery
+            let decoded = if batch.len() >= queue::PAGE_WINDOW {
+                decode_message_stub(&m.record, m.seq)
+            } else {
+                decode_message(&m.record, m.seq)
+            };
+            match decoded {
+                Ok(msg) => batch.push((Arc::new(msg), m.delivered)),
+                Err(e) => {
+                    damaged += 1;
+                    error!(queue = %name, seq = m.seq, "damaged message record lost: {e}");
+                }
+            }
+        });
         if let Err(e) = res {
             error!(queue = %entry.name, recovered = batch.len(), "cannot read all stored messages: {e}");
         }

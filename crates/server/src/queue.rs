@@ -546,7 +546,7 @@ mod tests {
         Arc::new(Message {
             exchange: "".into(),
             routing_key: "q".into(),
-            properties: Box::default(),
+            properties: Default::default(),
             raw_properties: Bytes::from_static(&[0, 0]),
             body: Bytes::from_static(b"x"),
             persist_id: None,

@@ -39,6 +39,8 @@ pub struct ConnShared {
     pub published: Cell<bool>,
     /// Negotiated frame_max, for splitting bodies.
     pub frame_max: Cell<u32>,
+    /// The authenticated user, checked against a published message's user_id.
+    pub user: RefCell<String>,
 }
 
 impl ConnShared {
@@ -53,6 +55,7 @@ impl ConnShared {
             deferred: RefCell::new(Vec::new()),
             published: Cell::new(false),
             frame_max: Cell::new(frame_max),
+            user: RefCell::new(String::new()),
         }
     }
 

@@ -20,6 +20,9 @@ pub const FRAME_MIN_SIZE: u32 = 4096;
 pub const FRAME_OVERHEAD: usize = 8;
 /// The protocol header a 0-9-1 client sends first.
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
+/// The AMQP 0-9 header. RabbitMQ answers it as if it were 0-9-1 (the methods we speak
+/// are the same), so clients that still send it keep working.
+pub const PROTOCOL_HEADER_0_9: &[u8; 8] = b"AMQP\x01\x01\x00\x09";
 
 /// A decoded frame.
 #[derive(Debug, Clone)]

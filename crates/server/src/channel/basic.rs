@@ -12,6 +12,7 @@ use broker_core::queue::Consumer;
 use broker_core::store::{encode_message, StoreError};
 use broker_core::{AmqpError, Message};
 use broker_wire::assembly::Content;
+use broker_wire::protocol::basic::AMQPProperties;
 use broker_wire::protocol::{basic as b, confirm, tx, AMQPClass};
 use broker_wire::types::FieldTable;
 use rand::distributions::Alphanumeric;
@@ -319,6 +320,7 @@ impl ChannelActor {
         if p.immediate {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
+        check_properties(&content.properties, &self.shared.user.borrow())?;
         if let Some(tx) = self.tx.as_mut() {
             tx.publishes.push((p, content));
             return Ok(());
@@ -341,7 +343,7 @@ impl ChannelActor {
         let mut msg = Message {
             exchange: p.exchange.as_str().into(),
             routing_key: p.routing_key.as_str().into(),
-            properties: content.properties,
+            properties: Arc::from(content.properties),
             raw_properties: content.raw_properties,
             body: content.body,
             persist_id: None,
@@ -592,4 +594,23 @@ impl ChannelActor {
             _ => Err(AmqpError::command_invalid("unexpected tx method")),
         }
     }
+}
+
+/// What RabbitMQ refuses in a publish's properties, before routing: a user_id other than
+/// the connection's user, and an expiration that is not a non-negative integer.
+fn check_properties(props: &AMQPProperties, user: &str) -> Result<(), AmqpError> {
+    if let Some(id) = props.user_id() {
+        if id.as_str() != user {
+            return Err(AmqpError::precondition_failed(format!(
+                "user_id property set to '{}' but authenticated user was '{user}'",
+                id.as_str()
+            )));
+        }
+    }
+    if let Some(exp) = props.expiration() {
+        broker_core::message::parse_expiration(exp.as_str()).map_err(|why| {
+            AmqpError::precondition_failed(format!("invalid expiration '{}': {why}", exp.as_str()))
+        })?;
+    }
+    Ok(())
 }
