@@ -22,7 +22,8 @@ pub struct Broker {
     args: Vec<String>,
 }
 
-fn broker_bin() -> PathBuf {
+/// The broker binary under test (BROKER_BIN, or the workspace's target dir).
+pub fn broker_bin() -> PathBuf {
     if let Ok(p) = std::env::var("BROKER_BIN") {
         return PathBuf::from(p);
     }
@@ -61,7 +62,7 @@ impl Broker {
             std::env::temp_dir().join(format!("broker-test-{}-{}", std::process::id(), port));
         let _ = std::fs::remove_dir_all(&data_dir);
         std::fs::create_dir_all(&data_dir).unwrap();
-        let child = Self::spawn(port, &data_dir, args);
+        let child = Self::spawn(port, &data_dir, args, None);
         Broker {
             child,
             port,
@@ -80,10 +81,29 @@ impl Broker {
     /// `kill9`).
     pub fn restart(&mut self) {
         let args: Vec<&str> = self.args.iter().map(|s| s.as_str()).collect();
-        self.child = Self::spawn(self.port, &self.data_dir, &args);
+        self.child = Self::spawn(self.port, &self.data_dir, &args, None);
     }
 
-    fn spawn(port: u16, data_dir: &std::path::Path, args: &[&str]) -> Child {
+    /// Like [`Broker::restart`], with the broker's log written to a file whose path is
+    /// returned (to check what it reported).
+    pub fn restart_logging(&mut self) -> PathBuf {
+        let args: Vec<&str> = self.args.iter().map(|s| s.as_str()).collect();
+        let log = self.data_dir.with_extension("log");
+        let file = std::fs::File::create(&log).unwrap();
+        self.child = Self::spawn(self.port, &self.data_dir, &args, Some(file));
+        log
+    }
+
+    fn spawn(
+        port: u16,
+        data_dir: &std::path::Path,
+        args: &[&str],
+        log: Option<std::fs::File>,
+    ) -> Child {
+        let stderr = match log {
+            Some(f) => Stdio::from(f),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(broker_bin())
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -93,7 +113,7 @@ impl Broker {
             .arg(std::env::var("BROKER_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start broker");
         let stdout = child.stdout.take().unwrap();

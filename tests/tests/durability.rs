@@ -593,3 +593,108 @@ async fn long_backlog_pages_bodies_through_the_store() {
         assert_eq!(d.data, body(i), "message {i} after restart");
     }
 }
+
+/// A damaged record costs that one message, reported by queue at start; the broker
+/// starts, and every other message of the queue is back intact.
+#[tokio::test]
+async fn damaged_record_is_reported_and_costs_only_that_message() {
+    let mut b = Broker::start();
+    let n = 50u32;
+    {
+        let (_c, ch) = b.channel().await;
+        ch.queue_declare(
+            "fragile".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.confirm_select(Default::default()).await.unwrap();
+        for i in 0..n {
+            let body = format!("m{i:03}-{}", "x".repeat(1000));
+            ch.basic_publish(
+                "".into(),
+                "fragile".into(),
+                Default::default(),
+                body.as_bytes(),
+                persistent(),
+            )
+            .await
+            .unwrap();
+        }
+        assert!(ch.wait_for_confirms().await.unwrap().is_empty());
+    }
+    assert!(b.terminate().success());
+    // flip one byte inside the body of message 20
+    let seg_dir = b.data_dir.join("segments");
+    let seg = std::fs::read_dir(&seg_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| std::fs::metadata(p).unwrap().len() > 0)
+        .expect("a segment with records");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes
+        .windows(4)
+        .position(|w| w == b"m020")
+        .expect("record of message 20");
+    bytes[at + 10] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let log = b.restart_logging();
+    let (_c, ch) = b.channel().await;
+    let got = drain(&ch, "fragile").await;
+    let names: Vec<String> = got
+        .iter()
+        .map(|(body, _)| String::from_utf8_lossy(&body[..4]).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..n)
+        .filter(|i| *i != 20)
+        .map(|i| format!("m{i:03}"))
+        .collect();
+    assert_eq!(names, expected, "every other message intact and in order");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("queue lost messages")
+            && text.contains("queue=fragile")
+            && text.contains("lost=1"),
+        "the start names the queue and what it lost:\n{text}"
+    );
+    assert!(text.contains("damaged"), "says what is wrong:\n{text}");
+}
+
+/// A store that cannot be opened at all stops the start with a clear message instead
+/// of an empty broker.
+#[tokio::test]
+async fn unreadable_store_stops_the_start_with_a_clear_error() {
+    let mut b = Broker::start();
+    assert!(b.terminate().success());
+    // replace sled's database with garbage
+    let store = b.data_dir.join("store");
+    for entry in std::fs::read_dir(&store).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_file() {
+            std::fs::write(&p, vec![0xa5u8; 4096]).unwrap();
+        }
+    }
+    let out = std::process::Command::new(broker_tests::broker_bin())
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", broker_tests::free_port()))
+        .arg("--data-dir")
+        .arg(&b.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the broker must not start on a damaged store"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("store") && err.contains(&*b.data_dir.to_string_lossy()),
+        "a clear error naming the store: {err}"
+    );
+    assert!(!err.contains("panicked"), "no panic: {err}");
+}

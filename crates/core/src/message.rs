@@ -2,16 +2,7 @@
 
 use amq_protocol::protocol::basic::AMQPProperties;
 use bytes::Bytes;
-use std::sync::{Arc, OnceLock};
-
-/// One shared empty property set for placeholders, so a paged-out message costs no
-/// allocation for its properties.
-fn empty_properties() -> Arc<AMQPProperties> {
-    static EMPTY: OnceLock<Arc<AMQPProperties>> = OnceLock::new();
-    EMPTY
-        .get_or_init(|| Arc::new(AMQPProperties::default()))
-        .clone()
-}
+use std::sync::Arc;
 
 /// One published message. Queues hold `Arc<Message>`, so a fanout to fifty queues keeps
 /// one copy of the body and of the properties.
@@ -29,9 +20,6 @@ pub struct Message {
     pub body: Bytes,
     /// Store id when the message is persistent and kept by at least one durable queue.
     pub persist_id: Option<u64>,
-    /// Only a placeholder: the body and properties are in the store and are read back
-    /// before delivery (a long queue keeps a bounded window of bodies in memory).
-    pub paged: bool,
 }
 
 impl Message {
@@ -40,22 +28,66 @@ impl Message {
         self.body.len() + self.raw_properties.len()
     }
 
-    /// A placeholder for this stored message that holds no body or properties.
-    pub fn stub(&self) -> Message {
-        Message {
-            exchange: self.exchange.clone(),
-            routing_key: self.routing_key.clone(),
-            properties: empty_properties(),
-            raw_properties: Bytes::new(),
-            body: Bytes::new(),
-            persist_id: self.persist_id,
-            paged: true,
-        }
-    }
-
     /// Whether the publisher asked for persistence (delivery-mode 2).
     pub fn is_persistent(&self) -> bool {
         matches!(self.properties.delivery_mode(), Some(2))
+    }
+}
+
+/// A message as a queue holds it: in memory, or only in the store. A long durable queue
+/// keeps a bounded window of bodies in memory; past it a message costs only its store id
+/// and size (16 bytes), and is read back when it nears delivery.
+#[derive(Debug, Clone)]
+pub enum Slot {
+    /// The message is in memory.
+    Loaded(Arc<Message>),
+    /// The message is only in the store.
+    Paged {
+        /// Its store id.
+        persist_id: u64,
+        /// What [`Message::size`] said of it.
+        size: u32,
+    },
+}
+
+impl Slot {
+    /// Bytes the message accounts for, loaded or not.
+    pub fn size(&self) -> usize {
+        match self {
+            Slot::Loaded(m) => m.size(),
+            Slot::Paged { size, .. } => *size as usize,
+        }
+    }
+
+    /// The message's store id, if it is stored.
+    pub fn persist_id(&self) -> Option<u64> {
+        match self {
+            Slot::Loaded(m) => m.persist_id,
+            Slot::Paged { persist_id, .. } => Some(*persist_id),
+        }
+    }
+
+    /// The message, if it is in memory.
+    pub fn loaded(&self) -> Option<&Arc<Message>> {
+        match self {
+            Slot::Loaded(m) => Some(m),
+            Slot::Paged { .. } => None,
+        }
+    }
+
+    /// The paged form of a stored message (its body can be read back); a message that
+    /// is not stored stays in memory.
+    pub fn page_out(&self) -> Slot {
+        match self {
+            Slot::Loaded(m) => match m.persist_id {
+                Some(persist_id) => Slot::Paged {
+                    persist_id,
+                    size: u32::try_from(m.size()).unwrap_or(u32::MAX),
+                },
+                None => self.clone(),
+            },
+            paged => paged.clone(),
+        }
     }
 }
 

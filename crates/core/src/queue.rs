@@ -5,7 +5,7 @@
 //! module never looks inside it.
 
 use crate::error::AmqpError;
-use crate::message::Message;
+use crate::message::{Message, Slot};
 use crate::names::ChannelKey;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,8 +18,8 @@ pub type MsgId = u64;
 pub struct Entry {
     /// Position in publish order.
     pub id: MsgId,
-    /// The shared message.
-    pub msg: Arc<Message>,
+    /// The shared message, or where to read it back from the store.
+    pub msg: Slot,
     /// Whether it was delivered before (so the next delivery carries `redelivered`).
     pub redelivered: bool,
 }
@@ -94,6 +94,10 @@ impl<C> Default for QueueState<C> {
 impl<C> QueueState<C> {
     /// Appends a published message.
     pub fn publish(&mut self, msg: Arc<Message>) -> MsgId {
+        self.push(Slot::Loaded(msg))
+    }
+
+    fn push(&mut self, msg: Slot) -> MsgId {
         let id = self.next_id;
         self.next_id += 1;
         self.ready_bytes += msg.size();
@@ -105,9 +109,10 @@ impl<C> QueueState<C> {
         id
     }
 
-    /// Appends a message recovered from the store; `delivered` marks it redelivered.
-    pub fn publish_recovered(&mut self, msg: Arc<Message>, delivered: bool) -> MsgId {
-        let id = self.publish(msg);
+    /// Appends a message recovered from the store (in memory or paged); `delivered` marks
+    /// it redelivered.
+    pub fn publish_recovered(&mut self, msg: Slot, delivered: bool) -> MsgId {
+        let id = self.push(msg);
         if let Some(e) = self.ready.back_mut() {
             e.redelivered = delivered;
         }
@@ -359,7 +364,6 @@ mod tests {
             raw_properties: Bytes::from_static(&[0, 0]),
             body: Bytes::from_static(body.as_bytes()),
             persist_id: None,
-            paged: false,
         })
     }
 
@@ -391,7 +395,7 @@ mod tests {
             got.push(format!(
                 "{}{}",
                 d.consumer.tag,
-                std::str::from_utf8(&d.entry.msg.body).unwrap()
+                std::str::from_utf8(&d.entry.msg.loaded().unwrap().body).unwrap()
             ));
         }
         assert_eq!(got, vec!["a1", "b2", "a3", "b4"]);

@@ -79,15 +79,18 @@ pub struct Definitions {
     pub bindings: Vec<BindingDef>,
 }
 
-/// A stored message of one queue.
+/// A stored message of one queue, as recovery sees it.
 #[derive(Debug)]
 pub struct StoredMessage {
     /// Sequence number (the message's store id).
     pub seq: u64,
-    /// The encoded record.
-    pub record: Vec<u8>,
     /// Delivered at least once before.
     pub delivered: bool,
+    /// What [`crate::Message::size`] said of it when it was stored.
+    pub size: u32,
+    /// The encoded record, for the messages the caller asked to load (the head of the
+    /// queue); an error when it cannot be read back (a damaged or truncated store).
+    pub record: Option<Result<Vec<u8>, StoreError>>,
 }
 
 /// Durable definitions.
@@ -104,19 +107,26 @@ pub trait DefinitionStore: Send + Sync {
 
 /// Persistent messages, keyed by queue id and sequence.
 pub trait MessageStore: Send + Sync {
-    /// Stores a message of a queue.
-    fn insert(&self, queue: u64, seq: u64, record: &[u8]) -> Result<(), StoreError>;
-    /// Marks a message delivered (redelivered after a restart).
-    fn mark_delivered(&self, queue: u64, seq: u64) -> Result<(), StoreError>;
+    /// Stores a message once for every queue in `queues` (the record is written once and
+    /// shared). `size` is what [`crate::Message::size`] says of it.
+    fn insert(&self, queues: &[u64], seq: u64, record: &[u8], size: u32) -> Result<(), StoreError>;
+    /// Records that the queue has delivered every message up to store id `upto` at
+    /// least once, so they come back with redelivered set after a restart. One key per
+    /// queue: a delivery costs no write of its own. It may over-report (a message
+    /// published later but delivered earlier, as with priorities), which the
+    /// redelivered flag allows ("may have been delivered before").
+    fn mark_delivered(&self, queue: u64, upto: u64) -> Result<(), StoreError>;
     /// Removes a message (ack, reject, purge).
     fn remove(&self, queue: u64, seq: u64) -> Result<(), StoreError>;
     /// Removes every message of a queue.
     fn remove_queue(&self, queue: u64) -> Result<usize, StoreError>;
     /// Visits the messages of a queue in sequence order, one at a time (so a long queue
-    /// is never held in memory whole).
+    /// is never held in memory whole). Records are read for the first `load` messages
+    /// only; the rest stay on disk until they near delivery.
     fn for_each_in_queue(
         &self,
         queue: u64,
+        load: usize,
         f: &mut dyn FnMut(StoredMessage),
     ) -> Result<(), StoreError>;
     /// One stored message.
@@ -125,6 +135,11 @@ pub trait MessageStore: Send + Sync {
     fn queue_ids(&self) -> Result<Vec<u64>, StoreError>;
     /// Makes everything written so far durable (fsync).
     fn flush(&self) -> Result<(), StoreError>;
+    /// Whether anything was written since the last flush (the flusher flushes such
+    /// writes in the background even when no publisher waits for them).
+    fn needs_flush(&self) -> bool {
+        true
+    }
 }
 
 /// Message key: queue id and sequence, big-endian, so keys sort by queue then order.
@@ -135,11 +150,12 @@ pub fn message_key(queue: u64, seq: u64) -> [u8; 16] {
     k
 }
 
-/// The delivered-marker key of a message.
-pub fn delivered_key(queue: u64, seq: u64) -> [u8; 17] {
-    let mut k = [0u8; 17];
-    k[..16].copy_from_slice(&message_key(queue, seq));
-    k[16] = b'd';
+/// The key of a queue's delivered mark: the highest store id it has delivered. It sorts
+/// after every message key of the queue.
+pub fn delivered_mark_key(queue: u64) -> [u8; 17] {
+    let mut k = [0xffu8; 17];
+    k[..8].copy_from_slice(&queue.to_be_bytes());
+    k[16] = b'm';
     k
 }
 
@@ -357,31 +373,7 @@ pub fn decode_message(b: &[u8], persist_id: u64) -> Result<Message, StoreError> 
         raw_properties: Bytes::from(raw),
         body: Bytes::copy_from_slice(r.0),
         persist_id: Some(persist_id),
-        paged: false,
     })
-}
-
-/// Decodes only what a placeholder needs (exchange, routing key), without copying the
-/// body or parsing the properties: used for messages past a queue's in-memory window.
-pub fn decode_message_stub(b: &[u8], persist_id: u64) -> Result<Message, StoreError> {
-    let mut r = Reader(b);
-    if r.u8()? != 1 {
-        return Err(StoreError("unknown message record version".into()));
-    }
-    let exchange = r.str()?;
-    let routing_key = r.str()?;
-    let n = r.u32()? as usize;
-    r.take(n)?;
-    let full = Message {
-        exchange: exchange.into(),
-        routing_key: routing_key.into(),
-        properties: Arc::default(),
-        raw_properties: Bytes::new(),
-        body: Bytes::new(),
-        persist_id: Some(persist_id),
-        paged: true,
-    };
-    Ok(full.stub())
 }
 
 /// Publisher confirms that must wait for an fsync: writes are noted as they happen, a
@@ -475,7 +467,6 @@ mod tests {
             raw_properties: raw,
             body: Bytes::from_static(b"body"),
             persist_id: None,
-            paged: false,
         };
         let rec = encode_message(&m);
         let back = decode_message(&rec, 9).unwrap();
@@ -491,7 +482,8 @@ mod tests {
     fn keys_sort_by_queue_then_sequence() {
         assert!(message_key(1, 500) < message_key(2, 1));
         assert!(message_key(1, 1) < message_key(1, 256));
-        assert_eq!(&delivered_key(3, 4)[..16], &message_key(3, 4));
+        assert!(delivered_mark_key(3)[..] > message_key(3, u64::MAX - 1)[..]);
+        assert!(delivered_mark_key(3)[..] < message_key(4, 0)[..]);
     }
 
     /// A store wrapper that records the order of events: no confirm goes out before the

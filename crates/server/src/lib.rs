@@ -12,6 +12,7 @@ pub mod listener;
 pub mod persist;
 pub mod queue;
 pub mod runtime;
+pub mod segments;
 pub mod shared;
 pub mod store;
 pub mod vhost;

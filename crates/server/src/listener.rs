@@ -126,5 +126,13 @@ async fn shutdown(rt: &Arc<Runtime>) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // queues record what they delivered, so those messages come back redelivered
+    let queues: Vec<_> = rt.vhosts.iter().flat_map(|v| v.value().queues()).collect();
+    let save = futures::future::join_all(
+        queues
+            .iter()
+            .map(|q| q.addr.send(crate::queue::SaveDeliveredMark)),
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), save).await;
     info!(closed = conns.len(), "broker stopped");
 }

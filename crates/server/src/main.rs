@@ -2,6 +2,7 @@
 
 use broker_server::config::{Cli, Config};
 use clap::Parser;
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
@@ -17,11 +18,14 @@ fn main() {
     if config.log_format == "json" {
         tracing_subscriber::fmt()
             .json()
+            .with_writer(std::io::stderr)
             .with_env_filter(filter)
             .init();
     } else {
+        // colours only on a terminal, so log files and journald get plain text
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_env_filter(filter)
             .init();
     }

@@ -6,10 +6,10 @@ use crate::exchange;
 use crate::queue::{self, QueueEntry};
 use crate::runtime::Storage;
 use crate::vhost::{ExchangeSpec, QueueSpec, VHost};
+use broker_core::message::Slot;
 use broker_core::routing::{Binding, Destination, ExchangeKind};
 use broker_core::store::{
-    decode_definitions, decode_message, decode_message_stub, BindingDef, ExchangeDef, QueueDef,
-    StoreError,
+    decode_definitions, decode_message, BindingDef, ExchangeDef, QueueDef, StoreError,
 };
 use broker_core::AmqpError;
 use std::collections::HashSet;
@@ -222,7 +222,9 @@ impl VHost {
                 )
                 .map_err(|e| e.to_string())?;
             r.queues += 1;
-            r.messages += self.recover_messages(&s, &entry, q.id).await;
+            let (n, lost) = self.recover_messages(&s, &entry, q.id).await;
+            r.messages += n;
+            r.damaged += lost;
         }
         for b in defs.bindings.iter().filter(|b| b.vhost == self.name) {
             let Some(x) = self.exchange(&b.source) else {
@@ -261,35 +263,58 @@ impl VHost {
         Ok(r)
     }
 
-    async fn recover_messages(&self, s: &Storage, entry: &Arc<QueueEntry>, id: u64) -> usize {
+    /// Loads a queue's stored messages into its actor. Returns how many came back and
+    /// how many were lost to damaged records.
+    async fn recover_messages(
+        &self,
+        s: &Storage,
+        entry: &Arc<QueueEntry>,
+        id: u64,
+    ) -> (usize, usize) {
         let mut batch = Vec::new();
         let mut damaged = 0usize;
         let name = entry.name.clone();
-        let res = s.messages.for_each_in_queue(id, &mut |m| {
-            // past the in-memory window only a placeholder is kept (no body is
-            // even copied); the body is read back when the message nears delivery
-            let decoded = if batch.len() >= queue::PAGE_WINDOW {
-                decode_message_stub(&m.record, m.seq)
-            } else {
-                decode_message(&m.record, m.seq)
-            };
-            match decoded {
-                Ok(msg) => batch.push((Arc::new(msg), m.delivered)),
-                Err(e) => {
-                    damaged += 1;
-                    error!(queue = %name, seq = m.seq, "damaged message record lost: {e}");
-                }
-            }
-        });
+        // the head of the queue is read into memory; past the window only the store id
+        // and size are kept, and bodies are read back as consumers catch up
+        let res = s
+            .messages
+            .for_each_in_queue(id, queue::PAGE_WINDOW, &mut |m| {
+                let slot = match m.record {
+                    None => Slot::Paged {
+                        persist_id: m.seq,
+                        size: m.size,
+                    },
+                    Some(Ok(record)) => match decode_message(&record, m.seq) {
+                        Ok(msg) => Slot::Loaded(Arc::new(msg)),
+                        Err(e) => {
+                            damaged += 1;
+                            error!(queue = %name, seq = m.seq, "damaged message record lost: {e}");
+                            return;
+                        }
+                    },
+                    Some(Err(e)) => {
+                        damaged += 1;
+                        error!(queue = %name, seq = m.seq, "message lost: {e}");
+                        return;
+                    }
+                };
+                batch.push((slot, m.delivered));
+            });
         if let Err(e) = res {
             error!(queue = %entry.name, recovered = batch.len(), "cannot read all stored messages: {e}");
         }
         if damaged > 0 {
-            error!(queue = %entry.name, lost = damaged, "queue lost damaged messages");
+            error!(
+                queue = %entry.name,
+                vhost = %self.name,
+                lost = damaged,
+                recovered = batch.len(),
+                "queue lost messages whose stored records are damaged or missing"
+            );
         }
         let n = batch.len();
         let _ = entry.addr.send(queue::Recover(batch)).await;
-        n
+        (n, damaged)
     }
 }
 

@@ -8,6 +8,7 @@ use crate::flow::ConsumerGate;
 use crate::runtime::Runtime;
 use crate::vhost::VHost;
 use actix::prelude::*;
+use broker_core::message::Slot;
 use broker_core::names::ChannelKey;
 use broker_core::queue::{Consumer, Entry, MsgId, QueueState};
 use broker_core::store::MessageStore;
@@ -16,6 +17,7 @@ use broker_wire::types::FieldTable;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 /// Ready messages of a durable queue whose bodies stay in memory; persistent messages
 /// behind them are kept as placeholders and read back from the store on delivery.
@@ -78,25 +80,23 @@ impl QueueEntry {
 }
 
 /// Reads a paged-out message back from the store.
-fn page_in(store: &Option<(Arc<dyn MessageStore>, u64)>, stub: &Message) -> Option<Arc<Message>> {
-    let (s, qid) = store.as_ref()?;
-    let pid = stub.persist_id?;
-    let record = s.get(*qid, pid).ok()??;
-    broker_core::store::decode_message(&record, pid)
-        .ok()
+fn page_in(
+    store: &Option<(Arc<dyn MessageStore>, u64)>,
+    persist_id: u64,
+) -> Result<Arc<Message>, String> {
+    let (s, qid) = store.as_ref().ok_or("the queue has no store")?;
+    let record = s
+        .get(*qid, persist_id)
+        .map_err(|e| e.to_string())?
+        .ok_or("the stored message is gone")?;
+    broker_core::store::decode_message(&record, persist_id)
         .map(Arc::new)
+        .map_err(|e| e.to_string())
 }
 
-/// Notes a first delivery in the store, so the message comes back redelivered after a
-/// restart.
-fn mark_delivered(store: &Option<(Arc<dyn MessageStore>, u64)>, e: &Entry) {
-    if e.redelivered {
-        return;
-    }
-    if let (Some((s, qid)), Some(pid)) = (store, e.msg.persist_id) {
-        let _ = s.mark_delivered(*qid, pid);
-    }
-}
+/// How long a queue waits before it records its delivered mark in the store (so that a
+/// busy queue writes it a few times a second, not once per delivery).
+const MARK_DELAY: Duration = Duration::from_millis(100);
 
 /// How the queue reaches one consumer.
 #[derive(Clone)]
@@ -115,6 +115,12 @@ pub struct QueueActor {
     runtime: Weak<Runtime>,
     state: QueueState<ConsumerHandle>,
     deleted: bool,
+    /// Highest store id delivered so far (see [`MessageStore::mark_delivered`]).
+    delivered_upto: u64,
+    /// The delivered mark last written to the store.
+    delivered_written: u64,
+    /// A write of the delivered mark is scheduled.
+    mark_scheduled: bool,
 }
 
 impl QueueActor {
@@ -133,6 +139,9 @@ impl QueueActor {
             runtime,
             state: QueueState::default(),
             deleted: false,
+            delivered_upto: 0,
+            delivered_written: 0,
+            mark_scheduled: false,
         })
     }
 
@@ -145,6 +154,10 @@ impl QueueActor {
     ) -> Option<R> {
         let before = self.state.bytes();
         let res = catch_unwind(AssertUnwindSafe(|| f(self, ctx)));
+        if self.delivered_upto > self.delivered_written && !self.mark_scheduled {
+            self.mark_scheduled = true;
+            ctx.run_later(MARK_DELAY, |a, _| a.write_delivered_mark());
+        }
         let after = self.state.bytes();
         if let Some(rt) = self.runtime.upgrade() {
             rt.memory.adjust(before, after);
@@ -157,6 +170,27 @@ impl QueueActor {
                 None
             }
         }
+    }
+
+    /// Notes a delivery of a stored message (an ack-mode one: a no-ack delivery is
+    /// removed from the store at once).
+    fn note_delivered(&mut self, e: &Entry) {
+        if let Some(pid) = e.msg.persist_id() {
+            self.delivered_upto = self.delivered_upto.max(pid);
+        }
+    }
+
+    fn write_delivered_mark(&mut self) {
+        self.mark_scheduled = false;
+        if self.deleted || self.delivered_upto <= self.delivered_written {
+            return;
+        }
+        if let Some((s, qid)) = self.stored() {
+            if let Err(e) = s.mark_delivered(qid, self.delivered_upto) {
+                tracing::warn!(queue = %self.name, "cannot record deliveries in the store: {e}");
+            }
+        }
+        self.delivered_written = self.delivered_upto;
     }
 
     /// The message store and this queue's id in it, if the queue is durable.
@@ -172,7 +206,7 @@ impl QueueActor {
             return;
         };
         for e in entries {
-            if let Some(pid) = e.msg.persist_id {
+            if let Some(pid) = e.msg.persist_id() {
                 if let Err(err) = store.remove(qid, pid) {
                     tracing::error!(queue = %self.name, "cannot remove stored message: {err}");
                 }
@@ -187,22 +221,30 @@ impl QueueActor {
         loop {
             let d = self.state.next_delivery(|c| c.data.gate.try_take());
             let Some(mut d) = d else { break };
-            if d.entry.msg.paged {
-                match page_in(&store, &d.entry.msg) {
-                    Some(m) => d.entry.msg = m,
-                    None => {
-                        tracing::error!(queue = %self.name, "a stored message could not be read back; dropped");
+            let msg = match &d.entry.msg {
+                Slot::Loaded(m) => m.clone(),
+                Slot::Paged { persist_id, .. } => match page_in(&store, *persist_id) {
+                    Ok(m) => {
+                        d.entry.msg = Slot::Loaded(m.clone());
+                        m
+                    }
+                    Err(e) => {
+                        tracing::error!(queue = %self.name, persist_id, "a stored message could not be read back and is lost: {e}");
                         d.consumer.data.gate.undo();
-                        let id = d.entry.id;
+                        let entry = d.entry.clone();
                         drop(d);
-                        self.state.discard(&[id]);
+                        self.state.discard(&[entry.id]);
+                        self.forget(std::slice::from_ref(&entry));
                         continue;
                     }
+                },
+            };
+            let no_ack = d.consumer.no_ack;
+            if !no_ack {
+                if let Some(pid) = d.entry.msg.persist_id() {
+                    self.delivered_upto = self.delivered_upto.max(pid);
                 }
-            }
-            if !d.consumer.no_ack {
-                mark_delivered(&store, &d.entry);
-            } else if let (Some((s, qid)), Some(pid)) = (&store, d.entry.msg.persist_id) {
+            } else if let (Some((s, qid)), Some(pid)) = (&store, d.entry.msg.persist_id()) {
                 let _ = s.remove(*qid, pid);
             }
             d.consumer.data.channel.do_send(Deliver {
@@ -210,6 +252,7 @@ impl QueueActor {
                 consumer_tag: d.consumer.tag.clone(),
                 no_ack: d.consumer.no_ack,
                 entry: d.entry,
+                msg,
                 gate: d.consumer.data.gate.clone(),
             });
         }
@@ -275,7 +318,7 @@ pub struct Cancel {
 
 /// basic.get.
 #[derive(Message)]
-#[rtype(result = "Option<(Entry, u32)>")]
+#[rtype(result = "Option<(Entry, Arc<Message>, u32)>")]
 pub struct Get {
     /// The asking channel.
     pub channel: ChannelKey,
@@ -352,7 +395,7 @@ impl Handler<Enqueue> for QueueActor {
             a.state.publish(msg.0);
             if page {
                 if let Some(e) = a.state.last_ready_mut() {
-                    e.msg = Arc::new(e.msg.stub());
+                    e.msg = e.msg.page_out();
                 }
             }
             a.drain();
@@ -391,22 +434,41 @@ impl Handler<Cancel> for QueueActor {
 }
 
 impl Handler<Get> for QueueActor {
-    type Result = Option<(Entry, u32)>;
+    type Result = Option<(Entry, Arc<Message>, u32)>;
     fn handle(&mut self, msg: Get, ctx: &mut Context<Self>) -> Self::Result {
         if self.deleted {
             return None;
         }
         self.guarded(ctx, |a, _| {
-            let mut e = a.state.get(msg.channel, msg.no_ack)?;
-            if e.msg.paged {
-                e.msg = page_in(&a.stored(), &e.msg)?;
-            }
+            let (e, m) = loop {
+                let mut e = a.state.get(msg.channel, msg.no_ack)?;
+                let persist_id = match &e.msg {
+                    Slot::Loaded(m) => {
+                        let m = m.clone();
+                        break (e, m);
+                    }
+                    Slot::Paged { persist_id, .. } => *persist_id,
+                };
+                match page_in(&a.stored(), persist_id) {
+                    Ok(m) => {
+                        e.msg = Slot::Loaded(m.clone());
+                        break (e, m);
+                    }
+                    Err(err) => {
+                        tracing::error!(queue = %a.name, persist_id, "a stored message could not be read back and is lost: {err}");
+                        if !msg.no_ack {
+                            a.state.discard(&[e.id]);
+                        }
+                        a.forget(std::slice::from_ref(&e));
+                    }
+                }
+            };
             if msg.no_ack {
                 a.forget(std::slice::from_ref(&e));
             } else {
-                mark_delivered(&a.stored(), &e);
+                a.note_delivered(&e);
             }
-            Some((e, a.state.ready_count() as u32))
+            Some((e, m, a.state.ready_count() as u32))
         })
         .flatten()
     }
@@ -506,7 +568,7 @@ impl Handler<DeleteQueue> for QueueActor {
 /// Messages recovered from the store at start, in order, with their delivered flag.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Recover(pub Vec<(Arc<Message>, bool)>);
+pub struct Recover(pub Vec<(Slot, bool)>);
 
 impl Handler<Recover> for QueueActor {
     type Result = ();
@@ -517,6 +579,18 @@ impl Handler<Recover> for QueueActor {
             }
             a.drain();
         });
+    }
+}
+
+/// Records the delivered mark at once (at shutdown, so a clean stop loses none).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SaveDeliveredMark;
+
+impl Handler<SaveDeliveredMark> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, _: SaveDeliveredMark, _: &mut Context<Self>) {
+        self.write_delivered_mark();
     }
 }
 
@@ -550,7 +624,6 @@ mod tests {
             raw_properties: Bytes::from_static(&[0, 0]),
             body: Bytes::from_static(b"x"),
             persist_id: None,
-            paged: false,
         })
     }
 

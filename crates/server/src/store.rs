@@ -1,22 +1,35 @@
-//! The sled store: definitions and persistent messages in two trees of one sled database
-//! in the data dir, and a flusher thread that turns many publishes into one fsync.
+//! The store: definitions and the message index in two trees of one sled database in
+//! the data dir, message records in segment files beside it (see [`crate::segments`]),
+//! and a flusher thread that turns many publishes into one fsync.
 
+use crate::segments::{Pointer, Segments};
 use broker_core::store::{
-    delivered_key, message_key, DefinitionStore, MessageStore, StoreError, StoredMessage,
+    delivered_mark_key, message_key, DefinitionStore, MessageStore, StoreError, StoredMessage,
 };
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
+use std::time::Duration;
+
+/// How often the flusher makes acks, deliveries and other unconfirmed writes durable
+/// when no publisher is waiting for a flush (sled's own timer is off, so that the index
+/// never reaches the disk before the records it points to).
+const IDLE_FLUSH: Duration = Duration::from_millis(500);
 
 fn err(e: sled::Error) -> StoreError {
     StoreError(e.to_string())
 }
 
-/// Definitions and messages in sled.
+/// Definitions and the message index in sled, message records in segments.
 pub struct SledStore {
     db: sled::Db,
     definitions: sled::Tree,
     messages: sled::Tree,
+    segments: Segments,
+    /// Something was written since the last flush.
+    dirty: AtomicBool,
 }
 
 impl SledStore {
@@ -26,36 +39,87 @@ impl SledStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
         let path = dir.join("store");
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    format!(
-                        "data dir {} is in use by another broker process ({e})",
-                        dir.display()
-                    )
-                }
-                sled::Error::Corruption { .. } => {
-                    format!("the store in {} is damaged: {e}", path.display())
-                }
-                other => format!("cannot open the store in {}: {other}", path.display()),
-            })?;
+        // sled may panic on some damaged files: that is a clear error too, not a crash
+        let opened = std::panic::catch_unwind(|| {
+            sled::Config::new()
+                .path(&path)
+                .cache_capacity(8 << 20)
+                .flush_every_ms(None)
+                .open()
+        })
+        .map_err(|_| {
+            format!(
+                "the store in {} is damaged: sled could not open it",
+                path.display()
+            )
+        })?;
+        let db = opened.map_err(|e| match e {
+            sled::Error::Io(ref io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
+                format!(
+                    "data dir {} is in use by another broker process ({e})",
+                    dir.display()
+                )
+            }
+            sled::Error::Corruption { .. } => {
+                format!("the store in {} is damaged: {e}", path.display())
+            }
+            other => format!("cannot open the store in {}: {other}", path.display()),
+        })?;
         let definitions = db.open_tree("definitions").map_err(|e| e.to_string())?;
         let messages = db.open_tree("messages").map_err(|e| e.to_string())?;
+        // count the index entries pointing into each segment, so that segments nothing
+        // points into can go
+        let mut refs: HashMap<u64, u64> = HashMap::new();
+        for kv in messages.iter() {
+            let (k, v) = kv.map_err(|e| {
+                format!(
+                    "the store in {} is damaged: cannot read the message index: {e}",
+                    path.display()
+                )
+            })?;
+            if k.len() == 16 {
+                if let Some(p) = Pointer::decode(&v) {
+                    *refs.entry(p.at.segment).or_default() += 1;
+                }
+            }
+        }
+        let segments = Segments::open(&dir.join("segments"), refs)?;
         Ok(SledStore {
             db,
             definitions,
             messages,
+            segments,
+            dirty: AtomicBool::new(false),
         })
     }
 
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db.size_on_disk().unwrap_or(0) + self.segments.bytes_on_disk()
+    }
+
+    fn touched(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// Reads back the record an index value stands for.
+    fn record(&self, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        match Pointer::decode(value) {
+            Some(p) => self.segments.read(&p.at),
+            // a record stored inline (older stores)
+            None if value.first() == Some(&1) => Ok(value.to_vec()),
+            None => Err(StoreError("unknown message index entry".into())),
+        }
+    }
+
+    /// Releases the segment reference an index value held.
+    fn release(&self, value: &[u8]) {
+        if let Some(p) = Pointer::decode(value) {
+            self.segments.release(p.at.segment, 1);
+        }
     }
 }
 
@@ -86,34 +150,46 @@ impl DefinitionStore for SledStore {
 }
 
 impl MessageStore for SledStore {
-    fn insert(&self, queue: u64, seq: u64, record: &[u8]) -> Result<(), StoreError> {
-        self.messages
-            .insert(message_key(queue, seq), record)
-            .map(|_| ())
-            .map_err(err)
+    fn insert(&self, queues: &[u64], seq: u64, record: &[u8], size: u32) -> Result<(), StoreError> {
+        let at = self.segments.append(record, queues.len() as u64)?;
+        let value = Pointer { at, size }.encode();
+        self.touched();
+        for (i, q) in queues.iter().enumerate() {
+            if let Err(e) = self.messages.insert(message_key(*q, seq), &value[..]) {
+                self.segments.release(at.segment, (queues.len() - i) as u64);
+                return Err(err(e));
+            }
+        }
+        Ok(())
     }
 
-    fn mark_delivered(&self, queue: u64, seq: u64) -> Result<(), StoreError> {
+    fn mark_delivered(&self, queue: u64, upto: u64) -> Result<(), StoreError> {
+        self.touched();
         self.messages
-            .insert(delivered_key(queue, seq), &[])
+            .insert(delivered_mark_key(queue), &upto.to_be_bytes())
             .map(|_| ())
             .map_err(err)
     }
 
     fn remove(&self, queue: u64, seq: u64) -> Result<(), StoreError> {
-        self.messages.remove(message_key(queue, seq)).map_err(err)?;
-        self.messages
-            .remove(delivered_key(queue, seq))
-            .map_err(err)?;
+        self.touched();
+        if let Some(old) = self.messages.remove(message_key(queue, seq)).map_err(err)? {
+            self.release(&old);
+        }
         Ok(())
     }
 
     fn remove_queue(&self, queue: u64) -> Result<usize, StoreError> {
+        self.touched();
         let mut n = 0;
-        for k in self.messages.scan_prefix(queue.to_be_bytes()).keys() {
-            let k = k.map_err(err)?;
-            self.messages.remove(k).map_err(err)?;
-            n += 1;
+        for kv in self.messages.scan_prefix(queue.to_be_bytes()) {
+            let (k, _) = kv.map_err(err)?;
+            if let Some(old) = self.messages.remove(&k).map_err(err)? {
+                if k.len() == 16 {
+                    self.release(&old);
+                    n += 1;
+                }
+            }
         }
         Ok(n)
     }
@@ -121,45 +197,48 @@ impl MessageStore for SledStore {
     fn for_each_in_queue(
         &self,
         queue: u64,
+        load: usize,
         f: &mut dyn FnMut(StoredMessage),
     ) -> Result<(), StoreError> {
-        // a record's delivered marker sorts right after it, so hold one record back
-        let mut pending: Option<StoredMessage> = None;
+        let mark = match self.messages.get(delivered_mark_key(queue)).map_err(err)? {
+            Some(v) if v.len() == 8 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&v);
+                u64::from_be_bytes(b)
+            }
+            _ => 0,
+        };
+        let mut seen = 0usize;
         for kv in self.messages.scan_prefix(queue.to_be_bytes()) {
             let (k, v) = kv.map_err(err)?;
-            if k.len() < 16 {
+            if k.len() != 16 {
                 continue;
             }
             let mut s = [0u8; 8];
             s.copy_from_slice(&k[8..16]);
             let seq = u64::from_be_bytes(s);
-            if k.len() == 16 {
-                if let Some(p) = pending.take() {
-                    f(p);
-                }
-                pending = Some(StoredMessage {
-                    seq,
-                    record: v.to_vec(),
-                    delivered: false,
-                });
-            } else if let Some(p) = pending.as_mut() {
-                if p.seq == seq {
-                    p.delivered = true;
-                }
-            }
-        }
-        if let Some(p) = pending.take() {
-            f(p);
+            let (size, record) = match Pointer::decode(&v) {
+                Some(p) if seen < load => (p.size, Some(self.segments.read(&p.at))),
+                // past the window only check that the record is there at all
+                Some(p) => (p.size, self.segments.check(&p.at).err().map(Err)),
+                None => (v.len() as u32, Some(self.record(&v))),
+            };
+            seen += 1;
+            f(StoredMessage {
+                seq,
+                delivered: seq <= mark,
+                size,
+                record,
+            });
         }
         Ok(())
     }
 
     fn get(&self, queue: u64, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .messages
-            .get(message_key(queue, seq))
-            .map_err(err)?
-            .map(|v| v.to_vec()))
+        match self.messages.get(message_key(queue, seq)).map_err(err)? {
+            Some(v) => self.record(&v).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn queue_ids(&self) -> Result<Vec<u64>, StoreError> {
@@ -183,7 +262,18 @@ impl MessageStore for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(err)
+        self.dirty.store(false, Ordering::Relaxed);
+        // records first, then the index that points to them
+        self.segments.sync()?;
+        let doomed = self.segments.take_doomed();
+        self.db.flush().map_err(err)?;
+        // the removals that emptied these segments are durable now
+        self.segments.delete(&doomed);
+        Ok(())
+    }
+
+    fn needs_flush(&self) -> bool {
+        self.dirty.load(Ordering::Relaxed)
     }
 }
 
@@ -206,21 +296,29 @@ impl Flusher {
         let (tx, rx) = mpsc::channel::<FlushRequest>();
         let spawned = thread::Builder::new()
             .name("store-flusher".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    while let Ok(more) = rx.try_recv() {
-                        batch.push(more);
+            .spawn(move || loop {
+                let first = match rx.recv_timeout(IDLE_FLUSH) {
+                    Ok(first) => first,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if store.needs_flush() {
+                            if let Err(e) = store.flush() {
+                                tracing::error!("background store flush failed: {e}");
+                            }
+                        }
+                        continue;
                     }
-                    let res = MessageStore::flush(&*store);
-                    if let Err(e) = &res {
-                        tracing::error!(
-                            "store flush failed: {e}; the publishes it covered are nacked"
-                        );
-                    }
-                    for r in batch {
-                        (r.done)(res.clone());
-                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                };
+                let mut batch = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                let res = MessageStore::flush(&*store);
+                if let Err(e) = &res {
+                    tracing::error!("store flush failed: {e}; the publishes it covered are nacked");
+                }
+                for r in batch {
+                    (r.done)(res.clone());
                 }
             });
         if let Err(e) = spawned {

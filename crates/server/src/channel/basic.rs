@@ -199,7 +199,7 @@ impl ChannelActor {
             },
             move |act, got, _| match got {
                 None => act.send(AMQPClass::Basic(b::AMQPMethod::GetEmpty(b::GetEmpty {}))),
-                Some((entry, remaining)) => {
+                Some((entry, msg, remaining)) => {
                     let tag = if no_ack {
                         act.unacked.next_tag()
                     } else {
@@ -209,7 +209,6 @@ impl ChannelActor {
                             gate: None,
                         })
                     };
-                    let msg = &entry.msg;
                     act.shared.method(
                         act.id,
                         &AMQPClass::Basic(b::AMQPMethod::GetOk(b::GetOk {
@@ -347,7 +346,6 @@ impl ChannelActor {
             raw_properties: content.raw_properties,
             body: content.body,
             persist_id: None,
-            paged: false,
         };
         // persistent messages routed to durable queues are written before they are
         // enqueued; their confirm waits for the fsync that covers the write
@@ -416,11 +414,9 @@ impl ChannelActor {
         let id = store.definitions.next_id()?;
         msg.persist_id = Some(id);
         let record = encode_message(msg);
-        for q in queues {
-            if let Some(qid) = q.store_id {
-                store.messages.insert(qid, id, &record)?;
-            }
-        }
+        let qids: Vec<u64> = queues.iter().filter_map(|q| q.store_id).collect();
+        let size = u32::try_from(msg.size()).unwrap_or(u32::MAX);
+        store.messages.insert(&qids, id, &record, size)?;
         Ok(true)
     }
 

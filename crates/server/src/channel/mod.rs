@@ -328,8 +328,10 @@ pub struct Deliver {
     pub consumer_tag: Arc<str>,
     /// Whether the consumer is no-ack.
     pub no_ack: bool,
-    /// The message.
+    /// The queue's entry (its id and redelivered flag).
     pub entry: Entry,
+    /// The message, read back from the store if the entry was paged out.
+    pub msg: Arc<broker_core::Message>,
     /// The consumer's gate (credit reserved by the queue).
     pub gate: Arc<ConsumerGate>,
 }
@@ -360,7 +362,7 @@ impl Handler<Deliver> for ChannelActor {
                 gate: Some(d.gate.clone()),
             })
         };
-        let msg = &d.entry.msg;
+        let msg = &d.msg;
         {
             let mut out = self.shared.out.borrow_mut();
             broker_wire::encode::deliver(
