@@ -92,6 +92,16 @@ impl<C> Default for QueueState<C> {
 }
 
 impl<C> QueueState<C> {
+    /// An empty state that goes on numbering after this one, for a queue restarted after
+    /// a failure: delivery tags that channels still hold for the old state can never
+    /// match a new message.
+    pub fn emptied(&self) -> Self {
+        Self {
+            next_id: self.next_id,
+            ..Self::default()
+        }
+    }
+
     /// Appends a published message.
     pub fn publish(&mut self, msg: Arc<Message>) -> MsgId {
         self.push(Slot::Loaded(msg))
@@ -380,6 +390,15 @@ mod tests {
             exclusive: false,
             data: (),
         }
+    }
+
+    #[test]
+    fn an_emptied_state_never_reuses_ids() {
+        let mut q: QueueState<()> = QueueState::default();
+        let a = q.publish(msg("a"));
+        let mut fresh = q.emptied();
+        assert_eq!(fresh.ready_count(), 0);
+        assert!(fresh.publish(msg("b")) > a);
     }
 
     #[test]

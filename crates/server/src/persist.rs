@@ -6,11 +6,8 @@ use crate::exchange;
 use crate::queue::{self, QueueEntry};
 use crate::runtime::Storage;
 use crate::vhost::{ExchangeSpec, QueueSpec, VHost};
-use broker_core::message::Slot;
 use broker_core::routing::{Binding, Destination, ExchangeKind};
-use broker_core::store::{
-    decode_definitions, decode_message, BindingDef, ExchangeDef, QueueDef, StoreError,
-};
+use broker_core::store::{decode_definitions, BindingDef, ExchangeDef, QueueDef, StoreError};
 use broker_core::AmqpError;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -271,47 +268,7 @@ impl VHost {
         entry: &Arc<QueueEntry>,
         id: u64,
     ) -> (usize, usize) {
-        let mut batch = Vec::new();
-        let mut damaged = 0usize;
-        let name = entry.name.clone();
-        // the head of the queue is read into memory; past the window only the store id
-        // and size are kept, and bodies are read back as consumers catch up
-        let res = s
-            .messages
-            .for_each_in_queue(id, queue::PAGE_WINDOW, &mut |m| {
-                let slot = match m.record {
-                    None => Slot::Paged {
-                        persist_id: m.seq,
-                        size: m.size,
-                    },
-                    Some(Ok(record)) => match decode_message(&record, m.seq) {
-                        Ok(msg) => Slot::Loaded(Arc::new(msg)),
-                        Err(e) => {
-                            damaged += 1;
-                            error!(queue = %name, seq = m.seq, "damaged message record lost: {e}");
-                            return;
-                        }
-                    },
-                    Some(Err(e)) => {
-                        damaged += 1;
-                        error!(queue = %name, seq = m.seq, "message lost: {e}");
-                        return;
-                    }
-                };
-                batch.push((slot, m.delivered));
-            });
-        if let Err(e) = res {
-            error!(queue = %entry.name, recovered = batch.len(), "cannot read all stored messages: {e}");
-        }
-        if damaged > 0 {
-            error!(
-                queue = %entry.name,
-                vhost = %self.name,
-                lost = damaged,
-                recovered = batch.len(),
-                "queue lost messages whose stored records are damaged or missing"
-            );
-        }
+        let (batch, damaged) = queue::load_stored(&*s.messages, id, &entry.name, &self.name);
         let n = batch.len();
         let _ = entry.addr.send(queue::Recover(batch)).await;
         (n, damaged)

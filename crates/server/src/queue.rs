@@ -79,6 +79,59 @@ impl QueueEntry {
     }
 }
 
+/// Reads a durable queue's stored messages: the head of the queue into memory, past the
+/// window only store ids and sizes (bodies are read back as consumers catch up). Logs
+/// each message lost to a damaged record, and returns the messages with their
+/// delivered flag, and how many were lost.
+pub fn load_stored(
+    store: &dyn MessageStore,
+    qid: u64,
+    queue: &str,
+    vhost: &str,
+) -> (Vec<(Slot, bool)>, usize) {
+    let mut batch = Vec::new();
+    let mut damaged = 0usize;
+    let res = store.for_each_in_queue(qid, PAGE_WINDOW, &mut |m| {
+        let slot = match m.record {
+            None => Slot::Paged {
+                persist_id: m.seq,
+                size: m.size,
+            },
+            Some(Ok(record)) => match broker_core::store::decode_message(&record, m.seq) {
+                Ok(msg) => Slot::Loaded(Arc::new(msg)),
+                Err(e) => {
+                    damaged += 1;
+                    tracing::error!(queue, seq = m.seq, "damaged message record lost: {e}");
+                    return;
+                }
+            },
+            Some(Err(e)) => {
+                damaged += 1;
+                tracing::error!(queue, seq = m.seq, "message lost: {e}");
+                return;
+            }
+        };
+        batch.push((slot, m.delivered));
+    });
+    if let Err(e) = res {
+        tracing::error!(
+            queue,
+            recovered = batch.len(),
+            "cannot read all stored messages: {e}"
+        );
+    }
+    if damaged > 0 {
+        tracing::error!(
+            queue,
+            vhost,
+            lost = damaged,
+            recovered = batch.len(),
+            "queue lost messages whose stored records are damaged or missing"
+        );
+    }
+    (batch, damaged)
+}
+
 /// Reads a paged-out message back from the store.
 fn page_in(
     store: &Option<(Arc<dyn MessageStore>, u64)>,
@@ -289,9 +342,23 @@ impl Supervised for QueueActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         self.cancel_all_consumers();
         let before = self.state.bytes();
-        self.state = QueueState::default();
+        self.state = self.state.emptied();
+        // a durable queue takes its persistent messages back from the store, as after a
+        // broker restart (with redelivered set for those it had delivered)
+        if let Some((store, qid)) = self.stored() {
+            let vhost = self
+                .vhost
+                .upgrade()
+                .map(|v| v.name.clone())
+                .unwrap_or_default();
+            let (batch, _) = load_stored(&*store, qid, &self.name, &vhost);
+            tracing::warn!(queue = %self.name, recovered = batch.len(), "restarted queue reloaded its stored messages");
+            for (slot, delivered) in batch {
+                self.state.publish_recovered(slot, delivered);
+            }
+        }
         if let Some(rt) = self.runtime.upgrade() {
-            rt.memory.adjust(before, 0);
+            rt.memory.adjust(before, self.state.bytes());
         }
     }
 }
@@ -677,5 +744,71 @@ mod tests {
             assert_eq!(rt.memory.used(), msg().size());
             arbiter.stop();
         });
+    }
+
+    /// A durable queue whose actor fails takes its persistent messages back from the
+    /// store at once (transient ones are lost with the actor's memory).
+    #[test]
+    fn a_restarted_durable_queue_reloads_its_stored_messages() {
+        let dir = std::env::temp_dir().join(format!("queue-restart-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(crate::store::SledStore::open(&dir).unwrap());
+        let storage = crate::runtime::Storage {
+            definitions: store.clone(),
+            messages: store.clone(),
+            flusher: crate::store::Flusher::start(store.clone()),
+        };
+        let sys = actix::System::new();
+        sys.block_on(async {
+            let config = Config::load(Cli::parse_from(["broker"])).unwrap();
+            let arbiter = actix::Arbiter::new();
+            let rt = Runtime::new(config, vec![arbiter.handle()], Some(storage));
+            let v = rt.vhost("/").unwrap();
+            let spec = QueueSpec {
+                durable: true,
+                exclusive_owner: None,
+                auto_delete: false,
+                arguments: FieldTable::default(),
+            };
+            let q = v.declare_queue("d", spec, 1).unwrap();
+            let qid = q.store_id.unwrap();
+            for seq in 100..103u64 {
+                let m = Message {
+                    persist_id: Some(seq),
+                    ..Arc::try_unwrap(msg()).unwrap()
+                };
+                let record = broker_core::store::encode_message(&m);
+                store.insert(&[qid], seq, &record, m.size() as u32).unwrap();
+                q.enqueue(Arc::new(m));
+            }
+            q.enqueue(msg());
+            assert_eq!(q.addr.send(Stats).await.unwrap().0, 4);
+            q.addr.do_send(Crash);
+            let mut reloaded = false;
+            for _ in 0..100 {
+                actix_rt::time::sleep(std::time::Duration::from_millis(10)).await;
+                if let Ok((3, _, _)) = q.addr.send(Stats).await {
+                    reloaded = true;
+                    break;
+                }
+            }
+            assert!(reloaded, "the three stored messages are back");
+            let got = q
+                .addr
+                .send(Get {
+                    channel: ChannelKey {
+                        connection: 1,
+                        channel: 1,
+                    },
+                    no_ack: true,
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got.1.persist_id, Some(100));
+            assert_eq!(&got.1.body[..], b"x");
+            arbiter.stop();
+        });
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
