@@ -101,13 +101,13 @@ pub fn load_stored(
                 Ok(msg) => Slot::Loaded(Arc::new(msg)),
                 Err(e) => {
                     damaged += 1;
-                    tracing::error!(queue, seq = m.seq, "damaged message record lost: {e}");
+                    tracing::error!(queue = %queue, seq = m.seq, "damaged message record lost: {e}");
                     return;
                 }
             },
             Some(Err(e)) => {
                 damaged += 1;
-                tracing::error!(queue, seq = m.seq, "message lost: {e}");
+                tracing::error!(queue = %queue, seq = m.seq, "message lost: {e}");
                 return;
             }
         };
@@ -122,8 +122,8 @@ pub fn load_stored(
     }
     if damaged > 0 {
         tracing::error!(
-            queue,
-            vhost,
+            queue = %queue,
+            vhost = %vhost,
             lost = damaged,
             recovered = batch.len(),
             "queue lost messages whose stored records are damaged or missing"
