@@ -5,7 +5,9 @@
 //! with events and carry out what they decide; all of it is tested by plain unit and
 //! property tests.
 
+pub mod args;
 pub mod channel;
+pub mod deadletter;
 pub mod error;
 pub mod headers;
 pub mod message;

@@ -20,12 +20,46 @@ pub struct Message {
     pub body: Bytes,
     /// Store id when the message is persistent and kept by at least one durable queue.
     pub persist_id: Option<u64>,
+    /// When the broker received it (ms since the epoch): TTLs count from here, also
+    /// across a restart.
+    pub arrival_ms: u64,
+}
+
+/// What a queue needs of a message without its body. The store keeps it in the index,
+/// so paged and recovered messages keep their priority and expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Meta {
+    /// What [`Message::size`] says (body and encoded properties).
+    pub size: u32,
+    /// Body bytes (`x-max-length-bytes` counts bodies only).
+    pub body_len: u32,
+    /// The priority property (0 when absent).
+    pub priority: u8,
+    /// When the broker received it (ms since the epoch).
+    pub arrival_ms: u64,
+    /// The per-message TTL from the `expiration` property, if valid.
+    pub ttl_ms: Option<u64>,
 }
 
 impl Message {
     /// Bytes this message accounts for in memory limits (body and encoded properties).
     pub fn size(&self) -> usize {
         self.body.len() + self.raw_properties.len()
+    }
+
+    /// What a queue needs of this message without its body.
+    pub fn meta(&self) -> Meta {
+        Meta {
+            size: u32::try_from(self.size()).unwrap_or(u32::MAX),
+            body_len: u32::try_from(self.body.len()).unwrap_or(u32::MAX),
+            priority: self.properties.priority().unwrap_or(0),
+            arrival_ms: self.arrival_ms,
+            ttl_ms: self
+                .properties
+                .expiration()
+                .as_ref()
+                .and_then(|e| parse_expiration(e.as_str()).ok()),
+        }
     }
 
     /// Whether the publisher asked for persistence (delivery-mode 2).

@@ -86,8 +86,8 @@ pub struct StoredMessage {
     pub seq: u64,
     /// Delivered at least once before.
     pub delivered: bool,
-    /// What [`crate::Message::size`] said of it when it was stored.
-    pub size: u32,
+    /// Its priority, size and expiry data, kept in the index.
+    pub meta: crate::message::Meta,
     /// The encoded record, for the messages the caller asked to load (the head of the
     /// queue); an error when it cannot be read back (a damaged or truncated store).
     pub record: Option<Result<Vec<u8>, StoreError>>,
@@ -108,8 +108,14 @@ pub trait DefinitionStore: Send + Sync {
 /// Persistent messages, keyed by queue id and sequence.
 pub trait MessageStore: Send + Sync {
     /// Stores a message once for every queue in `queues` (the record is written once and
-    /// shared). `size` is what [`crate::Message::size`] says of it.
-    fn insert(&self, queues: &[u64], seq: u64, record: &[u8], size: u32) -> Result<(), StoreError>;
+    /// shared); `meta` goes into each queue's index entry.
+    fn insert(
+        &self,
+        queues: &[u64],
+        seq: u64,
+        record: &[u8],
+        meta: crate::message::Meta,
+    ) -> Result<(), StoreError>;
     /// Records that the queue has delivered every message up to store id `upto` at
     /// least once, so they come back with redelivered set after a restart. One key per
     /// queue: a delivery costs no write of its own. It may over-report (a message
@@ -373,6 +379,8 @@ pub fn decode_message(b: &[u8], persist_id: u64) -> Result<Message, StoreError> 
         raw_properties: Bytes::from(raw),
         body: Bytes::copy_from_slice(r.0),
         persist_id: Some(persist_id),
+        // the index keeps the arrival time; the caller sets it from there
+        arrival_ms: 0,
     })
 }
 
@@ -467,6 +475,7 @@ mod tests {
             raw_properties: raw,
             body: Bytes::from_static(b"body"),
             persist_id: None,
+            arrival_ms: 0,
         };
         let rec = encode_message(&m);
         let back = decode_message(&rec, 9).unwrap();

@@ -48,6 +48,10 @@ pub struct Cli {
     /// Milliseconds a client has to complete the AMQP handshake [default: 10000]
     #[arg(long, env = "BROKER_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
+    /// Milliseconds a consumer may hold a delivery unacked before it is cancelled and the
+    /// delivery requeued; 0 turns the check off [default: 1800000]
+    #[arg(long, env = "BROKER_CONSUMER_TIMEOUT_MS")]
+    pub consumer_timeout_ms: Option<u64>,
 }
 
 /// The settings file; every field optional.
@@ -65,6 +69,7 @@ pub struct FileConfig {
     memory_high_watermark: Option<u64>,
     workers: Option<usize>,
     handshake_timeout_ms: Option<u64>,
+    consumer_timeout_ms: Option<u64>,
 }
 
 /// The resolved settings.
@@ -92,6 +97,8 @@ pub struct Config {
     pub workers: usize,
     /// Milliseconds a client has to complete the handshake.
     pub handshake_timeout_ms: u64,
+    /// Milliseconds a delivery may stay unacked before its consumer is cancelled (0: off).
+    pub consumer_timeout_ms: u64,
 }
 
 impl Config {
@@ -149,6 +156,10 @@ impl Config {
                 .handshake_timeout_ms
                 .or(file.handshake_timeout_ms)
                 .unwrap_or(10_000),
+            consumer_timeout_ms: cli
+                .consumer_timeout_ms
+                .or(file.consumer_timeout_ms)
+                .unwrap_or(1_800_000),
         })
     }
 }

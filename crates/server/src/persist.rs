@@ -275,6 +275,25 @@ impl VHost {
     }
 }
 
+/// Writes a persistent message to the store for each durable queue among `queues`
+/// (the record once, an index entry per queue). Returns whether anything was written;
+/// transient messages and transient queues write nothing.
+pub(crate) fn store_message(
+    store: &Storage,
+    msg: &mut broker_core::Message,
+    queues: &[Arc<QueueEntry>],
+) -> Result<bool, StoreError> {
+    if !msg.is_persistent() || !queues.iter().any(|q| q.store_id.is_some()) {
+        return Ok(false);
+    }
+    let id = store.definitions.next_id()?;
+    msg.persist_id = Some(id);
+    let record = broker_core::store::encode_message(msg);
+    let qids: Vec<u64> = queues.iter().filter_map(|q| q.store_id).collect();
+    store.messages.insert(&qids, id, &record, msg.meta())?;
+    Ok(true)
+}
+
 /// Recovers every vhost and logs what was found and how long it took.
 pub async fn recover_all(rt: &crate::runtime::Runtime) -> Result<(), String> {
     let start = Instant::now();

@@ -83,3 +83,11 @@ impl Runtime {
         self.vhosts.get(name).map(|v| v.clone())
     }
 }
+
+/// The wall clock in milliseconds since the epoch: TTLs and timeouts count in it, and it
+/// is what the store keeps as a message's arrival time (so expiry survives a restart).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

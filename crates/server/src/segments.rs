@@ -2,7 +2,7 @@
 //!
 //! sled keeps what it is given in memory far beyond its cache limit, so message records
 //! (properties and bodies) do not go into sled. They are appended to segment files of at
-//! most [`SEGMENT_MAX`] bytes in `<data-dir>/segments/`, and sled holds a 25-byte
+//! most [`SEGMENT_MAX`] bytes in `<data-dir>/segments/`, and sled holds a 46-byte
 //! [`Pointer`] per queue entry. A message routed to several durable queues is written
 //! once. Each record carries its length and a CRC32, so a torn or damaged record is
 //! caught when it is read back instead of being delivered.
@@ -13,6 +13,7 @@
 //! writes out the buffer and fsyncs every segment written since the last sync, and runs
 //! on the flusher thread before sled's own flush.
 
+use broker_core::message::Meta;
 use broker_core::store::StoreError;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
@@ -40,34 +41,40 @@ pub struct Location {
     pub len: u32,
 }
 
-/// The index entry sled keeps for a message of a queue: where its record is and what
-/// size it accounts for.
+/// The index entry sled keeps for a message of a queue: where its record is, and what
+/// the queue needs of it without reading the record (size, priority, arrival, TTL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pointer {
     /// The record.
     pub at: Location,
-    /// The message's accounted size (body and properties).
-    pub size: u32,
+    /// What the queue needs of the message.
+    pub meta: Meta,
 }
 
 impl Pointer {
     /// First byte of an encoded pointer (a record stored inline starts with 1 instead).
     pub const TAG: u8 = b'P';
+    /// Encoded length.
+    pub const LEN: usize = 46;
 
     /// Encodes the pointer for sled.
-    pub fn encode(&self) -> [u8; 25] {
-        let mut v = [0u8; 25];
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut v = [0u8; Self::LEN];
         v[0] = Self::TAG;
         v[1..9].copy_from_slice(&self.at.segment.to_be_bytes());
         v[9..17].copy_from_slice(&self.at.offset.to_be_bytes());
         v[17..21].copy_from_slice(&self.at.len.to_be_bytes());
-        v[21..25].copy_from_slice(&self.size.to_be_bytes());
+        v[21..25].copy_from_slice(&self.meta.size.to_be_bytes());
+        v[25..29].copy_from_slice(&self.meta.body_len.to_be_bytes());
+        v[29] = self.meta.priority;
+        v[30..38].copy_from_slice(&self.meta.arrival_ms.to_be_bytes());
+        v[38..46].copy_from_slice(&self.meta.ttl_ms.unwrap_or(u64::MAX).to_be_bytes());
         v
     }
 
     /// Decodes an index value; `None` if it is not a pointer.
     pub fn decode(v: &[u8]) -> Option<Pointer> {
-        if v.len() != 25 || v[0] != Self::TAG {
+        if v.len() != Self::LEN || v[0] != Self::TAG {
             return None;
         }
         let u64_at = |i: usize| {
@@ -80,13 +87,20 @@ impl Pointer {
             b.copy_from_slice(&v[i..i + 4]);
             u32::from_be_bytes(b)
         };
+        let ttl = u64_at(38);
         Some(Pointer {
             at: Location {
                 segment: u64_at(1),
                 offset: u64_at(9),
                 len: u32_at(17),
             },
-            size: u32_at(21),
+            meta: Meta {
+                size: u32_at(21),
+                body_len: u32_at(25),
+                priority: v[29],
+                arrival_ms: u64_at(30),
+                ttl_ms: (ttl != u64::MAX).then_some(ttl),
+            },
         })
     }
 }
@@ -424,7 +438,16 @@ mod tests {
         assert_eq!(s.read(&a).unwrap(), b"hello");
         s.sync().unwrap();
         assert_eq!(s.read(&b).unwrap(), vec![7u8; 100_000]);
-        let p = Pointer { at: b, size: 99 };
+        let p = Pointer {
+            at: b,
+            meta: Meta {
+                size: 99,
+                body_len: 90,
+                priority: 3,
+                arrival_ms: 1234,
+                ttl_ms: Some(500),
+            },
+        };
         assert_eq!(Pointer::decode(&p.encode()), Some(p));
         assert_eq!(Pointer::decode(b"\x01abc"), None);
     }

@@ -3,6 +3,7 @@
 //! and a flusher thread that turns many publishes into one fsync.
 
 use crate::segments::{Pointer, Segments};
+use broker_core::message::Meta;
 use broker_core::store::{
     delivered_mark_key, message_key, DefinitionStore, MessageStore, StoreError, StoredMessage,
 };
@@ -150,9 +151,15 @@ impl DefinitionStore for SledStore {
 }
 
 impl MessageStore for SledStore {
-    fn insert(&self, queues: &[u64], seq: u64, record: &[u8], size: u32) -> Result<(), StoreError> {
+    fn insert(
+        &self,
+        queues: &[u64],
+        seq: u64,
+        record: &[u8],
+        meta: Meta,
+    ) -> Result<(), StoreError> {
         let at = self.segments.append(record, queues.len() as u64)?;
-        let value = Pointer { at, size }.encode();
+        let value = Pointer { at, meta }.encode();
         self.touched();
         for (i, q) in queues.iter().enumerate() {
             if let Err(e) = self.messages.insert(message_key(*q, seq), &value[..]) {
@@ -217,17 +224,23 @@ impl MessageStore for SledStore {
             let mut s = [0u8; 8];
             s.copy_from_slice(&k[8..16]);
             let seq = u64::from_be_bytes(s);
-            let (size, record) = match Pointer::decode(&v) {
-                Some(p) if seen < load => (p.size, Some(self.segments.read(&p.at))),
+            let (meta, record) = match Pointer::decode(&v) {
+                Some(p) if seen < load => (p.meta, Some(self.segments.read(&p.at))),
                 // past the window only check that the record is there at all
-                Some(p) => (p.size, self.segments.check(&p.at).err().map(Err)),
-                None => (v.len() as u32, Some(self.record(&v))),
+                Some(p) => (p.meta, self.segments.check(&p.at).err().map(Err)),
+                None => (
+                    Meta {
+                        size: v.len() as u32,
+                        ..Meta::default()
+                    },
+                    Some(self.record(&v)),
+                ),
             };
             seen += 1;
             f(StoredMessage {
                 seq,
                 delivered: seq <= mark,
-                size,
+                meta,
                 record,
             });
         }

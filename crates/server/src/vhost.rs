@@ -5,6 +5,7 @@
 use crate::exchange::{self, ExchangeActor, ExchangeEntry};
 use crate::queue::{self, QueueActor, QueueEntry};
 use crate::runtime::Runtime;
+use broker_core::args::QueueArgs;
 use broker_core::headers::XMatch;
 use broker_core::routing::{Binding, Destination, ExchangeKind};
 use broker_core::AmqpError;
@@ -20,6 +21,11 @@ const PREDECLARED: &[(&str, ExchangeKind)] = &[
     ("amq.topic", ExchangeKind::Topic),
     ("amq.headers", ExchangeKind::Headers),
     ("amq.match", ExchangeKind::Headers),
+    // dead letters of queues that name no dead-letter exchange of their own
+    (
+        broker_core::deadletter::DEAD_LETTER_EXCHANGE,
+        ExchangeKind::Topic,
+    ),
 ];
 
 /// Properties of an exchange.declare.
@@ -234,6 +240,8 @@ impl VHost {
         spec: QueueSpec,
         conn: u64,
     ) -> Result<Arc<QueueEntry>, AmqpError> {
+        // arguments are checked first, as RabbitMQ does, even for an existing queue
+        QueueArgs::parse(&spec.arguments, name, &self.name)?;
         if let Some(q) = self.queue(name) {
             q.check_access(conn)?;
             if spec.exclusive_owner.is_some() != q.exclusive_owner.is_some() {
@@ -284,6 +292,14 @@ impl VHost {
             .ok_or_else(|| AmqpError::internal("broker stopping"))?;
         let arbiter = rt.next_arbiter();
         let qname: Arc<str> = name.into();
+        let args = QueueArgs::parse(&spec.arguments, name, &self.name).unwrap_or_else(|e| {
+            tracing::warn!(
+                queue = name,
+                "stored queue arguments no longer valid, ignored: {}",
+                e.reply_text()
+            );
+            QueueArgs::default()
+        });
         let vhost = self.me.clone();
         let rtw = Arc::downgrade(&rt);
         let entry = self
@@ -296,10 +312,20 @@ impl VHost {
                     auto_delete: spec.auto_delete,
                     exclusive_owner: spec.exclusive_owner,
                     arguments: spec.arguments.clone(),
-                    addr: QueueActor::spawn(&arbiter, qname.clone(), me.clone(), vhost, rtw),
+                    addr: QueueActor::spawn(
+                        &arbiter,
+                        qname.clone(),
+                        args.clone(),
+                        me.clone(),
+                        vhost,
+                        rtw,
+                    ),
+                    args,
                     inflight: AtomicUsize::new(0),
                     deleted: AtomicBool::new(false),
                     store_id,
+                    ready_len: AtomicUsize::new(0),
+                    ready_bytes: AtomicU64::new(0),
                 })
             })
             .clone();
@@ -459,6 +485,12 @@ impl VHost {
         let snap = x.bindings.load();
         cacheable &= !snap.routes_by_headers();
         snap.route(routing_key, headers, &mut dests);
+        if dests.is_empty() {
+            // unroutable here: the alternate exchange gets it
+            if let Some(ae) = alternate_exchange(&x.arguments) {
+                dests.push(Destination::Exchange(ae.into()));
+            }
+        }
         let mut i = 0;
         while i < dests.len() {
             match &dests[i] {
@@ -475,7 +507,13 @@ impl VHost {
                         if let Some(next) = self.exchange(e) {
                             let snap = next.bindings.load();
                             cacheable &= !snap.routes_by_headers();
+                            let before = dests.len();
                             snap.route(routing_key, headers, &mut dests);
+                            if dests.len() == before {
+                                if let Some(ae) = alternate_exchange(&next.arguments) {
+                                    dests.push(Destination::Exchange(ae.into()));
+                                }
+                            }
                         }
                     }
                 }
@@ -483,6 +521,27 @@ impl VHost {
             i += 1;
         }
         cacheable
+    }
+
+    /// Routes by exchange name, the default exchange ("") included; `None` if there is no
+    /// such exchange. Queues found are added to `out` once each.
+    pub fn route_by_name(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Arc<QueueEntry>>,
+    ) -> Option<bool> {
+        if exchange.is_empty() {
+            if let Some(q) = self.queue(routing_key) {
+                if !out.iter().any(|e| Arc::ptr_eq(e, &q)) {
+                    out.push(q);
+                }
+            }
+            return Some(true);
+        }
+        let x = self.exchange(exchange)?;
+        Some(self.route(&x, routing_key, headers, out))
     }
 
     /// Exclusive queues of a closed connection go away.
@@ -531,4 +590,12 @@ pub fn string_arg(args: &FieldTable, key: &str) -> Option<String> {
         AMQPValue::ShortString(s) => Some(s.to_string()),
         _ => None,
     }
+}
+
+/// The `alternate-exchange` argument of an exchange, if it names one.
+fn alternate_exchange(args: &FieldTable) -> Option<String> {
+    args.inner()
+        .get("alternate-exchange")
+        .and_then(broker_core::args::str_value)
+        .filter(|s| !s.is_empty())
 }

@@ -9,7 +9,7 @@ use crate::queue::{self, ConsumerHandle, QueueEntry};
 use actix::prelude::*;
 use broker_core::channel::Confirms;
 use broker_core::queue::Consumer;
-use broker_core::store::{encode_message, StoreError};
+use broker_core::store::StoreError;
 use broker_core::{AmqpError, Message};
 use broker_wire::assembly::Content;
 use broker_wire::protocol::basic::AMQPProperties;
@@ -110,6 +110,7 @@ impl ChannelActor {
             tag: tag.clone(),
             no_ack: c.no_ack,
             exclusive: c.exclusive,
+            priority: consumer_priority(&c.arguments)?,
             data: ConsumerHandle {
                 channel: ctx.address(),
                 gate: gate.clone(),
@@ -339,6 +340,18 @@ impl ChannelActor {
             content.properties.headers().as_ref(),
         )?;
         let seq = self.confirms.as_mut().map(|c| c.next());
+        // full queues with x-overflow reject-publish(-dlx) refuse the message; the
+        // publisher gets a nack (as RabbitMQ), the other queues still get it
+        let body_len = content.body.len();
+        let mut refused_by: Vec<Arc<QueueEntry>> = Vec::new();
+        let queues: Arc<[Arc<QueueEntry>]> = if queues.iter().any(|q| q.refuses(body_len)) {
+            let (full, room): (Vec<_>, Vec<_>) =
+                queues.iter().cloned().partition(|q| q.refuses(body_len));
+            refused_by = full;
+            room.into()
+        } else {
+            queues
+        };
         let mut msg = Message {
             exchange: p.exchange.as_str().into(),
             routing_key: p.routing_key.as_str().into(),
@@ -346,6 +359,7 @@ impl ChannelActor {
             raw_properties: content.raw_properties,
             body: content.body,
             persist_id: None,
+            arrival_ms: crate::runtime::now_ms(),
         };
         // persistent messages routed to durable queues are written before they are
         // enqueued; their confirm waits for the fsync that covers the write
@@ -361,7 +375,12 @@ impl ChannelActor {
             }
         };
         let msg = Arc::new(msg);
-        if queues.is_empty() {
+        for q in &refused_by {
+            if q.args.overflow == broker_core::args::Overflow::RejectPublishDlx {
+                q.addr.do_send(queue::Refused(msg.clone()));
+            }
+        }
+        if queues.is_empty() && refused_by.is_empty() {
             if p.mandatory {
                 self.shared.method(
                     self.id,
@@ -391,7 +410,12 @@ impl ChannelActor {
             }
         }
         if let Some(seq) = seq {
-            if stored {
+            if !refused_by.is_empty() {
+                if let Some(c) = self.confirms.as_mut() {
+                    c.settle(seq, false);
+                    self.schedule_confirms(ctx);
+                }
+            } else if stored {
                 self.group.note(seq);
                 self.request_store_flush(ctx);
             } else if let Some(c) = self.confirms.as_mut() {
@@ -405,19 +429,10 @@ impl ChannelActor {
     /// Writes a persistent message to the store for each durable queue it goes to.
     /// Returns whether anything was written.
     fn persist(&self, msg: &mut Message, queues: &[Arc<QueueEntry>]) -> Result<bool, StoreError> {
-        if !msg.is_persistent() || !queues.iter().any(|q| q.store_id.is_some()) {
-            return Ok(false);
+        match self.store.as_ref() {
+            Some(store) => crate::persist::store_message(store, msg, queues),
+            None => Ok(false),
         }
-        let Some(store) = self.store.as_ref() else {
-            return Ok(false);
-        };
-        let id = store.definitions.next_id()?;
-        msg.persist_id = Some(id);
-        let record = encode_message(msg);
-        let qids: Vec<u64> = queues.iter().filter_map(|q| q.store_id).collect();
-        let size = u32::try_from(msg.size()).unwrap_or(u32::MAX);
-        store.messages.insert(&qids, id, &record, size)?;
-        Ok(true)
     }
 
     pub(crate) fn schedule_confirms(&mut self, ctx: &mut Context<Self>) {
@@ -609,4 +624,19 @@ fn check_properties(props: &AMQPProperties, user: &str) -> Result<(), AmqpError>
         })?;
     }
     Ok(())
+}
+
+/// The `x-priority` consumer argument (0 when absent); RabbitMQ refuses a non-integer.
+fn consumer_priority(args: &broker_wire::types::FieldTable) -> Result<i32, AmqpError> {
+    match args.inner().get("x-priority") {
+        None => Ok(0),
+        Some(v) => broker_core::args::int_value(v)
+            .and_then(|i| i32::try_from(i).ok())
+            .ok_or_else(|| {
+                AmqpError::precondition_failed(format!(
+                    "invalid arg 'x-priority' for consumer: {{unacceptable_type,{}}}",
+                    broker_core::args::type_name(v)
+                ))
+            }),
+    }
 }

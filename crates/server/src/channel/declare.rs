@@ -318,7 +318,11 @@ impl ChannelActor {
         self.wait_then(
             ctx,
             (50, 10),
-            async move { addr.send(queue::Stats).await.map_err(mailbox) },
+            async move {
+                addr.send(queue::Stats { declare: true })
+                    .await
+                    .map_err(mailbox)
+            },
             move |act, (ready, consumers, _), _| {
                 if !nowait {
                     act.send(AMQPClass::Queue(q::AMQPMethod::DeclareOk(q::DeclareOk {

@@ -1,0 +1,113 @@
+//! Carrying out dead-lettering: a message that died in this queue is republished, with
+//! the x-death headers `broker_core::deadletter` writes, through the queue's dead-letter
+//! exchange or the vhost's `amq.dead-letter`, and then forgotten here. Routing follows
+//! the same binding snapshots publishes use; persistent copies are stored for durable
+//! target queues before the original is removed from the store.
+
+use super::QueueActor;
+use crate::runtime::now_ms;
+use broker_core::deadletter::{self, Death, Reason};
+use broker_core::queue::Entry;
+use broker_core::Message;
+use broker_wire::types::{AMQPValue, FieldTable};
+use std::sync::Arc;
+
+/// A copy of `msg` whose headers carry `x-delivery-count` (queues with a delivery limit).
+pub(super) fn with_delivery_count(msg: &Message, returns: u32) -> Message {
+    let mut headers: FieldTable = msg.properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        "x-delivery-count".into(),
+        AMQPValue::LongLongInt(i64::from(returns)),
+    );
+    let props = (*msg.properties).clone().with_headers(headers);
+    Message {
+        exchange: msg.exchange.clone(),
+        routing_key: msg.routing_key.clone(),
+        raw_properties: broker_wire::encode::properties(&props),
+        properties: Arc::new(props),
+        body: msg.body.clone(),
+        persist_id: msg.persist_id,
+        arrival_ms: msg.arrival_ms,
+    }
+}
+
+impl QueueActor {
+    /// Dead-letters messages that died in this queue, then forgets them here.
+    pub(super) fn dead_letter(&mut self, dead: Vec<(Entry, Reason)>) {
+        for (entry, reason) in dead {
+            match self.load(&entry) {
+                Ok(msg) => self.republish(&msg, reason),
+                Err(e) => {
+                    tracing::error!(queue = %self.name, "a dead letter could not be read back and is lost: {e}");
+                }
+            }
+            self.forget(std::slice::from_ref(&entry));
+        }
+    }
+
+    fn republish(&self, msg: &Message, reason: Reason) {
+        let Some(vhost) = self.vhost.upgrade() else {
+            return;
+        };
+        let args = self.state.args();
+        let original_keys = deadletter::original_routing_keys(&msg.routing_key, &msg.properties);
+        let target = deadletter::target(
+            &self.name,
+            args.dead_letter_exchange.as_deref(),
+            args.dead_letter_routing_key.as_deref(),
+            &original_keys,
+        );
+        let props = deadletter::dead_letter_properties(
+            &msg.properties,
+            &Death {
+                reason,
+                queue: &self.name,
+                exchange: &msg.exchange,
+                routing_keys: &original_keys,
+                time: now_ms() / 1000,
+            },
+        );
+        let headers = props.headers().clone();
+        let mut queues = Vec::new();
+        for key in &target.routing_keys {
+            if vhost
+                .route_by_name(&target.exchange, key, headers.as_ref(), &mut queues)
+                .is_none()
+            {
+                // a dead-letter exchange that does not exist drops the message, as in
+                // RabbitMQ
+                tracing::debug!(queue = %self.name, exchange = %target.exchange, "dead-letter exchange missing: message dropped");
+                return;
+            }
+        }
+        queues.retain(|q| {
+            !(target.implicit && q.name == self.name) && !deadletter::is_cycle(&props, &q.name)
+        });
+        if queues.is_empty() {
+            return;
+        }
+        let mut copy = Message {
+            exchange: target.exchange.as_str().into(),
+            routing_key: target
+                .routing_keys
+                .first()
+                .map_or_else(|| msg.routing_key.clone(), |k| k.as_str().into()),
+            raw_properties: broker_wire::encode::properties(&props),
+            properties: Arc::new(props),
+            body: msg.body.clone(),
+            persist_id: None,
+            arrival_ms: now_ms(),
+        };
+        if let Some(rt) = self.runtime.upgrade() {
+            if let Some(storage) = rt.store.as_ref() {
+                if let Err(e) = crate::persist::store_message(storage, &mut copy, &queues) {
+                    tracing::error!(queue = %self.name, "cannot store a dead letter: {e}");
+                }
+            }
+        }
+        let copy = Arc::new(copy);
+        for q in &queues {
+            q.enqueue(copy.clone());
+        }
+    }
+}

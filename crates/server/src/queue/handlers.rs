@@ -1,0 +1,352 @@
+//! The messages a queue actor answers, and its handlers: each runs inside
+//! [`QueueActor::guarded`], which sets the clock and does the housekeeping after it.
+
+use super::{stored, ConsumerHandle, QueueActor, Recovered, PAGE_WINDOW};
+use actix::prelude::*;
+use broker_core::message::Slot;
+use broker_core::names::ChannelKey;
+use broker_core::queue::{Consumer, Entry, MsgId, QueueState};
+use broker_core::{AmqpError, Message};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// A published message.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Enqueue(pub Arc<Message>);
+
+/// A message a full queue with x-overflow reject-publish-dlx refused at the channel: it
+/// is dead-lettered without being queued.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Refused(pub Arc<Message>);
+
+impl Handler<Refused> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Refused, ctx: &mut Context<Self>) {
+        if self.deleted {
+            return;
+        }
+        self.guarded(ctx, |a, _| a.state.refused(msg.0));
+    }
+}
+
+/// Subscribes a consumer.
+#[derive(Message)]
+#[rtype(result = "Result<(), AmqpError>")]
+pub struct Consume(pub Consumer<ConsumerHandle>);
+
+/// Unsubscribes a consumer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Cancel {
+    /// Its channel.
+    pub channel: ChannelKey,
+    /// Its tag.
+    pub tag: Arc<str>,
+}
+
+/// basic.get.
+#[derive(Message)]
+#[rtype(result = "Option<(Entry, Arc<Message>, u32)>")]
+pub struct Get {
+    /// The asking channel.
+    pub channel: ChannelKey,
+    /// Whether the message is settled on delivery.
+    pub no_ack: bool,
+}
+
+/// Settles deliveries.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum Settle {
+    /// basic.ack.
+    Ack(Vec<MsgId>),
+    /// nack/reject with requeue, recover, or a closed channel: back with redelivered set.
+    Requeue(Vec<MsgId>),
+    /// nack/reject without requeue: dead-lettered with reason `rejected`.
+    Discard(Vec<MsgId>),
+}
+
+/// Deliveries that never reached the client (their consumer was cancelled first): put
+/// back unchanged.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restore {
+    /// The deliveries.
+    pub entries: Vec<Entry>,
+    /// Whether they were no-ack deliveries (not tracked as unacked).
+    pub no_ack: bool,
+}
+
+/// A channel closed: drop its consumers and requeue its unacked deliveries.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChannelClosed(pub ChannelKey);
+
+/// A consumer got room again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Kick;
+
+/// Counts for declare-ok and listings: (ready, consumers, unacked).
+#[derive(Message, Default)]
+#[rtype(result = "(u32, u32, u32)")]
+pub struct Stats {
+    /// Asked by a queue.declare (which counts as use for x-expires).
+    pub declare: bool,
+}
+
+/// queue.purge.
+#[derive(Message)]
+#[rtype(result = "u32")]
+pub struct Purge;
+
+/// queue.delete: checks the conditions, cancels consumers, replies the message count.
+#[derive(Message)]
+#[rtype(result = "Result<u32, AmqpError>")]
+pub struct DeleteQueue {
+    /// Refuse if there are consumers.
+    pub if_unused: bool,
+    /// Refuse if there are ready messages.
+    pub if_empty: bool,
+}
+
+impl Handler<Enqueue> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
+        if let Some(me) = self.me.upgrade() {
+            me.inflight.fetch_sub(1, Ordering::Relaxed);
+        }
+        if self.deleted {
+            return;
+        }
+        self.guarded(ctx, |a, _| {
+            let page = msg.0.persist_id.is_some()
+                && a.state.ready_count() >= PAGE_WINDOW
+                && a.stored().is_some();
+            if a.state.publish(msg.0).is_none() {
+                // refused by a full reject-publish queue the channel thought had room
+                return;
+            }
+            if page {
+                if let Some(e) = a.state.last_ready_mut() {
+                    e.msg = e.msg.page_out();
+                }
+            }
+            a.drain();
+        });
+    }
+}
+
+impl Handler<Consume> for QueueActor {
+    type Result = Result<(), AmqpError>;
+    fn handle(&mut self, msg: Consume, ctx: &mut Context<Self>) -> Self::Result {
+        if self.deleted {
+            return Err(AmqpError::not_found(format!(
+                "no queue '{}' in vhost '/'",
+                self.name
+            )));
+        }
+        let name = self.name.clone();
+        self.guarded(ctx, |a, _| {
+            a.state.add_consumer(msg.0, &name)?;
+            a.touch();
+            a.drain();
+            Ok(())
+        })
+        .unwrap_or_else(|| Err(AmqpError::internal("queue failed")))
+    }
+}
+
+impl Handler<Cancel> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Cancel, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |a, _| {
+            if a.state.remove_consumer(msg.channel, &msg.tag).is_some() {
+                a.maybe_auto_delete();
+            }
+        });
+    }
+}
+
+impl Handler<Get> for QueueActor {
+    type Result = Option<(Entry, Arc<Message>, u32)>;
+    fn handle(&mut self, msg: Get, ctx: &mut Context<Self>) -> Self::Result {
+        if self.deleted {
+            return None;
+        }
+        self.guarded(ctx, |a, _| {
+            a.touch();
+            let (e, m) = loop {
+                let mut e = a.state.get(msg.channel, msg.no_ack)?;
+                let persist_id = match &e.msg {
+                    Slot::Loaded(m) => {
+                        let m = m.clone();
+                        break (e, m);
+                    }
+                    Slot::Paged { persist_id, .. } => *persist_id,
+                };
+                match stored::page_in(&a.stored(), persist_id) {
+                    Ok(m) => {
+                        e.msg = Slot::Loaded(m.clone());
+                        break (e, m);
+                    }
+                    Err(err) => {
+                        tracing::error!(queue = %a.name, persist_id, "a stored message could not be read back and is lost: {err}");
+                        a.state.lose(e.id);
+                        a.forget(std::slice::from_ref(&e));
+                    }
+                }
+            };
+            if msg.no_ack {
+                a.forget(std::slice::from_ref(&e));
+            } else {
+                a.note_delivered(&e);
+            }
+            Some((e, m, a.state.ready_count() as u32))
+        })
+        .flatten()
+    }
+}
+
+impl Handler<Settle> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Settle, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |a, _| {
+            match msg {
+                Settle::Ack(ids) => {
+                    let done = a.state.ack(&ids);
+                    a.forget(&done);
+                }
+                Settle::Requeue(ids) => {
+                    a.state.requeue(&ids, true);
+                }
+                Settle::Discard(ids) => {
+                    // dead-lettered (reason rejected) by the housekeeping that follows
+                    a.state.discard(&ids);
+                }
+            }
+            a.drain();
+        });
+    }
+}
+
+impl Handler<Restore> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Restore, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |a, _| {
+            a.state.restore(msg.entries, msg.no_ack);
+            a.drain();
+        });
+    }
+}
+
+impl Handler<ChannelClosed> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: ChannelClosed, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |a, _| {
+            if a.state.channel_closed(msg.0) > 0 {
+                a.maybe_auto_delete();
+            }
+            a.drain();
+        });
+    }
+}
+
+impl Handler<Kick> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |a, _| a.drain());
+    }
+}
+
+impl Handler<Stats> for QueueActor {
+    type Result = MessageResult<Stats>;
+    fn handle(&mut self, msg: Stats, ctx: &mut Context<Self>) -> Self::Result {
+        if msg.declare {
+            self.touch();
+        }
+        // messages whose TTL passed are gone before they are counted
+        self.guarded(ctx, |a, _| a.state.expire());
+        MessageResult((
+            self.state.ready_count() as u32,
+            self.state.consumer_count() as u32,
+            self.state.unacked_count() as u32,
+        ))
+    }
+}
+
+impl Handler<Purge> for QueueActor {
+    type Result = u32;
+    fn handle(&mut self, _: Purge, ctx: &mut Context<Self>) -> u32 {
+        self.guarded(ctx, |a, _| {
+            let gone = a.state.purge();
+            a.forget(&gone);
+            gone.len() as u32
+        })
+        .unwrap_or(0)
+    }
+}
+
+impl Handler<DeleteQueue> for QueueActor {
+    type Result = Result<u32, AmqpError>;
+    fn handle(&mut self, msg: DeleteQueue, ctx: &mut Context<Self>) -> Self::Result {
+        let name = self.name.clone();
+        self.guarded(ctx, |a, _| {
+            a.state.check_delete(msg.if_unused, msg.if_empty, &name)?;
+            let n = a.state.ready_count() as u32;
+            a.cancel_all_consumers();
+            a.deleted = true;
+            // `guarded` accounts the bytes released here
+            a.state = QueueState::new(a.state.args().clone());
+            Ok(n)
+        })
+        .unwrap_or_else(|| Err(AmqpError::internal("queue failed")))
+    }
+}
+
+/// Messages recovered from the store at start, in order, with their delivered flag.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Recover(pub Vec<Recovered>);
+
+impl Handler<Recover> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, msg: Recover, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |a, _| {
+            for r in msg.0 {
+                a.state.publish_recovered(r.slot, r.meta, r.delivered);
+            }
+            // those whose TTL passed while the broker was down die now
+            a.state.expire();
+            a.drain();
+        });
+    }
+}
+
+/// Records the delivered mark at once (at shutdown, so a clean stop loses none).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SaveDeliveredMark;
+
+impl Handler<SaveDeliveredMark> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, _: SaveDeliveredMark, _: &mut Context<Self>) {
+        self.write_delivered_mark();
+    }
+}
+
+/// Test hook: makes the queue actor panic inside a handler, as a bug would.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crash;
+
+#[cfg(test)]
+impl Handler<Crash> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+        self.guarded(ctx, |_, _| panic!("injected failure"));
+    }
+}

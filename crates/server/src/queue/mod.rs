@@ -1,0 +1,478 @@
+//! The queue actor: one per queue, owning its [`QueueState`] and delivering to consumers'
+//! channels. It sets the state's clock before each operation, runs its timers (message
+//! TTL, x-expires, consumer timeout), and dead-letters what the state says died. It runs
+//! under an actix supervisor: a panic in a handler is caught, the actor stops, and the
+//! supervisor restarts it at the same address; its consumers get basic.cancel, transient
+//! messages are lost and a durable queue reloads its stored ones (docs/architecture.md).
+
+mod deadletter;
+mod handlers;
+mod stored;
+#[cfg(test)]
+mod tests;
+
+pub use handlers::*;
+pub use stored::{load_stored, Recovered};
+
+use crate::channel::{ChannelActor, ConsumerCancelled, Deliver};
+use crate::flow::ConsumerGate;
+use crate::runtime::{now_ms, Runtime};
+use crate::vhost::VHost;
+use actix::prelude::*;
+use broker_core::args::{Overflow, QueueArgs};
+use broker_core::message::Slot;
+use broker_core::queue::{Entry, QueueState};
+use broker_core::store::MessageStore;
+use broker_core::{AmqpError, Message};
+use broker_wire::types::FieldTable;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// Ready messages of a durable queue whose bodies stay in memory; persistent messages
+/// behind them are kept as placeholders and read back from the store on delivery.
+pub const PAGE_WINDOW: usize = 4096;
+
+/// Publishes a channel may have in a queue's mailbox before its connection stops reading
+/// from the socket (credit flow, as RabbitMQ's channel-to-queue credit).
+pub const QUEUE_CREDIT: usize = 2000;
+
+/// How long a queue waits before it records its delivered mark in the store (so that a
+/// busy queue writes it a few times a second, not once per delivery).
+const MARK_DELAY: Duration = Duration::from_millis(100);
+
+/// What the vhost and channels know of a queue.
+pub struct QueueEntry {
+    /// Name within the vhost.
+    pub name: Arc<str>,
+    /// Survives restarts.
+    pub durable: bool,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// The connection that owns an exclusive queue.
+    pub exclusive_owner: Option<u64>,
+    /// Declared arguments.
+    pub arguments: FieldTable,
+    /// The arguments the broker acts on, checked at declare.
+    pub args: QueueArgs,
+    /// The actor.
+    pub addr: Addr<QueueActor>,
+    /// Publishes sent to the actor and not yet taken in (backpressure).
+    pub inflight: AtomicUsize,
+    /// Set once the queue is deleted; a stale handle then drops what it is sent.
+    pub deleted: AtomicBool,
+    /// Id of a durable queue in the store (prefix of its message keys).
+    pub store_id: Option<u64>,
+    /// Ready messages, as the actor last reported (for reject-publish at the channel).
+    pub ready_len: AtomicUsize,
+    /// Ready body bytes, as the actor last reported.
+    pub ready_bytes: AtomicU64,
+}
+
+impl QueueEntry {
+    /// Whether connection `conn` may use this queue (405 RESOURCE_LOCKED if not).
+    pub fn check_access(&self, conn: u64) -> Result<(), AmqpError> {
+        match self.exclusive_owner {
+            Some(owner) if owner != conn => Err(Self::locked(&self.name)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The 405 RabbitMQ answers for an exclusive queue of another connection.
+    pub fn locked(name: &str) -> AmqpError {
+        AmqpError::resource_locked(format!(
+            "cannot obtain exclusive access to locked queue '{name}' in vhost '/'. It could be \
+             originally declared on another connection or the exclusive property value does \
+             not match that of the original declaration."
+        ))
+    }
+
+    /// Sends a published message to the queue.
+    pub fn enqueue(&self, msg: Arc<Message>) {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.addr.do_send(Enqueue(msg));
+    }
+
+    /// Whether publishers to this queue should pause.
+    pub fn is_hot(&self) -> bool {
+        self.inflight.load(Ordering::Relaxed) > QUEUE_CREDIT
+    }
+
+    /// Whether a queue that refuses messages when full (x-overflow reject-publish or
+    /// reject-publish-dlx) has no room for a message with `body_len` bytes. Counts the
+    /// messages still on their way to the actor.
+    pub fn refuses(&self, body_len: usize) -> bool {
+        if self.args.overflow == Overflow::DropHead || !self.args.has_length_limit() {
+            return false;
+        }
+        let len = self.ready_len.load(Ordering::Relaxed) + self.inflight.load(Ordering::Relaxed);
+        let bytes = self.ready_bytes.load(Ordering::Relaxed) as usize;
+        broker_core::queue::full(&self.args, len, bytes, body_len)
+    }
+}
+
+/// How the queue reaches one consumer.
+#[derive(Clone)]
+pub struct ConsumerHandle {
+    /// The consumer's channel.
+    pub channel: Addr<ChannelActor>,
+    /// Its flow gate.
+    pub gate: Arc<ConsumerGate>,
+}
+
+/// The queue actor.
+pub struct QueueActor {
+    name: Arc<str>,
+    me: Weak<QueueEntry>,
+    vhost: Weak<VHost>,
+    runtime: Weak<Runtime>,
+    state: QueueState<ConsumerHandle>,
+    deleted: bool,
+    /// Highest store id delivered so far (see [`MessageStore::mark_delivered`]).
+    delivered_upto: u64,
+    /// The delivered mark last written to the store.
+    delivered_written: u64,
+    /// A write of the delivered mark is scheduled.
+    mark_scheduled: bool,
+    /// The TTL timer: when it fires, and its handle.
+    expiry_timer: Option<(u64, SpawnHandle)>,
+    /// When a client last used the queue (x-expires).
+    last_used: u64,
+    /// A consumer-timeout check is scheduled.
+    timeout_check: bool,
+}
+
+impl QueueActor {
+    /// Starts a queue actor for `me` on a worker, under a supervisor.
+    pub fn spawn(
+        arbiter: &ArbiterHandle,
+        name: Arc<str>,
+        args: QueueArgs,
+        me: Weak<QueueEntry>,
+        vhost: Weak<VHost>,
+        runtime: Weak<Runtime>,
+    ) -> Addr<QueueActor> {
+        Supervisor::start_in_arbiter(arbiter, move |_| QueueActor {
+            name,
+            me,
+            vhost,
+            runtime,
+            state: QueueState::new(args),
+            deleted: false,
+            delivered_upto: 0,
+            delivered_written: 0,
+            mark_scheduled: false,
+            expiry_timer: None,
+            last_used: now_ms(),
+            timeout_check: false,
+        })
+    }
+
+    /// Runs `f` on the state, then carries out what it left to do: dead letters, timers,
+    /// the counters channels read, memory accounting. A panic stops the actor; the
+    /// supervisor restarts it.
+    fn guarded<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        f: impl FnOnce(&mut Self, &mut Context<Self>) -> R,
+    ) -> Option<R> {
+        let before = self.state.bytes();
+        self.state.tick(now_ms());
+        let res = catch_unwind(AssertUnwindSafe(|| {
+            let r = f(self, ctx);
+            self.after(ctx);
+            r
+        }));
+        let after = self.state.bytes();
+        if let Some(rt) = self.runtime.upgrade() {
+            rt.memory.adjust(before, after);
+        }
+        match res {
+            Ok(r) => Some(r),
+            Err(_) => {
+                tracing::error!(queue = %self.name, "queue actor panicked; restarting it");
+                ctx.stop();
+                None
+            }
+        }
+    }
+
+    /// Housekeeping after every operation.
+    fn after(&mut self, ctx: &mut Context<Self>) {
+        let dead = self.state.take_dead();
+        if !dead.is_empty() && !self.deleted {
+            self.dead_letter(dead);
+            // dead letters may have freed room or come back here
+            let more = self.state.take_dead();
+            if !more.is_empty() {
+                self.dead_letter(more);
+            }
+        }
+        if self.delivered_upto > self.delivered_written && !self.mark_scheduled {
+            self.mark_scheduled = true;
+            ctx.run_later(MARK_DELAY, |a, _| a.write_delivered_mark());
+        }
+        self.schedule_expiry(ctx);
+        self.schedule_timeout_check(ctx);
+        if let Some(me) = self.me.upgrade() {
+            me.ready_len
+                .store(self.state.ready_count(), Ordering::Relaxed);
+            me.ready_bytes
+                .store(self.state.ready_body_bytes() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps one timer for the earliest expiry at a head.
+    fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
+        let Some(at) = self.state.next_expiry() else {
+            return;
+        };
+        if let Some((when, handle)) = self.expiry_timer {
+            if when <= at {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let delay = at.saturating_sub(now_ms()) + 1;
+        let handle = ctx.run_later(Duration::from_millis(delay), |a, ctx| {
+            a.expiry_timer = None;
+            a.guarded(ctx, |a, _| {
+                a.state.expire();
+                a.drain();
+            });
+        });
+        self.expiry_timer = Some((at, handle));
+    }
+
+    /// While deliveries are unacked, checks now and then for consumers over the timeout.
+    fn schedule_timeout_check(&mut self, ctx: &mut Context<Self>) {
+        let Some(timeout) = self.consumer_timeout() else {
+            return;
+        };
+        if self.timeout_check || self.state.unacked_count() == 0 {
+            return;
+        }
+        self.timeout_check = true;
+        let every = Duration::from_millis((timeout / 4).clamp(50, 60_000));
+        ctx.run_later(every, |a, ctx| {
+            a.timeout_check = false;
+            a.guarded(ctx, |a, _| a.cancel_timed_out());
+        });
+    }
+
+    fn consumer_timeout(&self) -> Option<u64> {
+        let t = self.runtime.upgrade()?.config.consumer_timeout_ms;
+        (t > 0).then_some(t)
+    }
+
+    /// A consumer holding a delivery longer than the consumer timeout is cancelled
+    /// (basic.cancel) and what it holds goes back to the queue, redelivered.
+    fn cancel_timed_out(&mut self) {
+        let Some(timeout) = self.consumer_timeout() else {
+            return;
+        };
+        for (channel, tag) in self.state.timed_out_consumers(timeout) {
+            if let Some(c) = self.state.remove_consumer(channel, &tag) {
+                tracing::warn!(queue = %self.name, consumer = %tag, timeout_ms = timeout, "consumer timed out holding a delivery: cancelled, its deliveries requeued");
+                c.data.channel.do_send(ConsumerCancelled {
+                    consumer_tag: c.tag.clone(),
+                });
+            }
+            self.state.requeue_consumer(channel, &tag);
+        }
+        self.maybe_auto_delete();
+        self.drain();
+    }
+
+    /// Schedules the x-expires check.
+    fn schedule_expires(&mut self, ctx: &mut Context<Self>) {
+        let Some(ms) = self.state.args().expires else {
+            return;
+        };
+        let due = self.last_used.saturating_add(ms);
+        let delay = due.saturating_sub(now_ms()) + 1;
+        ctx.run_later(Duration::from_millis(delay), |a, ctx| {
+            let Some(ms) = a.state.args().expires else {
+                return;
+            };
+            if a.deleted {
+                return;
+            }
+            if a.state.consumer_count() == 0 && now_ms() >= a.last_used.saturating_add(ms) {
+                tracing::info!(queue = %a.name, expires_ms = ms, "queue unused for x-expires: deleted");
+                a.delete_self();
+            } else {
+                a.schedule_expires(ctx);
+            }
+        });
+    }
+
+    /// A client used the queue (consume, get, declare): x-expires starts over.
+    fn touch(&mut self) {
+        self.last_used = now_ms();
+    }
+
+    /// Notes a delivery of a stored message (an ack-mode one: a no-ack delivery is
+    /// removed from the store at once).
+    fn note_delivered(&mut self, e: &Entry) {
+        if let Some(pid) = e.msg.persist_id() {
+            self.delivered_upto = self.delivered_upto.max(pid);
+        }
+    }
+
+    fn write_delivered_mark(&mut self) {
+        self.mark_scheduled = false;
+        if self.deleted || self.delivered_upto <= self.delivered_written {
+            return;
+        }
+        if let Some((s, qid)) = self.stored() {
+            if let Err(e) = s.mark_delivered(qid, self.delivered_upto) {
+                tracing::warn!(queue = %self.name, "cannot record deliveries in the store: {e}");
+            }
+        }
+        self.delivered_written = self.delivered_upto;
+    }
+
+    /// The message store and this queue's id in it, if the queue is durable.
+    fn stored(&self) -> Option<(Arc<dyn MessageStore>, u64)> {
+        let id = self.me.upgrade()?.store_id?;
+        let rt = self.runtime.upgrade()?;
+        Some((rt.store.as_ref()?.messages.clone(), id))
+    }
+
+    /// Removes settled persistent messages from the store.
+    fn forget(&self, entries: &[Entry]) {
+        let Some((store, qid)) = self.stored() else {
+            return;
+        };
+        for e in entries {
+            if let Some(pid) = e.msg.persist_id() {
+                if let Err(err) = store.remove(qid, pid) {
+                    tracing::error!(queue = %self.name, "cannot remove stored message: {err}");
+                }
+            }
+        }
+    }
+
+    /// The message of an entry, read back from the store if it was paged out.
+    fn load(&self, e: &Entry) -> Result<Arc<Message>, String> {
+        match &e.msg {
+            Slot::Loaded(m) => Ok(m.clone()),
+            Slot::Paged { persist_id, .. } => stored::page_in(&self.stored(), *persist_id),
+        }
+    }
+
+    /// Delivers while there are messages and consumers with room.
+    fn drain(&mut self) {
+        let Some(me) = self.me.upgrade() else { return };
+        let store = self.stored();
+        let counted = self.state.args().delivery_limit.is_some();
+        loop {
+            let d = self.state.next_delivery(|c| c.data.gate.try_take());
+            let Some(mut d) = d else { break };
+            let mut msg = match &d.entry.msg {
+                Slot::Loaded(m) => m.clone(),
+                Slot::Paged { persist_id, .. } => match stored::page_in(&store, *persist_id) {
+                    Ok(m) => {
+                        d.entry.msg = Slot::Loaded(m.clone());
+                        m
+                    }
+                    Err(e) => {
+                        tracing::error!(queue = %self.name, persist_id, "a stored message could not be read back and is lost: {e}");
+                        d.consumer.data.gate.undo();
+                        let entry = d.entry.clone();
+                        drop(d);
+                        self.state.lose(entry.id);
+                        self.forget(std::slice::from_ref(&entry));
+                        continue;
+                    }
+                },
+            };
+            // queues with a delivery limit tell consumers how often a message came back
+            if counted && d.entry.returns > 0 {
+                msg = Arc::new(deadletter::with_delivery_count(&msg, d.entry.returns));
+            }
+            let no_ack = d.consumer.no_ack;
+            if !no_ack {
+                if let Some(pid) = d.entry.msg.persist_id() {
+                    self.delivered_upto = self.delivered_upto.max(pid);
+                }
+            } else if let (Some((s, qid)), Some(pid)) = (&store, d.entry.msg.persist_id()) {
+                let _ = s.remove(*qid, pid);
+            }
+            d.consumer.data.channel.do_send(Deliver {
+                queue: me.clone(),
+                consumer_tag: d.consumer.tag.clone(),
+                no_ack,
+                entry: d.entry,
+                msg,
+                gate: d.consumer.data.gate.clone(),
+            });
+        }
+    }
+
+    fn maybe_auto_delete(&mut self) {
+        if self.state.had_consumer() && self.state.consumer_count() == 0 && !self.deleted {
+            if let Some(me) = self.me.upgrade() {
+                if me.auto_delete {
+                    self.delete_self();
+                }
+            }
+        }
+    }
+
+    /// Deletes this queue on its own account (auto-delete, x-expires).
+    fn delete_self(&mut self) {
+        self.cancel_all_consumers();
+        self.deleted = true;
+        if let Some(v) = self.vhost.upgrade() {
+            let name = self.name.clone();
+            actix::spawn(async move { v.forget_queue(&name).await });
+        }
+    }
+
+    fn cancel_all_consumers(&mut self) {
+        for c in self.state.consumers() {
+            c.data.channel.do_send(ConsumerCancelled {
+                consumer_tag: c.tag.clone(),
+            });
+        }
+    }
+}
+
+impl Actor for QueueActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.schedule_expires(ctx);
+    }
+}
+
+impl Supervised for QueueActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.cancel_all_consumers();
+        let before = self.state.bytes();
+        self.state = self.state.emptied();
+        self.expiry_timer = None;
+        self.timeout_check = false;
+        self.mark_scheduled = false;
+        // a durable queue takes its persistent messages back from the store, as after a
+        // broker restart (with redelivered set for those it had delivered)
+        if let Some((store, qid)) = self.stored() {
+            let vhost = self
+                .vhost
+                .upgrade()
+                .map(|v| v.name.clone())
+                .unwrap_or_default();
+            let (batch, _) = load_stored(&*store, qid, &self.name, &vhost);
+            tracing::warn!(queue = %self.name, recovered = batch.len(), "restarted queue reloaded its stored messages");
+            for r in batch {
+                self.state.publish_recovered(r.slot, r.meta, r.delivered);
+            }
+        }
+        if let Some(rt) = self.runtime.upgrade() {
+            rt.memory.adjust(before, self.state.bytes());
+        }
+    }
+}
