@@ -11,6 +11,10 @@ is already running on 127.0.0.1 instead, e.g. a reference RabbitMQ: the tests ar
 written against RabbitMQ's behaviour and must pass there too. Tests that need a
 broker of our own (for special command-line flags) are skipped in that mode.
 
+Tests marked `ours_only` check behaviour of our broker that deliberately differs from
+RabbitMQ 3.10 (amq.dead-letter, x-delivery-limit on classic queues, consumer timeout by
+basic.cancel, ...): they are skipped when AMQP_TEST_PORT is set.
+
 Tests marked `slow` are skipped unless RUN_SLOW=1 or `--runslow` is given.
 """
 import os
@@ -41,9 +45,17 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than ~12 s; skipped unless --runslow or RUN_SLOW=1")
     config.addinivalue_line("markers", "own_broker: needs a broker process started by the suite")
+    config.addinivalue_line(
+        "markers", "ours_only: behaviour of our broker that deliberately differs from RabbitMQ 3.10; "
+        "skipped when AMQP_TEST_PORT is set")
 
 
 def pytest_collection_modifyitems(config, items):
+    if external_port() is not None:
+        ours = pytest.mark.skip(reason="ours_only: our broker deliberately differs from RabbitMQ 3.10 here")
+        for item in items:
+            if "ours_only" in item.keywords:
+                item.add_marker(ours)
     if config.getoption("--runslow") or os.environ.get("RUN_SLOW") == "1":
         return
     skip = pytest.mark.skip(reason="slow: use --runslow or RUN_SLOW=1")
@@ -88,13 +100,17 @@ class BrokerProcess:
     """One broker process with its own data dir; `port` is where it listens."""
 
     def __init__(self, extra_args=()):
-        binary = broker_bin()
+        self.binary = broker_bin()
+        self.extra_args = tuple(extra_args)
         self.port = free_port()
         self.data_dir = tempfile.mkdtemp(prefix="broker-pika-")
         self.log_path = self.data_dir + ".log"
         self.log = open(self.log_path, "wb")
+        self._launch()
+
+    def _launch(self):
         self.proc = subprocess.Popen(
-            [binary, "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir, *extra_args],
+            [self.binary, "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir, *self.extra_args],
             stdout=subprocess.PIPE,
             stderr=self.log,
             stdin=subprocess.DEVNULL,
@@ -103,7 +119,7 @@ class BrokerProcess:
         self._lines = []
         # Read stdout on a thread: gives a deadline to the wait for the banner, and keeps the
         # pipe drained for the rest of the run.
-        threading.Thread(target=self._pump, daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc, self._ready, self._lines), daemon=True).start()
         deadline = time.monotonic() + START_TIMEOUT
         ok = self._ready.wait(START_TIMEOUT) and wait_for_port(self.port, deadline)
         if not ok:
@@ -112,13 +128,13 @@ class BrokerProcess:
                 f"broker did not start on port {self.port}: stdout={self._lines!r}\n" + self.log_tail()
             )
 
-    def _pump(self):
-        for raw in iter(self.proc.stdout.readline, b""):
+    def _pump(self, proc, ready, lines):
+        for raw in iter(proc.stdout.readline, b""):
             line = raw.decode(errors="replace")
-            self._lines.append(line)
+            lines.append(line)
             if f"broker listening on 127.0.0.1:{self.port}" in line:
-                self._ready.set()
-        self._ready.set()  # EOF: the process is gone; let the waiter notice
+                ready.set()
+        ready.set()  # EOF: the process is gone; let the waiter notice
 
     def log_tail(self, n=4000):
         try:
@@ -127,7 +143,8 @@ class BrokerProcess:
         except OSError:
             return ""
 
-    def stop(self):
+    def terminate(self):
+        """SIGTERM (SIGKILL after 5 s); the data dir and the log stay."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -135,6 +152,14 @@ class BrokerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+
+    def restart(self):
+        """Stops the broker with SIGTERM and starts it again on the same port and data dir."""
+        self.terminate()
+        self._launch()
+
+    def stop(self):
+        self.terminate()
         self.log.close()
         shutil.rmtree(self.data_dir, ignore_errors=True)
         try:
@@ -220,6 +245,51 @@ def connect_more(broker):
                 c.close()
             except Exception:
                 pass
+
+
+class Scratch:
+    """Names for the queues and exchanges of one test, deleted when the test ends (the suite
+    can run against a long-lived broker, where anything left behind would pile up)."""
+
+    def __init__(self):
+        self.queues, self.exchanges = [], []
+
+    def queue(self, prefix="q"):
+        name = uniq(prefix)
+        self.queues.append(name)
+        return name
+
+    def exchange(self, prefix="x"):
+        name = uniq(prefix)
+        self.exchanges.append(name)
+        return name
+
+    def cleanup(self, port):
+        if not (self.queues or self.exchanges):
+            return
+        try:
+            c = connect(port)
+        except Exception:
+            return
+        try:
+            for kind, names in (("queue", self.queues), ("exchange", self.exchanges)):
+                for name in names:
+                    try:
+                        ch = c.channel()
+                        getattr(ch, f"{kind}_delete")(name)
+                        ch.close()
+                    except Exception:
+                        pass
+        finally:
+            if c.is_open:
+                c.close()
+
+
+@pytest.fixture
+def scratch(broker):
+    s = Scratch()
+    yield s
+    s.cleanup(broker)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -126,7 +126,7 @@ async fn precondition_failed_406_on_inequivalent_redeclare() {
     assert_eq!(reply_code(&err), Some(406));
     let ch = c.create_channel().await.unwrap();
     let mut args = FieldTable::default();
-    args.insert("x-a".into(), AMQPValue::LongInt(1));
+    args.insert("x-max-length".into(), AMQPValue::LongInt(1));
     let err = ch
         .queue_declare(q.as_str().into(), QueueDeclareOptions::default(), args)
         .await

@@ -20,6 +20,109 @@ pub enum Overflow {
     RejectPublishDlx,
 }
 
+/// The longest TTL or x-expires RabbitMQ accepts: ten years in milliseconds.
+pub const MAX_MILLIS: u64 = 315_360_000_000;
+
+/// Queue arguments whose values must match on redeclare (RabbitMQ ignores others).
+pub const QUEUE_EQUIVALENCE_KEYS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+    "x-queue-master-locator",
+    "x-delivery-limit",
+];
+
+/// Exchange arguments whose values must match on redeclare.
+pub const EXCHANGE_EQUIVALENCE_KEYS: &[&str] = &["alternate-exchange"];
+
+fn show_value(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::LongString(_) | AMQPValue::ShortString(_) => str_value(v).unwrap_or_default(),
+        AMQPValue::Timestamp(t) => t.to_string(),
+        AMQPValue::Float(f) => f.to_string(),
+        AMQPValue::Double(f) => f.to_string(),
+        other => match int_value(other) {
+            Some(i) => i.to_string(),
+            None => format!("{other:?}"),
+        },
+    }
+}
+
+/// Checks a redeclare's arguments against the current ones, as RabbitMQ does: only
+/// `keys` are compared, integers of any width are equal when their values are, and the
+/// text shows the values the way RabbitMQ does.
+pub fn check_equivalent(
+    kind: &str,
+    name: &str,
+    vhost: &str,
+    new: &FieldTable,
+    cur: &FieldTable,
+    keys: &[&str],
+) -> Result<(), AmqpError> {
+    // a queue's type defaults to classic
+    let classic = AMQPValue::LongString("classic".into());
+    let or_default = |key: &str, v: Option<&'_ AMQPValue>| -> Option<AMQPValue> {
+        match v {
+            None if key == "x-queue-type" && kind == "queue" => Some(classic.clone()),
+            v => v.cloned(),
+        }
+    };
+    for key in keys {
+        let (n, c) = (
+            or_default(key, new.inner().get(*key)),
+            or_default(key, cur.inner().get(*key)),
+        );
+        let (n, c) = (n.as_ref(), c.as_ref());
+        let same = match (n, c) {
+            (None, None) => true,
+            (Some(a), Some(b)) => match (int_value(a), int_value(b)) {
+                (Some(x), Some(y)) => x == y,
+                _ => a == b,
+            },
+            _ => false,
+        };
+        if same {
+            continue;
+        }
+        let show = |v: Option<&AMQPValue>, both: bool| match v {
+            None => "none".to_string(),
+            Some(v) if both => format!("'{}'", show_value(v)),
+            Some(v) => format!("the value '{}' of type '{}'", show_value(v), type_name(v)),
+        };
+        let both = n.is_some() && c.is_some();
+        return Err(AmqpError::precondition_failed(format!(
+            "inequivalent arg '{key}' for {kind} '{name}' in vhost '{vhost}': received {} but current is {}",
+            show(n, both),
+            show(c, both)
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an exchange's arguments at declare (alternate-exchange must be a string).
+pub fn check_exchange_args(args: &FieldTable, name: &str, vhost: &str) -> Result<(), AmqpError> {
+    if let Some(v) = args.inner().get("alternate-exchange") {
+        if str_value(v).is_none() {
+            return Err(AmqpError::precondition_failed(format!(
+                "invalid type '{}' for arg 'alternate-exchange' in exchange '{name}' in vhost '{vhost}'",
+                type_name(v)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The queue arguments the broker acts on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueArgs {
@@ -107,7 +210,30 @@ impl Checker<'_> {
 
     fn int(&self, arg: &str, v: &AMQPValue) -> Result<i128, AmqpError> {
         int_value(v)
-            .ok_or_else(|| self.invalid(arg, format!("{{unacceptable_type,{}}}", type_name(v))))
+            .ok_or_else(|| self.invalid(arg, format!("\"expected integer, got {}\"", type_name(v))))
+    }
+
+    /// RabbitMQ's text for a string argument of another type.
+    fn wrong_type(&self, arg: &str, v: &AMQPValue) -> AmqpError {
+        AmqpError::precondition_failed(format!(
+            "invalid type '{}' for arg '{arg}' in queue '{}' in vhost '{}'",
+            type_name(v),
+            self.queue,
+            self.vhost
+        ))
+    }
+
+    /// A TTL-like value: non-negative (or positive) and at most ten years of ms.
+    fn millis(&self, arg: &str, v: &AMQPValue, zero_ok: bool) -> Result<u64, AmqpError> {
+        let ms = if zero_ok {
+            self.non_neg(arg, v)?
+        } else {
+            self.positive(arg, v)?
+        };
+        if ms > MAX_MILLIS {
+            return Err(self.invalid(arg, format!("{{value_too_large,{ms}}}")));
+        }
+        Ok(ms)
     }
 
     /// A non-negative integer.
@@ -132,8 +258,10 @@ impl Checker<'_> {
     }
 
     fn string(&self, arg: &str, v: &AMQPValue) -> Result<String, AmqpError> {
-        str_value(v)
-            .ok_or_else(|| self.invalid(arg, format!("{{unacceptable_type,{}}}", type_name(v))))
+        match v {
+            AMQPValue::LongString(_) => Ok(str_value(v).unwrap_or_default()),
+            other => Err(self.invalid(arg, format!("{{unacceptable_type,{}}}", type_name(other)))),
+        }
     }
 }
 
@@ -145,28 +273,15 @@ impl QueueArgs {
         for (k, v) in args.inner().iter() {
             let key = k.as_str();
             match key {
-                "x-message-ttl" => {
-                    let ttl = c.non_neg(key, v)?;
-                    // RabbitMQ's limit: what fits an Erlang timer
-                    if ttl > 4_294_967_295 {
-                        return Err(c.invalid(key, format!("{{value_too_large,{ttl},4294967295}}")));
-                    }
-                    out.message_ttl = Some(ttl);
-                }
-                "x-expires" => {
-                    let ms = c.positive(key, v)?;
-                    if ms > 4_294_967_295 {
-                        return Err(c.invalid(key, format!("{{value_too_large,{ms},4294967295}}")));
-                    }
-                    out.expires = Some(ms);
-                }
+                "x-message-ttl" => out.message_ttl = Some(c.millis(key, v, true)?),
+                "x-expires" => out.expires = Some(c.millis(key, v, false)?),
                 "x-max-length" => out.max_length = Some(c.non_neg(key, v)?),
                 "x-max-length-bytes" => out.max_length_bytes = Some(c.non_neg(key, v)?),
                 "x-delivery-limit" => out.delivery_limit = Some(c.non_neg(key, v)?),
                 "x-max-priority" => {
                     let p = c.non_neg(key, v)?;
                     if p > 255 {
-                        return Err(c.invalid(key, format!("{{value_too_large,{p},255}}")));
+                        return Err(c.invalid(key, format!("{{max_value_exceeded,{p}}}")));
                     }
                     // 0 behaves as no priorities, as in RabbitMQ
                     out.max_priority = (p > 0).then_some(p as u8);
@@ -177,11 +292,7 @@ impl QueueArgs {
                         "drop-head" => Overflow::DropHead,
                         "reject-publish" => Overflow::RejectPublish,
                         "reject-publish-dlx" => Overflow::RejectPublishDlx,
-                        other => {
-                            return Err(
-                                c.invalid(key, format!("{{unacceptable_value,<<\"{other}\">>}}"))
-                            )
-                        }
+                        _ => return Err(c.invalid(key, "invalid_overflow".into())),
                     };
                 }
                 "x-single-active-consumer" => match v {
@@ -192,17 +303,29 @@ impl QueueArgs {
                         )
                     }
                 },
-                "x-dead-letter-exchange" => out.dead_letter_exchange = Some(c.string(key, v)?),
+                "x-dead-letter-exchange" => match v {
+                    AMQPValue::LongString(_) => out.dead_letter_exchange = str_value(v),
+                    other => return Err(c.wrong_type(key, other)),
+                },
                 "x-dead-letter-routing-key" => {
                     out.dead_letter_routing_key = Some(c.string(key, v)?)
                 }
                 "x-queue-type" => {
                     let t = c.string(key, v)?;
-                    if t != "classic" {
-                        return Err(AmqpError::precondition_failed(format!(
-                            "invalid arg 'x-queue-type' for queue '{queue}' in vhost '{vhost}': \
-                             queue type '{t}' is not supported by this broker (only 'classic')"
-                        )));
+                    match t.as_str() {
+                        "classic" => {}
+                        "quorum" | "stream" => {
+                            return Err(c.invalid(
+                                key,
+                                format!(
+                                    "\"queue type '{t}' is not supported by this broker \
+                                     (only 'classic')\""
+                                ),
+                            ))
+                        }
+                        _ => {
+                            return Err(c.invalid(key, format!("\"unsupported queue type '{t}'\"")))
+                        }
                     }
                 }
                 _ => {}
@@ -211,7 +334,7 @@ impl QueueArgs {
         if out.dead_letter_routing_key.is_some() && out.dead_letter_exchange.is_none() {
             return Err(c.invalid(
                 "x-dead-letter-routing-key",
-                "Key x-dead-letter-exchange not set".into(),
+                "routing_key_but_no_dlx_defined".into(),
             ));
         }
         Ok(out)
@@ -277,6 +400,30 @@ mod tests {
     }
 
     #[test]
+    fn equivalence_as_rabbitmq_checks_it() {
+        let a = table(&[
+            ("x-max-length", AMQPValue::LongInt(5)),
+            ("x-a", AMQPValue::LongInt(1)),
+        ]);
+        let b = table(&[("x-max-length", AMQPValue::LongLongInt(5))]);
+        assert!(check_equivalent("queue", "q", "/", &a, &b, QUEUE_EQUIVALENCE_KEYS).is_ok());
+        let c = table(&[("x-max-length", AMQPValue::LongInt(6))]);
+        assert!(
+            check_equivalent("queue", "q", "/", &c, &b, QUEUE_EQUIVALENCE_KEYS)
+                .unwrap_err()
+                .reply_text()
+                .ends_with("received '6' but current is '5'")
+        );
+        let none = FieldTable::default();
+        assert!(
+            check_equivalent("queue", "q", "/", &none, &c, QUEUE_EQUIVALENCE_KEYS)
+                .unwrap_err()
+                .reply_text()
+                .ends_with("received none but current is the value '6' of type 'signedint'")
+        );
+    }
+
+    #[test]
     fn bad_arguments_get_rabbitmq_texts() {
         assert_eq!(
             text(&[("x-message-ttl", AMQPValue::LongInt(-1))]),
@@ -286,15 +433,15 @@ mod tests {
             "x-message-ttl",
             AMQPValue::LongString(LongString::from("x"))
         )])
-        .ends_with("{unacceptable_type,longstr}"));
+        .ends_with("\"expected integer, got longstr\""));
         assert!(text(&[("x-expires", AMQPValue::LongInt(0))]).ends_with("{value_zero,0}"));
         assert!(text(&[("x-max-priority", AMQPValue::LongInt(256))])
-            .ends_with("{value_too_large,256,255}"));
+            .ends_with("{max_value_exceeded,256}"));
         assert!(text(&[(
             "x-overflow",
             AMQPValue::LongString(LongString::from("nope"))
         )])
-        .ends_with("{unacceptable_value,<<\"nope\">>}"));
+        .ends_with("invalid_overflow"));
         assert!(text(&[(
             "x-queue-type",
             AMQPValue::LongString(LongString::from("quorum"))

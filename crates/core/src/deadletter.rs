@@ -114,13 +114,21 @@ pub struct Death<'a> {
     pub routing_keys: &'a [String],
     /// Now, in seconds since the epoch.
     pub time: u64,
+    /// The queue has its own dead-letter routing key: the CC header goes (its keys no
+    /// longer apply), as in RabbitMQ.
+    pub new_routing_key: bool,
 }
 
 /// The properties of the dead-lettered copy: x-death updated, x-first-death-* set once,
 /// x-last-death-* set each time, and `expiration` moved into x-death's
 /// original-expiration (so the copy does not expire again on its way).
 pub fn dead_letter_properties(props: &AMQPProperties, death: &Death<'_>) -> AMQPProperties {
-    let mut headers = props.headers().clone().unwrap_or_default();
+    let mut map = props.headers().clone().unwrap_or_default().inner().clone();
+    if death.new_routing_key {
+        map.remove("CC");
+    }
+    map.remove("BCC");
+    let mut headers = FieldTable::from(map);
     let mut deaths: Vec<AMQPValue> = match headers.inner().get("x-death") {
         Some(AMQPValue::FieldArray(a)) => a.as_slice().to_vec(),
         _ => Vec::new(),
@@ -266,6 +274,7 @@ mod tests {
             exchange: "ex",
             routing_keys: keys,
             time: 1_700_000_000,
+            new_routing_key: false,
         }
     }
 

@@ -79,22 +79,6 @@ fn inequivalent(
     ))
 }
 
-/// The first argument whose value differs, with the received and current values.
-fn arguments_differ(new: &FieldTable, cur: &FieldTable) -> Option<(String, String, String)> {
-    let show = |v: Option<&AMQPValue>| v.map_or_else(|| "none".to_string(), |v| format!("{v:?}"));
-    let mut keys: Vec<&str> = new.inner().keys().map(|k| k.as_str()).collect();
-    keys.extend(cur.inner().keys().map(|k| k.as_str()));
-    keys.into_iter()
-        .find(|k| new.inner().get(*k) != cur.inner().get(*k))
-        .map(|k| {
-            (
-                k.to_string(),
-                show(new.inner().get(k)),
-                show(cur.inner().get(k)),
-            )
-        })
-}
-
 impl VHost {
     /// A vhost with the default and amq.* exchanges.
     pub fn new(name: &str, runtime: Weak<Runtime>) -> Arc<VHost> {
@@ -217,15 +201,21 @@ impl VHost {
                     x.internal,
                 ));
             }
-            if let Some((arg, got, cur)) = arguments_differ(&spec.arguments, &x.arguments) {
-                return Err(inequivalent("exchange", &arg, name, got, cur));
-            }
+            broker_core::args::check_equivalent(
+                "exchange",
+                name,
+                &self.name,
+                &spec.arguments,
+                &x.arguments,
+                broker_core::args::EXCHANGE_EQUIVALENCE_KEYS,
+            )?;
             return Ok(());
         }
         // entry() makes racing declares of the same name create one exchange
         if self.exchanges.contains_key(name) {
             return Ok(());
         }
+        broker_core::args::check_exchange_args(&spec.arguments, name, &self.name)?;
         if spec.durable {
             self.persist_exchange(name, &spec)?;
         }
@@ -240,8 +230,6 @@ impl VHost {
         spec: QueueSpec,
         conn: u64,
     ) -> Result<Arc<QueueEntry>, AmqpError> {
-        // arguments are checked first, as RabbitMQ does, even for an existing queue
-        QueueArgs::parse(&spec.arguments, name, &self.name)?;
         if let Some(q) = self.queue(name) {
             q.check_access(conn)?;
             if spec.exclusive_owner.is_some() != q.exclusive_owner.is_some() {
@@ -265,11 +253,18 @@ impl VHost {
                     q.auto_delete,
                 ));
             }
-            if let Some((arg, got, cur)) = arguments_differ(&spec.arguments, &q.arguments) {
-                return Err(inequivalent("queue", &arg, name, got, cur));
-            }
+            // as RabbitMQ: only the arguments it knows are compared, before any check
+            broker_core::args::check_equivalent(
+                "queue",
+                name,
+                &self.name,
+                &spec.arguments,
+                &q.arguments,
+                broker_core::args::QUEUE_EQUIVALENCE_KEYS,
+            )?;
             return Ok(q);
         }
+        QueueArgs::parse(&spec.arguments, name, &self.name)?;
         let store_id = if spec.durable && spec.exclusive_owner.is_none() {
             self.persist_queue(name, &spec)?
         } else {
@@ -326,6 +321,7 @@ impl VHost {
                     store_id,
                     ready_len: AtomicUsize::new(0),
                     ready_bytes: AtomicU64::new(0),
+                    inflight_bytes: AtomicU64::new(0),
                 })
             })
             .clone();

@@ -66,7 +66,7 @@ pub struct Consumer<C> {
     /// Whether it holds the queue exclusively.
     pub exclusive: bool,
     /// `x-priority`: higher goes first while it has room.
-    pub priority: i32,
+    pub priority: i64,
     /// The actor's handle for it.
     pub data: C,
 }
@@ -238,6 +238,15 @@ impl<C> QueueState<C> {
     /// Moves ready messages whose TTL has passed (at the head) to the outbox.
     pub fn expire(&mut self) {
         for e in self.ready.pop_expired(self.now) {
+            self.dead.push((e, Reason::Expired));
+        }
+    }
+
+    /// Like [`QueueState::expire`], also taking messages that expire this very
+    /// millisecond: after a publish has been offered to the consumers, a message with a
+    /// TTL of 0 that none could take dies at once (as in RabbitMQ).
+    pub fn expire_due(&mut self) {
+        for e in self.ready.pop_expired(self.now.saturating_add(1)) {
             self.dead.push((e, Reason::Expired));
         }
     }
@@ -491,6 +500,8 @@ impl<C> QueueState<C> {
         for e in back {
             self.ready.put_back(e);
         }
+        // a requeue can take the queue over its length limit too
+        self.enforce_limits();
         n
     }
 

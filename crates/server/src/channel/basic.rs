@@ -110,7 +110,7 @@ impl ChannelActor {
             tag: tag.clone(),
             no_ack: c.no_ack,
             exclusive: c.exclusive,
-            priority: consumer_priority(&c.arguments)?,
+            priority: consumer_priority(&c.arguments, &name)?,
             data: ConsumerHandle {
                 channel: ctx.address(),
                 gate: gate.clone(),
@@ -627,14 +627,14 @@ fn check_properties(props: &AMQPProperties, user: &str) -> Result<(), AmqpError>
 }
 
 /// The `x-priority` consumer argument (0 when absent); RabbitMQ refuses a non-integer.
-fn consumer_priority(args: &broker_wire::types::FieldTable) -> Result<i32, AmqpError> {
+fn consumer_priority(args: &broker_wire::types::FieldTable, queue: &str) -> Result<i64, AmqpError> {
     match args.inner().get("x-priority") {
         None => Ok(0),
         Some(v) => broker_core::args::int_value(v)
-            .and_then(|i| i32::try_from(i).ok())
+            .and_then(|i| i64::try_from(i).ok())
             .ok_or_else(|| {
                 AmqpError::precondition_failed(format!(
-                    "invalid arg 'x-priority' for consumer: {{unacceptable_type,{}}}",
+                    "invalid arg 'x-priority' for queue '{queue}' in vhost '/': \"expected integer, got {}\"",
                     broker_core::args::type_name(v)
                 ))
             }),

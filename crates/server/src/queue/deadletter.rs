@@ -65,6 +65,7 @@ impl QueueActor {
                 exchange: &msg.exchange,
                 routing_keys: &original_keys,
                 time: now_ms() / 1000,
+                new_routing_key: args.dead_letter_routing_key.is_some(),
             },
         );
         let headers = props.headers().clone();

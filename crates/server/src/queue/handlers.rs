@@ -117,6 +117,8 @@ impl Handler<Enqueue> for QueueActor {
     fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
         if let Some(me) = self.me.upgrade() {
             me.inflight.fetch_sub(1, Ordering::Relaxed);
+            me.inflight_bytes
+                .fetch_sub(msg.0.body.len() as u64, Ordering::Relaxed);
         }
         if self.deleted {
             return;
@@ -135,6 +137,8 @@ impl Handler<Enqueue> for QueueActor {
                 }
             }
             a.drain();
+            // a TTL of 0 that no consumer could take dies now
+            a.state.expire_due();
         });
     }
 }
@@ -204,6 +208,11 @@ impl Handler<Get> for QueueActor {
             } else {
                 a.note_delivered(&e);
             }
+            let m = if a.state.args().delivery_limit.is_some() && e.returns > 0 {
+                Arc::new(super::deadletter::with_delivery_count(&m, e.returns))
+            } else {
+                m
+            };
             Some((e, m, a.state.ready_count() as u32))
         })
         .flatten()

@@ -68,6 +68,8 @@ pub struct QueueEntry {
     pub ready_len: AtomicUsize,
     /// Ready body bytes, as the actor last reported.
     pub ready_bytes: AtomicU64,
+    /// Body bytes of the publishes in `inflight`.
+    pub inflight_bytes: AtomicU64,
 }
 
 impl QueueEntry {
@@ -91,6 +93,8 @@ impl QueueEntry {
     /// Sends a published message to the queue.
     pub fn enqueue(&self, msg: Arc<Message>) {
         self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.inflight_bytes
+            .fetch_add(msg.body.len() as u64, Ordering::Relaxed);
         self.addr.do_send(Enqueue(msg));
     }
 
@@ -107,7 +111,8 @@ impl QueueEntry {
             return false;
         }
         let len = self.ready_len.load(Ordering::Relaxed) + self.inflight.load(Ordering::Relaxed);
-        let bytes = self.ready_bytes.load(Ordering::Relaxed) as usize;
+        let bytes = (self.ready_bytes.load(Ordering::Relaxed)
+            + self.inflight_bytes.load(Ordering::Relaxed)) as usize;
         broker_core::queue::full(&self.args, len, bytes, body_len)
     }
 }
