@@ -21,6 +21,18 @@ use thiserror::Error;
 #[error("{0}")]
 pub struct StoreError(pub String);
 
+/// The word a store uses for a record cut short at the end of what was written: after a
+/// crash, a write that was never confirmed (confirmed records were fsynced first).
+pub const INCOMPLETE: &str = "incomplete";
+
+impl StoreError {
+    /// Whether this is a record cut short by a crash (see [`INCOMPLETE`]), rather than
+    /// damage.
+    pub fn is_incomplete_write(&self) -> bool {
+        self.0.contains(INCOMPLETE)
+    }
+}
+
 /// A durable exchange.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExchangeDef {

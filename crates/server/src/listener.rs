@@ -46,6 +46,9 @@ pub fn run(config: Config) -> Result<(), String> {
     let arbiters: Vec<ArbiterHandle> = (0..workers).map(|_| Arbiter::new().handle()).collect();
     let listen = config.listen;
     let result = system.block_on(async move {
+        // signal handlers first: a SIGTERM right after "listening" must shut down
+        // cleanly, not hit the default action
+        let signals = shutdown_signal();
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -73,7 +76,7 @@ pub fn run(config: Config) -> Result<(), String> {
         };
         tokio::select! {
             _ = accept => {}
-            _ = shutdown_signal() => {}
+            _ = signals => {}
         }
         info!("shutting down: closing connections");
         shutdown(&rt).await;
@@ -89,26 +92,25 @@ pub fn run(config: Config) -> Result<(), String> {
     result
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    // registered now (the caller awaits later)
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    async move {
+        match (term, int) {
+            (Some(mut t), Some(mut i)) => {
+                tokio::select! {
+                    _ = t.recv() => {}
+                    _ = i.recv() => {}
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            }
+            (Some(mut t), None) => {
+                t.recv().await;
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }
 

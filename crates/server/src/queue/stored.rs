@@ -30,6 +30,8 @@ pub fn load_stored(
 ) -> (Vec<Recovered>, usize) {
     let mut batch = Vec::new();
     let mut damaged = 0usize;
+    let mut unconfirmed = 0usize;
+    let mut gone: Vec<u64> = Vec::new();
     let res = store.for_each_in_queue(qid, PAGE_WINDOW, &mut |m| {
         let slot = match m.record {
             None => Slot::Paged {
@@ -43,12 +45,21 @@ pub fn load_stored(
                 }
                 Err(e) => {
                     damaged += 1;
+                    gone.push(m.seq);
                     tracing::error!(queue = %queue, seq = m.seq, "damaged message record lost: {e}");
                     return;
                 }
             },
+            // cut short by a crash before its fsync: it was never confirmed
+            Some(Err(e)) if e.is_incomplete_write() => {
+                unconfirmed += 1;
+                gone.push(m.seq);
+                tracing::debug!(queue = %queue, seq = m.seq, "unconfirmed message lost in a crash: {e}");
+                return;
+            }
             Some(Err(e)) => {
                 damaged += 1;
+                gone.push(m.seq);
                 tracing::error!(queue = %queue, seq = m.seq, "message lost: {e}");
                 return;
             }
@@ -65,6 +76,20 @@ pub fn load_stored(
             recovered = batch.len(),
             "cannot read all stored messages: {e}"
         );
+    }
+    if unconfirmed > 0 {
+        tracing::warn!(
+            queue = %queue,
+            vhost = %vhost,
+            dropped = unconfirmed,
+            "messages that were never confirmed did not reach the disk before a crash: dropped"
+        );
+    }
+    // reported once: their index entries go
+    for seq in gone {
+        if let Err(e) = store.remove(qid, seq) {
+            tracing::warn!(queue = %queue, seq, "cannot remove a lost message's index entry: {e}");
+        }
     }
     if damaged > 0 {
         tracing::error!(
