@@ -1,0 +1,3 @@
+//! broker-cli: manage the broker through its management HTTP API.
+
+fn main() {}
