@@ -6,6 +6,7 @@
 //! property tests.
 
 pub mod args;
+pub mod auth;
 pub mod channel;
 pub mod deadletter;
 pub mod error;

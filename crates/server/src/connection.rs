@@ -78,6 +78,38 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// connection.open: the vhost must exist, the user must have permissions in it, and
+    /// its max-connections limit must allow one more (530 NOT_ALLOWED otherwise, with
+    /// RabbitMQ's texts).
+    fn open_vhost(&self, name: &str) -> Result<Arc<VHost>, AmqpError> {
+        let user = self.shared.user.borrow().clone();
+        let Some(v) = self.rt.vhost(name) else {
+            return Err(AmqpError::not_allowed(format!("vhost {name} not found")));
+        };
+        if self.rt.registry.permission(name, &user).is_none() {
+            return Err(AmqpError::not_allowed(format!(
+                "access to vhost '{name}' refused for user '{user}'"
+            )));
+        }
+        let limit = self
+            .rt
+            .registry
+            .vhost(name)
+            .and_then(|r| r.limits.max_connections);
+        let n = v
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if limit.is_some_and(|l| n as u64 >= l) {
+            v.connections
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(AmqpError::not_allowed(format!(
+                "access to vhost '{name}' refused for user '{user}': connection limit ({}) is reached",
+                limit.unwrap_or(0)
+            )));
+        }
+        Ok(v)
+    }
+
     /// Starts a connection actor for an accepted socket on a worker thread.
     pub fn spawn(stream: std::net::TcpStream, peer: SocketAddr, rt: Arc<Runtime>) {
         let arbiter = rt.next_arbiter();
@@ -318,17 +350,19 @@ impl Connection {
         };
         use connection::AMQPMethod as M;
         match (self.state, m) {
-            (State::AwaitStartOk, M::StartOk(s)) => match handshake::authenticate(&s) {
-                Ok((user, client)) => {
-                    self.client = client;
-                    let _e = self.span.enter();
-                    info!(%user, "authenticated");
-                    *self.shared.user.borrow_mut() = user;
-                    self.send(0, handshake::tune(&self.rt.config));
-                    self.state = State::AwaitTuneOk;
+            (State::AwaitStartOk, M::StartOk(s)) => {
+                match handshake::authenticate(&s, &self.rt.registry, self.peer.ip()) {
+                    Ok((user, client)) => {
+                        self.client = client;
+                        let _e = self.span.enter();
+                        info!(%user, "authenticated");
+                        *self.shared.user.borrow_mut() = user;
+                        self.send(0, handshake::tune(&self.rt.config));
+                        self.state = State::AwaitTuneOk;
+                    }
+                    Err(e) => self.fail(e.on(cid, mid), ctx),
                 }
-                Err(e) => self.fail(e.on(cid, mid), ctx),
-            },
+            }
             (State::AwaitTuneOk, M::TuneOk(t)) => match handshake::negotiate(&t, &self.rt.config) {
                 Ok((channel_max, frame_max, heartbeat)) => {
                     self.channel_max = channel_max;
@@ -340,8 +374,8 @@ impl Connection {
                 }
                 Err(e) => self.fail(e.on(cid, mid), ctx),
             },
-            (State::AwaitOpen, M::Open(o)) => match self.rt.vhost(o.virtual_host.as_str()) {
-                Some(v) => {
+            (State::AwaitOpen, M::Open(o)) => match self.open_vhost(o.virtual_host.as_str()) {
+                Ok(v) => {
                     self.vhost = Some(v);
                     self.state = State::Open;
                     self.rt
@@ -349,13 +383,10 @@ impl Connection {
                         .insert(self.id, ctx.address().recipient());
                     self.send(0, AMQPClass::Connection(M::OpenOk(connection::OpenOk {})));
                     let _e = self.span.enter();
-                    info!(vhost = o.virtual_host.as_str(), client = %self.client.product, "connection open");
+                    let user = self.shared.user.borrow().clone();
+                    info!(vhost = o.virtual_host.as_str(), %user, client = %self.client.product, "connection open");
                 }
-                None => self.fail(
-                    AmqpError::not_allowed(format!("vhost {} not found", o.virtual_host))
-                        .on(cid, mid),
-                    ctx,
-                ),
+                Err(e) => self.fail(e.on(cid, mid), ctx),
             },
             (_, M::Close(c)) => {
                 self.span.in_scope(|| {
@@ -631,11 +662,14 @@ impl Actor for Connection {
         self.teardown_channels();
         self.rt.connections.remove(&self.id);
         if let Some(v) = self.vhost.clone() {
+            v.connections
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             let id = self.id;
             actix::spawn(async move { v.connection_closed(id).await });
         }
         let _e = self.span.enter();
-        info!(peer = %self.peer, "connection closed");
+        let user = self.shared.user.borrow().clone();
+        info!(peer = %self.peer, %user, "connection closed");
     }
 }
 

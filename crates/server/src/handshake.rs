@@ -74,11 +74,6 @@ fn refused(mechanism: &str) -> AmqpError {
     ))
 }
 
-/// The built-in users. Only guest/guest until user management lands.
-fn check_password(user: &str, password: &str) -> bool {
-    user == "guest" && password == "guest"
-}
-
 fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)> {
     match mechanism {
         "PLAIN" => {
@@ -110,8 +105,13 @@ fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)> {
     }
 }
 
-/// Checks connection.start-ok. Returns the user and what the client supports.
-pub fn authenticate(s: &connection::StartOk) -> Result<(String, ClientInfo), AmqpError> {
+/// Checks connection.start-ok against the users. Returns the user and what the client
+/// supports.
+pub fn authenticate(
+    s: &connection::StartOk,
+    users: &crate::access::Registry,
+    peer: std::net::IpAddr,
+) -> Result<(String, ClientInfo), AmqpError> {
     let mech = s.mechanism.as_str();
     if mech != "PLAIN" && mech != "AMQPLAIN" {
         return Err(AmqpError::access_refused(format!(
@@ -119,7 +119,7 @@ pub fn authenticate(s: &connection::StartOk) -> Result<(String, ClientInfo), Amq
         )));
     }
     let (user, pass) = credentials(mech, s.response.as_bytes()).ok_or_else(|| refused(mech))?;
-    if !check_password(&user, &pass) {
+    if users.authenticate(&user, &pass, peer).is_none() {
         return Err(refused(mech));
     }
     let mut info = ClientInfo::default();

@@ -2,6 +2,7 @@
 //! TCP listener, configuration and startup. See docs/architecture.md for the actor tree
 //! and the flows of a message.
 
+pub mod access;
 pub mod channel;
 pub mod config;
 pub mod connection;

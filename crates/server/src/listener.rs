@@ -53,7 +53,7 @@ pub fn run(config: Config) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        let rt = Runtime::new(config, arbiters, Some(storage));
+        let rt = Runtime::new(config, arbiters, Some(storage))?;
         // recover everything before the first connection is accepted
         crate::persist::recover_all(&rt).await?;
         info!(workers, "broker listening on {local}");

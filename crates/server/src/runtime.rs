@@ -28,6 +28,8 @@ pub struct Runtime {
     pub connections: DashMap<u64, Recipient<crate::connection::ForceClose>>,
     /// Durable storage, if any.
     pub store: Option<Storage>,
+    /// Users, permissions, vhost records.
+    pub registry: crate::access::Registry,
 }
 
 /// The store behind its traits, and the group-commit flusher.
@@ -42,13 +44,16 @@ pub struct Storage {
 }
 
 impl Runtime {
-    /// Builds the runtime and the default vhost "/".
+    /// Builds the runtime: users, permissions and vhosts come from the store (a fresh
+    /// store gets "/" and guest).
     pub fn new(
         config: Config,
         arbiters: Vec<ArbiterHandle>,
         store: Option<Storage>,
-    ) -> Arc<Runtime> {
+    ) -> Result<Arc<Runtime>, String> {
         let memory = MemoryGauge::new(config.memory_high_watermark);
+        let registry =
+            crate::access::Registry::load(store.as_ref().map(|s| s.definitions.clone()))?;
         let rt = Arc::new(Runtime {
             config,
             arbiters,
@@ -58,10 +63,13 @@ impl Runtime {
             vhosts: DashMap::new(),
             connections: DashMap::new(),
             store,
+            registry,
         });
-        let vhost = VHost::new("/", Arc::downgrade(&rt));
-        rt.vhosts.insert("/".into(), vhost);
-        rt
+        for rec in rt.registry.vhosts() {
+            let vhost = VHost::new(&rec.name, Arc::downgrade(&rt));
+            rt.vhosts.insert(rec.name.clone(), vhost);
+        }
+        Ok(rt)
     }
 
     /// The next worker, round-robin, so connections and queues spread over all cores.

@@ -65,6 +65,8 @@ pub struct VHost {
     version: AtomicU64,
     pub(crate) runtime: Weak<Runtime>,
     me: Weak<VHost>,
+    /// Open client connections (for max-connections).
+    pub connections: AtomicUsize,
 }
 
 fn inequivalent(
@@ -89,6 +91,7 @@ impl VHost {
             version: AtomicU64::new(1),
             runtime,
             me: me.clone(),
+            connections: AtomicUsize::new(0),
         });
         for (n, kind) in PREDECLARED {
             v.create_exchange(
@@ -265,6 +268,19 @@ impl VHost {
             return Ok(q);
         }
         QueueArgs::parse(&spec.arguments, name, &self.name)?;
+        if let Some(max) = self
+            .runtime
+            .upgrade()
+            .and_then(|rt| rt.registry.vhost(&self.name))
+            .and_then(|r| r.limits.max_queues)
+        {
+            if self.queues.len() as u64 >= max {
+                return Err(AmqpError::precondition_failed(format!(
+                    "cannot declare queue '{name}': queue limit in vhost '{}' ({max}) is reached",
+                    self.name
+                )));
+            }
+        }
         let store_id = if spec.durable && spec.exclusive_owner.is_none() {
             self.persist_queue(name, &spec)?
         } else {
@@ -393,7 +409,8 @@ impl VHost {
         }
         if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
-                "deletion of system exchange '{name}' in vhost '/' not allowed"
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
             )));
         }
         // deleting an exchange that does not exist succeeds, as in RabbitMQ
@@ -430,13 +447,15 @@ impl VHost {
             }
             if self.exchange(d).is_none() {
                 return Err(AmqpError::not_found(format!(
-                    "no exchange '{d}' in vhost '/'"
+                    "no exchange '{d}' in vhost '{}'",
+                    self.name
                 )));
             }
         }
         let Some(x) = self.exchange(source) else {
             return Err(AmqpError::not_found(format!(
-                "no exchange '{source}' in vhost '/'"
+                "no exchange '{source}' in vhost '{}'",
+                self.name
             )));
         };
         if bind && x.kind == ExchangeKind::Headers {

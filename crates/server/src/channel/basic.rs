@@ -83,6 +83,11 @@ impl ChannelActor {
     }
 
     fn basic_consume(&mut self, c: b::Consume, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+        self.allowed(
+            broker_core::auth::Access::Read,
+            "queue",
+            &self.queue_name(c.queue.as_str())?,
+        )?;
         let name = self.queue_name(c.queue.as_str())?;
         let q = self.find_queue(&name)?;
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
@@ -183,6 +188,7 @@ impl ChannelActor {
 
     fn basic_get(&mut self, g: b::Get, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
         let name = self.queue_name(g.queue.as_str())?;
+        self.allowed(broker_core::auth::Access::Read, "queue", &name)?;
         let q = self.find_queue(&name)?;
         self.touch(&q);
         let addr = q.addr.clone();
@@ -321,6 +327,11 @@ impl ChannelActor {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
         check_properties(&content.properties, &self.shared.user.borrow())?;
+        self.allowed(
+            broker_core::auth::Access::Write,
+            "exchange",
+            broker_core::auth::exchange_resource(p.exchange.as_str()),
+        )?;
         if let Some(tx) = self.tx.as_mut() {
             tx.publishes.push((p, content));
             return Ok(());
@@ -486,11 +497,15 @@ impl ChannelActor {
             true
         } else {
             let x = self.vhost.exchange(exchange).ok_or_else(|| {
-                AmqpError::not_found(format!("no exchange '{exchange}' in vhost '/'"))
+                AmqpError::not_found(format!(
+                    "no exchange '{exchange}' in vhost '{}'",
+                    self.vhost.name
+                ))
             })?;
             if x.internal {
                 return Err(AmqpError::access_refused(format!(
-                    "cannot publish to internal exchange '{exchange}' in vhost '/'"
+                    "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                    self.vhost.name
                 )));
             }
             self.vhost.route(&x, routing_key, headers, &mut out)

@@ -4,6 +4,7 @@ use super::ChannelActor;
 use crate::queue;
 use crate::vhost::{ExchangeSpec, QueueSpec};
 use actix::prelude::*;
+use broker_core::auth::Access;
 use broker_core::routing::{Destination, ExchangeKind};
 use broker_core::AmqpError;
 use broker_wire::protocol::{exchange as x, queue as q, AMQPClass};
@@ -33,6 +34,7 @@ impl ChannelActor {
         match m {
             x::AMQPMethod::Declare(d) => self.exchange_declare(d),
             x::AMQPMethod::Delete(d) => {
+                self.allowed(Access::Configure, "exchange", d.exchange.as_str())?;
                 let v = self.vhost.clone();
                 let name = d.exchange.to_string();
                 let nowait = d.nowait;
@@ -49,6 +51,8 @@ impl ChannelActor {
                 Ok(())
             }
             x::AMQPMethod::Bind(bd) => {
+                self.allowed(Access::Write, "exchange", bd.destination.as_str())?;
+                self.allowed(Access::Read, "exchange", bd.source.as_str())?;
                 let (nowait, cm) = (bd.nowait, (40, 30));
                 self.bind(
                     ctx,
@@ -67,6 +71,8 @@ impl ChannelActor {
                 Ok(())
             }
             x::AMQPMethod::Unbind(bd) => {
+                self.allowed(Access::Write, "exchange", bd.destination.as_str())?;
+                self.allowed(Access::Read, "exchange", bd.source.as_str())?;
                 let (nowait, cm) = (bd.nowait, (40, 40));
                 self.bind(
                     ctx,
@@ -105,11 +111,22 @@ impl ChannelActor {
         if d.passive {
             if self.vhost.exchange(name).is_none() {
                 return Err(AmqpError::not_found(format!(
-                    "no exchange '{name}' in vhost '/'"
+                    "no exchange '{name}' in vhost '{}'",
+                    self.vhost.name
                 )));
             }
             reply(self);
             return Ok(());
+        }
+        self.allowed(Access::Configure, "exchange", name)?;
+        if let Some(ae) = d
+            .arguments
+            .inner()
+            .get("alternate-exchange")
+            .and_then(broker_core::args::str_value)
+        {
+            self.allowed(Access::Write, "exchange", &ae)?;
+            self.allowed(Access::Read, "exchange", name)?;
         }
         let Some(kind) = ExchangeKind::parse(d.kind.as_str()) else {
             return Err(AmqpError::command_invalid(format!(
@@ -150,10 +167,9 @@ impl ChannelActor {
         &self,
         name: &str,
     ) -> Result<std::sync::Arc<queue::QueueEntry>, AmqpError> {
-        let q = self
-            .vhost
-            .queue(name)
-            .ok_or_else(|| AmqpError::not_found(format!("no queue '{name}' in vhost '/'")))?;
+        let q = self.vhost.queue(name).ok_or_else(|| {
+            AmqpError::not_found(format!("no queue '{name}' in vhost '{}'", self.vhost.name))
+        })?;
         q.check_access(self.key.connection)?;
         Ok(q)
     }
@@ -188,6 +204,12 @@ impl ChannelActor {
             q::AMQPMethod::Declare(d) => self.queue_declare(d, ctx),
             q::AMQPMethod::Bind(bd) => {
                 let name = self.queue_name(bd.queue.as_str())?;
+                self.allowed(Access::Write, "queue", &name)?;
+                self.allowed(
+                    Access::Read,
+                    "exchange",
+                    broker_core::auth::exchange_resource(bd.exchange.as_str()),
+                )?;
                 let q = self.find_queue(&name)?;
                 let rk = if bd.routing_key.as_str().is_empty() && bd.queue.as_str().is_empty() {
                     name.clone()
@@ -213,6 +235,12 @@ impl ChannelActor {
             }
             q::AMQPMethod::Unbind(bd) => {
                 let name = self.queue_name(bd.queue.as_str())?;
+                self.allowed(Access::Write, "queue", &name)?;
+                self.allowed(
+                    Access::Read,
+                    "exchange",
+                    broker_core::auth::exchange_resource(bd.exchange.as_str()),
+                )?;
                 if let Some(q) = self.vhost.queue(&name) {
                     q.check_access(self.key.connection)?;
                 }
@@ -244,6 +272,7 @@ impl ChannelActor {
             }
             q::AMQPMethod::Purge(p) => {
                 let name = self.queue_name(p.queue.as_str())?;
+                self.allowed(Access::Read, "queue", &name)?;
                 let qe = self.find_queue(&name)?;
                 let nowait = p.nowait;
                 self.wait_then(
@@ -262,6 +291,7 @@ impl ChannelActor {
             }
             q::AMQPMethod::Delete(d) => {
                 let name = self.queue_name(d.queue.as_str())?;
+                self.allowed(Access::Configure, "queue", &name)?;
                 let v = self.vhost.clone();
                 let conn = self.key.connection;
                 let nowait = d.nowait;
@@ -300,6 +330,20 @@ impl ChannelActor {
                 }
                 n
             };
+            self.allowed(Access::Configure, "queue", &name)?;
+            if let Some(dlx) = d
+                .arguments
+                .inner()
+                .get("x-dead-letter-exchange")
+                .and_then(broker_core::args::str_value)
+            {
+                self.allowed(
+                    Access::Write,
+                    "exchange",
+                    broker_core::auth::exchange_resource(&dlx),
+                )?;
+                self.allowed(Access::Read, "queue", &name)?;
+            }
             self.vhost.declare_queue(
                 &name,
                 QueueSpec {

@@ -27,7 +27,7 @@ fn a_failing_queue_does_not_take_others_down() {
     sys.block_on(async {
         let config = Config::load(Cli::parse_from(["broker"])).unwrap();
         let arbiter = actix::Arbiter::new();
-        let rt = Runtime::new(config, vec![arbiter.handle()], None);
+        let rt = Runtime::new(config, vec![arbiter.handle()], None).unwrap();
         let v = rt.vhost("/").unwrap();
         let spec = || QueueSpec {
             durable: false,
@@ -87,7 +87,7 @@ fn a_restarted_durable_queue_reloads_its_stored_messages() {
     sys.block_on(async {
         let config = Config::load(Cli::parse_from(["broker"])).unwrap();
         let arbiter = actix::Arbiter::new();
-        let rt = Runtime::new(config, vec![arbiter.handle()], Some(storage));
+        let rt = Runtime::new(config, vec![arbiter.handle()], Some(storage)).unwrap();
         let v = rt.vhost("/").unwrap();
         let spec = QueueSpec {
             durable: true,

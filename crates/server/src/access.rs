@@ -1,0 +1,297 @@
+//! Users, permissions and vhost limits: the broker's access registry. Kept in memory
+//! (looked up once per connection and per declare, never per publish) and in the
+//! definitions store, so users, vhosts and permissions are durable.
+//!
+//! A fresh data dir gets RabbitMQ's defaults: vhost "/", user guest/guest tagged
+//! administrator with full permissions on "/". guest may log in from loopback only.
+
+use broker_core::auth::{Access, Permission, User};
+use broker_core::store::{DefinitionStore, StoreError};
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Key prefixes in the definitions store (exchanges, queues and bindings use e/q/b).
+const USER: &str = "user\0";
+const PERM: &str = "perm\0";
+const VHOST: &str = "vhost\0";
+const INIT: &str = "init";
+
+/// Limits of a vhost (`max-connections`, `max-queues`); `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VhostLimits {
+    /// Most client connections.
+    #[serde(rename = "max-connections", skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
+    /// Most queues.
+    #[serde(rename = "max-queues", skip_serializing_if = "Option::is_none")]
+    pub max_queues: Option<u64>,
+}
+
+/// A vhost's stored record.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VhostRecord {
+    /// Name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Limits.
+    #[serde(default)]
+    pub limits: VhostLimits,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PermRecord {
+    configure: String,
+    write: String,
+    read: String,
+}
+
+/// Users, permissions and vhost records.
+pub struct Registry {
+    users: DashMap<String, User>,
+    /// (vhost, user) → permission.
+    perms: DashMap<(String, String), Permission>,
+    vhosts: DashMap<String, VhostRecord>,
+    store: Option<Arc<dyn DefinitionStore>>,
+    /// Bumped whenever a permission changes (channels cache their checks against it).
+    version: AtomicU64,
+}
+
+fn salt() -> [u8; 4] {
+    rand::random()
+}
+
+impl Registry {
+    /// Loads the registry from the store; a fresh store gets "/" and guest.
+    pub fn load(store: Option<Arc<dyn DefinitionStore>>) -> Result<Registry, String> {
+        let r = Registry {
+            users: DashMap::new(),
+            perms: DashMap::new(),
+            vhosts: DashMap::new(),
+            store,
+            version: AtomicU64::new(1),
+        };
+        let records = match &r.store {
+            Some(s) => s
+                .definitions()
+                .map_err(|e| format!("cannot read users and vhosts: {e}"))?,
+            None => Vec::new(),
+        };
+        let mut initialised = false;
+        for (k, v) in records {
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let parsed: Result<(), serde_json::Error> = if let Some(name) = key.strip_prefix(USER) {
+                serde_json::from_slice::<User>(&v).map(|u| {
+                    r.users.insert(name.to_owned(), u);
+                })
+            } else if let Some(rest) = key.strip_prefix(PERM) {
+                let (vhost, user) = rest.split_once('\0').unwrap_or((rest, ""));
+                serde_json::from_slice::<PermRecord>(&v).map(|p| {
+                    match Permission::new(&p.configure, &p.write, &p.read) {
+                        Ok(perm) => {
+                            r.perms.insert((vhost.to_owned(), user.to_owned()), perm);
+                        }
+                        Err(e) => tracing::error!(vhost, user, "stored permission skipped: {e}"),
+                    }
+                })
+            } else if let Some(name) = key.strip_prefix(VHOST) {
+                serde_json::from_slice::<VhostRecord>(&v).map(|mut rec| {
+                    rec.name = name.to_owned();
+                    r.vhosts.insert(name.to_owned(), rec);
+                })
+            } else {
+                if key == INIT {
+                    initialised = true;
+                }
+                Ok(())
+            };
+            if let Err(e) = parsed {
+                tracing::error!(key = %key.replace('\0', "/"), "damaged access record skipped: {e}");
+            }
+        }
+        if !initialised {
+            r.put_vhost(VhostRecord {
+                name: "/".into(),
+                ..Default::default()
+            })
+            .map_err(|e| e.to_string())?;
+            r.put_user(User::new(
+                "guest",
+                "guest",
+                vec!["administrator".into()],
+                salt(),
+            ))
+            .map_err(|e| e.to_string())?;
+            r.set_permission("/", "guest", Permission::all())
+                .map_err(|e| e.to_string())?;
+            if let Some(s) = &r.store {
+                s.put_definition(INIT.as_bytes(), b"1")
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(r)
+    }
+
+    fn put(&self, key: String, value: Vec<u8>) -> Result<(), StoreError> {
+        match &self.store {
+            Some(s) => s.put_definition(key.as_bytes(), &value),
+            None => Ok(()),
+        }
+    }
+
+    fn del(&self, key: String) -> Result<(), StoreError> {
+        match &self.store {
+            Some(s) => s.delete_definition(key.as_bytes()),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks a login. `peer` is where the client connects from: guest is refused
+    /// unless it comes from loopback, as RabbitMQ's `loopback_users` default does.
+    pub fn authenticate(&self, user: &str, password: &str, peer: IpAddr) -> Option<User> {
+        let u = self.users.get(user)?.clone();
+        if !u.check_password(password) {
+            return None;
+        }
+        if u.name == "guest" && !peer.is_loopback() {
+            tracing::warn!(%peer, "user guest may only connect from localhost");
+            return None;
+        }
+        Some(u)
+    }
+
+    /// A user.
+    pub fn user(&self, name: &str) -> Option<User> {
+        self.users.get(name).map(|u| u.clone())
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Vec<User> {
+        let mut v: Vec<User> = self.users.iter().map(|u| u.value().clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Creates or replaces a user.
+    pub fn put_user(&self, u: User) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(&u).map_err(|e| StoreError(e.to_string()))?;
+        self.put(format!("{USER}{}", u.name), json)?;
+        self.users.insert(u.name.clone(), u);
+        Ok(())
+    }
+
+    /// Deletes a user and its permissions. Returns whether it existed.
+    pub fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+        if self.users.remove(name).is_none() {
+            return Ok(false);
+        }
+        self.del(format!("{USER}{name}"))?;
+        let keys: Vec<(String, String)> = self
+            .perms
+            .iter()
+            .filter(|p| p.key().1 == name)
+            .map(|p| p.key().clone())
+            .collect();
+        for (vhost, user) in keys {
+            self.clear_permission(&vhost, &user)?;
+        }
+        Ok(true)
+    }
+
+    /// A user's permission in a vhost.
+    pub fn permission(&self, vhost: &str, user: &str) -> Option<Permission> {
+        self.perms
+            .get(&(vhost.to_owned(), user.to_owned()))
+            .map(|p| p.clone())
+    }
+
+    /// Every permission: (vhost, user, permission), sorted.
+    pub fn permissions(&self) -> Vec<(String, String, Permission)> {
+        let mut v: Vec<_> = self
+            .perms
+            .iter()
+            .map(|p| (p.key().0.clone(), p.key().1.clone(), p.value().clone()))
+            .collect();
+        v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        v
+    }
+
+    /// Sets a user's permission in a vhost.
+    pub fn set_permission(&self, vhost: &str, user: &str, p: Permission) -> Result<(), StoreError> {
+        let rec = PermRecord {
+            configure: p.configure.clone(),
+            write: p.write.clone(),
+            read: p.read.clone(),
+        };
+        let json = serde_json::to_vec(&rec).map_err(|e| StoreError(e.to_string()))?;
+        self.put(format!("{PERM}{vhost}\0{user}"), json)?;
+        self.perms.insert((vhost.to_owned(), user.to_owned()), p);
+        self.version.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Removes a user's permission in a vhost. Returns whether it existed.
+    pub fn clear_permission(&self, vhost: &str, user: &str) -> Result<bool, StoreError> {
+        let existed = self
+            .perms
+            .remove(&(vhost.to_owned(), user.to_owned()))
+            .is_some();
+        self.del(format!("{PERM}{vhost}\0{user}"))?;
+        self.version.fetch_add(1, Ordering::AcqRel);
+        Ok(existed)
+    }
+
+    /// Changes whenever a permission does.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Whether `user` may do `kind` to the resource `name` in `vhost`.
+    pub fn allows(&self, vhost: &str, user: &str, kind: Access, name: &str) -> bool {
+        self.perms
+            .get(&(vhost.to_owned(), user.to_owned()))
+            .is_some_and(|p| p.allows(kind, name))
+    }
+
+    /// A vhost's record.
+    pub fn vhost(&self, name: &str) -> Option<VhostRecord> {
+        self.vhosts.get(name).map(|v| v.clone())
+    }
+
+    /// Every vhost record, by name.
+    pub fn vhosts(&self) -> Vec<VhostRecord> {
+        let mut v: Vec<VhostRecord> = self.vhosts.iter().map(|r| r.value().clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Creates or updates a vhost record.
+    pub fn put_vhost(&self, rec: VhostRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(&rec).map_err(|e| StoreError(e.to_string()))?;
+        self.put(format!("{VHOST}{}", rec.name), json)?;
+        self.vhosts.insert(rec.name.clone(), rec);
+        Ok(())
+    }
+
+    /// Deletes a vhost record and every permission in it.
+    pub fn delete_vhost(&self, name: &str) -> Result<bool, StoreError> {
+        if self.vhosts.remove(name).is_none() {
+            return Ok(false);
+        }
+        self.del(format!("{VHOST}{name}"))?;
+        let keys: Vec<(String, String)> = self
+            .perms
+            .iter()
+            .filter(|p| p.key().0 == name)
+            .map(|p| p.key().clone())
+            .collect();
+        for (vhost, user) in keys {
+            self.clear_permission(&vhost, &user)?;
+        }
+        Ok(true)
+    }
+}
