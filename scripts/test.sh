@@ -17,4 +17,4 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 
 echo "== pika tests"
-BROKER_BIN="$PWD/target/debug/broker" .venv/bin/python -m pytest -q tests/python
+BROKER_BIN="$PWD/target/debug/broker" BROKER_CLI_BIN="$PWD/target/debug/broker-cli" .venv/bin/python -m pytest -q tests/python

@@ -102,6 +102,9 @@ class BrokerProcess:
     def __init__(self, extra_args=()):
         self.binary = broker_bin()
         self.extra_args = tuple(extra_args)
+        if not any(a.startswith("--http-listen") for a in self.extra_args):
+            self.extra_args += ("--http-listen", "127.0.0.1:0")
+        self.http_url = None
         self.port = free_port()
         self.data_dir = tempfile.mkdtemp(prefix="broker-pika-")
         self.log_path = self.data_dir + ".log"
@@ -132,6 +135,8 @@ class BrokerProcess:
         for raw in iter(proc.stdout.readline, b""):
             line = raw.decode(errors="replace")
             lines.append(line)
+            if line.startswith("management API listening on "):
+                self.http_url = line.split(" on ", 1)[1].strip()
             if f"broker listening on 127.0.0.1:{self.port}" in line:
                 ready.set()
         ready.set()  # EOF: the process is gone; let the waiter notice
@@ -174,17 +179,38 @@ def external_port():
 
 
 @pytest.fixture(scope="session")
-def broker():
-    """Port of the broker under test on 127.0.0.1."""
-    port = external_port()
-    if port is not None:
-        yield port
+def broker_process():
+    """The broker process under test, or None when testing an external broker."""
+    if external_port() is not None:
+        yield None
         return
     b = BrokerProcess()
     try:
-        yield b.port
+        yield b
     finally:
         b.stop()
+
+
+@pytest.fixture(scope="session")
+def broker(broker_process):
+    """Port of the broker under test on 127.0.0.1."""
+    port = external_port()
+    return port if port is not None else broker_process.port
+
+
+@pytest.fixture(scope="session")
+def http_url(broker_process):
+    """Base URL of the management HTTP API of the broker under test (for broker-cli).
+
+    BROKER_CLI_TEST_URL when set (e.g. http://127.0.0.1:15673 for the reference
+    RabbitMQ, together with AMQP_TEST_PORT=5673 so that `broker` is the same broker);
+    otherwise skipped until the broker started by `broker` serves the API."""
+    url = os.environ.get("BROKER_CLI_TEST_URL")
+    if url:
+        return url
+    if broker_process is not None and broker_process.http_url:
+        return broker_process.http_url
+    pytest.skip("no management API")
 
 
 @pytest.fixture

@@ -109,6 +109,8 @@ impl Broker {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(data_dir)
+            .arg("--http-listen")
+            .arg("127.0.0.1:0")
             .arg("--log-level")
             .arg(std::env::var("BROKER_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .args(args)

@@ -132,7 +132,8 @@ impl Client {
             .agent
             .request(method, &url)
             .set("Authorization", &self.auth_header)
-            .set("Accept", "application/json");
+            // Not "application/json": RabbitMQ answers 406 to that on DELETE .../contents.
+            .set("Accept", "*/*");
         for (name, value) in headers {
             req = req.set(name, value);
         }

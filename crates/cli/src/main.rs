@@ -8,6 +8,7 @@
 //! credentials, 5 not found, 6 refused. Errors are one line on stderr.
 
 mod client;
+mod columns;
 mod commands;
 mod config;
 mod error;
@@ -44,6 +45,7 @@ struct Cli {
 
 /// Where the API is and who logs in; flags beat environment variables beat the config file.
 #[derive(Args, Debug)]
+#[command(next_help_heading = "Connection (any command)")]
 struct GlobalArgs {
     /// Management API base URL [default: http://127.0.0.1:15672]
     #[arg(long, env = "BROKER_CLI_URL", global = true)]
@@ -184,6 +186,27 @@ mod tests {
                     Some(vec!["name".to_string(), "messages".to_string()])
                 );
             }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn positional_user_does_not_clash_with_global_user() {
+        let cli = Cli::try_parse_from([
+            "broker-cli",
+            "--user",
+            "admin",
+            "permissions",
+            "set",
+            "bob",
+            "c",
+            "w",
+            "r",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.user.as_deref(), Some("admin"));
+        match cli.command {
+            Command::Permissions(PermissionsCommand::Set(args)) => assert_eq!(args.user, "bob"),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -1,11 +1,11 @@
-//! Rendering of lists: column selection (rabbitmqctl's column names mapped to the
-//! API's JSON fields, nested fields with dots) and the three formats: an aligned
-//! table, tab-separated values, and JSON.
+//! Rendering of lists in the three formats: an aligned table, tab-separated values,
+//! and JSON; the columns come from [`crate::columns`].
 
 use clap::ValueEnum;
-use serde_json::{Map, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
 
-use crate::error::CliError;
+use crate::columns::{lookup, Selected};
 
 /// How a command prints its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -16,106 +16,6 @@ pub enum Format {
     Json,
     /// A header row, then one tab-separated line per row.
     Tsv,
-}
-
-/// One known column of a resource.
-#[derive(Debug, Clone, Copy)]
-pub struct Column {
-    /// The name users type (rabbitmqctl's where it has one).
-    pub name: &'static str,
-    /// The dotted path of the field in the API's JSON objects.
-    pub path: &'static str,
-}
-
-/// Shorthand for a column whose name is its API field.
-pub const fn col(name: &'static str) -> Column {
-    Column { name, path: name }
-}
-
-/// The columns of one resource.
-#[derive(Debug, Clone, Copy)]
-pub struct ColumnSet {
-    /// What is listed, for messages ("queues").
-    pub resource: &'static str,
-    /// Every column that may be asked for by name.
-    pub known: &'static [Column],
-    /// The columns shown without `--columns`.
-    pub defaults: &'static [&'static str],
-}
-
-/// A column chosen for output: its header and the path to its value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Selected {
-    /// The header (and JSON key) of the column.
-    pub name: String,
-    /// Path segments into each row.
-    pub path: Vec<String>,
-}
-
-impl ColumnSet {
-    /// Resolves the requested column names (or the defaults) to paths.
-    ///
-    /// A name is valid if it is a known column, or a dotted path whose first segment
-    /// is a known column or field (`message_stats.publish`, `queue.name`).
-    pub fn select(&self, requested: Option<&[String]>) -> Result<Vec<Selected>, CliError> {
-        let names: Vec<String> = match requested {
-            Some(r) => r.iter().map(|s| s.trim().to_string()).collect(),
-            None => self.defaults.iter().map(|s| s.to_string()).collect(),
-        };
-        if names.is_empty() {
-            return Err(self.unknown(""));
-        }
-        names.into_iter().map(|name| self.resolve(name)).collect()
-    }
-
-    fn resolve(&self, name: String) -> Result<Selected, CliError> {
-        if let Some(c) = self.known.iter().find(|c| c.name == name) {
-            return Ok(Selected {
-                path: split_path(c.path),
-                name,
-            });
-        }
-        let path = split_path(&name);
-        let first = path.first().map(String::as_str).unwrap_or("");
-        let known_root = self
-            .known
-            .iter()
-            .any(|c| c.name == first || c.path.split('.').next() == Some(first));
-        if path.len() > 1 && path.iter().all(|s| !s.is_empty()) && known_root {
-            return Ok(Selected { name, path });
-        }
-        Err(self.unknown(&name))
-    }
-
-    fn unknown(&self, name: &str) -> CliError {
-        let valid: Vec<&str> = self.known.iter().map(|c| c.name).collect();
-        CliError::Usage(format!(
-            "unknown column '{name}' for {}; valid columns: {} (and their nested fields, joined with dots)",
-            self.resource,
-            valid.join(", "),
-        ))
-    }
-}
-
-fn split_path(path: &str) -> Vec<String> {
-    path.split('.').map(str::to_string).collect()
-}
-
-/// The value at `path` in `row` (`Null` when absent); numeric segments index arrays.
-pub fn lookup<'a>(row: &'a Value, path: &[String]) -> &'a Value {
-    let mut cur = row;
-    for segment in path {
-        cur = match cur {
-            Value::Object(m) => m.get(segment).unwrap_or(&Value::Null),
-            Value::Array(a) => segment
-                .parse::<usize>()
-                .ok()
-                .and_then(|i| a.get(i))
-                .unwrap_or(&Value::Null),
-            _ => &Value::Null,
-        };
-    }
-    cur
 }
 
 /// One value as the text of a table or TSV cell: strings bare, lists of strings
@@ -155,17 +55,37 @@ pub fn render(rows: &[Value], columns: &[Selected], format: Format) -> String {
 }
 
 fn render_json(rows: &[Value], columns: &[Selected]) -> String {
-    let objects: Vec<Value> = rows
+    let objects: Vec<Ordered<'_>> = rows
         .iter()
         .map(|row| {
-            let mut obj = Map::new();
-            for c in columns {
-                obj.insert(c.name.clone(), lookup(row, &c.path).clone());
-            }
-            Value::Object(obj)
+            Ordered(
+                columns
+                    .iter()
+                    .map(|c| (c.name.as_str(), lookup(row, &c.path)))
+                    .collect(),
+            )
         })
         .collect();
-    pretty(&Value::Array(objects))
+    finish(serde_json::to_string_pretty(&objects))
+}
+
+/// A JSON object whose keys keep the order given (the columns' order).
+struct Ordered<'a>(Vec<(&'a str, &'a Value)>);
+
+impl Serialize for Ordered<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+fn finish(result: Result<String, serde_json::Error>) -> String {
+    let mut text = result.unwrap_or_else(|e| format!("\"cannot serialize: {e}\""));
+    text.push('\n');
+    text
 }
 
 /// Pretty JSON with a final newline.
@@ -244,11 +164,8 @@ fn render_table(rows: &[Value], columns: &[Selected]) -> String {
 pub fn render_pairs(pairs: &[(&str, Value)], format: Format) -> String {
     match format {
         Format::Json => {
-            let obj: Map<String, Value> = pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect();
-            pretty(&Value::Object(obj))
+            let obj = Ordered(pairs.iter().map(|(k, v)| (*k, v)).collect());
+            finish(serde_json::to_string_pretty(&obj))
         }
         Format::Tsv => pairs
             .iter()
@@ -277,6 +194,7 @@ pub fn render_pairs(pairs: &[(&str, Value)], format: Format) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::columns::{col, Column, ColumnSet};
     use serde_json::json;
 
     const KNOWN: &[Column] = &[
@@ -340,6 +258,9 @@ mod tests {
             out,
             json!([{"name": "a", "arguments": {"x-max-length": 10}}, {"name": "longer-name", "arguments": {}}])
         );
+        // Keys keep the columns' order, not alphabetical order.
+        let text = render(&rows()[..1], &cols, Format::Json);
+        assert_eq!(text, "[\n  {\n    \"name\": \"a\",\n    \"arguments\": {\n      \"x-max-length\": 10\n    }\n  }\n]\n");
     }
 
     #[test]
@@ -359,19 +280,6 @@ mod tests {
         );
         let json: Value = serde_json::from_str(&render(&rows(), &cols, Format::Json)).unwrap();
         assert_eq!(json[1]["message_stats.publish"], Value::Null);
-    }
-
-    #[test]
-    fn unknown_column_is_a_usage_error_listing_valid_ones() {
-        let err = SET.select(Some(&names(&["name", "bogus"]))).unwrap_err();
-        assert_eq!(err.exit_code(), 2);
-        let msg = err.to_string();
-        assert!(msg.contains("unknown column 'bogus' for queues"), "{msg}");
-        assert!(msg.contains("name, messages, durable, arguments"), "{msg}");
-        // A dotted path must start at a known field.
-        assert!(SET.select(Some(&names(&["nope.x"]))).is_err());
-        assert!(SET.select(Some(&names(&["name."]))).is_err());
-        assert!(SET.select(Some(&names(&[""]))).is_err());
     }
 
     #[test]

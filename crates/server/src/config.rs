@@ -52,6 +52,12 @@ pub struct Cli {
     /// delivery requeued; 0 turns the check off [default: 1800000]
     #[arg(long, env = "BROKER_CONSUMER_TIMEOUT_MS")]
     pub consumer_timeout_ms: Option<u64>,
+    /// Management HTTP API and /metrics address, or "none" [default: 127.0.0.1:15672]
+    #[arg(long, env = "BROKER_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// Largest request body the management API accepts, in bytes [default: 16777216]
+    #[arg(long, env = "BROKER_HTTP_MAX_BODY")]
+    pub http_max_body: Option<usize>,
 }
 
 /// The settings file; every field optional.
@@ -70,6 +76,8 @@ pub struct FileConfig {
     workers: Option<usize>,
     handshake_timeout_ms: Option<u64>,
     consumer_timeout_ms: Option<u64>,
+    http_listen: Option<String>,
+    http_max_body: Option<usize>,
 }
 
 /// The resolved settings.
@@ -99,6 +107,10 @@ pub struct Config {
     pub handshake_timeout_ms: u64,
     /// Milliseconds a delivery may stay unacked before its consumer is cancelled (0: off).
     pub consumer_timeout_ms: u64,
+    /// Management API address; `None` when turned off.
+    pub http_listen: Option<String>,
+    /// Largest management API request body.
+    pub http_max_body: usize,
 }
 
 impl Config {
@@ -160,6 +172,16 @@ impl Config {
                 .consumer_timeout_ms
                 .or(file.consumer_timeout_ms)
                 .unwrap_or(1_800_000),
+            http_listen: Some(
+                cli.http_listen
+                    .or(file.http_listen)
+                    .unwrap_or_else(|| "127.0.0.1:15672".into()),
+            )
+            .filter(|a| a != "none" && !a.is_empty()),
+            http_max_body: cli
+                .http_max_body
+                .or(file.http_max_body)
+                .unwrap_or(16 << 20),
         })
     }
 }

@@ -382,8 +382,27 @@ impl Connection {
                         .connections
                         .insert(self.id, ctx.address().recipient());
                     self.send(0, AMQPClass::Connection(M::OpenOk(connection::OpenOk {})));
-                    let _e = self.span.enter();
                     let user = self.shared.user.borrow().clone();
+                    let local = self.rt.amqp_addr.get().copied();
+                    self.rt.conn_info.insert(
+                        self.id,
+                        Arc::new(crate::runtime::ConnInfo {
+                            id: self.id,
+                            name: match local {
+                                Some(l) => format!("{} -> {l}", self.peer),
+                                None => self.peer.to_string(),
+                            },
+                            peer: self.peer,
+                            user: user.clone(),
+                            vhost: o.virtual_host.to_string(),
+                            client: self.client.properties.clone(),
+                            connected_at: crate::runtime::now_ms(),
+                            channels: Default::default(),
+                            frame_max: self.decoder.frame_max,
+                            heartbeat: self.heartbeat,
+                        }),
+                    );
+                    let _e = self.span.enter();
                     info!(vhost = o.virtual_host.as_str(), %user, client = %self.client.product, "connection open");
                 }
                 Err(e) => self.fail(e.on(cid, mid), ctx),
@@ -453,6 +472,7 @@ impl Connection {
         if slot.closing {
             if is(&frame, close_ok) {
                 if let Some(s) = self.channels.remove(&ch) {
+                    self.count_channels();
                     s.addr.do_send(Shutdown);
                 }
             } else if is(&frame, close) {
@@ -461,6 +481,7 @@ impl Connection {
                     AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
                 );
                 if let Some(s) = self.channels.remove(&ch) {
+                    self.count_channels();
                     s.addr.do_send(Shutdown);
                 }
             }
@@ -478,6 +499,7 @@ impl Connection {
             }
             if is(&frame, close) {
                 if let Some(s) = self.channels.remove(&ch) {
+                    self.count_channels();
                     s.addr.do_send(ClientClose);
                 }
                 return;
@@ -514,6 +536,14 @@ impl Connection {
         }
     }
 
+    /// Publishes the channel count to the management view.
+    fn count_channels(&self) {
+        if let Some(info) = self.rt.conn_info.get(&self.id) {
+            info.channels
+                .store(self.channels.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     fn open_channel(&mut self, ch: u16, ctx: &mut Context<Self>) {
         let Some(vhost) = self.vhost.clone() else {
             return;
@@ -528,6 +558,7 @@ impl Connection {
                 closing: false,
             },
         );
+        self.count_channels();
         self.send(
             ch,
             AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
@@ -661,6 +692,7 @@ impl Actor for Connection {
         self.torn_down = true;
         self.teardown_channels();
         self.rt.connections.remove(&self.id);
+        self.rt.conn_info.remove(&self.id);
         if let Some(v) = self.vhost.clone() {
             v.connections
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

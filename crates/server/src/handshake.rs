@@ -15,6 +15,8 @@ pub struct ClientInfo {
     pub product: String,
     /// Whether it understands connection.blocked.
     pub connection_blocked: bool,
+    /// Everything it sent as client-properties (shown by the management API).
+    pub properties: broker_wire::types::FieldTable,
 }
 
 /// The capabilities RabbitMQ advertises; clients switch features on by them.
@@ -122,7 +124,10 @@ pub fn authenticate(
     if users.authenticate(&user, &pass, peer).is_none() {
         return Err(refused(mech));
     }
-    let mut info = ClientInfo::default();
+    let mut info = ClientInfo {
+        properties: s.client_properties.clone(),
+        ..ClientInfo::default()
+    };
     let props = s.client_properties.inner();
     if let Some(AMQPValue::LongString(p)) = props.get("product") {
         info.product = String::from_utf8_lossy(p.as_bytes()).into_owned();

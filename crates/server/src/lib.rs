@@ -9,6 +9,7 @@ pub mod connection;
 pub mod exchange;
 pub mod flow;
 pub mod handshake;
+pub mod http;
 pub mod listener;
 pub mod persist;
 pub mod queue;

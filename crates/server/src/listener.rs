@@ -54,8 +54,19 @@ pub fn run(config: Config) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         let rt = Runtime::new(config, arbiters, Some(storage))?;
+        let _ = rt.amqp_addr.set(local);
         // recover everything before the first connection is accepted
         crate::persist::recover_all(&rt).await?;
+        if let Some(addr) = rt.config.http_listen.clone() {
+            match crate::http::start(rt.clone(), &addr) {
+                Ok(bound) => {
+                    info!("management API listening on http://{bound}");
+                    println!("management API listening on http://{bound}");
+                }
+                // the broker still serves AMQP; the operator sees why the API is missing
+                Err(e) => error!("cannot start the management API on {addr}: {e}"),
+            }
+        }
         info!(workers, "broker listening on {local}");
         println!("broker listening on {local}");
         let accept_rt = rt.clone();

@@ -30,6 +30,50 @@ pub struct Runtime {
     pub store: Option<Storage>,
     /// Users, permissions, vhost records.
     pub registry: crate::access::Registry,
+    /// What the management API shows of each open connection.
+    pub conn_info: DashMap<u64, Arc<ConnInfo>>,
+    /// What the management API shows of each open channel, by (connection, channel).
+    pub channel_info: DashMap<(u64, u16), Arc<ChannelStats>>,
+    /// Where the AMQP listener is bound (for connection names).
+    pub amqp_addr: std::sync::OnceLock<std::net::SocketAddr>,
+}
+
+/// Counters a channel keeps up to date for the management API.
+#[derive(Debug, Default)]
+pub struct ChannelStats {
+    /// basic.qos prefetch count.
+    pub prefetch: AtomicU64,
+    /// Deliveries awaiting ack.
+    pub unacked: AtomicU64,
+    /// In confirm mode.
+    pub confirm: std::sync::atomic::AtomicBool,
+    /// In tx mode.
+    pub transactional: std::sync::atomic::AtomicBool,
+}
+
+/// An open connection as operators see it.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// Connection number.
+    pub id: u64,
+    /// RabbitMQ-style name: "PEER -> LOCAL".
+    pub name: String,
+    /// Client address.
+    pub peer: std::net::SocketAddr,
+    /// Authenticated user.
+    pub user: String,
+    /// Vhost.
+    pub vhost: String,
+    /// The client's properties.
+    pub client: broker_wire::types::FieldTable,
+    /// When it opened (ms since the epoch).
+    pub connected_at: u64,
+    /// Open channels.
+    pub channels: std::sync::atomic::AtomicUsize,
+    /// Negotiated frame_max.
+    pub frame_max: u32,
+    /// Negotiated heartbeat (s).
+    pub heartbeat: u16,
 }
 
 /// The store behind its traits, and the group-commit flusher.
@@ -64,6 +108,9 @@ impl Runtime {
             connections: DashMap::new(),
             store,
             registry,
+            conn_info: DashMap::new(),
+            channel_info: DashMap::new(),
+            amqp_addr: std::sync::OnceLock::new(),
         });
         for rec in rt.registry.vhosts() {
             let vhost = VHost::new(&rec.name, Arc::downgrade(&rt));

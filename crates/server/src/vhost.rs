@@ -338,6 +338,7 @@ impl VHost {
                     ready_len: AtomicUsize::new(0),
                     ready_bytes: AtomicU64::new(0),
                     inflight_bytes: AtomicU64::new(0),
+                    counters: Default::default(),
                 })
             })
             .clone();

@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 
 use super::{arguments_object, fetch, parse_argument, ListArgs, Output, VhostArg};
 use crate::client::{seg, Client};
+use crate::columns::{col, Column, ColumnSet};
 use crate::error::CliError;
-use crate::output::{col, render, Column, ColumnSet};
+use crate::output::render;
 
 const KNOWN: &[Column] = &[
     Column {

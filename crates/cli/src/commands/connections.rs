@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 
 use super::{list, ListArgs, Output};
 use crate::client::{seg, Client};
-use crate::output::{col, Column, ColumnSet};
+use crate::columns::{col, Column, ColumnSet};
 
 const KNOWN: &[Column] = &[
     col("name"),

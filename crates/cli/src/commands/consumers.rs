@@ -4,7 +4,7 @@ use clap::Subcommand;
 
 use super::{list, ListArgs, Output};
 use crate::client::Client;
-use crate::output::{col, Column, ColumnSet};
+use crate::columns::{col, Column, ColumnSet};
 
 const KNOWN: &[Column] = &[
     Column {

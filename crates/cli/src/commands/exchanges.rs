@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::{arguments_object, in_vhost, list, parse_argument, ListArgs, Output, VhostArg};
 use crate::client::{seg, Client};
-use crate::output::{col, Column, ColumnSet};
+use crate::columns::{col, Column, ColumnSet};
 
 const KNOWN: &[Column] = &[
     col("name"),

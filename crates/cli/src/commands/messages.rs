@@ -7,8 +7,9 @@ use serde_json::{json, Value};
 
 use super::{in_vhost, Output, VhostArg};
 use crate::client::Client;
+use crate::columns::Selected;
 use crate::commands::queues::queue_path;
-use crate::output::{cell, pretty, render, Format, Selected};
+use crate::output::{cell, pretty, render, Format};
 
 /// What happens to fetched messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -152,11 +153,8 @@ fn text(messages: &[Value], what: &str) -> String {
             ("payload_bytes", field("payload_bytes")),
             ("left_in_queue", field("message_count")),
         ] {
-            out.push_str(
-                &format!("  {:<15}{value}\n", format!("{label}:"))
-                    .trim_end()
-                    .to_string(),
-            );
+            let line = format!("  {:<15}{value}", format!("{label}:"));
+            out.push_str(line.trim_end());
             out.push('\n');
         }
         let payload = m.get("payload").and_then(Value::as_str).unwrap_or("");

@@ -18,8 +18,9 @@ use clap::Args;
 use serde_json::{Map, Value};
 
 use crate::client::{seg, Client};
+use crate::columns::ColumnSet;
 use crate::error::CliError;
-use crate::output::{render, ColumnSet, Format};
+use crate::output::{render, Format};
 
 /// What a command prints on stdout when it succeeds.
 pub type Output = Result<String, CliError>;

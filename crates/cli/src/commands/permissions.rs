@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{list, ListArgs, Output, VhostArg};
 use crate::client::{seg, Client};
-use crate::output::{col, Column, ColumnSet};
+use crate::columns::{col, Column, ColumnSet};
 
 const KNOWN: &[Column] = &[
     col("user"),
@@ -37,6 +37,7 @@ pub enum PermissionsCommand {
 #[derive(Args, Debug)]
 pub struct SetArgs {
     /// User name
+    #[arg(id = "username", value_name = "USER")]
     pub user: String,
     /// Configure permission (regular expression)
     pub configure: String,
@@ -52,6 +53,7 @@ pub struct SetArgs {
 #[derive(Args, Debug)]
 pub struct UserArgs {
     /// User name
+    #[arg(id = "username", value_name = "USER")]
     pub user: String,
     #[command(flatten)]
     pub vhost: VhostArg,

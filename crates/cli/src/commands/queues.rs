@@ -7,7 +7,7 @@ use super::{
     arguments_object, in_vhost, list, messages, parse_argument, ListArgs, Output, VhostArg,
 };
 use crate::client::{seg, Client};
-use crate::output::{col, Column, ColumnSet};
+use crate::columns::{col, Column, ColumnSet};
 
 /// Queue columns: rabbitmqctl `list_queues` items that the API has, plus API fields.
 const KNOWN: &[Column] = &[

@@ -5,7 +5,8 @@ use serde_json::Value;
 
 use super::Output;
 use crate::client::Client;
-use crate::output::{lookup, render_pairs, Format};
+use crate::columns::lookup;
+use crate::output::{render_pairs, Format};
 
 /// Arguments of `status`.
 #[derive(Args, Debug)]

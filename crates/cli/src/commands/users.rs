@@ -11,8 +11,9 @@ use serde_json::{json, Map, Value};
 
 use super::{fetch, ListArgs, Output};
 use crate::client::{seg, Client};
+use crate::columns::{col, Column, ColumnSet};
 use crate::error::CliError;
-use crate::output::{col, render, Column, ColumnSet};
+use crate::output::render;
 
 const KNOWN: &[Column] = &[
     col("name"),

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::{list, ListArgs, Output};
 use crate::client::{seg, Client};
-use crate::output::{col, Column, ColumnSet};
+use crate::columns::{col, Column, ColumnSet};
 
 const KNOWN: &[Column] = &[
     col("name"),

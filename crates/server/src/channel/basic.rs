@@ -77,6 +77,10 @@ impl ChannelActor {
             self.wake_blocked_consumers();
         } else {
             self.prefetch = qos.prefetch_count as u32;
+            self.stats.prefetch.store(
+                u64::from(qos.prefetch_count),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         self.send(AMQPClass::Basic(b::AMQPMethod::QosOk(b::QosOk {})));
         Ok(())
@@ -254,6 +258,7 @@ impl ChannelActor {
     }
 
     fn apply_settles(&mut self, settles: Vec<(Pending, SettleKind)>) {
+        self.count_unacked();
         let mut by_queue: HashMap<usize, (Arc<QueueEntry>, Vec<u64>, Vec<u64>, Vec<u64>)> =
             HashMap::new();
         let mut wake: HashMap<usize, Arc<QueueEntry>> = HashMap::new();

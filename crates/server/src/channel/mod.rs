@@ -84,6 +84,8 @@ pub struct ChannelActor {
     pub(crate) confirm_flush_scheduled: bool,
     pub(crate) tx: Option<TxBuffer>,
     pub(crate) routes: RouteCache,
+    /// What the management API shows of this channel.
+    pub(crate) stats: Arc<crate::runtime::ChannelStats>,
     /// Permission checks already made: registry version, and per resource name the
     /// access kinds checked (bits) and those allowed (bits).
     pub(crate) perm_cache: (u64, HashMap<String, (u8, u8)>),
@@ -127,6 +129,7 @@ impl ChannelActor {
             confirm_flush_scheduled: false,
             tx: None,
             routes: RouteCache::default(),
+            stats: Default::default(),
             perm_cache: (0, HashMap::new()),
             touched: HashMap::new(),
             last_queue: None,
@@ -255,6 +258,32 @@ impl ChannelActor {
 
 impl Actor for ChannelActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Context<Self>) {
+        if let Some(rt) = self.vhost.runtime.upgrade() {
+            rt.channel_info.insert(
+                (self.key.connection, self.key.channel),
+                self.stats.clone(),
+            );
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(rt) = self.vhost.runtime.upgrade() {
+            rt.channel_info
+                .remove(&(self.key.connection, self.key.channel));
+        }
+    }
+}
+
+impl ChannelActor {
+    /// Publishes the unacked count to the management view.
+    pub(crate) fn count_unacked(&self) {
+        self.stats.unacked.store(
+            self.unacked.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
 }
 
 /// Input from the connection.
@@ -360,6 +389,9 @@ impl Handler<Deliver> for ChannelActor {
         let tag = if d.no_ack {
             self.unacked.next_tag()
         } else {
+            self.stats
+                .unacked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.unacked.record(Pending {
                 queue: d.queue.clone(),
                 id: d.entry.id,

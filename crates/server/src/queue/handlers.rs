@@ -203,6 +203,12 @@ impl Handler<Get> for QueueActor {
                     }
                 }
             };
+            if let Some(me) = a.me.upgrade() {
+                me.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                if e.redelivered {
+                    me.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             if msg.no_ack {
                 a.forget(std::slice::from_ref(&e));
             } else {
@@ -226,6 +232,11 @@ impl Handler<Settle> for QueueActor {
             match msg {
                 Settle::Ack(ids) => {
                     let done = a.state.ack(&ids);
+                    if let Some(me) = a.me.upgrade() {
+                        me.counters
+                            .acked
+                            .fetch_add(done.len() as u64, Ordering::Relaxed);
+                    }
                     a.forget(&done);
                 }
                 Settle::Requeue(ids) => {
@@ -357,5 +368,41 @@ impl Handler<Crash> for QueueActor {
     type Result = ();
     fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
         self.guarded(ctx, |_, _| panic!("injected failure"));
+    }
+}
+
+/// What the management API shows of a queue: counts, bytes, consumers.
+#[derive(Debug, Clone, Default)]
+pub struct QueueInfo {
+    /// Ready messages.
+    pub ready: u64,
+    /// Unacked deliveries.
+    pub unacked: u64,
+    /// Bytes held (bodies and properties).
+    pub bytes: u64,
+    /// Consumers: (channel key, tag, ack required, exclusive, priority).
+    pub consumers: Vec<(ChannelKey, Arc<str>, bool, bool, i64)>,
+}
+
+/// Asks for a [`QueueInfo`].
+#[derive(Message)]
+#[rtype(result = "QueueInfo")]
+pub struct Info;
+
+impl Handler<Info> for QueueActor {
+    type Result = MessageResult<Info>;
+    fn handle(&mut self, _: Info, ctx: &mut Context<Self>) -> Self::Result {
+        self.guarded(ctx, |a, _| a.state.expire());
+        MessageResult(QueueInfo {
+            ready: self.state.ready_count() as u64,
+            unacked: self.state.unacked_count() as u64,
+            bytes: self.state.bytes() as u64,
+            consumers: self
+                .state
+                .consumers()
+                .iter()
+                .map(|c| (c.channel, c.tag.clone(), !c.no_ack, c.exclusive, c.priority))
+                .collect(),
+        })
     }
 }

@@ -70,6 +70,21 @@ pub struct QueueEntry {
     pub ready_bytes: AtomicU64,
     /// Body bytes of the publishes in `inflight`.
     pub inflight_bytes: AtomicU64,
+    /// Counters for metrics and the management API.
+    pub counters: QueueCounters,
+}
+
+/// Message counters of a queue since it was created.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    /// Messages enqueued.
+    pub published: AtomicU64,
+    /// Deliveries to consumers and basic.get.
+    pub delivered: AtomicU64,
+    /// Of those, redeliveries.
+    pub redelivered: AtomicU64,
+    /// Acks.
+    pub acked: AtomicU64,
 }
 
 impl QueueEntry {
@@ -92,6 +107,7 @@ impl QueueEntry {
 
     /// Sends a published message to the queue.
     pub fn enqueue(&self, msg: Arc<Message>) {
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
         self.inflight.fetch_add(1, Ordering::Relaxed);
         self.inflight_bytes
             .fetch_add(msg.body.len() as u64, Ordering::Relaxed);
@@ -397,6 +413,10 @@ impl QueueActor {
             // queues with a delivery limit tell consumers how often a message came back
             if counted && d.entry.returns > 0 {
                 msg = Arc::new(deadletter::with_delivery_count(&msg, d.entry.returns));
+            }
+            me.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            if d.entry.redelivered {
+                me.counters.redelivered.fetch_add(1, Ordering::Relaxed);
             }
             let no_ack = d.consumer.no_ack;
             if !no_ack {

@@ -1,0 +1,399 @@
+//! Vhosts, users, permissions and vhost limits (`/api/vhosts`, `/api/users`,
+//! `/api/permissions`, `/api/vhost-limits`). Changes need the administrator tag.
+
+use super::{admin, created, no_content, user, ApiError, ApiResult, State};
+use crate::access::VhostRecord;
+use crate::runtime::Runtime;
+use crate::vhost::VHost;
+use actix_web::{web, HttpRequest, HttpResponse};
+use broker_core::auth::{Permission, User, SHA256};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/vhosts", web::get().to(list_vhosts))
+        .route("/api/vhosts/{vhost}", web::get().to(get_vhost))
+        .route("/api/vhosts/{vhost}", web::put().to(put_vhost))
+        .route("/api/vhosts/{vhost}", web::delete().to(delete_vhost))
+        .route("/api/vhosts/{vhost}/permissions", web::get().to(vhost_permissions))
+        .route("/api/users", web::get().to(list_users))
+        .route("/api/users/{user}", web::get().to(get_user))
+        .route("/api/users/{user}", web::put().to(put_user))
+        .route("/api/users/{user}", web::delete().to(delete_user))
+        .route("/api/users/{user}/permissions", web::get().to(user_permissions))
+        .route("/api/permissions", web::get().to(list_permissions))
+        .route("/api/permissions/{vhost}/{user}", web::get().to(get_permission))
+        .route("/api/permissions/{vhost}/{user}", web::put().to(put_permission))
+        .route("/api/permissions/{vhost}/{user}", web::delete().to(delete_permission))
+        .route("/api/vhost-limits", web::get().to(list_limits))
+        .route("/api/vhost-limits/{vhost}", web::get().to(vhost_limits))
+        .route("/api/vhost-limits/{vhost}/{name}", web::put().to(put_limit))
+        .route("/api/vhost-limits/{vhost}/{name}", web::delete().to(delete_limit));
+}
+
+fn store_err(e: broker_core::store::StoreError) -> ApiError {
+    ApiError::internal(format!("cannot store the change: {e}"))
+}
+
+fn vhost_json(r: &VhostRecord) -> Value {
+    json!({"name": r.name, "description": r.description, "tracing": false,
+           "limits": r.limits, "metadata": {"description": r.description, "tags": []}})
+}
+
+async fn list_vhosts(req: HttpRequest, rt: State) -> ApiResult {
+    let u = user(&req, &rt)?;
+    let list: Vec<Value> = rt
+        .registry
+        .vhosts()
+        .iter()
+        .filter(|v| super::sees(&rt, &u, &v.name))
+        .map(vhost_json)
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+async fn get_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
+    let u = user(&req, &rt)?;
+    let name = path.into_inner();
+    match rt.registry.vhost(&name) {
+        Some(v) if super::sees(&rt, &u, &name) => Ok(HttpResponse::Ok().json(vhost_json(&v))),
+        _ => Err(ApiError::not_found(format!("vhost '{name}' not found"))),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct VhostBody {
+    #[serde(default)]
+    description: String,
+}
+
+/// Creates a vhost (registry, store, and its exchanges).
+pub(super) fn create_vhost(rt: &Arc<Runtime>, name: &str, description: String) -> Result<bool, ApiError> {
+    let existed = rt.registry.vhost(name);
+    let limits = existed.as_ref().map(|r| r.limits).unwrap_or_default();
+    rt.registry
+        .put_vhost(VhostRecord {
+            name: name.to_owned(),
+            description,
+            limits,
+        })
+        .map_err(store_err)?;
+    if rt.vhost(name).is_none() {
+        rt.vhosts
+            .insert(name.to_owned(), VHost::new(name, Arc::downgrade(rt)));
+    }
+    Ok(existed.is_none())
+}
+
+async fn put_vhost(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<String>,
+    body: Option<web::Json<VhostBody>>,
+) -> ApiResult {
+    admin(&req, &rt)?;
+    let name = path.into_inner();
+    let description = body.map(|b| b.into_inner().description).unwrap_or_default();
+    let new = create_vhost(&rt, &name, description)?;
+    Ok(if new { created() } else { no_content() })
+}
+
+async fn delete_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
+    admin(&req, &rt)?;
+    let name = path.into_inner();
+    let Some(v) = rt.vhost(&name) else {
+        return Err(ApiError::not_found(format!("vhost '{name}' not found")));
+    };
+    // its connections go first (as RabbitMQ: 320 CONNECTION_FORCED)
+    for c in rt.conn_info.iter().filter(|c| c.vhost == name) {
+        if let Some(r) = rt.connections.get(&c.id) {
+            r.do_send(crate::connection::ForceClose {
+                reason: format!("vhost '{name}' is deleted"),
+            });
+        }
+    }
+    for q in v.queues() {
+        let _ = v.delete_queue(&q.name, false, false, 0).await;
+    }
+    for x in v.exchanges() {
+        if !x.name.starts_with("amq.") {
+            let _ = v.delete_exchange(&x.name, false).await;
+        }
+    }
+    rt.registry.delete_vhost(&name).map_err(store_err)?;
+    rt.vhosts.remove(&name);
+    Ok(no_content())
+}
+
+fn user_json(u: &User) -> Value {
+    json!({"name": u.name, "password_hash": u.password_hash,
+           "hashing_algorithm": SHA256, "tags": u.tags, "limits": {}})
+}
+
+async fn list_users(req: HttpRequest, rt: State) -> ApiResult {
+    admin(&req, &rt)?;
+    let list: Vec<Value> = rt.registry.users().iter().map(user_json).collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+async fn get_user(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
+    admin(&req, &rt)?;
+    let name = path.into_inner();
+    let u = rt
+        .registry
+        .user(&name)
+        .ok_or_else(|| ApiError::not_found(format!("user '{name}' not found")))?;
+    Ok(HttpResponse::Ok().json(user_json(&u)))
+}
+
+/// Tags as RabbitMQ accepts them: "a,b" or ["a","b"].
+pub(super) fn parse_tags(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Creates or updates a user from a RabbitMQ user object (password or password_hash).
+pub(super) fn apply_user(rt: &Runtime, name: &str, body: &Value) -> Result<bool, ApiError> {
+    let existing = rt.registry.user(name);
+    let tags = if body.get("tags").is_some() {
+        parse_tags(body.get("tags"))
+    } else {
+        existing.as_ref().map(|u| u.tags.clone()).unwrap_or_default()
+    };
+    let password_hash = if let Some(p) = body.get("password").and_then(Value::as_str) {
+        broker_core::auth::hash_password(p, rand::random())
+    } else if let Some(h) = body.get("password_hash").and_then(Value::as_str) {
+        if let Some(alg) = body.get("hashing_algorithm").and_then(Value::as_str) {
+            if alg != SHA256 {
+                return Err(ApiError::bad_request(format!(
+                    "unsupported hashing algorithm '{alg}' (only {SHA256})"
+                )));
+            }
+        }
+        h.to_owned()
+    } else if let Some(u) = &existing {
+        u.password_hash.clone()
+    } else {
+        return Err(ApiError::bad_request(
+            "Must specify password or password_hash",
+        ));
+    };
+    rt.registry
+        .put_user(User {
+            name: name.to_owned(),
+            password_hash,
+            tags,
+        })
+        .map_err(store_err)?;
+    Ok(existing.is_none())
+}
+
+async fn put_user(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> ApiResult {
+    admin(&req, &rt)?;
+    let new = apply_user(&rt, &path.into_inner(), &body)?;
+    Ok(if new { created() } else { no_content() })
+}
+
+async fn delete_user(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
+    admin(&req, &rt)?;
+    let name = path.into_inner();
+    if !rt.registry.delete_user(&name).map_err(store_err)? {
+        return Err(ApiError::not_found(format!("user '{name}' not found")));
+    }
+    Ok(no_content())
+}
+
+fn perm_json(vhost: &str, user: &str, p: &Permission) -> Value {
+    json!({"user": user, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read})
+}
+
+async fn list_permissions(req: HttpRequest, rt: State) -> ApiResult {
+    admin(&req, &rt)?;
+    let list: Vec<Value> = rt
+        .registry
+        .permissions()
+        .iter()
+        .map(|(v, u, p)| perm_json(v, u, p))
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+async fn vhost_permissions(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
+    admin(&req, &rt)?;
+    let vhost = path.into_inner();
+    if rt.registry.vhost(&vhost).is_none() {
+        return Err(ApiError::not_found(format!("vhost '{vhost}' not found")));
+    }
+    let list: Vec<Value> = rt
+        .registry
+        .permissions()
+        .iter()
+        .filter(|(v, _, _)| *v == vhost)
+        .map(|(v, u, p)| perm_json(v, u, p))
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+async fn user_permissions(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
+    admin(&req, &rt)?;
+    let user = path.into_inner();
+    if rt.registry.user(&user).is_none() {
+        return Err(ApiError::not_found(format!("user '{user}' not found")));
+    }
+    let list: Vec<Value> = rt
+        .registry
+        .permissions()
+        .iter()
+        .filter(|(_, u, _)| *u == user)
+        .map(|(v, u, p)| perm_json(v, u, p))
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+async fn get_permission(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    admin(&req, &rt)?;
+    let (vhost, user) = path.into_inner();
+    let p = rt
+        .registry
+        .permission(&vhost, &user)
+        .ok_or_else(|| ApiError::not_found("permission not found"))?;
+    Ok(HttpResponse::Ok().json(perm_json(&vhost, &user, &p)))
+}
+
+/// Sets a permission from a RabbitMQ permission object.
+pub(super) fn apply_permission(
+    rt: &Runtime,
+    vhost: &str,
+    user: &str,
+    body: &Value,
+) -> Result<bool, ApiError> {
+    if rt.registry.vhost(vhost).is_none() || rt.registry.user(user).is_none() {
+        return Err(ApiError::bad_request("vhost_or_user_not_found"));
+    }
+    let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let p = Permission::new(&field("configure"), &field("write"), &field("read"))
+        .map_err(ApiError::bad_request)?;
+    let new = rt.registry.permission(vhost, user).is_none();
+    rt.registry
+        .set_permission(vhost, user, p)
+        .map_err(store_err)?;
+    Ok(new)
+}
+
+async fn put_permission(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String)>,
+    body: web::Json<Value>,
+) -> ApiResult {
+    admin(&req, &rt)?;
+    let (vhost, user) = path.into_inner();
+    let new = apply_permission(&rt, &vhost, &user, &body)?;
+    Ok(if new { created() } else { no_content() })
+}
+
+async fn delete_permission(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    admin(&req, &rt)?;
+    let (vhost, user) = path.into_inner();
+    if !rt.registry.clear_permission(&vhost, &user).map_err(store_err)? {
+        return Err(ApiError::not_found("permission not found"));
+    }
+    Ok(no_content())
+}
+
+fn limits_json(r: &VhostRecord) -> Value {
+    json!({"vhost": r.name, "value": r.limits})
+}
+
+async fn list_limits(req: HttpRequest, rt: State) -> ApiResult {
+    admin(&req, &rt)?;
+    let list: Vec<Value> = rt
+        .registry
+        .vhosts()
+        .iter()
+        .filter(|r| r.limits != Default::default())
+        .map(limits_json)
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+async fn vhost_limits(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
+    admin(&req, &rt)?;
+    let vhost = path.into_inner();
+    let r = rt
+        .registry
+        .vhost(&vhost)
+        .ok_or_else(|| ApiError::not_found(format!("vhost '{vhost}' not found")))?;
+    Ok(HttpResponse::Ok().json(vec![limits_json(&r)]))
+}
+
+async fn put_limit(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String)>,
+    body: web::Json<Value>,
+) -> ApiResult {
+    admin(&req, &rt)?;
+    let (vhost, name) = path.into_inner();
+    let mut r = rt
+        .registry
+        .vhost(&vhost)
+        .ok_or_else(|| ApiError::not_found(format!("vhost '{vhost}' not found")))?;
+    let value = body
+        .get("value")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| ApiError::bad_request("value must be an integer"))?;
+    // a negative limit means no limit, as in RabbitMQ
+    let v = u64::try_from(value).ok();
+    match name.as_str() {
+        "max-connections" => r.limits.max_connections = v,
+        "max-queues" => r.limits.max_queues = v,
+        other => return Err(ApiError::bad_request(format!("unknown limit '{other}'"))),
+    }
+    rt.registry.put_vhost(r).map_err(store_err)?;
+    Ok(no_content())
+}
+
+async fn delete_limit(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    admin(&req, &rt)?;
+    let (vhost, name) = path.into_inner();
+    let mut r = rt
+        .registry
+        .vhost(&vhost)
+        .ok_or_else(|| ApiError::not_found(format!("vhost '{vhost}' not found")))?;
+    match name.as_str() {
+        "max-connections" => r.limits.max_connections = None,
+        "max-queues" => r.limits.max_queues = None,
+        other => return Err(ApiError::bad_request(format!("unknown limit '{other}'"))),
+    }
+    rt.registry.put_vhost(r).map_err(store_err)?;
+    Ok(no_content())
+}

@@ -1,0 +1,202 @@
+//! `/api/definitions`: export and import in RabbitMQ's definitions format (users with
+//! their password hashes, vhosts, permissions, queues, exchanges, bindings), so a
+//! RabbitMQ export imports here and a backup restores on a fresh data dir.
+
+use super::admin::{apply_permission, apply_user, create_vhost};
+use super::exchanges::{declare_exchange, set_binding};
+use super::fields::to_json;
+use super::queues::declare_queue;
+use super::{admin, ApiError, ApiResult, State};
+use actix_web::{web, HttpRequest, HttpResponse};
+use broker_core::auth::SHA256;
+use broker_core::routing::Destination;
+use serde_json::{json, Value};
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/definitions", web::get().to(export))
+        .route("/api/definitions", web::post().to(import))
+        .route("/api/definitions/{vhost}", web::get().to(export_vhost))
+        .route("/api/definitions/{vhost}", web::post().to(import_vhost));
+}
+
+async fn export(req: HttpRequest, rt: State) -> ApiResult {
+    admin(&req, &rt)?;
+    Ok(HttpResponse::Ok().json(definitions(&rt, None)))
+}
+
+/// One vhost's queues, exchanges and bindings, without `vhost` fields (RabbitMQ's
+/// per-vhost export).
+async fn export_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
+    admin(&req, &rt)?;
+    let vhost = path.into_inner();
+    if rt.vhost(&vhost).is_none() {
+        return Err(ApiError::not_found(format!("vhost '{vhost}' not found")));
+    }
+    let mut d = definitions(&rt, Some(&vhost));
+    for key in ["queues", "exchanges", "bindings"] {
+        if let Some(Value::Array(a)) = d.get_mut(key) {
+            for o in a.iter_mut() {
+                if let Some(m) = o.as_object_mut() {
+                    m.remove("vhost");
+                }
+            }
+        }
+    }
+    if let Some(m) = d.as_object_mut() {
+        for key in ["users", "vhosts", "permissions", "topic_permissions", "global_parameters"] {
+            m.remove(key);
+        }
+    }
+    Ok(HttpResponse::Ok().json(d))
+}
+
+/// Imports one vhost's definitions (objects without `vhost` go into it).
+async fn import_vhost(req: HttpRequest, rt: State, path: web::Path<String>, body: web::Json<Value>) -> ApiResult {
+    let vhost = path.into_inner();
+    if rt.vhost(&vhost).is_none() {
+        return Err(ApiError::not_found(format!("vhost '{vhost}' not found")));
+    }
+    let mut body = body.into_inner();
+    for key in ["queues", "exchanges", "bindings"] {
+        if let Some(Value::Array(a)) = body.get_mut(key) {
+            for o in a.iter_mut() {
+                if let Some(m) = o.as_object_mut() {
+                    m.insert("vhost".into(), json!(vhost));
+                }
+            }
+        }
+    }
+    if let Some(m) = body.as_object_mut() {
+        for key in ["users", "vhosts", "permissions"] {
+            m.remove(key);
+        }
+    }
+    import(req, rt, web::Json(body)).await
+}
+
+fn definitions(rt: &crate::runtime::Runtime, only: Option<&str>) -> Value {
+    let users: Vec<Value> = rt
+        .registry
+        .users()
+        .iter()
+        .map(|u| json!({"name": u.name, "password_hash": u.password_hash, "hashing_algorithm": SHA256, "tags": u.tags, "limits": {}}))
+        .collect();
+    let vhosts: Vec<Value> = rt
+        .registry
+        .vhosts()
+        .iter()
+        .map(|v| json!({"name": v.name, "description": v.description, "limits": [], "metadata": {"description": v.description, "tags": []}}))
+        .collect();
+    let permissions: Vec<Value> = rt
+        .registry
+        .permissions()
+        .iter()
+        .map(|(v, u, p)| json!({"user": u, "vhost": v, "configure": p.configure, "write": p.write, "read": p.read}))
+        .collect();
+    let mut queues = Vec::new();
+    let mut exchanges = Vec::new();
+    let mut bindings = Vec::new();
+    let mut names: Vec<String> = rt.vhosts.iter().map(|v| v.key().clone()).collect();
+    names.sort();
+    for vh in names {
+        if only.is_some_and(|o| o != vh) {
+            continue;
+        }
+        let Some(v) = rt.vhost(&vh) else { continue };
+        let mut qs = v.queues();
+        qs.sort_by(|a, b| a.name.cmp(&b.name));
+        // as RabbitMQ: durable, non-exclusive entities only
+        for q in qs.iter().filter(|q| q.durable && q.exclusive_owner.is_none()) {
+            queues.push(json!({"name": q.name.as_ref(), "vhost": vh, "durable": true, "auto_delete": q.auto_delete, "arguments": to_json(&q.arguments)}));
+        }
+        let mut xs = v.exchanges();
+        xs.sort_by(|a, b| a.name.cmp(&b.name));
+        for x in xs.iter().filter(|x| x.durable && !x.name.starts_with("amq.")) {
+            exchanges.push(json!({"name": x.name.as_ref(), "vhost": vh, "type": x.kind.as_str(), "durable": true, "auto_delete": x.auto_delete, "internal": x.internal, "arguments": to_json(&x.arguments)}));
+        }
+        for x in xs.iter().filter(|x| x.durable) {
+            for b in x.bindings.load().all() {
+                let (dest, kind, durable) = match &b.destination {
+                    Destination::Queue(n) => (n.clone(), "queue", v.queue(n).is_some_and(|q| q.durable && q.exclusive_owner.is_none())),
+                    Destination::Exchange(n) => (n.clone(), "exchange", v.exchange(n).is_some_and(|e| e.durable)),
+                };
+                if durable {
+                    bindings.push(json!({"source": x.name.as_ref(), "vhost": vh, "destination": dest.as_ref(), "destination_type": kind, "routing_key": b.routing_key.as_ref(), "arguments": to_json(&b.arguments)}));
+                }
+            }
+        }
+    }
+    json!({
+        "rabbit_version": "3.10.8",
+        "rabbitmq_version": "3.10.8",
+        "product_name": "broker",
+        "product_version": env!("CARGO_PKG_VERSION"),
+        "users": users,
+        "vhosts": vhosts,
+        "permissions": permissions,
+        "topic_permissions": [],
+        "parameters": [],
+        "global_parameters": [],
+        "policies": [],
+        "queues": queues,
+        "exchanges": exchanges,
+        "bindings": bindings,
+    })
+}
+
+fn items<'a>(body: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    body.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter())
+        .into_iter()
+        .flatten()
+}
+
+fn text<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Imports definitions: vhosts, users, permissions, exchanges, queues, bindings, in that
+/// order. Existing objects are updated; the first failure stops the import with 400.
+async fn import(req: HttpRequest, rt: State, body: web::Json<Value>) -> ApiResult {
+    let me = admin(&req, &rt)?;
+    let body = body.into_inner();
+    let fail = |what: String, e: ApiError| ApiError::bad_request(format!("{what}: {e}"));
+    for v in items(&body, "vhosts") {
+        let name = text(v, "name");
+        create_vhost(&rt, name, text(v, "description").to_owned()).map_err(|e| fail(format!("vhost '{name}'"), e))?;
+    }
+    for u in items(&body, "users") {
+        let name = text(u, "name");
+        apply_user(&rt, name, u).map_err(|e| fail(format!("user '{name}'"), e))?;
+    }
+    for p in items(&body, "permissions") {
+        let (vh, user) = (text(p, "vhost"), text(p, "user"));
+        apply_permission(&rt, vh, user, p).map_err(|e| fail(format!("permission of '{user}' in '{vh}'"), e))?;
+    }
+    // exchanges, queues and bindings are created by the broker itself (as RabbitMQ's
+    // import does), whatever the importing administrator's vhost permissions
+    let _ = me;
+    let me = broker_core::auth::User {
+        name: super::INTERNAL_USER.to_owned(),
+        password_hash: String::new(),
+        tags: vec!["administrator".into()],
+    };
+    for x in items(&body, "exchanges") {
+        let (vh, name) = (text(x, "vhost"), text(x, "name"));
+        declare_exchange(&rt, &me, vh, name, x).map_err(|e| fail(format!("exchange '{name}' in '{vh}'"), e))?;
+    }
+    for q in items(&body, "queues") {
+        let (vh, name) = (text(q, "vhost"), text(q, "name"));
+        declare_queue(&rt, &me, vh, name, q).map_err(|e| fail(format!("queue '{name}' in '{vh}'"), e))?;
+    }
+    for b in items(&body, "bindings") {
+        let (vh, src, dst) = (text(b, "vhost"), text(b, "source"), text(b, "destination"));
+        let kind = if text(b, "destination_type") == "exchange" { "e" } else { "q" };
+        let args = b.get("arguments").cloned().unwrap_or(json!({}));
+        set_binding(&rt, &me, vh, src, kind, dst, text(b, "routing_key"), &args, true)
+            .await
+            .map_err(|e| fail(format!("binding {src} -> {dst} in '{vh}'"), e))?;
+    }
+    Ok(super::no_content())
+}

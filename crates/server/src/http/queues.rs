@@ -1,0 +1,249 @@
+//! `/api/queues`: list, show, declare (PUT), delete, purge (DELETE …/contents) and get
+//! messages (POST …/get).
+
+use super::fields::{properties_json, table, to_json};
+use super::overview::all_queues;
+use super::{created, in_vhost, no_content, user, ApiError, ApiResult, State};
+use crate::queue::{self, Info, QueueEntry, Settle};
+use crate::runtime::Runtime;
+use crate::vhost::QueueSpec;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use broker_core::auth::{Access, User};
+use broker_core::names::ChannelKey;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/queues", web::get().to(list_all))
+        .route("/api/queues/{vhost}", web::get().to(list_vhost))
+        .route("/api/queues/{vhost}/{name}", web::get().to(show))
+        .route("/api/queues/{vhost}/{name}", web::put().to(declare))
+        .route("/api/queues/{vhost}/{name}", web::delete().to(delete))
+        .route("/api/queues/{vhost}/{name}/contents", web::delete().to(purge))
+        .route("/api/queues/{vhost}/{name}/get", web::post().to(get));
+}
+
+/// Refuses unless the user's permissions in the vhost allow `kind` on the queue.
+pub(super) fn permitted(rt: &Runtime, u: &User, vhost: &str, kind: Access, what: &str, name: &str) -> Result<(), ApiError> {
+    if u.name == super::INTERNAL_USER || rt.registry.allows(vhost, &u.name, kind, name) {
+        return Ok(());
+    }
+    Err(ApiError::from(broker_core::AmqpError::access_refused(
+        broker_core::auth::refused_text(what, name, vhost, &u.name),
+    )))
+}
+
+async fn queue_json(vhost: &str, q: &Arc<QueueEntry>) -> Value {
+    let i = q.addr.send(Info).await.unwrap_or_default();
+    let c = &q.counters;
+    json!({
+        "name": q.name.as_ref(),
+        "vhost": vhost,
+        "durable": q.durable,
+        "auto_delete": q.auto_delete,
+        "exclusive": q.exclusive_owner.is_some(),
+        "arguments": to_json(&q.arguments),
+        "type": "classic",
+        "state": "running",
+        "node": "broker@localhost",
+        "messages": i.ready + i.unacked,
+        "messages_ready": i.ready,
+        "messages_unacknowledged": i.unacked,
+        "consumers": i.consumers.len(),
+        "memory": i.bytes,
+        "message_bytes": i.bytes,
+        "message_stats": {
+            "publish": c.published.load(Ordering::Relaxed),
+            "deliver_get": c.delivered.load(Ordering::Relaxed),
+            "redeliver": c.redelivered.load(Ordering::Relaxed),
+            "ack": c.acked.load(Ordering::Relaxed),
+        },
+    })
+}
+
+async fn list(rt: &Runtime, u: &User, vhost: Option<&str>) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (vh, q) in all_queues(rt) {
+        if vhost.is_some_and(|v| v != vh) || !super::sees(rt, u, &vh) {
+            continue;
+        }
+        out.push(queue_json(&vh, &q).await);
+    }
+    out
+}
+
+async fn list_all(req: HttpRequest, rt: State) -> ApiResult {
+    let u = user(&req, &rt)?;
+    Ok(HttpResponse::Ok().json(list(&rt, &u, None).await))
+}
+
+async fn list_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
+    let u = user(&req, &rt)?;
+    let vhost = path.into_inner();
+    in_vhost(&rt, &u, &vhost)?;
+    Ok(HttpResponse::Ok().json(list(&rt, &u, Some(&vhost)).await))
+}
+
+fn find(rt: &Runtime, u: &User, vhost: &str, name: &str) -> Result<Arc<QueueEntry>, ApiError> {
+    let v = in_vhost(rt, u, vhost)?;
+    v.queue(name)
+        .ok_or_else(|| ApiError::not_found(format!("no queue '{name}' in vhost '{vhost}'")))
+}
+
+async fn show(req: HttpRequest, rt: State, path: web::Path<(String, String)>) -> ApiResult {
+    let u = user(&req, &rt)?;
+    let (vhost, name) = path.into_inner();
+    let q = find(&rt, &u, &vhost, &name)?;
+    Ok(HttpResponse::Ok().json(queue_json(&vhost, &q).await))
+}
+
+/// Declares a queue from a RabbitMQ queue object. Returns whether it was created.
+pub(super) fn declare_queue(rt: &Runtime, u: &User, vhost: &str, name: &str, body: &Value) -> Result<bool, ApiError> {
+    let v = in_vhost(rt, u, vhost)?;
+    permitted(rt, u, vhost, Access::Configure, "queue", name)?;
+    let existed = v.queue(name).is_some();
+    v.declare_queue(
+        name,
+        QueueSpec {
+            durable: body.get("durable").and_then(Value::as_bool).unwrap_or(true),
+            exclusive_owner: None,
+            auto_delete: body.get("auto_delete").and_then(Value::as_bool).unwrap_or(false),
+            arguments: table(body.get("arguments")),
+        },
+        0,
+    )?;
+    Ok(!existed)
+}
+
+async fn declare(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String)>,
+    body: Option<web::Json<Value>>,
+) -> ApiResult {
+    let u = user(&req, &rt)?;
+    let (vhost, name) = path.into_inner();
+    let body = body.map(|b| b.into_inner()).unwrap_or(Value::Null);
+    let new = declare_queue(&rt, &u, &vhost, &name, &body)?;
+    Ok(if new { created() } else { no_content() })
+}
+
+#[derive(Deserialize)]
+struct DeleteParams {
+    #[serde(rename = "if-unused", default)]
+    if_unused: Option<String>,
+    #[serde(rename = "if-empty", default)]
+    if_empty: Option<String>,
+}
+
+async fn delete(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String)>,
+    params: web::Query<DeleteParams>,
+) -> ApiResult {
+    let u = user(&req, &rt)?;
+    let (vhost, name) = path.into_inner();
+    let q = find(&rt, &u, &vhost, &name)?;
+    permitted(&rt, &u, &vhost, Access::Configure, "queue", &name)?;
+    let yes = |s: &Option<String>| s.as_deref() == Some("true");
+    let v = in_vhost(&rt, &u, &vhost)?;
+    v.delete_queue(&q.name, yes(&params.if_unused), yes(&params.if_empty), 0)
+        .await?;
+    Ok(no_content())
+}
+
+async fn purge(req: HttpRequest, rt: State, path: web::Path<(String, String)>) -> ApiResult {
+    let u = user(&req, &rt)?;
+    let (vhost, name) = path.into_inner();
+    let q = find(&rt, &u, &vhost, &name)?;
+    permitted(&rt, &u, &vhost, Access::Read, "queue", &name)?;
+    let _ = q.addr.send(queue::Purge).await;
+    Ok(no_content())
+}
+
+#[derive(Deserialize)]
+struct GetBody {
+    #[serde(default = "one")]
+    count: u32,
+    #[serde(default = "default_ackmode")]
+    ackmode: String,
+    #[serde(default)]
+    encoding: Option<String>,
+    #[serde(default)]
+    truncate: Option<usize>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_ackmode() -> String {
+    "ack_requeue_true".into()
+}
+
+async fn get(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String)>,
+    body: web::Json<GetBody>,
+) -> ApiResult {
+    let u = user(&req, &rt)?;
+    let (vhost, name) = path.into_inner();
+    let q = find(&rt, &u, &vhost, &name)?;
+    permitted(&rt, &u, &vhost, Access::Read, "queue", &name)?;
+    let requeue = match body.ackmode.as_str() {
+        "ack_requeue_true" | "reject_requeue_true" => true,
+        "ack_requeue_false" | "reject_requeue_false" => false,
+        other => return Err(ApiError::bad_request(format!("unknown ackmode '{other}'"))),
+    };
+    let base64_only = body.encoding.as_deref() == Some("base64");
+    // the management API's own channel key: connection 0 never belongs to a client
+    let key = ChannelKey {
+        connection: 0,
+        channel: 0,
+    };
+    let mut out = Vec::new();
+    let mut taken = Vec::new();
+    for _ in 0..body.count {
+        let got = q
+            .addr
+            .send(queue::Get {
+                channel: key,
+                no_ack: !requeue,
+            })
+            .await
+            .map_err(|_| ApiError::internal("queue unavailable"))?;
+        let Some((entry, msg, remaining)) = got else {
+            break;
+        };
+        let mut payload = msg.body.to_vec();
+        if let Some(t) = body.truncate {
+            payload.truncate(t);
+        }
+        let (payload, encoding) = match String::from_utf8(payload) {
+            Ok(s) if !base64_only => (s, "string"),
+            Ok(s) => (B64.encode(s), "base64"),
+            Err(e) => (B64.encode(e.into_bytes()), "base64"),
+        };
+        out.push(json!({
+            "payload_bytes": msg.body.len(),
+            "redelivered": entry.redelivered,
+            "exchange": msg.exchange.as_ref(),
+            "routing_key": msg.routing_key.as_ref(),
+            "message_count": remaining,
+            "properties": properties_json(&msg.properties),
+            "payload": payload,
+            "payload_encoding": encoding,
+        }));
+        taken.push(entry.id);
+    }
+    if requeue && !taken.is_empty() {
+        q.addr.do_send(Settle::Requeue(taken));
+    }
+    Ok(HttpResponse::Ok().json(out))
+}
