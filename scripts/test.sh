@@ -16,5 +16,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 
+echo "== rabbitmqadmin (RabbitMQ's own management CLI, for the API compatibility test)"
+scripts/fetch-rabbitmqadmin.sh || echo "rabbitmqadmin unavailable: its test will be skipped"
+
 echo "== pika tests"
 BROKER_BIN="$PWD/target/debug/broker" BROKER_CLI_BIN="$PWD/target/debug/broker-cli" .venv/bin/python -m pytest -q tests/python

@@ -178,10 +178,7 @@ impl Config {
                     .unwrap_or_else(|| "127.0.0.1:15672".into()),
             )
             .filter(|a| a != "none" && !a.is_empty()),
-            http_max_body: cli
-                .http_max_body
-                .or(file.http_max_body)
-                .unwrap_or(16 << 20),
+            http_max_body: cli.http_max_body.or(file.http_max_body).unwrap_or(16 << 20),
         })
     }
 }

@@ -261,10 +261,8 @@ impl Actor for ChannelActor {
 
     fn started(&mut self, _: &mut Context<Self>) {
         if let Some(rt) = self.vhost.runtime.upgrade() {
-            rt.channel_info.insert(
-                (self.key.connection, self.key.channel),
-                self.stats.clone(),
-            );
+            rt.channel_info
+                .insert((self.key.connection, self.key.channel), self.stats.clone());
         }
     }
 

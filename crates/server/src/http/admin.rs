@@ -16,20 +16,38 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/vhosts/{vhost}", web::get().to(get_vhost))
         .route("/api/vhosts/{vhost}", web::put().to(put_vhost))
         .route("/api/vhosts/{vhost}", web::delete().to(delete_vhost))
-        .route("/api/vhosts/{vhost}/permissions", web::get().to(vhost_permissions))
+        .route(
+            "/api/vhosts/{vhost}/permissions",
+            web::get().to(vhost_permissions),
+        )
         .route("/api/users", web::get().to(list_users))
         .route("/api/users/{user}", web::get().to(get_user))
         .route("/api/users/{user}", web::put().to(put_user))
         .route("/api/users/{user}", web::delete().to(delete_user))
-        .route("/api/users/{user}/permissions", web::get().to(user_permissions))
+        .route(
+            "/api/users/{user}/permissions",
+            web::get().to(user_permissions),
+        )
         .route("/api/permissions", web::get().to(list_permissions))
-        .route("/api/permissions/{vhost}/{user}", web::get().to(get_permission))
-        .route("/api/permissions/{vhost}/{user}", web::put().to(put_permission))
-        .route("/api/permissions/{vhost}/{user}", web::delete().to(delete_permission))
+        .route(
+            "/api/permissions/{vhost}/{user}",
+            web::get().to(get_permission),
+        )
+        .route(
+            "/api/permissions/{vhost}/{user}",
+            web::put().to(put_permission),
+        )
+        .route(
+            "/api/permissions/{vhost}/{user}",
+            web::delete().to(delete_permission),
+        )
         .route("/api/vhost-limits", web::get().to(list_limits))
         .route("/api/vhost-limits/{vhost}", web::get().to(vhost_limits))
         .route("/api/vhost-limits/{vhost}/{name}", web::put().to(put_limit))
-        .route("/api/vhost-limits/{vhost}/{name}", web::delete().to(delete_limit));
+        .route(
+            "/api/vhost-limits/{vhost}/{name}",
+            web::delete().to(delete_limit),
+        );
 }
 
 fn store_err(e: broker_core::store::StoreError) -> ApiError {
@@ -69,7 +87,11 @@ struct VhostBody {
 }
 
 /// Creates a vhost (registry, store, and its exchanges).
-pub(super) fn create_vhost(rt: &Arc<Runtime>, name: &str, description: String) -> Result<bool, ApiError> {
+pub(super) fn create_vhost(
+    rt: &Arc<Runtime>,
+    name: &str,
+    description: String,
+) -> Result<bool, ApiError> {
     let existed = rt.registry.vhost(name);
     let limits = existed.as_ref().map(|r| r.limits).unwrap_or_default();
     rt.registry
@@ -169,7 +191,10 @@ pub(super) fn apply_user(rt: &Runtime, name: &str, body: &Value) -> Result<bool,
     let tags = if body.get("tags").is_some() {
         parse_tags(body.get("tags"))
     } else {
-        existing.as_ref().map(|u| u.tags.clone()).unwrap_or_default()
+        existing
+            .as_ref()
+            .map(|u| u.tags.clone())
+            .unwrap_or_default()
     };
     let password_hash = if let Some(p) = body.get("password").and_then(Value::as_str) {
         broker_core::auth::hash_password(p, rand::random())
@@ -319,7 +344,11 @@ async fn delete_permission(
 ) -> ApiResult {
     admin(&req, &rt)?;
     let (vhost, user) = path.into_inner();
-    if !rt.registry.clear_permission(&vhost, &user).map_err(store_err)? {
+    if !rt
+        .registry
+        .clear_permission(&vhost, &user)
+        .map_err(store_err)?
+    {
         return Err(ApiError::not_found("permission not found"));
     }
     Ok(no_content())
@@ -378,11 +407,7 @@ async fn put_limit(
     Ok(no_content())
 }
 
-async fn delete_limit(
-    req: HttpRequest,
-    rt: State,
-    path: web::Path<(String, String)>,
-) -> ApiResult {
+async fn delete_limit(req: HttpRequest, rt: State, path: web::Path<(String, String)>) -> ApiResult {
     admin(&req, &rt)?;
     let (vhost, name) = path.into_inner();
     let mut r = rt

@@ -12,11 +12,20 @@ use std::sync::Arc;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/connections", web::get().to(list_connections))
-        .route("/api/vhosts/{vhost}/connections", web::get().to(vhost_connections))
+        .route(
+            "/api/vhosts/{vhost}/connections",
+            web::get().to(vhost_connections),
+        )
         .route("/api/connections/{name}", web::get().to(show_connection))
-        .route("/api/connections/{name}", web::delete().to(close_connection))
+        .route(
+            "/api/connections/{name}",
+            web::delete().to(close_connection),
+        )
         .route("/api/channels", web::get().to(list_channels))
-        .route("/api/vhosts/{vhost}/channels", web::get().to(vhost_channels))
+        .route(
+            "/api/vhosts/{vhost}/channels",
+            web::get().to(vhost_channels),
+        )
         .route("/api/consumers", web::get().to(list_consumers))
         .route("/api/consumers/{vhost}", web::get().to(vhost_consumers));
 }
@@ -59,7 +68,10 @@ fn connection_json(c: &ConnInfo) -> Value {
 
 async fn list_connections(req: HttpRequest, rt: State) -> ApiResult {
     let u = user(&req, &rt)?;
-    let list: Vec<Value> = visible(&rt, &u).iter().map(|c| connection_json(c)).collect();
+    let list: Vec<Value> = visible(&rt, &u)
+        .iter()
+        .map(|c| connection_json(c))
+        .collect();
     Ok(HttpResponse::Ok().json(list))
 }
 
@@ -122,7 +134,9 @@ async fn channels(rt: &Runtime, u: &User, only: Option<&str>) -> Vec<Value> {
     for (_, q) in all_queues(rt) {
         if let Ok(i) = q.addr.send(Info).await {
             for (key, ..) in i.consumers {
-                *per_channel.entry((key.connection, key.channel)).or_default() += 1;
+                *per_channel
+                    .entry((key.connection, key.channel))
+                    .or_default() += 1;
             }
         }
     }
@@ -164,9 +178,15 @@ async fn consumers(rt: &Runtime, u: &User, only: Option<&str>) -> Vec<Value> {
         if only.is_some_and(|o| o != vh) || !super::sees(rt, u, &vh) {
             continue;
         }
-        let Ok(i) = q.addr.send(Info).await else { continue };
+        let Ok(i) = q.addr.send(Info).await else {
+            continue;
+        };
         for (key, tag, ack, exclusive, priority) in i.consumers {
-            let conn = rt.conn_info.get(&key.connection).map(|c| c.name.clone()).unwrap_or_default();
+            let conn = rt
+                .conn_info
+                .get(&key.connection)
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
             let prefetch = rt
                 .channel_info
                 .get(&(key.connection, key.channel))

@@ -43,7 +43,13 @@ async fn export_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> A
         }
     }
     if let Some(m) = d.as_object_mut() {
-        for key in ["users", "vhosts", "permissions", "topic_permissions", "global_parameters"] {
+        for key in [
+            "users",
+            "vhosts",
+            "permissions",
+            "topic_permissions",
+            "global_parameters",
+        ] {
             m.remove(key);
         }
     }
@@ -51,7 +57,12 @@ async fn export_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> A
 }
 
 /// Imports one vhost's definitions (objects without `vhost` go into it).
-async fn import_vhost(req: HttpRequest, rt: State, path: web::Path<String>, body: web::Json<Value>) -> ApiResult {
+async fn import_vhost(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<String>,
+    body: web::Json<Value>,
+) -> ApiResult {
     let vhost = path.into_inner();
     if rt.vhost(&vhost).is_none() {
         return Err(ApiError::not_found(format!("vhost '{vhost}' not found")));
@@ -106,19 +117,34 @@ fn definitions(rt: &crate::runtime::Runtime, only: Option<&str>) -> Value {
         let mut qs = v.queues();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
         // as RabbitMQ: durable, non-exclusive entities only
-        for q in qs.iter().filter(|q| q.durable && q.exclusive_owner.is_none()) {
+        for q in qs
+            .iter()
+            .filter(|q| q.durable && q.exclusive_owner.is_none())
+        {
             queues.push(json!({"name": q.name.as_ref(), "vhost": vh, "durable": true, "auto_delete": q.auto_delete, "arguments": to_json(&q.arguments)}));
         }
         let mut xs = v.exchanges();
         xs.sort_by(|a, b| a.name.cmp(&b.name));
-        for x in xs.iter().filter(|x| x.durable && !x.name.starts_with("amq.")) {
+        for x in xs
+            .iter()
+            .filter(|x| x.durable && !x.name.starts_with("amq."))
+        {
             exchanges.push(json!({"name": x.name.as_ref(), "vhost": vh, "type": x.kind.as_str(), "durable": true, "auto_delete": x.auto_delete, "internal": x.internal, "arguments": to_json(&x.arguments)}));
         }
         for x in xs.iter().filter(|x| x.durable) {
             for b in x.bindings.load().all() {
                 let (dest, kind, durable) = match &b.destination {
-                    Destination::Queue(n) => (n.clone(), "queue", v.queue(n).is_some_and(|q| q.durable && q.exclusive_owner.is_none())),
-                    Destination::Exchange(n) => (n.clone(), "exchange", v.exchange(n).is_some_and(|e| e.durable)),
+                    Destination::Queue(n) => (
+                        n.clone(),
+                        "queue",
+                        v.queue(n)
+                            .is_some_and(|q| q.durable && q.exclusive_owner.is_none()),
+                    ),
+                    Destination::Exchange(n) => (
+                        n.clone(),
+                        "exchange",
+                        v.exchange(n).is_some_and(|e| e.durable),
+                    ),
                 };
                 if durable {
                     bindings.push(json!({"source": x.name.as_ref(), "vhost": vh, "destination": dest.as_ref(), "destination_type": kind, "routing_key": b.routing_key.as_ref(), "arguments": to_json(&b.arguments)}));
@@ -164,7 +190,8 @@ async fn import(req: HttpRequest, rt: State, body: web::Json<Value>) -> ApiResul
     let fail = |what: String, e: ApiError| ApiError::bad_request(format!("{what}: {e}"));
     for v in items(&body, "vhosts") {
         let name = text(v, "name");
-        create_vhost(&rt, name, text(v, "description").to_owned()).map_err(|e| fail(format!("vhost '{name}'"), e))?;
+        create_vhost(&rt, name, text(v, "description").to_owned())
+            .map_err(|e| fail(format!("vhost '{name}'"), e))?;
     }
     for u in items(&body, "users") {
         let name = text(u, "name");
@@ -172,7 +199,8 @@ async fn import(req: HttpRequest, rt: State, body: web::Json<Value>) -> ApiResul
     }
     for p in items(&body, "permissions") {
         let (vh, user) = (text(p, "vhost"), text(p, "user"));
-        apply_permission(&rt, vh, user, p).map_err(|e| fail(format!("permission of '{user}' in '{vh}'"), e))?;
+        apply_permission(&rt, vh, user, p)
+            .map_err(|e| fail(format!("permission of '{user}' in '{vh}'"), e))?;
     }
     // exchanges, queues and bindings are created by the broker itself (as RabbitMQ's
     // import does), whatever the importing administrator's vhost permissions
@@ -184,19 +212,35 @@ async fn import(req: HttpRequest, rt: State, body: web::Json<Value>) -> ApiResul
     };
     for x in items(&body, "exchanges") {
         let (vh, name) = (text(x, "vhost"), text(x, "name"));
-        declare_exchange(&rt, &me, vh, name, x).map_err(|e| fail(format!("exchange '{name}' in '{vh}'"), e))?;
+        declare_exchange(&rt, &me, vh, name, x)
+            .map_err(|e| fail(format!("exchange '{name}' in '{vh}'"), e))?;
     }
     for q in items(&body, "queues") {
         let (vh, name) = (text(q, "vhost"), text(q, "name"));
-        declare_queue(&rt, &me, vh, name, q).map_err(|e| fail(format!("queue '{name}' in '{vh}'"), e))?;
+        declare_queue(&rt, &me, vh, name, q)
+            .map_err(|e| fail(format!("queue '{name}' in '{vh}'"), e))?;
     }
     for b in items(&body, "bindings") {
         let (vh, src, dst) = (text(b, "vhost"), text(b, "source"), text(b, "destination"));
-        let kind = if text(b, "destination_type") == "exchange" { "e" } else { "q" };
+        let kind = if text(b, "destination_type") == "exchange" {
+            "e"
+        } else {
+            "q"
+        };
         let args = b.get("arguments").cloned().unwrap_or(json!({}));
-        set_binding(&rt, &me, vh, src, kind, dst, text(b, "routing_key"), &args, true)
-            .await
-            .map_err(|e| fail(format!("binding {src} -> {dst} in '{vh}'"), e))?;
+        set_binding(
+            &rt,
+            &me,
+            vh,
+            src,
+            kind,
+            dst,
+            text(b, "routing_key"),
+            &args,
+            true,
+        )
+        .await
+        .map_err(|e| fail(format!("binding {src} -> {dst} in '{vh}'"), e))?;
     }
     Ok(super::no_content())
 }

@@ -21,16 +21,39 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/exchanges/{vhost}/{name}", web::get().to(show))
         .route("/api/exchanges/{vhost}/{name}", web::put().to(declare))
         .route("/api/exchanges/{vhost}/{name}", web::delete().to(delete))
-        .route("/api/exchanges/{vhost}/{name}/publish", web::post().to(publish))
+        .route(
+            "/api/exchanges/{vhost}/{name}/publish",
+            web::post().to(publish),
+        )
         .route("/api/bindings", web::get().to(bindings_all))
         .route("/api/bindings/{vhost}", web::get().to(bindings_vhost))
-        .route("/api/bindings/{vhost}/e/{src}/{kind}/{dst}", web::get().to(bindings_between))
-        .route("/api/bindings/{vhost}/e/{src}/{kind}/{dst}", web::post().to(bind))
-        .route("/api/bindings/{vhost}/e/{src}/{kind}/{dst}/{props}", web::delete().to(unbind))
-        .route("/api/queues/{vhost}/{name}/bindings", web::get().to(queue_bindings));
+        .route(
+            "/api/bindings/{vhost}/e/{src}/{kind}/{dst}",
+            web::get().to(bindings_between),
+        )
+        .route(
+            "/api/bindings/{vhost}/e/{src}/{kind}/{dst}",
+            web::post().to(bind),
+        )
+        .route(
+            "/api/bindings/{vhost}/e/{src}/{kind}/{dst}/{props}",
+            web::delete().to(unbind),
+        )
+        .route(
+            "/api/queues/{vhost}/{name}/bindings",
+            web::get().to(queue_bindings),
+        );
 }
 
-fn exchange_json(vhost: &str, name: &str, kind: &str, durable: bool, auto_delete: bool, internal: bool, args: Value) -> Value {
+fn exchange_json(
+    vhost: &str,
+    name: &str,
+    kind: &str,
+    durable: bool,
+    auto_delete: bool,
+    internal: bool,
+    args: Value,
+) -> Value {
     json!({"name": name, "vhost": vhost, "type": kind, "durable": durable,
            "auto_delete": auto_delete, "internal": internal, "arguments": args,
            "user_who_performed_action": "rmq-internal"})
@@ -46,11 +69,27 @@ fn list(rt: &Runtime, u: &User, only: Option<&str>) -> Vec<Value> {
         }
         let Some(v) = rt.vhost(&vh) else { continue };
         // the default exchange is listed first, as RabbitMQ does
-        out.push(exchange_json(&vh, "", "direct", true, false, false, json!({})));
+        out.push(exchange_json(
+            &vh,
+            "",
+            "direct",
+            true,
+            false,
+            false,
+            json!({}),
+        ));
         let mut xs = v.exchanges();
         xs.sort_by(|a, b| a.name.cmp(&b.name));
         for x in xs {
-            out.push(exchange_json(&vh, &x.name, x.kind.as_str(), x.durable, x.auto_delete, x.internal, to_json(&x.arguments)));
+            out.push(exchange_json(
+                &vh,
+                &x.name,
+                x.kind.as_str(),
+                x.durable,
+                x.auto_delete,
+                x.internal,
+                to_json(&x.arguments),
+            ));
         }
     }
     out
@@ -75,20 +114,34 @@ async fn show(req: HttpRequest, rt: State, path: web::Path<(String, String)>) ->
     let x = v
         .exchange(&name)
         .ok_or_else(|| ApiError::not_found(format!("no exchange '{name}' in vhost '{vhost}'")))?;
-    Ok(HttpResponse::Ok().json(exchange_json(&vhost, &x.name, x.kind.as_str(), x.durable, x.auto_delete, x.internal, to_json(&x.arguments))))
+    Ok(HttpResponse::Ok().json(exchange_json(
+        &vhost,
+        &x.name,
+        x.kind.as_str(),
+        x.durable,
+        x.auto_delete,
+        x.internal,
+        to_json(&x.arguments),
+    )))
 }
 
 /// Declares an exchange from a RabbitMQ exchange object. Returns whether it was created.
-pub(super) fn declare_exchange(rt: &Runtime, u: &User, vhost: &str, name: &str, body: &Value) -> Result<bool, ApiError> {
+pub(super) fn declare_exchange(
+    rt: &Runtime,
+    u: &User,
+    vhost: &str,
+    name: &str,
+    body: &Value,
+) -> Result<bool, ApiError> {
     let v = in_vhost(rt, u, vhost)?;
     permitted(rt, u, vhost, Access::Configure, "exchange", name)?;
     let kind_name = body.get("type").and_then(Value::as_str).unwrap_or("direct");
     let kind = ExchangeKind::parse(kind_name)
         .ok_or_else(|| ApiError::bad_request(format!("unknown exchange type '{kind_name}'")))?;
     if name.is_empty() || (name.starts_with("amq.") && v.exchange(name).is_none()) {
-        return Err(ApiError::from(broker_core::AmqpError::access_refused(format!(
-            "exchange name '{name}' contains reserved prefix 'amq.*'"
-        ))));
+        return Err(ApiError::from(broker_core::AmqpError::access_refused(
+            format!("exchange name '{name}' contains reserved prefix 'amq.*'"),
+        )));
     }
     let existed = v.exchange(name).is_some();
     v.declare_exchange(
@@ -96,15 +149,26 @@ pub(super) fn declare_exchange(rt: &Runtime, u: &User, vhost: &str, name: &str, 
         ExchangeSpec {
             kind,
             durable: body.get("durable").and_then(Value::as_bool).unwrap_or(true),
-            auto_delete: body.get("auto_delete").and_then(Value::as_bool).unwrap_or(false),
-            internal: body.get("internal").and_then(Value::as_bool).unwrap_or(false),
+            auto_delete: body
+                .get("auto_delete")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            internal: body
+                .get("internal")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             arguments: table(body.get("arguments")),
         },
     )?;
     Ok(!existed)
 }
 
-async fn declare(req: HttpRequest, rt: State, path: web::Path<(String, String)>, body: Option<web::Json<Value>>) -> ApiResult {
+async fn declare(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String)>,
+    body: Option<web::Json<Value>>,
+) -> ApiResult {
     let u = user(&req, &rt)?;
     let (vhost, name) = path.into_inner();
     let body = body.map(|b| b.into_inner()).unwrap_or(Value::Null);
@@ -118,33 +182,66 @@ struct DeleteParams {
     if_unused: Option<String>,
 }
 
-async fn delete(req: HttpRequest, rt: State, path: web::Path<(String, String)>, params: web::Query<DeleteParams>) -> ApiResult {
+async fn delete(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String)>,
+    params: web::Query<DeleteParams>,
+) -> ApiResult {
     let u = user(&req, &rt)?;
     let (vhost, name) = path.into_inner();
     let v = in_vhost(&rt, &u, &vhost)?;
     if v.exchange(&name).is_none() {
-        return Err(ApiError::not_found(format!("no exchange '{name}' in vhost '{vhost}'")));
+        return Err(ApiError::not_found(format!(
+            "no exchange '{name}' in vhost '{vhost}'"
+        )));
     }
     permitted(&rt, &u, &vhost, Access::Configure, "exchange", &name)?;
-    v.delete_exchange(&name, params.if_unused.as_deref() == Some("true")).await?;
+    v.delete_exchange(&name, params.if_unused.as_deref() == Some("true"))
+        .await?;
     Ok(no_content())
 }
 
-async fn publish(req: HttpRequest, rt: State, path: web::Path<(String, String)>, body: web::Json<Value>) -> ApiResult {
+async fn publish(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String)>,
+    body: web::Json<Value>,
+) -> ApiResult {
     let u = user(&req, &rt)?;
     let (vhost, name) = path.into_inner();
     let v = in_vhost(&rt, &u, &vhost)?;
-    permitted(&rt, &u, &vhost, Access::Write, "exchange", exchange_resource(&name))?;
-    let routing_key = body.get("routing_key").and_then(Value::as_str).unwrap_or("");
+    permitted(
+        &rt,
+        &u,
+        &vhost,
+        Access::Write,
+        "exchange",
+        exchange_resource(&name),
+    )?;
+    let routing_key = body
+        .get("routing_key")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let payload = body.get("payload").and_then(Value::as_str).unwrap_or("");
-    let payload = match body.get("payload_encoding").and_then(Value::as_str).unwrap_or("string") {
-        "base64" => B64.decode(payload).map_err(|e| ApiError::bad_request(format!("payload is not base64: {e}")))?,
+    let payload = match body
+        .get("payload_encoding")
+        .and_then(Value::as_str)
+        .unwrap_or("string")
+    {
+        "base64" => B64
+            .decode(payload)
+            .map_err(|e| ApiError::bad_request(format!("payload is not base64: {e}")))?,
         _ => payload.as_bytes().to_vec(),
     };
     let props = properties(body.get("properties"));
     let mut queues = Vec::new();
-    if v.route_by_name(&name, routing_key, props.headers().as_ref(), &mut queues).is_none() {
-        return Err(ApiError::not_found(format!("no exchange '{name}' in vhost '{vhost}'")));
+    if v.route_by_name(&name, routing_key, props.headers().as_ref(), &mut queues)
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!(
+            "no exchange '{name}' in vhost '{vhost}'"
+        )));
     }
     let mut msg = Message {
         exchange: name.as_str().into(),
@@ -156,7 +253,8 @@ async fn publish(req: HttpRequest, rt: State, path: web::Path<(String, String)>,
         arrival_ms: crate::runtime::now_ms(),
     };
     if let Some(storage) = rt.store.as_ref() {
-        crate::persist::store_message(storage, &mut msg, &queues).map_err(|e| ApiError::internal(e.to_string()))?;
+        crate::persist::store_message(storage, &mut msg, &queues)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
     }
     let msg = Arc::new(msg);
     for q in &queues {
@@ -167,18 +265,32 @@ async fn publish(req: HttpRequest, rt: State, path: web::Path<(String, String)>,
 
 /// Every binding of a vhost, the default exchange's implicit ones first.
 fn vhost_bindings(rt: &Runtime, vhost: &str) -> Vec<Value> {
-    let Some(v) = rt.vhost(vhost) else { return vec![] };
+    let Some(v) = rt.vhost(vhost) else {
+        return vec![];
+    };
     let mut out = Vec::new();
     let mut queues = v.queues();
     queues.sort_by(|a, b| a.name.cmp(&b.name));
     for q in queues {
-        out.push(binding_json(vhost, "", &Destination::Queue(q.name.clone()), &q.name, &json!({})));
+        out.push(binding_json(
+            vhost,
+            "",
+            &Destination::Queue(q.name.clone()),
+            &q.name,
+            &json!({}),
+        ));
     }
     let mut xs = v.exchanges();
     xs.sort_by(|a, b| a.name.cmp(&b.name));
     for x in xs {
         for b in x.bindings.load().all() {
-            out.push(binding_json(vhost, &x.name, &b.destination, &b.routing_key, &to_json(&b.arguments)));
+            out.push(binding_json(
+                vhost,
+                &x.name,
+                &b.destination,
+                &b.routing_key,
+                &to_json(&b.arguments),
+            ));
         }
     }
     out
@@ -206,7 +318,9 @@ pub(super) fn properties_key(routing_key: &str, args: &Value) -> String {
 fn utf8_percent(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                (b as char).to_string()
+            }
             b' ' => "+".to_owned(),
             _ => format!("%{b:02X}"),
         })
@@ -244,11 +358,17 @@ fn dest_kind(kind: &str) -> Result<&'static str, ApiError> {
     match kind {
         "q" => Ok("queue"),
         "e" => Ok("exchange"),
-        other => Err(ApiError::not_found(format!("unknown destination kind '{other}'"))),
+        other => Err(ApiError::not_found(format!(
+            "unknown destination kind '{other}'"
+        ))),
     }
 }
 
-async fn bindings_between(req: HttpRequest, rt: State, path: web::Path<(String, String, String, String)>) -> ApiResult {
+async fn bindings_between(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String, String, String)>,
+) -> ApiResult {
     let u = user(&req, &rt)?;
     let (vhost, src, kind, dst) = path.into_inner();
     in_vhost(&rt, &u, &vhost)?;
@@ -260,12 +380,18 @@ async fn bindings_between(req: HttpRequest, rt: State, path: web::Path<(String, 
     Ok(HttpResponse::Ok().json(list))
 }
 
-async fn queue_bindings(req: HttpRequest, rt: State, path: web::Path<(String, String)>) -> ApiResult {
+async fn queue_bindings(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
     let u = user(&req, &rt)?;
     let (vhost, q) = path.into_inner();
     let v = in_vhost(&rt, &u, &vhost)?;
     if v.queue(&q).is_none() {
-        return Err(ApiError::not_found(format!("no queue '{q}' in vhost '{vhost}'")));
+        return Err(ApiError::not_found(format!(
+            "no queue '{q}' in vhost '{vhost}'"
+        )));
     }
     let list: Vec<Value> = vhost_bindings(&rt, &vhost)
         .into_iter()
@@ -275,14 +401,33 @@ async fn queue_bindings(req: HttpRequest, rt: State, path: web::Path<(String, St
 }
 
 /// Binds or unbinds `src` to a queue or exchange, with permission checks as over AMQP.
-pub(super) async fn set_binding(rt: &Runtime, u: &User, vhost: &str, src: &str, kind: &str, dst: &str, rk: &str, args: &Value, bind: bool) -> Result<(), ApiError> {
+pub(super) async fn set_binding(
+    rt: &Runtime,
+    u: &User,
+    vhost: &str,
+    src: &str,
+    kind: &str,
+    dst: &str,
+    rk: &str,
+    args: &Value,
+    bind: bool,
+) -> Result<(), ApiError> {
     let v = in_vhost(rt, u, vhost)?;
     let kind = dest_kind(kind)?;
     permitted(rt, u, vhost, Access::Write, kind, dst)?;
-    permitted(rt, u, vhost, Access::Read, "exchange", exchange_resource(src))?;
+    permitted(
+        rt,
+        u,
+        vhost,
+        Access::Read,
+        "exchange",
+        exchange_resource(src),
+    )?;
     let dest = if kind == "queue" {
         if v.queue(dst).is_none() {
-            return Err(ApiError::not_found(format!("no queue '{dst}' in vhost '{vhost}'")));
+            return Err(ApiError::not_found(format!(
+                "no queue '{dst}' in vhost '{vhost}'"
+            )));
         }
         Destination::Queue(dst.into())
     } else {
@@ -292,28 +437,57 @@ pub(super) async fn set_binding(rt: &Runtime, u: &User, vhost: &str, src: &str, 
     Ok(())
 }
 
-async fn bind(req: HttpRequest, rt: State, path: web::Path<(String, String, String, String)>, body: Option<web::Json<Value>>) -> ApiResult {
+async fn bind(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String, String, String)>,
+    body: Option<web::Json<Value>>,
+) -> ApiResult {
     let u = user(&req, &rt)?;
     let (vhost, src, kind, dst) = path.into_inner();
     let body = body.map(|b| b.into_inner()).unwrap_or(Value::Null);
-    let rk = body.get("routing_key").and_then(Value::as_str).unwrap_or("").to_owned();
+    let rk = body
+        .get("routing_key")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let args = body.get("arguments").cloned().unwrap_or(json!({}));
     set_binding(&rt, &u, &vhost, &src, &kind, &dst, &rk, &args, true).await?;
     let location = format!("{}", properties_key(&rk, &args));
-    Ok(HttpResponse::Created().insert_header(("Location", location)).finish())
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", location))
+        .finish())
 }
 
-async fn unbind(req: HttpRequest, rt: State, path: web::Path<(String, String, String, String, String)>) -> ApiResult {
+async fn unbind(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String, String, String, String)>,
+) -> ApiResult {
     let u = user(&req, &rt)?;
     let (vhost, src, kind, dst, props) = path.into_inner();
     let dkind = dest_kind(&kind)?;
     let found = vhost_bindings(&rt, &vhost).into_iter().find(|b| {
-        b["source"] == src.as_str() && b["destination"] == dst.as_str() && b["destination_type"] == dkind && b["properties_key"] == props.as_str()
+        b["source"] == src.as_str()
+            && b["destination"] == dst.as_str()
+            && b["destination_type"] == dkind
+            && b["properties_key"] == props.as_str()
     });
     let Some(b) = found else {
         return Err(ApiError::not_found("binding not found"));
     };
     let rk = b["routing_key"].as_str().unwrap_or("").to_owned();
-    set_binding(&rt, &u, &vhost, &src, &kind, &dst, &rk, &b["arguments"], false).await?;
+    set_binding(
+        &rt,
+        &u,
+        &vhost,
+        &src,
+        &kind,
+        &dst,
+        &rk,
+        &b["arguments"],
+        false,
+    )
+    .await?;
     Ok(no_content())
 }

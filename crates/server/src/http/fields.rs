@@ -25,7 +25,9 @@ fn value(v: &Value) -> AMQPValue {
             None => AMQPValue::Double(n.as_f64().unwrap_or(0.0)),
         },
         Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
-        Value::Array(a) => AMQPValue::FieldArray(FieldArray::from(a.iter().map(value).collect::<Vec<_>>())),
+        Value::Array(a) => {
+            AMQPValue::FieldArray(FieldArray::from(a.iter().map(value).collect::<Vec<_>>()))
+        }
         Value::Object(_) => AMQPValue::FieldTable(table(Some(v))),
     }
 }

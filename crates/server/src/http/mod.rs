@@ -193,21 +193,25 @@ pub fn start(rt: Arc<Runtime>, addr: &str) -> std::io::Result<std::net::SocketAd
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .app_data(web::JsonConfig::default().limit(max_body).error_handler(|e, _| {
-                let status = match &e {
-                    actix_web::error::JsonPayloadError::Overflow { .. }
-                    | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
-                        StatusCode::PAYLOAD_TOO_LARGE
-                    }
-                    _ => StatusCode::BAD_REQUEST,
-                };
-                ApiError {
-                    status,
-                    error: "bad_request",
-                    reason: e.to_string(),
-                }
-                .into()
-            }))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(max_body)
+                    .error_handler(|e, _| {
+                        let status = match &e {
+                            actix_web::error::JsonPayloadError::Overflow { .. }
+                            | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
+                                StatusCode::PAYLOAD_TOO_LARGE
+                            }
+                            _ => StatusCode::BAD_REQUEST,
+                        };
+                        ApiError {
+                            status,
+                            error: "bad_request",
+                            reason: e.to_string(),
+                        }
+                        .into()
+                    }),
+            )
             .app_data(web::PayloadConfig::new(max_body))
             .configure(overview::routes)
             .configure(admin::routes)

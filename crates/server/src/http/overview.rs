@@ -128,33 +128,99 @@ async fn metrics(rt: State) -> HttpResponse {
     let mut infos = Vec::new();
     for (vh, q) in &queues {
         let i = q.addr.send(Info).await.unwrap_or_default();
-        infos.push((format!("vhost=\"{}\",queue=\"{}\"", esc(vh), esc(&q.name)), i, q.clone()));
+        infos.push((
+            format!("vhost=\"{}\",queue=\"{}\"", esc(vh), esc(&q.name)),
+            i,
+            q.clone(),
+        ));
     }
     let rows = |f: &dyn Fn(&crate::queue::QueueInfo, &QueueEntry) -> u64| -> Vec<(String, u64)> {
         infos.iter().map(|(l, i, q)| (l.clone(), f(i, q))).collect()
     };
-    gauge("broker_queue_messages", "Messages in the queue (ready and unacked)", "gauge", rows(&|i, _| i.ready + i.unacked));
-    gauge("broker_queue_messages_ready", "Messages ready for delivery", "gauge", rows(&|i, _| i.ready));
-    gauge("broker_queue_messages_unacked", "Deliveries not yet acked", "gauge", rows(&|i, _| i.unacked));
-    gauge("broker_queue_consumers", "Consumers", "gauge", rows(&|i, _| i.consumers.len() as u64));
-    gauge("broker_queue_published_total", "Messages enqueued", "counter", rows(&|_, q| q.counters.published.load(Ordering::Relaxed)));
-    gauge("broker_queue_delivered_total", "Deliveries and basic.get", "counter", rows(&|_, q| q.counters.delivered.load(Ordering::Relaxed)));
-    gauge("broker_queue_redelivered_total", "Redeliveries", "counter", rows(&|_, q| q.counters.redelivered.load(Ordering::Relaxed)));
-    gauge("broker_queue_acked_total", "Acks", "counter", rows(&|_, q| q.counters.acked.load(Ordering::Relaxed)));
+    gauge(
+        "broker_queue_messages",
+        "Messages in the queue (ready and unacked)",
+        "gauge",
+        rows(&|i, _| i.ready + i.unacked),
+    );
+    gauge(
+        "broker_queue_messages_ready",
+        "Messages ready for delivery",
+        "gauge",
+        rows(&|i, _| i.ready),
+    );
+    gauge(
+        "broker_queue_messages_unacked",
+        "Deliveries not yet acked",
+        "gauge",
+        rows(&|i, _| i.unacked),
+    );
+    gauge(
+        "broker_queue_consumers",
+        "Consumers",
+        "gauge",
+        rows(&|i, _| i.consumers.len() as u64),
+    );
+    gauge(
+        "broker_queue_published_total",
+        "Messages enqueued",
+        "counter",
+        rows(&|_, q| q.counters.published.load(Ordering::Relaxed)),
+    );
+    gauge(
+        "broker_queue_delivered_total",
+        "Deliveries and basic.get",
+        "counter",
+        rows(&|_, q| q.counters.delivered.load(Ordering::Relaxed)),
+    );
+    gauge(
+        "broker_queue_redelivered_total",
+        "Redeliveries",
+        "counter",
+        rows(&|_, q| q.counters.redelivered.load(Ordering::Relaxed)),
+    );
+    gauge(
+        "broker_queue_acked_total",
+        "Acks",
+        "counter",
+        rows(&|_, q| q.counters.acked.load(Ordering::Relaxed)),
+    );
     let channels: u64 = rt
         .conn_info
         .iter()
         .map(|c| c.channels.load(Ordering::Relaxed) as u64)
         .sum();
-    gauge("broker_connections", "Open client connections", "gauge", vec![(String::new(), rt.conn_info.len() as u64)]);
-    gauge("broker_channels", "Open channels", "gauge", vec![(String::new(), channels)]);
-    gauge("broker_memory_message_bytes", "Message bytes held in queues", "gauge", vec![(String::new(), rt.memory.used() as u64)]);
-    gauge("broker_store_bytes", "Bytes of the data dir on disk", "gauge", vec![(String::new(), store_bytes(&rt))]);
+    gauge(
+        "broker_connections",
+        "Open client connections",
+        "gauge",
+        vec![(String::new(), rt.conn_info.len() as u64)],
+    );
+    gauge(
+        "broker_channels",
+        "Open channels",
+        "gauge",
+        vec![(String::new(), channels)],
+    );
+    gauge(
+        "broker_memory_message_bytes",
+        "Message bytes held in queues",
+        "gauge",
+        vec![(String::new(), rt.memory.used() as u64)],
+    );
+    gauge(
+        "broker_store_bytes",
+        "Bytes of the data dir on disk",
+        "gauge",
+        vec![(String::new(), store_bytes(&rt))],
+    );
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)
 }
 
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

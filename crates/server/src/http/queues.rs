@@ -23,12 +23,22 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/queues/{vhost}/{name}", web::get().to(show))
         .route("/api/queues/{vhost}/{name}", web::put().to(declare))
         .route("/api/queues/{vhost}/{name}", web::delete().to(delete))
-        .route("/api/queues/{vhost}/{name}/contents", web::delete().to(purge))
+        .route(
+            "/api/queues/{vhost}/{name}/contents",
+            web::delete().to(purge),
+        )
         .route("/api/queues/{vhost}/{name}/get", web::post().to(get));
 }
 
 /// Refuses unless the user's permissions in the vhost allow `kind` on the queue.
-pub(super) fn permitted(rt: &Runtime, u: &User, vhost: &str, kind: Access, what: &str, name: &str) -> Result<(), ApiError> {
+pub(super) fn permitted(
+    rt: &Runtime,
+    u: &User,
+    vhost: &str,
+    kind: Access,
+    what: &str,
+    name: &str,
+) -> Result<(), ApiError> {
     if u.name == super::INTERNAL_USER || rt.registry.allows(vhost, &u.name, kind, name) {
         return Ok(());
     }
@@ -102,7 +112,13 @@ async fn show(req: HttpRequest, rt: State, path: web::Path<(String, String)>) ->
 }
 
 /// Declares a queue from a RabbitMQ queue object. Returns whether it was created.
-pub(super) fn declare_queue(rt: &Runtime, u: &User, vhost: &str, name: &str, body: &Value) -> Result<bool, ApiError> {
+pub(super) fn declare_queue(
+    rt: &Runtime,
+    u: &User,
+    vhost: &str,
+    name: &str,
+    body: &Value,
+) -> Result<bool, ApiError> {
     let v = in_vhost(rt, u, vhost)?;
     permitted(rt, u, vhost, Access::Configure, "queue", name)?;
     let existed = v.queue(name).is_some();
@@ -111,7 +127,10 @@ pub(super) fn declare_queue(rt: &Runtime, u: &User, vhost: &str, name: &str, bod
         QueueSpec {
             durable: body.get("durable").and_then(Value::as_bool).unwrap_or(true),
             exclusive_owner: None,
-            auto_delete: body.get("auto_delete").and_then(Value::as_bool).unwrap_or(false),
+            auto_delete: body
+                .get("auto_delete")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             arguments: table(body.get("arguments")),
         },
         0,
@@ -166,42 +185,37 @@ async fn purge(req: HttpRequest, rt: State, path: web::Path<(String, String)>) -
     Ok(no_content())
 }
 
-#[derive(Deserialize)]
-struct GetBody {
-    #[serde(default = "one")]
-    count: u32,
-    #[serde(default = "default_ackmode")]
-    ackmode: String,
-    #[serde(default)]
-    encoding: Option<String>,
-    #[serde(default)]
-    truncate: Option<usize>,
-}
-
-fn one() -> u32 {
-    1
-}
-
-fn default_ackmode() -> String {
-    "ack_requeue_true".into()
+/// A number sent as a number or as a string (rabbitmqadmin sends strings).
+fn number(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
 }
 
 async fn get(
     req: HttpRequest,
     rt: State,
     path: web::Path<(String, String)>,
-    body: web::Json<GetBody>,
+    body: web::Json<Value>,
 ) -> ApiResult {
     let u = user(&req, &rt)?;
     let (vhost, name) = path.into_inner();
     let q = find(&rt, &u, &vhost, &name)?;
     permitted(&rt, &u, &vhost, Access::Read, "queue", &name)?;
-    let requeue = match body.ackmode.as_str() {
+    let count = number(body.get("count")).unwrap_or(1);
+    let truncate = number(body.get("truncate")).map(|t| t as usize);
+    let ackmode = body
+        .get("ackmode")
+        .and_then(Value::as_str)
+        .unwrap_or("ack_requeue_true");
+    let requeue = match ackmode {
         "ack_requeue_true" | "reject_requeue_true" => true,
         "ack_requeue_false" | "reject_requeue_false" => false,
         other => return Err(ApiError::bad_request(format!("unknown ackmode '{other}'"))),
     };
-    let base64_only = body.encoding.as_deref() == Some("base64");
+    let base64_only = body.get("encoding").and_then(Value::as_str) == Some("base64");
     // the management API's own channel key: connection 0 never belongs to a client
     let key = ChannelKey {
         connection: 0,
@@ -209,7 +223,7 @@ async fn get(
     };
     let mut out = Vec::new();
     let mut taken = Vec::new();
-    for _ in 0..body.count {
+    for _ in 0..count {
         let got = q
             .addr
             .send(queue::Get {
@@ -222,7 +236,7 @@ async fn get(
             break;
         };
         let mut payload = msg.body.to_vec();
-        if let Some(t) = body.truncate {
+        if let Some(t) = truncate {
             payload.truncate(t);
         }
         let (payload, encoding) = match String::from_utf8(payload) {
