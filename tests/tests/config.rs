@@ -12,8 +12,11 @@ fn broker_bin() -> std::path::PathBuf {
         })
 }
 
+/// The line where the broker says where it listens for AMQP (the management API's line,
+/// printed before it, is skipped).
 fn first_line(mut cmd: Command) -> (String, std::process::Child) {
     let mut child = cmd
+        .env("BROKER_HTTP_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -21,9 +24,9 @@ fn first_line(mut cmd: Command) -> (String, std::process::Child) {
     let out = child.stdout.take().unwrap();
     let line = BufReader::new(out)
         .lines()
-        .next()
-        .unwrap_or(Ok(String::new()))
-        .unwrap();
+        .map_while(Result::ok)
+        .find(|l| !l.starts_with("management API"))
+        .unwrap_or_default();
     (line, child)
 }
 
