@@ -295,3 +295,31 @@ impl Registry {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_registry_has_guest_on_loopback_only() {
+        let r = Registry::load(None).unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let remote: IpAddr = "10.1.2.3".parse().unwrap();
+        assert!(r.authenticate("guest", "guest", lo).is_some());
+        assert!(r.authenticate("guest", "guest", remote).is_none());
+        assert!(r.authenticate("guest", "wrong", lo).is_none());
+        assert!(r.allows("/", "guest", Access::Configure, "anything"));
+        let bob = User::new("bob", "pw", vec![], [9, 9, 9, 9]);
+        r.put_user(bob).unwrap();
+        assert!(r.authenticate("bob", "pw", remote).is_some());
+        assert!(!r.allows("/", "bob", Access::Read, "q"));
+        let v = r.version();
+        r.set_permission("/", "bob", Permission::new("", "", "^q$").unwrap())
+            .unwrap();
+        assert!(r.version() > v);
+        assert!(r.allows("/", "bob", Access::Read, "q"));
+        assert!(!r.allows("/", "bob", Access::Write, "q"));
+        r.delete_user("bob").unwrap();
+        assert!(r.permission("/", "bob").is_none());
+    }
+}

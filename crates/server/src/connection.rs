@@ -226,6 +226,11 @@ impl Connection {
             .map(|(reader, buf, r), act, ctx| {
                 act.reader = Some(reader);
                 act.rbuf = buf;
+                if let Ok(n) = r {
+                    act.rt
+                        .bytes_in
+                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
                 match r {
                     Ok(0) | Err(_) => {
                         if act.state != State::Closed && act.state != State::Closing {
@@ -648,7 +653,7 @@ impl Connection {
         self.writing = true;
         ctx.spawn(
             async move {
-                let r = writer.write_all(&data).await;
+                let r = writer.write_all(&data).await.map(|()| data.len());
                 (writer, r)
             }
             .into_actor(self)
@@ -656,6 +661,11 @@ impl Connection {
                 act.writing = false;
                 act.writer = Some(writer);
                 act.last_write = Instant::now();
+                if let Ok(n) = &r {
+                    act.rt
+                        .bytes_out
+                        .fetch_add(*n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
                 if r.is_err() {
                     ctx.stop();
                     return;

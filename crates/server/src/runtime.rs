@@ -34,6 +34,10 @@ pub struct Runtime {
     pub conn_info: DashMap<u64, Arc<ConnInfo>>,
     /// What the management API shows of each open channel, by (connection, channel).
     pub channel_info: DashMap<(u64, u16), Arc<ChannelStats>>,
+    /// Bytes read from client sockets.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to client sockets.
+    pub bytes_out: AtomicU64,
     /// Where the AMQP listener is bound (for connection names).
     pub amqp_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
@@ -111,6 +115,8 @@ impl Runtime {
             conn_info: DashMap::new(),
             channel_info: DashMap::new(),
             amqp_addr: std::sync::OnceLock::new(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
         });
         for rec in rt.registry.vhosts() {
             let vhost = VHost::new(&rec.name, Arc::downgrade(&rt));

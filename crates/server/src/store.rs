@@ -290,6 +290,57 @@ impl MessageStore for SledStore {
     }
 }
 
+/// Upper bounds (seconds) of the flush-latency histogram's buckets.
+pub const FLUSH_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0];
+
+/// How long group-commit flushes take (fsync of segments and index), for /metrics.
+pub struct Histogram {
+    buckets: [std::sync::atomic::AtomicU64; 10],
+    count: std::sync::atomic::AtomicU64,
+    sum_us: std::sync::atomic::AtomicU64,
+}
+
+impl Histogram {
+    const fn new() -> Histogram {
+        #[allow(clippy::declare_interior_mutable_const)]
+        const Z: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Histogram {
+            buckets: [Z; 10],
+            count: Z,
+            sum_us: Z,
+        }
+    }
+
+    fn observe(&self, d: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let secs = d.as_secs_f64();
+        for (i, le) in FLUSH_BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+
+    /// Cumulative bucket counts, total count, and the sum in seconds.
+    pub fn snapshot(&self) -> ([u64; 10], u64, f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut b = [0u64; 10];
+        for (i, x) in self.buckets.iter().enumerate() {
+            b[i] = x.load(Relaxed);
+        }
+        (
+            b,
+            self.count.load(Relaxed),
+            self.sum_us.load(Relaxed) as f64 / 1e6,
+        )
+    }
+}
+
+/// Flush latencies of this process.
+pub static FLUSH_LATENCY: Histogram = Histogram::new();
+
 /// A request for an fsync; the reply says whether it succeeded.
 pub struct FlushRequest {
     /// Called with the outcome, on the flusher thread.
@@ -326,7 +377,9 @@ impl Flusher {
                 while let Ok(more) = rx.try_recv() {
                     batch.push(more);
                 }
+                let started = std::time::Instant::now();
                 let res = MessageStore::flush(&*store);
+                FLUSH_LATENCY.observe(started.elapsed());
                 if let Err(e) = &res {
                     tracing::error!("store flush failed: {e}; the publishes it covered are nacked");
                 }

@@ -214,6 +214,33 @@ async fn metrics(rt: State) -> HttpResponse {
         "gauge",
         vec![(String::new(), store_bytes(&rt))],
     );
+    gauge(
+        "broker_received_bytes_total",
+        "Bytes read from client connections",
+        "counter",
+        vec![(String::new(), rt.bytes_in.load(Ordering::Relaxed))],
+    );
+    gauge(
+        "broker_sent_bytes_total",
+        "Bytes written to client connections",
+        "counter",
+        vec![(String::new(), rt.bytes_out.load(Ordering::Relaxed))],
+    );
+    let (buckets, count, sum) = crate::store::FLUSH_LATENCY.snapshot();
+    let _ = writeln!(
+        out,
+        "# HELP broker_store_flush_seconds Group-commit flush (fsync) latency"
+    );
+    let _ = writeln!(out, "# TYPE broker_store_flush_seconds histogram");
+    for (le, n) in crate::store::FLUSH_BUCKETS.iter().zip(buckets) {
+        let _ = writeln!(out, "broker_store_flush_seconds_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "broker_store_flush_seconds_bucket{{le=\"+Inf\"}} {count}"
+    );
+    let _ = writeln!(out, "broker_store_flush_seconds_sum {sum}");
+    let _ = writeln!(out, "broker_store_flush_seconds_count {count}");
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)
