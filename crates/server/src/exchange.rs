@@ -160,8 +160,11 @@ impl Handler<Delete> for ExchangeActor {
     fn handle(&mut self, msg: Delete, _: &mut Context<Self>) -> Self::Result {
         if msg.if_unused && !self.bindings.is_empty() {
             return Err(AmqpError::precondition_failed(format!(
-                "exchange '{}' in vhost '/' in use",
-                self.name
+                "exchange '{}' in vhost '{}' in use",
+                self.name,
+                self.vhost
+                    .upgrade()
+                    .map_or_else(|| "/".to_owned(), |v| v.name.clone())
             )));
         }
         self.deleted = true;

@@ -75,9 +75,10 @@ fn inequivalent(
     name: &str,
     got: impl std::fmt::Display,
     cur: impl std::fmt::Display,
+    vhost: &str,
 ) -> AmqpError {
     AmqpError::precondition_failed(format!(
-        "inequivalent arg '{arg}' for {what} '{name}' in vhost '/': received '{got}' but current is '{cur}'"
+        "inequivalent arg '{arg}' for {what} '{name}' in vhost '{vhost}': received '{got}' but current is '{cur}'"
     ))
 }
 
@@ -175,6 +176,7 @@ impl VHost {
                     name,
                     spec.kind.as_str(),
                     x.kind.as_str(),
+                    &self.name,
                 ));
             }
             if x.durable != spec.durable {
@@ -184,6 +186,7 @@ impl VHost {
                     name,
                     spec.durable,
                     x.durable,
+                    &self.name,
                 ));
             }
             if x.auto_delete != spec.auto_delete {
@@ -193,6 +196,7 @@ impl VHost {
                     name,
                     spec.auto_delete,
                     x.auto_delete,
+                    &self.name,
                 ));
             }
             if x.internal != spec.internal {
@@ -202,6 +206,7 @@ impl VHost {
                     name,
                     spec.internal,
                     x.internal,
+                    &self.name,
                 ));
             }
             broker_core::args::check_equivalent(
@@ -236,7 +241,7 @@ impl VHost {
         if let Some(q) = self.queue(name) {
             q.check_access(conn)?;
             if spec.exclusive_owner.is_some() != q.exclusive_owner.is_some() {
-                return Err(QueueEntry::locked(name));
+                return Err(QueueEntry::locked(name, &self.name));
             }
             if q.durable != spec.durable {
                 return Err(inequivalent(
@@ -245,6 +250,7 @@ impl VHost {
                     name,
                     spec.durable,
                     q.durable,
+                    &self.name,
                 ));
             }
             if q.auto_delete != spec.auto_delete {
@@ -254,6 +260,7 @@ impl VHost {
                     name,
                     spec.auto_delete,
                     q.auto_delete,
+                    &self.name,
                 ));
             }
             // as RabbitMQ: only the arguments it knows are compared, before any check
@@ -335,6 +342,7 @@ impl VHost {
                     inflight: AtomicUsize::new(0),
                     deleted: AtomicBool::new(false),
                     store_id,
+                    vhost_name: self.name.as_str().into(),
                     ready_len: AtomicUsize::new(0),
                     ready_bytes: AtomicU64::new(0),
                     inflight_bytes: AtomicU64::new(0),

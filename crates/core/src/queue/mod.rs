@@ -302,11 +302,16 @@ impl<C> QueueState<C> {
     }
 
     /// Adds a consumer, enforcing exclusivity as RabbitMQ does (403 ACCESS_REFUSED).
-    pub fn add_consumer(&mut self, c: Consumer<C>, queue_name: &str) -> Result<(), AmqpError> {
+    pub fn add_consumer(
+        &mut self,
+        c: Consumer<C>,
+        queue_name: &str,
+        vhost: &str,
+    ) -> Result<(), AmqpError> {
         if self.consumers.iter().any(|x| x.exclusive) || (c.exclusive && !self.consumers.is_empty())
         {
             return Err(AmqpError::access_refused(format!(
-                "queue '{queue_name}' in vhost '/' in exclusive use"
+                "queue '{queue_name}' in vhost '{vhost}' in exclusive use"
             )));
         }
         if self.args.single_active_consumer && self.active.is_none() {
@@ -588,15 +593,16 @@ impl<C> QueueState<C> {
         if_unused: bool,
         if_empty: bool,
         name: &str,
+        vhost: &str,
     ) -> Result<(), AmqpError> {
         if if_unused && !self.consumers.is_empty() {
             return Err(AmqpError::precondition_failed(format!(
-                "queue '{name}' in vhost '/' in use"
+                "queue '{name}' in vhost '{vhost}' in use"
             )));
         }
         if if_empty && !self.ready.is_empty() {
             return Err(AmqpError::precondition_failed(format!(
-                "queue '{name}' in vhost '/' not empty"
+                "queue '{name}' in vhost '{vhost}' not empty"
             )));
         }
         Ok(())

@@ -58,8 +58,8 @@ fn an_emptied_state_never_reuses_ids() {
 #[test]
 fn round_robin() {
     let mut q = QueueState::default();
-    q.add_consumer(consumer("a", true), "q").unwrap();
-    q.add_consumer(consumer("b", true), "q").unwrap();
+    q.add_consumer(consumer("a", true), "q", "/").unwrap();
+    q.add_consumer(consumer("b", true), "q", "/").unwrap();
     for b in ["1", "2", "3", "4"] {
         q.publish(msg(b));
     }
@@ -93,7 +93,7 @@ fn requeue_restores_order_and_marks_redelivered() {
 #[test]
 fn channel_close_requeues_its_unacked() {
     let mut q = QueueState::default();
-    q.add_consumer(consumer("a", false), "q").unwrap();
+    q.add_consumer(consumer("a", false), "q", "/").unwrap();
     q.publish(msg("x"));
     let id = q.next_delivery(|_| true).unwrap().entry.id;
     assert_eq!(q.unacked_count(), 1);
@@ -109,9 +109,11 @@ fn exclusive_consumer_blocks_others() {
     let mut q = QueueState::default();
     let mut c = consumer("a", false);
     c.exclusive = true;
-    q.add_consumer(c, "q").unwrap();
+    q.add_consumer(c, "q", "/").unwrap();
     assert_eq!(
-        q.add_consumer(consumer("b", false), "q").unwrap_err().code,
+        q.add_consumer(consumer("b", false), "q", "/")
+            .unwrap_err()
+            .code,
         crate::ReplyCode::AccessRefused
     );
 }
@@ -119,8 +121,8 @@ fn exclusive_consumer_blocks_others() {
 #[test]
 fn refused_consumer_is_skipped() {
     let mut q = QueueState::default();
-    q.add_consumer(consumer("a", false), "q").unwrap();
-    q.add_consumer(consumer("b", false), "q").unwrap();
+    q.add_consumer(consumer("a", false), "q", "/").unwrap();
+    q.add_consumer(consumer("b", false), "q", "/").unwrap();
     q.publish(msg("1"));
     let d = q.next_delivery(|c| &*c.tag == "b").unwrap();
     assert_eq!(&*d.consumer.tag, "b");
@@ -163,7 +165,7 @@ fn ttl_zero_reaches_a_waiting_consumer_only() {
         message_ttl: Some(0),
         ..Default::default()
     });
-    q.add_consumer(consumer("a", true), "q").unwrap();
+    q.add_consumer(consumer("a", true), "q", "/").unwrap();
     q.publish(msg("now"));
     assert_eq!(body(&q.next_delivery(|_| true).unwrap().entry), "now");
     q.publish(msg("later"));
@@ -243,10 +245,10 @@ fn delivery_limit_dead_letters_after_n_returns() {
 #[test]
 fn consumer_priority_then_round_robin() {
     let mut q = queue(QueueArgs::default());
-    q.add_consumer(consumer("low", true), "q").unwrap();
+    q.add_consumer(consumer("low", true), "q", "/").unwrap();
     let mut hi = consumer("hi", true);
     hi.priority = 10;
-    q.add_consumer(hi, "q").unwrap();
+    q.add_consumer(hi, "q", "/").unwrap();
     for b in ["1", "2", "3"] {
         q.publish(msg(b));
     }
@@ -265,8 +267,8 @@ fn single_active_consumer_hands_over() {
         single_active_consumer: true,
         ..Default::default()
     });
-    q.add_consumer(consumer("first", true), "q").unwrap();
-    q.add_consumer(consumer("second", true), "q").unwrap();
+    q.add_consumer(consumer("first", true), "q", "/").unwrap();
+    q.add_consumer(consumer("second", true), "q", "/").unwrap();
     for b in ["1", "2"] {
         q.publish(msg(b));
     }
@@ -278,7 +280,7 @@ fn single_active_consumer_hands_over() {
 #[test]
 fn consumer_timeout_finds_the_holder() {
     let mut q = queue(QueueArgs::default());
-    q.add_consumer(consumer("slow", false), "q").unwrap();
+    q.add_consumer(consumer("slow", false), "q", "/").unwrap();
     q.publish(msg("1"));
     let id = q.next_delivery(|_| true).unwrap().entry.id;
     q.tick(1000 + 500);

@@ -148,13 +148,15 @@ impl Handler<Consume> for QueueActor {
     fn handle(&mut self, msg: Consume, ctx: &mut Context<Self>) -> Self::Result {
         if self.deleted {
             return Err(AmqpError::not_found(format!(
-                "no queue '{}' in vhost '/'",
-                self.name
+                "no queue '{}' in vhost '{}'",
+                self.name,
+                self.vhost_name()
             )));
         }
         let name = self.name.clone();
         self.guarded(ctx, |a, _| {
-            a.state.add_consumer(msg.0, &name)?;
+            let vhost = a.vhost_name();
+            a.state.add_consumer(msg.0, &name, &vhost)?;
             a.touch();
             a.drain();
             Ok(())
@@ -314,7 +316,9 @@ impl Handler<DeleteQueue> for QueueActor {
     fn handle(&mut self, msg: DeleteQueue, ctx: &mut Context<Self>) -> Self::Result {
         let name = self.name.clone();
         self.guarded(ctx, |a, _| {
-            a.state.check_delete(msg.if_unused, msg.if_empty, &name)?;
+            let vhost = a.vhost_name();
+            a.state
+                .check_delete(msg.if_unused, msg.if_empty, &name, &vhost)?;
             let n = a.state.ready_count() as u32;
             a.cancel_all_consumers();
             a.deleted = true;

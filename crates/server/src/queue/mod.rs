@@ -64,6 +64,8 @@ pub struct QueueEntry {
     pub deleted: AtomicBool,
     /// Id of a durable queue in the store (prefix of its message keys).
     pub store_id: Option<u64>,
+    /// Its vhost's name.
+    pub vhost_name: Arc<str>,
     /// Ready messages, as the actor last reported (for reject-publish at the channel).
     pub ready_len: AtomicUsize,
     /// Ready body bytes, as the actor last reported.
@@ -91,15 +93,15 @@ impl QueueEntry {
     /// Whether connection `conn` may use this queue (405 RESOURCE_LOCKED if not).
     pub fn check_access(&self, conn: u64) -> Result<(), AmqpError> {
         match self.exclusive_owner {
-            Some(owner) if owner != conn => Err(Self::locked(&self.name)),
+            Some(owner) if owner != conn => Err(Self::locked(&self.name, &self.vhost_name)),
             _ => Ok(()),
         }
     }
 
     /// The 405 RabbitMQ answers for an exclusive queue of another connection.
-    pub fn locked(name: &str) -> AmqpError {
+    pub fn locked(name: &str, vhost: &str) -> AmqpError {
         AmqpError::resource_locked(format!(
-            "cannot obtain exclusive access to locked queue '{name}' in vhost '/'. It could be \
+            "cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'. It could be \
              originally declared on another connection or the exclusive property value does \
              not match that of the original declaration."
         ))
@@ -327,6 +329,13 @@ impl QueueActor {
                 a.schedule_expires(ctx);
             }
         });
+    }
+
+    /// The name of this queue's vhost (for error texts).
+    fn vhost_name(&self) -> String {
+        self.vhost
+            .upgrade()
+            .map_or_else(|| "/".to_owned(), |v| v.name.clone())
     }
 
     /// A client used the queue (consume, get, declare): x-expires starts over.
