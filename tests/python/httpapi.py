@@ -192,12 +192,14 @@ def amqp(broker):
 
 
 def eventually(check, timeout=12.0, interval=0.2, conns=()):
-    """Calls check() until it returns without AssertionError (RabbitMQ refreshes statistics
-    every few seconds); returns its value. Pumps the given pika connections meanwhile."""
+    """Calls check() until it returns without AssertionError and not False (RabbitMQ
+    refreshes statistics every few seconds); returns its value. Pumps the given pika connections meanwhile."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return check()
+            value = check()
+            assert value is not False, "condition still false"
+            return value
         except AssertionError:
             if time.monotonic() >= deadline:
                 raise

@@ -290,7 +290,12 @@ pub(crate) fn store_message(
     msg.persist_id = Some(id);
     let record = broker_core::store::encode_message(msg);
     let qids: Vec<u64> = queues.iter().filter_map(|q| q.store_id).collect();
-    store.messages.insert(&qids, id, &record, msg.meta())?;
+    let mut meta = msg.meta();
+    // the arrival time matters only where a TTL applies; left out, it keeps the index small
+    if meta.ttl_ms.is_none() && !queues.iter().any(|q| q.args.message_ttl.is_some()) {
+        meta.arrival_ms = 0;
+    }
+    store.messages.insert(&qids, id, &record, meta)?;
     Ok(true)
 }
 
