@@ -189,6 +189,16 @@ pub fn created() -> HttpResponse {
 /// Starts the API on `addr`. Returns the bound address.
 pub fn start(rt: Arc<Runtime>, addr: &str) -> std::io::Result<std::net::SocketAddr> {
     let max_body = rt.config.http_max_body;
+    // message rates: every queue's counters sampled every 5 s, as RabbitMQ does
+    let sampler = rt.clone();
+    actix::spawn(async move {
+        loop {
+            for (_, q) in overview::all_queues(&sampler) {
+                q.counters.sample();
+            }
+            actix_rt::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    });
     let data = web::Data::new(rt);
     let server = HttpServer::new(move || {
         App::new()

@@ -14,7 +14,6 @@ use broker_core::auth::{Access, User};
 use broker_core::names::ChannelKey;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
@@ -66,12 +65,20 @@ async fn queue_json(vhost: &str, q: &Arc<QueueEntry>) -> Value {
         "consumers": i.consumers.len(),
         "memory": i.bytes,
         "message_bytes": i.bytes,
-        "message_stats": {
-            "publish": c.published.load(Ordering::Relaxed),
-            "deliver_get": c.delivered.load(Ordering::Relaxed),
-            "redeliver": c.redelivered.load(Ordering::Relaxed),
-            "ack": c.acked.load(Ordering::Relaxed),
-        },
+        "message_stats": message_stats(c),
+    })
+}
+
+/// RabbitMQ's message_stats object: counters and `*_details.rate` (per second, sampled
+/// every 5 s).
+pub(super) fn message_stats(c: &crate::queue::QueueCounters) -> Value {
+    let v = c.values();
+    let r = c.rates();
+    json!({
+        "publish": v[0], "publish_details": {"rate": r[0]},
+        "deliver_get": v[1], "deliver_get_details": {"rate": r[1]},
+        "redeliver": v[2], "redeliver_details": {"rate": r[2]},
+        "ack": v[3], "ack_details": {"rate": r[3]},
     })
 }
 

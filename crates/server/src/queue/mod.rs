@@ -76,7 +76,7 @@ pub struct QueueEntry {
     pub counters: QueueCounters,
 }
 
-/// Message counters of a queue since it was created.
+/// Message counters of a queue since it was created, and rates sampled from them.
 #[derive(Debug, Default)]
 pub struct QueueCounters {
     /// Messages enqueued.
@@ -87,6 +87,48 @@ pub struct QueueCounters {
     pub redelivered: AtomicU64,
     /// Acks.
     pub acked: AtomicU64,
+    /// The last sample (when, counters) and the rates (per second) it gave:
+    /// publish, deliver_get, redeliver, ack.
+    samples: std::sync::Mutex<Option<(std::time::Instant, [u64; 4], [f64; 4])>>,
+}
+
+impl QueueCounters {
+    /// The counters: publish, deliver_get, redeliver, ack.
+    pub fn values(&self) -> [u64; 4] {
+        [
+            self.published.load(Ordering::Relaxed),
+            self.delivered.load(Ordering::Relaxed),
+            self.redelivered.load(Ordering::Relaxed),
+            self.acked.load(Ordering::Relaxed),
+        ]
+    }
+
+    /// Takes a sample; the rates are the change since the previous one.
+    pub fn sample(&self) {
+        let now = std::time::Instant::now();
+        let v = self.values();
+        let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let rates = match *s {
+            Some((t, prev, _)) => {
+                let dt = now.duration_since(t).as_secs_f64().max(0.001);
+                let mut r = [0.0; 4];
+                for i in 0..4 {
+                    r[i] = v[i].saturating_sub(prev[i]) as f64 / dt;
+                }
+                r
+            }
+            None => [0.0; 4],
+        };
+        *s = Some((now, v, rates));
+    }
+
+    /// Rates per second from the last two samples: publish, deliver_get, redeliver, ack.
+    pub fn rates(&self) -> [f64; 4] {
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or([0.0; 4], |(_, _, r)| r)
+    }
 }
 
 impl QueueEntry {
