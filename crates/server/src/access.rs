@@ -41,6 +41,9 @@ pub struct VhostRecord {
     /// Limits.
     #[serde(default)]
     pub limits: VhostLimits,
+    /// Free tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -758,22 +758,13 @@ impl Handler<ChannelClosing> for Connection {
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct ForceClose {
-    /// The reason given to the client.
+    /// The reply text given to the client (after "CONNECTION_FORCED - ").
     pub reason: String,
 }
 
 impl Handler<ForceClose> for Connection {
     type Result = ();
     fn handle(&mut self, m: ForceClose, ctx: &mut Context<Self>) {
-        self.fail(
-            AmqpError::new(
-                ReplyCode::ConnectionForced,
-                format!(
-                    "broker forced connection closure with reason '{}'",
-                    m.reason
-                ),
-            ),
-            ctx,
-        );
+        self.fail(AmqpError::new(ReplyCode::ConnectionForced, m.reason), ctx);
     }
 }

@@ -63,8 +63,7 @@ pub fn run(config: Config) -> Result<(), String> {
                     info!("management API listening on http://{bound}");
                     println!("management API listening on http://{bound}");
                 }
-                // the broker still serves AMQP; the operator sees why the API is missing
-                Err(e) => error!("cannot start the management API on {addr}: {e}"),
+                Err(e) => return Err(format!("cannot start the management API on {addr}: {e}")),
             }
         }
         info!(workers, "broker listening on {local}");
@@ -130,7 +129,7 @@ async fn shutdown(rt: &Arc<Runtime>) {
     let conns: Vec<_> = rt.connections.iter().map(|c| c.value().clone()).collect();
     for c in &conns {
         c.do_send(ForceClose {
-            reason: "shutdown".into(),
+            reason: "broker forced connection closure with reason 'shutdown'".into(),
         });
     }
     for _ in 0..20 {

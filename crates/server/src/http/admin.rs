@@ -6,6 +6,8 @@ use crate::access::VhostRecord;
 use crate::runtime::Runtime;
 use crate::vhost::VHost;
 use actix_web::{web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use broker_core::auth::{Permission, User, SHA256};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -55,8 +57,8 @@ fn store_err(e: broker_core::store::StoreError) -> ApiError {
 }
 
 fn vhost_json(r: &VhostRecord) -> Value {
-    json!({"name": r.name, "description": r.description, "tracing": false,
-           "limits": r.limits, "metadata": {"description": r.description, "tags": []}})
+    json!({"name": r.name, "description": r.description, "tags": r.tags, "tracing": false,
+           "limits": r.limits, "metadata": {"description": r.description, "tags": r.tags}})
 }
 
 async fn list_vhosts(req: HttpRequest, rt: State) -> ApiResult {
@@ -84,6 +86,8 @@ async fn get_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiR
 struct VhostBody {
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    tags: Option<Value>,
 }
 
 /// Creates a vhost (registry, store, and its exchanges).
@@ -99,6 +103,7 @@ pub(super) fn create_vhost(
             name: name.to_owned(),
             description,
             limits,
+            tags: existed.as_ref().map(|r| r.tags.clone()).unwrap_or_default(),
         })
         .map_err(store_err)?;
     if rt.vhost(name).is_none() {
@@ -112,12 +117,24 @@ async fn put_vhost(
     req: HttpRequest,
     rt: State,
     path: web::Path<String>,
-    body: Option<web::Json<VhostBody>>,
+    body: web::Bytes,
 ) -> ApiResult {
-    admin(&req, &rt)?;
+    let me = admin(&req, &rt)?;
     let name = path.into_inner();
-    let description = body.map(|b| b.into_inner().description).unwrap_or_default();
-    let new = create_vhost(&rt, &name, description)?;
+    let body: VhostBody = super::json_body::<VhostBody>(&body)?.unwrap_or_default();
+    let new = create_vhost(&rt, &name, body.description)?;
+    if let Some(tags) = body.tags {
+        if let Some(mut r) = rt.registry.vhost(&name) {
+            r.tags = parse_tags(Some(&tags));
+            rt.registry.put_vhost(r).map_err(store_err)?;
+        }
+    }
+    // as RabbitMQ: the creating user gets full permissions in a new vhost
+    if new {
+        rt.registry
+            .set_permission(&name, &me.name, Permission::all())
+            .map_err(store_err)?;
+    }
     Ok(if new { created() } else { no_content() })
 }
 
@@ -188,14 +205,20 @@ pub(super) fn parse_tags(v: Option<&Value>) -> Vec<String> {
 /// Creates or updates a user from a RabbitMQ user object (password or password_hash).
 pub(super) fn apply_user(rt: &Runtime, name: &str, body: &Value) -> Result<bool, ApiError> {
     let existing = rt.registry.user(name);
-    let tags = if body.get("tags").is_some() {
-        parse_tags(body.get("tags"))
-    } else {
-        existing
-            .as_ref()
-            .map(|u| u.tags.clone())
-            .unwrap_or_default()
-    };
+    if body.get("tags").is_none() {
+        return Err(ApiError::bad_request("tags_not_present"));
+    }
+    if body.get("password").is_some() && body.get("password_hash").is_some() {
+        return Err(ApiError::bad_request(
+            "both_password_and_password_hash_are_provided",
+        ));
+    }
+    if let Some(h) = body.get("password_hash").and_then(Value::as_str) {
+        if !h.is_empty() && B64.decode(h).is_err() {
+            return Err(ApiError::bad_request("not_base64"));
+        }
+    }
+    let tags = parse_tags(body.get("tags"));
     let password_hash = if let Some(p) = body.get("password").and_then(Value::as_str) {
         broker_core::auth::hash_password(p, rand::random())
     } else if let Some(h) = body.get("password_hash").and_then(Value::as_str) {
@@ -240,6 +263,13 @@ async fn delete_user(req: HttpRequest, rt: State, path: web::Path<String>) -> Ap
     let name = path.into_inner();
     if !rt.registry.delete_user(&name).map_err(store_err)? {
         return Err(ApiError::not_found(format!("user '{name}' not found")));
+    }
+    for c in rt.conn_info.iter().filter(|c| c.user == name) {
+        if let Some(r) = rt.connections.get(&c.id) {
+            r.do_send(crate::connection::ForceClose {
+                reason: format!("user '{name}' is deleted"),
+            });
+        }
     }
     Ok(no_content())
 }
@@ -315,8 +345,13 @@ pub(super) fn apply_permission(
     if rt.registry.vhost(vhost).is_none() || rt.registry.user(user).is_none() {
         return Err(ApiError::bad_request("vhost_or_user_not_found"));
     }
-    let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-    let p = Permission::new(&field("configure"), &field("write"), &field("read"))
+    let field = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::bad_request(format!("key_missing: {k}")))
+    };
+    let p = Permission::new(&field("configure")?, &field("write")?, &field("read")?)
         .map_err(ApiError::bad_request)?;
     let new = rt.registry.permission(vhost, user).is_none();
     rt.registry
@@ -377,7 +412,12 @@ async fn vhost_limits(req: HttpRequest, rt: State, path: web::Path<String>) -> A
         .registry
         .vhost(&vhost)
         .ok_or_else(|| ApiError::not_found(format!("vhost '{vhost}' not found")))?;
-    Ok(HttpResponse::Ok().json(vec![limits_json(&r)]))
+    let list: Vec<Value> = if r.limits == Default::default() {
+        Vec::new()
+    } else {
+        vec![limits_json(&r)]
+    };
+    Ok(HttpResponse::Ok().json(list))
 }
 
 async fn put_limit(

@@ -22,6 +22,11 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
             web::delete().to(close_connection),
         )
         .route("/api/channels", web::get().to(list_channels))
+        .route("/api/channels/{name}", web::get().to(show_channel))
+        .route(
+            "/api/connections/{name}/channels",
+            web::get().to(connection_channels),
+        )
         .route(
             "/api/vhosts/{vhost}/channels",
             web::get().to(vhost_channels),
@@ -62,6 +67,7 @@ fn connection_json(c: &ConnInfo) -> Value {
         "timeout": c.heartbeat,
         "connected_at": c.connected_at,
         "client_properties": super::fields::to_json(&c.client),
+        "user_provided_name": c.client.inner().get("connection_name").and_then(broker_core::args::str_value),
         "type": "network",
     })
 }
@@ -119,6 +125,28 @@ async fn close_connection(req: HttpRequest, rt: State, path: web::Path<String>) 
 async fn list_channels(req: HttpRequest, rt: State) -> ApiResult {
     let u = user(&req, &rt)?;
     Ok(HttpResponse::Ok().json(channels(&rt, &u, None).await))
+}
+
+async fn show_channel(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
+    let u = user(&req, &rt)?;
+    let name = path.into_inner();
+    channels(&rt, &u, None)
+        .await
+        .into_iter()
+        .find(|c| c["name"] == name.as_str())
+        .map(|c| HttpResponse::Ok().json(c))
+        .ok_or_else(|| ApiError::not_found(format!("channel '{name}' not found")))
+}
+
+async fn connection_channels(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
+    let u = user(&req, &rt)?;
+    let c = find(&rt, &u, &path.into_inner())?;
+    let list: Vec<Value> = channels(&rt, &u, None)
+        .await
+        .into_iter()
+        .filter(|ch| ch["connection_details"]["name"] == c.name.as_str())
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
 }
 
 async fn vhost_channels(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {

@@ -37,6 +37,18 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route(
             "/api/bindings/{vhost}/e/{src}/{kind}/{dst}/{props}",
+            web::get().to(binding_one),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/source",
+            web::get().to(exchange_source_bindings),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/destination",
+            web::get().to(exchange_destination_bindings),
+        )
+        .route(
+            "/api/bindings/{vhost}/e/{src}/{kind}/{dst}/{props}",
             web::delete().to(unbind),
         )
         .route(
@@ -107,10 +119,31 @@ async fn list_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> Api
     Ok(HttpResponse::Ok().json(list(&rt, &u, Some(&vhost))))
 }
 
+/// The API names the default exchange `amq.default`.
+fn real_name(name: String) -> String {
+    if name == "amq.default" {
+        String::new()
+    } else {
+        name
+    }
+}
+
 async fn show(req: HttpRequest, rt: State, path: web::Path<(String, String)>) -> ApiResult {
     let u = user(&req, &rt)?;
     let (vhost, name) = path.into_inner();
+    let name = real_name(name);
     let v = in_vhost(&rt, &u, &vhost)?;
+    if name.is_empty() {
+        return Ok(HttpResponse::Ok().json(exchange_json(
+            &vhost,
+            "",
+            "direct",
+            true,
+            false,
+            false,
+            json!({}),
+        )));
+    }
     let x = v
         .exchange(&name)
         .ok_or_else(|| ApiError::not_found(format!("no exchange '{name}' in vhost '{vhost}'")))?;
@@ -139,16 +172,17 @@ pub(super) fn declare_exchange(
     let kind = ExchangeKind::parse(kind_name)
         .ok_or_else(|| ApiError::bad_request(format!("unknown exchange type '{kind_name}'")))?;
     if name.is_empty() || (name.starts_with("amq.") && v.exchange(name).is_none()) {
-        return Err(ApiError::from(broker_core::AmqpError::access_refused(
-            format!("exchange name '{name}' contains reserved prefix 'amq.*'"),
-        )));
+        return Err(ApiError::refused("Access refused."));
     }
     let existed = v.exchange(name).is_some();
     v.declare_exchange(
         name,
         ExchangeSpec {
             kind,
-            durable: body.get("durable").and_then(Value::as_bool).unwrap_or(true),
+            durable: body
+                .get("durable")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             auto_delete: body
                 .get("auto_delete")
                 .and_then(Value::as_bool)
@@ -167,11 +201,11 @@ async fn declare(
     req: HttpRequest,
     rt: State,
     path: web::Path<(String, String)>,
-    body: Option<web::Json<Value>>,
+    body: web::Bytes,
 ) -> ApiResult {
     let u = user(&req, &rt)?;
     let (vhost, name) = path.into_inner();
-    let body = body.map(|b| b.into_inner()).unwrap_or(Value::Null);
+    let body: Value = super::json_body(&body)?.unwrap_or(Value::Null);
     let new = declare_exchange(&rt, &u, &vhost, &name, &body)?;
     Ok(if new { created() } else { no_content() })
 }
@@ -197,6 +231,9 @@ async fn delete(
         )));
     }
     permitted(&rt, &u, &vhost, Access::Configure, "exchange", &name)?;
+    if name.starts_with("amq.") {
+        return Err(ApiError::refused("Access refused."));
+    }
     v.delete_exchange(&name, params.if_unused.as_deref() == Some("true"))
         .await?;
     Ok(no_content())
@@ -210,15 +247,19 @@ async fn publish(
 ) -> ApiResult {
     let u = user(&req, &rt)?;
     let (vhost, name) = path.into_inner();
+    let name = real_name(name);
     let v = in_vhost(&rt, &u, &vhost)?;
-    permitted(
-        &rt,
-        &u,
-        &vhost,
-        Access::Write,
-        "exchange",
-        exchange_resource(&name),
-    )?;
+    // RabbitMQ answers a refused publish with 400 carrying the AMQP error
+    if u.name != super::INTERNAL_USER
+        && !rt
+            .registry
+            .allows(&vhost, &u.name, Access::Write, exchange_resource(&name))
+    {
+        return Err(ApiError::bad_request(format!(
+            "403 ACCESS_REFUSED - {}",
+            broker_core::auth::refused_text("exchange", exchange_resource(&name), &vhost, &u.name)
+        )));
+    }
     let routing_key = body
         .get("routing_key")
         .and_then(Value::as_str)
@@ -232,7 +273,8 @@ async fn publish(
         "base64" => B64
             .decode(payload)
             .map_err(|e| ApiError::bad_request(format!("payload is not base64: {e}")))?,
-        _ => payload.as_bytes().to_vec(),
+        "string" => payload.as_bytes().to_vec(),
+        _ => return Err(ApiError::bad_request("unsupported_encoding")),
     };
     let props = properties(body.get("properties"));
     let mut queues = Vec::new();
@@ -315,12 +357,22 @@ pub(super) fn properties_key(routing_key: &str, args: &Value) -> String {
     }
 }
 
+/// Percent-encodes a path segment (everything but RFC 3986's unreserved characters).
+fn url_quote(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn utf8_percent(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
             b' ' => "+".to_owned(),
             _ => format!("%{b:02X}"),
         })
@@ -376,6 +428,71 @@ async fn bindings_between(
     let list: Vec<Value> = vhost_bindings(&rt, &vhost)
         .into_iter()
         .filter(|b| b["source"] == src && b["destination"] == dst && b["destination_type"] == kind)
+        .collect();
+    Ok(HttpResponse::Ok().json(list))
+}
+
+async fn binding_one(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String, String, String, String)>,
+) -> ApiResult {
+    let u = user(&req, &rt)?;
+    let (vhost, src, kind, dst, props) = path.into_inner();
+    in_vhost(&rt, &u, &vhost)?;
+    let kind = dest_kind(&kind)?;
+    vhost_bindings(&rt, &vhost)
+        .into_iter()
+        .find(|b| {
+            b["source"] == src.as_str()
+                && b["destination"] == dst.as_str()
+                && b["destination_type"] == kind
+                && b["properties_key"] == props.as_str()
+        })
+        .map(|b| HttpResponse::Ok().json(b))
+        .ok_or_else(|| ApiError::not_found("binding not found"))
+}
+
+async fn exchange_source_bindings(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    exchange_bindings(req, rt, path, "source").await
+}
+
+async fn exchange_destination_bindings(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String)>,
+) -> ApiResult {
+    exchange_bindings(req, rt, path, "destination").await
+}
+
+async fn exchange_bindings(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<(String, String)>,
+    side: &str,
+) -> ApiResult {
+    let u = user(&req, &rt)?;
+    let (vhost, name) = path.into_inner();
+    let name = real_name(name);
+    let v = in_vhost(&rt, &u, &vhost)?;
+    if !name.is_empty() && v.exchange(&name).is_none() {
+        return Err(ApiError::not_found(format!(
+            "no exchange '{name}' in vhost '{vhost}'"
+        )));
+    }
+    let list: Vec<Value> = vhost_bindings(&rt, &vhost)
+        .into_iter()
+        .filter(|b| {
+            if side == "source" {
+                b["source"] == name.as_str()
+            } else {
+                b["destination"] == name.as_str() && b["destination_type"] == "exchange"
+            }
+        })
         .collect();
     Ok(HttpResponse::Ok().json(list))
 }
@@ -441,11 +558,11 @@ async fn bind(
     req: HttpRequest,
     rt: State,
     path: web::Path<(String, String, String, String)>,
-    body: Option<web::Json<Value>>,
+    body: web::Bytes,
 ) -> ApiResult {
     let u = user(&req, &rt)?;
     let (vhost, src, kind, dst) = path.into_inner();
-    let body = body.map(|b| b.into_inner()).unwrap_or(Value::Null);
+    let body: Value = super::json_body(&body)?.unwrap_or(Value::Null);
     let rk = body
         .get("routing_key")
         .and_then(Value::as_str)
@@ -453,7 +570,12 @@ async fn bind(
         .to_owned();
     let args = body.get("arguments").cloned().unwrap_or(json!({}));
     set_binding(&rt, &u, &vhost, &src, &kind, &dst, &rk, &args, true).await?;
-    let location = format!("{}", properties_key(&rk, &args));
+    // relative to the request path: .../e/{src}/q/{dst} → .../e/{src}/q/{dst}/{key}
+    let location = format!(
+        "{}/{}",
+        url_quote(&dst),
+        url_quote(&properties_key(&rk, &args))
+    );
     Ok(HttpResponse::Created()
         .insert_header(("Location", location))
         .finish())

@@ -41,11 +41,20 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// 401: no or wrong credentials.
+    /// 401: no or wrong credentials ("not_authorized", as RabbitMQ spells it there).
     pub fn unauthorised(reason: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::UNAUTHORIZED,
             error: "not_authorized",
+            reason: reason.into(),
+        }
+    }
+
+    /// 401: authenticated but not allowed ("not_authorised", as RabbitMQ spells it here).
+    pub fn refused(reason: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            error: "not_authorised",
             reason: reason.into(),
         }
     }
@@ -138,7 +147,7 @@ pub fn user(req: &HttpRequest, rt: &Runtime) -> Result<User, ApiError> {
         .filter(|u| u.check_password(password))
         .ok_or_else(|| ApiError::unauthorised("Login failed"))?;
     if !u.may_manage() {
-        return Err(ApiError::unauthorised("Not management user"));
+        return Err(ApiError::refused("Not management user"));
     }
     Ok(u)
 }
@@ -147,7 +156,7 @@ pub fn user(req: &HttpRequest, rt: &Runtime) -> Result<User, ApiError> {
 pub fn admin(req: &HttpRequest, rt: &Runtime) -> Result<User, ApiError> {
     let u = user(req, rt)?;
     if !u.is_administrator() {
-        return Err(ApiError::unauthorised("Not administrator user"));
+        return Err(ApiError::refused("Not administrator user"));
     }
     Ok(u)
 }
@@ -168,12 +177,25 @@ pub fn in_vhost(rt: &Runtime, u: &User, vhost: &str) -> Result<Arc<crate::vhost:
         && u.name != INTERNAL_USER
         && rt.registry.permission(vhost, &u.name).is_none()
     {
-        return Err(ApiError::unauthorised(format!(
+        return Err(ApiError::refused(format!(
             "access to vhost '{vhost}' refused for user '{}'",
             u.name
         )));
     }
     Ok(v)
+}
+
+/// An optional JSON request body: empty is `None`, malformed is 400 `not_json` (as
+/// RabbitMQ answers), never silently ignored. Oversized bodies never get here (413).
+pub fn json_body<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<Option<T>, ApiError> {
+    if b.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(b).map(Some).map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        error: "bad_request",
+        reason: format!("not_json: {e}"),
+    })
 }
 
 /// 204 No Content, what RabbitMQ answers to updates.

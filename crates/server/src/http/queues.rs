@@ -41,8 +41,9 @@ pub(super) fn permitted(
     if u.name == super::INTERNAL_USER || rt.registry.allows(vhost, &u.name, kind, name) {
         return Ok(());
     }
-    Err(ApiError::from(broker_core::AmqpError::access_refused(
-        broker_core::auth::refused_text(what, name, vhost, &u.name),
+    // RabbitMQ's API answers a permission refusal with 401 not_authorised
+    Err(ApiError::refused(broker_core::auth::refused_text(
+        what, name, vhost, &u.name,
     )))
 }
 
@@ -129,10 +130,16 @@ pub(super) fn declare_queue(
     let v = in_vhost(rt, u, vhost)?;
     permitted(rt, u, vhost, Access::Configure, "queue", name)?;
     let existed = v.queue(name).is_some();
+    if name.starts_with("amq.") && !existed {
+        return Err(ApiError::refused("Access refused."));
+    }
     v.declare_queue(
         name,
         QueueSpec {
-            durable: body.get("durable").and_then(Value::as_bool).unwrap_or(true),
+            durable: body
+                .get("durable")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             exclusive_owner: None,
             auto_delete: body
                 .get("auto_delete")
@@ -149,11 +156,11 @@ async fn declare(
     req: HttpRequest,
     rt: State,
     path: web::Path<(String, String)>,
-    body: Option<web::Json<Value>>,
+    body: web::Bytes,
 ) -> ApiResult {
     let u = user(&req, &rt)?;
     let (vhost, name) = path.into_inner();
-    let body = body.map(|b| b.into_inner()).unwrap_or(Value::Null);
+    let body: Value = super::json_body(&body)?.unwrap_or(Value::Null);
     let new = declare_queue(&rt, &u, &vhost, &name, &body)?;
     Ok(if new { created() } else { no_content() })
 }
