@@ -1,0 +1,353 @@
+//! A minimal AMQP 0-9-1 client for load generation: pre-encoded frames written in
+//! batches, a frame reader that looks only at what the benchmark needs (deliveries,
+//! confirms, the first 8 body bytes). A general client (lapin) spends more CPU per
+//! message than a fast broker, and would be what the figures measure.
+
+use bytes::{Buf, BufMut, BytesMut};
+use std::io;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// frame_max we ask for.
+pub const FRAME_MAX: u32 = 131_072;
+
+fn shortstr(out: &mut BytesMut, s: &str) {
+    out.put_u8(s.len() as u8);
+    out.put_slice(s.as_bytes());
+}
+
+/// Appends a method frame.
+pub fn method(out: &mut BytesMut, channel: u16, class: u16, method: u16, args: &[u8]) {
+    out.put_u8(1);
+    out.put_u16(channel);
+    out.put_u32(4 + args.len() as u32);
+    out.put_u16(class);
+    out.put_u16(method);
+    out.put_slice(args);
+    out.put_u8(0xce);
+}
+
+/// Appends basic.publish + header + body frames for one message.
+pub fn publish(
+    out: &mut BytesMut,
+    channel: u16,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    persistent: bool,
+) {
+    let mut args = BytesMut::with_capacity(8 + exchange.len() + key.len());
+    args.put_u16(0);
+    shortstr(&mut args, exchange);
+    shortstr(&mut args, key);
+    args.put_u8(0);
+    method(out, channel, 60, 40, &args);
+    // content header: class, weight, body size, property flags (+ delivery-mode)
+    let props: &[u8] = if persistent {
+        &[0x10, 0x00, 2]
+    } else {
+        &[0x00, 0x00]
+    };
+    out.put_u8(2);
+    out.put_u16(channel);
+    out.put_u32(12 + props.len() as u32);
+    out.put_u16(60);
+    out.put_u16(0);
+    out.put_u64(body.len() as u64);
+    out.put_slice(props);
+    out.put_u8(0xce);
+    for chunk in body.chunks((FRAME_MAX - 8) as usize) {
+        out.put_u8(3);
+        out.put_u16(channel);
+        out.put_u32(chunk.len() as u32);
+        out.put_slice(chunk);
+        out.put_u8(0xce);
+    }
+}
+
+/// One frame as the reader sees it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A method: class, method, arguments.
+    Method(u16, u16, Vec<u8>),
+    /// A content header: body size.
+    Header(u64),
+    /// A body frame: its first 8 bytes (or fewer) and its length.
+    Body([u8; 8], usize),
+    /// A heartbeat.
+    Heartbeat,
+}
+
+/// Splits one frame off `buf`; `None` if it is incomplete.
+pub fn parse(buf: &mut BytesMut) -> io::Result<Option<Frame>> {
+    if buf.len() < 7 {
+        return Ok(None);
+    }
+    let kind = buf[0];
+    let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
+    if buf.len() < 8 + size {
+        return Ok(None);
+    }
+    if buf[7 + size] != 0xce {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame end missing",
+        ));
+    }
+    buf.advance(7);
+    let payload = buf.split_to(size);
+    buf.advance(1);
+    Ok(Some(match kind {
+        1 if size >= 4 => {
+            let class = u16::from_be_bytes([payload[0], payload[1]]);
+            let m = u16::from_be_bytes([payload[2], payload[3]]);
+            Frame::Method(class, m, payload[4..].to_vec())
+        }
+        2 if size >= 12 => Frame::Header(u64::from_be_bytes([
+            payload[4],
+            payload[5],
+            payload[6],
+            payload[7],
+            payload[8],
+            payload[9],
+            payload[10],
+            payload[11],
+        ])),
+        3 => {
+            let mut first = [0u8; 8];
+            let n = payload.len().min(8);
+            first[..n].copy_from_slice(&payload[..n]);
+            Frame::Body(first, payload.len())
+        }
+        8 => Frame::Heartbeat,
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unexpected frame type {kind}"),
+            ))
+        }
+    }))
+}
+
+/// A connection after the handshake, with channel 1 open.
+pub struct Conn {
+    /// Read half.
+    pub rd: OwnedReadHalf,
+    /// Write half.
+    pub wr: OwnedWriteHalf,
+    /// Unparsed input.
+    pub buf: BytesMut,
+}
+
+impl Conn {
+    /// Connects, logs in (PLAIN) and opens channel 1.
+    pub async fn open(addr: &str, user: &str, pass: &str, vhost: &str) -> io::Result<Conn> {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        let (rd, wr) = s.into_split();
+        let mut c = Conn {
+            rd,
+            wr,
+            buf: BytesMut::with_capacity(256 << 10),
+        };
+        c.wr.write_all(b"AMQP\x00\x00\x09\x01").await?;
+        c.expect(10, 10).await?;
+        let mut a = BytesMut::new();
+        a.put_u32(0); // empty client-properties
+        shortstr(&mut a, "PLAIN");
+        let resp = format!("\0{user}\0{pass}");
+        a.put_u32(resp.len() as u32);
+        a.put_slice(resp.as_bytes());
+        shortstr(&mut a, "en_US");
+        let mut out = BytesMut::new();
+        method(&mut out, 0, 10, 11, &a);
+        c.wr.write_all(&out).await?;
+        let tune = c.expect(10, 30).await?;
+        let channel_max = u16::from_be_bytes([tune[0], tune[1]]);
+        let mut t = BytesMut::new();
+        t.put_u16(channel_max);
+        t.put_u32(FRAME_MAX);
+        t.put_u16(0);
+        out.clear();
+        method(&mut out, 0, 10, 31, &t);
+        let mut o = BytesMut::new();
+        shortstr(&mut o, vhost);
+        shortstr(&mut o, "");
+        o.put_u8(0);
+        method(&mut out, 0, 10, 40, &o);
+        c.wr.write_all(&out).await?;
+        c.expect(10, 41).await?;
+        c.call(20, 10, &[0], 11).await?;
+        Ok(c)
+    }
+
+    /// Reads until a frame parses (or the socket ends).
+    pub async fn next(&mut self) -> io::Result<Frame> {
+        loop {
+            if let Some(f) = parse(&mut self.buf)? {
+                return Ok(f);
+            }
+            if self.rd.read_buf(&mut self.buf).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "broker closed the connection",
+                ));
+            }
+        }
+    }
+
+    /// Waits for a method, failing on a close.
+    pub async fn expect(&mut self, class: u16, m: u16) -> io::Result<Vec<u8>> {
+        loop {
+            if let Frame::Method(c, mm, args) = self.next().await? {
+                if (c, mm) == (class, m) {
+                    return Ok(args);
+                }
+                if (c, mm) == (10, 50) || (c, mm) == (20, 40) {
+                    let code = u16::from_be_bytes([args[0], args[1]]);
+                    let len = args[2] as usize;
+                    let text = String::from_utf8_lossy(&args[3..3 + len]).into_owned();
+                    return Err(io::Error::other(format!(
+                        "closed by the broker: {code} {text}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Sends a method on channel 1 and waits for its reply method.
+    pub async fn call(
+        &mut self,
+        class: u16,
+        m: u16,
+        args: &[u8],
+        reply: u16,
+    ) -> io::Result<Vec<u8>> {
+        let mut out = BytesMut::new();
+        method(&mut out, if class == 20 { 1 } else { 1 }, class, m, args);
+        self.wr.write_all(&out).await?;
+        self.expect(class, reply).await
+    }
+
+    /// queue.declare (durable or not; exclusive=false).
+    pub async fn declare_queue(&mut self, name: &str, durable: bool) -> io::Result<()> {
+        let mut a = BytesMut::new();
+        a.put_u16(0);
+        shortstr(&mut a, name);
+        a.put_u8(if durable { 0b10 } else { 0 });
+        a.put_u32(0);
+        self.call(50, 10, &a, 11).await.map(|_| ())
+    }
+
+    /// queue.purge.
+    pub async fn purge(&mut self, name: &str) -> io::Result<()> {
+        let mut a = BytesMut::new();
+        a.put_u16(0);
+        shortstr(&mut a, name);
+        a.put_u8(0);
+        self.call(50, 30, &a, 31).await.map(|_| ())
+    }
+
+    /// queue.delete.
+    pub async fn delete_queue(&mut self, name: &str) -> io::Result<()> {
+        let mut a = BytesMut::new();
+        a.put_u16(0);
+        shortstr(&mut a, name);
+        a.put_u8(0);
+        self.call(50, 40, &a, 41).await.map(|_| ())
+    }
+
+    /// exchange.declare (not durable).
+    pub async fn declare_exchange(&mut self, name: &str, kind: &str) -> io::Result<()> {
+        let mut a = BytesMut::new();
+        a.put_u16(0);
+        shortstr(&mut a, name);
+        shortstr(&mut a, kind);
+        a.put_u8(0);
+        a.put_u32(0);
+        self.call(40, 10, &a, 11).await.map(|_| ())
+    }
+
+    /// queue.bind.
+    pub async fn bind(&mut self, queue: &str, exchange: &str, key: &str) -> io::Result<()> {
+        let mut a = BytesMut::new();
+        a.put_u16(0);
+        shortstr(&mut a, queue);
+        shortstr(&mut a, exchange);
+        shortstr(&mut a, key);
+        a.put_u8(0);
+        a.put_u32(0);
+        self.call(50, 20, &a, 21).await.map(|_| ())
+    }
+
+    /// confirm.select.
+    pub async fn confirm_select(&mut self) -> io::Result<()> {
+        self.call(85, 10, &[0], 11).await.map(|_| ())
+    }
+
+    /// basic.qos.
+    pub async fn qos(&mut self, prefetch: u16) -> io::Result<()> {
+        let mut a = BytesMut::new();
+        a.put_u32(0);
+        a.put_u16(prefetch);
+        a.put_u8(0);
+        self.call(60, 10, &a, 11).await.map(|_| ())
+    }
+
+    /// basic.consume.
+    pub async fn consume(&mut self, queue: &str, no_ack: bool) -> io::Result<()> {
+        let mut a = BytesMut::new();
+        a.put_u16(0);
+        shortstr(&mut a, queue);
+        shortstr(&mut a, "");
+        a.put_u8(if no_ack { 0b10 } else { 0 });
+        a.put_u32(0);
+        self.call(60, 20, &a, 21).await.map(|_| ())
+    }
+}
+
+/// basic.ack frame bytes.
+pub fn ack(out: &mut BytesMut, tag: u64, multiple: bool) {
+    let mut a = [0u8; 9];
+    a[..8].copy_from_slice(&tag.to_be_bytes());
+    a[8] = u8::from(multiple);
+    method(out, 1, 60, 80, &a);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_frames_parse_back() {
+        let mut out = BytesMut::new();
+        let body = vec![7u8; 300_000];
+        publish(&mut out, 1, "x", "k", &body, true);
+        let mut frames = vec![];
+        while let Some(f) = parse(&mut out).unwrap() {
+            frames.push(f);
+        }
+        assert!(matches!(frames[0], Frame::Method(60, 40, _)));
+        assert_eq!(frames[1], Frame::Header(300_000));
+        let total: usize = frames[2..]
+            .iter()
+            .map(|f| match f {
+                Frame::Body(_, n) => *n,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(total, 300_000);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn incomplete_input_is_not_an_error() {
+        let mut full = BytesMut::new();
+        method(&mut full, 1, 60, 80, &[0; 9]);
+        for cut in 0..full.len() {
+            let mut part = BytesMut::from(&full[..cut]);
+            assert_eq!(parse(&mut part).unwrap(), None);
+        }
+    }
+}

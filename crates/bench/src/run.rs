@@ -1,0 +1,613 @@
+//! Running a scenario: producers and consumers on raw connections for a bounded time,
+//! counting what was published, confirmed and consumed, with end-to-end latency taken
+//! from the send time each body carries in its first 8 bytes.
+
+use crate::amqp::{self, Conn, Frame};
+use crate::stats::{self, Percentiles};
+use bytes::BytesMut;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// host:port.
+    pub addr: String,
+    /// Credentials and vhost.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Vhost.
+    pub vhost: String,
+    /// Producers.
+    pub producers: usize,
+    /// Consumers.
+    pub consumers: usize,
+    /// Queues (producer i and consumer i use queue i % queues).
+    pub queues: usize,
+    /// Body size in bytes (at least 8: the send time).
+    pub size: usize,
+    /// Measurement time.
+    pub duration: Duration,
+    /// Publisher confirms with this many outstanding (0: off).
+    pub confirm: usize,
+    /// Persistent messages on durable queues.
+    pub persistent: bool,
+    /// Consumers ack automatically (no-ack).
+    pub auto_ack: bool,
+    /// Prefetch for manual ack.
+    pub prefetch: u16,
+    /// Ack with multiple every this many deliveries.
+    pub multiple_ack: u64,
+    /// Fanout: one producer publishes to a fanout exchange bound to this many queues,
+    /// each with one consumer (0: off).
+    pub fanout: usize,
+    /// Publish this many messages first, then drain them (0: off).
+    pub prefill: u64,
+    /// Fixed total publish rate in msg/s (0: as fast as possible).
+    pub rate: u64,
+    /// Open this many idle connections instead (0: off).
+    pub idle_connections: usize,
+    /// The broker's pid, for its RSS and CPU.
+    pub broker_pid: Option<u32>,
+    /// Queue name prefix.
+    pub prefix: String,
+}
+
+/// What came out.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Seconds measured.
+    pub seconds: f64,
+    /// Messages published.
+    pub published: u64,
+    /// Messages confirmed.
+    pub confirmed: u64,
+    /// Messages consumed.
+    pub consumed: u64,
+    /// Published per second.
+    pub publish_rate: f64,
+    /// Consumed per second.
+    pub consume_rate: f64,
+    /// End-to-end latency, µs.
+    pub latency_us: Percentiles,
+    /// Confirm latency, µs.
+    pub confirm_latency_us: Percentiles,
+    /// Prefill: publish rate of the backlog.
+    pub prefill_publish_rate: Option<f64>,
+    /// Prefill: drain rate.
+    pub prefill_drain_rate: Option<f64>,
+    /// Idle connections held.
+    pub idle_connections: Option<usize>,
+    /// Broker RSS per idle connection, bytes.
+    pub rss_per_connection: Option<f64>,
+    /// Broker peak RSS during the run, bytes.
+    pub broker_peak_rss: Option<u64>,
+    /// Broker CPU seconds during the run.
+    pub broker_cpu_seconds: Option<f64>,
+    /// This generator's CPU microseconds per message moved.
+    pub generator_cpu_us_per_msg: f64,
+}
+
+fn queue_name(s: &Scenario, i: usize) -> String {
+    format!("{}-{}", s.prefix, i)
+}
+
+async fn connect(s: &Scenario) -> io::Result<Conn> {
+    Conn::open(&s.addr, &s.user, &s.password, &s.vhost).await
+}
+
+/// Shared counters.
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    confirmed: AtomicU64,
+    consumed: AtomicU64,
+    latencies: Mutex<Vec<u64>>,
+    confirm_latencies: Mutex<Vec<u64>>,
+}
+
+fn now_ns(epoch: Instant) -> u64 {
+    epoch.elapsed().as_nanos() as u64
+}
+
+/// Publishes until `stop` (or `limit` messages), to `exchange`/`key`.
+#[allow(clippy::too_many_arguments)]
+async fn producer(
+    s: Scenario,
+    exchange: String,
+    key: String,
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+    limit: Option<u64>,
+    rate: f64,
+    c: Arc<Counters>,
+) -> io::Result<()> {
+    let mut conn = connect(&s).await?;
+    if s.confirm > 0 {
+        conn.confirm_select().await?;
+    }
+    let body = vec![0u8; s.size.max(8)];
+    let mut template = BytesMut::new();
+    amqp::publish(&mut template, 1, &exchange, &key, &body, s.persistent);
+    // where the body's first 8 bytes sit in the encoded frames
+    let ts_at = template.len() - 1 - body.len().min((amqp::FRAME_MAX - 8) as usize);
+    let batch = if s.confirm > 0 {
+        s.confirm.clamp(1, 100)
+    } else {
+        100
+    };
+    let mut out = BytesMut::with_capacity(template.len() * batch);
+    let mut sent: u64 = 0;
+    let mut acked: u64 = 0;
+    let mut pending: BTreeMap<u64, u64> = BTreeMap::new();
+    let started = Instant::now();
+    let mut conf_lat = Vec::new();
+    while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| sent < l) {
+        let mut n = batch as u64;
+        if let Some(l) = limit {
+            n = n.min(l - sent);
+        }
+        if rate > 0.0 {
+            // pace: how many should have gone by now
+            let due = (started.elapsed().as_secs_f64() * rate) as u64;
+            if due <= sent {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+                continue;
+            }
+            n = n.min(due - sent);
+        }
+        if s.confirm > 0 {
+            n = n.min((s.confirm as u64).saturating_sub(sent - acked));
+        }
+        if n > 0 {
+            out.clear();
+            for _ in 0..n {
+                let at = out.len();
+                out.extend_from_slice(&template);
+                let ts = now_ns(epoch);
+                out[at + ts_at..at + ts_at + 8].copy_from_slice(&ts.to_be_bytes());
+                sent += 1;
+                if s.confirm > 0 {
+                    pending.insert(sent, ts);
+                }
+            }
+            conn.wr.write_all(&out).await?;
+            c.published.fetch_add(n, Ordering::Relaxed);
+        }
+        if s.confirm > 0 && (sent - acked >= s.confirm as u64 || n == 0) {
+            // wait for confirms to make room
+            match tokio::time::timeout(Duration::from_millis(200), conn.next()).await {
+                Ok(Ok(Frame::Method(60, 80, a))) => {
+                    acked += settle(&a, &mut pending, now_ns(epoch), &mut conf_lat);
+                }
+                Ok(Ok(Frame::Method(60, 120, _))) => {
+                    return Err(io::Error::other("the broker nacked a publish"));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {}
+            }
+        }
+    }
+    // let outstanding confirms arrive (bounded)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.confirm > 0 && acked < sent && Instant::now() < deadline {
+        if let Ok(Ok(Frame::Method(60, 80, a))) =
+            tokio::time::timeout(Duration::from_millis(200), conn.next()).await
+        {
+            acked += settle(&a, &mut pending, now_ns(epoch), &mut conf_lat);
+        }
+    }
+    c.confirmed.fetch_add(acked, Ordering::Relaxed);
+    if let Ok(mut l) = c.confirm_latencies.lock() {
+        l.extend(conf_lat);
+    }
+    Ok(())
+}
+
+/// Settles a basic.ack (delivery tag, multiple) against the outstanding publishes;
+/// returns how many it confirmed and records their confirm latency (µs).
+fn settle(args: &[u8], pending: &mut BTreeMap<u64, u64>, now: u64, lat: &mut Vec<u64>) -> u64 {
+    if args.len() < 9 {
+        return 0;
+    }
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&args[..8]);
+    let tag = u64::from_be_bytes(t);
+    let done: Vec<(u64, u64)> = if args[8] & 1 == 1 {
+        let rest = pending.split_off(&(tag + 1));
+        std::mem::replace(pending, rest).into_iter().collect()
+    } else {
+        pending
+            .remove(&tag)
+            .map(|ts| vec![(tag, ts)])
+            .unwrap_or_default()
+    };
+    for (_, ts) in &done {
+        lat.push(now.saturating_sub(*ts) / 1000);
+    }
+    done.len() as u64
+}
+
+/// Consumes until `stop` (or `limit` messages), recording latency.
+async fn consumer(
+    s: Scenario,
+    queue: String,
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+    limit: Option<u64>,
+    c: Arc<Counters>,
+) -> io::Result<()> {
+    let mut conn = connect(&s).await?;
+    if !s.auto_ack {
+        conn.qos(s.prefetch).await?;
+    }
+    conn.consume(&queue, s.auto_ack).await?;
+    let mut lat = Vec::with_capacity(1 << 16);
+    let mut got: u64 = 0;
+    let mut tag: u64 = 0;
+    let mut unacked: u64 = 0;
+    let mut remaining: u64 = 0;
+    let mut first_seen = false;
+    let mut out = BytesMut::new();
+    while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| got < l) {
+        let f = match tokio::time::timeout(Duration::from_millis(100), conn.next()).await {
+            Ok(f) => f?,
+            Err(_) => continue,
+        };
+        let mut done = false;
+        match f {
+            Frame::Method(60, 60, a) => {
+                let n = a[0] as usize;
+                tag = u64::from_be_bytes([
+                    a[1 + n],
+                    a[2 + n],
+                    a[3 + n],
+                    a[4 + n],
+                    a[5 + n],
+                    a[6 + n],
+                    a[7 + n],
+                    a[8 + n],
+                ]);
+                first_seen = false;
+            }
+            Frame::Header(size) => {
+                remaining = size;
+                done = size == 0;
+            }
+            Frame::Body(first, len) => {
+                if !first_seen && len >= 8 {
+                    first_seen = true;
+                    let ts = u64::from_be_bytes(first);
+                    lat.push(now_ns(epoch).saturating_sub(ts) / 1000);
+                }
+                remaining = remaining.saturating_sub(len as u64);
+                done = remaining == 0;
+            }
+            _ => {}
+        }
+        if done {
+            got += 1;
+            c.consumed.fetch_add(1, Ordering::Relaxed);
+            if !s.auto_ack {
+                unacked += 1;
+                if unacked >= s.multiple_ack.max(1) {
+                    out.clear();
+                    amqp::ack(&mut out, tag, true);
+                    conn.wr.write_all(&out).await?;
+                    unacked = 0;
+                }
+            }
+        }
+    }
+    if unacked > 0 {
+        out.clear();
+        amqp::ack(&mut out, tag, true);
+        let _ = conn.wr.write_all(&out).await;
+    }
+    if let Ok(mut l) = c.latencies.lock() {
+        l.extend(lat);
+    }
+    Ok(())
+}
+
+/// Samples the broker's RSS every 100 ms until stopped; returns the peak.
+fn rss_sampler(pid: Option<u32>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Option<u64>> {
+    tokio::spawn(async move {
+        let pid = pid?;
+        let mut peak = 0;
+        while !stop.load(Ordering::Relaxed) {
+            peak = peak.max(stats::proc_rss(pid).unwrap_or(0));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(peak.max(stats::proc_rss(pid).unwrap_or(0)))
+    })
+}
+
+/// Declares the scenario's queues (and fanout exchange), purged.
+async fn setup(s: &Scenario) -> io::Result<(String, Vec<String>)> {
+    let mut c = connect(s).await?;
+    let n = if s.fanout > 0 {
+        s.fanout
+    } else {
+        s.queues.max(1)
+    };
+    let names: Vec<String> = (0..n).map(|i| queue_name(s, i)).collect();
+    let exchange = if s.fanout > 0 {
+        format!("{}-fanout", s.prefix)
+    } else {
+        String::new()
+    };
+    if s.fanout > 0 {
+        c.declare_exchange(&exchange, "fanout").await?;
+    }
+    for q in &names {
+        c.declare_queue(q, s.persistent).await?;
+        c.purge(q).await?;
+        if s.fanout > 0 {
+            c.bind(q, &exchange, "").await?;
+        }
+    }
+    Ok((exchange, names))
+}
+
+/// Deletes the scenario's queues.
+pub async fn cleanup(s: &Scenario) -> io::Result<()> {
+    let mut c = connect(s).await?;
+    let n = if s.fanout > 0 {
+        s.fanout
+    } else {
+        s.queues.max(1)
+    };
+    for i in 0..n {
+        c.delete_queue(&queue_name(s, i)).await?;
+    }
+    Ok(())
+}
+
+/// Runs the scenario.
+pub async fn run(s: Scenario) -> io::Result<Report> {
+    let cpu0 = stats::own_cpu_seconds();
+    let broker_cpu0 = s.broker_pid.and_then(stats::proc_cpu_seconds);
+    let stop_rss = Arc::new(AtomicBool::new(false));
+    let sampler = rss_sampler(s.broker_pid, stop_rss.clone());
+    let mut r = if s.idle_connections > 0 {
+        idle(&s).await?
+    } else if s.prefill > 0 {
+        prefill(&s).await?
+    } else {
+        flow(&s).await?
+    };
+    stop_rss.store(true, Ordering::Relaxed);
+    r.broker_peak_rss = sampler.await.ok().flatten();
+    if let (Some(a), Some(pid)) = (broker_cpu0, s.broker_pid) {
+        r.broker_cpu_seconds = stats::proc_cpu_seconds(pid).map(|b| b - a);
+    }
+    let moved = (r.published + r.consumed).max(1) as f64;
+    r.generator_cpu_us_per_msg = (stats::own_cpu_seconds() - cpu0) * 1e6 / moved;
+    Ok(r)
+}
+
+/// Producers and consumers at the same time for `duration`.
+async fn flow(s: &Scenario) -> io::Result<Report> {
+    let (exchange, queues) = setup(s).await?;
+    let epoch = Instant::now();
+    let c = Arc::new(Counters::default());
+    let stop_p = Arc::new(AtomicBool::new(false));
+    let stop_c = Arc::new(AtomicBool::new(false));
+    let consumers: usize = if s.fanout > 0 { s.fanout } else { s.consumers };
+    let mut tasks = Vec::new();
+    for i in 0..consumers {
+        let q = queues[i % queues.len()].clone();
+        tasks.push(tokio::spawn(consumer(
+            s.clone(),
+            q,
+            epoch,
+            stop_c.clone(),
+            None,
+            c.clone(),
+        )));
+    }
+    // consumers subscribe before the clock starts
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let producers = if s.fanout > 0 { 1 } else { s.producers };
+    let rate = if s.rate > 0 {
+        s.rate as f64 / producers.max(1) as f64
+    } else {
+        0.0
+    };
+    let mut ptasks = Vec::new();
+    let start = Instant::now();
+    for i in 0..producers {
+        let key = if s.fanout > 0 {
+            String::new()
+        } else {
+            queues[i % queues.len()].clone()
+        };
+        ptasks.push(tokio::spawn(producer(
+            s.clone(),
+            exchange.clone(),
+            key,
+            epoch,
+            stop_p.clone(),
+            None,
+            rate,
+            c.clone(),
+        )));
+    }
+    tokio::time::sleep(s.duration).await;
+    let consumed_at_end = c.consumed.load(Ordering::Relaxed);
+    let published_at_end = c.published.load(Ordering::Relaxed);
+    let seconds = start.elapsed().as_secs_f64();
+    stop_p.store(true, Ordering::Relaxed);
+    for t in ptasks {
+        t.await.map_err(io::Error::other)??;
+    }
+    stop_c.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.map_err(io::Error::other)??;
+    }
+    let _ = cleanup(s).await;
+    let latencies = std::mem::take(
+        &mut *c
+            .latencies
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?,
+    );
+    let confirms = std::mem::take(
+        &mut *c
+            .confirm_latencies
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?,
+    );
+    Ok(Report {
+        seconds,
+        published: published_at_end,
+        confirmed: c.confirmed.load(Ordering::Relaxed),
+        consumed: consumed_at_end,
+        publish_rate: published_at_end as f64 / seconds,
+        consume_rate: consumed_at_end as f64 / seconds,
+        latency_us: stats::percentiles(latencies),
+        confirm_latency_us: stats::percentiles(confirms),
+        ..Report::default()
+    })
+}
+
+/// Publish a backlog (with confirms), then drain it.
+async fn prefill(s: &Scenario) -> io::Result<Report> {
+    let (_, queues) = setup(s).await?;
+    let epoch = Instant::now();
+    let c = Arc::new(Counters::default());
+    let never = Arc::new(AtomicBool::new(false));
+    let per = s.prefill / queues.len() as u64;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let mut sc = s.clone();
+    if sc.confirm == 0 {
+        sc.confirm = 1000;
+    }
+    for q in &queues {
+        tasks.push(tokio::spawn(producer(
+            sc.clone(),
+            String::new(),
+            q.clone(),
+            epoch,
+            never.clone(),
+            Some(per),
+            0.0,
+            c.clone(),
+        )));
+    }
+    for t in tasks {
+        t.await.map_err(io::Error::other)??;
+    }
+    let publish_secs = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for q in &queues {
+        tasks.push(tokio::spawn(consumer(
+            s.clone(),
+            q.clone(),
+            epoch,
+            never.clone(),
+            Some(per),
+            c.clone(),
+        )));
+    }
+    for t in tasks {
+        t.await.map_err(io::Error::other)??;
+    }
+    let drain_secs = start.elapsed().as_secs_f64();
+    let _ = cleanup(s).await;
+    let published = c.published.load(Ordering::Relaxed);
+    let consumed = c.consumed.load(Ordering::Relaxed);
+    Ok(Report {
+        seconds: publish_secs + drain_secs,
+        published,
+        confirmed: c.confirmed.load(Ordering::Relaxed),
+        consumed,
+        publish_rate: published as f64 / publish_secs,
+        consume_rate: consumed as f64 / drain_secs,
+        prefill_publish_rate: Some(published as f64 / publish_secs),
+        prefill_drain_rate: Some(consumed as f64 / drain_secs),
+        ..Report::default()
+    })
+}
+
+/// Opens idle connections, holds them, measures the broker's RSS growth per connection.
+async fn idle(s: &Scenario) -> io::Result<Report> {
+    raise_nofile();
+    let before = s.broker_pid.and_then(stats::proc_rss);
+    let start = Instant::now();
+    let mut held = Vec::with_capacity(s.idle_connections);
+    let mut failures = 0usize;
+    for _ in 0..s.idle_connections {
+        match connect(s).await {
+            Ok(c) => held.push(c),
+            Err(_) => {
+                failures += 1;
+                if failures > 20 {
+                    break;
+                }
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = s.broker_pid.and_then(stats::proc_rss);
+    let n = held.len();
+    drop(held);
+    Ok(Report {
+        seconds: start.elapsed().as_secs_f64(),
+        idle_connections: Some(n),
+        rss_per_connection: match (before, after) {
+            (Some(b), Some(a)) if n > 0 => Some(a.saturating_sub(b) as f64 / n as f64),
+            _ => None,
+        },
+        ..Report::default()
+    })
+}
+
+/// The generator needs a descriptor per idle connection.
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls with a valid pointer to a local struct
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirms_settle_single_and_multiple() {
+        let mut p: BTreeMap<u64, u64> = (1..=10).map(|i| (i, i * 1000)).collect();
+        let mut lat = vec![];
+        let mut ack = |tag: u64, multiple: bool, p: &mut BTreeMap<u64, u64>| {
+            let mut a = tag.to_be_bytes().to_vec();
+            a.push(u8::from(multiple));
+            settle(&a, p, 20_000, &mut lat)
+        };
+        assert_eq!(ack(3, false, &mut p), 1);
+        assert_eq!(ack(5, true, &mut p), 4, "1, 2, 4, 5");
+        assert_eq!(ack(5, true, &mut p), 0, "nothing twice");
+        assert_eq!(ack(10, true, &mut p), 5);
+        assert!(p.is_empty());
+        assert_eq!(lat.len(), 10);
+        assert_eq!(lat[0], 17, "(20000 - 3000) ns = 17 us");
+    }
+}
