@@ -548,9 +548,10 @@ async fn idle(s: &Scenario) -> io::Result<Report> {
     let mut held = Vec::with_capacity(s.idle_connections);
     let mut failures = 0usize;
     for _ in 0..s.idle_connections {
-        match connect(s).await {
-            Ok(c) => held.push(c),
-            Err(_) => {
+        // a broker out of file descriptors may accept and never answer
+        match tokio::time::timeout(Duration::from_secs(3), connect(s)).await {
+            Ok(Ok(c)) => held.push(c),
+            _ => {
                 failures += 1;
                 if failures > 20 {
                     break;
