@@ -137,14 +137,31 @@ async fn precondition_failed_406_on_inequivalent_redeclare() {
 #[tokio::test]
 async fn precondition_failed_406_on_unknown_or_double_ack() {
     let b = Broker::start();
-    let (c, ch) = b.channel().await;
-    ch.basic_ack(99, BasicAckOptions::default()).await.unwrap();
-    let err = declare(&ch, &unique("after"), false).await.unwrap_err();
-    assert_eq!(reply_code(&err), Some(406));
-    assert_eq!(
-        reply_text(&err),
-        "PRECONDITION_FAILED - unknown delivery tag 99"
-    );
+    // an unknown tag, seen on the wire (lapin may report a closed channel without the
+    // code when the close overtakes its next call)
+    {
+        use broker_wire::protocol::{basic, channel, AMQPClass};
+        let mut r = broker_tests::raw::Raw::open(b.port).await;
+        r.expect_method().await; // open-ok
+        r.method(
+            1,
+            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+        )
+        .await;
+        r.expect_method().await; // channel.open-ok
+        r.method(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag: 99,
+                multiple: false,
+            })),
+        )
+        .await;
+        let closed = r.expect_close().await.expect("channel.close");
+        assert_eq!((closed.channel, closed.code), (1, 406));
+        assert_eq!(closed.text, "PRECONDITION_FAILED - unknown delivery tag 99");
+    }
+    let (c, _ch) = b.channel().await;
     let ch = c.create_channel().await.unwrap();
     let q = unique("q");
     declare(&ch, &q, false).await.unwrap();
