@@ -147,7 +147,25 @@ impl Runtime {
 
 /// The wall clock in milliseconds since the epoch: TTLs and timeouts count in it, and it
 /// is what the store keeps as a message's arrival time (so expiry survives a restart).
+/// Read from a clock a background thread refreshes every millisecond: queues and channels
+/// ask for the time on every operation, and a system call each time showed in profiles.
 pub fn now_ms() -> u64 {
+    static CLOCK: std::sync::OnceLock<Arc<AtomicU64>> = std::sync::OnceLock::new();
+    let clock = CLOCK.get_or_init(|| {
+        let c = Arc::new(AtomicU64::new(wall_ms()));
+        let tick = c.clone();
+        let _ = std::thread::Builder::new()
+            .name("coarse-clock".into())
+            .spawn(move || loop {
+                tick.store(wall_ms(), Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            });
+        c
+    });
+    clock.load(Ordering::Relaxed).max(1)
+}
+
+fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -350,11 +350,12 @@ impl ChannelActor {
         content: Content,
         ctx: &mut Context<Self>,
     ) -> Result<(), AmqpError> {
-        let queues = self.route(
+        let route = self.route(
             p.exchange.as_str(),
             p.routing_key.as_str(),
             content.properties.headers().as_ref(),
         )?;
+        let queues = route.queues;
         let seq = self.confirms.as_mut().map(|c| c.next());
         // full queues with x-overflow reject-publish(-dlx) refuse the message; the
         // publisher gets a nack (as RabbitMQ), the other queues still get it
@@ -369,8 +370,8 @@ impl ChannelActor {
             queues
         };
         let mut msg = Message {
-            exchange: p.exchange.as_str().into(),
-            routing_key: p.routing_key.as_str().into(),
+            exchange: route.exchange,
+            routing_key: route.routing_key,
             properties: Arc::from(content.properties),
             raw_properties: content.raw_properties,
             body: content.body,
@@ -479,7 +480,7 @@ impl ChannelActor {
         exchange: &str,
         routing_key: &str,
         headers: Option<&FieldTable>,
-    ) -> Result<Arc<[Arc<QueueEntry>]>, AmqpError> {
+    ) -> Result<super::Route, AmqpError> {
         let version = self.vhost.version();
         if version != self.routes.version {
             self.routes.by_exchange.clear();
@@ -515,7 +516,11 @@ impl ChannelActor {
             }
             self.vhost.route(&x, routing_key, headers, &mut out)
         };
-        let r: Arc<[Arc<QueueEntry>]> = out.into();
+        let r = super::Route {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            queues: out.into(),
+        };
         if cacheable {
             if self.routes.entries >= ROUTE_CACHE_MAX {
                 self.routes.by_exchange.clear();

@@ -61,8 +61,17 @@ pub(crate) struct TxBuffer {
 #[derive(Default)]
 pub(crate) struct RouteCache {
     pub version: u64,
-    pub by_exchange: HashMap<String, HashMap<String, Arc<[Arc<QueueEntry>]>>>,
+    pub by_exchange: HashMap<String, HashMap<String, Route>>,
     pub entries: usize,
+}
+
+/// One routing decision, with the exchange and routing key as shared strings: messages
+/// published along a cached route reuse them instead of allocating their own.
+#[derive(Clone)]
+pub(crate) struct Route {
+    pub exchange: Arc<str>,
+    pub routing_key: Arc<str>,
+    pub queues: Arc<[Arc<QueueEntry>]>,
 }
 
 /// The channel actor.
