@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 #[derive(Debug, Clone)]
 pub struct Content {
     /// Parsed properties.
-    pub properties: Box<AMQPProperties>,
+    pub properties: std::sync::Arc<AMQPProperties>,
     /// Properties as the publisher encoded them (flags and list).
     pub raw_properties: Bytes,
     /// The whole body.
@@ -49,7 +49,7 @@ enum State {
     AwaitHeader(basic::Publish),
     AwaitBody {
         publish: basic::Publish,
-        properties: Box<AMQPProperties>,
+        properties: std::sync::Arc<AMQPProperties>,
         raw_properties: Bytes,
         declared: u64,
         first: Option<Bytes>,
@@ -239,7 +239,7 @@ mod tests {
             channel: 1,
             class_id: 60,
             body_size: size,
-            properties: Box::default(),
+            properties: Default::default(),
             raw_properties: Bytes::from_static(&[0, 0]),
         }
     }

@@ -79,7 +79,7 @@ impl FrameDecoder {
                     channel,
                     class_id: header.class_id,
                     body_size: header.body_size,
-                    properties: Box::new(header.properties),
+                    properties: std::sync::Arc::new(header.properties),
                     raw_properties: payload.slice(12..),
                 }))
             }

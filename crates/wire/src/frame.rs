@@ -43,7 +43,7 @@ pub enum Frame {
         /// Size of the body that follows.
         body_size: u64,
         /// Parsed properties (headers, delivery mode, expiration...).
-        properties: Box<AMQPProperties>,
+        properties: std::sync::Arc<AMQPProperties>,
         /// The encoded property flags and list, re-sent verbatim on delivery.
         raw_properties: Bytes,
     },

@@ -372,7 +372,7 @@ impl ChannelActor {
         let mut msg = Message {
             exchange: route.exchange,
             routing_key: route.routing_key,
-            properties: Arc::from(content.properties),
+            properties: content.properties,
             raw_properties: content.raw_properties,
             body: content.body,
             persist_id: None,
