@@ -17,7 +17,7 @@ pub struct ExchangeEntry {
     pub name: Arc<str>,
     /// Type.
     pub kind: ExchangeKind,
-    /// Survives restarts (once durability lands).
+    /// Survives restarts.
     pub durable: bool,
     /// Deleted when its last binding goes.
     pub auto_delete: bool,
