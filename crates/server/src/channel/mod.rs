@@ -379,6 +379,31 @@ pub struct Deliver {
 impl Handler<Deliver> for ChannelActor {
     type Result = ();
     fn handle(&mut self, d: Deliver, _ctx: &mut Context<Self>) {
+        self.deliver_one(d);
+        self.request_flush();
+    }
+}
+
+/// Several deliveries from one queue to consumers of this channel, in order (a queue's
+/// drain sends one of these per channel instead of one message per delivery).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeliverBatch(pub Vec<Deliver>);
+
+impl Handler<DeliverBatch> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, b: DeliverBatch, _ctx: &mut Context<Self>) {
+        for d in b.0 {
+            self.deliver_one(d);
+        }
+        self.request_flush();
+    }
+}
+
+impl ChannelActor {
+    /// Writes one delivery into the connection's buffer (or hands it back if its consumer
+    /// is gone).
+    fn deliver_one(&mut self, d: Deliver) {
         let live = !self.closing
             && self
                 .consumers
@@ -430,7 +455,6 @@ impl Handler<Deliver> for ChannelActor {
         } else if d.gate.written() {
             d.queue.addr.do_send(queue::Kick);
         }
-        self.request_flush();
     }
 }
 

@@ -14,7 +14,7 @@ mod tests;
 pub use handlers::*;
 pub use stored::{load_stored, Recovered};
 
-use crate::channel::{ChannelActor, ConsumerCancelled, Deliver};
+use crate::channel::{ChannelActor, ConsumerCancelled, Deliver, DeliverBatch};
 use crate::flow::ConsumerGate;
 use crate::runtime::{now_ms, Runtime};
 use crate::vhost::VHost;
@@ -440,6 +440,11 @@ impl QueueActor {
         let Some(me) = self.me.upgrade() else { return };
         let store = self.stored();
         let counted = self.state.args().delivery_limit.is_some();
+        let mut batches: Vec<(
+            broker_core::names::ChannelKey,
+            Addr<ChannelActor>,
+            Vec<Deliver>,
+        )> = Vec::new();
         loop {
             let d = self.state.next_delivery(|c| c.data.gate.try_take());
             let Some(mut d) = d else { break };
@@ -477,14 +482,29 @@ impl QueueActor {
             } else if let (Some((s, qid)), Some(pid)) = (&store, d.entry.msg.persist_id()) {
                 let _ = s.remove(*qid, pid);
             }
-            d.consumer.data.channel.do_send(Deliver {
+            let deliver = Deliver {
                 queue: me.clone(),
                 consumer_tag: d.consumer.tag.clone(),
                 no_ack,
                 entry: d.entry,
                 msg,
                 gate: d.consumer.data.gate.clone(),
-            });
+            };
+            let key = d.consumer.channel;
+            match batches.iter_mut().find(|(k, _, _)| *k == key) {
+                Some((_, _, v)) => v.push(deliver),
+                None => batches.push((key, d.consumer.data.channel.clone(), vec![deliver])),
+            }
+        }
+        // one mailbox message per channel for this whole drain
+        for (_, channel, mut v) in batches {
+            if v.len() == 1 {
+                if let Some(d) = v.pop() {
+                    channel.do_send(d);
+                }
+            } else {
+                channel.do_send(DeliverBatch(v));
+            }
         }
     }
 
