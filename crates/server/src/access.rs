@@ -62,6 +62,8 @@ pub struct Registry {
     store: Option<Arc<dyn DefinitionStore>>,
     /// Bumped whenever a permission changes (channels cache their checks against it).
     version: AtomicU64,
+    /// Users that may log in from loopback addresses only (RabbitMQ's `loopback_users`).
+    loopback_users: Vec<String>,
 }
 
 fn salt() -> [u8; 4] {
@@ -77,6 +79,7 @@ impl Registry {
             vhosts: DashMap::new(),
             store,
             version: AtomicU64::new(1),
+            loopback_users: vec!["guest".into()],
         };
         let records = match &r.store {
             Some(s) => s
@@ -153,6 +156,11 @@ impl Registry {
         }
     }
 
+    /// Sets the users restricted to loopback logins (default: guest).
+    pub fn set_loopback_users(&mut self, users: Vec<String>) {
+        self.loopback_users = users;
+    }
+
     /// Checks a login. `peer` is where the client connects from: guest is refused
     /// unless it comes from loopback, as RabbitMQ's `loopback_users` default does.
     pub fn authenticate(&self, user: &str, password: &str, peer: IpAddr) -> Option<User> {
@@ -160,8 +168,8 @@ impl Registry {
         if !u.check_password(password) {
             return None;
         }
-        if u.name == "guest" && !peer.is_loopback() {
-            tracing::warn!(%peer, "user guest may only connect from localhost");
+        if !peer.is_loopback() && self.loopback_users.iter().any(|l| *l == u.name) {
+            tracing::warn!(%peer, user = %u.name, "user may only connect from localhost (--loopback-users)");
             return None;
         }
         Some(u)
@@ -324,5 +332,14 @@ mod tests {
         assert!(!r.allows("/", "bob", Access::Write, "q"));
         r.delete_user("bob").unwrap();
         assert!(r.permission("/", "bob").is_none());
+    }
+
+    #[test]
+    fn loopback_users_can_be_lifted() {
+        let mut r = Registry::load(None).unwrap();
+        let remote: IpAddr = "10.1.2.3".parse().unwrap();
+        assert!(r.authenticate("guest", "guest", remote).is_none());
+        r.set_loopback_users(vec![]);
+        assert!(r.authenticate("guest", "guest", remote).is_some());
     }
 }

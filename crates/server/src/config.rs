@@ -58,6 +58,10 @@ pub struct Cli {
     /// Largest request body the management API accepts, in bytes [default: 16777216]
     #[arg(long, env = "BROKER_HTTP_MAX_BODY")]
     pub http_max_body: Option<usize>,
+    /// Users that may log in only from localhost, comma-separated, or "none"
+    /// [default: guest] (RabbitMQ's loopback_users)
+    #[arg(long, env = "BROKER_LOOPBACK_USERS")]
+    pub loopback_users: Option<String>,
 }
 
 /// The settings file; every field optional.
@@ -78,6 +82,7 @@ pub struct FileConfig {
     consumer_timeout_ms: Option<u64>,
     http_listen: Option<String>,
     http_max_body: Option<usize>,
+    loopback_users: Option<String>,
 }
 
 /// The resolved settings.
@@ -111,6 +116,8 @@ pub struct Config {
     pub http_listen: Option<String>,
     /// Largest management API request body.
     pub http_max_body: usize,
+    /// Users restricted to loopback logins.
+    pub loopback_users: Vec<String>,
 }
 
 impl Config {
@@ -179,6 +186,20 @@ impl Config {
             )
             .filter(|a| a != "none" && !a.is_empty()),
             http_max_body: cli.http_max_body.or(file.http_max_body).unwrap_or(16 << 20),
+            loopback_users: {
+                let v = cli
+                    .loopback_users
+                    .or(file.loopback_users)
+                    .unwrap_or_else(|| "guest".into());
+                if v.trim() == "none" {
+                    Vec::new()
+                } else {
+                    v.split(',')
+                        .map(|u| u.trim().to_owned())
+                        .filter(|u| !u.is_empty())
+                        .collect()
+                }
+            },
         })
     }
 }

@@ -100,8 +100,9 @@ impl Runtime {
         store: Option<Storage>,
     ) -> Result<Arc<Runtime>, String> {
         let memory = MemoryGauge::new(config.memory_high_watermark);
-        let registry =
+        let mut registry =
             crate::access::Registry::load(store.as_ref().map(|s| s.definitions.clone()))?;
+        registry.set_loopback_users(config.loopback_users.clone());
         let rt = Arc::new(Runtime {
             config,
             arbiters,
