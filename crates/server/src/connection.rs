@@ -210,6 +210,11 @@ impl Connection {
             ctx.run_later(Duration::from_millis(2), |a, ctx| a.schedule_read(ctx));
             return;
         }
+        // throttled() may just have queued connection.unblocked: send it now, or a client
+        // that waits for it before publishing again would wait forever
+        if self.shared.out_len() > 0 {
+            self.flush(ctx);
+        }
         let Some(mut reader) = self.reader.take() else {
             return;
         };
