@@ -225,7 +225,7 @@ impl Conn {
         reply: u16,
     ) -> io::Result<Vec<u8>> {
         let mut out = BytesMut::new();
-        method(&mut out, if class == 20 { 1 } else { 1 }, class, m, args);
+        method(&mut out, 1, class, m, args);
         self.wr.write_all(&out).await?;
         self.expect(class, reply).await
     }

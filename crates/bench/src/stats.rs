@@ -39,8 +39,7 @@ pub fn percentiles(mut samples: Vec<u64>) -> Percentiles {
 
 /// CPU seconds (user + system) this process has used.
 pub fn own_cpu_seconds() -> f64 {
-    // SAFETY-free: getrusage through libc's safe-to-call wrapper needs an out pointer;
-    // read /proc instead, like for the broker
+    // from /proc, as for the broker (getrusage would need unsafe code)
     proc_cpu_seconds(std::process::id()).unwrap_or(0.0)
 }
 

@@ -158,6 +158,10 @@ pub trait MessageStore: Send + Sync {
     fn needs_flush(&self) -> bool {
         true
     }
+    /// Bytes the store occupies on disk (0 if unknown).
+    fn size_on_disk(&self) -> u64 {
+        0
+    }
 }
 
 /// Message key: queue id and sequence, big-endian, so keys sort by queue then order.

@@ -288,6 +288,10 @@ impl MessageStore for SledStore {
     fn needs_flush(&self) -> bool {
         self.dirty.load(Ordering::Relaxed)
     }
+
+    fn size_on_disk(&self) -> u64 {
+        SledStore::size_on_disk(self)
+    }
 }
 
 /// Upper bounds (seconds) of the flush-latency histogram's buckets.

@@ -9,7 +9,7 @@ use broker_core::args::QueueArgs;
 use broker_core::headers::XMatch;
 use broker_core::routing::{Binding, Destination, ExchangeKind};
 use broker_core::AmqpError;
-use broker_wire::types::{AMQPValue, FieldTable};
+use broker_wire::types::FieldTable;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -609,17 +609,10 @@ pub fn check_not_reserved_exchange(name: &str) -> Result<(), AmqpError> {
 
 /// Reads a string-valued argument (long or short string).
 pub fn string_arg(args: &FieldTable, key: &str) -> Option<String> {
-    match args.inner().get(key)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.to_string()),
-        _ => None,
-    }
+    args.inner().get(key).and_then(broker_core::args::str_value)
 }
 
 /// The `alternate-exchange` argument of an exchange, if it names one.
 fn alternate_exchange(args: &FieldTable) -> Option<String> {
-    args.inner()
-        .get("alternate-exchange")
-        .and_then(broker_core::args::str_value)
-        .filter(|s| !s.is_empty())
+    string_arg(args, "alternate-exchange").filter(|s| !s.is_empty())
 }

@@ -2,7 +2,7 @@
 
 use super::ChannelActor;
 use crate::queue;
-use crate::vhost::{ExchangeSpec, QueueSpec};
+use crate::vhost::{string_arg, ExchangeSpec, QueueSpec};
 use actix::prelude::*;
 use broker_core::auth::Access;
 use broker_core::routing::{Destination, ExchangeKind};
@@ -119,12 +119,7 @@ impl ChannelActor {
             return Ok(());
         }
         self.allowed(Access::Configure, "exchange", name)?;
-        if let Some(ae) = d
-            .arguments
-            .inner()
-            .get("alternate-exchange")
-            .and_then(broker_core::args::str_value)
-        {
+        if let Some(ae) = string_arg(&d.arguments, "alternate-exchange") {
             self.allowed(Access::Write, "exchange", &ae)?;
             self.allowed(Access::Read, "exchange", name)?;
         }
@@ -331,12 +326,7 @@ impl ChannelActor {
                 n
             };
             self.allowed(Access::Configure, "queue", &name)?;
-            if let Some(dlx) = d
-                .arguments
-                .inner()
-                .get("x-dead-letter-exchange")
-                .and_then(broker_core::args::str_value)
-            {
+            if let Some(dlx) = string_arg(&d.arguments, "x-dead-letter-exchange") {
                 self.allowed(
                     Access::Write,
                     "exchange",

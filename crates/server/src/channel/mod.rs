@@ -104,6 +104,8 @@ pub struct ChannelActor {
     pub(crate) last_queue: Option<String>,
     /// The store, for persistent messages.
     pub(crate) store: Option<Storage>,
+    /// The broker runtime (its access registry is consulted on permission-cache misses).
+    pub(crate) runtime: Option<Arc<crate::runtime::Runtime>>,
     /// Confirms waiting for an fsync.
     pub(crate) group: GroupCommit,
 }
@@ -118,8 +120,10 @@ impl ChannelActor {
         parent: &Span,
     ) -> Self {
         let span = tracing::info_span!(parent: parent, "channel", id);
-        let store = vhost.runtime.upgrade().and_then(|rt| rt.store.clone());
+        let runtime = vhost.runtime.upgrade();
+        let store = runtime.as_ref().and_then(|rt| rt.store.clone());
         Self {
+            runtime,
             id,
             key: ChannelKey {
                 connection: shared.id,
@@ -269,14 +273,14 @@ impl Actor for ChannelActor {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Context<Self>) {
-        if let Some(rt) = self.vhost.runtime.upgrade() {
+        if let Some(rt) = &self.runtime {
             rt.channel_info
                 .insert((self.key.connection, self.key.channel), self.stats.clone());
         }
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        if let Some(rt) = self.vhost.runtime.upgrade() {
+        if let Some(rt) = &self.runtime {
             rt.channel_info
                 .remove(&(self.key.connection, self.key.channel));
         }
@@ -543,7 +547,7 @@ impl ChannelActor {
         name: &str,
     ) -> Result<(), AmqpError> {
         use broker_core::auth::Access;
-        let Some(rt) = self.vhost.runtime.upgrade() else {
+        let Some(rt) = self.runtime.as_ref() else {
             return Ok(());
         };
         let bit = match kind {

@@ -278,15 +278,21 @@ fn perm_json(vhost: &str, user: &str, p: &Permission) -> Value {
     json!({"user": user, "vhost": vhost, "configure": p.configure, "write": p.write, "read": p.read})
 }
 
-async fn list_permissions(req: HttpRequest, rt: State) -> ApiResult {
-    admin(&req, &rt)?;
+/// The permissions `keep(vhost, user)` selects, as RabbitMQ lists them.
+fn permissions_where(rt: &Runtime, keep: impl Fn(&str, &str) -> bool) -> HttpResponse {
     let list: Vec<Value> = rt
         .registry
         .permissions()
         .iter()
+        .filter(|(v, u, _)| keep(v, u))
         .map(|(v, u, p)| perm_json(v, u, p))
         .collect();
-    Ok(HttpResponse::Ok().json(list))
+    HttpResponse::Ok().json(list)
+}
+
+async fn list_permissions(req: HttpRequest, rt: State) -> ApiResult {
+    admin(&req, &rt)?;
+    Ok(permissions_where(&rt, |_, _| true))
 }
 
 async fn vhost_permissions(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
@@ -295,14 +301,7 @@ async fn vhost_permissions(req: HttpRequest, rt: State, path: web::Path<String>)
     if rt.registry.vhost(&vhost).is_none() {
         return Err(ApiError::not_found(format!("vhost '{vhost}' not found")));
     }
-    let list: Vec<Value> = rt
-        .registry
-        .permissions()
-        .iter()
-        .filter(|(v, _, _)| *v == vhost)
-        .map(|(v, u, p)| perm_json(v, u, p))
-        .collect();
-    Ok(HttpResponse::Ok().json(list))
+    Ok(permissions_where(&rt, |v, _| v == vhost))
 }
 
 async fn user_permissions(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
@@ -311,14 +310,7 @@ async fn user_permissions(req: HttpRequest, rt: State, path: web::Path<String>) 
     if rt.registry.user(&user).is_none() {
         return Err(ApiError::not_found(format!("user '{user}' not found")));
     }
-    let list: Vec<Value> = rt
-        .registry
-        .permissions()
-        .iter()
-        .filter(|(_, u, _)| *u == user)
-        .map(|(v, u, p)| perm_json(v, u, p))
-        .collect();
-    Ok(HttpResponse::Ok().json(list))
+    Ok(permissions_where(&rt, |_, u| u == user))
 }
 
 async fn get_permission(
@@ -420,6 +412,21 @@ async fn vhost_limits(req: HttpRequest, rt: State, path: web::Path<String>) -> A
     Ok(HttpResponse::Ok().json(list))
 }
 
+/// Sets (or with `None` lifts) one vhost limit.
+fn set_limit(rt: &Runtime, vhost: &str, name: &str, value: Option<u64>) -> ApiResult {
+    let mut r = rt
+        .registry
+        .vhost(vhost)
+        .ok_or_else(|| ApiError::not_found(format!("vhost '{vhost}' not found")))?;
+    match name {
+        "max-connections" => r.limits.max_connections = value,
+        "max-queues" => r.limits.max_queues = value,
+        other => return Err(ApiError::bad_request(format!("unknown limit '{other}'"))),
+    }
+    rt.registry.put_vhost(r).map_err(store_err)?;
+    Ok(no_content())
+}
+
 async fn put_limit(
     req: HttpRequest,
     rt: State,
@@ -428,37 +435,16 @@ async fn put_limit(
 ) -> ApiResult {
     admin(&req, &rt)?;
     let (vhost, name) = path.into_inner();
-    let mut r = rt
-        .registry
-        .vhost(&vhost)
-        .ok_or_else(|| ApiError::not_found(format!("vhost '{vhost}' not found")))?;
     let value = body
         .get("value")
         .and_then(Value::as_i64)
         .ok_or_else(|| ApiError::bad_request("value must be an integer"))?;
     // a negative limit means no limit, as in RabbitMQ
-    let v = u64::try_from(value).ok();
-    match name.as_str() {
-        "max-connections" => r.limits.max_connections = v,
-        "max-queues" => r.limits.max_queues = v,
-        other => return Err(ApiError::bad_request(format!("unknown limit '{other}'"))),
-    }
-    rt.registry.put_vhost(r).map_err(store_err)?;
-    Ok(no_content())
+    set_limit(&rt, &vhost, &name, u64::try_from(value).ok())
 }
 
 async fn delete_limit(req: HttpRequest, rt: State, path: web::Path<(String, String)>) -> ApiResult {
     admin(&req, &rt)?;
     let (vhost, name) = path.into_inner();
-    let mut r = rt
-        .registry
-        .vhost(&vhost)
-        .ok_or_else(|| ApiError::not_found(format!("vhost '{vhost}' not found")))?;
-    match name.as_str() {
-        "max-connections" => r.limits.max_connections = None,
-        "max-queues" => r.limits.max_queues = None,
-        other => return Err(ApiError::bad_request(format!("unknown limit '{other}'"))),
-    }
-    rt.registry.put_vhost(r).map_err(store_err)?;
-    Ok(no_content())
+    set_limit(&rt, &vhost, &name, None)
 }

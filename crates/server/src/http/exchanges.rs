@@ -344,7 +344,7 @@ pub(super) fn properties_key(routing_key: &str, args: &Value) -> String {
     let rk = if routing_key.is_empty() {
         "~".to_owned()
     } else {
-        utf8_percent(routing_key)
+        percent_encode(routing_key, true)
     };
     match args.as_object() {
         Some(m) if !m.is_empty() => {
@@ -357,26 +357,22 @@ pub(super) fn properties_key(routing_key: &str, args: &Value) -> String {
     }
 }
 
-/// Percent-encodes a path segment (everything but RFC 3986's unreserved characters).
-fn url_quote(s: &str) -> String {
+/// Percent-encodes `s`: as a URL path segment (RFC 3986: `~` stays), or as RabbitMQ
+/// form-encodes a routing key in a properties_key (`~` escaped, space as `+`).
+fn percent_encode(s: &str, form: bool) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            b'~' if !form => "~".to_owned(),
+            b' ' if form => "+".to_owned(),
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
-fn utf8_percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
-            b' ' => "+".to_owned(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// A URL path segment.
+fn url_quote(s: &str) -> String {
+    percent_encode(s, false)
 }
 
 fn binding_json(vhost: &str, source: &str, dest: &Destination, rk: &str, args: &Value) -> Value {

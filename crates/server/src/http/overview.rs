@@ -86,21 +86,7 @@ async fn overview(req: HttpRequest, rt: State) -> ApiResult {
 }
 
 fn store_bytes(rt: &crate::runtime::Runtime) -> u64 {
-    // the data dir's size on disk (segments and index)
-    fn walk(p: &std::path::Path) -> u64 {
-        std::fs::read_dir(p)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| match e.metadata() {
-                        Ok(m) if m.is_dir() => walk(&e.path()),
-                        Ok(m) => m.len(),
-                        Err(_) => 0,
-                    })
-                    .sum()
-            })
-            .unwrap_or(0)
-    }
-    walk(&rt.config.data_dir)
+    rt.store.as_ref().map_or(0, |s| s.messages.size_on_disk())
 }
 
 async fn whoami(req: HttpRequest, rt: State) -> ApiResult {

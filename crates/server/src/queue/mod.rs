@@ -206,6 +206,8 @@ pub struct QueueActor {
     last_used: u64,
     /// A consumer-timeout check is scheduled.
     timeout_check: bool,
+    /// `--consumer-timeout-ms`, read once (it is checked after every operation).
+    consumer_timeout: Option<u64>,
 }
 
 impl QueueActor {
@@ -218,6 +220,10 @@ impl QueueActor {
         vhost: Weak<VHost>,
         runtime: Weak<Runtime>,
     ) -> Addr<QueueActor> {
+        let consumer_timeout = runtime
+            .upgrade()
+            .map(|rt| rt.config.consumer_timeout_ms)
+            .filter(|t| *t > 0);
         Supervisor::start_in_arbiter(arbiter, move |_| QueueActor {
             name,
             me,
@@ -231,6 +237,7 @@ impl QueueActor {
             expiry_timer: None,
             last_used: now_ms(),
             timeout_check: false,
+            consumer_timeout,
         })
     }
 
@@ -312,7 +319,7 @@ impl QueueActor {
 
     /// While deliveries are unacked, checks now and then for consumers over the timeout.
     fn schedule_timeout_check(&mut self, ctx: &mut Context<Self>) {
-        let Some(timeout) = self.consumer_timeout() else {
+        let Some(timeout) = self.consumer_timeout else {
             return;
         };
         if self.timeout_check || self.state.unacked_count() == 0 {
@@ -326,15 +333,10 @@ impl QueueActor {
         });
     }
 
-    fn consumer_timeout(&self) -> Option<u64> {
-        let t = self.runtime.upgrade()?.config.consumer_timeout_ms;
-        (t > 0).then_some(t)
-    }
-
     /// A consumer holding a delivery longer than the consumer timeout is cancelled
     /// (basic.cancel) and what it holds goes back to the queue, redelivered.
     fn cancel_timed_out(&mut self) {
-        let Some(timeout) = self.consumer_timeout() else {
+        let Some(timeout) = self.consumer_timeout else {
             return;
         };
         for (channel, tag) in self.state.timed_out_consumers(timeout) {
