@@ -168,7 +168,7 @@ impl Registry {
         if !u.check_password(password) {
             return None;
         }
-        if !peer.is_loopback() && self.loopback_users.iter().any(|l| *l == u.name) {
+        if !peer.is_loopback() && self.loopback_users.contains(&u.name) {
             tracing::warn!(%peer, user = %u.name, "user may only connect from localhost (--loopback-users)");
             return None;
         }

@@ -82,7 +82,7 @@ impl QueueActor {
             }
         }
         queues.retain(|q| {
-            !(target.implicit && q.name == self.name) && !deadletter::is_cycle(&props, &q.name)
+            (!target.implicit || q.name != self.name) && !deadletter::is_cycle(&props, &q.name)
         });
         if queues.is_empty() {
             return;

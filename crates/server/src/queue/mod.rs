@@ -89,8 +89,11 @@ pub struct QueueCounters {
     pub acked: AtomicU64,
     /// The last sample (when, counters) and the rates (per second) it gave:
     /// publish, deliver_get, redeliver, ack.
-    samples: std::sync::Mutex<Option<(std::time::Instant, [u64; 4], [f64; 4])>>,
+    samples: std::sync::Mutex<Option<RateSample>>,
 }
+
+/// When a sample was taken, the counters then, and the rates since the one before.
+type RateSample = (std::time::Instant, [u64; 4], [f64; 4]);
 
 impl QueueCounters {
     /// The counters: publish, deliver_get, redeliver, ack.
