@@ -75,7 +75,16 @@ pub struct Connection {
     client: ClientInfo,
     blocked_sent: bool,
     torn_down: bool,
+    /// Reading is paused for backpressure; a [`ResumeRead`] (or the fallback timer)
+    /// resumes it.
+    paused: bool,
+    /// The fallback timer of a pause.
+    retry: Option<SpawnHandle>,
 }
+
+/// How long a paused connection waits before it checks again on its own. Channels, hot
+/// queues and finished writes wake it sooner; the timer covers the memory alarm.
+const PAUSE_RECHECK: Duration = Duration::from_millis(10);
 
 impl Connection {
     /// connection.open: the vhost must exist, the user must have permissions in it, and
@@ -147,6 +156,8 @@ impl Connection {
                 client: ClientInfo::default(),
                 blocked_sent: false,
                 torn_down: false,
+                paused: false,
+                retry: None,
                 rt,
             }
         });
@@ -156,8 +167,9 @@ impl Connection {
         self.shared.method(channel, &m);
     }
 
-    /// Whether reading must pause (backpressure).
-    fn throttled(&mut self) -> bool {
+    /// Whether reading must pause (backpressure). Hot queues get this connection as a
+    /// waiter, to wake it when they have taken their inbox in.
+    fn throttled(&mut self, ctx: &mut Context<Self>) -> bool {
         if self.shared.pending_commands.get() > MAX_PENDING_COMMANDS {
             return true;
         }
@@ -190,12 +202,17 @@ impl Connection {
                 return true;
             }
             let mut hot = self.shared.hot.borrow_mut();
-            hot.retain(|q| {
-                q.inflight.load(std::sync::atomic::Ordering::Relaxed)
-                    > crate::queue::QUEUE_CREDIT / 2
-            });
+            hot.retain(|q| q.still_hot());
             if !hot.is_empty() {
-                return true;
+                let me = ctx.address().recipient::<ResumeRead>();
+                let mut still = false;
+                for q in hot.iter() {
+                    still |= q.wait_for_room(me.clone());
+                }
+                if still {
+                    return true;
+                }
+                hot.clear();
             }
         }
         false
@@ -205,9 +222,9 @@ impl Connection {
         if self.reader.is_none() || self.state == State::Closed {
             return;
         }
-        if self.throttled() {
+        if self.throttled(ctx) {
             self.flush(ctx);
-            ctx.run_later(Duration::from_millis(2), |a, ctx| a.schedule_read(ctx));
+            self.pause(ctx);
             return;
         }
         // throttled() may just have queued connection.unblocked: send it now, or a client
@@ -256,6 +273,32 @@ impl Connection {
                 }
             }),
         );
+    }
+
+    /// Stops reading until something that held it back has moved (see [`ResumeRead`]).
+    fn pause(&mut self, ctx: &mut Context<Self>) {
+        self.paused = true;
+        self.shared.read_paused.set(true);
+        if let Some(h) = self.retry.take() {
+            ctx.cancel_future(h);
+        }
+        self.retry = Some(ctx.run_later(PAUSE_RECHECK, |a, ctx| {
+            a.retry = None;
+            a.resume(ctx);
+        }));
+    }
+
+    /// Reads again if paused (and pauses again if still held back).
+    fn resume(&mut self, ctx: &mut Context<Self>) {
+        if !self.paused {
+            return;
+        }
+        self.paused = false;
+        self.shared.read_paused.set(false);
+        if let Some(h) = self.retry.take() {
+            ctx.cancel_future(h);
+        }
+        self.schedule_read(ctx);
     }
 
     fn process_input(&mut self, ctx: &mut Context<Self>) {
@@ -677,6 +720,9 @@ impl Connection {
                 }
                 act.shared.release_deferred();
                 act.flush(ctx);
+                if act.paused && act.shared.out_len() <= OUT_HIGH {
+                    act.resume(ctx);
+                }
             }),
         );
     }
@@ -729,6 +775,19 @@ impl Handler<Flush> for Connection {
     type Result = ();
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
         self.flush(ctx);
+    }
+}
+
+/// Something that paused this connection's reading has moved: its channels caught up
+/// with the commands handed to them, or a hot queue took its inbox in.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ResumeRead;
+
+impl Handler<ResumeRead> for Connection {
+    type Result = ();
+    fn handle(&mut self, _: ResumeRead, ctx: &mut Context<Self>) {
+        self.resume(ctx);
     }
 }
 

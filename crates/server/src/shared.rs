@@ -31,6 +31,9 @@ pub struct ConnShared {
     pub flush_requested: Cell<bool>,
     /// Commands forwarded to channels and not processed yet.
     pub pending_commands: Cell<usize>,
+    /// The connection paused reading and waits to be woken (channels send it
+    /// `ResumeRead` once they are back under half of [`MAX_PENDING_COMMANDS`]).
+    pub read_paused: Cell<bool>,
     /// Queues this connection published to that were over their credit.
     pub hot: RefCell<Vec<Arc<QueueEntry>>>,
     /// Delivery credit held back while the write buffer was full.
@@ -51,6 +54,7 @@ impl ConnShared {
             out: RefCell::new(BytesMut::with_capacity(64 << 10)),
             flush_requested: Cell::new(false),
             pending_commands: Cell::new(0),
+            read_paused: Cell::new(false),
             hot: RefCell::new(Vec::new()),
             deferred: RefCell::new(Vec::new()),
             published: Cell::new(false),

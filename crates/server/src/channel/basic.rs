@@ -422,7 +422,10 @@ impl ChannelActor {
             for q in queues.iter() {
                 q.enqueue(msg.clone());
                 if q.is_hot() {
-                    self.shared.hot.borrow_mut().push(q.clone());
+                    let mut hot = self.shared.hot.borrow_mut();
+                    if !hot.iter().any(|h| Arc::ptr_eq(h, q)) {
+                        hot.push(q.clone());
+                    }
                 }
             }
         }

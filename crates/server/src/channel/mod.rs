@@ -7,11 +7,11 @@
 mod basic;
 mod declare;
 
-use crate::connection::{ChannelClosing, Connection, ConnectionFail, Flush};
+use crate::connection::{ChannelClosing, Connection, ConnectionFail, Flush, ResumeRead};
 use crate::flow::{ChannelGate, ConsumerGate};
 use crate::queue::{self, QueueEntry};
 use crate::runtime::Storage;
-use crate::shared::{ConnShared, OUT_HIGH};
+use crate::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
 use crate::vhost::VHost;
 use actix::prelude::*;
 use broker_core::channel::{Confirms, Unacked};
@@ -312,9 +312,12 @@ impl Handler<Incoming> for ChannelActor {
     fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
         match msg {
             Incoming::Command(cmd) => {
-                self.shared
-                    .pending_commands
-                    .set(self.shared.pending_commands.get().saturating_sub(1));
+                let pending = self.shared.pending_commands.get().saturating_sub(1);
+                self.shared.pending_commands.set(pending);
+                if pending <= MAX_PENDING_COMMANDS / 2 && self.shared.read_paused.get() {
+                    self.shared.read_paused.set(false);
+                    self.conn.do_send(ResumeRead);
+                }
                 if self.closing {
                     return;
                 }

@@ -10,10 +10,10 @@ use broker_core::{AmqpError, Message};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// A published message.
+/// Wakes the actor to take in the messages in its [`super::Inbox`].
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Enqueue(pub Arc<Message>);
+pub struct TakeInbox;
 
 /// A message a full queue with x-overflow reject-publish-dlx refused at the channel: it
 /// is dead-lettered without being queued.
@@ -112,34 +112,47 @@ pub struct DeleteQueue {
     pub if_empty: bool,
 }
 
-impl Handler<Enqueue> for QueueActor {
+impl Handler<TakeInbox> for QueueActor {
     type Result = ();
-    fn handle(&mut self, msg: Enqueue, ctx: &mut Context<Self>) {
-        if let Some(me) = self.me.upgrade() {
-            me.inflight.fetch_sub(1, Ordering::Relaxed);
-            me.inflight_bytes
-                .fetch_sub(msg.0.body.len() as u64, Ordering::Relaxed);
+    fn handle(&mut self, _: TakeInbox, ctx: &mut Context<Self>) {
+        // `guarded` takes the inbox in before anything else
+        self.guarded(ctx, |_, _| {});
+    }
+}
+
+impl QueueActor {
+    /// Takes in every published message waiting in the inbox, in order, delivering after
+    /// each (so a consumer with room gets a message before a length limit would drop
+    /// it). Connections paused on this queue's credit are woken at the end of the turn.
+    pub(super) fn take_inbox(&mut self) {
+        let Some(me) = self.me.upgrade() else { return };
+        let batch = me.inbox.take();
+        if batch.is_empty() {
+            return;
         }
+        let bytes: u64 = batch.iter().map(|m| m.body.len() as u64).sum();
+        me.inflight.fetch_sub(batch.len(), Ordering::SeqCst);
+        me.inflight_bytes.fetch_sub(bytes, Ordering::Relaxed);
         if self.deleted {
             return;
         }
-        self.guarded(ctx, |a, _| {
-            let page = msg.0.persist_id.is_some()
-                && a.state.ready_count() >= PAGE_WINDOW
-                && a.stored().is_some();
-            if a.state.publish(msg.0).is_none() {
+        let paging = self.stored().is_some();
+        for msg in batch {
+            let page =
+                paging && msg.persist_id.is_some() && self.state.ready_count() >= PAGE_WINDOW;
+            if self.state.publish(msg).is_none() {
                 // refused by a full reject-publish queue the channel thought had room
-                return;
+                continue;
             }
             if page {
-                if let Some(e) = a.state.last_ready_mut() {
+                if let Some(e) = self.state.last_ready_mut() {
                     e.msg = e.msg.page_out();
                 }
             }
-            a.drain();
+            self.drain();
             // a TTL of 0 that no consumer could take dies now
-            a.state.expire_due();
-        });
+            self.state.expire_due();
+        }
     }
 }
 

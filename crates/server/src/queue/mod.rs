@@ -7,11 +7,13 @@
 
 mod deadletter;
 mod handlers;
+mod inbox;
 mod stored;
 #[cfg(test)]
 mod tests;
 
 pub use handlers::*;
+pub use inbox::Inbox;
 pub use stored::{load_stored, Recovered};
 
 use crate::channel::{ChannelActor, ConsumerCancelled, Deliver, DeliverBatch};
@@ -21,6 +23,7 @@ use crate::vhost::VHost;
 use actix::prelude::*;
 use broker_core::args::{Overflow, QueueArgs};
 use broker_core::message::Slot;
+use broker_core::names::ChannelKey;
 use broker_core::queue::{Entry, QueueState};
 use broker_core::store::MessageStore;
 use broker_core::{AmqpError, Message};
@@ -37,6 +40,14 @@ pub const PAGE_WINDOW: usize = 4096;
 /// Publishes a channel may have in a queue's mailbox before its connection stops reading
 /// from the socket (credit flow, as RabbitMQ's channel-to-queue credit).
 pub const QUEUE_CREDIT: usize = 2000;
+
+/// A queue with more ready messages than this that is delivering to consumers paces its
+/// publishers to its deliveries (see [`QueueEntry::paced`]).
+pub const PACE_BACKLOG: usize = 10_000;
+
+/// Deliveries within this many ms make a queue's consumers count as active for pacing;
+/// consumers that take nothing for longer (stuck, or slow) never hold publishers back.
+const PACE_ACTIVE_MS: u64 = 50;
 
 /// How long a queue waits before it records its delivered mark in the store (so that a
 /// busy queue writes it a few times a second, not once per delivery).
@@ -58,8 +69,15 @@ pub struct QueueEntry {
     pub args: QueueArgs,
     /// The actor.
     pub addr: Addr<QueueActor>,
-    /// Publishes sent to the actor and not yet taken in (backpressure).
+    /// Publishes waiting for the actor to take them in.
+    pub inbox: Inbox,
+    /// Publishes in the inbox (backpressure).
     pub inflight: AtomicUsize,
+    /// The queue has a backlog over [`PACE_BACKLOG`] and consumers taking from it: its
+    /// publishers read on only as it delivers, so a publisher that outruns the broker's
+    /// delivery path cannot grow the backlog without end and starve the consumers of CPU
+    /// (RabbitMQ gets the same from its queue process being busy delivering).
+    pub paced: AtomicBool,
     /// Set once the queue is deleted; a stale handle then drops what it is sent.
     pub deleted: AtomicBool,
     /// Id of a durable queue in the store (prefix of its message keys).
@@ -152,18 +170,38 @@ impl QueueEntry {
         ))
     }
 
-    /// Sends a published message to the queue.
+    /// Sends a published message to the queue: into its inbox, waking the actor unless a
+    /// wake-up is already on its way. A deleted queue drops it.
     pub fn enqueue(&self, msg: Arc<Message>) {
+        if self.deleted.load(Ordering::Acquire) {
+            return;
+        }
         self.counters.published.fetch_add(1, Ordering::Relaxed);
-        self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.inflight.fetch_add(1, Ordering::SeqCst);
         self.inflight_bytes
             .fetch_add(msg.body.len() as u64, Ordering::Relaxed);
-        self.addr.do_send(Enqueue(msg));
+        if self.inbox.push(msg) {
+            self.addr.do_send(TakeInbox);
+        }
+    }
+
+    /// A connection paused on this hot queue: it is woken when the actor has taken the
+    /// inbox in. Returns false (and registers nothing that matters) if the queue has
+    /// already cooled down.
+    pub fn wait_for_room(&self, r: actix::Recipient<crate::connection::ResumeRead>) -> bool {
+        self.inbox.wait(r);
+        self.still_hot()
     }
 
     /// Whether publishers to this queue should pause.
     pub fn is_hot(&self) -> bool {
-        self.inflight.load(Ordering::Relaxed) > QUEUE_CREDIT
+        self.inflight.load(Ordering::Relaxed) > QUEUE_CREDIT || self.paced.load(Ordering::Relaxed)
+    }
+
+    /// Whether a paused publisher must stay paused (credit comes back below half).
+    pub fn still_hot(&self) -> bool {
+        self.inflight.load(Ordering::SeqCst) > QUEUE_CREDIT / 2
+            || self.paced.load(Ordering::SeqCst)
     }
 
     /// Whether a queue that refuses messages when full (x-overflow reject-publish or
@@ -211,6 +249,13 @@ pub struct QueueActor {
     timeout_check: bool,
     /// `--consumer-timeout-ms`, read once (it is checked after every operation).
     consumer_timeout: Option<u64>,
+    /// When the queue last delivered to a consumer (pacing).
+    last_delivery: u64,
+    /// A re-check of pacing is scheduled.
+    pace_check: bool,
+    /// Deliveries made this turn, per channel; sent as one message per channel at the
+    /// end of the turn (or before anything else is sent to consumers' channels).
+    outbox: Vec<(ChannelKey, Addr<ChannelActor>, Vec<Deliver>)>,
 }
 
 impl QueueActor {
@@ -241,6 +286,9 @@ impl QueueActor {
             last_used: now_ms(),
             timeout_check: false,
             consumer_timeout,
+            outbox: Vec::new(),
+            last_delivery: 0,
+            pace_check: false,
         })
     }
 
@@ -255,6 +303,7 @@ impl QueueActor {
         let before = self.state.bytes();
         self.state.tick(now_ms());
         let res = catch_unwind(AssertUnwindSafe(|| {
+            self.take_inbox();
             let r = f(self, ctx);
             self.after(ctx);
             r
@@ -295,6 +344,46 @@ impl QueueActor {
                 .store(self.state.ready_count(), Ordering::Relaxed);
             me.ready_bytes
                 .store(self.state.ready_body_bytes() as u64, Ordering::Relaxed);
+            self.pace(&me, ctx);
+        }
+        self.flush_deliveries();
+    }
+
+    /// Decides whether publishers are paced, and wakes the connections that wait for
+    /// this queue: when its inbox is back under credit and, if paced, when it delivered.
+    fn pace(&mut self, me: &QueueEntry, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let delivered = !self.outbox.is_empty();
+        if delivered {
+            self.last_delivery = now;
+        }
+        let paced = !self.deleted
+            && self.state.ready_count() > PACE_BACKLOG
+            && now.saturating_sub(self.last_delivery) < PACE_ACTIVE_MS;
+        me.paced.store(paced, Ordering::SeqCst);
+        if me.inflight.load(Ordering::SeqCst) <= QUEUE_CREDIT / 2 && (!paced || delivered) {
+            me.inbox.wake_waiters();
+        }
+        // consumers that stop taking must not leave publishers paced
+        if paced && !self.pace_check {
+            self.pace_check = true;
+            ctx.run_later(Duration::from_millis(PACE_ACTIVE_MS), |a, ctx| {
+                a.pace_check = false;
+                a.guarded(ctx, |_, _| {});
+            });
+        }
+    }
+
+    /// Sends the deliveries made so far: one message per channel.
+    fn flush_deliveries(&mut self) {
+        for (_, channel, mut v) in self.outbox.drain(..) {
+            if v.len() == 1 {
+                if let Some(d) = v.pop() {
+                    channel.do_send(d);
+                }
+            } else {
+                channel.do_send(DeliverBatch(v));
+            }
         }
     }
 
@@ -342,6 +431,7 @@ impl QueueActor {
         let Some(timeout) = self.consumer_timeout else {
             return;
         };
+        self.flush_deliveries();
         for (channel, tag) in self.state.timed_out_consumers(timeout) {
             if let Some(c) = self.state.remove_consumer(channel, &tag) {
                 tracing::warn!(queue = %self.name, consumer = %tag, timeout_ms = timeout, "consumer timed out holding a delivery: cancelled, its deliveries requeued");
@@ -445,11 +535,6 @@ impl QueueActor {
         let Some(me) = self.me.upgrade() else { return };
         let store = self.stored();
         let counted = self.state.args().delivery_limit.is_some();
-        let mut batches: Vec<(
-            broker_core::names::ChannelKey,
-            Addr<ChannelActor>,
-            Vec<Deliver>,
-        )> = Vec::new();
         loop {
             let d = self.state.next_delivery(|c| c.data.gate.try_take());
             let Some(mut d) = d else { break };
@@ -496,19 +581,11 @@ impl QueueActor {
                 gate: d.consumer.data.gate.clone(),
             };
             let key = d.consumer.channel;
-            match batches.iter_mut().find(|(k, _, _)| *k == key) {
+            match self.outbox.iter_mut().find(|(k, _, _)| *k == key) {
                 Some((_, _, v)) => v.push(deliver),
-                None => batches.push((key, d.consumer.data.channel.clone(), vec![deliver])),
-            }
-        }
-        // one mailbox message per channel for this whole drain
-        for (_, channel, mut v) in batches {
-            if v.len() == 1 {
-                if let Some(d) = v.pop() {
-                    channel.do_send(d);
-                }
-            } else {
-                channel.do_send(DeliverBatch(v));
+                None => self
+                    .outbox
+                    .push((key, d.consumer.data.channel.clone(), vec![deliver])),
             }
         }
     }
@@ -534,6 +611,8 @@ impl QueueActor {
     }
 
     fn cancel_all_consumers(&mut self) {
+        // deliveries made before the cancel reach the channel before it
+        self.flush_deliveries();
         for c in self.state.consumers() {
             c.data.channel.do_send(ConsumerCancelled {
                 consumer_tag: c.tag.clone(),
@@ -552,6 +631,12 @@ impl Actor for QueueActor {
 
 impl Supervised for QueueActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // deliveries of the failed turn refer to the state being thrown away
+        for (_, _, v) in self.outbox.drain(..) {
+            for d in v {
+                d.gate.undo();
+            }
+        }
         self.cancel_all_consumers();
         let before = self.state.bytes();
         self.state = self.state.emptied();

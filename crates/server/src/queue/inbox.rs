@@ -1,0 +1,65 @@
+//! A queue's inbox: where channels put published messages for the queue actor. One
+//! mailbox message wakes the actor for however many publishes arrive before it runs, and
+//! it takes them all in one turn (one clock read, one drain, one delivery batch per
+//! channel) instead of one actor turn per message. Connections paused on a hot queue leave
+//! a waiter here and are woken as soon as the actor has taken the inbox in.
+
+use crate::connection::ResumeRead;
+use actix::Recipient;
+use broker_core::Message;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Published messages on their way into a queue, and who waits for room.
+#[derive(Default)]
+pub struct Inbox {
+    /// The messages, oldest first.
+    msgs: Mutex<Vec<Arc<Message>>>,
+    /// A [`super::TakeInbox`] is in the actor's mailbox and has not run yet.
+    wake_sent: AtomicBool,
+    /// Connections that stopped reading because this queue was over its credit.
+    waiters: Mutex<Vec<Recipient<ResumeRead>>>,
+    /// Whether `waiters` is non-empty (read without the lock on every take).
+    has_waiters: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inbox {
+    /// Adds a message. Returns true if the actor must be woken (no wake-up is pending).
+    pub fn push(&self, msg: Arc<Message>) -> bool {
+        lock(&self.msgs).push(msg);
+        !self.wake_sent.swap(true, Ordering::AcqRel)
+    }
+
+    /// Takes every message (called by the actor). The wake flag is cleared first, so a
+    /// push that races with the take either lands in this batch or sends a new wake-up.
+    pub fn take(&self) -> Vec<Arc<Message>> {
+        self.wake_sent.store(false, Ordering::Release);
+        std::mem::take(&mut *lock(&self.msgs))
+    }
+
+    /// Registers a paused connection, to be woken by the next [`Inbox::wake_waiters`].
+    pub fn wait(&self, r: Recipient<ResumeRead>) {
+        let mut w = lock(&self.waiters);
+        w.push(r);
+        self.has_waiters.store(true, Ordering::SeqCst);
+    }
+
+    /// Wakes every paused connection (after the actor has taken messages in).
+    pub fn wake_waiters(&self) {
+        if !self.has_waiters.load(Ordering::SeqCst) {
+            return;
+        }
+        let waiters = {
+            let mut w = lock(&self.waiters);
+            self.has_waiters.store(false, Ordering::SeqCst);
+            std::mem::take(&mut *w)
+        };
+        for w in waiters {
+            w.do_send(ResumeRead);
+        }
+    }
+}
