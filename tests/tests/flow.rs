@@ -101,3 +101,138 @@ async fn publishers_are_blocked_over_the_memory_watermark_and_resume() {
         .expect("publisher still blocked")
         .unwrap();
 }
+
+async fn declare(ch: &lapin::Channel, q: &str) {
+    ch.queue_declare(q.into(), QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+}
+
+async fn ready(ch: &lapin::Channel, q: &str) -> u32 {
+    ch.queue_declare(
+        q.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+    .message_count()
+}
+
+/// A queue over its pacing backlog whose only consumer takes nothing more (prefetch full,
+/// never acks) does not hold its publisher back: every publish is confirmed and queued.
+#[tokio::test]
+async fn a_stuck_consumer_does_not_hold_publishers_back() {
+    let b = Broker::start();
+    let q = unique("stuck");
+    let (_cc, cch) = b.channel().await;
+    declare(&cch, &q).await;
+    cch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = cch
+        .basic_consume(
+            q.as_str().into(),
+            "stuck".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let (_pc, pch) = b.channel().await;
+    pch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let total = 25_000u32;
+    let publish = async {
+        for i in 0..total {
+            pch.basic_publish(
+                "".into(),
+                q.as_str().into(),
+                BasicPublishOptions::default(),
+                &i.to_be_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        }
+        pch.wait_for_confirms().await.unwrap()
+    };
+    let returned = tokio::time::timeout(Duration::from_secs(60), publish)
+        .await
+        .expect("publisher held back by a consumer that takes nothing");
+    assert!(returned.is_empty());
+    let first = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+        .await
+        .expect("no delivery")
+        .unwrap()
+        .unwrap();
+    assert_eq!(u32::from_be_bytes(first.data[..4].try_into().unwrap()), 0);
+    assert_eq!(ready(&pch, &q).await, total - 1);
+}
+
+/// A publisher that outruns its consumer is paced, not stopped: with a backlog well over
+/// the pacing threshold, every message arrives once and in order, and the publisher
+/// finishes.
+#[tokio::test]
+async fn a_paced_publisher_finishes_and_nothing_is_lost() {
+    let b = Broker::start();
+    let q = unique("paced");
+    let (_pc, pch) = b.channel().await;
+    declare(&pch, &q).await;
+    let total = 40_000u32;
+    // a backlog first, so the queue is paced as soon as the consumer starts taking
+    for i in 0..15_000u32 {
+        pch.basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            &i.to_be_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let (_cc, cch) = b.channel().await;
+    cch.basic_qos(50, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = cch
+        .basic_consume(
+            q.as_str().into(),
+            "paced".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let qn = q.clone();
+    let pubtask = tokio::spawn(async move {
+        for i in 15_000..total {
+            pch.basic_publish(
+                "".into(),
+                qn.as_str().into(),
+                BasicPublishOptions::default(),
+                &i.to_be_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        }
+        pch
+    });
+    for i in 0..total {
+        let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("stalled")
+            .unwrap()
+            .unwrap();
+        assert_eq!(u32::from_be_bytes(d.data[..4].try_into().unwrap()), i);
+        assert!(!d.redelivered);
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    let pch = tokio::time::timeout(Duration::from_secs(10), pubtask)
+        .await
+        .expect("publisher still paced")
+        .unwrap();
+    assert_eq!(ready(&pch, &q).await, 0);
+}

@@ -63,3 +63,35 @@ impl Inbox {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn msg(n: u8) -> Arc<Message> {
+        Arc::new(Message {
+            exchange: "".into(),
+            routing_key: "q".into(),
+            properties: Default::default(),
+            raw_properties: Bytes::from_static(&[0, 0]),
+            body: Bytes::from(vec![n]),
+            persist_id: None,
+            arrival_ms: 0,
+        })
+    }
+
+    #[test]
+    fn one_wake_up_per_batch_and_order_kept() {
+        let inbox = Inbox::default();
+        assert!(inbox.push(msg(1)), "the first push wakes the actor");
+        assert!(!inbox.push(msg(2)), "a wake-up is already on its way");
+        let batch = inbox.take();
+        assert_eq!(
+            batch.iter().map(|m| m.body[0]).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert!(inbox.take().is_empty());
+        assert!(inbox.push(msg(3)), "after a take the next push wakes again");
+    }
+}
