@@ -5,6 +5,12 @@ use clap::Parser;
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc instead of the system allocator: messages are allocated on one worker thread
+/// and freed on another, which glibc's malloc handles slowly (malloc/free were ~15% of
+/// the broker's CPU in a 1p1c profile).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let cli = Cli::parse();
     let config = match Config::load(cli) {
