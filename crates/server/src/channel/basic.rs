@@ -488,7 +488,13 @@ impl ChannelActor {
         if version != self.routes.version {
             self.routes.by_exchange.clear();
             self.routes.entries = 0;
+            self.routes.last = None;
             self.routes.version = version;
+        }
+        if let Some(r) = &self.routes.last {
+            if &*r.routing_key == routing_key && &*r.exchange == exchange {
+                return Ok(r.clone());
+            }
         }
         if let Some(r) = self
             .routes
@@ -496,6 +502,7 @@ impl ChannelActor {
             .get(exchange)
             .and_then(|m| m.get(routing_key))
         {
+            self.routes.last = Some(r.clone());
             return Ok(r.clone());
         }
         let mut out = Vec::new();
