@@ -113,7 +113,12 @@ lines = ["| scenario | metric | ours | RabbitMQ | ratio |", "|---|---|---|---|--
 def row(name, metric, o, r, unit="", higher_better=True):
     ratio = "—"
     if o and r:
-        ratio = f"{o / r:.1f}×" if higher_better else f"{r / o:.1f}× lower"
+        if higher_better:
+            ratio = f"{o / r:.1f}×"
+        elif o <= r:
+            ratio = f"{r / o:.1f}× lower"
+        else:
+            ratio = f"{o / r:.1f}× higher"
     lines.append(f"| {name} | {metric} | {fmt(o, unit)} | {fmt(r, unit)} | {ratio} |")
 
 for name in order:
