@@ -97,6 +97,37 @@ impl ConsumerGate {
         self.take_once()
     }
 
+    /// Reserves up to `n` deliveries at once for a no-ack consumer, whose only limit is
+    /// [`MAX_OUTSTANDING`] (a queue's drain takes credit in bulk instead of one atomic
+    /// update per message). Returns how many; 0 marks the consumer blocked, as
+    /// [`ConsumerGate::try_take`] does.
+    pub fn try_take_bulk(&self, n: u32) -> u32 {
+        let take = || {
+            self.outstanding
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                    (o < MAX_OUTSTANDING).then(|| o + n.min(MAX_OUTSTANDING - o))
+                })
+                .map_or(0, |o| n.min(MAX_OUTSTANDING - o))
+        };
+        let got = take();
+        if got > 0 {
+            return got;
+        }
+        self.blocked.store(true, Ordering::Release);
+        take()
+    }
+
+    /// Returns `n` bulk reservations the drain did not use.
+    pub fn give_back(&self, n: u32) {
+        if n > 0 {
+            let _ = self
+                .outstanding
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                    Some(o.saturating_sub(n))
+                });
+        }
+    }
+
     /// Gives back a reservation for a delivery that was not made after all (cancelled
     /// consumer): both credits.
     pub fn undo(&self) {
@@ -109,7 +140,16 @@ impl ConsumerGate {
 
     /// The delivery reached the socket buffer. Returns true if the queue should be woken.
     pub fn written(&self) -> bool {
-        dec(&self.outstanding);
+        self.written_n(1)
+    }
+
+    /// `n` deliveries reached the socket buffer. Returns true if the queue should be woken.
+    pub fn written_n(&self, n: u32) -> bool {
+        let _ = self
+            .outstanding
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                Some(o.saturating_sub(n))
+            });
         self.blocked.swap(false, Ordering::AcqRel)
     }
 
@@ -182,6 +222,17 @@ mod tests {
         assert!(!g.try_take());
         assert!(g.settled(), "a blocked consumer is woken by a settle");
         assert!(g.try_take());
+    }
+
+    #[test]
+    fn bulk_reservations_stop_at_the_outstanding_limit_and_wake() {
+        let g = ConsumerGate::new(0, true, Arc::new(ChannelGate::default()));
+        assert_eq!(g.try_take_bulk(MAX_OUTSTANDING - 10), MAX_OUTSTANDING - 10);
+        assert_eq!(g.try_take_bulk(64), 10, "only what is left under the limit");
+        assert_eq!(g.try_take_bulk(64), 0);
+        assert!(g.written_n(20), "the blocked consumer's queue is woken");
+        g.give_back(5);
+        assert_eq!(g.try_take_bulk(64), 25);
     }
 
     #[test]

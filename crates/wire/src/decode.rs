@@ -10,7 +10,8 @@ use crate::depth::{self, DepthError, MAX_TABLE_DEPTH};
 use crate::error::WireError;
 use crate::frame::*;
 use amq_protocol::frame::parsing::parse_content_header;
-use amq_protocol::protocol::parse_class;
+use amq_protocol::protocol::basic::{self, AMQPProperties};
+use amq_protocol::protocol::{parse_class, AMQPClass};
 use bytes::{Buf, BytesMut};
 
 /// Stateless apart from the frame size limit, which the connection raises or lowers as
@@ -79,7 +80,11 @@ impl FrameDecoder {
                     channel,
                     class_id: header.class_id,
                     body_size: header.body_size,
-                    properties: std::sync::Arc::new(header.properties),
+                    properties: if payload.len() == 14 && payload[12..14] == [0, 0] {
+                        no_properties()
+                    } else {
+                        std::sync::Arc::new(header.properties)
+                    },
                     raw_properties: payload.slice(12..),
                 }))
             }
@@ -119,6 +124,18 @@ fn decode_method(channel: u16, payload: &[u8]) -> Result<Frame, WireError> {
             return Err(WireError::PrefetchSize(size));
         }
     }
+    if (class_id, method_id) == (60, 40) {
+        return match decode_publish(payload) {
+            Some(p) => Ok(Frame::Method {
+                channel,
+                method: Box::new(AMQPClass::Basic(basic::AMQPMethod::Publish(p))),
+            }),
+            None => Err(WireError::Malformed {
+                class_id,
+                method_id,
+            }),
+        };
+    }
     match depth::check_method(payload) {
         Err(DepthError::TooDeep) => return Err(WireError::TooDeep(MAX_TABLE_DEPTH)),
         Err(DepthError::Malformed) => {
@@ -139,6 +156,41 @@ fn decode_method(channel: u16, payload: &[u8]) -> Result<Frame, WireError> {
             method_id,
         }),
     }
+}
+
+/// basic.publish, parsed by hand: it is most of the method frames a broker reads, and
+/// amq-protocol's parser collects each short string byte by byte and allocates for its bit
+/// flags. Accepts exactly what amq-protocol accepts (UTF-8 short strings, nothing after
+/// the bits); the property test below holds the two to the same answers.
+fn decode_publish(p: &[u8]) -> Option<basic::Publish> {
+    // class id, method id, reserved-1 (the old ticket)
+    let mut at = 6;
+    let mut short = || -> Option<String> {
+        let n = usize::from(*p.get(at)?);
+        let bytes = p.get(at + 1..at + 1 + n)?;
+        at += 1 + n;
+        std::str::from_utf8(bytes).ok().map(str::to_owned)
+    };
+    let exchange = short()?;
+    let routing_key = short()?;
+    if p.len() != at + 1 {
+        return None;
+    }
+    let bits = p[at];
+    Some(basic::Publish {
+        exchange: exchange.into(),
+        routing_key: routing_key.into(),
+        mandatory: bits & 1 != 0,
+        immediate: bits & 2 != 0,
+    })
+}
+
+/// Shared by every content header without properties (no allocation per message).
+fn no_properties() -> std::sync::Arc<AMQPProperties> {
+    static EMPTY: std::sync::OnceLock<std::sync::Arc<AMQPProperties>> = std::sync::OnceLock::new();
+    EMPTY
+        .get_or_init(|| std::sync::Arc::new(AMQPProperties::default()))
+        .clone()
 }
 
 /// Whether AMQP 0-9-1 (with RabbitMQ's extensions) defines this class and method.
@@ -189,6 +241,34 @@ mod tests {
         );
         encode::heartbeat(&mut out);
         out.to_vec()
+    }
+
+    proptest! {
+        /// The hand-written basic.publish parser gives amq-protocol's answer for any
+        /// payload: the same method, or an error for both.
+        #[test]
+        fn publish_fast_path_agrees_with_amq_protocol(
+            exchange in proptest::collection::vec(any::<u8>(), 0..40),
+            key in proptest::collection::vec(any::<u8>(), 0..40),
+            bits in any::<u8>(),
+            cut in 0usize..100,
+            extra in proptest::collection::vec(any::<u8>(), 0..3),
+        ) {
+            let mut p = vec![0, 60, 0, 40, 0, 0, exchange.len() as u8];
+            p.extend_from_slice(&exchange);
+            p.push(key.len() as u8);
+            p.extend_from_slice(&key);
+            p.push(bits);
+            p.extend_from_slice(&extra);
+            if cut < p.len() {
+                p.truncate(cut.max(4));
+            }
+            let theirs = match parse_class(&p[..]) {
+                Ok((rest, AMQPClass::Basic(basic::AMQPMethod::Publish(m)))) if rest.is_empty() => Some(m),
+                _ => None,
+            };
+            prop_assert_eq!(decode_publish(&p), theirs);
+        }
     }
 
     #[test]

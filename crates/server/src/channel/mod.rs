@@ -389,7 +389,11 @@ pub struct Deliver {
 impl Handler<Deliver> for ChannelActor {
     type Result = ();
     fn handle(&mut self, d: Deliver, _ctx: &mut Context<Self>) {
-        self.deliver_one(d);
+        if let Some((gate, queue)) = self.deliver_one(d) {
+            if gate.written() {
+                queue.addr.do_send(queue::Kick);
+            }
+        }
         self.request_flush();
     }
 }
@@ -403,8 +407,27 @@ pub struct DeliverBatch(pub Vec<Deliver>);
 impl Handler<DeliverBatch> for ChannelActor {
     type Result = ();
     fn handle(&mut self, b: DeliverBatch, _ctx: &mut Context<Self>) {
+        // credit goes back once per run of deliveries to the same consumer
+        let mut run: Option<(Arc<ConsumerGate>, Arc<QueueEntry>, u32)> = None;
         for d in b.0 {
-            self.deliver_one(d);
+            let Some((gate, queue)) = self.deliver_one(d) else {
+                continue;
+            };
+            match &mut run {
+                Some((g, _, n)) if Arc::ptr_eq(g, &gate) => *n += 1,
+                _ => {
+                    if let Some((g, q, n)) = run.replace((gate, queue, 1)) {
+                        if g.written_n(n) {
+                            q.addr.do_send(queue::Kick);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some((g, q, n)) = run {
+            if g.written_n(n) {
+                q.addr.do_send(queue::Kick);
+            }
         }
         self.request_flush();
     }
@@ -412,8 +435,9 @@ impl Handler<DeliverBatch> for ChannelActor {
 
 impl ChannelActor {
     /// Writes one delivery into the connection's buffer (or hands it back if its consumer
-    /// is gone).
-    fn deliver_one(&mut self, d: Deliver) {
+    /// is gone). Returns the gate whose outstanding credit the caller releases (none if
+    /// the delivery was handed back, or the credit is held until the buffer drains).
+    fn deliver_one(&mut self, d: Deliver) -> Option<(Arc<ConsumerGate>, Arc<QueueEntry>)> {
         let live = !self.closing
             && self
                 .consumers
@@ -426,7 +450,7 @@ impl ChannelActor {
                 entries: vec![d.entry],
                 no_ack: d.no_ack,
             });
-            return;
+            return None;
         }
         let tag = if d.no_ack {
             self.unacked.next_tag()
@@ -462,8 +486,9 @@ impl ChannelActor {
         }
         if self.shared.out_len() > OUT_HIGH {
             self.shared.deferred.borrow_mut().push((d.gate, d.queue));
-        } else if d.gate.written() {
-            d.queue.addr.do_send(queue::Kick);
+            None
+        } else {
+            Some((d.gate, d.queue))
         }
     }
 }

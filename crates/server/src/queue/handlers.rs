@@ -121,9 +121,8 @@ impl Handler<TakeInbox> for QueueActor {
 }
 
 impl QueueActor {
-    /// Takes in every published message waiting in the inbox, in order, delivering after
-    /// each (so a consumer with room gets a message before a length limit would drop
-    /// it). Connections paused on this queue's credit are woken at the end of the turn.
+    /// Takes in every published message waiting in the inbox, in order, and delivers.
+    /// Connections paused on this queue's credit are woken at the end of the turn.
     pub(super) fn take_inbox(&mut self) {
         let Some(me) = self.me.upgrade() else { return };
         let batch = me.inbox.take();
@@ -137,6 +136,9 @@ impl QueueActor {
             return;
         }
         let paging = self.stored().is_some();
+        // with a length limit, deliver after each publish, so a consumer with room gets a
+        // message before drop-head would drop it; otherwise once for the whole batch
+        let each = self.state.args().has_length_limit();
         for msg in batch {
             let page =
                 paging && msg.persist_id.is_some() && self.state.ready_count() >= PAGE_WINDOW;
@@ -149,6 +151,12 @@ impl QueueActor {
                     e.msg = e.msg.page_out();
                 }
             }
+            if each {
+                self.drain();
+                self.state.expire_due();
+            }
+        }
+        if !each {
             self.drain();
             // a TTL of 0 that no consumer could take dies now
             self.state.expire_due();

@@ -49,6 +49,9 @@ pub const PACE_BACKLOG: usize = 10_000;
 /// consumers that take nothing for longer (stuck, or slow) never hold publishers back.
 const PACE_ACTIVE_MS: u64 = 50;
 
+/// Credit a drain reserves at once for a no-ack consumer.
+const BULK_CREDIT: u32 = 64;
+
 /// How long a queue waits before it records its delivered mark in the store (so that a
 /// busy queue writes it a few times a second, not once per delivery).
 const MARK_DELAY: Duration = Duration::from_millis(100);
@@ -249,6 +252,8 @@ pub struct QueueActor {
     timeout_check: bool,
     /// `--consumer-timeout-ms`, read once (it is checked after every operation).
     consumer_timeout: Option<u64>,
+    /// The message store and this queue's id in it (durable queues), looked up once.
+    store: std::cell::OnceCell<Option<(Arc<dyn MessageStore>, u64)>>,
     /// When the queue last delivered to a consumer (pacing).
     last_delivery: u64,
     /// A re-check of pacing is scheduled.
@@ -287,6 +292,7 @@ impl QueueActor {
             timeout_check: false,
             consumer_timeout,
             outbox: Vec::new(),
+            store: std::cell::OnceCell::new(),
             last_delivery: 0,
             pace_check: false,
         })
@@ -503,9 +509,13 @@ impl QueueActor {
 
     /// The message store and this queue's id in it, if the queue is durable.
     fn stored(&self) -> Option<(Arc<dyn MessageStore>, u64)> {
-        let id = self.me.upgrade()?.store_id?;
-        let rt = self.runtime.upgrade()?;
-        Some((rt.store.as_ref()?.messages.clone(), id))
+        self.store
+            .get_or_init(|| {
+                let id = self.me.upgrade()?.store_id?;
+                let rt = self.runtime.upgrade()?;
+                Some((rt.store.as_ref()?.messages.clone(), id))
+            })
+            .clone()
     }
 
     /// Removes settled persistent messages from the store.
@@ -535,8 +545,32 @@ impl QueueActor {
         let Some(me) = self.me.upgrade() else { return };
         let store = self.stored();
         let counted = self.state.args().delivery_limit.is_some();
+        // counted here, added once: the counters share cache lines with the publishers'
+        let (mut delivered, mut redelivered) = (0u64, 0u64);
+        // no-ack consumers' credit is reserved in bulk; what is left goes back at the end
+        let mut bulk: Vec<(Arc<ConsumerGate>, u32)> = Vec::new();
         loop {
-            let d = self.state.next_delivery(|c| c.data.gate.try_take());
+            let d = self.state.next_delivery(|c| {
+                let g = &c.data.gate;
+                if !g.no_ack {
+                    return g.try_take();
+                }
+                let held = bulk.iter_mut().find(|(b, _)| Arc::ptr_eq(b, g));
+                if let Some((_, n)) = held {
+                    if *n > 0 {
+                        *n -= 1;
+                        return true;
+                    }
+                    let got = g.try_take_bulk(BULK_CREDIT);
+                    *n = got.saturating_sub(1);
+                    return got > 0;
+                }
+                let got = g.try_take_bulk(BULK_CREDIT);
+                if got > 0 {
+                    bulk.push((g.clone(), got - 1));
+                }
+                got > 0
+            });
             let Some(mut d) = d else { break };
             let mut msg = match &d.entry.msg {
                 Slot::Loaded(m) => m.clone(),
@@ -560,9 +594,9 @@ impl QueueActor {
             if counted && d.entry.returns > 0 {
                 msg = Arc::new(deadletter::with_delivery_count(&msg, d.entry.returns));
             }
-            me.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            delivered += 1;
             if d.entry.redelivered {
-                me.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+                redelivered += 1;
             }
             let no_ack = d.consumer.no_ack;
             if !no_ack {
@@ -586,6 +620,19 @@ impl QueueActor {
                 None => self
                     .outbox
                     .push((key, d.consumer.data.channel.clone(), vec![deliver])),
+            }
+        }
+        for (g, n) in bulk {
+            g.give_back(n);
+        }
+        if delivered > 0 {
+            me.counters
+                .delivered
+                .fetch_add(delivered, Ordering::Relaxed);
+            if redelivered > 0 {
+                me.counters
+                    .redelivered
+                    .fetch_add(redelivered, Ordering::Relaxed);
             }
         }
     }
