@@ -11,7 +11,7 @@ use crate::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
 use crate::vhost::VHost;
 use actix::prelude::*;
 use broker_core::{AmqpError, ReplyCode};
-use broker_wire::assembly::{Assembler, AssemblyError};
+use broker_wire::assembly::{Assembler, AssemblyError, Command};
 use broker_wire::frame::{Frame, PROTOCOL_HEADER, PROTOCOL_HEADER_0_9};
 use broker_wire::protocol::{channel, connection, AMQPClass};
 use broker_wire::{encode, FrameDecoder};
@@ -51,6 +51,26 @@ struct Slot {
     assembler: Assembler,
     /// The server closed the channel and waits for close-ok; other frames are dropped.
     closing: bool,
+    /// Commands assembled from the current read, sent as one mailbox message when the
+    /// read is processed (or before anything else is sent to the channel).
+    batch: Vec<Command>,
+}
+
+impl Slot {
+    /// Hands the batched commands to the channel.
+    fn send_batch(&mut self) {
+        match self.batch.len() {
+            0 => {}
+            1 => {
+                if let Some(cmd) = self.batch.pop() {
+                    self.addr.do_send(Incoming::Command(cmd));
+                }
+            }
+            _ => self
+                .addr
+                .do_send(Incoming::Batch(std::mem::take(&mut self.batch))),
+        }
+    }
 }
 
 /// The connection actor.
@@ -80,6 +100,8 @@ pub struct Connection {
     paused: bool,
     /// The fallback timer of a pause.
     retry: Option<SpawnHandle>,
+    /// Channels with batched commands not yet sent.
+    batched: Vec<u16>,
 }
 
 /// How long a paused connection waits before it checks again on its own. Channels, hot
@@ -158,6 +180,7 @@ impl Connection {
                 torn_down: false,
                 paused: false,
                 retry: None,
+                batched: Vec::new(),
                 rt,
             }
         });
@@ -301,7 +324,22 @@ impl Connection {
         self.schedule_read(ctx);
     }
 
+    /// Processes what was read, then hands each channel its commands in one message.
     fn process_input(&mut self, ctx: &mut Context<Self>) {
+        self.process_frames(ctx);
+        self.send_batches();
+    }
+
+    /// Sends every channel the commands batched for it.
+    fn send_batches(&mut self) {
+        for ch in std::mem::take(&mut self.batched) {
+            if let Some(slot) = self.channels.get_mut(&ch) {
+                slot.send_batch();
+            }
+        }
+    }
+
+    fn process_frames(&mut self, ctx: &mut Context<Self>) {
         if self.state == State::AwaitHeader {
             if self.rbuf.len() < 8 {
                 let seen = &self.rbuf[..];
@@ -523,6 +561,7 @@ impl Connection {
             return;
         };
         if slot.closing {
+            slot.send_batch();
             if is(&frame, close_ok) {
                 if let Some(s) = self.channels.remove(&ch) {
                     self.count_channels();
@@ -551,8 +590,9 @@ impl Connection {
                 return;
             }
             if is(&frame, close) {
-                if let Some(s) = self.channels.remove(&ch) {
+                if let Some(mut s) = self.channels.remove(&ch) {
                     self.count_channels();
+                    s.send_batch();
                     s.addr.do_send(ClientClose);
                 }
                 return;
@@ -566,12 +606,16 @@ impl Connection {
                 self.shared
                     .pending_commands
                     .set(self.shared.pending_commands.get() + 1);
-                slot.addr.do_send(Incoming::Command(cmd));
+                if slot.batch.is_empty() {
+                    self.batched.push(ch);
+                }
+                slot.batch.push(cmd);
             }
             Ok(None) => {}
             Err(AssemblyError::TooLarge { size, max }) => {
                 slot.assembler.reset();
                 slot.closing = true;
+                slot.send_batch();
                 slot.addr.do_send(Incoming::Fail(
                     AmqpError::precondition_failed(format!(
                         "message size {size} is larger than configured max size {max}"
@@ -609,6 +653,7 @@ impl Connection {
                 addr,
                 assembler: Assembler::new(self.rt.config.max_message_size),
                 closing: false,
+                batch: Vec::new(),
             },
         );
         self.count_channels();
@@ -672,7 +717,8 @@ impl Connection {
     }
 
     fn teardown_channels(&mut self) {
-        for (_, slot) in self.channels.drain() {
+        for (_, mut slot) in self.channels.drain() {
+            slot.send_batch();
             slot.addr.do_send(Shutdown);
         }
     }

@@ -306,6 +306,8 @@ impl ChannelActor {
 pub enum Incoming {
     /// A complete command.
     Command(Command),
+    /// The commands of one read from the socket, in order.
+    Batch(Vec<Command>),
     /// A channel error found while assembling (message too large).
     Fail(AmqpError),
 }
@@ -315,26 +317,39 @@ impl Handler<Incoming> for ChannelActor {
     fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
         match msg {
             Incoming::Command(cmd) => {
-                let pending = self.shared.pending_commands.get().saturating_sub(1);
-                self.shared.pending_commands.set(pending);
-                if pending <= MAX_PENDING_COMMANDS / 2 && self.shared.read_paused.get() {
-                    self.shared.read_paused.set(false);
-                    self.conn.do_send(ResumeRead);
-                }
-                if self.closing {
-                    return;
-                }
                 let _s = self.span.clone().entered();
-                let res = catch_unwind(AssertUnwindSafe(|| self.dispatch(cmd, ctx)));
-                match res {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => self.fail(e, ctx),
-                    Err(_) => self
-                        .conn
-                        .do_send(ConnectionFail(AmqpError::internal("internal error"))),
+                self.incoming(cmd, ctx);
+            }
+            Incoming::Batch(cmds) => {
+                let _s = self.span.clone().entered();
+                for cmd in cmds {
+                    self.incoming(cmd, ctx);
                 }
             }
             Incoming::Fail(e) => self.fail(e, ctx),
+        }
+    }
+}
+
+impl ChannelActor {
+    /// One command from the connection.
+    fn incoming(&mut self, cmd: Command, ctx: &mut Context<Self>) {
+        let pending = self.shared.pending_commands.get().saturating_sub(1);
+        self.shared.pending_commands.set(pending);
+        if pending <= MAX_PENDING_COMMANDS / 2 && self.shared.read_paused.get() {
+            self.shared.read_paused.set(false);
+            self.conn.do_send(ResumeRead);
+        }
+        if self.closing {
+            return;
+        }
+        let res = catch_unwind(AssertUnwindSafe(|| self.dispatch(cmd, ctx)));
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.fail(e, ctx),
+            Err(_) => self
+                .conn
+                .do_send(ConnectionFail(AmqpError::internal("internal error"))),
         }
     }
 }
