@@ -236,15 +236,21 @@ fn settle(args: &[u8], pending: &mut BTreeMap<u64, u64>, now: u64, lat: &mut Vec
 }
 
 /// Consumes until `stop` (or `limit` messages), recording latency.
+/// One consumer; with `declare_into` (the fanout exchange's name, or "") it declares,
+/// purges and binds its queue first.
 async fn consumer(
     s: Scenario,
     queue: String,
+    declare_into: Option<String>,
     epoch: Instant,
     stop: Arc<AtomicBool>,
     limit: Option<u64>,
     c: Arc<Counters>,
 ) -> io::Result<()> {
     let mut conn = connect(&s).await?;
+    if let Some(exchange) = declare_into {
+        declare(&mut conn, &s, &queue, &exchange).await?;
+    }
     if !s.auto_ack {
         conn.qos(s.prefetch).await?;
     }
@@ -330,8 +336,9 @@ fn rss_sampler(pid: Option<u32>, stop: Arc<AtomicBool>) -> tokio::task::JoinHand
     })
 }
 
-/// Declares the scenario's queues (and fanout exchange), purged.
-async fn setup(s: &Scenario) -> io::Result<(String, Vec<String>)> {
+/// Declares the scenario's fanout exchange and, if `queues`, its queues (purged). In
+/// the flow scenarios consumers declare their own queues instead, as PerfTest does.
+async fn setup(s: &Scenario, queues: bool) -> io::Result<(String, Vec<String>)> {
     let mut c = connect(s).await?;
     let n = if s.fanout > 0 {
         s.fanout
@@ -347,14 +354,22 @@ async fn setup(s: &Scenario) -> io::Result<(String, Vec<String>)> {
     if s.fanout > 0 {
         c.declare_exchange(&exchange, "fanout").await?;
     }
-    for q in &names {
-        c.declare_queue(q, s.persistent).await?;
-        c.purge(q).await?;
-        if s.fanout > 0 {
-            c.bind(q, &exchange, "").await?;
+    if queues {
+        for q in &names {
+            declare(&mut c, s, q, &exchange).await?;
         }
     }
     Ok((exchange, names))
+}
+
+/// Declares, purges and (fanout) binds one queue.
+async fn declare(c: &mut Conn, s: &Scenario, q: &str, exchange: &str) -> io::Result<()> {
+    c.declare_queue(q, s.persistent).await?;
+    c.purge(q).await?;
+    if s.fanout > 0 {
+        c.bind(q, exchange, "").await?;
+    }
+    Ok(())
 }
 
 /// Deletes the scenario's queues.
@@ -396,7 +411,7 @@ pub async fn run(s: Scenario) -> io::Result<Report> {
 
 /// Producers and consumers at the same time for `duration`.
 async fn flow(s: &Scenario) -> io::Result<Report> {
-    let (exchange, queues) = setup(s).await?;
+    let (exchange, queues) = setup(s, false).await?;
     let epoch = Instant::now();
     let c = Arc::new(Counters::default());
     let stop_p = Arc::new(AtomicBool::new(false));
@@ -405,9 +420,12 @@ async fn flow(s: &Scenario) -> io::Result<Report> {
     let mut tasks = Vec::new();
     for i in 0..consumers {
         let q = queues[i % queues.len()].clone();
+        // consumers declare their queues (idempotent if several share one)
+        let declares = Some(exchange.clone());
         tasks.push(tokio::spawn(consumer(
             s.clone(),
             q,
+            declares,
             epoch,
             stop_c.clone(),
             None,
@@ -481,7 +499,7 @@ async fn flow(s: &Scenario) -> io::Result<Report> {
 
 /// Publish a backlog (with confirms), then drain it.
 async fn prefill(s: &Scenario) -> io::Result<Report> {
-    let (_, queues) = setup(s).await?;
+    let (_, queues) = setup(s, true).await?;
     let epoch = Instant::now();
     let c = Arc::new(Counters::default());
     let never = Arc::new(AtomicBool::new(false));
@@ -514,6 +532,7 @@ async fn prefill(s: &Scenario) -> io::Result<Report> {
         tasks.push(tokio::spawn(consumer(
             s.clone(),
             q.clone(),
+            None,
             epoch,
             never.clone(),
             Some(per),

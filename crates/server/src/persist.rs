@@ -214,6 +214,7 @@ impl VHost {
                         exclusive_owner: None,
                         auto_delete: q.auto_delete,
                         arguments: q.arguments.clone(),
+                        worker: None,
                     },
                     Some(q.id),
                 )

@@ -54,6 +54,10 @@ pub struct QueueSpec {
     pub auto_delete: bool,
     /// Arguments.
     pub arguments: FieldTable,
+    /// The worker of the declaring connection: the queue actor is placed there (as
+    /// RabbitMQ's client-local queue locator), so a queue declared by its consumer
+    /// delivers without a thread hop. `None` (management API, recovery): round-robin.
+    pub worker: Option<actix::ArbiterHandle>,
 }
 
 /// One virtual host.
@@ -308,7 +312,10 @@ impl VHost {
             .runtime
             .upgrade()
             .ok_or_else(|| AmqpError::internal("broker stopping"))?;
-        let arbiter = rt.next_arbiter();
+        let arbiter = match &spec.worker {
+            Some(w) => w.clone(),
+            None => rt.next_arbiter(),
+        };
         let qname: Arc<str> = name.into();
         let args = QueueArgs::parse(&spec.arguments, name, &self.name).unwrap_or_else(|e| {
             tracing::warn!(

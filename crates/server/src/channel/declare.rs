@@ -341,6 +341,7 @@ impl ChannelActor {
                     exclusive_owner: d.exclusive.then_some(conn),
                     auto_delete: d.auto_delete,
                     arguments: d.arguments.clone(),
+                    worker: Some(actix::Arbiter::current()),
                 },
                 conn,
             )?

@@ -146,6 +146,7 @@ pub(super) fn declare_queue(
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
             arguments: table(body.get("arguments")),
+            worker: None,
         },
         0,
     )?;

@@ -34,6 +34,7 @@ fn a_failing_queue_does_not_take_others_down() {
             exclusive_owner: None,
             auto_delete: false,
             arguments: FieldTable::default(),
+            worker: None,
         };
         let a = v.declare_queue("a", spec(), 1).unwrap();
         let b = v.declare_queue("b", spec(), 1).unwrap();
@@ -94,6 +95,7 @@ fn a_restarted_durable_queue_reloads_its_stored_messages() {
             exclusive_owner: None,
             auto_delete: false,
             arguments: FieldTable::default(),
+            worker: None,
         };
         let q = v.declare_queue("d", spec, 1).unwrap();
         let qid = q.store_id.unwrap();
