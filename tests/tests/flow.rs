@@ -236,3 +236,71 @@ async fn a_paced_publisher_finishes_and_nothing_is_lost() {
         .unwrap();
     assert_eq!(ready(&pch, &q).await, 0);
 }
+
+/// A consumer that rejects everything with requeue keeps the queue delivering, but only
+/// redeliveries: that is not progress, and the publisher is not held back by it.
+#[tokio::test]
+async fn a_requeue_loop_does_not_hold_publishers_back() {
+    let b = Broker::start();
+    let q = unique("requeue-loop");
+    let (_cc, cch) = b.channel().await;
+    declare(&cch, &q).await;
+    cch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = cch
+        .basic_consume(
+            q.as_str().into(),
+            "loop".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let looping = tokio::spawn(async move {
+        let mut rejected = 0u64;
+        while let Some(Ok(d)) = consumer.next().await {
+            d.nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            rejected += 1;
+        }
+        rejected
+    });
+    let (_pc, pch) = b.channel().await;
+    pch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let total = 25_000u32;
+    let publish = async {
+        for i in 0..total {
+            pch.basic_publish(
+                "".into(),
+                q.as_str().into(),
+                BasicPublishOptions::default(),
+                &i.to_be_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        }
+        pch.wait_for_confirms().await.unwrap()
+    };
+    let returned = tokio::time::timeout(Duration::from_secs(60), publish)
+        .await
+        .expect("publisher held back by a requeue loop");
+    assert!(returned.is_empty());
+    // every message is still there: closing the looping channel requeues what it held
+    looping.abort();
+    let _ = cch.close(200, "bye".into()).await;
+    let mut n = 0;
+    for _ in 0..100 {
+        n = ready(&pch, &q).await;
+        if n == total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(n, total);
+}

@@ -194,6 +194,8 @@ impl Connection {
     /// waiter, to wake it when they have taken their inbox in.
     fn throttled(&mut self, ctx: &mut Context<Self>) -> bool {
         if self.shared.pending_commands.get() > MAX_PENDING_COMMANDS {
+            // only this pause is the channels' to end
+            self.shared.read_paused.set(true);
             return true;
         }
         if self.shared.out_len() > OUT_HIGH {
@@ -230,7 +232,7 @@ impl Connection {
                 let me = ctx.address().recipient::<ResumeRead>();
                 let mut still = false;
                 for q in hot.iter() {
-                    still |= q.wait_for_room(me.clone());
+                    still |= q.wait_for_room(self.id, me.clone());
                 }
                 if still {
                     return true;
@@ -301,7 +303,6 @@ impl Connection {
     /// Stops reading until something that held it back has moved (see [`ResumeRead`]).
     fn pause(&mut self, ctx: &mut Context<Self>) {
         self.paused = true;
-        self.shared.read_paused.set(true);
         if let Some(h) = self.retry.take() {
             ctx.cancel_future(h);
         }

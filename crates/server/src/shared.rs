@@ -31,8 +31,9 @@ pub struct ConnShared {
     pub flush_requested: Cell<bool>,
     /// Commands forwarded to channels and not processed yet.
     pub pending_commands: Cell<usize>,
-    /// The connection paused reading and waits to be woken (channels send it
-    /// `ResumeRead` once they are back under half of [`MAX_PENDING_COMMANDS`]).
+    /// The connection paused reading because its channels were behind, and waits to be
+    /// woken (channels send it `ResumeRead` once they are back under half of
+    /// [`MAX_PENDING_COMMANDS`]).
     pub read_paused: Cell<bool>,
     /// Queues this connection published to that were over their credit.
     pub hot: RefCell<Vec<Arc<QueueEntry>>>,

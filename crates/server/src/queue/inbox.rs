@@ -17,8 +17,9 @@ pub struct Inbox {
     msgs: Mutex<Vec<Arc<Message>>>,
     /// A [`super::TakeInbox`] is in the actor's mailbox and has not run yet.
     wake_sent: AtomicBool,
-    /// Connections that stopped reading because this queue was over its credit.
-    waiters: Mutex<Vec<Recipient<ResumeRead>>>,
+    /// Connections (by id) that stopped reading because this queue was over its credit;
+    /// each is registered once however often it re-checks.
+    waiters: Mutex<Vec<(u64, Recipient<ResumeRead>)>>,
     /// Whether `waiters` is non-empty (read without the lock on every take).
     has_waiters: AtomicBool,
 }
@@ -42,9 +43,11 @@ impl Inbox {
     }
 
     /// Registers a paused connection, to be woken by the next [`Inbox::wake_waiters`].
-    pub fn wait(&self, r: Recipient<ResumeRead>) {
+    pub fn wait(&self, conn: u64, r: Recipient<ResumeRead>) {
         let mut w = lock(&self.waiters);
-        w.push(r);
+        if !w.iter().any(|(id, _)| *id == conn) {
+            w.push((conn, r));
+        }
         self.has_waiters.store(true, Ordering::SeqCst);
     }
 
@@ -58,7 +61,7 @@ impl Inbox {
             self.has_waiters.store(false, Ordering::SeqCst);
             std::mem::take(&mut *w)
         };
-        for w in waiters {
+        for (_, w) in waiters {
             w.do_send(ResumeRead);
         }
     }

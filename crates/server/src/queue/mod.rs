@@ -45,9 +45,13 @@ pub const QUEUE_CREDIT: usize = 2000;
 /// publishers to its deliveries (see [`QueueEntry::paced`]).
 pub const PACE_BACKLOG: usize = 10_000;
 
-/// Deliveries within this many ms make a queue's consumers count as active for pacing;
-/// consumers that take nothing for longer (stuck, or slow) never hold publishers back.
+/// The window over which a queue measures how fast its consumers take messages.
 const PACE_ACTIVE_MS: u64 = 50;
+
+/// First deliveries (not redeliveries) per window that make consumers fast enough to
+/// pace publishers (20,000 msg/s): slower, stuck or requeue-looping consumers never hold
+/// a publisher back, and fast ones take the excess over [`PACE_BACKLOG`] in a few ms.
+const PACE_MIN_FRESH: u64 = 1_000;
 
 /// Credit a drain reserves at once for a no-ack consumer.
 const BULK_CREDIT: u32 = 64;
@@ -76,8 +80,9 @@ pub struct QueueEntry {
     pub inbox: Inbox,
     /// Publishes in the inbox (backpressure).
     pub inflight: AtomicUsize,
-    /// The queue has a backlog over [`PACE_BACKLOG`] and consumers taking from it: its
-    /// publishers read on only as it delivers, so a publisher that outruns the broker's
+    /// The queue has a backlog over [`PACE_BACKLOG`] that fast consumers are taking from
+    /// (at least [`PACE_MIN_FRESH`] first deliveries per window): its publishers wait
+    /// until the backlog is back under it, so a publisher that outruns the broker's
     /// delivery path cannot grow the backlog without end and starve the consumers of CPU
     /// (RabbitMQ gets the same from its queue process being busy delivering).
     pub paced: AtomicBool,
@@ -191,8 +196,12 @@ impl QueueEntry {
     /// A connection paused on this hot queue: it is woken when the actor has taken the
     /// inbox in. Returns false (and registers nothing that matters) if the queue has
     /// already cooled down.
-    pub fn wait_for_room(&self, r: actix::Recipient<crate::connection::ResumeRead>) -> bool {
-        self.inbox.wait(r);
+    pub fn wait_for_room(
+        &self,
+        conn: u64,
+        r: actix::Recipient<crate::connection::ResumeRead>,
+    ) -> bool {
+        self.inbox.wait(conn, r);
         self.still_hot()
     }
 
@@ -254,8 +263,11 @@ pub struct QueueActor {
     consumer_timeout: Option<u64>,
     /// The message store and this queue's id in it (durable queues), looked up once.
     store: std::cell::OnceCell<Option<(Arc<dyn MessageStore>, u64)>>,
-    /// When the queue last delivered to a consumer (pacing).
-    last_delivery: u64,
+    /// Pacing: when the current window began, first deliveries in it, and in the last
+    /// complete one.
+    window_start: u64,
+    window_fresh: u64,
+    last_window_fresh: u64,
     /// A re-check of pacing is scheduled.
     pace_check: bool,
     /// Deliveries made this turn, per channel; sent as one message per channel at the
@@ -293,7 +305,9 @@ impl QueueActor {
             consumer_timeout,
             outbox: Vec::new(),
             store: std::cell::OnceCell::new(),
-            last_delivery: 0,
+            window_start: 0,
+            window_fresh: 0,
+            last_window_fresh: 0,
             pace_check: false,
         })
     }
@@ -355,19 +369,20 @@ impl QueueActor {
         self.flush_deliveries();
     }
 
-    /// Decides whether publishers are paced, and wakes the connections that wait for
-    /// this queue: when its inbox is back under credit and, if paced, when it delivered.
+    /// Decides whether publishers are paced (a backlog over [`PACE_BACKLOG`] that fast
+    /// consumers are taking from), and wakes the connections that wait for this queue
+    /// once its inbox is back under credit and it is not paced.
     fn pace(&mut self, me: &QueueEntry, ctx: &mut Context<Self>) {
         let now = now_ms();
-        let delivered = !self.outbox.is_empty();
-        if delivered {
-            self.last_delivery = now;
+        if now.saturating_sub(self.window_start) >= PACE_ACTIVE_MS {
+            self.last_window_fresh = self.window_fresh;
+            self.window_fresh = 0;
+            self.window_start = now;
         }
-        let paced = !self.deleted
-            && self.state.ready_count() > PACE_BACKLOG
-            && now.saturating_sub(self.last_delivery) < PACE_ACTIVE_MS;
+        let fast = self.last_window_fresh.max(self.window_fresh) >= PACE_MIN_FRESH;
+        let paced = !self.deleted && fast && self.state.ready_count() > PACE_BACKLOG;
         me.paced.store(paced, Ordering::SeqCst);
-        if me.inflight.load(Ordering::SeqCst) <= QUEUE_CREDIT / 2 && (!paced || delivered) {
+        if !paced && me.inflight.load(Ordering::SeqCst) <= QUEUE_CREDIT / 2 {
             me.inbox.wake_waiters();
         }
         // consumers that stop taking must not leave publishers paced
@@ -625,6 +640,7 @@ impl QueueActor {
         for (g, n) in bulk {
             g.give_back(n);
         }
+        self.window_fresh += delivered - redelivered;
         if delivered > 0 {
             me.counters
                 .delivered
@@ -677,14 +693,42 @@ impl Actor for QueueActor {
 }
 
 impl Supervised for QueueActor {
-    fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        // deliveries of the failed turn refer to the state being thrown away
-        for (_, _, v) in self.outbox.drain(..) {
-            for d in v {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        // deliveries of the failed turn: no-ack ones are settled already (a persistent
+        // one is gone from the store), so they still go out; ack-mode ones belong to the
+        // state being thrown away (a durable queue delivers its stored ones again)
+        for (_, channel, v) in self.outbox.drain(..) {
+            let (no_ack, ack): (Vec<Deliver>, Vec<Deliver>) = v.into_iter().partition(|d| d.no_ack);
+            for d in ack {
                 d.gate.undo();
+            }
+            if !no_ack.is_empty() {
+                channel.do_send(DeliverBatch(no_ack));
             }
         }
         self.cancel_all_consumers();
+        self.pace_check = false;
+        self.window_fresh = 0;
+        self.last_window_fresh = 0;
+        if let Some(me) = self.me.upgrade() {
+            me.paced.store(false, Ordering::SeqCst);
+            // persistent messages still in the inbox are in the store too, and are
+            // reloaded below: taking them in again would duplicate them
+            if self.stored().is_some() {
+                let waiting = me.inbox.take();
+                let (stored, transient): (Vec<_>, Vec<_>) =
+                    waiting.into_iter().partition(|m| m.persist_id.is_some());
+                let bytes: u64 = stored.iter().map(|m| m.body.len() as u64).sum();
+                me.inflight.fetch_sub(stored.len(), Ordering::SeqCst);
+                me.inflight_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                for m in transient {
+                    if me.inbox.push(m) {
+                        ctx.notify(TakeInbox);
+                    }
+                }
+            }
+            me.inbox.wake_waiters();
+        }
         let before = self.state.bytes();
         self.state = self.state.emptied();
         self.expiry_timer = None;
