@@ -304,3 +304,68 @@ async fn a_requeue_loop_does_not_hold_publishers_back() {
     }
     assert_eq!(n, total);
 }
+
+/// Pacing slows a publisher, it never stops it: with a consumer that keeps taking new
+/// messages, slowly (one every 10 ms), and a backlog over the pacing threshold, a
+/// publisher still gets 20,000 more messages in and confirmed quickly. (Holding it until
+/// the backlog drained would take minutes at this consumer's pace.)
+#[tokio::test]
+async fn a_slow_consumer_slows_but_never_stops_a_publisher() {
+    let b = Broker::start();
+    let q = unique("slow");
+    let (_pc, pch) = b.channel().await;
+    declare(&pch, &q).await;
+    pch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let publish = |from: u32, to: u32| {
+        let pch = pch.clone();
+        let q = q.clone();
+        async move {
+            for i in from..to {
+                pch.basic_publish(
+                    "".into(),
+                    q.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &i.to_be_bytes(),
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
+            }
+            pch.wait_for_confirms().await.unwrap()
+        }
+    };
+    assert!(publish(0, 12_000).await.is_empty());
+    let (_cc, cch) = b.channel().await;
+    cch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
+    let mut consumer = cch
+        .basic_consume(
+            q.as_str().into(),
+            "slow".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let slow = tokio::spawn(async move {
+        let mut taken = 0u32;
+        while let Some(Ok(d)) = consumer.next().await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            d.ack(BasicAckOptions::default()).await.unwrap();
+            taken += 1;
+        }
+        taken
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let returned = tokio::time::timeout(Duration::from_secs(30), publish(12_000, 32_000))
+        .await
+        .expect("a paced publisher was stopped, not slowed");
+    assert!(returned.is_empty());
+    let left = ready(&pch, &q).await;
+    assert!(
+        left > 30_000 && left <= 32_000,
+        "the slow consumer took only a few: {left} ready"
+    );
+    slow.abort();
+}

@@ -100,9 +100,16 @@ pub struct Connection {
     paused: bool,
     /// The fallback timer of a pause.
     retry: Option<SpawnHandle>,
+    /// The current pause is for pacing only (see [`PACE_FLOOR`]).
+    paced_only: bool,
+    /// The next throttle check lets pacing pass once (the pace floor's timer fired).
+    force_read: bool,
     /// Channels with batched commands not yet sent.
     batched: Vec<u16>,
 }
+
+/// The longest a connection held only by a paced queue waits before it reads once more.
+const PACE_FLOOR: Duration = Duration::from_millis(2);
 
 /// How long a paused connection waits before it checks again on its own. Channels, hot
 /// queues and finished writes wake it sooner; the timer covers the memory alarm.
@@ -180,6 +187,8 @@ impl Connection {
                 torn_down: false,
                 paused: false,
                 retry: None,
+                paced_only: false,
+                force_read: false,
                 batched: Vec::new(),
                 rt,
             }
@@ -226,18 +235,29 @@ impl Connection {
             if alarm {
                 return true;
             }
+            // the pace floor's timer lets a paced connection read once more
+            let forced = std::mem::take(&mut self.force_read);
             let mut hot = self.shared.hot.borrow_mut();
             hot.retain(|q| q.still_hot());
             if !hot.is_empty() {
                 let me = ctx.address().recipient::<ResumeRead>();
-                let mut still = false;
+                let (mut over_credit, mut paced) = (false, false);
                 for q in hot.iter() {
-                    still |= q.wait_for_room(self.id, me.clone());
+                    if q.wait_for_room(self.id, me.clone()) {
+                        if q.over_credit() {
+                            over_credit = true;
+                        } else {
+                            paced = true;
+                        }
+                    }
                 }
-                if still {
+                if over_credit || (paced && !forced) {
+                    self.paced_only = !over_credit;
                     return true;
                 }
-                hot.clear();
+                if !paced {
+                    hot.clear();
+                }
             }
         }
         false
@@ -306,8 +326,16 @@ impl Connection {
         if let Some(h) = self.retry.take() {
             ctx.cancel_future(h);
         }
-        self.retry = Some(ctx.run_later(PAUSE_RECHECK, |a, ctx| {
+        // a connection held only by pacing reads again after the floor, whatever the
+        // queue's state: pacing slows publishers, it never stops them
+        let (after, force) = if std::mem::take(&mut self.paced_only) {
+            (PACE_FLOOR, true)
+        } else {
+            (PAUSE_RECHECK, false)
+        };
+        self.retry = Some(ctx.run_later(after, move |a, ctx| {
             a.retry = None;
+            a.force_read = force;
             a.resume(ctx);
         }));
     }

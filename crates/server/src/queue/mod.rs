@@ -45,13 +45,12 @@ pub const QUEUE_CREDIT: usize = 2000;
 /// publishers to its deliveries (see [`QueueEntry::paced`]).
 pub const PACE_BACKLOG: usize = 10_000;
 
-/// The window over which a queue measures how fast its consumers take messages.
+/// The window over which a queue looks at whether its consumers take new messages.
 const PACE_ACTIVE_MS: u64 = 50;
 
-/// First deliveries (not redeliveries) per window that make consumers fast enough to
-/// pace publishers (20,000 msg/s): slower, stuck or requeue-looping consumers never hold
-/// a publisher back, and fast ones take the excess over [`PACE_BACKLOG`] in a few ms.
-const PACE_MIN_FRESH: u64 = 1_000;
+/// First deliveries (not redeliveries) per window that make consumers count as taking
+/// from the queue: stuck or requeue-looping consumers never pace a publisher.
+const PACE_MIN_FRESH: u64 = 1;
 
 /// Credit a drain reserves at once for a no-ack consumer.
 const BULK_CREDIT: u32 = 64;
@@ -80,9 +79,10 @@ pub struct QueueEntry {
     pub inbox: Inbox,
     /// Publishes in the inbox (backpressure).
     pub inflight: AtomicUsize,
-    /// The queue has a backlog over [`PACE_BACKLOG`] that fast consumers are taking from
-    /// (at least [`PACE_MIN_FRESH`] first deliveries per window): its publishers wait
-    /// until the backlog is back under it, so a publisher that outruns the broker's
+    /// The queue has a backlog over [`PACE_BACKLOG`] that consumers are taking from (at
+    /// least [`PACE_MIN_FRESH`] first deliveries per window): its publishers read on when
+    /// the backlog is back under it, or at the connection's pace floor (2 ms), so a
+    /// publisher that outruns the broker's
     /// delivery path cannot grow the backlog without end and starve the consumers of CPU
     /// (RabbitMQ gets the same from its queue process being busy delivering).
     pub paced: AtomicBool,
@@ -208,6 +208,11 @@ impl QueueEntry {
     /// Whether publishers to this queue should pause.
     pub fn is_hot(&self) -> bool {
         self.inflight.load(Ordering::Relaxed) > QUEUE_CREDIT || self.paced.load(Ordering::Relaxed)
+    }
+
+    /// Whether the inbox is over credit (not just paced).
+    pub fn over_credit(&self) -> bool {
+        self.inflight.load(Ordering::SeqCst) > QUEUE_CREDIT / 2
     }
 
     /// Whether a paused publisher must stay paused (credit comes back below half).
@@ -369,8 +374,8 @@ impl QueueActor {
         self.flush_deliveries();
     }
 
-    /// Decides whether publishers are paced (a backlog over [`PACE_BACKLOG`] that fast
-    /// consumers are taking from), and wakes the connections that wait for this queue
+    /// Decides whether publishers are paced (a backlog over [`PACE_BACKLOG`] that
+    /// consumers are taking new messages from), and wakes the connections that wait for this queue
     /// once its inbox is back under credit and it is not paced.
     fn pace(&mut self, me: &QueueEntry, ctx: &mut Context<Self>) {
         let now = now_ms();
@@ -379,8 +384,8 @@ impl QueueActor {
             self.window_fresh = 0;
             self.window_start = now;
         }
-        let fast = self.last_window_fresh.max(self.window_fresh) >= PACE_MIN_FRESH;
-        let paced = !self.deleted && fast && self.state.ready_count() > PACE_BACKLOG;
+        let taking = self.last_window_fresh.max(self.window_fresh) >= PACE_MIN_FRESH;
+        let paced = !self.deleted && taking && self.state.ready_count() > PACE_BACKLOG;
         me.paced.store(paced, Ordering::SeqCst);
         if !paced && me.inflight.load(Ordering::SeqCst) <= QUEUE_CREDIT / 2 {
             me.inbox.wake_waiters();
