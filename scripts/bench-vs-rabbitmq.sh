@@ -25,9 +25,18 @@ OURS_PID=
 fresh_ours() {
   if [ -n "$OURS_PID" ]; then kill "$OURS_PID" 2>/dev/null || true; wait "$OURS_PID" 2>/dev/null || true; fi
   rm -rf "$DATA"; mkdir -p "$DATA"
+  # a broker left over from something else on this port would be measured instead
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    echo "port $PORT is already in use: stop what listens there or set PORT" >&2
+    exit 1
+  fi
   target/release/broker --listen "127.0.0.1:$PORT" --http-listen none --data-dir "$DATA" --log-level warn >/dev/null 2>&1 &
   OURS_PID=$!
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
+  if ! kill -0 "$OURS_PID" 2>/dev/null; then
+    echo "our broker did not start" >&2
+    exit 1
+  fi
 }
 # the node's own pid (rabbitmqctl runs short-lived beam processes of its own)
 rabbit_pid() {

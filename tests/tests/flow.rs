@@ -103,9 +103,13 @@ async fn publishers_are_blocked_over_the_memory_watermark_and_resume() {
 }
 
 async fn declare(ch: &lapin::Channel, q: &str) {
-    ch.queue_declare(q.into(), QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_declare(
+        q.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
 }
 
 async fn ready(ch: &lapin::Channel, q: &str) -> u32 {
@@ -122,6 +126,57 @@ async fn ready(ch: &lapin::Channel, q: &str) -> u32 {
     .message_count()
 }
 
+/// Publishes messages numbered `range` (the number, big-endian, is the body).
+async fn publish_numbered(ch: &lapin::Channel, q: &str, range: std::ops::Range<u32>) {
+    for i in range {
+        ch.basic_publish(
+            "".into(),
+            q.into(),
+            BasicPublishOptions::default(),
+            &i.to_be_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Publishes `range` on a channel in confirm mode and waits for the confirms, at most
+/// 60 s (`what` says what a timeout means); panics unless all were acked.
+async fn publish_confirmed(ch: &lapin::Channel, q: &str, range: std::ops::Range<u32>, what: &str) {
+    let all = async {
+        publish_numbered(ch, q, range).await;
+        ch.wait_for_confirms().await.unwrap()
+    };
+    let returned = tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect(what);
+    assert!(
+        returned.is_empty(),
+        "nacked or returned: {}",
+        returned.len()
+    );
+}
+
+/// A consumer with manual acks and `prefetch`.
+async fn consume(ch: &lapin::Channel, q: &str, tag: &str, prefetch: u16) -> lapin::Consumer {
+    ch.basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .unwrap();
+    ch.basic_consume(
+        q.into(),
+        tag.into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+}
+
+fn number(d: &lapin::message::Delivery) -> u32 {
+    u32::from_be_bytes(d.data[..4].try_into().unwrap())
+}
+
 /// A queue over its pacing backlog whose only consumer takes nothing more (prefetch full,
 /// never acks) does not hold its publisher back: every publish is confirmed and queued.
 #[tokio::test]
@@ -130,45 +185,25 @@ async fn a_stuck_consumer_does_not_hold_publishers_back() {
     let q = unique("stuck");
     let (_cc, cch) = b.channel().await;
     declare(&cch, &q).await;
-    cch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = cch
-        .basic_consume(
-            q.as_str().into(),
-            "stuck".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = consume(&cch, &q, "stuck", 1).await;
     let (_pc, pch) = b.channel().await;
     pch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
     let total = 25_000u32;
-    let publish = async {
-        for i in 0..total {
-            pch.basic_publish(
-                "".into(),
-                q.as_str().into(),
-                BasicPublishOptions::default(),
-                &i.to_be_bytes(),
-                BasicProperties::default(),
-            )
-            .await
-            .unwrap();
-        }
-        pch.wait_for_confirms().await.unwrap()
-    };
-    let returned = tokio::time::timeout(Duration::from_secs(60), publish)
-        .await
-        .expect("publisher held back by a consumer that takes nothing");
-    assert!(returned.is_empty());
+    publish_confirmed(
+        &pch,
+        &q,
+        0..total,
+        "publisher held back by a consumer that takes nothing",
+    )
+    .await;
     let first = tokio::time::timeout(Duration::from_secs(5), consumer.next())
         .await
         .expect("no delivery")
         .unwrap()
         .unwrap();
-    assert_eq!(u32::from_be_bytes(first.data[..4].try_into().unwrap()), 0);
+    assert_eq!(number(&first), 0);
     assert_eq!(ready(&pch, &q).await, total - 1);
 }
 
@@ -183,41 +218,12 @@ async fn a_paced_publisher_finishes_and_nothing_is_lost() {
     declare(&pch, &q).await;
     let total = 40_000u32;
     // a backlog first, so the queue is paced as soon as the consumer starts taking
-    for i in 0..15_000u32 {
-        pch.basic_publish(
-            "".into(),
-            q.as_str().into(),
-            BasicPublishOptions::default(),
-            &i.to_be_bytes(),
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap();
-    }
+    publish_numbered(&pch, &q, 0..15_000).await;
     let (_cc, cch) = b.channel().await;
-    cch.basic_qos(50, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = cch
-        .basic_consume(
-            q.as_str().into(),
-            "paced".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = consume(&cch, &q, "paced", 50).await;
     let qn = q.clone();
     let pubtask = tokio::spawn(async move {
-        for i in 15_000..total {
-            pch.basic_publish(
-                "".into(),
-                qn.as_str().into(),
-                BasicPublishOptions::default(),
-                &i.to_be_bytes(),
-                BasicProperties::default(),
-            )
-            .await
-            .unwrap();
-        }
+        publish_numbered(&pch, &qn, 15_000..total).await;
         pch
     });
     for i in 0..total {
@@ -226,7 +232,7 @@ async fn a_paced_publisher_finishes_and_nothing_is_lost() {
             .expect("stalled")
             .unwrap()
             .unwrap();
-        assert_eq!(u32::from_be_bytes(d.data[..4].try_into().unwrap()), i);
+        assert_eq!(number(&d), i);
         assert!(!d.redelivered);
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
@@ -245,52 +251,22 @@ async fn a_requeue_loop_does_not_hold_publishers_back() {
     let q = unique("requeue-loop");
     let (_cc, cch) = b.channel().await;
     declare(&cch, &q).await;
-    cch.basic_qos(100, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = cch
-        .basic_consume(
-            q.as_str().into(),
-            "loop".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = consume(&cch, &q, "loop", 100).await;
     let looping = tokio::spawn(async move {
-        let mut rejected = 0u64;
         while let Some(Ok(d)) = consumer.next().await {
-            d.nack(BasicNackOptions {
+            let requeue = BasicNackOptions {
                 requeue: true,
                 ..Default::default()
-            })
-            .await
-            .unwrap();
-            rejected += 1;
+            };
+            d.nack(requeue).await.unwrap();
         }
-        rejected
     });
     let (_pc, pch) = b.channel().await;
     pch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
     let total = 25_000u32;
-    let publish = async {
-        for i in 0..total {
-            pch.basic_publish(
-                "".into(),
-                q.as_str().into(),
-                BasicPublishOptions::default(),
-                &i.to_be_bytes(),
-                BasicProperties::default(),
-            )
-            .await
-            .unwrap();
-        }
-        pch.wait_for_confirms().await.unwrap()
-    };
-    let returned = tokio::time::timeout(Duration::from_secs(60), publish)
-        .await
-        .expect("publisher held back by a requeue loop");
-    assert!(returned.is_empty());
+    publish_confirmed(&pch, &q, 0..total, "publisher held back by a requeue loop").await;
     // every message is still there: closing the looping channel requeues what it held
     looping.abort();
     let _ = cch.close(200, "bye".into()).await;
@@ -318,50 +294,23 @@ async fn a_slow_consumer_slows_but_never_stops_a_publisher() {
     pch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    let publish = |from: u32, to: u32| {
-        let pch = pch.clone();
-        let q = q.clone();
-        async move {
-            for i in from..to {
-                pch.basic_publish(
-                    "".into(),
-                    q.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &i.to_be_bytes(),
-                    BasicProperties::default(),
-                )
-                .await
-                .unwrap();
-            }
-            pch.wait_for_confirms().await.unwrap()
-        }
-    };
-    assert!(publish(0, 12_000).await.is_empty());
+    publish_confirmed(&pch, &q, 0..12_000, "backlog not confirmed").await;
     let (_cc, cch) = b.channel().await;
-    cch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = cch
-        .basic_consume(
-            q.as_str().into(),
-            "slow".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = consume(&cch, &q, "slow", 1).await;
     let slow = tokio::spawn(async move {
-        let mut taken = 0u32;
         while let Some(Ok(d)) = consumer.next().await {
             tokio::time::sleep(Duration::from_millis(10)).await;
             d.ack(BasicAckOptions::default()).await.unwrap();
-            taken += 1;
         }
-        taken
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let returned = tokio::time::timeout(Duration::from_secs(30), publish(12_000, 32_000))
-        .await
-        .expect("a paced publisher was stopped, not slowed");
-    assert!(returned.is_empty());
+    publish_confirmed(
+        &pch,
+        &q,
+        12_000..32_000,
+        "a paced publisher was stopped, not slowed",
+    )
+    .await;
     let left = ready(&pch, &q).await;
     assert!(
         left > 30_000 && left <= 32_000,
