@@ -131,3 +131,31 @@ def test_a_publish_then_get_in_one_write_sees_the_message(broker):
     s.close()
     ch.queue_delete(q)
     admin.close()
+
+
+def test_declare_publish_consume_in_one_write_keep_their_order(broker):
+    """Methods that wait for the queue (declare, consume) hold back what follows them in
+    the same read: the publish goes to the queue just declared, and the consumer gets
+    it."""
+    q = uniq("pipe-declare")
+    s = open_raw(broker)
+    burst = method(1, pika.spec.Channel.Open())
+    burst += method(1, pika.spec.Queue.Declare(queue=q, auto_delete=True))
+    burst += publish(1, q, b"after-declare")
+    burst += method(1, pika.spec.Basic.Consume(queue=q, consumer_tag="c1", no_ack=True))
+    burst += publish(1, q, b"after-consume")
+    s.sendall(burst)
+    seen = []
+    bodies_got = []
+    while len(bodies_got) < 2:
+        kind, channel, payload = read_frame(s)
+        if kind == 1:
+            (index,) = struct.unpack(">I", payload[:4])
+            assert index != pika.spec.Channel.Close.INDEX, f"channel closed: {payload!r}"
+            seen.append(index)
+        elif kind == 3:
+            bodies_got.append(payload)
+    assert seen[:3] == [pika.spec.Channel.OpenOk.INDEX, pika.spec.Queue.DeclareOk.INDEX,
+                        pika.spec.Basic.ConsumeOk.INDEX]
+    assert bodies_got == [b"after-declare", b"after-consume"]
+    s.close()

@@ -79,6 +79,11 @@ pub(crate) struct Route {
 
 /// The channel actor.
 pub struct ChannelActor {
+    /// What the connection sent and the channel has not carried out yet (see
+    /// [`FromConn`]).
+    pub(crate) backlog: std::collections::VecDeque<FromConn>,
+    /// A [`RunBacklog`] is on its way.
+    pub(crate) backlog_scheduled: bool,
     pub(crate) id: u16,
     pub(crate) key: ChannelKey,
     pub(crate) conn: Addr<Connection>,
@@ -143,6 +148,8 @@ impl ChannelActor {
             prefetch: 0,
             confirms: None,
             confirm_flush_scheduled: false,
+            backlog: Default::default(),
+            backlog_scheduled: false,
             tx: None,
             routes: RouteCache::default(),
             stats: Default::default(),
@@ -312,26 +319,73 @@ pub enum Incoming {
     Fail(AmqpError),
 }
 
+/// What the connection asked of the channel, in the order it asked. A method that waits
+/// for another actor (`ctx.wait`) holds back the rest of its batch as well as later
+/// messages: what is left stays here until the wait is over.
+pub(crate) enum FromConn {
+    Command(Command),
+    Fail(AmqpError),
+    ClientClose,
+    Shutdown,
+}
+
 impl Handler<Incoming> for ChannelActor {
     type Result = ();
     fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
         match msg {
-            Incoming::Command(cmd) => {
-                let _s = self.span.clone().entered();
-                self.incoming(cmd, ctx);
-            }
-            Incoming::Batch(cmds) => {
-                let _s = self.span.clone().entered();
-                for cmd in cmds {
-                    self.incoming(cmd, ctx);
-                }
-            }
-            Incoming::Fail(e) => self.fail(e, ctx),
+            Incoming::Command(cmd) => self.backlog.push_back(FromConn::Command(cmd)),
+            Incoming::Batch(cmds) => self
+                .backlog
+                .extend(cmds.into_iter().map(FromConn::Command)),
+            Incoming::Fail(e) => self.backlog.push_back(FromConn::Fail(e)),
         }
+        self.run_backlog(ctx);
+    }
+}
+
+/// Carries on with the backlog after a wait.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct RunBacklog;
+
+impl Handler<RunBacklog> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, _: RunBacklog, ctx: &mut Context<Self>) {
+        self.backlog_scheduled = false;
+        self.run_backlog(ctx);
     }
 }
 
 impl ChannelActor {
+    /// Works through what the connection sent, in order, until a method waits.
+    fn run_backlog(&mut self, ctx: &mut Context<Self>) {
+        let _s = self.span.clone().entered();
+        while !ctx.waiting() {
+            let Some(item) = self.backlog.pop_front() else {
+                return;
+            };
+            match item {
+                FromConn::Command(cmd) => self.incoming(cmd, ctx),
+                FromConn::Fail(e) => self.fail(e, ctx),
+                FromConn::ClientClose => {
+                    self.cleanup();
+                    self.send(AMQPClass::Channel(channel::AMQPMethod::CloseOk(
+                        channel::CloseOk {},
+                    )));
+                    ctx.stop();
+                }
+                FromConn::Shutdown => {
+                    self.cleanup();
+                    ctx.stop();
+                }
+            }
+        }
+        if !self.backlog.is_empty() && !self.backlog_scheduled {
+            self.backlog_scheduled = true;
+            ctx.notify(RunBacklog);
+        }
+    }
+
     /// One command from the connection.
     fn incoming(&mut self, cmd: Command, ctx: &mut Context<Self>) {
         let pending = self.shared.pending_commands.get().saturating_sub(1);
@@ -362,11 +416,8 @@ pub struct ClientClose;
 impl Handler<ClientClose> for ChannelActor {
     type Result = ();
     fn handle(&mut self, _: ClientClose, ctx: &mut Context<Self>) {
-        self.cleanup();
-        self.send(AMQPClass::Channel(channel::AMQPMethod::CloseOk(
-            channel::CloseOk {},
-        )));
-        ctx.stop();
+        self.backlog.push_back(FromConn::ClientClose);
+        self.run_backlog(ctx);
     }
 }
 
@@ -378,8 +429,8 @@ pub struct Shutdown;
 impl Handler<Shutdown> for ChannelActor {
     type Result = ();
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
-        self.cleanup();
-        ctx.stop();
+        self.backlog.push_back(FromConn::Shutdown);
+        self.run_backlog(ctx);
     }
 }
 
