@@ -48,6 +48,20 @@ fresh_rabbit() {
   ../shared/scripts/reference-rabbitmq.sh start >/dev/null
   RABBIT_PID=$(rabbit_pid)
 }
+# waits (up to 20 s) until RabbitMQ is idle: after a start or a heavy run it goes on
+# working (boot, garbage collection, closing thousands of connections) and would take
+# CPU from the next run of ours on this 2-core machine
+quiet_rabbit() {
+  local pid=$RABBIT_PID a b
+  [ -r "/proc/$pid/stat" ] || return 0
+  for _ in $(seq 40); do
+    a=$(awk '{print $14+$15}' "/proc/$pid/stat")
+    sleep 0.5
+    b=$(awk '{print $14+$15}' "/proc/$pid/stat")
+    # clock ticks in 0.5 s: under 5 (10% of a core) is idle
+    [ $((b - a)) -lt 5 ] && return 0
+  done
+}
 trap 'kill $OURS_PID 2>/dev/null || true; rm -rf "$DATA"' EXIT
 ../shared/scripts/reference-rabbitmq.sh start >/dev/null
 RABBIT_PID=$(rabbit_pid)
@@ -79,6 +93,7 @@ for s in "${SCENARIOS[@]}"; do
   flags=${s#*|}
   echo "== $name"
   for _ in $(seq "$ROUNDS"); do
+    quiet_rabbit
     fresh_ours
     run ours "127.0.0.1:$PORT" "$OURS_PID" "$name" "$flags"
     case "$name" in backlog*|*idle*) fresh_rabbit ;; esac
