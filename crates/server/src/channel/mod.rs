@@ -334,9 +334,7 @@ impl Handler<Incoming> for ChannelActor {
     fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
         match msg {
             Incoming::Command(cmd) => self.backlog.push_back(FromConn::Command(cmd)),
-            Incoming::Batch(cmds) => self
-                .backlog
-                .extend(cmds.into_iter().map(FromConn::Command)),
+            Incoming::Batch(cmds) => self.backlog.extend(cmds.into_iter().map(FromConn::Command)),
             Incoming::Fail(e) => self.backlog.push_back(FromConn::Fail(e)),
         }
         self.run_backlog(ctx);

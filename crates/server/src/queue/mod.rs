@@ -217,8 +217,7 @@ impl QueueEntry {
 
     /// Whether a paused publisher must stay paused (credit comes back below half).
     pub fn still_hot(&self) -> bool {
-        self.inflight.load(Ordering::SeqCst) > QUEUE_CREDIT / 2
-            || self.paced.load(Ordering::SeqCst)
+        self.inflight.load(Ordering::SeqCst) > QUEUE_CREDIT / 2 || self.paced.load(Ordering::SeqCst)
     }
 
     /// Whether a queue that refuses messages when full (x-overflow reject-publish or
