@@ -119,6 +119,21 @@ impl Raw {
         out
     }
 
+    /// channel.open on `ch`, then reads until its open-ok.
+    pub async fn open_channel(&mut self, ch: u16) {
+        use broker_wire::protocol::channel;
+        self.method(
+            ch,
+            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+        )
+        .await;
+        loop {
+            if let AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)) = self.expect_method().await {
+                return;
+            }
+        }
+    }
+
     /// Reads frames until a method arrives.
     pub async fn expect_method(&mut self) -> AMQPClass {
         loop {

@@ -21,19 +21,6 @@ fn method_payload(class: u16, method: u16, args: &[u8]) -> Vec<u8> {
     v
 }
 
-async fn open_channel(r: &mut Raw, ch: u16) {
-    r.method(
-        ch,
-        AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-    )
-    .await;
-    loop {
-        if let AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)) = r.expect_method().await {
-            return;
-        }
-    }
-}
-
 fn publish_frames(ch: u16, declared: u64) -> Vec<u8> {
     let mut v = frame_bytes(
         1,
@@ -73,7 +60,7 @@ async fn closed_with(b: &Broker, bytes: &[u8], open: bool) -> broker_tests::raw:
     let mut r = Raw::open(b.port).await;
     r.expect_method().await; // open-ok
     if open {
-        open_channel(&mut r, 1).await;
+        r.open_channel(1).await;
     }
     r.send(bytes).await;
     r.expect_close().await.expect("no close received")
@@ -117,8 +104,8 @@ async fn too_large_message_is_refused_at_its_header_with_406() {
     let b = Broker::start_with(&["--max-message-size", "1000"]);
     let mut r = Raw::open(b.port).await;
     r.expect_method().await;
-    open_channel(&mut r, 1).await;
-    open_channel(&mut r, 2).await;
+    r.open_channel(1).await;
+    r.open_channel(2).await;
     r.send(&publish_frames(1, 1_000_000_000)).await;
     let c = r.expect_close().await.unwrap();
     assert_eq!(
@@ -203,7 +190,7 @@ async fn deeply_nested_tables_are_refused_with_501_and_never_crash() {
     .concat();
     let mut r = Raw::open(b.port).await;
     r.expect_method().await;
-    open_channel(&mut r, 1).await;
+    r.open_channel(1).await;
     r.send(&frame_bytes(1, 1, &method_payload(50, 10, &args)))
         .await;
     assert!(matches!(

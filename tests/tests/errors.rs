@@ -140,15 +140,10 @@ async fn precondition_failed_406_on_unknown_or_double_ack() {
     // an unknown tag, seen on the wire (lapin may report a closed channel without the
     // code when the close overtakes its next call)
     {
-        use broker_wire::protocol::{basic, channel, AMQPClass};
+        use broker_wire::protocol::{basic, AMQPClass};
         let mut r = broker_tests::raw::Raw::open(b.port).await;
         r.expect_method().await; // open-ok
-        r.method(
-            1,
-            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-        )
-        .await;
-        r.expect_method().await; // channel.open-ok
+        r.open_channel(1).await;
         r.method(
             1,
             AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
@@ -363,16 +358,11 @@ async fn tx_and_confirm_mode_errors_are_406() {
 /// overtakes its next call, which a fast broker makes likely.
 #[tokio::test]
 async fn publish_to_missing_exchange_is_404() {
-    use broker_wire::protocol::{basic, channel, AMQPClass};
+    use broker_wire::protocol::{basic, AMQPClass};
     let b = Broker::start();
     let mut r = broker_tests::raw::Raw::open(b.port).await;
     r.expect_method().await; // open-ok
-    r.method(
-        1,
-        AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-    )
-    .await;
-    r.expect_method().await; // channel.open-ok
+    r.open_channel(1).await;
     r.method(
         1,
         AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {

@@ -100,12 +100,21 @@ pub struct Connection {
     paused: bool,
     /// The fallback timer of a pause.
     retry: Option<SpawnHandle>,
-    /// The current pause is for pacing only (see [`PACE_FLOOR`]).
-    paced_only: bool,
     /// The next throttle check lets pacing pass once (the pace floor's timer fired).
     force_read: bool,
     /// Channels with batched commands not yet sent.
     batched: Vec<u16>,
+}
+
+/// What [`Connection::throttled`] decided about reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Read on.
+    Read,
+    /// Pause until woken (or the re-check timer).
+    Wait,
+    /// Pause for pacing only: read once more after [`PACE_FLOOR`] at the latest.
+    Paced,
 }
 
 /// The longest a connection held only by a paced queue waits before it reads once more.
@@ -187,7 +196,6 @@ impl Connection {
                 torn_down: false,
                 paused: false,
                 retry: None,
-                paced_only: false,
                 force_read: false,
                 batched: Vec::new(),
                 rt,
@@ -199,16 +207,16 @@ impl Connection {
         self.shared.method(channel, &m);
     }
 
-    /// Whether reading must pause (backpressure). Hot queues get this connection as a
+    /// Whether reading must pause (backpressure), and how. Hot queues get this connection as a
     /// waiter, to wake it when they have taken their inbox in.
-    fn throttled(&mut self, ctx: &mut Context<Self>) -> bool {
+    fn throttled(&mut self, ctx: &mut Context<Self>) -> Hold {
         if self.shared.pending_commands.get() > MAX_PENDING_COMMANDS {
             // only this pause is the channels' to end
             self.shared.read_paused.set(true);
-            return true;
+            return Hold::Wait;
         }
         if self.shared.out_len() > OUT_HIGH {
-            return true;
+            return Hold::Wait;
         }
         if self.state == State::Open && self.shared.published.get() {
             let alarm = self.rt.memory.alarm();
@@ -233,7 +241,7 @@ impl Connection {
                 }
             }
             if alarm {
-                return true;
+                return Hold::Wait;
             }
             // the pace floor's timer lets a paced connection read once more
             let forced = std::mem::take(&mut self.force_read);
@@ -252,24 +260,24 @@ impl Connection {
                     }
                 }
                 if over_credit || (paced && !forced) {
-                    self.paced_only = !over_credit;
-                    return true;
+                    return if over_credit { Hold::Wait } else { Hold::Paced };
                 }
                 if !paced {
                     hot.clear();
                 }
             }
         }
-        false
+        Hold::Read
     }
 
     fn schedule_read(&mut self, ctx: &mut Context<Self>) {
         if self.reader.is_none() || self.state == State::Closed {
             return;
         }
-        if self.throttled(ctx) {
+        let hold = self.throttled(ctx);
+        if hold != Hold::Read {
             self.flush(ctx);
-            self.pause(ctx);
+            self.pause(hold == Hold::Paced, ctx);
             return;
         }
         // throttled() may just have queued connection.unblocked: send it now, or a client
@@ -321,14 +329,14 @@ impl Connection {
     }
 
     /// Stops reading until something that held it back has moved (see [`ResumeRead`]).
-    fn pause(&mut self, ctx: &mut Context<Self>) {
+    fn pause(&mut self, paced: bool, ctx: &mut Context<Self>) {
         self.paused = true;
         if let Some(h) = self.retry.take() {
             ctx.cancel_future(h);
         }
         // a connection held only by pacing reads again after the floor, whatever the
         // queue's state: pacing slows publishers, it never stops them
-        let (after, force) = if std::mem::take(&mut self.paced_only) {
+        let (after, force) = if paced {
             (PACE_FLOOR, true)
         } else {
             (PAUSE_RECHECK, false)

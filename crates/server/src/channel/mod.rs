@@ -432,9 +432,8 @@ impl Handler<Shutdown> for ChannelActor {
     }
 }
 
-/// A delivery from a queue to one of this channel's consumers.
-#[derive(Message)]
-#[rtype(result = "()")]
+/// A delivery from a queue to one of this channel's consumers (sent in a
+/// [`DeliverBatch`]).
 pub struct Deliver {
     /// The queue.
     pub queue: Arc<QueueEntry>,
@@ -450,20 +449,8 @@ pub struct Deliver {
     pub gate: Arc<ConsumerGate>,
 }
 
-impl Handler<Deliver> for ChannelActor {
-    type Result = ();
-    fn handle(&mut self, d: Deliver, _ctx: &mut Context<Self>) {
-        if let Some((gate, queue)) = self.deliver_one(d) {
-            if gate.written() {
-                queue.addr.do_send(queue::Kick);
-            }
-        }
-        self.request_flush();
-    }
-}
-
-/// Several deliveries from one queue to consumers of this channel, in order (a queue's
-/// drain sends one of these per channel instead of one message per delivery).
+/// The deliveries of one queue turn to consumers of this channel, in order (one mailbox
+/// message per channel per turn, not one per delivery).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct DeliverBatch(pub Vec<Deliver>);

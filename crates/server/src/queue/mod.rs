@@ -210,14 +210,15 @@ impl QueueEntry {
         self.inflight.load(Ordering::Relaxed) > QUEUE_CREDIT || self.paced.load(Ordering::Relaxed)
     }
 
-    /// Whether the inbox is over credit (not just paced).
+    /// Whether the inbox is still over credit for a paused publisher (credit comes back
+    /// below half).
     pub fn over_credit(&self) -> bool {
         self.inflight.load(Ordering::SeqCst) > QUEUE_CREDIT / 2
     }
 
-    /// Whether a paused publisher must stay paused (credit comes back below half).
+    /// Whether a paused publisher must stay paused: over credit, or paced.
     pub fn still_hot(&self) -> bool {
-        self.inflight.load(Ordering::SeqCst) > QUEUE_CREDIT / 2 || self.paced.load(Ordering::SeqCst)
+        self.over_credit() || self.paced.load(Ordering::SeqCst)
     }
 
     /// Whether a queue that refuses messages when full (x-overflow reject-publish or
@@ -401,14 +402,8 @@ impl QueueActor {
 
     /// Sends the deliveries made so far: one message per channel.
     fn flush_deliveries(&mut self) {
-        for (_, channel, mut v) in self.outbox.drain(..) {
-            if v.len() == 1 {
-                if let Some(d) = v.pop() {
-                    channel.do_send(d);
-                }
-            } else {
-                channel.do_send(DeliverBatch(v));
-            }
+        for (_, channel, v) in self.outbox.drain(..) {
+            channel.do_send(DeliverBatch(v));
         }
     }
 
@@ -574,21 +569,20 @@ impl QueueActor {
                 if !g.no_ack {
                     return g.try_take();
                 }
-                let held = bulk.iter_mut().find(|(b, _)| Arc::ptr_eq(b, g));
-                if let Some((_, n)) = held {
-                    if *n > 0 {
-                        *n -= 1;
+                let held = bulk.iter().position(|(b, _)| Arc::ptr_eq(b, g));
+                if let Some(i) = held {
+                    if bulk[i].1 > 0 {
+                        bulk[i].1 -= 1;
                         return true;
                     }
-                    let got = g.try_take_bulk(BULK_CREDIT);
-                    *n = got.saturating_sub(1);
-                    return got > 0;
                 }
                 let got = g.try_take_bulk(BULK_CREDIT);
-                if got > 0 {
-                    bulk.push((g.clone(), got - 1));
+                match (got, held) {
+                    (0, _) => return false,
+                    (_, Some(i)) => bulk[i].1 = got - 1,
+                    (_, None) => bulk.push((g.clone(), got - 1)),
                 }
-                got > 0
+                true
             });
             let Some(mut d) = d else { break };
             let mut msg = match &d.entry.msg {
