@@ -156,8 +156,9 @@ async fn precondition_failed_406_on_unknown_or_double_ack() {
         assert_eq!((closed.channel, closed.code), (1, 406));
         assert_eq!(closed.text, "PRECONDITION_FAILED - unknown delivery tag 99");
     }
-    let (c, _ch) = b.channel().await;
-    let ch = c.create_channel().await.unwrap();
+    // a double ack, also read from the wire: a message is queued by a lapin channel,
+    // then fetched with basic.get on a raw channel and acked twice
+    let (_c, ch) = b.channel().await;
     let q = unique("q");
     declare(&ch, &q, false).await.unwrap();
     ch.basic_publish(
@@ -169,19 +170,51 @@ async fn precondition_failed_406_on_unknown_or_double_ack() {
     )
     .await
     .unwrap();
-    let m = ch
-        .basic_get(q.as_str().into(), BasicGetOptions::default())
+    {
+        use broker_wire::protocol::{basic, AMQPClass};
+        let mut r = broker_tests::raw::Raw::open(b.port).await;
+        r.expect_method().await; // open-ok
+        r.open_channel(2).await;
+        r.method(
+            2,
+            AMQPClass::Basic(basic::AMQPMethod::Get(basic::Get {
+                queue: q.as_str().into(),
+                no_ack: false,
+            })),
+        )
+        .await;
+        let tag = match r.expect_method().await {
+            AMQPClass::Basic(basic::AMQPMethod::GetOk(ok)) => ok.delivery_tag,
+            other => panic!("expected basic.get-ok, got {other:?}"),
+        };
+        assert_eq!(tag, 1);
+        for _ in 0..2 {
+            r.method(
+                2,
+                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                    delivery_tag: tag,
+                    multiple: false,
+                })),
+            )
+            .await;
+        }
+        let closed = r.expect_close().await.expect("channel.close");
+        assert_eq!((closed.channel, closed.code), (2, 406));
+        assert_eq!(closed.text, "PRECONDITION_FAILED - unknown delivery tag 1");
+    }
+    // the first ack took the message: the queue is empty
+    let q_state = ch
+        .queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await
-        .unwrap()
         .unwrap();
-    ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default())
-        .await
-        .unwrap();
-    ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default())
-        .await
-        .unwrap();
-    let err = declare(&ch, &unique("after"), false).await.unwrap_err();
-    assert_eq!(reply_code(&err), Some(406));
+    assert_eq!(q_state.message_count(), 0);
 }
 
 #[tokio::test]
