@@ -151,8 +151,16 @@ pub trait MessageStore: Send + Sync {
     fn get(&self, queue: u64, seq: u64) -> Result<Option<Vec<u8>>, StoreError>;
     /// Ids of every queue that has stored messages.
     fn queue_ids(&self) -> Result<Vec<u64>, StoreError>;
-    /// Makes everything written so far durable (fsync).
+    /// Makes everything written so far durable (fsync): messages, removals, marks.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Makes every message inserted so far survive a crash; what publisher confirms and
+    /// `tx.commit` wait for. Removals and marks may wait for the next [`flush`]. A store
+    /// that can recover inserted messages from less than a full flush makes this cheaper.
+    ///
+    /// [`flush`]: MessageStore::flush
+    fn commit(&self) -> Result<(), StoreError> {
+        self.flush()
+    }
     /// Whether anything was written since the last flush (the flusher flushes such
     /// writes in the background even when no publisher waits for them).
     fn needs_flush(&self) -> bool {

@@ -2,21 +2,22 @@
 //!
 //! sled keeps what it is given in memory far beyond its cache limit, so message records
 //! (properties and bodies) do not go into sled. They are appended to segment files of at
-//! most [`SEGMENT_MAX`] bytes in `<data-dir>/segments/`, and sled holds a 46-byte
-//! [`Pointer`] per queue entry. A message routed to several durable queues is written
-//! once. Each record carries its length and a CRC32, so a torn or damaged record is
-//! caught when it is read back instead of being delivered.
+//! most [`SEGMENT_MAX`] bytes in `<data-dir>/segments/`, and sled holds a small
+//! [`crate::index::Pointer`] per queue entry. A message routed to several durable queues
+//! is written once. Each record carries its length and a CRC32, so a torn or damaged
+//! record is caught when it is read back instead of being delivered; its payload starts
+//! with an [`crate::index::Envelope`] naming its index entries, so that [`scan`] can
+//! rebuild entries the index had not made durable at a crash.
 //!
 //! A segment is deleted once no index entry points into it any more and a sled flush
 //! has made those removals durable (so a crash never leaves an index entry pointing at a
 //! deleted file). Writes are buffered and handed to the OS in chunks; [`Segments::sync`]
 //! writes out the buffer and fsyncs every segment written since the last sync, and runs
-//! on the flusher thread before sled's own flush. Files are created at their full
+//! on the flusher thread (alone for a commit, before sled's flush for an index flush). Files are created at their full
 //! length (sparse), so that appending never changes a file's size: records are written
 //! at their offset, and the zeroed tail of a segment reads as a damaged record, never as
 //! a message.
 
-use broker_core::message::Meta;
 use broker_core::store::StoreError;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
@@ -41,110 +42,6 @@ pub struct Location {
     pub offset: u64,
     /// Payload length.
     pub len: u32,
-}
-
-/// The index entry sled keeps for a message of a queue: where its record is, and what
-/// the queue needs of it without reading the record (size, priority, arrival, TTL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pointer {
-    /// The record.
-    pub at: Location,
-    /// What the queue needs of the message.
-    pub meta: Meta,
-}
-
-impl Pointer {
-    /// First byte of an encoded pointer (a record stored inline starts with 1 instead).
-    pub const TAG: u8 = b'Q';
-
-    /// Encodes the pointer for sled, compactly (varints; priority and TTL only when
-    /// set): sled copies a whole leaf on every insert, so small index values keep
-    /// publishing fast. Typically 14 bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let m = &self.meta;
-        let mut v = Vec::with_capacity(32);
-        v.push(Self::TAG);
-        let flags = u8::from(m.priority != 0) | (u8::from(m.ttl_ms.is_some()) << 1);
-        v.push(flags);
-        for x in [
-            self.at.segment,
-            self.at.offset,
-            u64::from(self.at.len),
-            u64::from(m.size),
-            u64::from(m.body_len),
-            m.arrival_ms,
-        ] {
-            put_varint(&mut v, x);
-        }
-        if m.priority != 0 {
-            v.push(m.priority);
-        }
-        if let Some(t) = m.ttl_ms {
-            put_varint(&mut v, t);
-        }
-        v
-    }
-
-    /// Decodes an index value; `None` if it is not a pointer.
-    pub fn decode(v: &[u8]) -> Option<Pointer> {
-        let (&tag, rest) = v.split_first()?;
-        if tag != Self::TAG {
-            return None;
-        }
-        let (&flags, mut rest) = rest.split_first()?;
-        let mut next = || {
-            let (x, r) = get_varint(rest)?;
-            rest = r;
-            Some(x)
-        };
-        let (segment, offset, len, size, body_len, arrival_ms) =
-            (next()?, next()?, next()?, next()?, next()?, next()?);
-        let priority = if flags & 1 != 0 {
-            let (&p, r) = rest.split_first()?;
-            rest = r;
-            p
-        } else {
-            0
-        };
-        let ttl_ms = if flags & 2 != 0 {
-            Some(get_varint(rest)?.0)
-        } else {
-            None
-        };
-        Some(Pointer {
-            at: Location {
-                segment,
-                offset,
-                len: u32::try_from(len).ok()?,
-            },
-            meta: Meta {
-                size: u32::try_from(size).ok()?,
-                body_len: u32::try_from(body_len).ok()?,
-                priority,
-                arrival_ms,
-                ttl_ms,
-            },
-        })
-    }
-}
-
-fn put_varint(v: &mut Vec<u8>, mut x: u64) {
-    while x >= 0x80 {
-        v.push((x as u8) | 0x80);
-        x >>= 7;
-    }
-    v.push(x as u8);
-}
-
-fn get_varint(b: &[u8]) -> Option<(u64, &[u8])> {
-    let mut x = 0u64;
-    for (i, byte) in b.iter().enumerate().take(10) {
-        x |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((x, &b[i + 1..]));
-        }
-    }
-    None
 }
 
 /// The segment being appended to.
@@ -274,9 +171,10 @@ impl Segments {
         })
     }
 
-    /// Appends a record that `refs` index entries will point to.
-    pub fn append(&self, record: &[u8], refs: u64) -> Result<Location, StoreError> {
-        let len = u32::try_from(record.len())
+    /// Appends a record, `prefix` then `record` (one payload, one checksum), that `refs`
+    /// index entries will point to.
+    pub fn append(&self, prefix: &[u8], record: &[u8], refs: u64) -> Result<Location, StoreError> {
+        let len = u32::try_from(prefix.len() + record.len())
             .map_err(|_| StoreError("record larger than 4 GiB".into()))?;
         let mut w = lock(&self.writer);
         let total = HEADER + u64::from(len);
@@ -285,8 +183,11 @@ impl Segments {
         }
         let offset = w.len();
         w.buf.extend_from_slice(&len.to_be_bytes());
-        w.buf
-            .extend_from_slice(&crc32fast::hash(record).to_be_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(prefix);
+        crc.update(record);
+        w.buf.extend_from_slice(&crc.finalize().to_be_bytes());
+        w.buf.extend_from_slice(prefix);
         w.buf.extend_from_slice(record);
         if w.buf.len() >= WRITE_CHUNK {
             w.write_out()?;
@@ -297,6 +198,12 @@ impl Segments {
             offset,
             len,
         })
+    }
+
+    /// Where the next record will go: every record appended so far lies before it.
+    pub fn position(&self) -> (u64, u64) {
+        let w = lock(&self.writer);
+        (w.id, w.len())
     }
 
     /// Starts the next segment.
@@ -473,6 +380,59 @@ impl Segments {
     }
 }
 
+/// Walks the records of every segment file in `dir` from `(segment, offset)` on, in
+/// order, calling `f` with each record's location and payload (checksum verified). A
+/// segment's walk ends at its zeroed tail, at a torn or damaged record, or at its end;
+/// missing segments are skipped. Recovery uses it to find records the index may not
+/// have made durable yet.
+pub fn scan(
+    dir: &Path,
+    from: (u64, u64),
+    mut f: impl FnMut(Location, &[u8]),
+) -> Result<(), String> {
+    let mut ids: Vec<u64> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".seg"))
+                    .and_then(|n| u64::from_str_radix(n, 16).ok())
+            })
+            .filter(|id| *id >= from.0)
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
+    };
+    ids.sort_unstable();
+    for id in ids {
+        let bytes = std::fs::read(segment_path(dir, id))
+            .map_err(|e| format!("cannot read segment {id}: {e}"))?;
+        let mut at = if id == from.0 { from.1 as usize } else { 0 };
+        while at + HEADER as usize <= bytes.len() {
+            let h = &bytes[at..at + HEADER as usize];
+            let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+            let crc = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+            let start = at + HEADER as usize;
+            let end = start + len as usize;
+            // no record is empty: a zero length is the unwritten tail
+            if len == 0 || end > bytes.len() || crc32fast::hash(&bytes[start..end]) != crc {
+                break;
+            }
+            f(
+                Location {
+                    segment: id,
+                    offset: at as u64,
+                    len,
+                },
+                &bytes[start..end],
+            );
+            at = end;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,29 +447,11 @@ mod tests {
     fn records_read_back_before_and_after_sync() {
         let d = tmp("rw");
         let s = Segments::open(&d, HashMap::new()).unwrap();
-        let a = s.append(b"hello", 1).unwrap();
-        let b = s.append(&vec![7u8; 100_000], 2).unwrap();
+        let a = s.append(b"", b"hello", 1).unwrap();
+        let b = s.append(b"", &vec![7u8; 100_000], 2).unwrap();
         assert_eq!(s.read(&a).unwrap(), b"hello");
         s.sync().unwrap();
         assert_eq!(s.read(&b).unwrap(), vec![7u8; 100_000]);
-        let p = Pointer {
-            at: b,
-            meta: Meta {
-                size: 99,
-                body_len: 90,
-                priority: 3,
-                arrival_ms: 1234,
-                ttl_ms: Some(500),
-            },
-        };
-        assert_eq!(Pointer::decode(&p.encode()), Some(p));
-        let plain = Pointer {
-            at: a,
-            meta: Meta::default(),
-        };
-        assert!(plain.encode().len() <= 14);
-        assert_eq!(Pointer::decode(&plain.encode()), Some(plain));
-        assert_eq!(Pointer::decode(b"\x01abc"), None);
     }
 
     #[test]
@@ -517,8 +459,8 @@ mod tests {
         let d = tmp("rotate");
         let s = Segments::open(&d, HashMap::new()).unwrap();
         let big = vec![1u8; (SEGMENT_MAX / 2) as usize];
-        let a = s.append(&big, 1).unwrap();
-        let b = s.append(&big, 1).unwrap();
+        let a = s.append(b"", &big, 1).unwrap();
+        let b = s.append(b"", &big, 1).unwrap();
         assert_ne!(
             a.segment, b.segment,
             "the second record starts a new segment"
@@ -537,7 +479,7 @@ mod tests {
     fn damage_is_detected() {
         let d = tmp("damage");
         let s = Segments::open(&d, HashMap::new()).unwrap();
-        let a = s.append(b"precious", 1).unwrap();
+        let a = s.append(b"pre", b"cious", 1).unwrap();
         s.sync().unwrap();
         let path = segment_path(&d, a.segment);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -555,15 +497,47 @@ mod tests {
         let (a, b) = {
             let s = Segments::open(&d, HashMap::new()).unwrap();
             let big = vec![1u8; (SEGMENT_MAX / 2) as usize];
-            let a = s.append(&big, 1).unwrap();
-            let b = s.append(&big, 1).unwrap();
+            let a = s.append(b"", &big, 1).unwrap();
+            let b = s.append(b"", &big, 1).unwrap();
             s.sync().unwrap();
             (a, b)
         };
         let s = Segments::open(&d, HashMap::from([(b.segment, 1)])).unwrap();
         assert!(s.read(&a).is_err(), "unreferenced segment removed");
         assert_eq!(s.read(&b).unwrap().len(), (SEGMENT_MAX / 2) as usize);
-        let c = s.append(b"new", 1).unwrap();
+        let c = s.append(b"", b"new", 1).unwrap();
         assert!(c.segment > b.segment);
+    }
+
+    #[test]
+    fn scan_walks_records_from_a_position_and_stops_at_the_tail_or_damage() {
+        let d = tmp("scan");
+        let s = Segments::open(&d, HashMap::new()).unwrap();
+        let a = s.append(b"p", b"one", 1).unwrap();
+        let b = s.append(b"", b"two", 1).unwrap();
+        let c = s.append(b"", b"three", 1).unwrap();
+        s.sync().unwrap();
+        let walk = |from| {
+            let mut seen = Vec::new();
+            scan(&d, from, |at, payload| seen.push((at, payload.to_vec()))).unwrap();
+            seen
+        };
+        let all = walk((a.segment, 0));
+        assert_eq!(
+            all,
+            vec![
+                (a, b"pone".to_vec()),
+                (b, b"two".to_vec()),
+                (c, b"three".to_vec())
+            ]
+        );
+        assert_eq!(walk((b.segment, b.offset)).len(), 2);
+        assert!(walk((a.segment + 1, 0)).is_empty());
+        // a damaged record ends the walk of its segment
+        let path = segment_path(&d, b.segment);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[(b.offset + HEADER) as usize] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(walk((a.segment, 0)), vec![(a, b"pone".to_vec())]);
     }
 }

@@ -1,8 +1,16 @@
 //! The store: definitions and the message index in two trees of one sled database in
 //! the data dir, message records in segment files beside it (see [`crate::segments`]),
 //! and a flusher thread that turns many publishes into one fsync.
+//!
+//! Two kinds of flush: a **commit** (what confirms and `tx.commit` wait for) fsyncs the
+//! segments only, since each record names its index entries and recovery puts back any
+//! the index lacks ([`crate::replay`]); an **index flush** (records, then sled, then the
+//! new replay position) runs in the background every [`INDEX_FLUSH`] when something
+//! changed, and makes acks, purges and deliveries durable.
 
-use crate::segments::{Pointer, Segments};
+use crate::index::{Envelope, Pointer};
+use crate::replay::{self, encode_position, REPLAY_FROM};
+use crate::segments::Segments;
 use broker_core::message::Meta;
 use broker_core::store::{
     delivered_mark_key, message_key, DefinitionStore, MessageStore, StoreError, StoredMessage,
@@ -10,14 +18,15 @@ use broker_core::store::{
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, RwLock};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How often the flusher makes acks, deliveries and other unconfirmed writes durable
-/// when no publisher is waiting for a flush (sled's own timer is off, so that the index
-/// never reaches the disk before the records it points to).
-const IDLE_FLUSH: Duration = Duration::from_millis(500);
+/// How often the flusher makes the index durable when it changed: acks, purges and
+/// deliveries, and the index entries of confirmed messages (until then recovery finds
+/// those in the log). sled's own timer is off, so that the index never reaches the disk
+/// before the records it points to. It also bounds how much log a recovery replays.
+pub const INDEX_FLUSH: Duration = Duration::from_millis(100);
 
 fn err(e: sled::Error) -> StoreError {
     StoreError(e.to_string())
@@ -31,6 +40,10 @@ pub struct SledStore {
     segments: Segments,
     /// Something was written since the last flush.
     dirty: AtomicBool,
+    /// Held (shared) from a record's append until its index entries are inserted, and
+    /// (exclusive) by an index flush while it takes the replay position: so every record
+    /// before that position has its entries in the index the flush makes durable.
+    gate: RwLock<()>,
 }
 
 impl SledStore {
@@ -71,6 +84,16 @@ impl SledStore {
         })?;
         let definitions = db.open_tree("definitions").map_err(|e| e.to_string())?;
         let messages = db.open_tree("messages").map_err(|e| e.to_string())?;
+        let segdir = dir.join("segments");
+        let replayed = replay::replay(&db, &definitions, &messages, &segdir)
+            .map_err(|e| format!("the store in {} is damaged: {e}", path.display()))?;
+        if replayed.restored > 0 {
+            tracing::info!(
+                records = replayed.records,
+                restored = replayed.restored,
+                "message index entries restored from the log after an unclean stop"
+            );
+        }
         // count the index entries pointing into each segment, so that segments nothing
         // points into can go
         let mut refs: HashMap<u64, u64> = HashMap::new();
@@ -87,14 +110,25 @@ impl SledStore {
                 }
             }
         }
-        let segments = Segments::open(&dir.join("segments"), refs)?;
+        let segments = Segments::open(&segdir, refs)?;
+        // the index is complete now: replay starts afresh at the new segment
+        db.insert(REPLAY_FROM, &encode_position(segments.position())[..])
+            .and_then(|_| db.flush())
+            .map_err(|e| format!("cannot write the store in {}: {e}", path.display()))?;
         Ok(SledStore {
             db,
             definitions,
             messages,
             segments,
             dirty: AtomicBool::new(false),
+            gate: RwLock::new(()),
         })
+    }
+
+    /// The message index tree (tests simulate a crash by removing entries).
+    #[cfg(test)]
+    pub(crate) fn index(&self) -> &sled::Tree {
+        &self.messages
     }
 
     /// Bytes the store occupies on disk.
@@ -106,10 +140,26 @@ impl SledStore {
         self.dirty.store(true, Ordering::Relaxed);
     }
 
+    /// Reads a message record back from its segment, without its envelope.
+    fn read(&self, p: &Pointer) -> Result<Vec<u8>, StoreError> {
+        let mut payload = self.segments.read(&p.at)?;
+        let skip = match Envelope::split(&payload) {
+            Ok((_, record)) => payload.len() - record.len(),
+            Err(()) => {
+                return Err(StoreError(format!(
+                    "segment {}: record at {} has a damaged envelope",
+                    p.at.segment, p.at.offset
+                )))
+            }
+        };
+        payload.drain(..skip);
+        Ok(payload)
+    }
+
     /// Reads back the record an index value stands for.
     fn record(&self, value: &[u8]) -> Result<Vec<u8>, StoreError> {
         match Pointer::decode(value) {
-            Some(p) => self.segments.read(&p.at),
+            Some(p) => self.read(&p),
             // a record stored inline (older stores)
             None if value.first() == Some(&1) => Ok(value.to_vec()),
             None => Err(StoreError("unknown message index entry".into())),
@@ -158,7 +208,11 @@ impl MessageStore for SledStore {
         record: &[u8],
         meta: Meta,
     ) -> Result<(), StoreError> {
-        let at = self.segments.append(record, queues.len() as u64)?;
+        let envelope = Envelope::encode(queues, seq, &meta);
+        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let at = self
+            .segments
+            .append(&envelope, record, queues.len() as u64)?;
         let value = Pointer { at, meta }.encode();
         self.touched();
         for (i, q) in queues.iter().enumerate() {
@@ -225,7 +279,7 @@ impl MessageStore for SledStore {
             s.copy_from_slice(&k[8..16]);
             let seq = u64::from_be_bytes(s);
             let (meta, record) = match Pointer::decode(&v) {
-                Some(p) if seen < load => (p.meta, Some(self.segments.read(&p.at))),
+                Some(p) if seen < load => (p.meta, Some(self.read(&p))),
                 // past the window only check that the record is there at all
                 Some(p) => (p.meta, self.segments.check(&p.at).err().map(Err)),
                 None => (
@@ -274,11 +328,24 @@ impl MessageStore for SledStore {
         Ok(ids)
     }
 
+    fn commit(&self) -> Result<(), StoreError> {
+        // the records name their index entries: once they are on disk, recovery can put
+        // back whatever the index has not made durable yet
+        self.segments.sync()
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.dirty.store(false, Ordering::Relaxed);
+        let position = {
+            let _all_indexed = self.gate.write().unwrap_or_else(|p| p.into_inner());
+            self.segments.position()
+        };
         // records first, then the index that points to them
         self.segments.sync()?;
         let doomed = self.segments.take_doomed();
+        self.db
+            .insert(REPLAY_FROM, &encode_position(position)[..])
+            .map_err(err)?;
         self.db.flush().map_err(err)?;
         // the removals that emptied these segments are durable now
         self.segments.delete(&doomed);
@@ -364,31 +431,39 @@ impl Flusher {
         let (tx, rx) = mpsc::channel::<FlushRequest>();
         let spawned = thread::Builder::new()
             .name("store-flusher".into())
-            .spawn(move || loop {
-                let first = match rx.recv_timeout(IDLE_FLUSH) {
-                    Ok(first) => first,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
+            .spawn(move || {
+                let mut next_index_flush = Instant::now() + INDEX_FLUSH;
+                loop {
+                    let wait = next_index_flush.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(wait) {
+                        Ok(first) => {
+                            let mut batch = vec![first];
+                            while let Ok(more) = rx.try_recv() {
+                                batch.push(more);
+                            }
+                            let started = Instant::now();
+                            let res = store.commit();
+                            FLUSH_LATENCY.observe(started.elapsed());
+                            if let Err(e) = &res {
+                                tracing::error!(
+                                    "store commit failed: {e}; the publishes it covered are nacked"
+                                );
+                            }
+                            for r in batch {
+                                (r.done)(res.clone());
+                            }
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                    if Instant::now() >= next_index_flush {
                         if store.needs_flush() {
                             if let Err(e) = store.flush() {
                                 tracing::error!("background store flush failed: {e}");
                             }
                         }
-                        continue;
+                        next_index_flush = Instant::now() + INDEX_FLUSH;
                     }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                };
-                let mut batch = vec![first];
-                while let Ok(more) = rx.try_recv() {
-                    batch.push(more);
-                }
-                let started = std::time::Instant::now();
-                let res = MessageStore::flush(&*store);
-                FLUSH_LATENCY.observe(started.elapsed());
-                if let Err(e) = &res {
-                    tracing::error!("store flush failed: {e}; the publishes it covered are nacked");
-                }
-                for r in batch {
-                    (r.done)(res.clone());
                 }
             });
         if let Err(e) = spawned {
