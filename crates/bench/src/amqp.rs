@@ -182,6 +182,11 @@ impl Conn {
         Ok(c)
     }
 
+    /// A frame already read and buffered, if there is one: no I/O, no timer, no clock.
+    pub fn buffered(&mut self) -> io::Result<Option<Frame>> {
+        parse(&mut self.buf)
+    }
+
     /// Reads until a frame parses (or the socket ends).
     pub async fn next(&mut self) -> io::Result<Frame> {
         loop {

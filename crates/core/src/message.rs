@@ -1,6 +1,6 @@
 //! A published message as queues hold it: shared by every queue it was routed to.
 
-use amq_protocol::protocol::basic::AMQPProperties;
+pub use broker_wire::Properties;
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ pub struct Message {
     /// The routing key it was published with.
     pub routing_key: Arc<str>,
     /// Parsed properties (headers, delivery mode, priority, expiration).
-    pub properties: Arc<AMQPProperties>,
+    pub properties: Properties,
     /// Properties as the publisher encoded them, re-sent verbatim on delivery.
     pub raw_properties: Bytes,
     /// The body.

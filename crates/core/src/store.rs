@@ -399,7 +399,7 @@ pub fn decode_message(b: &[u8], persist_id: u64) -> Result<Message, StoreError> 
     Ok(Message {
         exchange: exchange.into(),
         routing_key: routing_key.into(),
-        properties: Arc::new(properties),
+        properties: properties.into(),
         raw_properties: Bytes::from(raw),
         body: Bytes::copy_from_slice(r.0),
         persist_id: Some(persist_id),

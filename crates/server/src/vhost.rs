@@ -347,14 +347,11 @@ impl VHost {
                     ),
                     args,
                     inbox: Default::default(),
-                    inflight: AtomicUsize::new(0),
                     paced: AtomicBool::new(false),
                     deleted: AtomicBool::new(false),
                     store_id,
                     vhost_name: self.name.as_str().into(),
-                    ready_len: AtomicUsize::new(0),
-                    ready_bytes: AtomicU64::new(0),
-                    inflight_bytes: AtomicU64::new(0),
+                    ready: Default::default(),
                     counters: Default::default(),
                 })
             })

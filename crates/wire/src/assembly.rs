@@ -7,14 +7,14 @@
 
 use crate::error::WireError;
 use crate::frame::Frame;
-use amq_protocol::protocol::{basic, basic::AMQPProperties, AMQPClass};
+use amq_protocol::protocol::{basic, AMQPClass};
 use bytes::{Bytes, BytesMut};
 
 /// The properties and body of a published message.
 #[derive(Debug, Clone)]
 pub struct Content {
     /// Parsed properties.
-    pub properties: std::sync::Arc<AMQPProperties>,
+    pub properties: crate::frame::Properties,
     /// Properties as the publisher encoded them (flags and list).
     pub raw_properties: Bytes,
     /// The whole body.
@@ -49,7 +49,7 @@ enum State {
     AwaitHeader(basic::Publish),
     AwaitBody {
         publish: basic::Publish,
-        properties: std::sync::Arc<AMQPProperties>,
+        properties: crate::frame::Properties,
         raw_properties: Bytes,
         declared: u64,
         first: Option<Bytes>,

@@ -10,7 +10,7 @@ use crate::depth::{self, DepthError, MAX_TABLE_DEPTH};
 use crate::error::WireError;
 use crate::frame::*;
 use amq_protocol::frame::parsing::parse_content_header;
-use amq_protocol::protocol::basic::{self, AMQPProperties};
+use amq_protocol::protocol::basic;
 use amq_protocol::protocol::{parse_class, AMQPClass};
 use bytes::{Buf, BytesMut};
 
@@ -59,47 +59,63 @@ impl FrameDecoder {
         if end != FRAME_END {
             return Err(WireError::BadFrameEnd(end));
         }
-        let mut whole = buf.split_to(total);
-        whole.advance(7);
-        whole.truncate(size as usize);
-        let payload = whole.freeze();
-        match kind {
-            FRAME_METHOD => decode_method(channel, &payload).map(Some),
-            FRAME_HEADER => {
-                match depth::check_content_header(&payload) {
-                    Err(DepthError::TooDeep) => return Err(WireError::TooDeep(MAX_TABLE_DEPTH)),
-                    Err(DepthError::Malformed) => return Err(WireError::MalformedHeader),
-                    Ok(()) => {}
-                }
-                let (rest, header) =
-                    parse_content_header(&payload[..]).map_err(|_| WireError::MalformedHeader)?;
-                if !rest.is_empty() {
-                    return Err(WireError::MalformedHeader);
-                }
-                Ok(Some(Frame::Header {
-                    channel,
-                    class_id: header.class_id,
-                    body_size: header.body_size,
-                    properties: if payload.len() == 14 && payload[12..14] == [0, 0] {
-                        no_properties()
-                    } else {
-                        std::sync::Arc::new(header.properties)
-                    },
-                    raw_properties: payload.slice(12..),
-                }))
-            }
-            FRAME_BODY => Ok(Some(Frame::Body {
+        if kind == FRAME_BODY {
+            // the one payload kept: a slice of the read buffer, never copied
+            let mut whole = buf.split_to(total);
+            whole.advance(7);
+            whole.truncate(size as usize);
+            return Ok(Some(Frame::Body {
                 channel,
-                data: payload,
-            })),
+                data: whole.freeze(),
+            }));
+        }
+        // method and header payloads are parsed in place and not kept: splitting them
+        // off would write the read buffer's shared refcount, which the threads that
+        // drop message bodies write too
+        let payload = &buf[7..total - 1];
+        let frame = match kind {
+            FRAME_METHOD => decode_method(channel, payload)?,
+            FRAME_HEADER => decode_header(channel, payload)?,
             _ => {
                 if channel != 0 {
                     return Err(WireError::HeartbeatOnChannel(channel));
                 }
-                Ok(Some(Frame::Heartbeat))
+                Frame::Heartbeat
             }
-        }
+        };
+        buf.advance(total);
+        Ok(Some(frame))
     }
+}
+
+/// A content header: depth-checked, then parsed by amq-protocol. Properties and their
+/// raw bytes are owned by the frame (none at all when there are no properties).
+fn decode_header(channel: u16, payload: &[u8]) -> Result<Frame, WireError> {
+    match depth::check_content_header(payload) {
+        Err(DepthError::TooDeep) => return Err(WireError::TooDeep(MAX_TABLE_DEPTH)),
+        Err(DepthError::Malformed) => return Err(WireError::MalformedHeader),
+        Ok(()) => {}
+    }
+    let (rest, header) = parse_content_header(payload).map_err(|_| WireError::MalformedHeader)?;
+    if !rest.is_empty() {
+        return Err(WireError::MalformedHeader);
+    }
+    let empty = payload.len() == 14 && payload[12..14] == [0, 0];
+    Ok(Frame::Header {
+        channel,
+        class_id: header.class_id,
+        body_size: header.body_size,
+        properties: if empty {
+            Properties::none()
+        } else {
+            Properties::new(header.properties)
+        },
+        raw_properties: if empty {
+            bytes::Bytes::from_static(&[0, 0])
+        } else {
+            bytes::Bytes::copy_from_slice(&payload[12..])
+        },
+    })
 }
 
 fn decode_method(channel: u16, payload: &[u8]) -> Result<Frame, WireError> {
@@ -183,14 +199,6 @@ fn decode_publish(p: &[u8]) -> Option<basic::Publish> {
         mandatory: bits & 1 != 0,
         immediate: bits & 2 != 0,
     })
-}
-
-/// Shared by every content header without properties (no allocation per message).
-fn no_properties() -> std::sync::Arc<AMQPProperties> {
-    static EMPTY: std::sync::OnceLock<std::sync::Arc<AMQPProperties>> = std::sync::OnceLock::new();
-    EMPTY
-        .get_or_init(|| std::sync::Arc::new(AMQPProperties::default()))
-        .clone()
 }
 
 /// Whether AMQP 0-9-1 (with RabbitMQ's extensions) defines this class and method.

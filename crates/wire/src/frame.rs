@@ -3,6 +3,48 @@
 
 use amq_protocol::protocol::{basic::AMQPProperties, AMQPClass};
 use bytes::Bytes;
+use std::sync::{Arc, OnceLock};
+
+/// Parsed content properties, shared by every copy of a message. A message without
+/// properties (most of them) holds none: one shared "empty" `Arc` would be a refcount
+/// that every thread handling a message writes, and that cache line would bounce between
+/// cores on every message.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Properties(Option<Arc<AMQPProperties>>);
+
+impl Properties {
+    /// No properties.
+    pub fn none() -> Properties {
+        Properties(None)
+    }
+
+    /// These properties (none if they are all absent).
+    pub fn new(p: AMQPProperties) -> Properties {
+        if p == AMQPProperties::default() {
+            Properties(None)
+        } else {
+            Properties(Some(Arc::new(p)))
+        }
+    }
+}
+
+impl std::ops::Deref for Properties {
+    type Target = AMQPProperties;
+
+    fn deref(&self) -> &AMQPProperties {
+        static EMPTY: OnceLock<AMQPProperties> = OnceLock::new();
+        match &self.0 {
+            Some(p) => p,
+            None => EMPTY.get_or_init(AMQPProperties::default),
+        }
+    }
+}
+
+impl From<AMQPProperties> for Properties {
+    fn from(p: AMQPProperties) -> Properties {
+        Properties::new(p)
+    }
+}
 
 /// Frame type octets (AMQP 0-9-1 section 4.2.3).
 pub const FRAME_METHOD: u8 = 1;
@@ -43,7 +85,7 @@ pub enum Frame {
         /// Size of the body that follows.
         body_size: u64,
         /// Parsed properties (headers, delivery mode, expiration...).
-        properties: std::sync::Arc<AMQPProperties>,
+        properties: Properties,
         /// The encoded property flags and list, re-sent verbatim on delivery.
         raw_properties: Bytes,
     },

@@ -19,4 +19,4 @@ pub use amq_protocol::types;
 pub use assembly::{Assembler, Command, Content};
 pub use decode::FrameDecoder;
 pub use error::WireError;
-pub use frame::Frame;
+pub use frame::{Frame, Properties};

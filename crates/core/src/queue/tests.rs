@@ -12,7 +12,7 @@ fn msg_with(body: &'static str, properties: AMQPProperties) -> Arc<Message> {
     Arc::new(Message {
         exchange: "".into(),
         routing_key: "q".into(),
-        properties: Arc::new(properties),
+        properties: properties.into(),
         raw_properties: Bytes::from_static(&[0, 0]),
         body: Bytes::from_static(body.as_bytes()),
         persist_id: None,

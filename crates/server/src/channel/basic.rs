@@ -370,8 +370,11 @@ impl ChannelActor {
             queues
         };
         let mut msg = Message {
-            exchange: route.exchange,
-            routing_key: route.routing_key,
+            // copies, not clones of the route cache's strings: the thread that drops the
+            // message would otherwise write their refcounts, and the cache lines this
+            // channel reads to match routes would bounce between cores on every message
+            exchange: Arc::from(&*route.exchange),
+            routing_key: Arc::from(&*route.routing_key),
             properties: content.properties,
             raw_properties: content.raw_properties,
             body: content.body,
@@ -492,7 +495,7 @@ impl ChannelActor {
             self.routes.version = version;
         }
         if let Some(r) = &self.routes.last {
-            if &*r.routing_key == routing_key && &*r.exchange == exchange {
+            if same(&r.routing_key, routing_key) && same(&r.exchange, exchange) {
                 return Ok(r.clone());
             }
         }
@@ -674,4 +677,42 @@ fn consumer_priority(args: &broker_wire::types::FieldTable, queue: &str) -> Resu
                 ))
             }),
     }
+}
+
+/// String equality for the short names of the publish path, inline: a libc `memcmp` call
+/// per publish showed as a tenth of the broker's CPU in profiles of small messages.
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i + 8 <= a.len() {
+        let x = u64::from_ne_bytes([
+            a[i],
+            a[i + 1],
+            a[i + 2],
+            a[i + 3],
+            a[i + 4],
+            a[i + 5],
+            a[i + 6],
+            a[i + 7],
+        ]);
+        let y = u64::from_ne_bytes([
+            b[i],
+            b[i + 1],
+            b[i + 2],
+            b[i + 3],
+            b[i + 4],
+            b[i + 5],
+            b[i + 6],
+            b[i + 7],
+        ]);
+        if x != y {
+            return false;
+        }
+        i += 8;
+    }
+    a[i..].iter().zip(&b[i..]).all(|(x, y)| x == y)
 }

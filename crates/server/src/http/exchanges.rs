@@ -289,7 +289,7 @@ async fn publish(
         exchange: name.as_str().into(),
         routing_key: routing_key.into(),
         raw_properties: broker_wire::encode::properties(&props),
-        properties: Arc::new(props),
+        properties: props.into(),
         body: Bytes::from(payload),
         persist_id: None,
         arrival_ms: crate::runtime::now_ms(),

@@ -24,7 +24,7 @@ pub(super) fn with_delivery_count(msg: &Message, returns: u32) -> Message {
         exchange: msg.exchange.clone(),
         routing_key: msg.routing_key.clone(),
         raw_properties: broker_wire::encode::properties(&props),
-        properties: Arc::new(props),
+        properties: props.into(),
         body: msg.body.clone(),
         persist_id: msg.persist_id,
         arrival_ms: msg.arrival_ms,
@@ -94,7 +94,7 @@ impl QueueActor {
                 .first()
                 .map_or_else(|| msg.routing_key.clone(), |k| k.as_str().into()),
             raw_properties: broker_wire::encode::properties(&props),
-            properties: Arc::new(props),
+            properties: props.into(),
             body: msg.body.clone(),
             persist_id: None,
             arrival_ms: now_ms(),

@@ -129,9 +129,10 @@ impl QueueActor {
         if batch.is_empty() {
             return;
         }
-        let bytes: u64 = batch.iter().map(|m| m.body.len() as u64).sum();
-        me.inflight.fetch_sub(batch.len(), Ordering::SeqCst);
-        me.inflight_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        // counted here, once per batch, not by each publish on its own thread
+        me.counters
+            .published
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         if self.deleted {
             return;
         }

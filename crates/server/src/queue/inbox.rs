@@ -3,25 +3,42 @@
 //! it takes them all in one turn (one clock read, one drain, one delivery batch per
 //! channel) instead of one actor turn per message. Connections paused on a hot queue leave
 //! a waiter here and are woken as soon as the actor has taken the inbox in.
+//!
+//! What a publish writes (the message list, the wake flag, the count and bytes that
+//! backpressure reads) shares one cache line, which the lock brings to the publishing
+//! core anyway: every other line a publish wrote would travel between cores once more
+//! per message when publisher and queue run on different workers.
 
 use crate::connection::ResumeRead;
 use actix::Recipient;
 use broker_core::Message;
-use std::sync::atomic::{AtomicBool, Ordering};
+use crossbeam_utils::CachePadded;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Published messages on their way into a queue, and who waits for room.
 #[derive(Default)]
 pub struct Inbox {
-    /// The messages, oldest first.
-    msgs: Mutex<Vec<Arc<Message>>>,
-    /// A [`super::TakeInbox`] is in the actor's mailbox and has not run yet.
-    wake_sent: AtomicBool,
+    /// What every publish writes, on one cache line.
+    hot: CachePadded<Hot>,
     /// Connections (by id) that stopped reading because this queue was over its credit;
     /// each is registered once however often it re-checks.
     waiters: Mutex<Vec<(u64, Recipient<ResumeRead>)>>,
     /// Whether `waiters` is non-empty (read without the lock on every take).
     has_waiters: AtomicBool,
+}
+
+/// The part of the inbox a publish writes.
+#[derive(Default)]
+struct Hot {
+    /// The messages, oldest first.
+    msgs: Mutex<Vec<Arc<Message>>>,
+    /// A [`super::TakeInbox`] is in the actor's mailbox and has not run yet.
+    wake_sent: AtomicBool,
+    /// Messages in `msgs` (readable without the lock; written only under it).
+    len: AtomicUsize,
+    /// Their body bytes.
+    bytes: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -31,15 +48,43 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Inbox {
     /// Adds a message. Returns true if the actor must be woken (no wake-up is pending).
     pub fn push(&self, msg: Arc<Message>) -> bool {
-        lock(&self.msgs).push(msg);
-        !self.wake_sent.swap(true, Ordering::AcqRel)
+        let h = &*self.hot;
+        {
+            let body = msg.body.len() as u64;
+            let mut msgs = lock(&h.msgs);
+            msgs.push(msg);
+            // plain stores: every change happens under the lock
+            h.len.store(msgs.len(), Ordering::SeqCst);
+            h.bytes
+                .store(h.bytes.load(Ordering::Relaxed) + body, Ordering::Relaxed);
+        }
+        !h.wake_sent.swap(true, Ordering::AcqRel)
     }
 
     /// Takes every message (called by the actor). The wake flag is cleared first, so a
     /// push that races with the take either lands in this batch or sends a new wake-up.
     pub fn take(&self) -> Vec<Arc<Message>> {
-        self.wake_sent.store(false, Ordering::Release);
-        std::mem::take(&mut *lock(&self.msgs))
+        let h = &*self.hot;
+        h.wake_sent.store(false, Ordering::Release);
+        let mut msgs = lock(&h.msgs);
+        h.len.store(0, Ordering::SeqCst);
+        h.bytes.store(0, Ordering::Relaxed);
+        std::mem::take(&mut *msgs)
+    }
+
+    /// Messages waiting (backpressure and reject-publish read it on every publish).
+    pub fn len(&self) -> usize {
+        self.hot.len.load(Ordering::SeqCst)
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Body bytes waiting.
+    pub fn bytes(&self) -> u64 {
+        self.hot.bytes.load(Ordering::Relaxed)
     }
 
     /// Registers a paused connection, to be woken by the next [`Inbox::wake_waiters`].

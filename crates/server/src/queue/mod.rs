@@ -12,6 +12,7 @@ mod stored;
 #[cfg(test)]
 mod tests;
 
+use crossbeam_utils::CachePadded;
 pub use handlers::*;
 pub use inbox::Inbox;
 pub use stored::{load_stored, Recovered};
@@ -75,10 +76,9 @@ pub struct QueueEntry {
     pub args: QueueArgs,
     /// The actor.
     pub addr: Addr<QueueActor>,
-    /// Publishes waiting for the actor to take them in.
+    /// Publishes waiting for the actor to take them in (it counts them, for
+    /// backpressure).
     pub inbox: Inbox,
-    /// Publishes in the inbox (backpressure).
-    pub inflight: AtomicUsize,
     /// The queue has a backlog over [`PACE_BACKLOG`] that consumers are taking from (at
     /// least [`PACE_MIN_FRESH`] first deliveries per window): its publishers read on when
     /// the backlog is back under it, or at the connection's pace floor (2 ms), so a
@@ -92,12 +92,10 @@ pub struct QueueEntry {
     pub store_id: Option<u64>,
     /// Its vhost's name.
     pub vhost_name: Arc<str>,
-    /// Ready messages, as the actor last reported (for reject-publish at the channel).
-    pub ready_len: AtomicUsize,
-    /// Ready body bytes, as the actor last reported.
-    pub ready_bytes: AtomicU64,
-    /// Body bytes of the publishes in `inflight`.
-    pub inflight_bytes: AtomicU64,
+    /// Ready messages and body bytes, as the actor last reported (for reject-publish at
+    /// the channel). On a line of their own: the actor writes them on every turn, and
+    /// publishers read the flags above on every publish.
+    pub ready: CachePadded<(AtomicUsize, AtomicU64)>,
     /// Counters for metrics and the management API.
     pub counters: QueueCounters,
 }
@@ -184,10 +182,6 @@ impl QueueEntry {
         if self.deleted.load(Ordering::Acquire) {
             return;
         }
-        self.counters.published.fetch_add(1, Ordering::Relaxed);
-        self.inflight.fetch_add(1, Ordering::SeqCst);
-        self.inflight_bytes
-            .fetch_add(msg.body.len() as u64, Ordering::Relaxed);
         if self.inbox.push(msg) {
             self.addr.do_send(TakeInbox);
         }
@@ -207,13 +201,13 @@ impl QueueEntry {
 
     /// Whether publishers to this queue should pause.
     pub fn is_hot(&self) -> bool {
-        self.inflight.load(Ordering::Relaxed) > QUEUE_CREDIT || self.paced.load(Ordering::Relaxed)
+        self.inbox.len() > QUEUE_CREDIT || self.paced.load(Ordering::Relaxed)
     }
 
     /// Whether the inbox is still over credit for a paused publisher (credit comes back
     /// below half).
     pub fn over_credit(&self) -> bool {
-        self.inflight.load(Ordering::SeqCst) > QUEUE_CREDIT / 2
+        self.inbox.len() > QUEUE_CREDIT / 2
     }
 
     /// Whether a paused publisher must stay paused: over credit, or paced.
@@ -228,9 +222,8 @@ impl QueueEntry {
         if self.args.overflow == Overflow::DropHead || !self.args.has_length_limit() {
             return false;
         }
-        let len = self.ready_len.load(Ordering::Relaxed) + self.inflight.load(Ordering::Relaxed);
-        let bytes = (self.ready_bytes.load(Ordering::Relaxed)
-            + self.inflight_bytes.load(Ordering::Relaxed)) as usize;
+        let len = self.ready.0.load(Ordering::Relaxed) + self.inbox.len();
+        let bytes = (self.ready.1.load(Ordering::Relaxed) + self.inbox.bytes()) as usize;
         broker_core::queue::full(&self.args, len, bytes, body_len)
     }
 }
@@ -365,10 +358,18 @@ impl QueueActor {
         self.schedule_expiry(ctx);
         self.schedule_timeout_check(ctx);
         if let Some(me) = self.me.upgrade() {
-            me.ready_len
-                .store(self.state.ready_count(), Ordering::Relaxed);
-            me.ready_bytes
-                .store(self.state.ready_body_bytes() as u64, Ordering::Relaxed);
+            // only when changed: a store, even of the same value, takes the line away
+            // from the publishers that read it
+            let (len, bytes) = (
+                self.state.ready_count(),
+                self.state.ready_body_bytes() as u64,
+            );
+            if me.ready.0.load(Ordering::Relaxed) != len {
+                me.ready.0.store(len, Ordering::Relaxed);
+            }
+            if me.ready.1.load(Ordering::Relaxed) != bytes {
+                me.ready.1.store(bytes, Ordering::Relaxed);
+            }
             self.pace(&me, ctx);
         }
         self.flush_deliveries();
@@ -387,7 +388,7 @@ impl QueueActor {
         let taking = self.last_window_fresh.max(self.window_fresh) >= PACE_MIN_FRESH;
         let paced = !self.deleted && taking && self.state.ready_count() > PACE_BACKLOG;
         me.paced.store(paced, Ordering::SeqCst);
-        if !paced && me.inflight.load(Ordering::SeqCst) <= QUEUE_CREDIT / 2 {
+        if !paced && me.inbox.len() <= QUEUE_CREDIT / 2 {
             me.inbox.wake_waiters();
         }
         // consumers that stop taking must not leave publishers paced
@@ -716,9 +717,10 @@ impl Supervised for QueueActor {
                 let waiting = me.inbox.take();
                 let (stored, transient): (Vec<_>, Vec<_>) =
                     waiting.into_iter().partition(|m| m.persist_id.is_some());
-                let bytes: u64 = stored.iter().map(|m| m.body.len() as u64).sum();
-                me.inflight.fetch_sub(stored.len(), Ordering::SeqCst);
-                me.inflight_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                // they were never counted as taken in
+                me.counters
+                    .published
+                    .fetch_add(stored.len() as u64, Ordering::Relaxed);
                 for m in transient {
                     if me.inbox.push(m) {
                         ctx.notify(TakeInbox);
