@@ -1091,6 +1091,32 @@ def test_users_vhosts_permissions_and_limits_survive_restart(own_broker_factory,
 
 
 @pytest.mark.ours_only
+def test_persistent_messages_of_every_vhost_survive_restarts(own_broker_factory, amqp):
+    # recovery runs vhost by vhost; one vhost's recovery must not take another's stored
+    # messages for those of deleted queues
+    b = own_broker_factory()
+    a = Api(b.http_url)
+    v = uniq("v")
+    a.ok("PUT", f"/api/vhosts/{q(v)}", {})
+    a.ok("PUT", f"/api/permissions/{q(v)}/guest", ALL)
+    persistent = pika.BasicProperties(delivery_mode=2)
+    for vhost in ("/", v):
+        ch = amqp(vhost, port=b.port).channel()
+        ch.confirm_delivery()
+        ch.queue_declare("kept", durable=True)
+        for i in range(3):
+            ch.basic_publish("", "kept", f"{vhost}-{i}".encode(), persistent)
+    for _ in range(2):
+        b.restart()
+        for vhost in ("/", v):
+            ch = amqp(vhost, port=b.port).channel()
+            assert ch.queue_declare("kept", durable=True, passive=True).method.message_count == 3, vhost
+    ch = amqp(v, port=b.port).channel()
+    got = [ch.basic_get("kept", auto_ack=True)[2] for _ in range(3)]
+    assert got == [f"{v}-{i}".encode() for i in range(3)]
+
+
+@pytest.mark.ours_only
 def test_guest_logs_in_from_loopback(amqp):
     c = amqp()
     assert c.is_open

@@ -161,6 +161,18 @@ pub trait MessageStore: Send + Sync {
     fn commit(&self) -> Result<(), StoreError> {
         self.flush()
     }
+    /// How far inserts have gone (a counter). A publisher asks for a commit with the
+    /// marks before and after its inserts: see [`check_lost`].
+    ///
+    /// [`check_lost`]: MessageStore::check_lost
+    fn mark(&self) -> u64 {
+        0
+    }
+    /// An error if a write or fsync failed for an insert made between marks `since` and
+    /// `upto`: a commit that succeeds later must not confirm those.
+    fn check_lost(&self, _since: u64, _upto: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Whether anything was written since the last flush (the flusher flushes such
     /// writes in the background even when no publisher waits for them).
     fn needs_flush(&self) -> bool {

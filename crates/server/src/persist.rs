@@ -203,9 +203,7 @@ impl VHost {
                 r.exchanges += 1;
             }
         }
-        let mut live_ids = HashSet::new();
         for q in defs.queues.iter().filter(|q| q.vhost == self.name) {
-            live_ids.insert(q.id);
             let entry = self
                 .create_queue(
                     &q.name,
@@ -245,7 +243,10 @@ impl VHost {
             let _ = x.addr.send(exchange::Bind(binding)).await;
             r.bindings += 1;
         }
-        // messages of queues whose deletion was interrupted by a crash
+        // messages of queues whose deletion was interrupted by a crash: queues of no
+        // vhost (the store holds every vhost's messages; this vhost's recovery must not
+        // take another's for orphans)
+        let live_ids: HashSet<u64> = defs.queues.iter().map(|q| q.id).collect();
         if let Ok(ids) = s.messages.queue_ids() {
             for id in ids.into_iter().filter(|id| !live_ids.contains(id)) {
                 match s.messages.remove_queue(id) {

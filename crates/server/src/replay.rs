@@ -171,6 +171,20 @@ mod tests {
         s.for_each_in_queue(2, 0, &mut |m| metas.push(m.meta))
             .unwrap();
         assert_eq!(metas, vec![meta, meta]);
+        // an index entry whose place holds another message's record is an error
+        let value = s
+            .index()
+            .get(broker_core::store::message_key(2, 13))
+            .unwrap()
+            .unwrap();
+        s.index()
+            .insert(broker_core::store::message_key(2, 99), value)
+            .unwrap();
+        let err = s.get(2, 99).unwrap_err();
+        assert!(err.0.contains("belongs to another message"), "{err}");
+        s.index()
+            .remove(broker_core::store::message_key(2, 99))
+            .unwrap();
         // a second start replays nothing more
         drop(s);
         let s = SledStore::open(&dir).unwrap();

@@ -54,9 +54,17 @@ struct Writer {
     written: u64,
     /// Earlier segments whose tails have not been fsynced yet.
     unsynced: Vec<Arc<File>>,
-    /// A write failed: the segment is abandoned at the next append, and the next sync
-    /// reports the failure (so the publishes it covers are nacked).
-    failed: Option<String>,
+    /// A write or fsync failed: the segment is abandoned at the next append (its
+    /// offsets are never reused).
+    abandoned: bool,
+    /// Records appended so far: record `n` is the n-th (the marks commits are asked for).
+    appended: u64,
+    /// Every record up to this number that is not in `lost` is on disk.
+    synced: u64,
+    /// Ranges `(a, b]` of record numbers that a failed write or fsync may have lost: a
+    /// commit covering any of them fails, however late it is asked for (a failure is
+    /// reported by the OS once, and a later fsync of the same file succeeds).
+    lost: Vec<(u64, u64)>,
 }
 
 impl Writer {
@@ -73,9 +81,28 @@ impl Writer {
             Err(e) => {
                 let msg = format!("cannot write segment {}: {e}", self.id);
                 self.buf.clear();
-                self.failed = Some(msg.clone());
+                self.lose();
                 Err(StoreError(msg))
             }
+        }
+    }
+
+    /// Everything appended since the last good sync may be lost; the segment is
+    /// abandoned.
+    fn lose(&mut self) {
+        self.lose_upto(self.appended);
+    }
+
+    fn lose_upto(&mut self, upto: u64) {
+        self.abandoned = true;
+        if upto > self.synced {
+            self.lost.push((self.synced, upto));
+        }
+        // failures are rare; a long history is merged (more is refused, never less)
+        if self.lost.len() > 64 {
+            let (a, _) = self.lost[0];
+            let (_, b) = self.lost[1];
+            self.lost.splice(0..2, [(a, b)]);
         }
     }
 
@@ -161,7 +188,10 @@ impl Segments {
                 buf: Vec::with_capacity(WRITE_CHUNK + (64 << 10)),
                 written: 0,
                 unsynced: Vec::new(),
-                failed: None,
+                abandoned: false,
+                appended: 0,
+                synced: 0,
+                lost: Vec::new(),
             }),
             current: AtomicU64::new(id),
             readers: Mutex::new(HashMap::new()),
@@ -178,9 +208,10 @@ impl Segments {
             .map_err(|_| StoreError("record larger than 4 GiB".into()))?;
         let mut w = lock(&self.writer);
         let total = HEADER + u64::from(len);
-        if w.failed.is_some() || (w.len() > 0 && w.len() + total > SEGMENT_MAX) {
+        if w.abandoned || (w.len() > 0 && w.len() + total > SEGMENT_MAX) {
             self.rotate(&mut w)?;
         }
+        w.appended += 1;
         let offset = w.len();
         w.buf.extend_from_slice(&len.to_be_bytes());
         let mut crc = crc32fast::Hasher::new();
@@ -200,6 +231,24 @@ impl Segments {
         })
     }
 
+    /// How many records have been appended: a commit asked for after this call covers
+    /// every record up to this number.
+    pub fn mark(&self) -> u64 {
+        lock(&self.writer).appended
+    }
+
+    /// An error if a record numbered in `(since, upto]` may have been lost to a failed
+    /// write or fsync.
+    pub fn check_lost(&self, since: u64, upto: u64) -> Result<(), StoreError> {
+        let w = lock(&self.writer);
+        if w.lost.iter().any(|&(a, b)| since.max(a) < upto.min(b)) {
+            return Err(StoreError(
+                "a segment write or fsync failed for these messages".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Where the next record will go: every record appended so far lies before it.
     pub fn position(&self) -> (u64, u64) {
         let w = lock(&self.writer);
@@ -208,10 +257,11 @@ impl Segments {
 
     /// Starts the next segment.
     fn rotate(&self, w: &mut Writer) -> Result<(), StoreError> {
-        if w.failed.is_none() {
+        if !w.abandoned {
             w.write_out()?;
             lock(&self.lengths).insert(w.id, w.written);
         }
+        w.abandoned = false;
         let next = w.id + 1;
         let file = Arc::new(create_segment(&self.dir, next)?);
         let old = std::mem::replace(&mut w.file, file);
@@ -228,24 +278,27 @@ impl Segments {
     }
 
     /// Makes every record appended so far durable: writes out the buffer and fsyncs the
-    /// segments written since the last sync. A write failure since then is reported here.
+    /// segments written since the last sync. A failure here or earlier is reported for
+    /// the records it may have lost by [`Segments::check_lost`].
     pub fn sync(&self) -> Result<(), StoreError> {
-        let (files, failed) = {
+        let (files, target) = {
             let mut w = lock(&self.writer);
-            let res = w.write_out();
-            let failed = w.failed.take();
-            res?;
+            w.write_out()?;
             let mut files = std::mem::take(&mut w.unsynced);
             files.push(w.file.clone());
-            (files, failed)
+            (files, w.appended)
         };
-        if let Some(e) = failed {
-            return Err(StoreError(e));
-        }
         for f in files {
-            f.sync_data()
-                .map_err(|e| StoreError(format!("cannot fsync a segment: {e}")))?;
+            if let Err(e) = f.sync_data() {
+                // what these files held is not known to be on disk, and a retried fsync
+                // would not say so: the records are lost for confirms, and the segment
+                // is left for a new one
+                lock(&self.writer).lose_upto(target);
+                return Err(StoreError(format!("cannot fsync a segment: {e}")));
+            }
         }
+        let mut w = lock(&self.writer);
+        w.synced = w.synced.max(target);
         Ok(())
     }
 
@@ -272,6 +325,14 @@ impl Segments {
         })?;
         let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
         let crc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        if len == 0 && crc == 0 {
+            // the unwritten (zeroed) part of a segment: an index entry reached the disk
+            // before its record, which was never confirmed
+            return Err(StoreError(format!(
+                "segment {}: record at {} was never written (incomplete write)",
+                at.segment, at.offset
+            )));
+        }
         if len != at.len || crc32fast::hash(&buf[HEADER as usize..]) != crc {
             return Err(StoreError(format!(
                 "segment {}: record at {} is damaged (checksum mismatch)",
@@ -416,7 +477,15 @@ pub fn scan(
             let start = at + HEADER as usize;
             let end = start + len as usize;
             // no record is empty: a zero length is the unwritten tail
-            if len == 0 || end > bytes.len() || crc32fast::hash(&bytes[start..end]) != crc {
+            if len == 0 {
+                break;
+            }
+            if end > bytes.len() || crc32fast::hash(&bytes[start..end]) != crc {
+                tracing::warn!(
+                    segment = id,
+                    offset = at,
+                    "log replay stops in this segment at a torn or damaged record"
+                );
                 break;
             }
             f(
@@ -539,5 +608,35 @@ mod tests {
         bytes[(b.offset + HEADER) as usize] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(walk((a.segment, 0)), vec![(a, b"pone".to_vec())]);
+    }
+
+    #[test]
+    fn a_failed_write_fails_every_commit_of_what_it_lost_and_abandons_the_segment() {
+        let d = tmp("fail");
+        let s = Segments::open(&d, HashMap::new()).unwrap();
+        let m0 = s.mark();
+        let a = s.append(b"", b"a", 1).unwrap();
+        s.append(b"", b"b", 1).unwrap();
+        let m1 = s.mark();
+        s.sync().unwrap();
+        assert!(s.check_lost(m0, m1).is_ok());
+        // c waits in the buffer; then the disk refuses writes (a read-only handle)
+        s.append(b"", b"c", 1).unwrap();
+        let m2 = s.mark();
+        {
+            let mut w = lock(&s.writer);
+            w.file = Arc::new(File::open(segment_path(&d, a.segment)).unwrap());
+        }
+        assert!(s.sync().is_err());
+        // d starts a new segment (the failed one's offsets are never reused), and the
+        // sync that covers it succeeds; a commit asked for c only now still fails
+        let dd = s.append(b"", b"d", 1).unwrap();
+        assert_ne!(dd.segment, a.segment);
+        s.sync().unwrap();
+        assert!(s.check_lost(m1, m2).is_err(), "c was lost");
+        assert!(s.check_lost(m0, m1).is_ok(), "a and b were on disk before");
+        assert!(s.check_lost(m2, s.mark()).is_ok(), "d is on disk");
+        assert_eq!(s.read(&dd).unwrap(), b"d");
+        assert_eq!(s.read(&a).unwrap(), b"a");
     }
 }

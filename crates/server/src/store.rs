@@ -140,10 +140,18 @@ impl SledStore {
         self.dirty.store(true, Ordering::Relaxed);
     }
 
-    /// Reads a message record back from its segment, without its envelope.
-    fn read(&self, p: &Pointer) -> Result<Vec<u8>, StoreError> {
+    /// Reads the record of message `seq` of `queue` back from its segment, without its
+    /// envelope, which must name that message (a record found at an index entry's place
+    /// that belongs to another message is an error, not a delivery of the wrong one).
+    fn read(&self, p: &Pointer, queue: u64, seq: u64) -> Result<Vec<u8>, StoreError> {
         let mut payload = self.segments.read(&p.at)?;
         let skip = match Envelope::split(&payload) {
+            Ok((Some(env), _)) if env.seq != seq || !env.queues.contains(&queue) => {
+                return Err(StoreError(format!(
+                    "segment {}: the record at {} belongs to another message",
+                    p.at.segment, p.at.offset
+                )))
+            }
             Ok((_, record)) => payload.len() - record.len(),
             Err(()) => {
                 return Err(StoreError(format!(
@@ -156,10 +164,10 @@ impl SledStore {
         Ok(payload)
     }
 
-    /// Reads back the record an index value stands for.
-    fn record(&self, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+    /// Reads back the record an index value of message `seq` of `queue` stands for.
+    fn record(&self, value: &[u8], queue: u64, seq: u64) -> Result<Vec<u8>, StoreError> {
         match Pointer::decode(value) {
-            Some(p) => self.read(&p),
+            Some(p) => self.read(&p, queue, seq),
             // a record stored inline (older stores)
             None if value.first() == Some(&1) => Ok(value.to_vec()),
             None => Err(StoreError("unknown message index entry".into())),
@@ -279,7 +287,7 @@ impl MessageStore for SledStore {
             s.copy_from_slice(&k[8..16]);
             let seq = u64::from_be_bytes(s);
             let (meta, record) = match Pointer::decode(&v) {
-                Some(p) if seen < load => (p.meta, Some(self.read(&p))),
+                Some(p) if seen < load => (p.meta, Some(self.read(&p, queue, seq))),
                 // past the window only check that the record is there at all
                 Some(p) => (p.meta, self.segments.check(&p.at).err().map(Err)),
                 None => (
@@ -287,7 +295,7 @@ impl MessageStore for SledStore {
                         size: v.len() as u32,
                         ..Meta::default()
                     },
-                    Some(self.record(&v)),
+                    Some(self.record(&v, queue, seq)),
                 ),
             };
             seen += 1;
@@ -303,7 +311,7 @@ impl MessageStore for SledStore {
 
     fn get(&self, queue: u64, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
         match self.messages.get(message_key(queue, seq)).map_err(err)? {
-            Some(v) => self.record(&v).map(Some),
+            Some(v) => self.record(&v, queue, seq).map(Some),
             None => Ok(None),
         }
     }
@@ -326,6 +334,14 @@ impl MessageStore for SledStore {
             next = id.checked_add(1);
         }
         Ok(ids)
+    }
+
+    fn mark(&self) -> u64 {
+        self.segments.mark()
+    }
+
+    fn check_lost(&self, since: u64, upto: u64) -> Result<(), StoreError> {
+        self.segments.check_lost(since, upto)
     }
 
     fn commit(&self) -> Result<(), StoreError> {
@@ -414,6 +430,10 @@ pub static FLUSH_LATENCY: Histogram = Histogram::new();
 
 /// A request for an fsync; the reply says whether it succeeded.
 pub struct FlushRequest {
+    /// The store's mark before the requester's inserts ([`MessageStore::mark`]).
+    pub since: u64,
+    /// Its mark after them.
+    pub upto: u64,
     /// Called with the outcome, on the flusher thread.
     pub done: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
 }
@@ -450,7 +470,9 @@ impl Flusher {
                                 );
                             }
                             for r in batch {
-                                (r.done)(res.clone());
+                                let res =
+                                    res.clone().and_then(|()| store.check_lost(r.since, r.upto));
+                                (r.done)(res);
                             }
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -472,10 +494,19 @@ impl Flusher {
         Flusher { tx }
     }
 
-    /// Asks for a flush; `done` runs once one that covers everything written before this
-    /// call has finished.
-    pub fn request(&self, done: impl FnOnce(Result<(), StoreError>) + Send + 'static) {
+    /// Asks for a commit covering the requester's inserts, made between the store marks
+    /// `since` and `upto`; `done` runs once one that covers everything written before
+    /// this call has finished, with an error if it failed or a failed write or fsync may
+    /// have lost any of those inserts.
+    pub fn request(
+        &self,
+        since: u64,
+        upto: u64,
+        done: impl FnOnce(Result<(), StoreError>) + Send + 'static,
+    ) {
         if let Err(mpsc::SendError(r)) = self.tx.send(FlushRequest {
+            since,
+            upto,
             done: Box::new(done),
         }) {
             (r.done)(Err(StoreError("flusher stopped".into())));

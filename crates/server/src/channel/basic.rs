@@ -475,9 +475,11 @@ impl ChannelActor {
             return;
         }
         let me = ctx.address();
-        store
-            .flusher
-            .request(move |res| me.do_send(StoreFlushed(res.is_ok())));
+        let upto = store.messages.mark();
+        let since = std::mem::replace(&mut self.commit_mark, upto);
+        store.flusher.request(since, upto, move |res| {
+            me.do_send(StoreFlushed(res.is_ok()))
+        });
     }
 
     /// The queues a message goes to, from the route cache or the exchanges' snapshots.
@@ -607,7 +609,9 @@ impl ChannelActor {
                     // commit-ok only once the transaction's persistent messages are on disk
                     (true, Some(store)) => {
                         let (tx_done, rx_done) = tokio::sync::oneshot::channel();
-                        store.flusher.request(move |res| {
+                        let upto = store.messages.mark();
+                        let since = std::mem::replace(&mut self.commit_mark, upto);
+                        store.flusher.request(since, upto, move |res| {
                             let _ = tx_done.send(res);
                         });
                         self.wait_then(

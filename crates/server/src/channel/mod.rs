@@ -116,6 +116,9 @@ pub struct ChannelActor {
     pub(crate) runtime: Option<Arc<crate::runtime::Runtime>>,
     /// Confirms waiting for an fsync.
     pub(crate) group: GroupCommit,
+    /// The store's mark when this channel last asked for a commit: its inserts since
+    /// lie after it (a failed write in between nacks them).
+    pub(crate) commit_mark: u64,
 }
 
 impl ChannelActor {
@@ -156,6 +159,7 @@ impl ChannelActor {
             perm_cache: (0, HashMap::new()),
             touched: HashMap::new(),
             last_queue: None,
+            commit_mark: store.as_ref().map_or(0, |s| s.messages.mark()),
             store,
             group: GroupCommit::default(),
         }
