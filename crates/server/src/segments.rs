@@ -57,7 +57,8 @@ struct Writer {
     /// A write or fsync failed: the segment is abandoned at the next append (its
     /// offsets are never reused).
     abandoned: bool,
-    /// Records appended so far: record `n` is the n-th (the marks commits are asked for).
+    /// Records appended so far: record `n` is the n-th (the marks commits are asked for;
+    /// mirrored in [`Segments::appended`]).
     appended: u64,
     /// Every record up to this number that is not in `lost` is on disk.
     synced: u64,
@@ -100,9 +101,9 @@ impl Writer {
         }
         // failures are rare; a long history is merged (more is refused, never less)
         if self.lost.len() > 64 {
-            let (a, _) = self.lost[0];
-            let (_, b) = self.lost[1];
-            self.lost.splice(0..2, [(a, b)]);
+            let (a0, b0) = self.lost[0];
+            let (a1, b1) = self.lost[1];
+            self.lost.splice(0..2, [(a0.min(a1), b0.max(b1))]);
         }
     }
 
@@ -115,6 +116,8 @@ impl Writer {
 pub struct Segments {
     dir: PathBuf,
     writer: Mutex<Writer>,
+    /// `Writer::appended`, readable without the lock (a thread reads its own appends).
+    appended: AtomicU64,
     /// The segment being appended to (readable without the writer lock).
     current: AtomicU64,
     /// Open read handles.
@@ -194,6 +197,7 @@ impl Segments {
                 lost: Vec::new(),
             }),
             current: AtomicU64::new(id),
+            appended: AtomicU64::new(0),
             readers: Mutex::new(HashMap::new()),
             refs: Mutex::new(refs),
             doomed: Mutex::new(BTreeSet::new()),
@@ -212,6 +216,7 @@ impl Segments {
             self.rotate(&mut w)?;
         }
         w.appended += 1;
+        self.appended.store(w.appended, Ordering::SeqCst);
         let offset = w.len();
         w.buf.extend_from_slice(&len.to_be_bytes());
         let mut crc = crc32fast::Hasher::new();
@@ -234,7 +239,7 @@ impl Segments {
     /// How many records have been appended: a commit asked for after this call covers
     /// every record up to this number.
     pub fn mark(&self) -> u64 {
-        lock(&self.writer).appended
+        self.appended.load(Ordering::SeqCst)
     }
 
     /// An error if a record numbered in `(since, upto]` may have been lost to a failed
@@ -261,9 +266,10 @@ impl Segments {
             w.write_out()?;
             lock(&self.lengths).insert(w.id, w.written);
         }
-        w.abandoned = false;
         let next = w.id + 1;
+        // on failure the segment stays abandoned: its offsets are never reused
         let file = Arc::new(create_segment(&self.dir, next)?);
+        w.abandoned = false;
         let old = std::mem::replace(&mut w.file, file);
         w.unsynced.push(old);
         let old_id = w.id;
@@ -293,7 +299,10 @@ impl Segments {
                 // what these files held is not known to be on disk, and a retried fsync
                 // would not say so: the records are lost for confirms, and the segment
                 // is left for a new one
-                lock(&self.writer).lose_upto(target);
+                // records appended during the fsync may have been handed to the OS and
+                // failed inside it too, or sit in a buffer the abandoned segment drops:
+                // everything appended so far is lost for confirms
+                lock(&self.writer).lose();
                 return Err(StoreError(format!("cannot fsync a segment: {e}")));
             }
         }
@@ -638,5 +647,28 @@ mod tests {
         assert!(s.check_lost(m2, s.mark()).is_ok(), "d is on disk");
         assert_eq!(s.read(&dd).unwrap(), b"d");
         assert_eq!(s.read(&a).unwrap(), b"a");
+    }
+
+    #[test]
+    fn merging_lost_ranges_only_widens_them() {
+        let d = tmp("merge");
+        let s = Segments::open(&d, HashMap::new()).unwrap();
+        {
+            let mut w = lock(&s.writer);
+            // a write failure on one thread, then an fsync failure with an older target
+            w.appended = 10;
+            w.lose_upto(10);
+            w.lose_upto(5);
+            for i in 0..63 {
+                w.synced = 100 + 2 * i;
+                w.lose_upto(101 + 2 * i);
+            }
+            assert_eq!(w.lost.len(), 64);
+        }
+        assert!(
+            s.check_lost(7, 9).is_err(),
+            "(5, 10] is still lost after the merge"
+        );
+        assert!(s.check_lost(10, 100).is_ok());
     }
 }

@@ -383,10 +383,18 @@ impl ChannelActor {
         };
         // persistent messages routed to durable queues are written before they are
         // enqueued; their confirm waits for the fsync that covers the write
+        if self.confirms.is_some() && self.group.is_idle() {
+            // the next commit request covers the inserts from here on (a mark taken
+            // earlier would make a store failure long ago nack them)
+            if let Some(store) = self.store.as_ref() {
+                self.commit_mark = store.messages.mark();
+            }
+        }
         let stored = match self.persist(&mut msg, &queues) {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::error!("cannot store persistent message: {e}");
+                self.store_failed = true;
                 if let (Some(seq), Some(c)) = (seq, self.confirms.as_mut()) {
                     c.settle(seq, false);
                     self.schedule_confirms(ctx);
@@ -601,8 +609,14 @@ impl ChannelActor {
                     .publishes
                     .iter()
                     .any(|(_, c)| matches!(c.properties.delivery_mode(), Some(2)));
+                let since = self.store.as_ref().map_or(0, |s| s.messages.mark());
+                self.store_failed = false;
                 for (p, c) in buf.publishes {
                     self.publish_now(p, c, ctx)?;
+                }
+                if std::mem::take(&mut self.store_failed) {
+                    // a persistent message of the transaction could not be stored
+                    return Err(AmqpError::internal("store write failed"));
                 }
                 self.apply_settles(buf.settles.into_iter().map(|(_, p, k)| (p, k)).collect());
                 match (persistent, self.store.as_ref()) {
@@ -610,7 +624,6 @@ impl ChannelActor {
                     (true, Some(store)) => {
                         let (tx_done, rx_done) = tokio::sync::oneshot::channel();
                         let upto = store.messages.mark();
-                        let since = std::mem::replace(&mut self.commit_mark, upto);
                         store.flusher.request(since, upto, move |res| {
                             let _ = tx_done.send(res);
                         });

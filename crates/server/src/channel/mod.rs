@@ -116,9 +116,12 @@ pub struct ChannelActor {
     pub(crate) runtime: Option<Arc<crate::runtime::Runtime>>,
     /// Confirms waiting for an fsync.
     pub(crate) group: GroupCommit,
-    /// The store's mark when this channel last asked for a commit: its inserts since
-    /// lie after it (a failed write in between nacks them).
+    /// The store's mark before the inserts the next commit request covers (a failed
+    /// write or fsync after it nacks them): taken when a request is sent, or before the
+    /// first insert when nothing waits for a commit.
     pub(crate) commit_mark: u64,
+    /// A persistent message could not be stored (a transaction's commit then fails).
+    pub(crate) store_failed: bool,
 }
 
 impl ChannelActor {
@@ -160,6 +163,7 @@ impl ChannelActor {
             touched: HashMap::new(),
             last_queue: None,
             commit_mark: store.as_ref().map_or(0, |s| s.messages.mark()),
+            store_failed: false,
             store,
             group: GroupCommit::default(),
         }
