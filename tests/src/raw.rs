@@ -134,6 +134,27 @@ impl Raw {
         }
     }
 
+    /// basic.publish of `body` (one body frame, no properties) on channel `ch`.
+    pub async fn publish(&mut self, ch: u16, exchange: &str, routing_key: &str, body: &[u8]) {
+        use broker_wire::protocol::basic;
+        self.method(
+            ch,
+            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: exchange.into(),
+                routing_key: routing_key.into(),
+                mandatory: false,
+                immediate: false,
+            })),
+        )
+        .await;
+        // header: class 60, weight 0, body size, no properties
+        let mut header = vec![0, 60, 0, 0];
+        header.extend_from_slice(&(body.len() as u64).to_be_bytes());
+        header.extend_from_slice(&[0, 0]);
+        self.send(&frame_bytes(2, ch, &header)).await;
+        self.send(&frame_bytes(3, ch, body)).await;
+    }
+
     /// Reads frames until a method arrives.
     pub async fn expect_method(&mut self) -> AMQPClass {
         loop {

@@ -391,27 +391,11 @@ async fn tx_and_confirm_mode_errors_are_406() {
 /// overtakes its next call, which a fast broker makes likely.
 #[tokio::test]
 async fn publish_to_missing_exchange_is_404() {
-    use broker_wire::protocol::{basic, AMQPClass};
     let b = Broker::start();
     let mut r = broker_tests::raw::Raw::open(b.port).await;
     r.expect_method().await; // open-ok
     r.open_channel(1).await;
-    r.method(
-        1,
-        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-            exchange: "nope".into(),
-            routing_key: "k".into(),
-            mandatory: false,
-            immediate: false,
-        })),
-    )
-    .await;
-    // header (class 60, weight 0, body size 1, no properties) and body
-    let mut header = vec![0, 60, 0, 0];
-    header.extend_from_slice(&1u64.to_be_bytes());
-    header.extend_from_slice(&[0, 0]);
-    r.send(&broker_tests::raw::frame_bytes(2, 1, &header)).await;
-    r.send(&broker_tests::raw::frame_bytes(3, 1, b"x")).await;
+    r.publish(1, "nope", "k", b"x").await;
     let closed = r.expect_close().await.expect("channel.close");
     assert_eq!((closed.channel, closed.code), (1, 404));
     assert_eq!(closed.text, "NOT_FOUND - no exchange 'nope' in vhost '/'");

@@ -1,28 +1,21 @@
-//! basic.*, confirm.* and tx.* methods: publish and routing, consume and cancel, get,
-//! ack/nack/reject/recover, publisher confirms and transactions.
+//! basic.* methods: publish, consume and cancel, get, ack/nack/reject/recover (routing
+//! is in `route.rs`; confirm.* and tx.* in `tx.rs`).
 
-use super::{
-    ChannelActor, ConsumerRec, FlushConfirms, Pending, SettleKind, StoreFlushed, TxBuffer,
-};
+use super::{ChannelActor, ConsumerRec, FlushConfirms, Pending, SettleKind, StoreFlushed};
 use crate::flow::ConsumerGate;
 use crate::queue::{self, ConsumerHandle, QueueEntry};
 use actix::prelude::*;
-use broker_core::channel::Confirms;
 use broker_core::queue::Consumer;
 use broker_core::store::StoreError;
 use broker_core::{AmqpError, Message};
 use broker_wire::assembly::Content;
 use broker_wire::protocol::basic::AMQPProperties;
-use broker_wire::protocol::{basic as b, confirm, tx, AMQPClass};
-use broker_wire::types::FieldTable;
+use broker_wire::protocol::{basic as b, AMQPClass};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// Route cache entries per channel before it is cleared.
-const ROUTE_CACHE_MAX: usize = 4096;
 
 fn mailbox(_: MailboxError) -> AmqpError {
     AmqpError::internal("queue unavailable")
@@ -257,7 +250,7 @@ impl ChannelActor {
         Ok(())
     }
 
-    fn apply_settles(&mut self, settles: Vec<(Pending, SettleKind)>) {
+    pub(super) fn apply_settles(&mut self, settles: Vec<(Pending, SettleKind)>) {
         self.count_unacked();
         let mut by_queue: HashMap<usize, (Arc<QueueEntry>, Vec<u64>, Vec<u64>, Vec<u64>)> =
             HashMap::new();
@@ -344,7 +337,7 @@ impl ChannelActor {
         self.publish_now(p, content, ctx)
     }
 
-    fn publish_now(
+    pub(super) fn publish_now(
         &mut self,
         p: b::Publish,
         content: Content,
@@ -489,177 +482,6 @@ impl ChannelActor {
             me.do_send(StoreFlushed(res.is_ok()))
         });
     }
-
-    /// The queues a message goes to, from the route cache or the exchanges' snapshots.
-    fn route(
-        &mut self,
-        exchange: &str,
-        routing_key: &str,
-        headers: Option<&FieldTable>,
-    ) -> Result<super::Route, AmqpError> {
-        let version = self.vhost.version();
-        if version != self.routes.version {
-            self.routes.by_exchange.clear();
-            self.routes.entries = 0;
-            self.routes.last = None;
-            self.routes.version = version;
-        }
-        if let Some(r) = &self.routes.last {
-            if same(&r.routing_key, routing_key) && same(&r.exchange, exchange) {
-                return Ok(r.clone());
-            }
-        }
-        if let Some(r) = self
-            .routes
-            .by_exchange
-            .get(exchange)
-            .and_then(|m| m.get(routing_key))
-        {
-            self.routes.last = Some(r.clone());
-            return Ok(r.clone());
-        }
-        let mut out = Vec::new();
-        let cacheable = if exchange.is_empty() {
-            if let Some(q) = self.vhost.queue(routing_key) {
-                out.push(q);
-            }
-            true
-        } else {
-            let x = self.vhost.exchange(exchange).ok_or_else(|| {
-                AmqpError::not_found(format!(
-                    "no exchange '{exchange}' in vhost '{}'",
-                    self.vhost.name
-                ))
-            })?;
-            if x.internal {
-                return Err(AmqpError::access_refused(format!(
-                    "cannot publish to internal exchange '{exchange}' in vhost '{}'",
-                    self.vhost.name
-                )));
-            }
-            self.vhost.route(&x, routing_key, headers, &mut out)
-        };
-        let r = super::Route {
-            exchange: exchange.into(),
-            routing_key: routing_key.into(),
-            queues: out.into(),
-        };
-        if cacheable {
-            if self.routes.entries >= ROUTE_CACHE_MAX {
-                self.routes.by_exchange.clear();
-                self.routes.entries = 0;
-            }
-            self.routes.entries += 1;
-            self.routes
-                .by_exchange
-                .entry(exchange.to_string())
-                .or_default()
-                .insert(routing_key.to_string(), r.clone());
-        }
-        Ok(r)
-    }
-
-    pub(crate) fn confirm_method(&mut self, m: confirm::AMQPMethod) -> Result<(), AmqpError> {
-        match m {
-            confirm::AMQPMethod::Select(s) => {
-                if self.tx.is_some() {
-                    return Err(AmqpError::precondition_failed(
-                        "cannot switch from tx to confirm mode",
-                    ));
-                }
-                if self.confirms.is_none() {
-                    self.confirms = Some(Confirms::default());
-                }
-                if !s.nowait {
-                    self.send(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(
-                        confirm::SelectOk {},
-                    )));
-                }
-                Ok(())
-            }
-            _ => Err(AmqpError::command_invalid("unexpected confirm method")),
-        }
-    }
-
-    pub(crate) fn tx_method(
-        &mut self,
-        m: tx::AMQPMethod,
-        ctx: &mut Context<Self>,
-    ) -> Result<(), AmqpError> {
-        match m {
-            tx::AMQPMethod::Select(_) => {
-                if self.confirms.is_some() {
-                    return Err(AmqpError::precondition_failed(
-                        "cannot switch from confirm to tx mode",
-                    ));
-                }
-                if self.tx.is_none() {
-                    self.tx = Some(TxBuffer::default());
-                }
-                self.send(AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
-                Ok(())
-            }
-            tx::AMQPMethod::Commit(_) => {
-                let Some(buf) = self.tx.replace(TxBuffer::default()) else {
-                    return Err(AmqpError::precondition_failed(
-                        "channel is not transactional",
-                    ));
-                };
-                let persistent = buf
-                    .publishes
-                    .iter()
-                    .any(|(_, c)| matches!(c.properties.delivery_mode(), Some(2)));
-                let since = self.store.as_ref().map_or(0, |s| s.messages.mark());
-                self.store_failed = false;
-                for (p, c) in buf.publishes {
-                    self.publish_now(p, c, ctx)?;
-                }
-                if std::mem::take(&mut self.store_failed) {
-                    // a persistent message of the transaction could not be stored
-                    return Err(AmqpError::internal("store write failed"));
-                }
-                self.apply_settles(buf.settles.into_iter().map(|(_, p, k)| (p, k)).collect());
-                match (persistent, self.store.as_ref()) {
-                    // commit-ok only once the transaction's persistent messages are on disk
-                    (true, Some(store)) => {
-                        let (tx_done, rx_done) = tokio::sync::oneshot::channel();
-                        let upto = store.messages.mark();
-                        store.flusher.request(since, upto, move |res| {
-                            let _ = tx_done.send(res);
-                        });
-                        self.wait_then(
-                            ctx,
-                            (90, 20),
-                            async move {
-                                match rx_done.await {
-                                    Ok(Ok(())) => Ok(()),
-                                    _ => Err(AmqpError::internal("store flush failed")),
-                                }
-                            },
-                            |act, (), _| {
-                                act.send(AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
-                            },
-                        );
-                    }
-                    _ => self.send(AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}))),
-                }
-                Ok(())
-            }
-            tx::AMQPMethod::Rollback(_) => {
-                let Some(buf) = self.tx.replace(TxBuffer::default()) else {
-                    return Err(AmqpError::precondition_failed(
-                        "channel is not transactional",
-                    ));
-                };
-                for (tag, p, _) in buf.settles {
-                    self.unacked.reinsert(tag, p);
-                }
-                self.send(AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})));
-                Ok(())
-            }
-            _ => Err(AmqpError::command_invalid("unexpected tx method")),
-        }
-    }
 }
 
 /// What RabbitMQ refuses in a publish's properties, before routing: a user_id other than
@@ -694,42 +516,4 @@ fn consumer_priority(args: &broker_wire::types::FieldTable, queue: &str) -> Resu
                 ))
             }),
     }
-}
-
-/// String equality for the short names of the publish path, inline: a libc `memcmp` call
-/// per publish showed as a tenth of the broker's CPU in profiles of small messages.
-#[inline]
-fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i + 8 <= a.len() {
-        let x = u64::from_ne_bytes([
-            a[i],
-            a[i + 1],
-            a[i + 2],
-            a[i + 3],
-            a[i + 4],
-            a[i + 5],
-            a[i + 6],
-            a[i + 7],
-        ]);
-        let y = u64::from_ne_bytes([
-            b[i],
-            b[i + 1],
-            b[i + 2],
-            b[i + 3],
-            b[i + 4],
-            b[i + 5],
-            b[i + 6],
-            b[i + 7],
-        ]);
-        if x != y {
-            return false;
-        }
-        i += 8;
-    }
-    a[i..].iter().zip(&b[i..]).all(|(x, y)| x == y)
 }

@@ -6,6 +6,8 @@
 
 mod basic;
 mod declare;
+mod route;
+mod tx;
 
 use crate::connection::{ChannelClosing, Connection, ConnectionFail, Flush, ResumeRead};
 use crate::flow::{ChannelGate, ConsumerGate};
