@@ -5,6 +5,7 @@
 
 use crate::segments::Location;
 use broker_core::message::Meta;
+use broker_core::store::StoreError;
 
 /// The index entry sled keeps for a message of a queue: where its record is, and what
 /// the queue needs of it without reading the record (size, priority, arrival, TTL).
@@ -154,55 +155,59 @@ impl Envelope {
     /// Splits a record payload into its envelope and the message record. A payload
     /// without an envelope (written by an older broker) gives `None` and the whole payload;
     /// a damaged envelope gives `Err`.
-    pub fn split(payload: &[u8]) -> Result<(Option<Envelope>, &[u8]), ()> {
+    pub fn split(payload: &[u8]) -> Result<(Option<Envelope>, &[u8]), StoreError> {
+        Self::parse(payload).ok_or_else(|| StoreError("damaged record envelope".into()))
+    }
+
+    fn parse(payload: &[u8]) -> Option<(Option<Envelope>, &[u8])> {
         if payload.first() != Some(&Self::TAG) {
-            return Ok((None, payload));
+            return Some((None, payload));
         }
         let mut rest = &payload[1..];
         let mut next = || {
-            let (x, r) = get_varint(rest).ok_or(())?;
+            let (x, r) = get_varint(rest)?;
             rest = r;
-            Ok::<u64, ()>(x)
+            Some(x)
         };
         let n = next()?;
         if n > 65_536 {
-            return Err(());
+            return None;
         }
         let mut queues = Vec::with_capacity(n as usize);
         for _ in 0..n {
             queues.push(next()?);
         }
         let seq = next()?;
-        let (&flags, r) = rest.split_first().ok_or(())?;
+        let (&flags, r) = rest.split_first()?;
         rest = r;
         let mut next = || {
-            let (x, r) = get_varint(rest).ok_or(())?;
+            let (x, r) = get_varint(rest)?;
             rest = r;
-            Ok::<u64, ()>(x)
+            Some(x)
         };
         let (size, body_len, arrival_ms) = (next()?, next()?, next()?);
         let priority = if flags & 1 != 0 {
-            let (&p, r) = rest.split_first().ok_or(())?;
+            let (&p, r) = rest.split_first()?;
             rest = r;
             p
         } else {
             0
         };
         let ttl_ms = if flags & 2 != 0 {
-            let (t, r) = get_varint(rest).ok_or(())?;
+            let (t, r) = get_varint(rest)?;
             rest = r;
             Some(t)
         } else {
             None
         };
         let meta = Meta {
-            size: u32::try_from(size).map_err(|_| ())?,
-            body_len: u32::try_from(body_len).map_err(|_| ())?,
+            size: u32::try_from(size).ok()?,
+            body_len: u32::try_from(body_len).ok()?,
             priority,
             arrival_ms,
             ttl_ms,
         };
-        Ok((Some(Envelope { queues, seq, meta }), rest))
+        Some((Some(Envelope { queues, seq, meta }), rest))
     }
 }
 

@@ -153,9 +153,9 @@ impl SledStore {
                 )))
             }
             Ok((_, record)) => payload.len() - record.len(),
-            Err(()) => {
+            Err(e) => {
                 return Err(StoreError(format!(
-                    "segment {}: record at {} has a damaged envelope",
+                    "segment {}: record at {}: {e}",
                     p.at.segment, p.at.offset
                 )))
             }
