@@ -220,3 +220,25 @@ pub async fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// queue.declare with passive set: the queue's counts, or the error that closed the
+/// channel (404 for a queue that does not exist).
+pub async fn passive_queue(ch: &lapin::Channel, q: &str) -> Result<lapin::Queue, lapin::Error> {
+    ch.queue_declare(
+        q.into(),
+        lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        lapin::types::FieldTable::default(),
+    )
+    .await
+}
+
+/// Ready messages of an existing queue (a passive declare's message count).
+pub async fn ready_count(ch: &lapin::Channel, q: &str) -> u32 {
+    passive_queue(ch, q)
+        .await
+        .expect("passive queue.declare")
+        .message_count()
+}

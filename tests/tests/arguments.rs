@@ -282,18 +282,7 @@ async fn durable_dead_letters_survive_a_restart() {
         let mut moved = false;
         for _ in 0..40 {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let n = ch
-                .queue_declare(
-                    dlq.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap()
-                .message_count();
+            let n = ready_count(&ch, dlq.as_str()).await;
             if n == 1 {
                 moved = true;
                 break;

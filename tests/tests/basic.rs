@@ -207,17 +207,7 @@ async fn nack_and_reject_requeue_or_drop() {
         .await
         .unwrap();
     assert!(nothing_within(&mut c, 300).await);
-    let n = ch
-        .queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let n = passive_queue(&ch, q.as_str()).await.unwrap();
     assert_eq!(n.message_count(), 0);
 }
 
@@ -263,17 +253,7 @@ async fn ack_multiple_settles_earlier_tags() {
     assert_eq!((r1.data.as_slice(), r1.redelivered), (&b"3"[..], true));
     assert_eq!((r2.data.as_slice(), r2.redelivered), (&b"4"[..], true));
     r2.ack(BasicAckOptions { multiple: true }).await.unwrap();
-    let st = ch
-        .queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let st = passive_queue(&ch, q.as_str()).await.unwrap();
     assert_eq!(st.message_count(), 0);
 }
 
@@ -631,17 +611,7 @@ async fn publisher_confirms_ack_every_publish() {
         assert!(c.await.unwrap().is_ack());
     }
     assert!(ch.wait_for_confirms().await.unwrap().is_empty());
-    let st = ch
-        .queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let st = passive_queue(&ch, q.as_str()).await.unwrap();
     assert_eq!(st.message_count(), 200);
 }
 
@@ -651,34 +621,21 @@ async fn transactions_commit_and_rollback() {
     let (_c, ch) = b.channel().await;
     let q = queue(&ch).await;
     let (_c2, observer) = b.channel().await;
-    let count = |o: Channel, q: String| async move {
-        o.queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap()
-        .message_count()
-    };
     ch.tx_select().await.unwrap();
     publish(&ch, &q, b"t1").await;
     publish(&ch, &q, b"t2").await;
     assert_eq!(
-        count(observer.clone(), q.clone()).await,
+        ready_count(&observer, &q).await,
         0,
         "uncommitted publishes are invisible"
     );
     ch.tx_commit().await.unwrap();
-    assert_eq!(count(observer.clone(), q.clone()).await, 2);
+    assert_eq!(ready_count(&observer, &q).await, 2);
     publish(&ch, &q, b"t3").await;
     ch.tx_rollback().await.unwrap();
     ch.tx_commit().await.unwrap();
     assert_eq!(
-        count(observer.clone(), q.clone()).await,
+        ready_count(&observer, &q).await,
         2,
         "rolled back publish must not appear"
     );
@@ -692,7 +649,7 @@ async fn transactions_commit_and_rollback() {
     ch.tx_rollback().await.unwrap();
     m.delivery.ack(BasicAckOptions::default()).await.unwrap();
     ch.tx_commit().await.unwrap();
-    assert_eq!(count(observer.clone(), q.clone()).await, 1);
+    assert_eq!(ready_count(&observer, &q).await, 1);
 }
 
 #[tokio::test]

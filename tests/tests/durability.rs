@@ -16,18 +16,6 @@ fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
     t
 }
 
-async fn passive_queue(ch: &Channel, q: &str) -> Result<lapin::Queue, lapin::Error> {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-}
-
 async fn drain(ch: &Channel, q: &str) -> Vec<(Vec<u8>, bool)> {
     let mut out = vec![];
     while let Some(m) = ch

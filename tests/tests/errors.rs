@@ -28,17 +28,7 @@ async fn not_found_404_closes_only_the_channel() {
     let c = b.connect().await;
     let ch1 = c.create_channel().await.unwrap();
     let ch2 = c.create_channel().await.unwrap();
-    let err = ch1
-        .queue_declare(
-            "missing".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = passive_queue(&ch1, "missing").await.unwrap_err();
     assert_eq!(reply_code(&err), Some(404));
     assert_eq!(
         reply_text(&err),
@@ -203,17 +193,7 @@ async fn precondition_failed_406_on_unknown_or_double_ack() {
         assert_eq!(closed.text, "PRECONDITION_FAILED - unknown delivery tag 1");
     }
     // the first ack took the message: the queue is empty
-    let q_state = ch
-        .queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let q_state = passive_queue(&ch, q.as_str()).await.unwrap();
     assert_eq!(q_state.message_count(), 0);
 }
 

@@ -51,17 +51,7 @@ async fn default_exchange_routes_by_queue_name() {
     queue(&ch, &q).await;
     publish(&ch, "", &q, "hello").await;
     publish(&ch, "", "no-such-queue", "lost").await;
-    let d = ch
-        .queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let d = passive_queue(&ch, q.as_str()).await.unwrap();
     assert_eq!(d.message_count(), 1);
     assert_eq!(drain(&ch, &q).await, vec!["hello"]);
 }
@@ -641,17 +631,7 @@ async fn queue_declare_variants_and_counts() {
         .await
         .unwrap();
     let ch2 = b.connect().await.create_channel().await.unwrap();
-    let passive = ch2
-        .queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let passive = passive_queue(&ch2, q.as_str()).await.unwrap();
     assert_eq!(passive.consumer_count(), 1);
 }
 
@@ -708,17 +688,7 @@ async fn purge_and_delete_conditions() {
     ch3.queue_delete(q.as_str().into(), Default::default())
         .await
         .unwrap();
-    let err = ch3
-        .queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = passive_queue(&ch3, q.as_str()).await.unwrap_err();
     assert_eq!(reply_code(&err), Some(404));
 }
 
@@ -739,34 +709,14 @@ async fn exclusive_queue_goes_with_its_connection() {
     .await
     .unwrap();
     let (_c2, ch2) = b.channel().await;
-    let err = ch2
-        .queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = passive_queue(&ch2, q.as_str()).await.unwrap_err();
     assert_eq!(reply_code(&err), Some(405));
     c1.close(200, "bye".into()).await.unwrap();
     let (_c3, ch3) = b.channel().await;
     let mut gone = false;
     for _ in 0..50 {
         let ch = b.connect().await.create_channel().await.unwrap();
-        match ch
-            .queue_declare(
-                q.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-        {
+        match passive_queue(&ch, q.as_str()).await {
             Err(e) if reply_code(&e) == Some(404) => {
                 gone = true;
                 break;
@@ -808,18 +758,7 @@ async fn auto_delete_queue_goes_with_last_consumer() {
     let mut gone = false;
     for _ in 0..50 {
         let ch = b.connect().await.create_channel().await.unwrap();
-        if ch
-            .queue_declare(
-                q.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .is_err()
-        {
+        if passive_queue(&ch, q.as_str()).await.is_err() {
             gone = true;
             break;
         }

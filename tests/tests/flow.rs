@@ -43,31 +43,18 @@ async fn publishers_are_blocked_over_the_memory_watermark_and_resume() {
         publisher
     });
     let (_oc, observer) = b.channel().await;
-    let depth = |o: lapin::Channel, q: String| async move {
-        o.queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap()
-        .message_count()
-    };
     // the queue stops growing near the watermark: ~1 MB of 1 KiB messages, plus what was
     // already on the wire when the alarm went off
     let mut last = 0;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let d = depth(observer.clone(), q.clone()).await;
+        let d = ready_count(&observer, &q).await;
         if d == last && d > 0 {
             break;
         }
         last = d;
     }
-    let held = depth(observer.clone(), q.clone()).await;
+    let held = ready_count(&observer, &q).await;
     assert!(
         held < total,
         "publisher was never blocked: {held} messages queued"
@@ -110,20 +97,6 @@ async fn declare(ch: &lapin::Channel, q: &str) {
     )
     .await
     .unwrap();
-}
-
-async fn ready(ch: &lapin::Channel, q: &str) -> u32 {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap()
-    .message_count()
 }
 
 /// Publishes messages numbered `range` (the number, big-endian, is the body).
@@ -204,7 +177,7 @@ async fn a_stuck_consumer_does_not_hold_publishers_back() {
         .unwrap()
         .unwrap();
     assert_eq!(number(&first), 0);
-    assert_eq!(ready(&pch, &q).await, total - 1);
+    assert_eq!(ready_count(&pch, &q).await, total - 1);
 }
 
 /// A publisher that outruns its consumer is paced, not stopped: with a backlog well over
@@ -240,7 +213,7 @@ async fn a_paced_publisher_finishes_and_nothing_is_lost() {
         .await
         .expect("publisher still paced")
         .unwrap();
-    assert_eq!(ready(&pch, &q).await, 0);
+    assert_eq!(ready_count(&pch, &q).await, 0);
 }
 
 /// A consumer that rejects everything with requeue keeps the queue delivering, but only
@@ -272,7 +245,7 @@ async fn a_requeue_loop_does_not_hold_publishers_back() {
     let _ = cch.close(200, "bye".into()).await;
     let mut n = 0;
     for _ in 0..100 {
-        n = ready(&pch, &q).await;
+        n = ready_count(&pch, &q).await;
         if n == total {
             break;
         }
@@ -311,7 +284,7 @@ async fn a_slow_consumer_slows_but_never_stops_a_publisher() {
         "a paced publisher was stopped, not slowed",
     )
     .await;
-    let left = ready(&pch, &q).await;
+    let left = ready_count(&pch, &q).await;
     assert!(
         left > 30_000 && left <= 32_000,
         "the slow consumer took only a few: {left} ready"
