@@ -9,7 +9,7 @@ import time
 
 import pika.spec
 
-from conftest import bodies, connect, ready_count, uniq
+from conftest import bodies, ready_count, uniq
 from test_raw import AMQP_0_9_1, open_socket, read_frame
 
 FRAME_END = b"\xce"
@@ -61,10 +61,9 @@ def open_raw(port):
     return s
 
 
-def test_publishes_before_a_channel_close_in_the_same_write_are_all_queued(broker):
-    q = uniq("pipelined")
-    admin = connect(broker)
-    ch = admin.channel()
+def test_publishes_before_a_channel_close_in_the_same_write_are_all_queued(broker, conn, scratch):
+    q = scratch.queue("pipelined")
+    ch = conn.channel()
     ch.queue_declare(q)
     s = open_raw(broker)
     n = 2000
@@ -80,14 +79,11 @@ def test_publishes_before_a_channel_close_in_the_same_write_are_all_queued(broke
         time.sleep(0.02)
     assert ready_count(ch, q) == n
     assert bodies(ch, q, n) == [b"m%05d" % i for i in range(n)]
-    ch.queue_delete(q)
-    admin.close()
 
 
-def test_interleaved_channels_then_connection_close_in_one_write(broker):
-    qa, qb = uniq("pipe-a"), uniq("pipe-b")
-    admin = connect(broker)
-    ch = admin.channel()
+def test_interleaved_channels_then_connection_close_in_one_write(broker, conn, scratch):
+    qa, qb = scratch.queue("pipe-a"), scratch.queue("pipe-b")
+    ch = conn.channel()
     ch.queue_declare(qa)
     ch.queue_declare(qb)
     s = open_raw(broker)
@@ -101,17 +97,12 @@ def test_interleaved_channels_then_connection_close_in_one_write(broker):
     s.close()
     assert bodies(ch, qa, n) == [b"a%04d" % i for i in range(n)]
     assert bodies(ch, qb, n) == [b"b%04d" % i for i in range(n)]
-    ch.queue_delete(qa)
-    ch.queue_delete(qb)
-    admin.close()
 
 
-def test_a_publish_then_get_in_one_write_sees_the_message(broker):
+def test_a_publish_then_get_in_one_write_sees_the_message(broker, conn, scratch):
     """The queue takes in its inbox before it answers a get from the same channel."""
-    q = uniq("pipe-get")
-    admin = connect(broker)
-    ch = admin.channel()
-    ch.queue_declare(q)
+    q = scratch.queue("pipe-get")
+    conn.channel().queue_declare(q)
     s = open_raw(broker)
     burst = method(1, pika.spec.Channel.Open())
     burst += publish(1, q, b"first") + method(1, pika.spec.Basic.Get(queue=q, no_ack=True))
@@ -129,8 +120,6 @@ def test_a_publish_then_get_in_one_write_sees_the_message(broker):
     kind, _, body = read_frame(s)
     assert (kind, body) == (3, b"first")
     s.close()
-    ch.queue_delete(q)
-    admin.close()
 
 
 def test_declare_publish_consume_in_one_write_keep_their_order(broker):
