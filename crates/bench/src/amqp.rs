@@ -138,6 +138,8 @@ pub struct Conn {
     pub wr: OwnedWriteHalf,
     /// Unparsed input.
     pub buf: BytesMut,
+    /// Socket reads so far (a caller tells whether a frame came from a new read).
+    pub reads: u64,
 }
 
 impl Conn {
@@ -150,6 +152,7 @@ impl Conn {
             rd,
             wr,
             buf: BytesMut::with_capacity(256 << 10),
+            reads: 0,
         };
         c.wr.write_all(b"AMQP\x00\x00\x09\x01").await?;
         c.expect(10, 10).await?;
@@ -182,9 +185,14 @@ impl Conn {
         Ok(c)
     }
 
-    /// A frame already read and buffered, if there is one: no I/O, no timer, no clock.
-    pub fn buffered(&mut self) -> io::Result<Option<Frame>> {
-        parse(&mut self.buf)
+    /// The next frame within `t` (`None` on timeout). A frame already buffered comes
+    /// at once, without a timer: arming one per frame costs a clock read each.
+    pub async fn next_within(&mut self, t: std::time::Duration) -> Option<io::Result<Frame>> {
+        match parse(&mut self.buf) {
+            Ok(Some(f)) => Some(Ok(f)),
+            Err(e) => Some(Err(e)),
+            Ok(None) => tokio::time::timeout(t, self.next()).await.ok(),
+        }
     }
 
     /// Reads until a frame parses (or the socket ends).
@@ -193,6 +201,7 @@ impl Conn {
             if let Some(f) = parse(&mut self.buf)? {
                 return Ok(f);
             }
+            self.reads += 1;
             if self.rd.read_buf(&mut self.buf).await? == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,

@@ -183,29 +183,24 @@ async fn producer(
         }
         if s.confirm > 0 && (sent - acked >= s.confirm as u64 || n == 0) {
             // wait for confirms to make room
-            let f = match conn.buffered() {
-                Ok(Some(f)) => Ok(Ok(f)),
-                Ok(None) => tokio::time::timeout(Duration::from_millis(200), conn.next()).await,
-                Err(e) => Ok(Err(e)),
-            };
-            match f {
-                Ok(Ok(Frame::Method(60, 80, a))) => {
+            match conn.next_within(Duration::from_millis(200)).await {
+                Some(Ok(Frame::Method(60, 80, a))) => {
                     acked += settle(&a, &mut pending, now_ns(epoch), &mut conf_lat);
                 }
-                Ok(Ok(Frame::Method(60, 120, _))) => {
+                Some(Ok(Frame::Method(60, 120, _))) => {
                     return Err(io::Error::other("the broker nacked a publish"));
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {}
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => {}
             }
         }
     }
     // let outstanding confirms arrive (bounded)
     let deadline = Instant::now() + Duration::from_secs(5);
     while s.confirm > 0 && acked < sent && Instant::now() < deadline {
-        if let Ok(Ok(Frame::Method(60, 80, a))) =
-            tokio::time::timeout(Duration::from_millis(200), conn.next()).await
+        if let Some(Ok(Frame::Method(60, 80, a))) =
+            conn.next_within(Duration::from_millis(200)).await
         {
             acked += settle(&a, &mut pending, now_ns(epoch), &mut conf_lat);
         }
@@ -273,16 +268,14 @@ async fn consumer(
     // the generator's own cost stays small)
     let mut read_at = now_ns(epoch);
     while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| got < l) {
-        let f = match conn.buffered()? {
-            Some(f) => f,
-            None => match tokio::time::timeout(Duration::from_millis(100), conn.next()).await {
-                Ok(f) => {
-                    read_at = now_ns(epoch);
-                    f?
-                }
-                Err(_) => continue,
-            },
+        let reads = conn.reads;
+        let Some(f) = conn.next_within(Duration::from_millis(100)).await else {
+            continue;
         };
+        let f = f?;
+        if conn.reads != reads {
+            read_at = now_ns(epoch);
+        }
         let mut done = false;
         match f {
             Frame::Method(60, 60, a) => {

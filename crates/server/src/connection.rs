@@ -59,16 +59,9 @@ struct Slot {
 impl Slot {
     /// Hands the batched commands to the channel.
     fn send_batch(&mut self) {
-        match self.batch.len() {
-            0 => {}
-            1 => {
-                if let Some(cmd) = self.batch.pop() {
-                    self.addr.do_send(Incoming::Command(cmd));
-                }
-            }
-            _ => self
-                .addr
-                .do_send(Incoming::Batch(std::mem::take(&mut self.batch))),
+        if !self.batch.is_empty() {
+            self.addr
+                .do_send(Incoming::Batch(std::mem::take(&mut self.batch)));
         }
     }
 }

@@ -343,12 +343,11 @@ impl ChannelActor {
         content: Content,
         ctx: &mut Context<Self>,
     ) -> Result<(), AmqpError> {
-        let route = self.route(
+        let queues = self.route(
             p.exchange.as_str(),
             p.routing_key.as_str(),
             content.properties.headers().as_ref(),
         )?;
-        let queues = route.queues;
         let seq = self.confirms.as_mut().map(|c| c.next());
         // full queues with x-overflow reject-publish(-dlx) refuse the message; the
         // publisher gets a nack (as RabbitMQ), the other queues still get it
@@ -363,11 +362,11 @@ impl ChannelActor {
             queues
         };
         let mut msg = Message {
-            // copies, not clones of the route cache's strings: the thread that drops the
+            // the message's own strings, not the route cache's: the thread that drops the
             // message would otherwise write their refcounts, and the cache lines this
             // channel reads to match routes would bounce between cores on every message
-            exchange: Arc::from(&*route.exchange),
-            routing_key: Arc::from(&*route.routing_key),
+            exchange: Arc::from(p.exchange.as_str()),
+            routing_key: Arc::from(p.routing_key.as_str()),
             properties: content.properties,
             raw_properties: content.raw_properties,
             body: content.body,

@@ -70,8 +70,8 @@ pub(crate) struct RouteCache {
     pub last: Option<Route>,
 }
 
-/// One routing decision, with the exchange and routing key as shared strings: messages
-/// published along a cached route reuse them instead of allocating their own.
+/// One cached routing decision: the exchange and routing key it answers for (the last
+/// route is matched by comparing them) and the queues.
 #[derive(Clone)]
 pub(crate) struct Route {
     pub exchange: Arc<str>,
@@ -321,9 +321,7 @@ impl ChannelActor {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum Incoming {
-    /// A complete command.
-    Command(Command),
-    /// The commands of one read from the socket, in order.
+    /// The complete commands of one read from the socket, in order.
     Batch(Vec<Command>),
     /// A channel error found while assembling (message too large).
     Fail(AmqpError),
@@ -343,7 +341,6 @@ impl Handler<Incoming> for ChannelActor {
     type Result = ();
     fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
         match msg {
-            Incoming::Command(cmd) => self.backlog.push_back(FromConn::Command(cmd)),
             Incoming::Batch(cmds) => self.backlog.extend(cmds.into_iter().map(FromConn::Command)),
             Incoming::Fail(e) => self.backlog.push_back(FromConn::Fail(e)),
         }
@@ -469,6 +466,11 @@ impl Handler<DeliverBatch> for ChannelActor {
     type Result = ();
     fn handle(&mut self, b: DeliverBatch, _ctx: &mut Context<Self>) {
         // credit goes back once per run of deliveries to the same consumer
+        let release = |(g, q, n): (Arc<ConsumerGate>, Arc<QueueEntry>, u32)| {
+            if g.written_n(n) {
+                q.addr.do_send(queue::Kick);
+            }
+        };
         let mut run: Option<(Arc<ConsumerGate>, Arc<QueueEntry>, u32)> = None;
         for d in b.0 {
             let Some((gate, queue)) = self.deliver_one(d) else {
@@ -476,20 +478,10 @@ impl Handler<DeliverBatch> for ChannelActor {
             };
             match &mut run {
                 Some((g, _, n)) if Arc::ptr_eq(g, &gate) => *n += 1,
-                _ => {
-                    if let Some((g, q, n)) = run.replace((gate, queue, 1)) {
-                        if g.written_n(n) {
-                            q.addr.do_send(queue::Kick);
-                        }
-                    }
-                }
+                _ => run.replace((gate, queue, 1)).into_iter().for_each(release),
             }
         }
-        if let Some((g, q, n)) = run {
-            if g.written_n(n) {
-                q.addr.do_send(queue::Kick);
-            }
-        }
+        run.into_iter().for_each(release);
         self.request_flush();
     }
 }

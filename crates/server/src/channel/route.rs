@@ -2,8 +2,10 @@
 //! is unchanged), then the exchanges' binding snapshots on a miss.
 
 use super::ChannelActor;
+use crate::queue::QueueEntry;
 use broker_core::AmqpError;
 use broker_wire::types::FieldTable;
+use std::sync::Arc;
 
 /// Route cache entries per channel before it is cleared.
 const ROUTE_CACHE_MAX: usize = 4096;
@@ -15,7 +17,7 @@ impl ChannelActor {
         exchange: &str,
         routing_key: &str,
         headers: Option<&FieldTable>,
-    ) -> Result<super::Route, AmqpError> {
+    ) -> Result<Arc<[Arc<QueueEntry>]>, AmqpError> {
         let version = self.vhost.version();
         if version != self.routes.version {
             self.routes.by_exchange.clear();
@@ -25,7 +27,7 @@ impl ChannelActor {
         }
         if let Some(r) = &self.routes.last {
             if same(&r.routing_key, routing_key) && same(&r.exchange, exchange) {
-                return Ok(r.clone());
+                return Ok(r.queues.clone());
             }
         }
         if let Some(r) = self
@@ -34,8 +36,9 @@ impl ChannelActor {
             .get(exchange)
             .and_then(|m| m.get(routing_key))
         {
+            let queues = r.queues.clone();
             self.routes.last = Some(r.clone());
-            return Ok(r.clone());
+            return Ok(queues);
         }
         let mut out = Vec::new();
         let cacheable = if exchange.is_empty() {
@@ -58,12 +61,13 @@ impl ChannelActor {
             }
             self.vhost.route(&x, routing_key, headers, &mut out)
         };
-        let r = super::Route {
-            exchange: exchange.into(),
-            routing_key: routing_key.into(),
-            queues: out.into(),
-        };
+        let queues: Arc<[Arc<QueueEntry>]> = out.into();
         if cacheable {
+            let r = super::Route {
+                exchange: exchange.into(),
+                routing_key: routing_key.into(),
+                queues: queues.clone(),
+            };
             if self.routes.entries >= ROUTE_CACHE_MAX {
                 self.routes.by_exchange.clear();
                 self.routes.entries = 0;
@@ -73,46 +77,18 @@ impl ChannelActor {
                 .by_exchange
                 .entry(exchange.to_string())
                 .or_default()
-                .insert(routing_key.to_string(), r.clone());
+                .insert(routing_key.to_string(), r);
         }
-        Ok(r)
+        Ok(queues)
     }
 }
 
-/// String equality for the short names of the publish path, inline: a libc `memcmp` call
-/// per publish showed as a tenth of the broker's CPU in profiles of small messages.
+/// String equality for the route cache's last-route check. Measured, not reasoned: with
+/// `==` here 1p1c 16 B ran at 1.91–2.07M msg/s against 2.24–2.49M with this function
+/// (four alternating 4 s rounds each, same machine); both compile to a `bcmp` call, and
+/// the difference is not understood.
 #[inline]
 fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i + 8 <= a.len() {
-        let x = u64::from_ne_bytes([
-            a[i],
-            a[i + 1],
-            a[i + 2],
-            a[i + 3],
-            a[i + 4],
-            a[i + 5],
-            a[i + 6],
-            a[i + 7],
-        ]);
-        let y = u64::from_ne_bytes([
-            b[i],
-            b[i + 1],
-            b[i + 2],
-            b[i + 3],
-            b[i + 4],
-            b[i + 5],
-            b[i + 6],
-            b[i + 7],
-        ]);
-        if x != y {
-            return false;
-        }
-        i += 8;
-    }
-    a[i..].iter().zip(&b[i..]).all(|(x, y)| x == y)
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }

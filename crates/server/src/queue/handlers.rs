@@ -153,15 +153,19 @@ impl QueueActor {
                 }
             }
             if each {
-                self.drain();
-                self.state.expire_due();
+                self.deliver_or_expire();
             }
         }
         if !each {
-            self.drain();
-            // a TTL of 0 that no consumer could take dies now
-            self.state.expire_due();
+            self.deliver_or_expire();
         }
+    }
+
+    /// Delivers what consumers have room for; then a TTL of 0 that no consumer could
+    /// take dies now.
+    fn deliver_or_expire(&mut self) {
+        self.drain();
+        self.state.expire_due();
     }
 }
 

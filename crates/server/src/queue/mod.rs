@@ -560,7 +560,7 @@ impl QueueActor {
         let Some(me) = self.me.upgrade() else { return };
         let store = self.stored();
         let counted = self.state.args().delivery_limit.is_some();
-        // counted here, added once: the counters share cache lines with the publishers'
+        // counted here and added once per drain, not one atomic update per delivery
         let (mut delivered, mut redelivered) = (0u64, 0u64);
         // no-ack consumers' credit is reserved in bulk; what is left goes back at the end
         let mut bulk: Vec<(Arc<ConsumerGate>, u32)> = Vec::new();

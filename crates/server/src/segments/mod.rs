@@ -91,13 +91,9 @@ impl Writer {
     /// Everything appended since the last good sync may be lost; the segment is
     /// abandoned.
     fn lose(&mut self) {
-        self.lose_upto(self.appended);
-    }
-
-    fn lose_upto(&mut self, upto: u64) {
         self.abandoned = true;
-        if upto > self.synced {
-            self.lost.push((self.synced, upto));
+        if self.appended > self.synced {
+            self.lost.push((self.synced, self.appended));
         }
         // failures are rare; a long history is merged (more is refused, never less)
         if self.lost.len() > 64 {

@@ -142,13 +142,15 @@ fn merging_lost_ranges_only_widens_them() {
     let s = Segments::open(&d, HashMap::new()).unwrap();
     {
         let mut w = lock(&s.writer);
-        // a write failure on one thread, then an fsync failure with an older target
+        // two failures whose ranges are not in order of their ends
         w.appended = 10;
-        w.lose_upto(10);
-        w.lose_upto(5);
+        w.lose();
+        w.appended = 5;
+        w.lose();
         for i in 0..63 {
             w.synced = 100 + 2 * i;
-            w.lose_upto(101 + 2 * i);
+            w.appended = 101 + 2 * i;
+            w.lose();
         }
         assert_eq!(w.lost.len(), 64);
     }
