@@ -6,8 +6,9 @@
 
 use crate::headers;
 use crate::topic::TopicTrie;
+use amq_protocol::types::generation::gen_field_table;
 use amq_protocol::types::FieldTable;
-use std::collections::HashMap;
+use imbl::{HashMap, OrdMap, OrdSet};
 use std::sync::Arc;
 
 /// The four exchange types.
@@ -66,13 +67,57 @@ pub struct Binding {
     pub arguments: FieldTable,
 }
 
+/// A binding's identity: destination, key and arguments (encoded; a table is not
+/// `Hash`). Two bindings that differ only in arguments are two bindings, as in RabbitMQ.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BindingId {
+    destination: Destination,
+    routing_key: Arc<str>,
+    arguments: Arc<[u8]>,
+}
+
+impl BindingId {
+    fn of(b: &Binding) -> BindingId {
+        let arguments: Arc<[u8]> = if b.arguments.inner().is_empty() {
+            Arc::from(&[][..])
+        } else {
+            cookie_factory::gen(gen_field_table(&b.arguments), Vec::new())
+                .map(|(bytes, _)| Arc::from(bytes))
+                .unwrap_or_else(|_| Arc::from(&[][..]))
+        };
+        BindingId {
+            destination: b.destination.clone(),
+            routing_key: b.routing_key.clone(),
+            arguments,
+        }
+    }
+}
+
 /// The bindings of one exchange with an index for its type.
+///
+/// Every collection is persistent (`imbl`): a clone shares everything and a bind or
+/// unbind copies only the paths it changes, so the exchange actor can publish a fresh
+/// snapshot after each change in O(log n) whatever the number of bindings (a plain
+/// `Vec`/`HashMap` clone made 10,000 binds on one exchange O(n²)).
 #[derive(Debug, Clone)]
 pub struct Bindings {
+    /// The exchange type, which decides the index used.
     kind: ExchangeKind,
-    all: Vec<Binding>,
-    direct: HashMap<Arc<str>, Vec<Destination>>,
+    /// Every binding by the order it was made (a counter, never reused).
+    all: OrdMap<u64, Binding>,
+    /// Each binding's place in `all`, so bind is idempotent and unbind is a lookup.
+    ids: HashMap<BindingId, u64>,
+    /// The bindings of each destination (fanout routing, and the deletion of a queue).
+    by_dest: HashMap<Destination, OrdSet<u64>>,
+    /// How many bindings route each (destination, key): bindings that differ only in
+    /// arguments share one entry of the direct or topic index.
+    pairs: HashMap<(Destination, Arc<str>), u32>,
+    /// Direct exchanges: destinations per routing key.
+    direct: HashMap<Arc<str>, OrdSet<Destination>>,
+    /// Topic exchanges: the pattern trie.
     topic: TopicTrie<Destination>,
+    /// The next value for `all`.
+    next: u64,
 }
 
 impl Bindings {
@@ -80,9 +125,13 @@ impl Bindings {
     pub fn new(kind: ExchangeKind) -> Self {
         Self {
             kind,
-            all: Vec::new(),
+            all: OrdMap::new(),
+            ids: HashMap::new(),
+            by_dest: HashMap::new(),
+            pairs: HashMap::new(),
             direct: HashMap::new(),
             topic: TopicTrie::default(),
+            next: 0,
         }
     }
 
@@ -92,8 +141,8 @@ impl Bindings {
     }
 
     /// Every binding, in the order they were made.
-    pub fn all(&self) -> &[Binding] {
-        &self.all
+    pub fn all(&self) -> impl Iterator<Item = &Binding> + '_ {
+        self.all.values()
     }
 
     /// Number of bindings.
@@ -108,69 +157,105 @@ impl Bindings {
 
     /// Adds a binding; returns false if an identical one existed (bind is idempotent).
     pub fn add(&mut self, b: Binding) -> bool {
-        if self.all.contains(&b) {
+        let id = BindingId::of(&b);
+        if self.ids.contains_key(&id) {
             return false;
         }
-        match self.kind {
-            ExchangeKind::Direct => {
-                let v = self.direct.entry(b.routing_key.clone()).or_default();
-                if !v.contains(&b.destination) {
-                    v.push(b.destination.clone());
-                }
-            }
-            ExchangeKind::Topic => self.topic.insert(&b.routing_key, b.destination.clone()),
-            ExchangeKind::Fanout | ExchangeKind::Headers => {}
+        let seq = self.next;
+        self.next += 1;
+        self.ids.insert(id, seq);
+        self.by_dest
+            .entry(b.destination.clone())
+            .or_default()
+            .insert(seq);
+        let count = self
+            .pairs
+            .entry((b.destination.clone(), b.routing_key.clone()))
+            .or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            self.index(&b.routing_key, &b.destination);
         }
-        self.all.push(b);
+        self.all.insert(seq, b);
         true
     }
 
     /// Removes a binding; returns false if there was no such binding.
     pub fn remove(&mut self, b: &Binding) -> bool {
-        let Some(pos) = self.all.iter().position(|x| x == b) else {
+        let Some(seq) = self.ids.remove(&BindingId::of(b)) else {
             return false;
         };
-        self.all.remove(pos);
-        self.reindex_key(&b.routing_key, &b.destination);
+        self.forget(seq);
         true
     }
 
     /// Removes every binding to `dest` (its queue or exchange was deleted). Returns how
     /// many were removed.
     pub fn remove_destination(&mut self, dest: &Destination) -> usize {
-        let gone: Vec<Binding> = self
-            .all
-            .iter()
-            .filter(|b| &b.destination == dest)
-            .cloned()
-            .collect();
-        self.all.retain(|b| &b.destination != dest);
-        for b in &gone {
-            self.reindex_key(&b.routing_key, &b.destination);
+        let Some(seqs) = self.by_dest.get(dest).cloned() else {
+            return 0;
+        };
+        for &seq in &seqs {
+            if let Some(b) = self.all.get(&seq) {
+                let id = BindingId::of(b);
+                self.ids.remove(&id);
+            }
+            self.forget(seq);
         }
-        gone.len()
+        seqs.len()
     }
 
-    fn reindex_key(&mut self, key: &Arc<str>, dest: &Destination) {
-        // another binding with the same key and destination but other arguments keeps it
-        let still = self
-            .all
-            .iter()
-            .any(|x| &x.routing_key == key && &x.destination == dest);
-        if still {
+    /// Drops binding `seq` from `all`, `by_dest` and, when it was the last binding of its
+    /// (destination, key), from the type's index.
+    fn forget(&mut self, seq: u64) {
+        let Some(b) = self.all.remove(&seq) else {
             return;
+        };
+        if let Some(set) = self.by_dest.get_mut(&b.destination) {
+            set.remove(&seq);
+            if set.is_empty() {
+                self.by_dest.remove(&b.destination);
+            }
         }
+        let pair = (b.destination.clone(), b.routing_key.clone());
+        let last = match self.pairs.get_mut(&pair) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        };
+        if last {
+            self.pairs.remove(&pair);
+            self.unindex(&b.routing_key, &b.destination);
+        }
+    }
+
+    fn index(&mut self, key: &Arc<str>, dest: &Destination) {
+        match self.kind {
+            ExchangeKind::Direct => {
+                self.direct
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(dest.clone());
+            }
+            ExchangeKind::Topic => self.topic.insert(key, dest.clone()),
+            ExchangeKind::Fanout | ExchangeKind::Headers => {}
+        }
+    }
+
+    fn unindex(&mut self, key: &Arc<str>, dest: &Destination) {
         match self.kind {
             ExchangeKind::Direct => {
                 if let Some(v) = self.direct.get_mut(key) {
-                    v.retain(|d| d != dest);
+                    v.remove(dest);
                     if v.is_empty() {
                         self.direct.remove(key);
                     }
                 }
             }
             ExchangeKind::Topic => self.topic.remove(key, dest),
-            _ => {}
+            ExchangeKind::Fanout | ExchangeKind::Headers => {}
         }
     }
 
@@ -187,16 +272,11 @@ impl Bindings {
                     out.extend(v.iter().cloned());
                 }
             }
-            ExchangeKind::Fanout => {
-                for b in &self.all {
-                    if !out.contains(&b.destination) {
-                        out.push(b.destination.clone());
-                    }
-                }
-            }
+            // each destination once, however many bindings it has
+            ExchangeKind::Fanout => out.extend(self.by_dest.keys().cloned()),
             ExchangeKind::Topic => self.topic.matches(routing_key, out),
             ExchangeKind::Headers => {
-                for b in &self.all {
+                for b in self.all.values() {
                     if headers::matches(&b.arguments, headers) && !out.contains(&b.destination) {
                         out.push(b.destination.clone());
                     }
@@ -250,6 +330,7 @@ mod tests {
         b.add(bind("", q("b")));
         let mut out = vec![];
         b.route("whatever", None, &mut out);
+        out.sort();
         assert_eq!(out, vec![q("a"), q("b")]);
         assert_eq!(b.remove_destination(&q("a")), 2);
         assert_eq!(b.len(), 1);
@@ -261,5 +342,69 @@ mod tests {
         assert!(b.add(bind("a.*", q("a"))));
         assert!(!b.add(bind("a.*", q("a"))));
         assert_eq!(b.len(), 1);
+    }
+
+    fn bind_args(key: &str, d: Destination, x: i32) -> Binding {
+        let mut arguments = FieldTable::default();
+        arguments.insert("x".into(), amq_protocol::types::AMQPValue::LongInt(x));
+        Binding {
+            destination: d,
+            routing_key: key.into(),
+            arguments,
+        }
+    }
+
+    #[test]
+    fn bindings_that_differ_in_arguments_are_two_and_route_until_the_last_goes() {
+        let mut b = Bindings::new(ExchangeKind::Topic);
+        assert!(b.add(bind_args("a.*", q("a"), 1)));
+        assert!(b.add(bind_args("a.*", q("a"), 2)));
+        assert!(!b.add(bind_args("a.*", q("a"), 2)));
+        assert_eq!(b.len(), 2);
+        assert!(b.remove(&bind_args("a.*", q("a"), 1)));
+        assert!(!b.remove(&bind_args("a.*", q("a"), 1)));
+        let mut out = vec![];
+        b.route("a.b", None, &mut out);
+        assert_eq!(out, vec![q("a")]);
+        assert!(b.remove(&bind_args("a.*", q("a"), 2)));
+        out.clear();
+        b.route("a.b", None, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn removing_a_destination_keeps_the_others_in_order() {
+        let mut b = Bindings::new(ExchangeKind::Direct);
+        b.add(bind("k", q("a")));
+        b.add(bind("k", q("b")));
+        b.add(bind("j", q("a")));
+        b.add(bind("j", q("c")));
+        assert_eq!(b.remove_destination(&q("a")), 2);
+        assert_eq!(b.remove_destination(&q("a")), 0);
+        let left: Vec<&str> = b.all().map(|x| &*x.routing_key).collect();
+        assert_eq!(left, vec!["k", "j"]);
+        let mut out = vec![];
+        b.route("k", None, &mut out);
+        assert_eq!(out, vec![q("b")]);
+    }
+
+    /// A snapshot is cheap enough to publish after every bind: 20,000 binds with a clone
+    /// after each (what the exchange actor does) stay far from the O(n²) of copying.
+    #[test]
+    fn snapshots_after_each_bind_are_cheap() {
+        let mut b = Bindings::new(ExchangeKind::Topic);
+        let start = std::time::Instant::now();
+        let mut snaps = Vec::new();
+        for i in 0..20_000 {
+            b.add(bind(&format!("a.{i}.#"), q(&format!("q{i}"))));
+            snaps.push(b.clone());
+            if snaps.len() > 4 {
+                snaps.remove(0);
+            }
+        }
+        let mut out = vec![];
+        snaps[0].route("a.19995.x", None, &mut out);
+        assert_eq!(out, vec![q("q19995")]);
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
     }
 }
