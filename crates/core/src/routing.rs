@@ -189,28 +189,26 @@ impl Bindings {
         true
     }
 
-    /// Removes every binding to `dest` (its queue or exchange was deleted). Returns how
-    /// many were removed.
-    pub fn remove_destination(&mut self, dest: &Destination) -> usize {
+    /// Removes every binding to `dest` (its queue or exchange was deleted). Returns the
+    /// bindings removed.
+    pub fn remove_destination(&mut self, dest: &Destination) -> Vec<Binding> {
         let Some(seqs) = self.by_dest.get(dest).cloned() else {
-            return 0;
+            return Vec::new();
         };
+        let mut gone = Vec::with_capacity(seqs.len());
         for &seq in &seqs {
-            if let Some(b) = self.all.get(&seq) {
-                let id = BindingId::of(b);
-                self.ids.remove(&id);
+            if let Some(b) = self.forget(seq) {
+                self.ids.remove(&BindingId::of(&b));
+                gone.push(b);
             }
-            self.forget(seq);
         }
-        seqs.len()
+        gone
     }
 
     /// Drops binding `seq` from `all`, `by_dest` and, when it was the last binding of its
     /// (destination, key), from the type's index.
-    fn forget(&mut self, seq: u64) {
-        let Some(b) = self.all.remove(&seq) else {
-            return;
-        };
+    fn forget(&mut self, seq: u64) -> Option<Binding> {
+        let b = self.all.remove(&seq)?;
         if let Some(set) = self.by_dest.get_mut(&b.destination) {
             set.remove(&seq);
             if set.is_empty() {
@@ -229,6 +227,7 @@ impl Bindings {
             self.pairs.remove(&pair);
             self.unindex(&b.routing_key, &b.destination);
         }
+        Some(b)
     }
 
     fn index(&mut self, key: &Arc<str>, dest: &Destination) {
@@ -332,7 +331,7 @@ mod tests {
         b.route("whatever", None, &mut out);
         out.sort();
         assert_eq!(out, vec![q("a"), q("b")]);
-        assert_eq!(b.remove_destination(&q("a")), 2);
+        assert_eq!(b.remove_destination(&q("a")).len(), 2);
         assert_eq!(b.len(), 1);
     }
 
@@ -379,8 +378,8 @@ mod tests {
         b.add(bind("k", q("b")));
         b.add(bind("j", q("a")));
         b.add(bind("j", q("c")));
-        assert_eq!(b.remove_destination(&q("a")), 2);
-        assert_eq!(b.remove_destination(&q("a")), 0);
+        assert_eq!(b.remove_destination(&q("a")).len(), 2);
+        assert!(b.remove_destination(&q("a")).is_empty());
         let left: Vec<&str> = b.all().map(|x| &*x.routing_key).collect();
         assert_eq!(left, vec!["k", "j"]);
         let mut out = vec![];

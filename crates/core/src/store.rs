@@ -111,6 +111,12 @@ pub trait DefinitionStore: Send + Sync {
     fn put_definition(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
     /// Removes a definition record.
     fn delete_definition(&self, key: &[u8]) -> Result<(), StoreError>;
+    /// Saves (or replaces) a definition record without waiting for the disk: it becomes
+    /// durable with the next index flush (which a caller that must answer only once it
+    /// is durable asks the flusher for, off its own thread).
+    fn stage_definition(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
+    /// Removes a definition record without waiting for the disk (see `stage_definition`).
+    fn unstage_definition(&self, key: &[u8]) -> Result<(), StoreError>;
     /// All definition records.
     fn definitions(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
     /// A fresh id, unique across restarts.

@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 use broker_core::routing::{Binding, Bindings, Destination, ExchangeKind};
 use broker_core::AmqpError;
 use broker_wire::types::FieldTable;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 /// What the vhost knows of an exchange: its declared properties, the address of its actor
@@ -29,6 +30,10 @@ pub struct ExchangeEntry {
     pub bindings: Arc<ArcSwap<Bindings>>,
     /// The owning actor.
     pub addr: Addr<ExchangeActor>,
+    /// Set by the actor when the exchange is going away (deleted, or auto-deleted by
+    /// its last unbind): a declare of the name then makes a new exchange instead of
+    /// answering for the dying one, and the vhost forgets it under the name's lock.
+    pub dying: Arc<AtomicBool>,
 }
 
 /// The actor owning one exchange's bindings.
@@ -38,7 +43,8 @@ pub struct ExchangeActor {
     bindings: Bindings,
     snapshot: Arc<ArcSwap<Bindings>>,
     vhost: Weak<VHost>,
-    deleted: bool,
+    /// Shared with the entry (see [`ExchangeEntry::dying`]); no binding is added after.
+    dying: Arc<AtomicBool>,
 }
 
 impl ExchangeActor {
@@ -49,33 +55,43 @@ impl ExchangeActor {
         kind: ExchangeKind,
         auto_delete: bool,
         vhost: Weak<VHost>,
-    ) -> (Addr<ExchangeActor>, Arc<ArcSwap<Bindings>>) {
+    ) -> (Addr<ExchangeActor>, Arc<ArcSwap<Bindings>>, Arc<AtomicBool>) {
         let snapshot = Arc::new(ArcSwap::from_pointee(Bindings::new(kind)));
         let snap = snapshot.clone();
+        let dying = Arc::new(AtomicBool::new(false));
+        let dying2 = dying.clone();
         let addr = Supervisor::start_in_arbiter(arbiter, move |_| ExchangeActor {
             name,
             auto_delete,
             bindings: Bindings::new(kind),
             snapshot: snap,
             vhost,
-            deleted: false,
+            dying: dying2,
         });
-        (addr, snapshot)
+        (addr, snapshot, dying)
     }
 
     fn publish(&mut self) {
         self.snapshot.store(Arc::new(self.bindings.clone()));
     }
 
-    /// auto-delete: an exchange that loses its last binding goes away.
+    /// auto-delete: an exchange that loses its last binding goes away. The actor only
+    /// marks it; the vhost operation that removed the binding sees the mark and forgets
+    /// the exchange under its lock (so a bind cannot slip in between).
     fn maybe_auto_delete(&mut self, had: usize) {
-        if self.auto_delete && had > 0 && self.bindings.is_empty() && !self.deleted {
-            self.deleted = true;
-            if let Some(v) = self.vhost.upgrade() {
-                let name = self.name.clone();
-                actix::spawn(async move { v.forget_exchange(&name).await });
-            }
+        if self.auto_delete && had > 0 && self.bindings.is_empty() {
+            self.dying.store(true, Ordering::Release);
         }
+    }
+
+    fn is_dying(&self) -> bool {
+        self.dying.load(Ordering::Acquire)
+    }
+
+    fn vhost_name(&self) -> String {
+        self.vhost
+            .upgrade()
+            .map_or_else(|| "/".to_owned(), |v| v.name.clone())
     }
 }
 
@@ -90,9 +106,9 @@ impl Supervised for ExchangeActor {
     }
 }
 
-/// Adds a binding. Replies whether it was new.
+/// Adds a binding. Replies whether it was new; 404 if the exchange is going away.
 #[derive(Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "Result<bool, AmqpError>")]
 pub struct Bind(pub Binding);
 
 /// Removes a binding. Replies whether it existed.
@@ -100,9 +116,9 @@ pub struct Bind(pub Binding);
 #[rtype(result = "bool")]
 pub struct Unbind(pub Binding);
 
-/// Removes every binding to a deleted queue or exchange.
+/// Removes every binding to a deleted queue or exchange; replies with those removed.
 #[derive(Message)]
-#[rtype(result = "usize")]
+#[rtype(result = "Vec<Binding>")]
 pub struct RemoveDestination(pub Destination);
 
 /// Asks to delete the exchange (checking if-unused).
@@ -119,13 +135,20 @@ pub struct Delete {
 pub struct ListBindings;
 
 impl Handler<Bind> for ExchangeActor {
-    type Result = bool;
-    fn handle(&mut self, msg: Bind, _: &mut Context<Self>) -> bool {
+    type Result = Result<bool, AmqpError>;
+    fn handle(&mut self, msg: Bind, _: &mut Context<Self>) -> Self::Result {
+        if self.is_dying() {
+            return Err(AmqpError::not_found(format!(
+                "no exchange '{}' in vhost '{}'",
+                self.name,
+                self.vhost_name()
+            )));
+        }
         let added = self.bindings.add(msg.0);
         if added {
             self.publish();
         }
-        added
+        Ok(added)
     }
 }
 
@@ -143,15 +166,15 @@ impl Handler<Unbind> for ExchangeActor {
 }
 
 impl Handler<RemoveDestination> for ExchangeActor {
-    type Result = usize;
-    fn handle(&mut self, msg: RemoveDestination, _: &mut Context<Self>) -> usize {
+    type Result = Vec<Binding>;
+    fn handle(&mut self, msg: RemoveDestination, _: &mut Context<Self>) -> Vec<Binding> {
         let had = self.bindings.len();
-        let n = self.bindings.remove_destination(&msg.0);
-        if n > 0 {
+        let gone = self.bindings.remove_destination(&msg.0);
+        if !gone.is_empty() {
             self.publish();
             self.maybe_auto_delete(had);
         }
-        n
+        gone
     }
 }
 
@@ -162,12 +185,10 @@ impl Handler<Delete> for ExchangeActor {
             return Err(AmqpError::precondition_failed(format!(
                 "exchange '{}' in vhost '{}' in use",
                 self.name,
-                self.vhost
-                    .upgrade()
-                    .map_or_else(|| "/".to_owned(), |v| v.name.clone())
+                self.vhost_name()
             )));
         }
-        self.deleted = true;
+        self.dying.store(true, Ordering::Release);
         Ok(())
     }
 }
@@ -175,6 +196,6 @@ impl Handler<Delete> for ExchangeActor {
 impl Handler<ListBindings> for ExchangeActor {
     type Result = Vec<Binding>;
     fn handle(&mut self, _: ListBindings, _: &mut Context<Self>) -> Vec<Binding> {
-        self.bindings.all().to_vec()
+        self.bindings.all().cloned().collect()
     }
 }

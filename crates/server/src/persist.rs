@@ -35,7 +35,7 @@ pub struct Recovered {
 }
 
 impl VHost {
-    fn storage(&self) -> Option<Storage> {
+    pub(crate) fn storage(&self) -> Option<Storage> {
         self.runtime.upgrade().and_then(|rt| rt.store.clone())
     }
 
@@ -64,7 +64,7 @@ impl VHost {
             arguments: spec.arguments.clone(),
         };
         s.definitions
-            .put_definition(&ExchangeDef::key(&self.name, name), &def.encode())
+            .stage_definition(&ExchangeDef::key(&self.name, name), &def.encode())
             .map_err(internal)
     }
 
@@ -86,7 +86,7 @@ impl VHost {
             arguments: spec.arguments.clone(),
         };
         s.definitions
-            .put_definition(&QueueDef::key(&self.name, name), &def.encode())
+            .stage_definition(&QueueDef::key(&self.name, name), &def.encode())
             .map_err(internal)?;
         Ok(Some(id))
     }
@@ -109,42 +109,45 @@ impl VHost {
         };
         if bind {
             s.definitions
-                .put_definition(&def.key(), &def.encode())
+                .stage_definition(&def.key(), &def.encode())
                 .map_err(internal)
         } else {
             s.definitions
-                .delete_definition(&def.key())
+                .unstage_definition(&def.key())
                 .map_err(internal)
         }
     }
 
-    fn delete_bindings_where(&self, s: &Storage, pred: impl Fn(&BindingDef) -> bool) {
-        let Ok(records) = s.definitions.definitions() else {
-            return;
-        };
-        let (defs, _) = decode_definitions(records);
-        for b in defs
-            .bindings
-            .iter()
-            .filter(|b| b.vhost == self.name && pred(b))
-        {
-            if let Err(e) = s.definitions.delete_definition(&b.key()) {
+    /// Removes the records of bindings that went with a deleted queue or exchange (each
+    /// binding with the name of its source exchange; those of transient sources were
+    /// never stored, and removing a record that is not there costs nothing).
+    fn unpersist_bindings(&self, s: &Storage, gone: &[(Arc<str>, Binding)]) {
+        for (source, b) in gone {
+            let def = BindingDef {
+                vhost: self.name.clone(),
+                source: source.to_string(),
+                destination: b.destination.clone(),
+                routing_key: b.routing_key.to_string(),
+                arguments: b.arguments.clone(),
+            };
+            if let Err(e) = s.definitions.unstage_definition(&def.key()) {
                 error!("cannot delete binding record: {e}");
             }
         }
     }
 
     /// A durable queue was deleted: its definition first (so a crash in the middle leaves
-    /// only orphan messages, removed at the next start), then bindings, then messages.
-    pub(crate) fn unpersist_queue(&self, name: &str, id: u64, dest: &Destination) {
+    /// only orphan messages, removed at the next start), then the bindings that went
+    /// with it, then messages. Durable once the caller's `sync_definitions` returns.
+    pub(crate) fn unpersist_queue(&self, name: &str, id: u64, gone: &[(Arc<str>, Binding)]) {
         let Some(s) = self.storage() else { return };
         if let Err(e) = s
             .definitions
-            .delete_definition(&QueueDef::key(&self.name, name))
+            .unstage_definition(&QueueDef::key(&self.name, name))
         {
             error!(queue = name, "cannot delete queue record: {e}");
         }
-        self.delete_bindings_where(&s, |b| &b.destination == dest);
+        self.unpersist_bindings(&s, gone);
         match s.messages.remove_queue(id) {
             Ok(n) if n > 0 => info!(
                 queue = name,
@@ -156,15 +159,16 @@ impl VHost {
         }
     }
 
-    pub(crate) fn unpersist_exchange(&self, name: &str, dest: &Destination) {
+    /// A durable exchange was deleted: its record and the bindings that went with it.
+    pub(crate) fn unpersist_exchange(&self, name: &str, gone: &[(Arc<str>, Binding)]) {
         let Some(s) = self.storage() else { return };
         if let Err(e) = s
             .definitions
-            .delete_definition(&ExchangeDef::key(&self.name, name))
+            .unstage_definition(&ExchangeDef::key(&self.name, name))
         {
             error!(exchange = name, "cannot delete exchange record: {e}");
         }
-        self.delete_bindings_where(&s, |b| b.source == name || &b.destination == dest);
+        self.unpersist_bindings(&s, gone);
     }
 
     /// Rebuilds durable exchanges, queues, bindings and persistent messages from the

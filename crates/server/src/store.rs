@@ -195,6 +195,18 @@ impl DefinitionStore for SledStore {
         Ok(())
     }
 
+    fn stage_definition(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.definitions.insert(key, value).map_err(err)?;
+        self.dirty.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn unstage_definition(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.definitions.remove(key).map_err(err)?;
+        self.dirty.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn definitions(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         self.definitions
             .iter()
@@ -434,6 +446,9 @@ pub struct FlushRequest {
     pub since: u64,
     /// Its mark after them.
     pub upto: u64,
+    /// The index (and definitions) must be durable too, not only the records: a
+    /// definition change waits for this instead of flushing sled on its own thread.
+    pub index: bool,
     /// Called with the outcome, on the flusher thread.
     pub done: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
 }
@@ -469,9 +484,23 @@ impl Flusher {
                                     "store commit failed: {e}; the publishes it covered are nacked"
                                 );
                             }
+                            let index = if batch.iter().any(|r| r.index) {
+                                let flushed = res.clone().and_then(|()| store.flush());
+                                next_index_flush = Instant::now() + INDEX_FLUSH;
+                                if let Err(e) = &flushed {
+                                    tracing::error!("store index flush failed: {e}");
+                                }
+                                Some(flushed)
+                            } else {
+                                None
+                            };
                             for r in batch {
-                                let res =
-                                    res.clone().and_then(|()| store.check_lost(r.since, r.upto));
+                                let res = match (&index, r.index) {
+                                    (Some(flushed), true) => flushed.clone(),
+                                    _ => {
+                                        res.clone().and_then(|()| store.check_lost(r.since, r.upto))
+                                    }
+                                };
                                 (r.done)(res);
                             }
                         }
@@ -504,11 +533,34 @@ impl Flusher {
         upto: u64,
         done: impl FnOnce(Result<(), StoreError>) + Send + 'static,
     ) {
-        if let Err(mpsc::SendError(r)) = self.tx.send(FlushRequest {
+        self.send(FlushRequest {
             since,
             upto,
+            index: false,
             done: Box::new(done),
-        }) {
+        });
+    }
+
+    /// Makes everything written to the index and the definitions so far durable (one
+    /// sled flush, shared with every request waiting at the time), on the flusher
+    /// thread: a durable declare, delete or bind waits for this before its -ok, without
+    /// stalling the actors of its worker thread as a `flush()` there would.
+    pub async fn sync_index(&self) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(FlushRequest {
+            since: 0,
+            upto: 0,
+            index: true,
+            done: Box::new(move |res| {
+                let _ = tx.send(res);
+            }),
+        });
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError("flusher stopped".into())))
+    }
+
+    fn send(&self, r: FlushRequest) {
+        if let Err(mpsc::SendError(r)) = self.tx.send(r) {
             (r.done)(Err(StoreError("flusher stopped".into())));
         }
     }

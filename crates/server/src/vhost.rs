@@ -1,13 +1,14 @@
-//! A virtual host: its exchanges and queues, and the operations that change them
-//! (declare, delete, bind). Topology changes bump a version number; channels cache routing
-//! decisions against it, so a publish looks nothing up here while the topology is still.
+//! A virtual host: its exchanges and queues, and routing through them. The operations
+//! that change them (declare, delete, bind) are in `topology.rs`. Topology changes bump a
+//! version number; channels cache routing decisions against it, so a publish looks
+//! nothing up here while the topology is still.
 
-use crate::exchange::{self, ExchangeActor, ExchangeEntry};
-use crate::queue::{self, QueueActor, QueueEntry};
+use crate::exchange::{ExchangeActor, ExchangeEntry};
+use crate::locks::TopologyLocks;
+use crate::queue::{QueueActor, QueueEntry};
 use crate::runtime::Runtime;
 use broker_core::args::QueueArgs;
-use broker_core::headers::XMatch;
-use broker_core::routing::{Binding, Destination, ExchangeKind};
+use broker_core::routing::{Destination, ExchangeKind};
 use broker_core::AmqpError;
 use broker_wire::types::FieldTable;
 use dashmap::DashMap;
@@ -64,16 +65,20 @@ pub struct QueueSpec {
 pub struct VHost {
     /// Its name.
     pub name: String,
-    exchanges: DashMap<Arc<str>, Arc<ExchangeEntry>>,
-    queues: DashMap<Arc<str>, Arc<QueueEntry>>,
+    /// Exchanges by name.
+    pub(crate) exchanges: DashMap<Arc<str>, Arc<ExchangeEntry>>,
+    /// Queues by name.
+    pub(crate) queues: DashMap<Arc<str>, Arc<QueueEntry>>,
+    /// Serializes declares, deletes and binds per name (`topology.rs`).
+    pub(crate) locks: TopologyLocks,
     version: AtomicU64,
     pub(crate) runtime: Weak<Runtime>,
-    me: Weak<VHost>,
+    pub(crate) me: Weak<VHost>,
     /// Open client connections (for max-connections).
     pub connections: AtomicUsize,
 }
 
-fn inequivalent(
+pub(crate) fn inequivalent(
     what: &str,
     arg: &str,
     name: &str,
@@ -93,6 +98,7 @@ impl VHost {
             name: name.to_string(),
             exchanges: DashMap::new(),
             queues: DashMap::new(),
+            locks: TopologyLocks::default(),
             version: AtomicU64::new(1),
             runtime,
             me: me.clone(),
@@ -118,7 +124,7 @@ impl VHost {
         self.version.load(Ordering::Acquire)
     }
 
-    fn bump(&self) {
+    pub(crate) fn bump(&self) {
         self.version.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -148,7 +154,7 @@ impl VHost {
             Some(rt) => rt.next_arbiter(),
             None => actix::Arbiter::current(),
         };
-        let (addr, bindings) = ExchangeActor::spawn(
+        let (addr, bindings, dying) = ExchangeActor::spawn(
             &arbiter,
             name.clone(),
             spec.kind,
@@ -164,141 +170,11 @@ impl VHost {
             arguments: spec.arguments,
             bindings,
             addr,
+            dying,
         });
         self.exchanges.insert(name, entry.clone());
         self.bump();
         entry
-    }
-
-    /// exchange.declare (non-passive): creates it, or checks an existing one is equivalent.
-    pub fn declare_exchange(&self, name: &str, spec: ExchangeSpec) -> Result<(), AmqpError> {
-        if let Some(x) = self.exchange(name) {
-            if x.kind != spec.kind {
-                return Err(inequivalent(
-                    "exchange",
-                    "type",
-                    name,
-                    spec.kind.as_str(),
-                    x.kind.as_str(),
-                    &self.name,
-                ));
-            }
-            if x.durable != spec.durable {
-                return Err(inequivalent(
-                    "exchange",
-                    "durable",
-                    name,
-                    spec.durable,
-                    x.durable,
-                    &self.name,
-                ));
-            }
-            if x.auto_delete != spec.auto_delete {
-                return Err(inequivalent(
-                    "exchange",
-                    "auto_delete",
-                    name,
-                    spec.auto_delete,
-                    x.auto_delete,
-                    &self.name,
-                ));
-            }
-            if x.internal != spec.internal {
-                return Err(inequivalent(
-                    "exchange",
-                    "internal",
-                    name,
-                    spec.internal,
-                    x.internal,
-                    &self.name,
-                ));
-            }
-            broker_core::args::check_equivalent(
-                "exchange",
-                name,
-                &self.name,
-                &spec.arguments,
-                &x.arguments,
-                broker_core::args::EXCHANGE_EQUIVALENCE_KEYS,
-            )?;
-            return Ok(());
-        }
-        // entry() makes racing declares of the same name create one exchange
-        if self.exchanges.contains_key(name) {
-            return Ok(());
-        }
-        broker_core::args::check_exchange_args(&spec.arguments, name, &self.name)?;
-        if spec.durable {
-            self.persist_exchange(name, &spec)?;
-        }
-        self.create_exchange(name, spec);
-        Ok(())
-    }
-
-    /// queue.declare (non-passive): creates it or checks equivalence. Returns the entry.
-    pub fn declare_queue(
-        &self,
-        name: &str,
-        spec: QueueSpec,
-        conn: u64,
-    ) -> Result<Arc<QueueEntry>, AmqpError> {
-        if let Some(q) = self.queue(name) {
-            q.check_access(conn)?;
-            if spec.exclusive_owner.is_some() != q.exclusive_owner.is_some() {
-                return Err(QueueEntry::locked(name, &self.name));
-            }
-            if q.durable != spec.durable {
-                return Err(inequivalent(
-                    "queue",
-                    "durable",
-                    name,
-                    spec.durable,
-                    q.durable,
-                    &self.name,
-                ));
-            }
-            if q.auto_delete != spec.auto_delete {
-                return Err(inequivalent(
-                    "queue",
-                    "auto_delete",
-                    name,
-                    spec.auto_delete,
-                    q.auto_delete,
-                    &self.name,
-                ));
-            }
-            // as RabbitMQ: only the arguments it knows are compared, before any check
-            broker_core::args::check_equivalent(
-                "queue",
-                name,
-                &self.name,
-                &spec.arguments,
-                &q.arguments,
-                broker_core::args::QUEUE_EQUIVALENCE_KEYS,
-            )?;
-            return Ok(q);
-        }
-        QueueArgs::parse(&spec.arguments, name, &self.name)?;
-        if let Some(max) = self
-            .runtime
-            .upgrade()
-            .and_then(|rt| rt.registry.vhost(&self.name))
-            .and_then(|r| r.limits.max_queues)
-        {
-            if self.queues.len() as u64 >= max {
-                return Err(AmqpError::precondition_failed(format!(
-                    "cannot declare queue '{name}': queue limit in vhost '{}' ({max}) is reached",
-                    self.name
-                )));
-            }
-        }
-        let store_id = if spec.durable && spec.exclusive_owner.is_none() {
-            self.persist_queue(name, &spec)?
-        } else {
-            None
-        };
-        let entry = self.create_queue(name, spec, store_id)?;
-        Ok(entry)
     }
 
     /// Creates the queue entry and its actor (declare and recovery).
@@ -358,145 +234,6 @@ impl VHost {
             .clone();
         self.bump();
         Ok(entry)
-    }
-
-    /// Removes a queue from the vhost and every binding to it.
-    pub async fn forget_queue(&self, name: &str) {
-        let Some((_, q)) = self.queues.remove(name) else {
-            return;
-        };
-        q.deleted.store(true, Ordering::Release);
-        self.bump();
-        let dest = Destination::Queue(q.name.clone());
-        for x in self.exchanges() {
-            let _ = x.addr.send(exchange::RemoveDestination(dest.clone())).await;
-        }
-        if let Some(id) = q.store_id {
-            self.unpersist_queue(name, id, &dest);
-        }
-        self.bump();
-    }
-
-    /// Removes an exchange and every exchange-to-exchange binding to it.
-    pub async fn forget_exchange(&self, name: &str) {
-        if self.exchanges.remove(name).is_none() {
-            return;
-        }
-        self.bump();
-        let dest = Destination::Exchange(name.into());
-        for x in self.exchanges() {
-            let _ = x.addr.send(exchange::RemoveDestination(dest.clone())).await;
-        }
-        self.unpersist_exchange(name, &dest);
-        self.bump();
-    }
-
-    /// queue.delete. Deleting a queue that does not exist succeeds with 0, as in RabbitMQ.
-    pub async fn delete_queue(
-        &self,
-        name: &str,
-        if_unused: bool,
-        if_empty: bool,
-        conn: u64,
-    ) -> Result<u32, AmqpError> {
-        let Some(q) = self.queue(name) else {
-            return Ok(0);
-        };
-        q.check_access(conn)?;
-        let n = q
-            .addr
-            .send(queue::DeleteQueue {
-                if_unused,
-                if_empty,
-            })
-            .await
-            .map_err(|_| AmqpError::internal("queue unavailable"))??;
-        self.forget_queue(name).await;
-        Ok(n)
-    }
-
-    /// exchange.delete: the default and amq.* exchanges are refused with 403.
-    pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
-        if name.is_empty() {
-            return Err(AmqpError::access_refused(
-                "operation not permitted on the default exchange",
-            ));
-        }
-        if name.starts_with("amq.") {
-            return Err(AmqpError::access_refused(format!(
-                "deletion of system exchange '{name}' in vhost '{}' not allowed",
-                self.name
-            )));
-        }
-        // deleting an exchange that does not exist succeeds, as in RabbitMQ
-        let Some(x) = self.exchange(name) else {
-            return Ok(());
-        };
-        x.addr
-            .send(exchange::Delete { if_unused })
-            .await
-            .map_err(|_| AmqpError::internal("exchange unavailable"))??;
-        self.forget_exchange(name).await;
-        Ok(())
-    }
-
-    /// queue.bind and exchange.bind (bind = true) or their unbinds.
-    pub async fn bind(
-        &self,
-        source: &str,
-        dest: Destination,
-        routing_key: &str,
-        arguments: FieldTable,
-        bind: bool,
-    ) -> Result<(), AmqpError> {
-        if source.is_empty() {
-            return Err(AmqpError::access_refused(
-                "operation not permitted on the default exchange",
-            ));
-        }
-        if let Destination::Exchange(d) = &dest {
-            if d.is_empty() {
-                return Err(AmqpError::access_refused(
-                    "operation not permitted on the default exchange",
-                ));
-            }
-            if self.exchange(d).is_none() {
-                return Err(AmqpError::not_found(format!(
-                    "no exchange '{d}' in vhost '{}'",
-                    self.name
-                )));
-            }
-        }
-        let Some(x) = self.exchange(source) else {
-            return Err(AmqpError::not_found(format!(
-                "no exchange '{source}' in vhost '{}'",
-                self.name
-            )));
-        };
-        if bind && x.kind == ExchangeKind::Headers {
-            if let Err(v) = XMatch::from_arguments(&arguments) {
-                return Err(AmqpError::precondition_failed(format!(
-                    "Invalid x-match field value <<\"{v}\">>; expected all, any, all-with-x, or any-with-x"
-                )));
-            }
-        }
-        let durable = x.durable && self.is_durable(&dest);
-        let b = Binding {
-            destination: dest,
-            routing_key: routing_key.into(),
-            arguments,
-        };
-        if durable {
-            self.persist_binding(source, &b, bind)?;
-        }
-        let res = if bind {
-            x.addr.send(exchange::Bind(b)).await
-        } else {
-            x.addr.send(exchange::Unbind(b)).await
-        };
-        res.map_err(|_| AmqpError::internal("exchange unavailable"))?;
-        self.bump();
-        Ok(())
     }
 
     /// Resolves where a message goes: follows exchange-to-exchange bindings (each exchange
@@ -573,28 +310,6 @@ impl VHost {
         let x = self.exchange(exchange)?;
         Some(self.route(&x, routing_key, headers, out))
     }
-
-    /// Exclusive queues of a closed connection go away.
-    pub async fn connection_closed(&self, conn: u64) {
-        let mine: Vec<Arc<str>> = self
-            .queues
-            .iter()
-            .filter(|q| q.exclusive_owner == Some(conn))
-            .map(|q| q.name.clone())
-            .collect();
-        for name in mine {
-            if let Some(q) = self.queue(&name) {
-                let _ = q
-                    .addr
-                    .send(queue::DeleteQueue {
-                        if_unused: false,
-                        if_empty: false,
-                    })
-                    .await;
-            }
-            self.forget_queue(&name).await;
-        }
-    }
 }
 
 /// The default exchange and the amq.* exchanges may not be declared, deleted or bound to
@@ -619,6 +334,6 @@ pub fn string_arg(args: &FieldTable, key: &str) -> Option<String> {
 }
 
 /// The `alternate-exchange` argument of an exchange, if it names one.
-fn alternate_exchange(args: &FieldTable) -> Option<String> {
+pub(crate) fn alternate_exchange(args: &FieldTable) -> Option<String> {
     string_arg(args, "alternate-exchange").filter(|s| !s.is_empty())
 }

@@ -32,7 +32,7 @@ impl ChannelActor {
         ctx: &mut Context<Self>,
     ) -> Result<(), AmqpError> {
         match m {
-            x::AMQPMethod::Declare(d) => self.exchange_declare(d),
+            x::AMQPMethod::Declare(d) => self.exchange_declare(d, ctx),
             x::AMQPMethod::Delete(d) => {
                 self.allowed(Access::Configure, "exchange", d.exchange.as_str())?;
                 let v = self.vhost.clone();
@@ -94,10 +94,15 @@ impl ChannelActor {
         }
     }
 
-    fn exchange_declare(&mut self, d: x::Declare) -> Result<(), AmqpError> {
+    fn exchange_declare(
+        &mut self,
+        d: x::Declare,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), AmqpError> {
         let name = d.exchange.as_str();
-        let reply = |act: &ChannelActor| {
-            if !d.nowait {
+        let nowait = d.nowait;
+        let reply = move |act: &ChannelActor| {
+            if !nowait {
                 act.send(AMQPClass::Exchange(x::AMQPMethod::DeclareOk(
                     x::DeclareOk {},
                 )));
@@ -134,17 +139,21 @@ impl ChannelActor {
                 "exchange name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
-        self.vhost.declare_exchange(
-            name,
-            ExchangeSpec {
-                kind,
-                durable: d.durable,
-                auto_delete: d.auto_delete,
-                internal: d.internal,
-                arguments: d.arguments.clone(),
-            },
-        )?;
-        reply(self);
+        let spec = ExchangeSpec {
+            kind,
+            durable: d.durable,
+            auto_delete: d.auto_delete,
+            internal: d.internal,
+            arguments: d.arguments.clone(),
+        };
+        let v = self.vhost.clone();
+        let name = name.to_string();
+        self.wait_then(
+            ctx,
+            (40, 10),
+            async move { v.declare_exchange(&name, spec).await },
+            move |act, (), _| reply(act),
+        );
         Ok(())
     }
 
@@ -310,64 +319,78 @@ impl ChannelActor {
 
     fn queue_declare(&mut self, d: q::Declare, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
         let conn = self.key.connection;
-        let entry = if d.passive {
-            let name = self.queue_name(d.queue.as_str())?;
-            self.find_queue(&name)?
-        } else {
-            let name = if d.queue.as_str().is_empty() {
-                generated_name()
-            } else {
-                let n = d.queue.to_string();
-                if n.starts_with("amq.") && self.vhost.queue(&n).is_none() {
-                    return Err(AmqpError::access_refused(format!(
-                        "queue name '{n}' contains reserved prefix 'amq.*'"
-                    )));
-                }
-                n
-            };
-            self.allowed(Access::Configure, "queue", &name)?;
-            if let Some(dlx) = string_arg(&d.arguments, "x-dead-letter-exchange") {
-                self.allowed(
-                    Access::Write,
-                    "exchange",
-                    broker_core::auth::exchange_resource(&dlx),
-                )?;
-                self.allowed(Access::Read, "queue", &name)?;
-            }
-            self.vhost.declare_queue(
-                &name,
-                QueueSpec {
-                    durable: d.durable,
-                    exclusive_owner: d.exclusive.then_some(conn),
-                    auto_delete: d.auto_delete,
-                    arguments: d.arguments.clone(),
-                    worker: Some(actix::Arbiter::current()),
-                },
-                conn,
-            )?
-        };
-        let name = entry.name.to_string();
-        self.last_queue = Some(name.clone());
         let nowait = d.nowait;
-        let addr = entry.addr.clone();
+        if d.passive {
+            let name = self.queue_name(d.queue.as_str())?;
+            let entry = self.find_queue(&name)?;
+            self.last_queue = Some(entry.name.to_string());
+            self.wait_then(
+                ctx,
+                (50, 10),
+                async move { declare_ok(entry).await },
+                move |act, ok, _| act.reply_declare_ok(ok, nowait),
+            );
+            return Ok(());
+        }
+        let name = if d.queue.as_str().is_empty() {
+            generated_name()
+        } else {
+            let n = d.queue.to_string();
+            if n.starts_with("amq.") && self.vhost.queue(&n).is_none() {
+                return Err(AmqpError::access_refused(format!(
+                    "queue name '{n}' contains reserved prefix 'amq.*'"
+                )));
+            }
+            n
+        };
+        self.allowed(Access::Configure, "queue", &name)?;
+        if let Some(dlx) = string_arg(&d.arguments, "x-dead-letter-exchange") {
+            self.allowed(
+                Access::Write,
+                "exchange",
+                broker_core::auth::exchange_resource(&dlx),
+            )?;
+            self.allowed(Access::Read, "queue", &name)?;
+        }
+        let spec = QueueSpec {
+            durable: d.durable,
+            exclusive_owner: d.exclusive.then_some(conn),
+            auto_delete: d.auto_delete,
+            arguments: d.arguments.clone(),
+            worker: Some(actix::Arbiter::current()),
+        };
+        // the name is this channel's last queue at once: a pipelined method naming ""
+        // waits behind this declare anyway
+        self.last_queue = Some(name.clone());
+        let v = self.vhost.clone();
         self.wait_then(
             ctx,
             (50, 10),
-            async move {
-                addr.send(queue::Stats { declare: true })
-                    .await
-                    .map_err(mailbox)
-            },
-            move |act, (ready, consumers, _), _| {
-                if !nowait {
-                    act.send(AMQPClass::Queue(q::AMQPMethod::DeclareOk(q::DeclareOk {
-                        queue: name.into(),
-                        message_count: ready,
-                        consumer_count: consumers,
-                    })));
-                }
-            },
+            async move { declare_ok(v.declare_queue(&name, spec, conn).await?).await },
+            move |act, ok, _| act.reply_declare_ok(ok, nowait),
         );
         Ok(())
     }
+
+    fn reply_declare_ok(&mut self, (queue, ready, consumers): (String, u32, u32), nowait: bool) {
+        if !nowait {
+            self.send(AMQPClass::Queue(q::AMQPMethod::DeclareOk(q::DeclareOk {
+                queue: queue.into(),
+                message_count: ready,
+                consumer_count: consumers,
+            })));
+        }
+    }
+}
+
+/// What queue.declare-ok reports: the queue's name, ready messages and consumers.
+async fn declare_ok(
+    entry: std::sync::Arc<queue::QueueEntry>,
+) -> Result<(String, u32, u32), AmqpError> {
+    let (ready, consumers, _) = entry
+        .addr
+        .send(queue::Stats { declare: true })
+        .await
+        .map_err(mailbox)?;
+    Ok((entry.name.to_string(), ready, consumers))
 }

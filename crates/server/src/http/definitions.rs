@@ -213,11 +213,13 @@ async fn import(req: HttpRequest, rt: State, body: web::Json<Value>) -> ApiResul
     for x in items(&body, "exchanges") {
         let (vh, name) = (text(x, "vhost"), text(x, "name"));
         declare_exchange(&rt, &me, vh, name, x)
+            .await
             .map_err(|e| fail(format!("exchange '{name}' in '{vh}'"), e))?;
     }
     for q in items(&body, "queues") {
         let (vh, name) = (text(q, "vhost"), text(q, "name"));
         declare_queue(&rt, &me, vh, name, q)
+            .await
             .map_err(|e| fail(format!("queue '{name}' in '{vh}'"), e))?;
     }
     for b in items(&body, "bindings") {

@@ -159,7 +159,7 @@ async fn show(req: HttpRequest, rt: State, path: web::Path<(String, String)>) ->
 }
 
 /// Declares an exchange from a RabbitMQ exchange object. Returns whether it was created.
-pub(super) fn declare_exchange(
+pub(super) async fn declare_exchange(
     rt: &Runtime,
     u: &User,
     vhost: &str,
@@ -193,7 +193,8 @@ pub(super) fn declare_exchange(
                 .unwrap_or(false),
             arguments: table(body.get("arguments")),
         },
-    )?;
+    )
+    .await?;
     Ok(!existed)
 }
 
@@ -206,7 +207,7 @@ async fn declare(
     let u = user(&req, &rt)?;
     let (vhost, name) = path.into_inner();
     let body: Value = super::json_body(&body)?.unwrap_or(Value::Null);
-    let new = declare_exchange(&rt, &u, &vhost, &name, &body)?;
+    let new = declare_exchange(&rt, &u, &vhost, &name, &body).await?;
     Ok(if new { created() } else { no_content() })
 }
 

@@ -120,7 +120,7 @@ async fn show(req: HttpRequest, rt: State, path: web::Path<(String, String)>) ->
 }
 
 /// Declares a queue from a RabbitMQ queue object. Returns whether it was created.
-pub(super) fn declare_queue(
+pub(super) async fn declare_queue(
     rt: &Runtime,
     u: &User,
     vhost: &str,
@@ -149,7 +149,8 @@ pub(super) fn declare_queue(
             worker: None,
         },
         0,
-    )?;
+    )
+    .await?;
     Ok(!existed)
 }
 
@@ -162,7 +163,7 @@ async fn declare(
     let u = user(&req, &rt)?;
     let (vhost, name) = path.into_inner();
     let body: Value = super::json_body(&body)?.unwrap_or(Value::Null);
-    let new = declare_queue(&rt, &u, &vhost, &name, &body)?;
+    let new = declare_queue(&rt, &u, &vhost, &name, &body).await?;
     Ok(if new { created() } else { no_content() })
 }
 

@@ -666,6 +666,10 @@ impl QueueActor {
     fn delete_self(&mut self) {
         self.cancel_all_consumers();
         self.deleted = true;
+        // a declare of the name from now on makes a new queue (`topology.rs`)
+        if let Some(me) = self.me.upgrade() {
+            me.deleted.store(true, Ordering::Release);
+        }
         if let Some(v) = self.vhost.upgrade() {
             let name = self.name.clone();
             actix::spawn(async move { v.forget_queue(&name).await });

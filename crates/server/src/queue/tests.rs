@@ -36,8 +36,8 @@ fn a_failing_queue_does_not_take_others_down() {
             arguments: FieldTable::default(),
             worker: None,
         };
-        let a = v.declare_queue("a", spec(), 1).unwrap();
-        let b = v.declare_queue("b", spec(), 1).unwrap();
+        let a = v.declare_queue("a", spec(), 1).await.unwrap();
+        let b = v.declare_queue("b", spec(), 1).await.unwrap();
         for _ in 0..3 {
             a.enqueue(msg());
             b.enqueue(msg());
@@ -97,7 +97,7 @@ fn a_restarted_durable_queue_reloads_its_stored_messages() {
             arguments: FieldTable::default(),
             worker: None,
         };
-        let q = v.declare_queue("d", spec, 1).unwrap();
+        let q = v.declare_queue("d", spec, 1).await.unwrap();
         let qid = q.store_id.unwrap();
         for seq in 100..103u64 {
             let m = Message {

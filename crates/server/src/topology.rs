@@ -1,0 +1,453 @@
+//! The operations that change a vhost's topology: exchange and queue declare and delete,
+//! bind and unbind, and the deletions that follow from others (auto-delete, x-expires,
+//! the exclusive queues of a closed connection).
+//!
+//! Each holds the locks of the names it touches (`locks.rs`) for its whole course, so on
+//! one name they happen one after the other, as in RabbitMQ's metadata store. Durable
+//! changes are staged in the store and the operation answers only once the flusher
+//! thread has made them durable: never a sled flush on a worker thread, which stalled
+//! every connection and queue on it.
+
+use crate::exchange::{self, ExchangeEntry};
+use crate::locks::Resource;
+use crate::queue::{self, QueueEntry};
+use crate::vhost::{inequivalent, ExchangeSpec, QueueSpec, VHost};
+use broker_core::args::QueueArgs;
+use broker_core::headers::XMatch;
+use broker_core::routing::{Binding, Destination, ExchangeKind};
+use broker_core::AmqpError;
+use broker_wire::types::FieldTable;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Bindings removed with a deleted queue or exchange, each with its source's name.
+type Gone = Vec<(Arc<str>, Binding)>;
+
+fn unavailable(what: &str) -> impl FnOnce(actix::MailboxError) -> AmqpError + '_ {
+    move |_| AmqpError::internal(format!("{what} unavailable"))
+}
+
+impl VHost {
+    /// Waits until every staged definition change is durable (one sled flush on the
+    /// flusher thread, shared by all who wait at the time).
+    async fn sync_definitions(&self) -> Result<(), AmqpError> {
+        let Some(s) = self.storage() else {
+            return Ok(());
+        };
+        s.flusher.sync_index().await.map_err(|e| {
+            tracing::error!("store flush failed: {e}");
+            AmqpError::internal(format!("store write failed: {e}"))
+        })
+    }
+
+    /// exchange.declare (non-passive): creates it, or checks an existing one is equivalent.
+    pub async fn declare_exchange(&self, name: &str, spec: ExchangeSpec) -> Result<(), AmqpError> {
+        let _held = self.locks.lock(&[Resource::Exchange(name)]).await;
+        if let Some(x) = self.exchange(name) {
+            if !x.dying.load(Ordering::Acquire) {
+                return self.check_exchange_equivalent(&x, name, &spec);
+            }
+            // auto-deleted a moment ago: finish that, then declare anew
+            self.forget_exchange_locked(&x).await;
+        }
+        broker_core::args::check_exchange_args(&spec.arguments, name, &self.name)?;
+        let durable = spec.durable;
+        if durable {
+            self.persist_exchange(name, &spec)?;
+        }
+        self.create_exchange(name, spec);
+        if durable {
+            self.sync_definitions().await?;
+        }
+        Ok(())
+    }
+
+    fn check_exchange_equivalent(
+        &self,
+        x: &ExchangeEntry,
+        name: &str,
+        spec: &ExchangeSpec,
+    ) -> Result<(), AmqpError> {
+        let differs = |arg: &str, got: String, cur: String| {
+            Err(inequivalent("exchange", arg, name, got, cur, &self.name))
+        };
+        if x.kind != spec.kind {
+            return differs("type", spec.kind.as_str().into(), x.kind.as_str().into());
+        }
+        if x.durable != spec.durable {
+            return differs("durable", spec.durable.to_string(), x.durable.to_string());
+        }
+        if x.auto_delete != spec.auto_delete {
+            let (got, cur) = (spec.auto_delete.to_string(), x.auto_delete.to_string());
+            return differs("auto_delete", got, cur);
+        }
+        if x.internal != spec.internal {
+            return differs(
+                "internal",
+                spec.internal.to_string(),
+                x.internal.to_string(),
+            );
+        }
+        broker_core::args::check_equivalent(
+            "exchange",
+            name,
+            &self.name,
+            &spec.arguments,
+            &x.arguments,
+            broker_core::args::EXCHANGE_EQUIVALENCE_KEYS,
+        )
+    }
+
+    /// queue.declare (non-passive): creates it or checks equivalence. Returns the entry.
+    pub async fn declare_queue(
+        &self,
+        name: &str,
+        spec: QueueSpec,
+        conn: u64,
+    ) -> Result<Arc<QueueEntry>, AmqpError> {
+        let _held = self.locks.lock(&[Resource::Queue(name)]).await;
+        if let Some(q) = self.queue(name) {
+            if !q.deleted.load(Ordering::Acquire) {
+                self.check_queue_equivalent(&q, name, &spec, conn)?;
+                return Ok(q);
+            }
+            // auto-deleted or expired a moment ago: finish that, then declare anew
+            self.forget_queue_locked(&q).await;
+        }
+        QueueArgs::parse(&spec.arguments, name, &self.name)?;
+        if let Some(max) = self
+            .runtime
+            .upgrade()
+            .and_then(|rt| rt.registry.vhost(&self.name))
+            .and_then(|r| r.limits.max_queues)
+        {
+            if self.queues.len() as u64 >= max {
+                return Err(AmqpError::precondition_failed(format!(
+                    "cannot declare queue '{name}': queue limit in vhost '{}' ({max}) is reached",
+                    self.name
+                )));
+            }
+        }
+        let store_id = if spec.durable && spec.exclusive_owner.is_none() {
+            self.persist_queue(name, &spec)?
+        } else {
+            None
+        };
+        let entry = self.create_queue(name, spec, store_id)?;
+        if store_id.is_some() {
+            self.sync_definitions().await?;
+        }
+        Ok(entry)
+    }
+
+    fn check_queue_equivalent(
+        &self,
+        q: &QueueEntry,
+        name: &str,
+        spec: &QueueSpec,
+        conn: u64,
+    ) -> Result<(), AmqpError> {
+        q.check_access(conn)?;
+        if spec.exclusive_owner.is_some() != q.exclusive_owner.is_some() {
+            return Err(QueueEntry::locked(name, &self.name));
+        }
+        if q.durable != spec.durable {
+            let (got, cur) = (spec.durable, q.durable);
+            return Err(inequivalent("queue", "durable", name, got, cur, &self.name));
+        }
+        if q.auto_delete != spec.auto_delete {
+            let (got, cur) = (spec.auto_delete, q.auto_delete);
+            return Err(inequivalent(
+                "queue",
+                "auto_delete",
+                name,
+                got,
+                cur,
+                &self.name,
+            ));
+        }
+        // as RabbitMQ: only the arguments it knows are compared, before any check
+        broker_core::args::check_equivalent(
+            "queue",
+            name,
+            &self.name,
+            &spec.arguments,
+            &q.arguments,
+            broker_core::args::QUEUE_EQUIVALENCE_KEYS,
+        )
+    }
+
+    /// queue.delete. Deleting a queue that does not exist succeeds with 0, as in RabbitMQ.
+    pub async fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+        conn: u64,
+    ) -> Result<u32, AmqpError> {
+        let _held = self.locks.lock(&[Resource::Queue(name)]).await;
+        let Some(q) = self.queue(name) else {
+            return Ok(0);
+        };
+        q.check_access(conn)?;
+        let n = q
+            .addr
+            .send(queue::DeleteQueue {
+                if_unused,
+                if_empty,
+            })
+            .await
+            .map_err(unavailable("queue"))??;
+        self.forget_queue_locked(&q).await;
+        if q.store_id.is_some() {
+            self.sync_definitions().await?;
+        }
+        Ok(n)
+    }
+
+    /// exchange.delete: the default and amq.* exchanges are refused with 403.
+    pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+        if name.is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
+            )));
+        }
+        let _held = self.locks.lock(&[Resource::Exchange(name)]).await;
+        // deleting an exchange that does not exist succeeds, as in RabbitMQ
+        let Some(x) = self.exchange(name) else {
+            return Ok(());
+        };
+        x.addr
+            .send(exchange::Delete { if_unused })
+            .await
+            .map_err(unavailable("exchange"))??;
+        self.forget_exchange_locked(&x).await;
+        if x.durable {
+            self.sync_definitions().await?;
+        }
+        Ok(())
+    }
+
+    /// A queue deleted itself (auto-delete, x-expires): forget it, unless a declare has
+    /// already done so and made a new queue of the name.
+    pub async fn forget_queue(&self, name: &str) {
+        let _held = self.locks.lock(&[Resource::Queue(name)]).await;
+        if let Some(q) = self.queue(name) {
+            if q.deleted.load(Ordering::Acquire) {
+                self.forget_queue_locked(&q).await;
+                if q.store_id.is_some() {
+                    let _ = self.sync_definitions().await;
+                }
+            }
+        }
+    }
+
+    /// An exchange marked itself for auto-delete while a queue deletion removed its
+    /// last binding: forget it, unless it was forgotten (or declared anew) meanwhile.
+    async fn forget_dying_exchange(&self, name: &str) {
+        let _held = self.locks.lock(&[Resource::Exchange(name)]).await;
+        if let Some(x) = self.exchange(name) {
+            if x.dying.load(Ordering::Acquire) {
+                self.forget_exchange_locked(&x).await;
+                if x.durable {
+                    let _ = self.sync_definitions().await;
+                }
+            }
+        }
+    }
+
+    /// Exclusive queues of a closed connection go away.
+    pub async fn connection_closed(&self, conn: u64) {
+        let mine: Vec<Arc<QueueEntry>> = self
+            .queues
+            .iter()
+            .filter(|q| q.exclusive_owner == Some(conn))
+            .map(|q| q.value().clone())
+            .collect();
+        for q in mine {
+            let _held = self.locks.lock(&[Resource::Queue(&q.name)]).await;
+            let _ = q
+                .addr
+                .send(queue::DeleteQueue {
+                    if_unused: false,
+                    if_empty: false,
+                })
+                .await;
+            self.forget_queue_locked(&q).await;
+        }
+    }
+
+    /// Removes every binding to `dest` from every exchange; returns those of durable
+    /// exchanges (the ones that may have records). An exchange auto-deleted by losing
+    /// its last binding this way is forgotten in a task of its own, under its own lock
+    /// (taking it here, with the caller's held, could deadlock).
+    async fn remove_destination(&self, dest: &Destination) -> Gone {
+        let mut gone = Vec::new();
+        for x in self.exchanges() {
+            let Ok(removed) = x.addr.send(exchange::RemoveDestination(dest.clone())).await else {
+                continue;
+            };
+            if x.durable {
+                gone.extend(removed.into_iter().map(|b| (x.name.clone(), b)));
+            }
+            if x.dying.load(Ordering::Acquire) {
+                if let Some(me) = self.me.upgrade() {
+                    let name = x.name.clone();
+                    actix::spawn(async move { me.forget_dying_exchange(&name).await });
+                }
+            }
+        }
+        gone
+    }
+
+    /// Removes a queue from the vhost with every binding to it and its records; the
+    /// caller holds the name's lock. Nothing if `q` is no longer the vhost's queue.
+    async fn forget_queue_locked(&self, q: &Arc<QueueEntry>) {
+        if self
+            .queues
+            .remove_if(&q.name, |_, v| Arc::ptr_eq(v, q))
+            .is_none()
+        {
+            return;
+        }
+        q.deleted.store(true, Ordering::Release);
+        self.bump();
+        let gone = self
+            .remove_destination(&Destination::Queue(q.name.clone()))
+            .await;
+        if let Some(id) = q.store_id {
+            self.unpersist_queue(&q.name, id, &gone);
+        }
+        self.bump();
+    }
+
+    /// Removes an exchange with its own bindings and every exchange-to-exchange binding
+    /// to it, and its records; the caller holds the name's lock.
+    async fn forget_exchange_locked(&self, x: &Arc<ExchangeEntry>) {
+        if self
+            .exchanges
+            .remove_if(&x.name, |_, v| Arc::ptr_eq(v, x))
+            .is_none()
+        {
+            return;
+        }
+        x.dying.store(true, Ordering::Release);
+        self.bump();
+        let mut gone: Gone = Vec::new();
+        if x.durable {
+            let own = x.bindings.load();
+            gone.extend(own.all().map(|b| (x.name.clone(), b.clone())));
+        }
+        gone.extend(
+            self.remove_destination(&Destination::Exchange(x.name.clone()))
+                .await,
+        );
+        if x.durable {
+            self.unpersist_exchange(&x.name, &gone);
+        }
+        self.bump();
+    }
+
+    /// queue.bind and exchange.bind (bind = true) or their unbinds. An unbind of what
+    /// does not exist (source, destination or binding) succeeds, as in RabbitMQ.
+    pub async fn bind(
+        &self,
+        source: &str,
+        dest: Destination,
+        routing_key: &str,
+        arguments: FieldTable,
+        bind: bool,
+    ) -> Result<(), AmqpError> {
+        let default_refused =
+            || AmqpError::access_refused("operation not permitted on the default exchange");
+        if source.is_empty() || matches!(&dest, Destination::Exchange(d) if d.is_empty()) {
+            return Err(default_refused());
+        }
+        let dest_name = match &dest {
+            Destination::Queue(q) => Resource::Queue(q),
+            Destination::Exchange(e) => Resource::Exchange(e),
+        };
+        let _held = self
+            .locks
+            .lock(&[Resource::Exchange(source), dest_name])
+            .await;
+        let dest_exists = match &dest {
+            Destination::Queue(q) => self.queue(q).is_some(),
+            Destination::Exchange(e) => self.exchange(e).is_some(),
+        };
+        let source_x = self.exchange(source);
+        if !bind && (!dest_exists || source_x.is_none()) {
+            return Ok(());
+        }
+        if !dest_exists {
+            return Err(match &dest {
+                Destination::Queue(q) => {
+                    AmqpError::not_found(format!("no queue '{q}' in vhost '{}'", self.name))
+                }
+                Destination::Exchange(e) => {
+                    AmqpError::not_found(format!("no exchange '{e}' in vhost '{}'", self.name))
+                }
+            });
+        }
+        let Some(x) = source_x else {
+            return Err(AmqpError::not_found(format!(
+                "no exchange '{source}' in vhost '{}'",
+                self.name
+            )));
+        };
+        if bind && x.kind == ExchangeKind::Headers {
+            if let Err(v) = XMatch::from_arguments(&arguments) {
+                return Err(AmqpError::precondition_failed(format!(
+                    "Invalid x-match field value <<\"{v}\">>; expected all, any, all-with-x, or any-with-x"
+                )));
+            }
+        }
+        let durable = x.durable && self.is_durable(&dest);
+        let b = Binding {
+            destination: dest,
+            routing_key: routing_key.into(),
+            arguments,
+        };
+        let mut sync = false;
+        if bind {
+            let added = x
+                .addr
+                .send(exchange::Bind(b.clone()))
+                .await
+                .map_err(unavailable("exchange"))??;
+            if added && durable {
+                if let Err(e) = self.persist_binding(source, &b, true) {
+                    let _ = x.addr.send(exchange::Unbind(b)).await;
+                    return Err(e);
+                }
+                sync = true;
+            }
+        } else {
+            let removed = x
+                .addr
+                .send(exchange::Unbind(b.clone()))
+                .await
+                .map_err(unavailable("exchange"))?;
+            if removed && durable {
+                self.persist_binding(source, &b, false)?;
+                sync = true;
+            }
+            if x.dying.load(Ordering::Acquire) {
+                // its last binding went: auto-delete, in the same step as the unbind
+                self.forget_exchange_locked(&x).await;
+                sync |= x.durable;
+            }
+        }
+        self.bump();
+        if sync {
+            self.sync_definitions().await?;
+        }
+        Ok(())
+    }
+}
