@@ -148,14 +148,22 @@ impl VHost {
             error!(queue = name, "cannot delete queue record: {e}");
         }
         self.unpersist_bindings(&s, gone);
-        match s.messages.remove_queue(id) {
+        let (messages, name) = (s.messages.clone(), name.to_string());
+        let remove = move || match messages.remove_queue(id) {
             Ok(n) if n > 0 => info!(
-                queue = name,
+                queue = %name,
                 removed = n,
                 "removed stored messages of deleted queue"
             ),
             Ok(_) => {}
-            Err(e) => error!(queue = name, "cannot remove stored messages: {e}"),
+            Err(e) => error!(queue = %name, "cannot remove stored messages: {e}"),
+        };
+        // a deleted queue's backlog can be millions of index entries: removed off the
+        // worker thread (a crash before the end leaves orphans, which the next start
+        // sweeps, since the queue's record is gone first)
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
     }
 

@@ -247,6 +247,7 @@ impl VHost {
         out: &mut Vec<Arc<QueueEntry>>,
     ) -> bool {
         let mut cacheable = true;
+        let mut seen = None;
         let mut visited: Vec<Arc<str>> = vec![x.name.clone()];
         let mut dests = Vec::new();
         let snap = x.bindings.load();
@@ -263,9 +264,7 @@ impl VHost {
             match &dests[i] {
                 Destination::Queue(q) => {
                     if let Some(entry) = self.queue(q) {
-                        if !out.iter().any(|e| Arc::ptr_eq(e, &entry)) {
-                            out.push(entry);
-                        }
+                        push_once(out, &mut seen, entry);
                     }
                 }
                 Destination::Exchange(e) => {
@@ -309,6 +308,26 @@ impl VHost {
         }
         let x = self.exchange(exchange)?;
         Some(self.route(&x, routing_key, headers, out))
+    }
+}
+
+/// Adds a queue to a route once. A short route is checked by a scan; past 32 queues (a
+/// fanout to thousands) by a set of the entries' addresses, so a route stays linear.
+fn push_once(
+    out: &mut Vec<Arc<QueueEntry>>,
+    seen: &mut Option<std::collections::HashSet<usize>>,
+    entry: Arc<QueueEntry>,
+) {
+    let key = |e: &Arc<QueueEntry>| Arc::as_ptr(e) as usize;
+    if out.len() < 32 {
+        if !out.iter().any(|e| Arc::ptr_eq(e, &entry)) {
+            out.push(entry);
+        }
+        return;
+    }
+    let set = seen.get_or_insert_with(|| out.iter().map(key).collect());
+    if set.insert(key(&entry)) {
+        out.push(entry);
     }
 }
 
