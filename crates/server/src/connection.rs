@@ -12,7 +12,7 @@ use crate::vhost::VHost;
 use actix::prelude::*;
 use broker_core::{AmqpError, ReplyCode};
 use broker_wire::assembly::{Assembler, AssemblyError, Command};
-use broker_wire::frame::{Frame, PROTOCOL_HEADER, PROTOCOL_HEADER_0_9};
+use broker_wire::frame::{Frame, FRAME_MIN_SIZE, PROTOCOL_HEADER, PROTOCOL_HEADER_0_9};
 use broker_wire::protocol::{channel, connection, AMQPClass};
 use broker_wire::{encode, FrameDecoder};
 use bytes::{Buf, BytesMut};
@@ -42,6 +42,14 @@ enum State {
     Open,
     /// We sent connection.close and wait for close-ok.
     Closing,
+    /// The client closed the connection and got close-ok. As RabbitMQ (and the spec's
+    /// close-ok rule) the client closes the socket: we read on, answer a repeated close
+    /// with close-ok, ignore everything else, and end the socket only after
+    /// [`closed_linger`] if the client never does.
+    ClosedByPeer,
+    /// A login failed without a word to the client: nothing is read or written, the socket
+    /// closes after [`handshake::SILENT_CLOSE_DELAY`].
+    Silenced,
     /// Done; the socket closes once the write buffer is flushed.
     Closed,
 }
@@ -97,6 +105,8 @@ pub struct Connection {
     force_read: bool,
     /// Channels with batched commands not yet sent.
     batched: Vec<u16>,
+    /// Held while [`State::Silenced`]: counts this connection among the delayed closes.
+    silenced: Option<handshake::SilenceSlot>,
 }
 
 /// What [`Connection::throttled`] decided about reading.
@@ -175,7 +185,8 @@ impl Connection {
                 writer,
                 rbuf: BytesMut::with_capacity(64 << 10),
                 writing: false,
-                decoder: FrameDecoder::new(frame_max),
+                // RabbitMQ's limit until tune-ok: frames of at most FRAME_MIN_SIZE
+                decoder: FrameDecoder::new(FRAME_MIN_SIZE),
                 state: State::AwaitHeader,
                 shared: Rc::new(ConnShared::new(id, frame_max)),
                 channels: HashMap::new(),
@@ -191,6 +202,7 @@ impl Connection {
                 retry: None,
                 force_read: false,
                 batched: Vec::new(),
+                silenced: None,
                 rt,
             }
         });
@@ -264,7 +276,7 @@ impl Connection {
     }
 
     fn schedule_read(&mut self, ctx: &mut Context<Self>) {
-        if self.reader.is_none() || self.state == State::Closed {
+        if self.reader.is_none() || matches!(self.state, State::Closed | State::Silenced) {
             return;
         }
         let hold = self.throttled(ctx);
@@ -301,7 +313,10 @@ impl Connection {
                 }
                 match r {
                     Ok(0) | Err(_) => {
-                        if act.state != State::Closed && act.state != State::Closing {
+                        if !matches!(
+                            act.state,
+                            State::Closed | State::Closing | State::ClosedByPeer
+                        ) {
                             let _e = act.span.enter();
                             info!("client closed the socket");
                         }
@@ -389,7 +404,7 @@ impl Connection {
             self.state = State::AwaitStartOk;
         }
         loop {
-            if self.state == State::Closed {
+            if matches!(self.state, State::Closed | State::Silenced) {
                 self.rbuf.clear();
                 return;
             }
@@ -421,6 +436,20 @@ impl Connection {
     }
 
     fn handle_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        if self.state == State::ClosedByPeer {
+            // RabbitMQ answers every further close with close-ok and ignores the rest
+            if let Frame::Method { channel: 0, method } = frame {
+                if let AMQPClass::Connection(connection::AMQPMethod::Close(_)) = *method {
+                    self.send(
+                        0,
+                        AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                            connection::CloseOk {},
+                        )),
+                    );
+                }
+            }
+            return;
+        }
         if self.state == State::Closing {
             // after our connection.close only close-ok (or a crossing close) matters
             if let Frame::Method { channel: 0, method } = frame {
@@ -450,7 +479,10 @@ impl Connection {
             f => {
                 if self.state != State::Open {
                     self.fail(
-                        AmqpError::channel_error("channel frame before connection.open"),
+                        AmqpError::unexpected_frame(format!(
+                            "frame on channel {} before connection.open",
+                            f.channel()
+                        )),
                         ctx,
                     );
                     return;
@@ -463,10 +495,7 @@ impl Connection {
     fn connection_method(&mut self, m: AMQPClass, ctx: &mut Context<Self>) {
         let (cid, mid) = (m.get_amqp_class_id(), m.get_amqp_method_id());
         let AMQPClass::Connection(m) = m else {
-            self.fail(
-                AmqpError::command_invalid("non-connection method on channel 0").on(cid, mid),
-                ctx,
-            );
+            self.fail(self.unexpected_method().on(cid, mid), ctx);
             return;
         };
         use connection::AMQPMethod as M;
@@ -481,7 +510,7 @@ impl Connection {
                         self.send(0, handshake::tune(&self.rt.config));
                         self.state = State::AwaitTuneOk;
                     }
-                    Err(e) => self.fail(e.on(cid, mid), ctx),
+                    Err(e) => self.login_failed(e, ctx),
                 }
             }
             (State::AwaitTuneOk, M::TuneOk(t)) => match handshake::negotiate(&t, &self.rt.config) {
@@ -537,9 +566,10 @@ impl Connection {
                     )
                 });
                 self.teardown_channels();
+                self.unregister();
                 self.send(0, AMQPClass::Connection(M::CloseOk(connection::CloseOk {})));
-                self.state = State::Closed;
-                self.flush(ctx);
+                self.state = State::ClosedByPeer;
+                ctx.run_later(closed_linger(self.heartbeat), |_, ctx| ctx.stop());
             }
             (State::Open, M::UpdateSecret(_)) => {
                 self.send(
@@ -548,10 +578,50 @@ impl Connection {
                 );
             }
             (State::Open, M::Blocked(_) | M::Unblocked(_)) => {}
-            (_, _) => self.fail(
-                AmqpError::command_invalid("unexpected connection method").on(cid, mid),
-                ctx,
-            ),
+            (_, _) => self.fail(self.unexpected_method().on(cid, mid), ctx),
+        }
+    }
+
+    /// A method channel 0 does not take in this state: 504 CHANNEL_ERROR with RabbitMQ's
+    /// text, which names the state.
+    fn unexpected_method(&self) -> AmqpError {
+        let state = match self.state {
+            State::AwaitHeader | State::AwaitStartOk => "starting",
+            State::AwaitTuneOk => "tuning",
+            State::AwaitOpen => "opening",
+            State::Open => "running",
+            _ => "closing",
+        };
+        AmqpError::channel_error(format!("unexpected method in connection state {state}"))
+    }
+
+    /// A failed login ends as in RabbitMQ: a refused one is told with connection.close 403
+    /// (class and method 0) to clients that announced `authentication_failure_close`;
+    /// everyone else is told nothing and the socket closes after the silent-close delay.
+    fn login_failed(&mut self, f: handshake::LoginFailure, ctx: &mut Context<Self>) {
+        let text = match f {
+            handshake::LoginFailure::Refused { error, tell: true } => {
+                self.fail(error, ctx);
+                return;
+            }
+            handshake::LoginFailure::Refused { error, .. } => error.reply_text(),
+            handshake::LoginFailure::Invalid(text) => text,
+        };
+        self.span
+            .in_scope(|| warn!(%text, "login failed, closing the socket without a reply"));
+        self.state = State::Silenced;
+        self.rbuf.clear();
+        // a storm of failed logins holds at most MAX_SILENCED sockets: beyond that they
+        // are closed at once
+        match handshake::SilenceSlot::take() {
+            Some(slot) => {
+                self.silenced = Some(slot);
+                ctx.run_later(handshake::SILENT_CLOSE_DELAY, |a, ctx| {
+                    a.silenced = None;
+                    ctx.stop();
+                });
+            }
+            None => ctx.stop(),
         }
     }
 
@@ -715,7 +785,10 @@ impl Connection {
 
     /// Closes the connection with an error: connection.close now, close-ok awaited.
     pub fn fail(&mut self, e: AmqpError, ctx: &mut Context<Self>) {
-        if matches!(self.state, State::Closing | State::Closed) {
+        if matches!(
+            self.state,
+            State::Closing | State::Closed | State::ClosedByPeer | State::Silenced
+        ) {
             return;
         }
         {
@@ -823,11 +896,30 @@ impl Actor for Connection {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.teardown_channels();
+        self.unregister();
+    }
+}
+
+/// How long a connection the client closed keeps its socket for the client to close it:
+/// RabbitMQ's `?CLOSING_TIMEOUT` (30 s), or the heartbeat interval if that is shorter.
+fn closed_linger(heartbeat: u16) -> Duration {
+    let secs = if heartbeat > 0 && heartbeat < 30 {
+        heartbeat
+    } else {
+        30
+    };
+    Duration::from_secs(u64::from(secs))
+}
+
+impl Connection {
+    /// Leaves the registries, the vhost's connection count and its exclusive queues, once:
+    /// at client close (RabbitMQ deletes exclusive queues before close-ok) or at stop.
+    fn unregister(&mut self) {
         if self.torn_down {
             return;
         }
         self.torn_down = true;
-        self.teardown_channels();
         self.rt.connections.remove(&self.id);
         self.rt.conn_info.remove(&self.id);
         if let Some(v) = self.vhost.clone() {

@@ -107,22 +107,61 @@ fn credentials(mechanism: &str, response: &[u8]) -> Option<(String, String)> {
     }
 }
 
+/// Why a login failed. It decides how the connection ends, as in RabbitMQ: only a refused
+/// login is ever explained to the client; anything else before connection.tune is
+/// answered by closing the socket after [`SILENT_CLOSE_DELAY`], so a client probing
+/// passwords or mechanisms gets no information and cannot retry at full speed.
+#[derive(Debug)]
+pub enum LoginFailure {
+    /// Unknown user, wrong password, guest from afar: connection.close 403 ACCESS_REFUSED
+    /// (class and method 0) if the client announced `authentication_failure_close`,
+    /// otherwise the silent close.
+    Refused {
+        /// The 403 to send.
+        error: AmqpError,
+        /// Whether the client asked to be told (`authentication_failure_close`).
+        tell: bool,
+    },
+    /// An unsupported mechanism or a response that does not parse: the silent close, even
+    /// for clients with the capability (RabbitMQ 3.10).
+    Invalid(String),
+}
+
+/// How long RabbitMQ waits before it closes the socket of a client whose login failed
+/// without telling it why (`?SILENT_CLOSE_DELAY`, 3 s).
+pub const SILENT_CLOSE_DELAY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Whether the client-properties announce `capabilities.authentication_failure_close`.
+fn wants_failure_close(props: &FieldTable) -> bool {
+    match props.inner().get("capabilities") {
+        Some(AMQPValue::FieldTable(caps)) => matches!(
+            caps.inner().get("authentication_failure_close"),
+            Some(AMQPValue::Boolean(true))
+        ),
+        _ => false,
+    }
+}
+
 /// Checks connection.start-ok against the users. Returns the user and what the client
 /// supports.
 pub fn authenticate(
     s: &connection::StartOk,
     users: &crate::access::Registry,
     peer: std::net::IpAddr,
-) -> Result<(String, ClientInfo), AmqpError> {
+) -> Result<(String, ClientInfo), LoginFailure> {
     let mech = s.mechanism.as_str();
     if mech != "PLAIN" && mech != "AMQPLAIN" {
-        return Err(AmqpError::access_refused(format!(
+        return Err(LoginFailure::Invalid(format!(
             "unsupported authentication mechanism '{mech}'"
         )));
     }
-    let (user, pass) = credentials(mech, s.response.as_bytes()).ok_or_else(|| refused(mech))?;
+    let (user, pass) = credentials(mech, s.response.as_bytes())
+        .ok_or_else(|| LoginFailure::Invalid(format!("malformed {mech} response")))?;
     if users.authenticate(&user, &pass, peer).is_none() {
-        return Err(refused(mech));
+        return Err(LoginFailure::Refused {
+            error: refused(mech),
+            tell: wants_failure_close(&s.client_properties),
+        });
     }
     let mut info = ClientInfo {
         properties: s.client_properties.clone(),
@@ -174,4 +213,51 @@ pub fn negotiate(t: &connection::TuneOk, cfg: &Config) -> Result<(u16, u32, u16)
         t.channel_max
     };
     Ok((channel_max, frame_max, t.heartbeat))
+}
+
+/// Most connections held open at once for a silent close. Each costs a socket and a
+/// timer for [`SILENT_CLOSE_DELAY`]; past this many, a failed login closes at once, so a
+/// storm of failed logins cannot pile up sockets and timers without bound.
+pub const MAX_SILENCED: usize = 1024;
+
+static SILENCED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One of the [`MAX_SILENCED`] places for a connection waiting out its silent close,
+/// given back when dropped (the timer fired or the connection ended otherwise).
+#[derive(Debug)]
+pub struct SilenceSlot(());
+
+impl SilenceSlot {
+    /// A place, or none if [`MAX_SILENCED`] connections already wait.
+    pub fn take() -> Option<SilenceSlot> {
+        use std::sync::atomic::Ordering;
+        SILENCED
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_SILENCED).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SilenceSlot(()))
+    }
+}
+
+impl Drop for SilenceSlot {
+    fn drop(&mut self) {
+        SILENCED.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silenced_connections_are_bounded() {
+        let slots: Vec<_> = std::iter::from_fn(SilenceSlot::take)
+            .take(MAX_SILENCED + 10)
+            .collect();
+        assert_eq!(slots.len(), MAX_SILENCED);
+        assert!(SilenceSlot::take().is_none());
+        drop(slots);
+        assert!(SilenceSlot::take().is_some());
+    }
 }

@@ -14,8 +14,8 @@ use amq_protocol::protocol::basic;
 use amq_protocol::protocol::{parse_class, AMQPClass};
 use bytes::{Buf, BytesMut};
 
-/// Stateless apart from the frame size limit, which the connection raises or lowers as
-/// connection.tune-ok is negotiated.
+/// Stateless apart from the frame size limit: [`FRAME_MIN_SIZE`] until connection.tune-ok,
+/// then what it negotiated (RabbitMQ's limits).
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     /// Largest whole frame accepted (header + payload + frame-end), as negotiated.
@@ -43,8 +43,10 @@ impl FrameDecoder {
         }
         let channel = u16::from_be_bytes([buf[1], buf[2]]);
         let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);
-        let max_payload = self.frame_max.saturating_sub(FRAME_OVERHEAD as u32);
-        if self.frame_max != 0 && size > max_payload {
+        // RabbitMQ's FRAME_SIZE_FUDGE: a payload of up to frame_max bytes is accepted (the
+        // frame itself may be 8 bytes longer), so clients that count frame_max as the
+        // payload size keep working
+        if self.frame_max != 0 && size > self.frame_max {
             return Err(WireError::FrameTooLarge {
                 size,
                 max: self.frame_max,
@@ -299,6 +301,22 @@ mod tests {
         assert!(matches!(
             d.decode(&mut buf),
             Err(WireError::FrameTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn payload_up_to_frame_max_is_accepted_as_rabbitmq_does() {
+        let d = FrameDecoder::new(FRAME_MIN_SIZE);
+        let mut body = vec![FRAME_BODY, 0, 1];
+        body.extend_from_slice(&FRAME_MIN_SIZE.to_be_bytes());
+        body.extend(std::iter::repeat_n(0, FRAME_MIN_SIZE as usize));
+        body.push(FRAME_END);
+        let mut buf = BytesMut::from(&body[..]);
+        assert!(matches!(d.decode(&mut buf), Ok(Some(Frame::Body { .. }))));
+        let mut buf = BytesMut::from(&[FRAME_BODY, 0, 1, 0, 0, 0x10, 0x01][..]);
+        assert!(matches!(
+            d.decode(&mut buf),
+            Err(WireError::FrameTooLarge { size: 4097, .. })
         ));
     }
 

@@ -38,6 +38,19 @@ pub fn properties(props: &AMQPProperties) -> Bytes {
     }
 }
 
+/// Bytes of a content header frame carrying `raw_props_len` bytes of properties: frame
+/// header, class, weight, body size, properties, frame-end.
+pub fn header_frame_len(raw_props_len: usize) -> usize {
+    7 + 12 + raw_props_len + 1
+}
+
+/// Whether a content header with these properties fits in one frame of `frame_max` (0: no
+/// limit). A header cannot be split across frames, so a message whose properties are
+/// larger than a connection's frame_max cannot be sent on that connection at all.
+pub fn header_fits(raw_props_len: usize, frame_max: u32) -> bool {
+    frame_max == 0 || header_frame_len(raw_props_len) <= frame_max as usize
+}
+
 /// Appends a content header and the body frames of one message, splitting the body to fit
 /// `frame_max`.
 pub fn content(out: &mut BytesMut, channel: u16, raw_props: &[u8], body: &Bytes, frame_max: u32) {
@@ -120,6 +133,17 @@ mod tests {
             })),
         );
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn header_fit_counts_the_whole_frame() {
+        let mut out = BytesMut::new();
+        let props = vec![0u8; 100];
+        content(&mut out, 1, &props, &Bytes::new(), 4096);
+        assert_eq!(out.len(), header_frame_len(100));
+        assert!(header_fits(4096 - 20, 4096));
+        assert!(!header_fits(4096 - 19, 4096));
+        assert!(header_fits(1 << 20, 0));
     }
 
     #[test]

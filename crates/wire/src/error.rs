@@ -40,8 +40,9 @@ pub enum WireError {
     /// basic.qos with a prefetch size, which RabbitMQ does not implement (540).
     #[error("prefetch_size!=0 ({0})")]
     PrefetchSize(u32),
-    /// The content header's class differs from the method's class.
-    #[error("content header class {0} does not match method class")]
+    /// The content header's class differs from the method's class (505, reported against
+    /// basic.publish, with RabbitMQ's text).
+    #[error("expected content header for class 60, got one for class {0} instead")]
     HeaderClassMismatch(u16),
 }
 
@@ -50,7 +51,9 @@ impl WireError {
     pub fn reply_code(&self) -> u16 {
         match self {
             WireError::UnknownMethod { .. } | WireError::PrefetchSize(_) => 540,
-            WireError::UnexpectedFrame { .. } | WireError::HeartbeatOnChannel(_) => 505,
+            WireError::UnexpectedFrame { .. }
+            | WireError::HeartbeatOnChannel(_)
+            | WireError::HeaderClassMismatch(_) => 505,
             _ => 501,
         }
     }
@@ -67,6 +70,7 @@ impl WireError {
                 method_id,
             } => (*class_id, *method_id),
             WireError::PrefetchSize(_) => (60, 10),
+            WireError::HeaderClassMismatch(_) => (60, 40),
             _ => (0, 0),
         }
     }

@@ -201,9 +201,18 @@ impl ChannelActor {
                 .await
                 .map_err(mailbox)
             },
-            move |act, got, _| match got {
+            move |act, got, ctx| match got {
                 None => act.send(AMQPClass::Basic(b::AMQPMethod::GetEmpty(b::GetEmpty {}))),
                 Some((entry, msg, remaining)) => {
+                    if let Some(e) = act.header_too_large(&msg.raw_properties) {
+                        // back to the queue unchanged; the channel closes with 406
+                        q.addr.do_send(queue::Restore {
+                            entries: vec![entry],
+                            no_ack,
+                        });
+                        act.fail(e.on(60, 70), ctx);
+                        return;
+                    }
                     let tag = if no_ack {
                         act.unacked.next_tag()
                     } else {

@@ -464,7 +464,7 @@ pub struct DeliverBatch(pub Vec<Deliver>);
 
 impl Handler<DeliverBatch> for ChannelActor {
     type Result = ();
-    fn handle(&mut self, b: DeliverBatch, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, b: DeliverBatch, ctx: &mut Context<Self>) {
         // credit goes back once per run of deliveries to the same consumer
         let release = |(g, q, n): (Arc<ConsumerGate>, Arc<QueueEntry>, u32)| {
             if g.written_n(n) {
@@ -473,7 +473,7 @@ impl Handler<DeliverBatch> for ChannelActor {
         };
         let mut run: Option<(Arc<ConsumerGate>, Arc<QueueEntry>, u32)> = None;
         for d in b.0 {
-            let Some((gate, queue)) = self.deliver_one(d) else {
+            let Some((gate, queue)) = self.deliver_one(d, ctx) else {
                 continue;
             };
             match &mut run {
@@ -487,22 +487,46 @@ impl Handler<DeliverBatch> for ChannelActor {
 }
 
 impl ChannelActor {
+    /// The error for a message whose content header does not fit in one frame of this
+    /// connection's negotiated frame_max. RabbitMQ sends such a header anyway, as a frame
+    /// larger than the client agreed to receive; we never do: the message goes back to its
+    /// queue unchanged (where a consumer with a larger frame_max can take it) and the
+    /// channel closes with 406, so the client learns why it gets nothing.
+    pub(crate) fn header_too_large(&self, raw_properties: &[u8]) -> Option<AmqpError> {
+        let frame_max = self.shared.frame_max.get();
+        if broker_wire::encode::header_fits(raw_properties.len(), frame_max) {
+            return None;
+        }
+        Some(AmqpError::precondition_failed(format!(
+            "message content header of {} bytes exceeds the frame_max {frame_max} negotiated by this connection",
+            broker_wire::encode::header_frame_len(raw_properties.len())
+        )))
+    }
+
     /// Writes one delivery into the connection's buffer (or hands it back if its consumer
     /// is gone). Returns the gate whose outstanding credit the caller releases (none if
     /// the delivery was handed back, or the credit is held until the buffer drains).
-    fn deliver_one(&mut self, d: Deliver) -> Option<(Arc<ConsumerGate>, Arc<QueueEntry>)> {
+    fn deliver_one(
+        &mut self,
+        d: Deliver,
+        ctx: &mut Context<Self>,
+    ) -> Option<(Arc<ConsumerGate>, Arc<QueueEntry>)> {
         let live = !self.closing
             && self
                 .consumers
                 .get(&d.consumer_tag)
                 .is_some_and(|c| Arc::ptr_eq(&c.gate, &d.gate));
-        if !live {
+        let too_large = self.header_too_large(&d.msg.raw_properties);
+        if !live || too_large.is_some() {
             // cancelled or closed while the delivery was on its way: hand it back
             d.gate.undo();
             d.queue.addr.do_send(queue::Restore {
                 entries: vec![d.entry],
                 no_ack: d.no_ack,
             });
+            if let Some(e) = too_large {
+                self.fail(e, ctx);
+            }
             return None;
         }
         let tag = if d.no_ack {
