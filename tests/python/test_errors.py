@@ -254,6 +254,58 @@ def test_406_ack_of_auto_acked_delivery(conn):
     expect_channel_error(conn, action, 406, "PRECONDITION_FAILED - unknown delivery tag 1")
 
 
+MAX_TAG = 2**64 - 1
+
+
+def three_unacked(ch):
+    """An exclusive queue with three messages fetched and not acked (tags 1, 2, 3)."""
+    q = ch.queue_declare("", exclusive=True).method.queue
+    for i in range(3):
+        ch.basic_publish("", q, str(i).encode())
+    got = get_n(ch, q, 3, auto_ack=False)
+    assert [m.delivery_tag for m, _, _ in got] == [1, 2, 3]
+    return q
+
+
+@pytest.mark.parametrize("settle", [
+    lambda ch, tag: ch.basic_ack(tag, multiple=True),
+    lambda ch, tag: ch.basic_nack(tag, multiple=True, requeue=True),
+    lambda ch, tag: ch.basic_nack(tag, multiple=True, requeue=False),
+], ids=["ack", "nack-requeue", "nack-discard"])
+@pytest.mark.parametrize("tag", [MAX_TAG, 10])
+def test_406_multiple_settle_past_the_last_tag_settles_nothing(conn, settle, tag):
+    """As RabbitMQ: a multiple settle must name a tag awaiting ack; the largest tag (no
+    wrap-around) or one past the last delivery closes the channel with 406, and the three
+    deliveries go back to the queue unsettled."""
+    holder = {}
+
+    def action(ch):
+        holder["q"] = three_unacked(ch)
+        settle(ch, tag)
+
+    expect_channel_error(conn, action, 406, f"PRECONDITION_FAILED - unknown delivery tag {tag}")
+    ch = conn.channel()
+    assert ready_count(ch, holder["q"]) == 3
+
+
+def test_406_multiple_ack_of_an_already_acked_tag(conn):
+    """RabbitMQ refuses ack(2, multiple) once 2 is acked, though 1 still awaits ack."""
+    holder = {}
+
+    def action(ch):
+        holder["q"] = three_unacked(ch)
+        ch.basic_ack(2)
+        ch.basic_ack(2, multiple=True)
+
+    expect_channel_error(conn, action, 406, "PRECONDITION_FAILED - unknown delivery tag 2")
+    assert ready_count(conn.channel(), holder["q"]) == 2
+
+
+def test_406_ack_of_tag_zero_without_multiple(conn):
+    expect_channel_error(conn, lambda ch: (three_unacked(ch), ch.basic_ack(0)), 406,
+                         "PRECONDITION_FAILED - unknown delivery tag 0")
+
+
 def test_ack_multiple_zero_with_nothing_outstanding_is_ok(conn):
     ch = conn.channel()
     ch.basic_ack(0, multiple=True)
