@@ -5,6 +5,8 @@ use crate::queue;
 use crate::vhost::{string_arg, ExchangeSpec, QueueSpec};
 use actix::prelude::*;
 use broker_core::auth::Access;
+use broker_core::deadletter::{binding_reach, Reach, DEAD_LETTER_EXCHANGE};
+use broker_core::names::shortstr;
 use broker_core::routing::{Destination, ExchangeKind};
 use broker_core::AmqpError;
 use broker_wire::protocol::{exchange as x, queue as q, AMQPClass};
@@ -53,6 +55,7 @@ impl ChannelActor {
             x::AMQPMethod::Bind(bd) => {
                 self.allowed(Access::Write, "exchange", bd.destination.as_str())?;
                 self.allowed(Access::Read, "exchange", bd.source.as_str())?;
+                self.allowed_dead_letters(bd.source.as_str(), bd.routing_key.as_str())?;
                 let (nowait, cm) = (bd.nowait, (40, 30));
                 self.bind(
                     ctx,
@@ -74,6 +77,19 @@ impl ChannelActor {
                 self.allowed(Access::Write, "exchange", bd.destination.as_str())?;
                 self.allowed(Access::Read, "exchange", bd.source.as_str())?;
                 let (nowait, cm) = (bd.nowait, (40, 40));
+                let (src, dst) = (bd.source.as_str(), bd.destination.as_str());
+                if !src.is_empty()
+                    && !dst.is_empty()
+                    && (self.vhost.exchange(src).is_none() || self.vhost.exchange(dst).is_none())
+                {
+                    // as RabbitMQ: unbinding from or to an exchange that is gone (an
+                    // auto-delete one that went with its last binding) succeeds; the
+                    // default exchange is still refused (403) by the vhost below
+                    if !nowait {
+                        self.send(AMQPClass::Exchange(x::AMQPMethod::UnbindOk(x::UnbindOk {})));
+                    }
+                    return Ok(());
+                }
                 self.bind(
                     ctx,
                     cm,
@@ -148,6 +164,32 @@ impl ChannelActor {
         Ok(())
     }
 
+    /// A binding from `amq.dead-letter` (ours; routing key = the source queue's name)
+    /// must not hand a user the dead letters of queues they may not read: see
+    /// `access::Registry::may_read_dead_letters` and docs/compatibility.md.
+    fn allowed_dead_letters(&self, source: &str, key: &str) -> Result<(), AmqpError> {
+        if source != DEAD_LETTER_EXCHANGE {
+            return Ok(());
+        }
+        let Some(rt) = self.runtime.as_ref() else {
+            return Ok(());
+        };
+        let user = self.shared.user.borrow().clone();
+        let vhost = &self.vhost.name;
+        if rt.registry.may_read_dead_letters(vhost, &user, key) {
+            return Ok(());
+        }
+        Err(AmqpError::access_refused(match binding_reach(key) {
+            Reach::Queue(queue) => format!(
+                "access to the dead letters of queue '{queue}' in vhost '{vhost}' refused for user '{user}'"
+            ),
+            Reach::AnyQueue => format!(
+                "access to the dead letters of every queue in vhost '{vhost}' refused for user '{user}': \
+                 binding key '{key}' on '{DEAD_LETTER_EXCHANGE}' has wildcards and needs read permission '.*'"
+            ),
+        }))
+    }
+
     /// Resolves an empty queue name to the channel's last declared queue, as RabbitMQ does.
     pub(crate) fn queue_name(&self, name: &str) -> Result<String, AmqpError> {
         if !name.is_empty() {
@@ -211,6 +253,7 @@ impl ChannelActor {
                 } else {
                     bd.routing_key.to_string()
                 };
+                self.allowed_dead_letters(bd.exchange.as_str(), &rk)?;
                 let nowait = bd.nowait;
                 self.bind(
                     ctx,
@@ -347,7 +390,8 @@ impl ChannelActor {
             )?
         };
         let name = entry.name.to_string();
-        self.last_queue = Some(name.clone());
+        let short_name = shortstr("queue name", &name)?;
+        self.last_queue = Some(name);
         let nowait = d.nowait;
         let addr = entry.addr.clone();
         self.wait_then(
@@ -361,7 +405,7 @@ impl ChannelActor {
             move |act, (ready, consumers, _), _| {
                 if !nowait {
                     act.send(AMQPClass::Queue(q::AMQPMethod::DeclareOk(q::DeclareOk {
-                        queue: name.into(),
+                        queue: short_name,
                         message_count: ready,
                         consumer_count: consumers,
                     })));
