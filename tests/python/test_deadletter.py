@@ -402,6 +402,41 @@ def test_dead_letter_routing_key_replaces_routing_key(conn, scratch):
     nothing_in(conn, ch, wrong, wait=0.05)
 
 
+def test_dead_letter_routing_key_of_255_bytes_reaches_the_client(conn, scratch):
+    """The longest routing key a shortstr holds is carried to the dead-letter queue and
+    fetched intact (basic.get-ok carries it)."""
+    dl = DL(conn, scratch)
+    ch = dl.ch
+    key = "k" * 255
+    src = dl.source("orig", **{"x-dead-letter-routing-key": key})
+    ch.basic_publish(dl.x, "orig", b"m")
+    (m, _, _), = get_n(ch, src, 1, auto_ack=False)
+    ch.basic_reject(m.delivery_tag, requeue=False)
+    m, _, body = one(ch, dl.dlq)
+    assert (m.routing_key, body) == (key, b"m")
+
+
+@pytest.mark.ours_only
+def test_406_dead_letter_routing_key_longer_than_a_shortstr(conn, scratch):
+    """A dead letter carries x-dead-letter-routing-key as its routing key, a shortstr on
+    the wire. RabbitMQ 3.10 accepts a longer one and then closes the connection of every
+    client that is delivered such a dead letter (541); we refuse it at declare (406), so
+    no dead letter can be undeliverable (before, basic.get on the DLQ hung forever)."""
+    dl = DL(conn, scratch)
+    q = uniq("src")
+    ch = conn.channel()
+    with pytest.raises(ChannelClosedByBroker) as ei:
+        ch.queue_declare(q, arguments={"x-dead-letter-exchange": dl.dlx, "x-dead-letter-routing-key": "k" * 300})
+    assert ei.value.reply_code == 406
+    assert ei.value.reply_text == (
+        f"PRECONDITION_FAILED - invalid arg 'x-dead-letter-routing-key' for queue '{q}' in {VHOST}: "
+        '"300 bytes, longer than a routing key can be (255)"')
+    ch = conn.channel()
+    with pytest.raises(ChannelClosedByBroker) as ei:
+        ch.queue_declare(q, passive=True)
+    assert ei.value.reply_code == 404
+
+
 def test_without_dead_letter_routing_key_original_routing_key_is_used(conn, scratch):
     dl = DL(conn, scratch, dlx_type="direct")
     ch = dl.ch

@@ -215,6 +215,68 @@ def test_delete_of_missing_queue_and_exchange_is_ok(conn):
     round_trip(ch)
 
 
+def test_exchange_unbind_from_an_auto_deleted_destination_is_ok(conn):
+    """aio-pika's teardown: an auto-delete exchange goes with its last binding (as a
+    source); unbinding it afterwards from the exchange it was bound to answers unbind-ok,
+    as RabbitMQ does, and leaves the channel open."""
+    ch = conn.channel()
+    src, dst = uniq("unbind-src"), uniq("unbind-dst")
+    ch.exchange_declare(src, "direct", auto_delete=True)
+    ch.exchange_declare(dst, "fanout", auto_delete=True)
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.exchange_bind(dst, src, "k")
+    ch.queue_bind(q, dst)
+    ch.queue_unbind(q, dst)
+    # dst had only that binding as a source: it is gone
+    assert channel_closed_with(conn, lambda c: c.exchange_declare(dst, passive=True))[0] == 404
+    ch.exchange_unbind(dst, src, "k")
+    round_trip(ch)
+    assert ch.is_open
+
+
+@pytest.mark.parametrize("which", ["source", "destination", "both"])
+def test_exchange_unbind_with_a_missing_exchange_is_ok(conn, which):
+    ch = conn.channel()
+    src, dst = uniq("unbind-src"), uniq("unbind-dst")
+    if which not in ("source", "both"):
+        ch.exchange_declare(src, "direct", auto_delete=True)
+    if which not in ("destination", "both"):
+        ch.exchange_declare(dst, "direct", auto_delete=True)
+    ch.exchange_unbind(dst, src, "k")
+    round_trip(ch)
+    assert ch.is_open
+    for x in (src, dst):
+        ch.exchange_delete(x)
+
+
+@pytest.mark.parametrize("side", ["source", "destination"])
+def test_403_exchange_unbind_with_the_default_exchange_even_if_the_other_is_missing(conn, side):
+    other = uniq("unbind-missing")
+    src, dst = ("", other) if side == "source" else (other, "")
+    expect_channel_error(conn, lambda ch: ch.exchange_unbind(dst, src, "k"), 403,
+                         "ACCESS_REFUSED - operation not permitted on the default exchange")
+
+
+@pytest.mark.parametrize("missing", ["queue", "exchange", "both", "binding"])
+def test_queue_unbind_of_what_does_not_exist_is_ok(conn, missing):
+    ch = conn.channel()
+    q = ch.queue_declare("", exclusive=True).method.queue if missing in ("exchange", "binding") else uniq("no-q")
+    x = uniq("no-x")
+    if missing in ("queue", "binding"):
+        ch.exchange_declare(x, "direct", auto_delete=True)
+    ch.queue_unbind(q, x, "never-bound")
+    round_trip(ch)
+    assert ch.is_open
+    ch.exchange_delete(x)
+
+
+def channel_closed_with(conn, action):
+    ch = conn.channel()
+    with pytest.raises(ChannelClosedByBroker) as ei:
+        action(ch)
+    return ei.value.reply_code, ei.value.reply_text
+
+
 # --------------------------------------------------------------------------- acks
 
 
@@ -252,6 +314,58 @@ def test_406_ack_of_auto_acked_delivery(conn):
         ch.basic_ack(m.delivery_tag)
 
     expect_channel_error(conn, action, 406, "PRECONDITION_FAILED - unknown delivery tag 1")
+
+
+MAX_TAG = 2**64 - 1
+
+
+def three_unacked(ch):
+    """An exclusive queue with three messages fetched and not acked (tags 1, 2, 3)."""
+    q = ch.queue_declare("", exclusive=True).method.queue
+    for i in range(3):
+        ch.basic_publish("", q, str(i).encode())
+    got = get_n(ch, q, 3, auto_ack=False)
+    assert [m.delivery_tag for m, _, _ in got] == [1, 2, 3]
+    return q
+
+
+@pytest.mark.parametrize("settle", [
+    lambda ch, tag: ch.basic_ack(tag, multiple=True),
+    lambda ch, tag: ch.basic_nack(tag, multiple=True, requeue=True),
+    lambda ch, tag: ch.basic_nack(tag, multiple=True, requeue=False),
+], ids=["ack", "nack-requeue", "nack-discard"])
+@pytest.mark.parametrize("tag", [MAX_TAG, 10])
+def test_406_multiple_settle_past_the_last_tag_settles_nothing(conn, settle, tag):
+    """As RabbitMQ: a multiple settle must name a tag awaiting ack; the largest tag (no
+    wrap-around) or one past the last delivery closes the channel with 406, and the three
+    deliveries go back to the queue unsettled."""
+    holder = {}
+
+    def action(ch):
+        holder["q"] = three_unacked(ch)
+        settle(ch, tag)
+
+    expect_channel_error(conn, action, 406, f"PRECONDITION_FAILED - unknown delivery tag {tag}")
+    ch = conn.channel()
+    assert ready_count(ch, holder["q"]) == 3
+
+
+def test_406_multiple_ack_of_an_already_acked_tag(conn):
+    """RabbitMQ refuses ack(2, multiple) once 2 is acked, though 1 still awaits ack."""
+    holder = {}
+
+    def action(ch):
+        holder["q"] = three_unacked(ch)
+        ch.basic_ack(2)
+        ch.basic_ack(2, multiple=True)
+
+    expect_channel_error(conn, action, 406, "PRECONDITION_FAILED - unknown delivery tag 2")
+    assert ready_count(conn.channel(), holder["q"]) == 2
+
+
+def test_406_ack_of_tag_zero_without_multiple(conn):
+    expect_channel_error(conn, lambda ch: (three_unacked(ch), ch.basic_ack(0)), 406,
+                         "PRECONDITION_FAILED - unknown delivery tag 0")
 
 
 def test_ack_multiple_zero_with_nothing_outstanding_is_ok(conn):

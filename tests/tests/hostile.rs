@@ -24,10 +24,18 @@ async fn hash_heavy_topic_binding_and_a_long_key_cost_nothing() {
     .await
     .unwrap();
     let q = unique("hostile-q");
-    ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
-    for key in ["#.#.#.#.#.#", "#.a.#.a.#.a.#.a.#.a.#.b", "*.#.*.#.*.#.*.#.*"] {
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    for key in [
+        "#.#.#.#.#.#",
+        "#.a.#.a.#.a.#.a.#.a.#.b",
+        "*.#.*.#.*.#.*.#.*",
+    ] {
         ch.queue_bind(
             q.as_str().into(),
             x.as_str().into(),

@@ -308,7 +308,20 @@ impl QueueArgs {
                     other => return Err(c.wrong_type(key, other)),
                 },
                 "x-dead-letter-routing-key" => {
-                    out.dead_letter_routing_key = Some(c.string(key, v)?)
+                    let k = c.string(key, v)?;
+                    // dead letters carry it as their routing key, a shortstr on the wire:
+                    // RabbitMQ accepts a longer one and then fails every delivery of such a
+                    // dead letter (541); refusing it here keeps the queue usable
+                    if k.len() > crate::names::MAX_SHORTSTR {
+                        return Err(c.invalid(
+                            key,
+                            format!(
+                                "\"{} bytes, longer than a routing key can be (255)\"",
+                                k.len()
+                            ),
+                        ));
+                    }
+                    out.dead_letter_routing_key = Some(k)
                 }
                 "x-queue-type" => {
                     let t = c.string(key, v)?;
@@ -447,5 +460,25 @@ mod tests {
             AMQPValue::LongString(LongString::from("quorum"))
         )])
         .contains("not supported"));
+    }
+
+    #[test]
+    fn dead_letter_routing_key_must_fit_a_shortstr() {
+        let dlx = (
+            "x-dead-letter-exchange",
+            AMQPValue::LongString(LongString::from("dlx")),
+        );
+        let key = |n: usize| {
+            (
+                "x-dead-letter-routing-key",
+                AMQPValue::LongString(LongString::from("k".repeat(n))),
+            )
+        };
+        assert_eq!(
+            text(&[dlx.clone(), key(256)]),
+            "PRECONDITION_FAILED - invalid arg 'x-dead-letter-routing-key' for queue 'q' in vhost '/': \"256 bytes, longer than a routing key can be (255)\""
+        );
+        let a = QueueArgs::parse(&table(&[dlx, key(255)]), "q", "/").unwrap();
+        assert_eq!(a.dead_letter_routing_key.map(|k| k.len()), Some(255));
     }
 }

@@ -48,31 +48,36 @@ impl<U> Unacked<U> {
     }
 
     /// Settles `tag` (and with `multiple`, every earlier tag; tag 0 with `multiple` means
-    /// all). An unknown tag is 406 PRECONDITION_FAILED, as RabbitMQ answers.
+    /// all). A tag that is not awaiting ack is 406 PRECONDITION_FAILED "unknown delivery
+    /// tag N", with or without `multiple`, as RabbitMQ answers: a multiple ack must name a
+    /// tag it holds, so a tag past the last delivery (`u64::MAX` included) settles nothing
+    /// and closes the channel rather than acking everything before it.
     pub fn settle(&mut self, tag: u64, multiple: bool) -> Result<Vec<(DeliveryTag, U)>, AmqpError> {
-        if multiple {
-            if tag != 0
-                && !self.pending.contains_key(&tag)
-                && self.pending.range(..=tag).next().is_none()
-            {
-                return Err(unknown(tag));
-            }
-            let rest = if tag == 0 {
-                BTreeMap::new()
-            } else {
-                self.pending.split_off(&(tag + 1))
-            };
-            let taken = std::mem::replace(&mut self.pending, rest);
-            Ok(taken
-                .into_iter()
-                .map(|(t, u)| (DeliveryTag(t), u))
-                .collect())
-        } else {
-            match self.pending.remove(&tag) {
-                Some(u) => Ok(vec![(DeliveryTag(tag), u)]),
-                None => Err(unknown(tag)),
-            }
+        if multiple && tag == 0 {
+            return Ok(self.take_all());
         }
+        if !self.pending.contains_key(&tag) {
+            return Err(unknown(tag));
+        }
+        if !multiple {
+            return Ok(self
+                .pending
+                .remove(&tag)
+                .map(|u| vec![(DeliveryTag(tag), u)])
+                .unwrap_or_default());
+        }
+        // `tag` is pending, so the split keeps it on the taken side: everything after it
+        // stays (no `tag + 1`, which would overflow at u64::MAX)
+        let mut rest = self.pending.split_off(&tag);
+        let last = rest.remove(&tag);
+        let mut taken = std::mem::replace(&mut self.pending, rest);
+        if let Some(u) = last {
+            taken.insert(tag, u);
+        }
+        Ok(taken
+            .into_iter()
+            .map(|(t, u)| (DeliveryTag(t), u))
+            .collect())
     }
 
     /// Takes every pending delivery (channel close, basic.recover).
@@ -202,6 +207,54 @@ mod tests {
         assert_eq!(u.settle(0, true).unwrap().len(), 1);
         assert!(u.is_empty());
         assert!(u.settle(99, true).is_err());
+    }
+
+    #[test]
+    fn multiple_needs_a_pending_tag_as_rabbitmq() {
+        let mut u = Unacked::default();
+        for i in 0..3 {
+            u.record(i);
+        }
+        // past the last delivery, the largest tag included: refused, nothing settled
+        for tag in [u64::MAX, 10] {
+            let e = u.settle(tag, true).unwrap_err();
+            assert_eq!(e.code, crate::ReplyCode::PreconditionFailed);
+            assert_eq!(
+                e.reply_text(),
+                format!("PRECONDITION_FAILED - unknown delivery tag {tag}")
+            );
+            assert_eq!(u.len(), 3);
+        }
+        // an already settled tag is unknown even with earlier ones pending
+        u.settle(2, false).unwrap();
+        assert!(u.settle(2, true).is_err());
+        assert_eq!(u.len(), 2);
+        assert_eq!(
+            u.settle(0, false).unwrap_err().reply_text(),
+            "PRECONDITION_FAILED - unknown delivery tag 0"
+        );
+        let got: Vec<u64> = u
+            .settle(3, true)
+            .unwrap()
+            .iter()
+            .map(|(t, _)| t.0)
+            .collect();
+        assert_eq!(got, vec![1, 3]);
+    }
+
+    #[test]
+    fn the_largest_tag_settles_when_pending() {
+        let mut u = Unacked::default();
+        u.reinsert(DeliveryTag(u64::MAX - 1), 'a');
+        u.reinsert(DeliveryTag(u64::MAX), 'b');
+        let got: Vec<u64> = u
+            .settle(u64::MAX, true)
+            .unwrap()
+            .iter()
+            .map(|(t, _)| t.0)
+            .collect();
+        assert_eq!(got, vec![u64::MAX - 1, u64::MAX]);
+        assert!(u.is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! repeated death increments `count` and moves the entry to the front.
 
 use amq_protocol::protocol::basic::AMQPProperties;
-use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 
 /// The exchange every vhost has for dead letters of queues that name none.
 pub const DEAD_LETTER_EXCHANGE: &str = "amq.dead-letter";
@@ -72,6 +72,28 @@ pub fn target(
             routing_keys: vec![queue.to_owned()],
             implicit: true,
         },
+    }
+}
+
+/// Whose dead letters a binding from `amq.dead-letter` delivers, for the permission check
+/// at bind: the exchange's routing key is the source queue's name, so a key without
+/// wildcards reaches exactly that queue's dead letters, and a key with a `*` or `#` word
+/// may reach any queue's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach<'a> {
+    /// The dead letters of the queue of this name.
+    Queue(&'a str),
+    /// The dead letters of any queue in the vhost.
+    AnyQueue,
+}
+
+/// What a binding key on `amq.dead-letter` reaches (see [`Reach`]). Topic wildcards are
+/// whole words only, as the topic exchange reads them.
+pub fn binding_reach(key: &str) -> Reach<'_> {
+    if key.split('.').any(|w| w == "*" || w == "#") {
+        Reach::AnyQueue
+    } else {
+        Reach::Queue(key)
     }
 }
 
@@ -180,16 +202,27 @@ pub fn dead_letter_properties(props: &AMQPProperties, death: &Death<'_>) -> AMQP
         "x-death".into(),
         AMQPValue::FieldArray(FieldArray::from(deaths)),
     );
-    for (k, v) in [
-        ("reason", longstr(reason)),
-        ("queue", longstr(death.queue)),
-        ("exchange", longstr(death.exchange)),
+    for (first, last, v) in [
+        (
+            "x-first-death-reason",
+            "x-last-death-reason",
+            longstr(reason),
+        ),
+        (
+            "x-first-death-queue",
+            "x-last-death-queue",
+            longstr(death.queue),
+        ),
+        (
+            "x-first-death-exchange",
+            "x-last-death-exchange",
+            longstr(death.exchange),
+        ),
     ] {
-        let first = ShortString::from(format!("x-first-death-{k}"));
-        if !headers.inner().contains_key(&first) {
-            headers.insert(first, v.clone());
+        if !headers.inner().contains_key(first) {
+            headers.insert(first.into(), v.clone());
         }
-        headers.insert(ShortString::from(format!("x-last-death-{k}")), v);
+        headers.insert(last.into(), v);
     }
     clear_expiration(props.clone().with_headers(headers))
 }
@@ -351,6 +384,15 @@ mod tests {
         assert!(!is_cycle(&once, "other"));
         let rejected = dead_letter_properties(&p, &death(Reason::Rejected, "q", &keys));
         assert!(!is_cycle(&rejected, "q"), "a rejection is not automatic");
+    }
+
+    #[test]
+    fn binding_keys_reach_one_queue_or_any() {
+        assert_eq!(binding_reach("orders"), Reach::Queue("orders"));
+        assert_eq!(binding_reach("a.b*c.d"), Reach::Queue("a.b*c.d"));
+        for k in ["#", "*", "orders.#", "*.x", "a.*.b"] {
+            assert_eq!(binding_reach(k), Reach::AnyQueue, "{k}");
+        }
     }
 
     #[test]

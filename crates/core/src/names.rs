@@ -1,6 +1,9 @@
 //! Newtypes for protocol identities, so a channel number is never mistaken for a delivery
-//! tag or a queue name for an exchange name.
+//! tag or a queue name for an exchange name, and the checked conversion to a shortstr that
+//! every server path uses instead of the panicking `ShortString::from`.
 
+use crate::error::AmqpError;
+use amq_protocol::types::ShortString;
 use std::fmt;
 use std::sync::Arc;
 
@@ -61,3 +64,50 @@ name_type!(
     /// A consumer tag, unique per channel.
     ConsumerTag
 );
+
+/// Checks that `s` fits an AMQP shortstr (at most 255 bytes): names and routing keys are
+/// shortstrs on the wire, so a longer one accepted anywhere (HTTP API, a queue argument)
+/// could never be sent to a client. RabbitMQ's management API text.
+pub fn check_shortstr(what: &str, s: &str) -> Result<(), AmqpError> {
+    if s.len() > MAX_SHORTSTR {
+        return Err(AmqpError::precondition_failed(format!(
+            "{what} should be less than 255 bytes, actually was {}",
+            s.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The longest shortstr, in bytes.
+pub const MAX_SHORTSTR: usize = 255;
+
+/// `s` as a shortstr for a method the broker sends, or 541 INTERNAL_ERROR when it does not
+/// fit. `ShortString::from` panics on a longer string; this never does, and never
+/// truncates (a truncated name would name something else).
+pub fn shortstr(what: &str, s: &str) -> Result<ShortString, AmqpError> {
+    ShortString::try_new(s).map_err(|_| {
+        AmqpError::internal(format!(
+            "{what} of {} bytes cannot be sent as a shortstr",
+            s.len()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortstr_limits_are_checked_not_panicked() {
+        let ok = "k".repeat(255);
+        let long = "k".repeat(256);
+        assert!(check_shortstr("queue", &ok).is_ok());
+        assert_eq!(
+            check_shortstr("queue", &long).unwrap_err().reply_text(),
+            "PRECONDITION_FAILED - queue should be less than 255 bytes, actually was 256"
+        );
+        assert_eq!(shortstr("routing key", &ok).unwrap().as_str(), ok);
+        let e = shortstr("routing key", &long).unwrap_err();
+        assert_eq!(e.code, crate::ReplyCode::InternalError);
+    }
+}

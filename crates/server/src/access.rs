@@ -6,6 +6,7 @@
 //! administrator with full permissions on "/". guest may log in from loopback only.
 
 use broker_core::auth::{Access, Permission, User};
+use broker_core::deadletter::Reach;
 use broker_core::store::{DefinitionStore, StoreError};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Key prefixes in the definitions store (exchanges, queues and bindings use e/q/b).
+/// Read patterns that match every resource name: the only ones that let a binding with
+/// wildcards on `amq.dead-letter` through (a regex cannot in general be proven to match
+/// every name, so the rule takes RabbitMQ's usual spellings of "everything").
+pub const READ_ALL: &[&str] = &[".*", "^.*", ".*$", "^.*$"];
+
 const USER: &str = "user\0";
 const PERM: &str = "perm\0";
 const VHOST: &str = "vhost\0";
@@ -266,6 +272,20 @@ impl Registry {
         self.perms
             .get(&(vhost.to_owned(), user.to_owned()))
             .is_some_and(|p| p.allows(kind, name))
+    }
+
+    /// Whether a binding from `amq.dead-letter` with `key` gives `user` only dead letters
+    /// they could have read from the source queues: a key without wildcards needs read
+    /// permission on the queue it names; a key with wildcards can reach any queue's, so it
+    /// needs a read pattern that matches every name ([`READ_ALL`]).
+    pub fn may_read_dead_letters(&self, vhost: &str, user: &str, key: &str) -> bool {
+        match broker_core::deadletter::binding_reach(key) {
+            Reach::Queue(queue) => self.allows(vhost, user, Access::Read, queue),
+            Reach::AnyQueue => self
+                .perms
+                .get(&(vhost.to_owned(), user.to_owned()))
+                .is_some_and(|p| READ_ALL.contains(&p.read.as_str())),
+        }
     }
 
     /// A vhost's record.

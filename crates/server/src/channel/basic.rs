@@ -5,6 +5,7 @@ use super::{ChannelActor, ConsumerRec, FlushConfirms, Pending, SettleKind, Store
 use crate::flow::ConsumerGate;
 use crate::queue::{self, ConsumerHandle, QueueEntry};
 use actix::prelude::*;
+use broker_core::names::shortstr;
 use broker_core::queue::Consumer;
 use broker_core::store::StoreError;
 use broker_core::{AmqpError, Message};
@@ -87,16 +88,17 @@ impl ChannelActor {
         )?;
         let name = self.queue_name(c.queue.as_str())?;
         let q = self.find_queue(&name)?;
-        let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
+        let short_tag = if c.consumer_tag.as_str().is_empty() {
             let suffix: String = rand::thread_rng()
                 .sample_iter(&Alphanumeric)
                 .take(22)
                 .map(char::from)
                 .collect();
-            format!("amq.ctag-{suffix}").into()
+            shortstr("consumer tag", &format!("amq.ctag-{suffix}"))?
         } else {
-            c.consumer_tag.as_str().into()
+            c.consumer_tag.clone()
         };
+        let tag: Arc<str> = short_tag.as_str().into();
         if self.consumers.contains_key(&tag) {
             return Err(AmqpError::not_allowed(format!(
                 "attempt to reuse consumer tag '{tag}'"
@@ -142,7 +144,7 @@ impl ChannelActor {
                 Ok(()) => {
                     if !nowait {
                         act.send(AMQPClass::Basic(b::AMQPMethod::ConsumeOk(b::ConsumeOk {
-                            consumer_tag: t.as_ref().into(),
+                            consumer_tag: short_tag,
                         })));
                     }
                 }
@@ -213,6 +215,14 @@ impl ChannelActor {
                         act.fail(e.on(60, 70), ctx);
                         return;
                     }
+                    // a message whose names do not fit a shortstr cannot be sent: 541 as
+                    // RabbitMQ (the queue takes an unacked one back when we close)
+                    let names = shortstr("exchange", &msg.exchange)
+                        .and_then(|x| Ok((x, shortstr("routing key", &msg.routing_key)?)));
+                    let (exchange, routing_key) = match names {
+                        Ok(n) => n,
+                        Err(e) => return act.fail(e.on(60, 70), ctx),
+                    };
                     let tag = if no_ack {
                         act.unacked.next_tag()
                     } else {
@@ -227,8 +237,8 @@ impl ChannelActor {
                         &AMQPClass::Basic(b::AMQPMethod::GetOk(b::GetOk {
                             delivery_tag: tag.0,
                             redelivered: entry.redelivered,
-                            exchange: msg.exchange.as_ref().into(),
-                            routing_key: msg.routing_key.as_ref().into(),
+                            exchange,
+                            routing_key,
                             message_count: remaining,
                         })),
                     );

@@ -5,9 +5,12 @@ use crate::queue;
 use crate::vhost::{string_arg, ExchangeSpec, QueueSpec};
 use actix::prelude::*;
 use broker_core::auth::Access;
+use broker_core::deadletter::{binding_reach, Reach, DEAD_LETTER_EXCHANGE};
+use broker_core::names::shortstr;
 use broker_core::routing::{Destination, ExchangeKind};
 use broker_core::AmqpError;
 use broker_wire::protocol::{exchange as x, queue as q, AMQPClass};
+use broker_wire::types::ShortString;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 
@@ -53,6 +56,7 @@ impl ChannelActor {
             x::AMQPMethod::Bind(bd) => {
                 self.allowed(Access::Write, "exchange", bd.destination.as_str())?;
                 self.allowed(Access::Read, "exchange", bd.source.as_str())?;
+                self.allowed_dead_letters(bd.source.as_str(), bd.routing_key.as_str())?;
                 let (nowait, cm) = (bd.nowait, (40, 30));
                 self.bind(
                     ctx,
@@ -74,6 +78,19 @@ impl ChannelActor {
                 self.allowed(Access::Write, "exchange", bd.destination.as_str())?;
                 self.allowed(Access::Read, "exchange", bd.source.as_str())?;
                 let (nowait, cm) = (bd.nowait, (40, 40));
+                let (src, dst) = (bd.source.as_str(), bd.destination.as_str());
+                if !src.is_empty()
+                    && !dst.is_empty()
+                    && (self.vhost.exchange(src).is_none() || self.vhost.exchange(dst).is_none())
+                {
+                    // as RabbitMQ: unbinding from or to an exchange that is gone (an
+                    // auto-delete one that went with its last binding) succeeds; the
+                    // default exchange is still refused (403) by the vhost below
+                    if !nowait {
+                        self.send(AMQPClass::Exchange(x::AMQPMethod::UnbindOk(x::UnbindOk {})));
+                    }
+                    return Ok(());
+                }
                 self.bind(
                     ctx,
                     cm,
@@ -157,6 +174,32 @@ impl ChannelActor {
         Ok(())
     }
 
+    /// A binding from `amq.dead-letter` (ours; routing key = the source queue's name)
+    /// must not hand a user the dead letters of queues they may not read: see
+    /// `access::Registry::may_read_dead_letters` and docs/compatibility.md.
+    fn allowed_dead_letters(&self, source: &str, key: &str) -> Result<(), AmqpError> {
+        if source != DEAD_LETTER_EXCHANGE {
+            return Ok(());
+        }
+        let Some(rt) = self.runtime.as_ref() else {
+            return Ok(());
+        };
+        let user = self.shared.user.borrow().clone();
+        let vhost = &self.vhost.name;
+        if rt.registry.may_read_dead_letters(vhost, &user, key) {
+            return Ok(());
+        }
+        Err(AmqpError::access_refused(match binding_reach(key) {
+            Reach::Queue(queue) => format!(
+                "access to the dead letters of queue '{queue}' in vhost '{vhost}' refused for user '{user}'"
+            ),
+            Reach::AnyQueue => format!(
+                "access to the dead letters of every queue in vhost '{vhost}' refused for user '{user}': \
+                 binding key '{key}' on '{DEAD_LETTER_EXCHANGE}' has wildcards and needs read permission '.*'"
+            ),
+        }))
+    }
+
     /// Resolves an empty queue name to the channel's last declared queue, as RabbitMQ does.
     pub(crate) fn queue_name(&self, name: &str) -> Result<String, AmqpError> {
         if !name.is_empty() {
@@ -220,6 +263,7 @@ impl ChannelActor {
                 } else {
                     bd.routing_key.to_string()
                 };
+                self.allowed_dead_letters(bd.exchange.as_str(), &rk)?;
                 let nowait = bd.nowait;
                 self.bind(
                     ctx,
@@ -372,10 +416,14 @@ impl ChannelActor {
         Ok(())
     }
 
-    fn reply_declare_ok(&mut self, (queue, ready, consumers): (String, u32, u32), nowait: bool) {
+    fn reply_declare_ok(
+        &mut self,
+        (queue, ready, consumers): (ShortString, u32, u32),
+        nowait: bool,
+    ) {
         if !nowait {
             self.send(AMQPClass::Queue(q::AMQPMethod::DeclareOk(q::DeclareOk {
-                queue: queue.into(),
+                queue,
                 message_count: ready,
                 consumer_count: consumers,
             })));
@@ -386,11 +434,12 @@ impl ChannelActor {
 /// What queue.declare-ok reports: the queue's name, ready messages and consumers.
 async fn declare_ok(
     entry: std::sync::Arc<queue::QueueEntry>,
-) -> Result<(String, u32, u32), AmqpError> {
+) -> Result<(ShortString, u32, u32), AmqpError> {
+    let name = shortstr("queue name", &entry.name)?;
     let (ready, consumers, _) = entry
         .addr
         .send(queue::Stats { declare: true })
         .await
         .map_err(mailbox)?;
-    Ok((entry.name.to_string(), ready, consumers))
+    Ok((name, ready, consumers))
 }

@@ -17,6 +17,7 @@ use crate::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
 use crate::vhost::VHost;
 use actix::prelude::*;
 use broker_core::channel::{Confirms, Unacked};
+use broker_core::names::MAX_SHORTSTR;
 use broker_core::names::{ChannelKey, DeliveryTag};
 use broker_core::queue::{Entry, MsgId};
 use broker_core::store::GroupCommit;
@@ -240,7 +241,14 @@ impl ChannelActor {
                 return;
             }
             match res {
-                Ok(v) => then(act, v, ctx),
+                Ok(v) => {
+                    // a panic here must end the connection (541) as one in dispatch does,
+                    // not silently stop the actor and leave the client waiting
+                    if catch_unwind(AssertUnwindSafe(|| then(act, v, ctx))).is_err() {
+                        act.conn
+                            .do_send(ConnectionFail(AmqpError::internal("internal error")));
+                    }
+                }
                 Err(e) => act.fail(e.on(method.0, method.1), ctx),
             }
         }));
@@ -517,7 +525,16 @@ impl ChannelActor {
                 .get(&d.consumer_tag)
                 .is_some_and(|c| Arc::ptr_eq(&c.gate, &d.gate));
         let too_large = self.header_too_large(&d.msg.raw_properties);
-        if !live || too_large.is_some() {
+        // names longer than a shortstr (only the HTTP API can publish such a routing key)
+        // cannot be sent: 541 as RabbitMQ, never a truncated routing key
+        let unsendable =
+            d.msg.exchange.len() > MAX_SHORTSTR || d.msg.routing_key.len() > MAX_SHORTSTR;
+        if unsendable && live {
+            self.conn.do_send(ConnectionFail(AmqpError::internal(
+                "a message's routing key or exchange is longer than 255 bytes and cannot be delivered",
+            )));
+        }
+        if !live || unsendable || too_large.is_some() {
             // cancelled or closed while the delivery was on its way: hand it back
             d.gate.undo();
             d.queue.addr.do_send(queue::Restore {
@@ -580,14 +597,17 @@ pub struct ConsumerCancelled {
 
 impl Handler<ConsumerCancelled> for ChannelActor {
     type Result = ();
-    fn handle(&mut self, m: ConsumerCancelled, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, m: ConsumerCancelled, ctx: &mut Context<Self>) {
         if self.closing || self.consumers.remove(&m.consumer_tag).is_none() {
             return;
         }
-        self.send(AMQPClass::Basic(b::AMQPMethod::Cancel(b::Cancel {
-            consumer_tag: m.consumer_tag.as_ref().into(),
-            nowait: true,
-        })));
+        match broker_core::names::shortstr("consumer tag", &m.consumer_tag) {
+            Ok(consumer_tag) => self.send(AMQPClass::Basic(b::AMQPMethod::Cancel(b::Cancel {
+                consumer_tag,
+                nowait: true,
+            }))),
+            Err(e) => self.fail(e, ctx),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 use super::QueueActor;
 use crate::runtime::now_ms;
 use broker_core::deadletter::{self, Death, Reason};
+use broker_core::names::MAX_SHORTSTR;
 use broker_core::queue::Entry;
 use broker_core::Message;
 use broker_wire::types::{AMQPValue, FieldTable};
@@ -57,6 +58,18 @@ impl QueueActor {
             args.dead_letter_routing_key.as_deref(),
             &original_keys,
         );
+        let routing_key: Arc<str> = target
+            .routing_keys
+            .first()
+            .map_or_else(|| msg.routing_key.clone(), |k| k.as_str().into());
+        // a copy no client could be sent (its routing key is a shortstr in basic.deliver
+        // and get-ok) is dropped here, not delivered into a queue it would poison
+        // (RabbitMQ fails each delivery of it with 541); declares refuse such a
+        // x-dead-letter-routing-key, so only a queue declared before that check gets here
+        if routing_key.len() > MAX_SHORTSTR || target.exchange.len() > MAX_SHORTSTR {
+            tracing::warn!(queue = %self.name, "dead letter dropped: its routing key or exchange is longer than 255 bytes");
+            return;
+        }
         let props = deadletter::dead_letter_properties(
             &msg.properties,
             &Death {
@@ -89,10 +102,7 @@ impl QueueActor {
         }
         let mut copy = Message {
             exchange: target.exchange.as_str().into(),
-            routing_key: target
-                .routing_keys
-                .first()
-                .map_or_else(|| msg.routing_key.clone(), |k| k.as_str().into()),
+            routing_key,
             raw_properties: broker_wire::encode::properties(&props),
             properties: props.into(),
             body: msg.body.clone(),
