@@ -61,3 +61,34 @@ name_type!(
     /// A consumer tag, unique per channel.
     ConsumerTag
 );
+
+/// The longest AMQP short string, in bytes.
+pub const SHORTSTR_MAX: usize = 255;
+
+/// Refuses `s` (406 PRECONDITION_FAILED) when it cannot travel as an AMQP short string:
+/// names, routing keys and arguments that later go out in one are refused where they
+/// come in, since encoding them later would fail (or panic) far from the cause.
+pub fn check_shortstr(what: &str, s: &str) -> Result<(), crate::AmqpError> {
+    if s.len() > SHORTSTR_MAX {
+        return Err(crate::AmqpError::precondition_failed(format!(
+            "{what} is {} bytes long; the most is {SHORTSTR_MAX}",
+            s.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortstr_limit_is_255_bytes() {
+        assert!(check_shortstr("queue name", &"q".repeat(255)).is_ok());
+        let e = check_shortstr("queue name", &"q".repeat(256)).unwrap_err();
+        assert_eq!(e.code, crate::ReplyCode::PreconditionFailed);
+        assert!(e.text.contains("queue name is 256 bytes"), "{}", e.text);
+        // bytes, not characters
+        assert!(check_shortstr("key", &"é".repeat(128)).is_err());
+    }
+}
