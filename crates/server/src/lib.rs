@@ -13,6 +13,7 @@ pub mod http;
 pub mod index;
 pub mod listener;
 pub mod persist;
+pub mod publish;
 pub mod queue;
 pub mod replay;
 pub mod runtime;
