@@ -57,16 +57,6 @@ impl<'a> From<&'a User> for Actor<'a> {
     }
 }
 
-impl Actor<'_> {
-    /// The name operations are done in (RabbitMQ's `rmq-internal` for the broker).
-    pub fn name(&self) -> &str {
-        match self {
-            Actor::User(u) => &u.name,
-            Actor::Broker => broker_core::auth::INTERNAL_USER,
-        }
-    }
-}
-
 /// The user `gate` authenticated, kept with the request for the handlers.
 #[derive(Clone)]
 struct Authenticated(User);
@@ -126,8 +116,8 @@ impl ApiError {
             ),
         }
     }
-    /// 503: the memory alarm is on; publishing waits until it clears (AMQP publishers
-    /// are not read meanwhile; an HTTP request is answered rather than held).
+    /// 503: the memory alarm is on. AMQP publishers are not read until it clears; an
+    /// HTTP publish is answered at once rather than held open.
     pub fn memory_alarm() -> ApiError {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
