@@ -103,3 +103,20 @@ def test_each_user_receives_only_dead_letters_it_could_have_read(vh):
     # both dead letters were routed by the time the second arrived in full-dlq
     assert [body for _, _, body in get_n(mine, "mine-dlq", 1)] == [b"my letter"]
     assert ready_count(mine, "mine-dlq") == 0
+
+
+def test_the_http_api_applies_the_same_rule(reg, api):
+    v = reg.vhost()
+    user = reg.user("mine", tags="management", perms=MINE, vhost=v)
+    as_mine = api.as_user(user, "pw")
+    for name in ("secret", "mine-src", "mine-dlq"):
+        api.ok("PUT", f"/api/queues/{v}/{name}", {}, expect=(201,))
+    path = f"/api/bindings/{v}/e/amq.dead-letter/q/mine-dlq"
+    r = as_mine.post(path, {"routing_key": "secret"})
+    assert r.status == 403, r
+    assert r.json()["reason"] == (
+        f"access to the dead letters of queue 'secret' in vhost '{v}' "
+        f"refused for user '{user}'")
+    r = as_mine.post(path, {"routing_key": "#"})
+    assert r.status == 403, r
+    as_mine.ok("POST", path, {"routing_key": "mine-src"}, expect=(201,))

@@ -16,6 +16,21 @@ use sha2::{Digest, Sha256};
 /// The hashing algorithm name RabbitMQ writes in definitions.
 pub const SHA256: &str = "rabbit_password_hashing_sha256";
 
+/// The name RabbitMQ gives the broker's own actions (definitions import). Reserved: no
+/// user may be created with it, so nothing a login does can pass for the broker's own.
+pub const INTERNAL_USER: &str = "rmq-internal";
+
+/// Refuses a name no user may have: the reserved [`INTERNAL_USER`], or one that cannot
+/// travel as a short string (the `user_id` property must be able to carry it).
+pub fn check_user_name(name: &str) -> Result<(), crate::AmqpError> {
+    if name == INTERNAL_USER {
+        return Err(crate::AmqpError::precondition_failed(format!(
+            "user name '{INTERNAL_USER}' is reserved for the broker"
+        )));
+    }
+    crate::names::check_shortstr("user name", name)
+}
+
 /// A user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -195,6 +210,14 @@ mod tests {
         let h = hash_password("s3cret", [1, 2, 3, 4]);
         assert!(verify_password(&h, "s3cret"));
         assert!(!verify_password("not base64!", "x"));
+    }
+
+    #[test]
+    fn reserved_and_long_user_names_are_refused() {
+        assert!(check_user_name("alice").is_ok());
+        let e = check_user_name(INTERNAL_USER).unwrap_err();
+        assert!(e.text.contains("reserved"), "{}", e.text);
+        assert!(check_user_name(&"u".repeat(256)).is_err());
     }
 
     #[test]

@@ -65,21 +65,21 @@ name_type!(
     ConsumerTag
 );
 
-/// Checks that `s` fits an AMQP shortstr (at most 255 bytes): names and routing keys are
-/// shortstrs on the wire, so a longer one accepted anywhere (HTTP API, a queue argument)
-/// could never be sent to a client. RabbitMQ's management API text.
+/// The longest AMQP short string, in bytes.
+pub const MAX_SHORTSTR: usize = 255;
+
+/// Refuses `s` (406 PRECONDITION_FAILED) when it cannot travel as an AMQP short string:
+/// names, routing keys and arguments that later go out in one are refused where they
+/// come in, since encoding them later would fail (or panic) far from the cause.
 pub fn check_shortstr(what: &str, s: &str) -> Result<(), AmqpError> {
     if s.len() > MAX_SHORTSTR {
         return Err(AmqpError::precondition_failed(format!(
-            "{what} should be less than 255 bytes, actually was {}",
+            "{what} is {} bytes long; the most is {MAX_SHORTSTR}",
             s.len()
         )));
     }
     Ok(())
 }
-
-/// The longest shortstr, in bytes.
-pub const MAX_SHORTSTR: usize = 255;
 
 /// `s` as a shortstr for a method the broker sends, or 541 INTERNAL_ERROR when it does not
 /// fit. `ShortString::from` panics on a longer string; this never does, and never
@@ -101,11 +101,12 @@ mod tests {
     fn shortstr_limits_are_checked_not_panicked() {
         let ok = "k".repeat(255);
         let long = "k".repeat(256);
-        assert!(check_shortstr("queue", &ok).is_ok());
-        assert_eq!(
-            check_shortstr("queue", &long).unwrap_err().reply_text(),
-            "PRECONDITION_FAILED - queue should be less than 255 bytes, actually was 256"
-        );
+        assert!(check_shortstr("queue name", &ok).is_ok());
+        let e = check_shortstr("queue name", &long).unwrap_err();
+        assert_eq!(e.code, crate::ReplyCode::PreconditionFailed);
+        assert!(e.text.contains("queue name is 256 bytes"), "{}", e.text);
+        // bytes, not characters
+        assert!(check_shortstr("key", &"é".repeat(128)).is_err());
         assert_eq!(shortstr("routing key", &ok).unwrap().as_str(), ok);
         let e = shortstr("routing key", &long).unwrap_err();
         assert_eq!(e.code, crate::ReplyCode::InternalError);

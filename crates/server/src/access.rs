@@ -8,6 +8,7 @@
 use broker_core::auth::{Access, Permission, User};
 use broker_core::deadletter::Reach;
 use broker_core::store::{DefinitionStore, StoreError};
+use broker_core::AmqpError;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -170,15 +171,28 @@ impl Registry {
     /// Checks a login. `peer` is where the client connects from: guest is refused
     /// unless it comes from loopback, as RabbitMQ's `loopback_users` default does.
     pub fn authenticate(&self, user: &str, password: &str, peer: IpAddr) -> Option<User> {
-        let u = self.users.get(user)?.clone();
-        if !u.check_password(password) {
-            return None;
-        }
-        if !peer.is_loopback() && self.loopback_users.contains(&u.name) {
+        let u = self.check_password(user, password)?;
+        if !self.may_log_in_from(&u.name, peer) {
             tracing::warn!(%peer, user = %u.name, "user may only connect from localhost (--loopback-users)");
             return None;
         }
         Some(u)
+    }
+
+    /// The user if `password` is its password. The broker's reserved name never logs in,
+    /// even if a record of that name was stored before the name was reserved.
+    pub fn check_password(&self, user: &str, password: &str) -> Option<User> {
+        if user == broker_core::auth::INTERNAL_USER {
+            return None;
+        }
+        self.user(user).filter(|u| u.check_password(password))
+    }
+
+    /// Whether `user` may log in from `peer`: users in `loopback_users` only from a
+    /// loopback address (an IPv4-mapped IPv6 loopback address counts as one). The AMQP
+    /// handshake and the management API both ask, as in RabbitMQ.
+    pub fn may_log_in_from(&self, user: &str, peer: IpAddr) -> bool {
+        peer.to_canonical().is_loopback() || !self.loopback_users.iter().any(|u| u == user)
     }
 
     /// A user.
@@ -288,6 +302,29 @@ impl Registry {
         }
     }
 
+    /// [`Registry::may_read_dead_letters`] as the answer to a bind (AMQP and HTTP alike):
+    /// 403 ACCESS_REFUSED naming what the key would have reached.
+    pub fn check_dead_letter_binding(
+        &self,
+        vhost: &str,
+        user: &str,
+        key: &str,
+    ) -> Result<(), AmqpError> {
+        if self.may_read_dead_letters(vhost, user, key) {
+            return Ok(());
+        }
+        let dlx = broker_core::deadletter::DEAD_LETTER_EXCHANGE;
+        Err(AmqpError::access_refused(match broker_core::deadletter::binding_reach(key) {
+            Reach::Queue(queue) => format!(
+                "access to the dead letters of queue '{queue}' in vhost '{vhost}' refused for user '{user}'"
+            ),
+            Reach::AnyQueue => format!(
+                "access to the dead letters of every queue in vhost '{vhost}' refused for user '{user}': \
+                 binding key '{key}' on '{dlx}' has wildcards and needs read permission '.*'"
+            ),
+        }))
+    }
+
     /// A vhost's record.
     pub fn vhost(&self, name: &str) -> Option<VhostRecord> {
         self.vhosts.get(name).map(|v| v.clone())
@@ -361,5 +398,31 @@ mod tests {
         assert!(r.authenticate("guest", "guest", remote).is_none());
         r.set_loopback_users(vec![]);
         assert!(r.authenticate("guest", "guest", remote).is_some());
+    }
+
+    #[test]
+    fn mapped_loopback_counts_as_loopback() {
+        let r = Registry::load(None).unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let remote: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert!(r.may_log_in_from("guest", mapped));
+        assert!(!r.may_log_in_from("guest", remote));
+        assert!(r.may_log_in_from("bob", remote));
+    }
+
+    #[test]
+    fn the_reserved_name_never_logs_in() {
+        let r = Registry::load(None).unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let internal = broker_core::auth::INTERNAL_USER;
+        r.put_user(User::new(
+            internal,
+            "pw",
+            vec!["administrator".into()],
+            [1, 2, 3, 4],
+        ))
+        .unwrap();
+        assert!(r.authenticate(internal, "pw", lo).is_none());
+        assert!(r.check_password(internal, "pw").is_none());
     }
 }

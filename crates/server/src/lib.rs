@@ -14,6 +14,7 @@ pub mod index;
 pub mod listener;
 pub mod locks;
 pub mod persist;
+pub mod publish;
 pub mod queue;
 pub mod replay;
 pub mod runtime;

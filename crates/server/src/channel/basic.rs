@@ -7,10 +7,8 @@ use crate::queue::{self, ConsumerHandle, QueueEntry};
 use actix::prelude::*;
 use broker_core::names::shortstr;
 use broker_core::queue::Consumer;
-use broker_core::store::StoreError;
 use broker_core::{AmqpError, Message};
 use broker_wire::assembly::Content;
-use broker_wire::protocol::basic::AMQPProperties;
 use broker_wire::protocol::{basic as b, AMQPClass};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
@@ -343,7 +341,7 @@ impl ChannelActor {
         if p.immediate {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
-        check_properties(&content.properties, &self.shared.user.borrow())?;
+        crate::publish::check_client(&content.properties, &self.shared.user.borrow())?;
         self.allowed(
             broker_core::auth::Access::Write,
             "exchange",
@@ -370,16 +368,7 @@ impl ChannelActor {
         let seq = self.confirms.as_mut().map(|c| c.next());
         // full queues with x-overflow reject-publish(-dlx) refuse the message; the
         // publisher gets a nack (as RabbitMQ), the other queues still get it
-        let body_len = content.body.len();
-        let mut refused_by: Vec<Arc<QueueEntry>> = Vec::new();
-        let queues: Arc<[Arc<QueueEntry>]> = if queues.iter().any(|q| q.refuses(body_len)) {
-            let (full, room): (Vec<_>, Vec<_>) =
-                queues.iter().cloned().partition(|q| q.refuses(body_len));
-            refused_by = full;
-            room.into()
-        } else {
-            queues
-        };
+        let routed = crate::publish::Routed::new(queues, content.body.len());
         let mut msg = Message {
             // the message's own strings, not the route cache's: the thread that drops the
             // message would otherwise write their refcounts, and the cache lines this
@@ -401,7 +390,7 @@ impl ChannelActor {
                 self.commit_mark = store.messages.mark();
             }
         }
-        let stored = match self.persist(&mut msg, &queues) {
+        let stored = match routed.store(self.store.as_ref(), &mut msg) {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::error!("cannot store persistent message: {e}");
@@ -414,12 +403,7 @@ impl ChannelActor {
             }
         };
         let msg = Arc::new(msg);
-        for q in &refused_by {
-            if q.args.overflow == broker_core::args::Overflow::RejectPublishDlx {
-                q.addr.do_send(queue::Refused(msg.clone()));
-            }
-        }
-        if queues.is_empty() && refused_by.is_empty() {
+        if routed.unroutable() {
             if p.mandatory {
                 self.shared.method(
                     self.id,
@@ -441,18 +425,17 @@ impl ChannelActor {
             }
         } else {
             self.shared.published.set(true);
-            for q in queues.iter() {
-                q.enqueue(msg.clone());
+            routed.deliver(&msg, |q| {
                 if q.is_hot() {
                     let mut hot = self.shared.hot.borrow_mut();
                     if !hot.iter().any(|h| Arc::ptr_eq(h, q)) {
                         hot.push(q.clone());
                     }
                 }
-            }
+            });
         }
         if let Some(seq) = seq {
-            if !refused_by.is_empty() {
+            if routed.refused() {
                 if let Some(c) = self.confirms.as_mut() {
                     c.settle(seq, false);
                     self.schedule_confirms(ctx);
@@ -466,15 +449,6 @@ impl ChannelActor {
             }
         }
         Ok(())
-    }
-
-    /// Writes a persistent message to the store for each durable queue it goes to.
-    /// Returns whether anything was written.
-    fn persist(&self, msg: &mut Message, queues: &[Arc<QueueEntry>]) -> Result<bool, StoreError> {
-        match self.store.as_ref() {
-            Some(store) => crate::persist::store_message(store, msg, queues),
-            None => Ok(false),
-        }
     }
 
     pub(crate) fn schedule_confirms(&mut self, ctx: &mut Context<Self>) {
@@ -500,25 +474,6 @@ impl ChannelActor {
             me.do_send(StoreFlushed(res.is_ok()))
         });
     }
-}
-
-/// What RabbitMQ refuses in a publish's properties, before routing: a user_id other than
-/// the connection's user, and an expiration that is not a non-negative integer.
-fn check_properties(props: &AMQPProperties, user: &str) -> Result<(), AmqpError> {
-    if let Some(id) = props.user_id() {
-        if id.as_str() != user {
-            return Err(AmqpError::precondition_failed(format!(
-                "user_id property set to '{}' but authenticated user was '{user}'",
-                id.as_str()
-            )));
-        }
-    }
-    if let Some(exp) = props.expiration() {
-        broker_core::message::parse_expiration(exp.as_str()).map_err(|why| {
-            AmqpError::precondition_failed(format!("invalid expiration '{}': {why}", exp.as_str()))
-        })?;
-    }
-    Ok(())
 }
 
 /// The `x-priority` consumer argument (0 when absent); RabbitMQ refuses a non-integer.

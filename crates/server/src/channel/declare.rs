@@ -5,7 +5,7 @@ use crate::queue;
 use crate::vhost::{string_arg, ExchangeSpec, QueueSpec};
 use actix::prelude::*;
 use broker_core::auth::Access;
-use broker_core::deadletter::{binding_reach, Reach, DEAD_LETTER_EXCHANGE};
+use broker_core::deadletter::DEAD_LETTER_EXCHANGE;
 use broker_core::names::shortstr;
 use broker_core::routing::{Destination, ExchangeKind};
 use broker_core::AmqpError;
@@ -185,19 +185,8 @@ impl ChannelActor {
             return Ok(());
         };
         let user = self.shared.user.borrow().clone();
-        let vhost = &self.vhost.name;
-        if rt.registry.may_read_dead_letters(vhost, &user, key) {
-            return Ok(());
-        }
-        Err(AmqpError::access_refused(match binding_reach(key) {
-            Reach::Queue(queue) => format!(
-                "access to the dead letters of queue '{queue}' in vhost '{vhost}' refused for user '{user}'"
-            ),
-            Reach::AnyQueue => format!(
-                "access to the dead letters of every queue in vhost '{vhost}' refused for user '{user}': \
-                 binding key '{key}' on '{DEAD_LETTER_EXCHANGE}' has wildcards and needs read permission '.*'"
-            ),
-        }))
+        rt.registry
+            .check_dead_letter_binding(&self.vhost.name, &user, key)
     }
 
     /// Resolves an empty queue name to the channel's last declared queue, as RabbitMQ does.

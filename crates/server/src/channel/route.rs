@@ -41,26 +41,8 @@ impl ChannelActor {
             return Ok(queues);
         }
         let mut out = Vec::new();
-        let cacheable = if exchange.is_empty() {
-            if let Some(q) = self.vhost.queue(routing_key) {
-                out.push(q);
-            }
-            true
-        } else {
-            let x = self.vhost.exchange(exchange).ok_or_else(|| {
-                AmqpError::not_found(format!(
-                    "no exchange '{exchange}' in vhost '{}'",
-                    self.vhost.name
-                ))
-            })?;
-            if x.internal {
-                return Err(AmqpError::access_refused(format!(
-                    "cannot publish to internal exchange '{exchange}' in vhost '{}'",
-                    self.vhost.name
-                )));
-            }
-            self.vhost.route(&x, routing_key, headers, &mut out)
-        };
+        let cacheable =
+            crate::publish::client_route(&self.vhost, exchange, routing_key, headers, &mut out)?;
         let queues: Arc<[Arc<QueueEntry>]> = out.into();
         if cacheable {
             let r = super::Route {

@@ -96,6 +96,8 @@ pub(super) fn create_vhost(
     name: &str,
     description: String,
 ) -> Result<bool, ApiError> {
+    // the name travels in connection.open (a short string)
+    broker_core::names::check_shortstr("vhost name", name)?;
     let existed = rt.registry.vhost(name);
     let limits = existed.as_ref().map(|r| r.limits).unwrap_or_default();
     rt.registry
@@ -203,7 +205,9 @@ pub(super) fn parse_tags(v: Option<&Value>) -> Vec<String> {
 }
 
 /// Creates or updates a user from a RabbitMQ user object (password or password_hash).
+/// The reserved `rmq-internal` and names over 255 bytes are refused (400).
 pub(super) fn apply_user(rt: &Runtime, name: &str, body: &Value) -> Result<bool, ApiError> {
+    broker_core::auth::check_user_name(name)?;
     let existing = rt.registry.user(name);
     if body.get("tags").is_none() {
         return Err(ApiError::bad_request("tags_not_present"));

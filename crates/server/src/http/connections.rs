@@ -106,10 +106,15 @@ async fn show_connection(req: HttpRequest, rt: State, path: web::Path<String>) -
     Ok(HttpResponse::Ok().json(connection_json(&c)))
 }
 
-/// Closes a connection with 320 CONNECTION_FORCED and the X-Reason header's text.
+/// Closes a connection with 320 CONNECTION_FORCED and the X-Reason header's text. As in
+/// RabbitMQ, administrators may close any connection, other users only their own (a
+/// monitoring user sees all of them, but may not close them: 401).
 async fn close_connection(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
     let u = user(&req, &rt)?;
     let c = find(&rt, &u, &path.into_inner())?;
+    if !u.is_administrator() && c.user != u.name {
+        return Err(ApiError::refused("User not authorised to access object"));
+    }
     let reason = req
         .headers()
         .get("x-reason")

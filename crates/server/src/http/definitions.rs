@@ -6,7 +6,7 @@ use super::admin::{apply_permission, apply_user, create_vhost};
 use super::exchanges::{declare_exchange, set_binding};
 use super::fields::to_json;
 use super::queues::declare_queue;
-use super::{admin, ApiError, ApiResult, State};
+use super::{admin, Actor, ApiError, ApiResult, State};
 use actix_web::{web, HttpRequest, HttpResponse};
 use broker_core::auth::SHA256;
 use broker_core::routing::Destination;
@@ -185,7 +185,7 @@ fn text<'a>(v: &'a Value, k: &str) -> &'a str {
 /// Imports definitions: vhosts, users, permissions, exchanges, queues, bindings, in that
 /// order. Existing objects are updated; the first failure stops the import with 400.
 async fn import(req: HttpRequest, rt: State, body: web::Json<Value>) -> ApiResult {
-    let me = admin(&req, &rt)?;
+    admin(&req, &rt)?;
     let body = body.into_inner();
     let fail = |what: String, e: ApiError| ApiError::bad_request(format!("{what}: {e}"));
     for v in items(&body, "vhosts") {
@@ -204,21 +204,16 @@ async fn import(req: HttpRequest, rt: State, body: web::Json<Value>) -> ApiResul
     }
     // exchanges, queues and bindings are created by the broker itself (as RabbitMQ's
     // import does), whatever the importing administrator's vhost permissions
-    let _ = me;
-    let me = broker_core::auth::User {
-        name: super::INTERNAL_USER.to_owned(),
-        password_hash: String::new(),
-        tags: vec!["administrator".into()],
-    };
+    let me = Actor::Broker;
     for x in items(&body, "exchanges") {
         let (vh, name) = (text(x, "vhost"), text(x, "name"));
-        declare_exchange(&rt, &me, vh, name, x)
+        declare_exchange(&rt, me, vh, name, x)
             .await
             .map_err(|e| fail(format!("exchange '{name}' in '{vh}'"), e))?;
     }
     for q in items(&body, "queues") {
         let (vh, name) = (text(q, "vhost"), text(q, "name"));
-        declare_queue(&rt, &me, vh, name, q)
+        declare_queue(&rt, me, vh, name, q)
             .await
             .map_err(|e| fail(format!("queue '{name}' in '{vh}'"), e))?;
     }
@@ -232,7 +227,7 @@ async fn import(req: HttpRequest, rt: State, body: web::Json<Value>) -> ApiResul
         let args = b.get("arguments").cloned().unwrap_or(json!({}));
         set_binding(
             &rt,
-            &me,
+            me,
             vh,
             src,
             kind,

@@ -1,19 +1,17 @@
-//! `/api/exchanges` (list, show, declare, delete, publish) and `/api/bindings`.
+//! `/api/exchanges` (list, show, declare, delete) and `/api/bindings`; publish is in
+//! `publish.rs`.
 
-use super::fields::{properties, table, to_json};
+use super::fields::{table, to_json};
 use super::queues::permitted;
-use super::{created, in_vhost, no_content, user, ApiError, ApiResult, State};
+use super::{created, in_vhost, no_content, user, Actor, ApiError, ApiResult, State};
 use crate::runtime::Runtime;
 use crate::vhost::ExchangeSpec;
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use broker_core::auth::{exchange_resource, Access, User};
+use broker_core::deadletter::DEAD_LETTER_EXCHANGE;
+use broker_core::names::check_shortstr;
 use broker_core::routing::{Destination, ExchangeKind};
-use broker_core::Message;
-use bytes::Bytes;
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/exchanges", web::get().to(list_all))
@@ -21,10 +19,6 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/exchanges/{vhost}/{name}", web::get().to(show))
         .route("/api/exchanges/{vhost}/{name}", web::put().to(declare))
         .route("/api/exchanges/{vhost}/{name}", web::delete().to(delete))
-        .route(
-            "/api/exchanges/{vhost}/{name}/publish",
-            web::post().to(publish),
-        )
         .route("/api/bindings", web::get().to(bindings_all))
         .route("/api/bindings/{vhost}", web::get().to(bindings_vhost))
         .route(
@@ -120,7 +114,7 @@ async fn list_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> Api
 }
 
 /// The API names the default exchange `amq.default`.
-fn real_name(name: String) -> String {
+pub(super) fn real_name(name: String) -> String {
     if name == "amq.default" {
         String::new()
     } else {
@@ -161,13 +155,15 @@ async fn show(req: HttpRequest, rt: State, path: web::Path<(String, String)>) ->
 /// Declares an exchange from a RabbitMQ exchange object. Returns whether it was created.
 pub(super) async fn declare_exchange(
     rt: &Runtime,
-    u: &User,
+    who: Actor<'_>,
     vhost: &str,
     name: &str,
     body: &Value,
 ) -> Result<bool, ApiError> {
-    let v = in_vhost(rt, u, vhost)?;
-    permitted(rt, u, vhost, Access::Configure, "exchange", name)?;
+    let v = in_vhost(rt, who, vhost)?;
+    permitted(rt, who, vhost, Access::Configure, "exchange", name)?;
+    check_shortstr("exchange name", name)?;
+    let arguments = table(body.get("arguments"))?;
     let kind_name = body.get("type").and_then(Value::as_str).unwrap_or("direct");
     let kind = ExchangeKind::parse(kind_name)
         .ok_or_else(|| ApiError::bad_request(format!("unknown exchange type '{kind_name}'")))?;
@@ -191,7 +187,7 @@ pub(super) async fn declare_exchange(
                 .get("internal")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
-            arguments: table(body.get("arguments")),
+            arguments,
         },
     )
     .await?;
@@ -207,7 +203,7 @@ async fn declare(
     let u = user(&req, &rt)?;
     let (vhost, name) = path.into_inner();
     let body: Value = super::json_body(&body)?.unwrap_or(Value::Null);
-    let new = declare_exchange(&rt, &u, &vhost, &name, &body).await?;
+    let new = declare_exchange(&rt, Actor::User(&u), &vhost, &name, &body).await?;
     Ok(if new { created() } else { no_content() })
 }
 
@@ -238,72 +234,6 @@ async fn delete(
     v.delete_exchange(&name, params.if_unused.as_deref() == Some("true"))
         .await?;
     Ok(no_content())
-}
-
-async fn publish(
-    req: HttpRequest,
-    rt: State,
-    path: web::Path<(String, String)>,
-    body: web::Json<Value>,
-) -> ApiResult {
-    let u = user(&req, &rt)?;
-    let (vhost, name) = path.into_inner();
-    let name = real_name(name);
-    let v = in_vhost(&rt, &u, &vhost)?;
-    // RabbitMQ answers a refused publish with 400 carrying the AMQP error
-    if u.name != super::INTERNAL_USER
-        && !rt
-            .registry
-            .allows(&vhost, &u.name, Access::Write, exchange_resource(&name))
-    {
-        return Err(ApiError::bad_request(format!(
-            "403 ACCESS_REFUSED - {}",
-            broker_core::auth::refused_text("exchange", exchange_resource(&name), &vhost, &u.name)
-        )));
-    }
-    let routing_key = body
-        .get("routing_key")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let payload = body.get("payload").and_then(Value::as_str).unwrap_or("");
-    let payload = match body
-        .get("payload_encoding")
-        .and_then(Value::as_str)
-        .unwrap_or("string")
-    {
-        "base64" => B64
-            .decode(payload)
-            .map_err(|e| ApiError::bad_request(format!("payload is not base64: {e}")))?,
-        "string" => payload.as_bytes().to_vec(),
-        _ => return Err(ApiError::bad_request("unsupported_encoding")),
-    };
-    let props = properties(body.get("properties"));
-    let mut queues = Vec::new();
-    if v.route_by_name(&name, routing_key, props.headers().as_ref(), &mut queues)
-        .is_none()
-    {
-        return Err(ApiError::not_found(format!(
-            "no exchange '{name}' in vhost '{vhost}'"
-        )));
-    }
-    let mut msg = Message {
-        exchange: name.as_str().into(),
-        routing_key: routing_key.into(),
-        raw_properties: broker_wire::encode::properties(&props),
-        properties: props.into(),
-        body: Bytes::from(payload),
-        persist_id: None,
-        arrival_ms: crate::runtime::now_ms(),
-    };
-    if let Some(storage) = rt.store.as_ref() {
-        crate::persist::store_message(storage, &mut msg, &queues)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-    }
-    let msg = Arc::new(msg);
-    for q in &queues {
-        q.enqueue(msg.clone());
-    }
-    Ok(HttpResponse::Ok().json(json!({"routed": !queues.is_empty()})))
 }
 
 /// Every binding of a vhost, the default exchange's implicit ones first.
@@ -517,7 +447,7 @@ async fn queue_bindings(
 /// Binds or unbinds `src` to a queue or exchange, with permission checks as over AMQP.
 pub(super) async fn set_binding(
     rt: &Runtime,
-    u: &User,
+    who: Actor<'_>,
     vhost: &str,
     src: &str,
     kind: &str,
@@ -526,12 +456,12 @@ pub(super) async fn set_binding(
     args: &Value,
     bind: bool,
 ) -> Result<(), ApiError> {
-    let v = in_vhost(rt, u, vhost)?;
+    let v = in_vhost(rt, who, vhost)?;
     let kind = dest_kind(kind)?;
-    permitted(rt, u, vhost, Access::Write, kind, dst)?;
+    permitted(rt, who, vhost, Access::Write, kind, dst)?;
     permitted(
         rt,
-        u,
+        who,
         vhost,
         Access::Read,
         "exchange",
@@ -547,7 +477,11 @@ pub(super) async fn set_binding(
     } else {
         Destination::Exchange(dst.into())
     };
-    v.bind(src, dest, rk, table(Some(args)), bind).await?;
+    check_shortstr("routing key", rk)?;
+    if let (Actor::User(u), true) = (who, bind && src == DEAD_LETTER_EXCHANGE) {
+        rt.registry.check_dead_letter_binding(vhost, &u.name, rk)?;
+    }
+    v.bind(src, dest, rk, table(Some(args))?, bind).await?;
     Ok(())
 }
 
@@ -566,7 +500,18 @@ async fn bind(
         .unwrap_or("")
         .to_owned();
     let args = body.get("arguments").cloned().unwrap_or(json!({}));
-    set_binding(&rt, &u, &vhost, &src, &kind, &dst, &rk, &args, true).await?;
+    set_binding(
+        &rt,
+        Actor::User(&u),
+        &vhost,
+        &src,
+        &kind,
+        &dst,
+        &rk,
+        &args,
+        true,
+    )
+    .await?;
     // relative to the request path: .../e/{src}/q/{dst} → .../e/{src}/q/{dst}/{key}
     let location = format!(
         "{}/{}",
@@ -598,7 +543,7 @@ async fn unbind(
     let rk = b["routing_key"].as_str().unwrap_or("").to_owned();
     set_binding(
         &rt,
-        &u,
+        Actor::User(&u),
         &vhost,
         &src,
         &kind,

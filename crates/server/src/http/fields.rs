@@ -1,23 +1,33 @@
 //! JSON ⇄ AMQP field tables and message properties, as RabbitMQ's API converts them.
+//! Strings that become AMQP short strings are checked here (over 255 bytes: 400).
 
+use super::ApiError;
+use broker_core::names::check_shortstr;
 use broker_wire::protocol::basic::AMQPProperties;
 use broker_wire::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use serde_json::{json, Map, Value};
 
 /// A JSON object as a field table (integers as long, floats as double, strings as
-/// longstr, objects as tables, arrays as arrays).
-pub fn table(v: Option<&Value>) -> FieldTable {
+/// longstr, objects as tables, arrays as arrays). A key over 255 bytes cannot be a field
+/// name (a short string): 400, never a panic.
+pub fn table(v: Option<&Value>) -> Result<FieldTable, ApiError> {
     let mut t = FieldTable::default();
     if let Some(Value::Object(m)) = v {
         for (k, v) in m {
-            t.insert(ShortString::from(k.as_str()), value(v));
+            t.insert(short("field name", k)?, value(v)?);
         }
     }
-    t
+    Ok(t)
 }
 
-fn value(v: &Value) -> AMQPValue {
-    match v {
+/// `s` as a short string, or 400 naming `what` when it is over 255 bytes.
+pub fn short(what: &str, s: &str) -> Result<ShortString, ApiError> {
+    check_shortstr(what, s)?;
+    Ok(ShortString::from(s))
+}
+
+fn value(v: &Value) -> Result<AMQPValue, ApiError> {
+    Ok(match v {
         Value::Null => AMQPValue::Void,
         Value::Bool(b) => AMQPValue::Boolean(*b),
         Value::Number(n) => match n.as_i64() {
@@ -25,11 +35,11 @@ fn value(v: &Value) -> AMQPValue {
             None => AMQPValue::Double(n.as_f64().unwrap_or(0.0)),
         },
         Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
-        Value::Array(a) => {
-            AMQPValue::FieldArray(FieldArray::from(a.iter().map(value).collect::<Vec<_>>()))
-        }
-        Value::Object(_) => AMQPValue::FieldTable(table(Some(v))),
-    }
+        Value::Array(a) => AMQPValue::FieldArray(FieldArray::from(
+            a.iter().map(value).collect::<Result<Vec<_>, _>>()?,
+        )),
+        Value::Object(_) => AMQPValue::FieldTable(table(Some(v))?),
+    })
 }
 
 /// A field table as JSON.
@@ -110,21 +120,27 @@ pub fn properties_json(p: &AMQPProperties) -> Value {
     Value::Object(m)
 }
 
-/// Message properties from the API's JSON (publish).
-pub fn properties(v: Option<&Value>) -> AMQPProperties {
+/// Message properties from the API's JSON (publish). A string property over 255 bytes
+/// cannot be sent in a content header: 400 naming it.
+pub fn properties(v: Option<&Value>) -> Result<AMQPProperties, ApiError> {
     let mut p = AMQPProperties::default();
     let Some(Value::Object(m)) = v else {
-        return p;
+        return Ok(p);
     };
-    let s = |k: &str| m.get(k).and_then(Value::as_str).map(ShortString::from);
-    if let Some(v) = s("content_type") {
+    let s = |k: &str| -> Result<Option<ShortString>, ApiError> {
+        m.get(k)
+            .and_then(Value::as_str)
+            .map(|v| short(&format!("property {k}"), v))
+            .transpose()
+    };
+    if let Some(v) = s("content_type")? {
         p = p.with_content_type(v);
     }
-    if let Some(v) = s("content_encoding") {
+    if let Some(v) = s("content_encoding")? {
         p = p.with_content_encoding(v);
     }
     if m.contains_key("headers") {
-        p = p.with_headers(table(m.get("headers")));
+        p = p.with_headers(table(m.get("headers"))?);
     }
     if let Some(v) = m.get("delivery_mode").and_then(Value::as_u64) {
         p = p.with_delivery_mode(v as u8);
@@ -132,29 +148,29 @@ pub fn properties(v: Option<&Value>) -> AMQPProperties {
     if let Some(v) = m.get("priority").and_then(Value::as_u64) {
         p = p.with_priority(v as u8);
     }
-    if let Some(v) = s("correlation_id") {
+    if let Some(v) = s("correlation_id")? {
         p = p.with_correlation_id(v);
     }
-    if let Some(v) = s("reply_to") {
+    if let Some(v) = s("reply_to")? {
         p = p.with_reply_to(v);
     }
-    if let Some(v) = s("expiration") {
+    if let Some(v) = s("expiration")? {
         p = p.with_expiration(v);
     }
-    if let Some(v) = s("message_id") {
+    if let Some(v) = s("message_id")? {
         p = p.with_message_id(v);
     }
     if let Some(v) = m.get("timestamp").and_then(Value::as_u64) {
         p = p.with_timestamp(v);
     }
-    if let Some(v) = s("type") {
+    if let Some(v) = s("type")? {
         p = p.with_type(v);
     }
-    if let Some(v) = s("user_id") {
+    if let Some(v) = s("user_id")? {
         p = p.with_user_id(v);
     }
-    if let Some(v) = s("app_id") {
+    if let Some(v) = s("app_id")? {
         p = p.with_app_id(v);
     }
-    p
+    Ok(p)
 }

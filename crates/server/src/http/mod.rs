@@ -2,10 +2,15 @@
 //! monitoring scripts work unchanged) and Prometheus `/metrics`, served by actix-web from
 //! the broker process on `--http-listen`.
 //!
-//! Every request carries HTTP basic auth checked against the broker's users; the user's
-//! tags decide what it may do (administrator: everything; monitoring: read everything;
+//! Every `/api` request carries HTTP basic auth checked against the broker's users before
+//! anything else happens (`gate`): before the body is read, before the path names a vhost
+//! or an object, so an unauthenticated caller learns nothing and costs nothing. Users in
+//! `--loopback-users` are refused from other addresses, as over AMQP. The user's tags
+//! decide what it may do (administrator: everything; monitoring: read everything;
 //! management: its own vhosts), and vhost permissions apply as over AMQP. Request bodies
-//! over `--http-max-body` are refused (413) without being buffered.
+//! over `--http-max-body` are refused (413) without being buffered, and at most
+//! `BODY_SLOTS` requests with a body are served at once (503 beyond), so slow or large
+//! uploads cannot take the broker's memory.
 
 mod admin;
 mod connections;
@@ -13,21 +18,48 @@ mod definitions;
 mod exchanges;
 mod fields;
 mod overview;
+mod publish;
 mod queues;
 
 use crate::runtime::Runtime;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer, ResponseError};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use broker_core::auth::User;
 use broker_core::AmqpError;
 use serde_json::json;
 use std::sync::Arc;
+use tokio::sync::Semaphore;
 
-/// The acting user of the broker's own operations (definitions import), as RabbitMQ
-/// names it; no login can have this name (it has no password).
-pub const INTERNAL_USER: &str = "rmq-internal";
+/// Requests with a body served at once. Each may buffer up to `--http-max-body` (16 MiB
+/// by default), so this bounds what uploads can hold (128 MiB by default); a request
+/// beyond it is refused with 503 before its body is read, never queued.
+const BODY_SLOTS: usize = 8;
+
+/// Who acts in a request: a user who logged in, or the broker itself (a definitions
+/// import creates objects whatever the importing administrator's vhost permissions, as
+/// RabbitMQ's does). A variant of its own, never a user name, so no login can be it.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    /// An authenticated user, with its tags and permissions.
+    User(&'a User),
+    /// The broker's own operations: no permission checks.
+    Broker,
+}
+
+impl<'a> From<&'a User> for Actor<'a> {
+    fn from(u: &'a User) -> Self {
+        Actor::User(u)
+    }
+}
+
+/// The user `gate` authenticated, kept with the request for the handlers.
+#[derive(Clone)]
+struct Authenticated(User);
 
 /// Shared state of the handlers.
 pub type State = web::Data<Arc<Runtime>>;
@@ -72,6 +104,25 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             error: "bad_request",
             reason: reason.into(),
+        }
+    }
+    /// 503: every body slot is taken; the client may try again.
+    pub fn busy() -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error: "service_unavailable",
+            reason: format!(
+                "too many requests with a body at once (at most {BODY_SLOTS}); try again"
+            ),
+        }
+    }
+    /// 503: the memory alarm is on. AMQP publishers are not read until it clears; an
+    /// HTTP publish is answered at once rather than held open.
+    pub fn memory_alarm() -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            error: "service_unavailable",
+            reason: "memory alarm: publishing is blocked until memory use falls below the high watermark".into(),
         }
     }
     /// 500.
@@ -126,8 +177,18 @@ impl From<AmqpError> for ApiError {
 /// The result type of handlers.
 pub type ApiResult = Result<HttpResponse, ApiError>;
 
-/// The authenticated user of a request (HTTP basic auth), who may use the API at all.
+/// The authenticated user of a request, who may use the API at all (`gate` checked it
+/// before the handler ran; checked here again for a request that did not pass it).
 pub fn user(req: &HttpRequest, rt: &Runtime) -> Result<User, ApiError> {
+    if let Some(Authenticated(u)) = req.extensions().get::<Authenticated>() {
+        return Ok(u.clone());
+    }
+    authenticate(req, rt)
+}
+
+/// Checks a request's HTTP basic auth as RabbitMQ does: the password, then where the user
+/// logs in from (`--loopback-users`), then the tags that open the API.
+fn authenticate(req: &HttpRequest, rt: &Runtime) -> Result<User, ApiError> {
     let header = req
         .headers()
         .get("authorization")
@@ -143,14 +204,64 @@ pub fn user(req: &HttpRequest, rt: &Runtime) -> Result<User, ApiError> {
         .ok_or_else(|| ApiError::unauthorised("Not_Authorized"))?;
     let u = rt
         .registry
-        .user(name)
-        .filter(|u| u.check_password(password))
+        .check_password(name, password)
         .ok_or_else(|| ApiError::unauthorised("Login failed"))?;
+    // no peer address (never over TCP) counts as remote: refused for loopback users
+    let local = req
+        .peer_addr()
+        .is_some_and(|p| rt.registry.may_log_in_from(&u.name, p.ip()));
+    if !local {
+        return Err(ApiError::refused("User can only log in via localhost"));
+    }
     if !u.may_manage() {
         return Err(ApiError::refused("Not management user"));
     }
     Ok(u)
 }
+
+/// Whether a request comes with a body to read.
+fn has_body(req: &ServiceRequest) -> bool {
+    let h = req.headers();
+    h.contains_key("transfer-encoding")
+        || h.get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}
+
+/// Runs before every handler (and so before any extractor reads the body): `/api`
+/// requests are authenticated first, and a request with a body takes one of the
+/// `BODY_SLOTS` for as long as its handler runs.
+async fn gate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if !req.path().starts_with("/api") {
+        return next.call(req).await.map(|r| r.map_into_boxed_body());
+    }
+    let (Some(rt), Some(slots)) = (
+        req.app_data::<State>().cloned(),
+        req.app_data::<web::Data<BodySlots>>().cloned(),
+    ) else {
+        return Ok(req.error_response(ApiError::internal("API state missing")));
+    };
+    let u = match authenticate(req.request(), &rt) {
+        Ok(u) => u,
+        Err(e) => return Ok(req.error_response(e)),
+    };
+    req.extensions_mut().insert(Authenticated(u));
+    let _slot = if has_body(&req) {
+        match slots.0.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => return Ok(req.error_response(ApiError::busy())),
+        }
+    } else {
+        None
+    };
+    next.call(req).await.map(|r| r.map_into_boxed_body())
+}
+
+/// The permits of `BODY_SLOTS`, shared by the API's workers.
+struct BodySlots(Arc<Semaphore>);
 
 /// Refuses unless the user is an administrator.
 pub fn admin(req: &HttpRequest, rt: &Runtime) -> Result<User, ApiError> {
@@ -167,20 +278,23 @@ pub fn sees(rt: &Runtime, u: &User, vhost: &str) -> bool {
     u.is_monitoring() || rt.registry.permission(vhost, &u.name).is_some()
 }
 
-/// Refuses unless the user may act in the vhost (administrator or a permission there),
-/// and the vhost exists.
-pub fn in_vhost(rt: &Runtime, u: &User, vhost: &str) -> Result<Arc<crate::vhost::VHost>, ApiError> {
+/// Refuses unless the actor may act in the vhost (the broker, an administrator or a
+/// permission there), and the vhost exists.
+pub fn in_vhost<'a>(
+    rt: &Runtime,
+    who: impl Into<Actor<'a>>,
+    vhost: &str,
+) -> Result<Arc<crate::vhost::VHost>, ApiError> {
     let v = rt
         .vhost(vhost)
         .ok_or_else(|| ApiError::not_found(format!("vhost '{vhost}' not found")))?;
-    if !u.is_administrator()
-        && u.name != INTERNAL_USER
-        && rt.registry.permission(vhost, &u.name).is_none()
-    {
-        return Err(ApiError::refused(format!(
-            "access to vhost '{vhost}' refused for user '{}'",
-            u.name
-        )));
+    if let Actor::User(u) = who.into() {
+        if !u.is_administrator() && rt.registry.permission(vhost, &u.name).is_none() {
+            return Err(ApiError::refused(format!(
+                "access to vhost '{vhost}' refused for user '{}'",
+                u.name
+            )));
+        }
     }
     Ok(v)
 }
@@ -222,9 +336,12 @@ pub fn start(rt: Arc<Runtime>, addr: &str) -> std::io::Result<std::net::SocketAd
         }
     });
     let data = web::Data::new(rt);
+    let slots = web::Data::new(BodySlots(Arc::new(Semaphore::new(BODY_SLOTS))));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(slots.clone())
+            .wrap(from_fn(gate))
             .app_data(
                 web::JsonConfig::default()
                     .limit(max_body)
@@ -249,6 +366,7 @@ pub fn start(rt: Arc<Runtime>, addr: &str) -> std::io::Result<std::net::SocketAd
             .configure(admin::routes)
             .configure(queues::routes)
             .configure(exchanges::routes)
+            .configure(publish::routes)
             .configure(connections::routes)
             .configure(definitions::routes)
     })

@@ -3,7 +3,7 @@
 
 use super::fields::{properties_json, table, to_json};
 use super::overview::all_queues;
-use super::{created, in_vhost, no_content, user, ApiError, ApiResult, State};
+use super::{created, in_vhost, no_content, user, Actor, ApiError, ApiResult, State};
 use crate::queue::{self, Info, QueueEntry, Settle};
 use crate::runtime::Runtime;
 use crate::vhost::QueueSpec;
@@ -11,7 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use broker_core::auth::{Access, User};
-use broker_core::names::ChannelKey;
+use broker_core::names::{check_shortstr, ChannelKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -30,15 +30,19 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Refuses unless the user's permissions in the vhost allow `kind` on the queue.
-pub(super) fn permitted(
+pub(super) fn permitted<'a>(
     rt: &Runtime,
-    u: &User,
+    who: impl Into<Actor<'a>>,
     vhost: &str,
     kind: Access,
     what: &str,
     name: &str,
 ) -> Result<(), ApiError> {
-    if u.name == super::INTERNAL_USER || rt.registry.allows(vhost, &u.name, kind, name) {
+    let u = match who.into() {
+        Actor::Broker => return Ok(()),
+        Actor::User(u) => u,
+    };
+    if rt.registry.allows(vhost, &u.name, kind, name) {
         return Ok(());
     }
     // RabbitMQ's API answers a permission refusal with 401 not_authorised
@@ -122,13 +126,21 @@ async fn show(req: HttpRequest, rt: State, path: web::Path<(String, String)>) ->
 /// Declares a queue from a RabbitMQ queue object. Returns whether it was created.
 pub(super) async fn declare_queue(
     rt: &Runtime,
-    u: &User,
+    who: Actor<'_>,
     vhost: &str,
     name: &str,
     body: &Value,
 ) -> Result<bool, ApiError> {
-    let v = in_vhost(rt, u, vhost)?;
-    permitted(rt, u, vhost, Access::Configure, "queue", name)?;
+    let v = in_vhost(rt, who, vhost)?;
+    permitted(rt, who, vhost, Access::Configure, "queue", name)?;
+    check_shortstr("queue name", name)?;
+    let arguments = table(body.get("arguments"))?;
+    // they become the exchange and routing key of dead letters (short strings)
+    for key in ["x-dead-letter-exchange", "x-dead-letter-routing-key"] {
+        if let Some(s) = crate::vhost::string_arg(&arguments, key) {
+            check_shortstr(key, &s)?;
+        }
+    }
     let existed = v.queue(name).is_some();
     if name.starts_with("amq.") && !existed {
         return Err(ApiError::refused("Access refused."));
@@ -145,7 +157,7 @@ pub(super) async fn declare_queue(
                 .get("auto_delete")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
-            arguments: table(body.get("arguments")),
+            arguments,
             worker: None,
         },
         0,
@@ -163,7 +175,7 @@ async fn declare(
     let u = user(&req, &rt)?;
     let (vhost, name) = path.into_inner();
     let body: Value = super::json_body(&body)?.unwrap_or(Value::Null);
-    let new = declare_queue(&rt, &u, &vhost, &name, &body).await?;
+    let new = declare_queue(&rt, Actor::User(&u), &vhost, &name, &body).await?;
     Ok(if new { created() } else { no_content() })
 }
 

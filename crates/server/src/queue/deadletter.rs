@@ -2,7 +2,9 @@
 //! the x-death headers `broker_core::deadletter` writes, through the queue's dead-letter
 //! exchange or the vhost's `amq.dead-letter`, and then forgotten here. Routing follows
 //! the same binding snapshots publishes use; persistent copies are stored for durable
-//! target queues before the original is removed from the store.
+//! target queues before the original is removed from the store. Splitting off full
+//! reject-publish queues, storing and enqueueing go through `crate::publish::Routed`,
+//! the path every publish takes.
 
 use super::QueueActor;
 use crate::runtime::now_ms;
@@ -100,6 +102,9 @@ impl QueueActor {
         if queues.is_empty() {
             return;
         }
+        // the publish path's own split: a full reject-publish queue refuses a dead letter
+        // as it refuses a publish (reject-publish-dlx dead-letters it on), as in RabbitMQ
+        let routed = crate::publish::Routed::new(queues.into(), msg.body.len());
         let mut copy = Message {
             exchange: target.exchange.as_str().into(),
             routing_key,
@@ -110,15 +115,10 @@ impl QueueActor {
             arrival_ms: now_ms(),
         };
         if let Some(rt) = self.runtime.upgrade() {
-            if let Some(storage) = rt.store.as_ref() {
-                if let Err(e) = crate::persist::store_message(storage, &mut copy, &queues) {
-                    tracing::error!(queue = %self.name, "cannot store a dead letter: {e}");
-                }
+            if let Err(e) = routed.store(rt.store.as_ref(), &mut copy) {
+                tracing::error!(queue = %self.name, "cannot store a dead letter: {e}");
             }
         }
-        let copy = Arc::new(copy);
-        for q in &queues {
-            q.enqueue(copy.clone());
-        }
+        routed.deliver(&Arc::new(copy), |_| {});
     }
 }

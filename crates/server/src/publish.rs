@@ -1,0 +1,165 @@
+//! The one publish path that AMQP `basic.publish` (the channel), the management API's
+//! publish and dead-lettering share, so a check added here applies to all three.
+//!
+//! A client's publish, over AMQP or HTTP, is checked the same way before routing
+//! (`check_client`: the `user_id` property must name the publishing user and an
+//! expiration must be a non-negative integer; `client_route`: the exchange must exist and
+//! must not be internal). Every publish, dead letters included, then leaves out the queues
+//! that refuse it (`Routed::new`: x-overflow reject-publish(-dlx) and full), is stored for
+//! its durable queues (`Routed::store`) and handed to the others (`Routed::deliver`). The
+//! memory alarm stops AMQP publishers by not reading their sockets; the management API
+//! asks `memory_alarm` instead.
+
+use crate::queue::{self, QueueEntry};
+use crate::runtime::{Runtime, Storage};
+use crate::vhost::VHost;
+use broker_core::args::Overflow;
+use broker_core::store::StoreError;
+use broker_core::{AmqpError, Message};
+use broker_wire::protocol::basic::AMQPProperties;
+use broker_wire::types::FieldTable;
+use std::sync::Arc;
+
+/// What RabbitMQ refuses in a client's publish properties, before routing: a user_id
+/// other than the publishing user (406), and an expiration that is not a non-negative
+/// integer (406).
+pub fn check_client(props: &AMQPProperties, user: &str) -> Result<(), AmqpError> {
+    if let Some(id) = props.user_id() {
+        if id.as_str() != user {
+            return Err(AmqpError::precondition_failed(format!(
+                "user_id property set to '{}' but authenticated user was '{user}'",
+                id.as_str()
+            )));
+        }
+    }
+    if let Some(exp) = props.expiration() {
+        broker_core::message::parse_expiration(exp.as_str()).map_err(|why| {
+            AmqpError::precondition_failed(format!("invalid expiration '{}': {why}", exp.as_str()))
+        })?;
+    }
+    Ok(())
+}
+
+/// Routes a client's publish: the default exchange ("") by queue name, any other through
+/// its binding snapshots. A missing exchange is 404, an internal one 403 (only
+/// exchange-to-exchange bindings and dead-lettering may route through it). Queues found
+/// are added to `out`; returns whether the result depends on the routing key only (and
+/// so may be cached).
+pub fn client_route(
+    vhost: &VHost,
+    exchange: &str,
+    routing_key: &str,
+    headers: Option<&FieldTable>,
+    out: &mut Vec<Arc<QueueEntry>>,
+) -> Result<bool, AmqpError> {
+    if exchange.is_empty() {
+        if let Some(q) = vhost.queue(routing_key) {
+            out.push(q);
+        }
+        return Ok(true);
+    }
+    let x = vhost.exchange(exchange).ok_or_else(|| {
+        AmqpError::not_found(format!(
+            "no exchange '{exchange}' in vhost '{}'",
+            vhost.name
+        ))
+    })?;
+    if x.internal {
+        return Err(AmqpError::access_refused(format!(
+            "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+            vhost.name
+        )));
+    }
+    Ok(vhost.route(&x, routing_key, headers, out))
+}
+
+/// Whether clients that publish must wait: the memory high watermark is reached.
+pub fn memory_alarm(rt: &Runtime) -> bool {
+    rt.memory.alarm()
+}
+
+/// The queues a message was routed to, split into those that take it and those that
+/// refuse it (x-overflow reject-publish or reject-publish-dlx, and full).
+pub struct Routed {
+    /// Queues that take the message.
+    pub queues: Arc<[Arc<QueueEntry>]>,
+    /// Full queues that refuse it: the publisher is told (a nack, a 400), and
+    /// reject-publish-dlx queues dead-letter it.
+    pub refused_by: Vec<Arc<QueueEntry>>,
+}
+
+impl Routed {
+    /// Splits off the queues without room for a message of `body_len` bytes (counting
+    /// what is still on its way to them). The common case, no queue refusing, costs one
+    /// pass and no allocation.
+    pub fn new(queues: Arc<[Arc<QueueEntry>]>, body_len: usize) -> Routed {
+        if !queues.iter().any(|q| q.refuses(body_len)) {
+            return Routed {
+                queues,
+                refused_by: Vec::new(),
+            };
+        }
+        let (full, room): (Vec<_>, Vec<_>) =
+            queues.iter().cloned().partition(|q| q.refuses(body_len));
+        Routed {
+            queues: room.into(),
+            refused_by: full,
+        }
+    }
+
+    /// Whether a queue refused the message (the publisher is to be told).
+    pub fn refused(&self) -> bool {
+        !self.refused_by.is_empty()
+    }
+
+    /// Whether no queue was found at all (unroutable: mandatory returns it).
+    pub fn unroutable(&self) -> bool {
+        self.queues.is_empty() && self.refused_by.is_empty()
+    }
+
+    /// Writes a persistent message to the store for each durable queue that takes it,
+    /// before it is enqueued. Returns whether anything was written.
+    pub fn store(&self, store: Option<&Storage>, msg: &mut Message) -> Result<bool, StoreError> {
+        match store {
+            Some(s) => crate::persist::store_message(s, msg, &self.queues),
+            None => Ok(false),
+        }
+    }
+
+    /// Hands the message to every queue that takes it (`each` is called after each
+    /// enqueue), and to the refusing queues that dead-letter refusals.
+    pub fn deliver(&self, msg: &Arc<Message>, mut each: impl FnMut(&Arc<QueueEntry>)) {
+        for q in &self.refused_by {
+            if q.args.overflow == Overflow::RejectPublishDlx {
+                q.addr.do_send(queue::Refused(msg.clone()));
+            }
+        }
+        for q in self.queues.iter() {
+            q.enqueue(msg.clone());
+            each(q);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use broker_wire::types::ShortString;
+
+    #[test]
+    fn user_id_must_be_the_publisher_and_expiration_an_integer() {
+        let own = AMQPProperties::default().with_user_id(ShortString::from("alice"));
+        assert!(check_client(&own, "alice").is_ok());
+        let e = check_client(&own, "bob").unwrap_err();
+        assert_eq!(e.code, broker_core::ReplyCode::PreconditionFailed);
+        assert!(
+            e.text.contains("user_id property set to 'alice'"),
+            "{}",
+            e.text
+        );
+        let exp = AMQPProperties::default().with_expiration(ShortString::from("-5"));
+        assert!(check_client(&exp, "alice").is_err());
+        let exp = AMQPProperties::default().with_expiration(ShortString::from("100"));
+        assert!(check_client(&exp, "alice").is_ok());
+    }
+}
