@@ -1,0 +1,401 @@
+//! Input: the protocol header, frames split and checked, channel-0 methods (handshake,
+//! close, heartbeats), and content assembled per channel into commands for the channel
+//! actors; channel.open and the channel table.
+
+use super::*;
+
+impl Connection {
+    /// Processes what was read, then hands each channel its commands in one message.
+    pub(super) fn process_input(&mut self, ctx: &mut Context<Self>) {
+        self.process_frames(ctx);
+        self.send_batches();
+    }
+
+    /// Sends every channel the commands batched for it.
+    pub(super) fn send_batches(&mut self) {
+        for ch in std::mem::take(&mut self.batched) {
+            if let Some(slot) = self.channels.get_mut(&ch) {
+                slot.send_batch();
+            }
+        }
+    }
+
+    pub(super) fn process_frames(&mut self, ctx: &mut Context<Self>) {
+        if self.state == State::AwaitHeader {
+            if self.rbuf.len() < 8 {
+                let seen = &self.rbuf[..];
+                if !PROTOCOL_HEADER.starts_with(seen) && !PROTOCOL_HEADER_0_9.starts_with(seen) {
+                    self.refuse_protocol(ctx);
+                }
+                return;
+            }
+            // RabbitMQ treats the 0-9 header as 0-9-1, and so do we
+            let header = &self.rbuf[..8];
+            if header != PROTOCOL_HEADER && header != PROTOCOL_HEADER_0_9 {
+                self.refuse_protocol(ctx);
+                return;
+            }
+            self.rbuf.advance(8);
+            self.send(0, handshake::start());
+            self.state = State::AwaitStartOk;
+        }
+        loop {
+            if matches!(self.state, State::Closed | State::Silenced) {
+                self.rbuf.clear();
+                return;
+            }
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(frame)) => self.handle_frame(frame, ctx),
+                Ok(None) => return,
+                Err(e) => {
+                    let (c, m) = e.class_method();
+                    self.fail(
+                        AmqpError::new(ReplyCode::from_code(e.reply_code()), e.to_string())
+                            .on(c, m),
+                        ctx,
+                    );
+                    self.rbuf.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A wrong protocol header gets the one we speak, then the socket closes.
+    pub(super) fn refuse_protocol(&mut self, ctx: &mut Context<Self>) {
+        self.shared
+            .out
+            .borrow_mut()
+            .extend_from_slice(PROTOCOL_HEADER);
+        self.state = State::Closed;
+        self.flush(ctx);
+    }
+
+    pub(super) fn handle_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        if self.state == State::ClosedByPeer {
+            // RabbitMQ answers every further close with close-ok and ignores the rest
+            if let Frame::Method { channel: 0, method } = frame {
+                if let AMQPClass::Connection(connection::AMQPMethod::Close(_)) = *method {
+                    self.send(
+                        0,
+                        AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                            connection::CloseOk {},
+                        )),
+                    );
+                }
+            }
+            return;
+        }
+        if self.state == State::Closing {
+            // after our connection.close only close-ok (or a crossing close) matters
+            if let Frame::Method { channel: 0, method } = frame {
+                match *method {
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => self.finish(ctx),
+                    AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                        self.send(
+                            0,
+                            AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                                connection::CloseOk {},
+                            )),
+                        );
+                        self.finish(ctx);
+                    }
+                    _ => {}
+                }
+            }
+            return;
+        }
+        match frame {
+            Frame::Heartbeat => {}
+            Frame::Method { channel: 0, method } => self.connection_method(*method, ctx),
+            f if f.channel() == 0 => self.fail(
+                AmqpError::unexpected_frame("content frame on channel 0"),
+                ctx,
+            ),
+            f => {
+                if self.state != State::Open {
+                    self.fail(
+                        AmqpError::unexpected_frame(format!(
+                            "frame on channel {} before connection.open",
+                            f.channel()
+                        )),
+                        ctx,
+                    );
+                    return;
+                }
+                self.channel_frame(f, ctx);
+            }
+        }
+    }
+
+    pub(super) fn connection_method(&mut self, m: AMQPClass, ctx: &mut Context<Self>) {
+        let (cid, mid) = (m.get_amqp_class_id(), m.get_amqp_method_id());
+        let AMQPClass::Connection(m) = m else {
+            self.fail(self.unexpected_method().on(cid, mid), ctx);
+            return;
+        };
+        use connection::AMQPMethod as M;
+        match (self.state, m) {
+            (State::AwaitStartOk, M::StartOk(s)) => {
+                match handshake::authenticate(&s, &self.rt.registry, self.peer.ip()) {
+                    Ok((user, client)) => {
+                        self.client = client;
+                        let _e = self.span.enter();
+                        info!(%user, "authenticated");
+                        *self.shared.user.borrow_mut() = user;
+                        self.send(0, handshake::tune(&self.rt.config));
+                        self.state = State::AwaitTuneOk;
+                    }
+                    Err(e) => self.login_failed(e, ctx),
+                }
+            }
+            (State::AwaitTuneOk, M::TuneOk(t)) => match handshake::negotiate(&t, &self.rt.config) {
+                Ok((channel_max, frame_max, heartbeat)) => {
+                    self.channel_max = channel_max;
+                    self.decoder.frame_max = frame_max;
+                    self.shared.frame_max.set(frame_max);
+                    self.heartbeat = heartbeat;
+                    self.start_heartbeats(ctx);
+                    self.state = State::AwaitOpen;
+                }
+                Err(e) => self.fail(e.on(cid, mid), ctx),
+            },
+            (State::AwaitOpen, M::Open(o)) => match self.open_vhost(o.virtual_host.as_str()) {
+                Ok(v) => {
+                    self.vhost = Some(v);
+                    self.state = State::Open;
+                    self.rt
+                        .connections
+                        .insert(self.id, ctx.address().recipient());
+                    self.send(0, AMQPClass::Connection(M::OpenOk(connection::OpenOk {})));
+                    let user = self.shared.user.borrow().clone();
+                    let local = self.rt.amqp_addr.get().copied();
+                    self.rt.conn_info.insert(
+                        self.id,
+                        Arc::new(crate::runtime::ConnInfo {
+                            id: self.id,
+                            name: match local {
+                                Some(l) => format!("{} -> {l}", self.peer),
+                                None => self.peer.to_string(),
+                            },
+                            peer: self.peer,
+                            user: user.clone(),
+                            vhost: o.virtual_host.to_string(),
+                            client: self.client.properties.clone(),
+                            connected_at: crate::runtime::now_ms(),
+                            channels: Default::default(),
+                            frame_max: self.decoder.frame_max,
+                            heartbeat: self.heartbeat,
+                        }),
+                    );
+                    let _e = self.span.enter();
+                    info!(vhost = o.virtual_host.as_str(), %user, client = %self.client.product, "connection open");
+                }
+                Err(e) => self.fail(e.on(cid, mid), ctx),
+            },
+            (_, M::Close(c)) => {
+                self.span.in_scope(|| {
+                    info!(
+                        code = c.reply_code,
+                        text = c.reply_text.as_str(),
+                        "client closed the connection"
+                    )
+                });
+                self.teardown_channels();
+                self.unregister();
+                self.send(0, AMQPClass::Connection(M::CloseOk(connection::CloseOk {})));
+                self.state = State::ClosedByPeer;
+                ctx.run_later(closed_linger(self.heartbeat), |_, ctx| ctx.stop());
+            }
+            (State::Open, M::UpdateSecret(_)) => {
+                self.send(
+                    0,
+                    AMQPClass::Connection(M::UpdateSecretOk(connection::UpdateSecretOk {})),
+                );
+            }
+            (State::Open, M::Blocked(_) | M::Unblocked(_)) => {}
+            (_, _) => self.fail(self.unexpected_method().on(cid, mid), ctx),
+        }
+    }
+
+    /// A method channel 0 does not take in this state: 504 CHANNEL_ERROR with RabbitMQ's
+    /// text, which names the state.
+    pub(super) fn unexpected_method(&self) -> AmqpError {
+        let state = match self.state {
+            State::AwaitHeader | State::AwaitStartOk => "starting",
+            State::AwaitTuneOk => "tuning",
+            State::AwaitOpen => "opening",
+            State::Open => "running",
+            _ => "closing",
+        };
+        AmqpError::channel_error(format!("unexpected method in connection state {state}"))
+    }
+
+    /// A failed login ends as in RabbitMQ: a refused one is told with connection.close 403
+    /// (class and method 0) to clients that announced `authentication_failure_close`;
+    /// everyone else is told nothing and the socket closes after the silent-close delay.
+    pub(super) fn login_failed(&mut self, f: handshake::LoginFailure, ctx: &mut Context<Self>) {
+        let text = match f {
+            handshake::LoginFailure::Refused { error, tell: true } => {
+                self.fail(error, ctx);
+                return;
+            }
+            handshake::LoginFailure::Refused { error, .. } => error.reply_text(),
+            handshake::LoginFailure::Invalid(text) => text,
+        };
+        self.span
+            .in_scope(|| warn!(%text, "login failed, closing the socket without a reply"));
+        self.state = State::Silenced;
+        self.rbuf.clear();
+        // a storm of failed logins holds at most MAX_SILENCED sockets: beyond that they
+        // are closed at once
+        match handshake::SilenceSlot::take() {
+            Some(slot) => {
+                self.silenced = Some(slot);
+                ctx.run_later(handshake::SILENT_CLOSE_DELAY, |a, ctx| {
+                    a.silenced = None;
+                    ctx.stop();
+                });
+            }
+            None => ctx.stop(),
+        }
+    }
+
+    pub(super) fn channel_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        let ch = frame.channel();
+        if ch > self.channel_max {
+            self.fail(
+                AmqpError::channel_error(format!(
+                    "channel {ch} exceeds channel_max {}",
+                    self.channel_max
+                )),
+                ctx,
+            );
+            return;
+        }
+        let is = |f: &Frame, want: fn(&AMQPClass) -> bool| matches!(f, Frame::Method { method, .. } if want(method));
+        let open = |m: &AMQPClass| matches!(m, AMQPClass::Channel(channel::AMQPMethod::Open(_)));
+        let close = |m: &AMQPClass| matches!(m, AMQPClass::Channel(channel::AMQPMethod::Close(_)));
+        let close_ok =
+            |m: &AMQPClass| matches!(m, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)));
+        let Some(slot) = self.channels.get_mut(&ch) else {
+            if is(&frame, open) {
+                self.open_channel(ch, ctx);
+            } else {
+                let (c, m) = match &frame {
+                    Frame::Method { method, .. } => {
+                        (method.get_amqp_class_id(), method.get_amqp_method_id())
+                    }
+                    _ => (0, 0),
+                };
+                self.fail(
+                    AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}"))
+                        .on(c, m),
+                    ctx,
+                );
+            }
+            return;
+        };
+        if slot.closing {
+            slot.send_batch();
+            if is(&frame, close_ok) {
+                if let Some(s) = self.channels.remove(&ch) {
+                    self.count_channels();
+                    s.addr.do_send(Shutdown);
+                }
+            } else if is(&frame, close) {
+                self.send(
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                );
+                if let Some(s) = self.channels.remove(&ch) {
+                    self.count_channels();
+                    s.addr.do_send(Shutdown);
+                }
+            }
+            return;
+        }
+        // during a content sequence every frame goes to the assembler, which refuses
+        // methods with 505 UNEXPECTED_FRAME
+        if slot.assembler.is_idle() {
+            if is(&frame, open) {
+                self.fail(
+                    AmqpError::channel_error("second 'channel.open' seen").on(20, 10),
+                    ctx,
+                );
+                return;
+            }
+            if is(&frame, close) {
+                if let Some(mut s) = self.channels.remove(&ch) {
+                    self.count_channels();
+                    s.send_batch();
+                    s.addr.do_send(ClientClose);
+                }
+                return;
+            }
+            if is(&frame, close_ok) {
+                return;
+            }
+        }
+        match slot.assembler.feed(frame) {
+            Ok(Some(cmd)) => {
+                self.shared
+                    .pending_commands
+                    .set(self.shared.pending_commands.get() + 1);
+                if slot.batch.is_empty() {
+                    self.batched.push(ch);
+                }
+                slot.batch.push(cmd);
+            }
+            Ok(None) => {}
+            Err(AssemblyError::TooLarge { size, max }) => {
+                slot.assembler.reset();
+                slot.closing = true;
+                slot.send_batch();
+                slot.addr.do_send(Incoming::Fail(
+                    AmqpError::precondition_failed(format!(
+                        "message size {size} is larger than configured max size {max}"
+                    ))
+                    .on(60, 40),
+                ));
+            }
+            Err(AssemblyError::Wire(e)) => {
+                let (c, m) = e.class_method();
+                self.fail(
+                    AmqpError::new(ReplyCode::from_code(e.reply_code()), e.to_string()).on(c, m),
+                    ctx,
+                );
+            }
+        }
+    }
+
+    /// Publishes the channel count to the management view.
+    pub(super) fn count_channels(&self) {
+        if let Some(info) = self.rt.conn_info.get(&self.id) {
+            info.channels
+                .store(self.channels.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn open_channel(&mut self, ch: u16, ctx: &mut Context<Self>) {
+        let Some(vhost) = self.vhost.clone() else {
+            return;
+        };
+        let addr =
+            ChannelActor::new(ch, ctx.address(), self.shared.clone(), vhost, &self.span).start();
+        self.channels.insert(
+            ch,
+            Slot {
+                addr,
+                assembler: Assembler::new(self.rt.config.max_message_size),
+                closing: false,
+                batch: Vec::new(),
+            },
+        );
+        self.count_channels();
+        self.send(
+            ch,
+            AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+        );
+    }
+}

@@ -1,0 +1,456 @@
+//! The connection actor: one per TCP connection. It reads the socket, splits and checks
+//! frames, runs the connection handshake and channel-0 methods itself, assembles content
+//! per channel and hands complete commands to channel actors. It owns the write half and
+//! flushes the shared write buffer in batches. It stops reading when its channels are
+//! behind, its client does not read, or the broker is over its memory watermark.
+
+use crate::channel::{ChannelActor, ClientClose, Incoming, Shutdown};
+use crate::handshake::{self, ClientInfo};
+use crate::runtime::Runtime;
+use crate::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
+use crate::vhost::VHost;
+use actix::prelude::*;
+use broker_core::{AmqpError, ReplyCode};
+use broker_wire::assembly::{Assembler, AssemblyError, Command};
+use broker_wire::frame::{Frame, FRAME_MIN_SIZE, PROTOCOL_HEADER, PROTOCOL_HEADER_0_9};
+use broker_wire::protocol::{channel, connection, AMQPClass};
+use broker_wire::{encode, FrameDecoder};
+use bytes::{Buf, BytesMut};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tracing::{info, warn, Span};
+
+mod backpressure;
+mod frames;
+
+/// Where the connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for the 8-byte protocol header.
+    AwaitHeader,
+    /// connection.start sent.
+    AwaitStartOk,
+    /// connection.tune sent.
+    AwaitTuneOk,
+    /// Waiting for connection.open.
+    AwaitOpen,
+    /// Open for channels.
+    Open,
+    /// We sent connection.close and wait for close-ok.
+    Closing,
+    /// The client closed the connection and got close-ok. As RabbitMQ (and the spec's
+    /// close-ok rule) the client closes the socket: we read on, answer a repeated close
+    /// with close-ok, ignore everything else, and end the socket only after
+    /// [`closed_linger`] if the client never does.
+    ClosedByPeer,
+    /// A login failed without a word to the client: nothing is read or written, the socket
+    /// closes after [`handshake::SILENT_CLOSE_DELAY`].
+    Silenced,
+    /// Done; the socket closes once the write buffer is flushed.
+    Closed,
+}
+
+struct Slot {
+    addr: Addr<ChannelActor>,
+    assembler: Assembler,
+    /// The server closed the channel and waits for close-ok; other frames are dropped.
+    closing: bool,
+    /// Commands assembled from the current read, sent as one mailbox message when the
+    /// read is processed (or before anything else is sent to the channel).
+    batch: Vec<Command>,
+}
+
+impl Slot {
+    /// Hands the batched commands to the channel.
+    fn send_batch(&mut self) {
+        if !self.batch.is_empty() {
+            self.addr
+                .do_send(Incoming::Batch(std::mem::take(&mut self.batch)));
+        }
+    }
+}
+
+/// The connection actor.
+pub struct Connection {
+    id: u64,
+    peer: SocketAddr,
+    rt: Arc<Runtime>,
+    span: Span,
+    reader: Option<OwnedReadHalf>,
+    writer: Option<OwnedWriteHalf>,
+    rbuf: BytesMut,
+    writing: bool,
+    decoder: FrameDecoder,
+    state: State,
+    shared: Rc<ConnShared>,
+    channels: HashMap<u16, Slot>,
+    channel_max: u16,
+    heartbeat: u16,
+    last_read: Instant,
+    last_write: Instant,
+    vhost: Option<Arc<VHost>>,
+    client: ClientInfo,
+    blocked_sent: bool,
+    torn_down: bool,
+    /// Reading is paused for backpressure; a [`ResumeRead`] (or the fallback timer)
+    /// resumes it.
+    paused: bool,
+    /// The fallback timer of a pause.
+    retry: Option<SpawnHandle>,
+    /// The next throttle check lets pacing pass once (the pace floor's timer fired).
+    force_read: bool,
+    /// Channels with batched commands not yet sent.
+    batched: Vec<u16>,
+    /// Held while [`State::Silenced`]: counts this connection among the delayed closes.
+    silenced: Option<handshake::SilenceSlot>,
+}
+
+/// What [`Connection::throttled`] decided about reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Read on.
+    Read,
+    /// Pause until woken (or the re-check timer).
+    Wait,
+    /// Pause for pacing only: read once more after [`PACE_FLOOR`] at the latest.
+    Paced,
+}
+
+/// The longest a connection held only by a paced queue waits before it reads once more.
+const PACE_FLOOR: Duration = Duration::from_millis(2);
+
+/// How long a paused connection waits before it checks again on its own. Channels, hot
+/// queues and finished writes wake it sooner; the timer covers the memory alarm.
+const PAUSE_RECHECK: Duration = Duration::from_millis(10);
+
+impl Connection {
+    /// connection.open: the vhost must exist, the user must have permissions in it, and
+    /// its max-connections limit must allow one more (530 NOT_ALLOWED otherwise, with
+    /// RabbitMQ's texts).
+    fn open_vhost(&self, name: &str) -> Result<Arc<VHost>, AmqpError> {
+        let user = self.shared.user.borrow().clone();
+        let Some(v) = self.rt.vhost(name) else {
+            return Err(AmqpError::not_allowed(format!("vhost {name} not found")));
+        };
+        if self.rt.registry.permission(name, &user).is_none() {
+            return Err(AmqpError::not_allowed(format!(
+                "access to vhost '{name}' refused for user '{user}'"
+            )));
+        }
+        let limit = self
+            .rt
+            .registry
+            .vhost(name)
+            .and_then(|r| r.limits.max_connections);
+        let n = v
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if limit.is_some_and(|l| n as u64 >= l) {
+            v.connections
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(AmqpError::not_allowed(format!(
+                "access to vhost '{name}' refused for user '{user}': connection limit ({}) is reached",
+                limit.unwrap_or(0)
+            )));
+        }
+        Ok(v)
+    }
+
+    /// Starts a connection actor for an accepted socket on a worker thread.
+    pub fn spawn(stream: std::net::TcpStream, peer: SocketAddr, rt: Arc<Runtime>) {
+        let arbiter = rt.next_arbiter();
+        let id = rt.next_connection_id();
+        Connection::start_in_arbiter(&arbiter, move |_ctx| {
+            let frame_max = rt.config.frame_max;
+            let (reader, writer) = match TcpStream::from_std(stream) {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    let (r, w) = s.into_split();
+                    (Some(r), Some(w))
+                }
+                Err(e) => {
+                    warn!(%peer, "cannot register socket: {e}");
+                    (None, None)
+                }
+            };
+            Connection {
+                id,
+                peer,
+                span: tracing::info_span!("conn", id, %peer),
+                reader,
+                writer,
+                rbuf: BytesMut::with_capacity(64 << 10),
+                writing: false,
+                // RabbitMQ's limit until tune-ok: frames of at most FRAME_MIN_SIZE
+                decoder: FrameDecoder::new(FRAME_MIN_SIZE),
+                state: State::AwaitHeader,
+                shared: Rc::new(ConnShared::new(id, frame_max)),
+                channels: HashMap::new(),
+                channel_max: rt.config.channel_max,
+                heartbeat: 0,
+                last_read: Instant::now(),
+                last_write: Instant::now(),
+                vhost: None,
+                client: ClientInfo::default(),
+                blocked_sent: false,
+                torn_down: false,
+                paused: false,
+                retry: None,
+                force_read: false,
+                batched: Vec::new(),
+                silenced: None,
+                rt,
+            }
+        });
+    }
+
+    fn send(&self, channel: u16, m: AMQPClass) {
+        self.shared.method(channel, &m);
+    }
+}
+
+impl Connection {
+    fn start_heartbeats(&mut self, ctx: &mut Context<Self>) {
+        if self.heartbeat == 0 {
+            return;
+        }
+        let hb = Duration::from_secs(self.heartbeat as u64);
+        let tick = (hb / 2).max(Duration::from_millis(500));
+        ctx.run_interval(tick, move |a, ctx| {
+            if a.last_read.elapsed() > hb * 2 {
+                let _e = a.span.enter();
+                warn!("missed heartbeats from client, closing connection");
+                ctx.stop();
+                return;
+            }
+            if a.last_write.elapsed() >= tick && !a.writing && a.shared.out_len() == 0 {
+                encode::heartbeat(&mut a.shared.out.borrow_mut());
+                a.flush(ctx);
+            }
+        });
+    }
+
+    /// Closes the connection with an error: connection.close now, close-ok awaited.
+    pub fn fail(&mut self, e: AmqpError, ctx: &mut Context<Self>) {
+        if matches!(
+            self.state,
+            State::Closing | State::Closed | State::ClosedByPeer | State::Silenced
+        ) {
+            return;
+        }
+        {
+            let _e = self.span.enter();
+            warn!(code = e.code.code(), text = %e.reply_text(), "closing connection");
+        }
+        if self.state == State::AwaitHeader {
+            self.state = State::Closed;
+            return;
+        }
+        self.send(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                reply_code: e.code.code(),
+                reply_text: e.reply_text().into(),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+        self.teardown_channels();
+        self.state = State::Closing;
+        self.flush(ctx);
+        ctx.run_later(Duration::from_secs(3), |_, ctx| ctx.stop());
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        self.state = State::Closed;
+        self.flush(ctx);
+    }
+
+    fn teardown_channels(&mut self) {
+        for (_, mut slot) in self.channels.drain() {
+            slot.send_batch();
+            slot.addr.do_send(Shutdown);
+        }
+    }
+
+    /// Writes the shared buffer to the socket, one write at a time; whatever channels add
+    /// meanwhile goes out in the next batch.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.shared.flush_requested.set(false);
+        if self.writing {
+            return;
+        }
+        let data = {
+            let mut out = self.shared.out.borrow_mut();
+            if out.is_empty() {
+                drop(out);
+                if self.state == State::Closed {
+                    ctx.stop();
+                }
+                return;
+            }
+            out.split().freeze()
+        };
+        let Some(mut writer) = self.writer.take() else {
+            return;
+        };
+        self.writing = true;
+        ctx.spawn(
+            async move {
+                let r = writer.write_all(&data).await.map(|()| data.len());
+                (writer, r)
+            }
+            .into_actor(self)
+            .map(|(writer, r), act, ctx| {
+                act.writing = false;
+                act.writer = Some(writer);
+                act.last_write = Instant::now();
+                if let Ok(n) = &r {
+                    act.rt
+                        .bytes_out
+                        .fetch_add(*n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                if r.is_err() {
+                    ctx.stop();
+                    return;
+                }
+                act.shared.release_deferred();
+                act.flush(ctx);
+                if act.paused && act.shared.out_len() <= OUT_HIGH {
+                    act.resume(ctx);
+                }
+            }),
+        );
+    }
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let timeout = Duration::from_millis(self.rt.config.handshake_timeout_ms);
+        ctx.run_later(timeout, |a, ctx| {
+            if matches!(
+                a.state,
+                State::AwaitHeader | State::AwaitStartOk | State::AwaitTuneOk | State::AwaitOpen
+            ) {
+                let _e = a.span.enter();
+                warn!("handshake timeout, closing socket");
+                ctx.stop();
+            }
+        });
+        self.schedule_read(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.teardown_channels();
+        self.unregister();
+    }
+}
+
+/// How long a connection the client closed keeps its socket for the client to close it:
+/// RabbitMQ's `?CLOSING_TIMEOUT` (30 s), or the heartbeat interval if that is shorter.
+fn closed_linger(heartbeat: u16) -> Duration {
+    let secs = if heartbeat > 0 && heartbeat < 30 {
+        heartbeat
+    } else {
+        30
+    };
+    Duration::from_secs(u64::from(secs))
+}
+
+impl Connection {
+    /// Leaves the registries, the vhost's connection count and its exclusive queues, once:
+    /// at client close (RabbitMQ deletes exclusive queues before close-ok) or at stop.
+    fn unregister(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        self.torn_down = true;
+        self.rt.connections.remove(&self.id);
+        self.rt.conn_info.remove(&self.id);
+        if let Some(v) = self.vhost.clone() {
+            v.connections
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let id = self.id;
+            actix::spawn(async move { v.connection_closed(id).await });
+        }
+        let _e = self.span.enter();
+        let user = self.shared.user.borrow().clone();
+        info!(peer = %self.peer, %user, "connection closed");
+    }
+}
+
+/// Asks the connection to flush its write buffer (sent by channels).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
+impl Handler<Flush> for Connection {
+    type Result = ();
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
+        self.flush(ctx);
+    }
+}
+
+/// Something that paused this connection's reading has moved: its channels caught up
+/// with the commands handed to them, or a hot queue took its inbox in.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ResumeRead;
+
+impl Handler<ResumeRead> for Connection {
+    type Result = ();
+    fn handle(&mut self, _: ResumeRead, ctx: &mut Context<Self>) {
+        self.resume(ctx);
+    }
+}
+
+/// A channel hit a connection-level error.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectionFail(pub AmqpError);
+
+impl Handler<ConnectionFail> for Connection {
+    type Result = ();
+    fn handle(&mut self, m: ConnectionFail, ctx: &mut Context<Self>) {
+        self.fail(m.0, ctx);
+    }
+}
+
+/// A channel closed itself with a channel error and awaits close-ok.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChannelClosing(pub u16);
+
+impl Handler<ChannelClosing> for Connection {
+    type Result = ();
+    fn handle(&mut self, m: ChannelClosing, _: &mut Context<Self>) {
+        if let Some(s) = self.channels.get_mut(&m.0) {
+            s.closing = true;
+            s.assembler.reset();
+        }
+    }
+}
+
+/// Closes the connection from the server side (shutdown, operator).
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct ForceClose {
+    /// The reply text given to the client (after "CONNECTION_FORCED - ").
+    pub reason: String,
+}
+
+impl Handler<ForceClose> for Connection {
+    type Result = ();
+    fn handle(&mut self, m: ForceClose, ctx: &mut Context<Self>) {
+        self.fail(AmqpError::new(ReplyCode::ConnectionForced, m.reason), ctx);
+    }
+}
