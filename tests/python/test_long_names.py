@@ -1,7 +1,7 @@
 """Names and routing keys longer than an AMQP shortstr (255 bytes).
 
 Over AMQP no client can send one (a shortstr's length is one byte), but the management
-API's publish takes any routing key, as RabbitMQ's does. Such a message can be routed
+API's publish of RabbitMQ takes any routing key (ours refuses one over 255 bytes with 400). Such a message can be routed
 (e.g. by a `#` binding) but never sent to a client: basic.deliver and basic.get-ok carry
 the routing key as a shortstr. RabbitMQ 3.10 then closes the connection with 541
 INTERNAL_ERROR; so do we, instead of panicking in the channel (before: basic.get hung
@@ -29,7 +29,10 @@ def publish_long_key(api, ch):
     r = api.post("/api/exchanges/%2F/amq.topic/publish",
                  {"routing_key": LONG_KEY, "payload": "x", "payload_encoding": "string", "properties": {}})
     if r.status == 400:
-        pytest.skip("the management API refuses a routing key longer than 255 bytes")
+        # ours refuses the key where it comes in (test_http_hostile.py covers that), so no
+        # such message can exist here; RabbitMQ accepts it, and the rest of the test runs
+        assert "the most is 255" in r.json()["reason"], r
+        pytest.skip("ours: the management API refused the 300-byte routing key (400)")
     assert r.status == 200, r
     assert r.json() == {"routed": True}
     assert ready_count(ch, name) == 1
