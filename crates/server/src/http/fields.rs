@@ -23,7 +23,7 @@ pub fn table(v: Option<&Value>) -> Result<FieldTable, ApiError> {
 /// `s` as a short string, or 400 naming `what` when it is over 255 bytes.
 pub fn short(what: &str, s: &str) -> Result<ShortString, ApiError> {
     check_shortstr(what, s)?;
-    Ok(ShortString::from(s))
+    Ok(broker_core::names::shortstr(what, s)?)
 }
 
 fn value(v: &Value) -> Result<AMQPValue, ApiError> {
