@@ -12,6 +12,7 @@ mod connections;
 mod definitions;
 mod exchanges;
 mod fields;
+pub mod fuzzing;
 mod overview;
 mod queues;
 
