@@ -145,9 +145,12 @@ pub fn method_parse(data: &[u8]) {
             p.extend_from_slice(&body_size.to_be_bytes());
             p.extend_from_slice(&raw);
             match d.decode(&mut frame(FRAME_HEADER, &p)) {
-                Ok(Some(Frame::Header { properties: p2, .. })) => {
-                    assert_eq!(properties, p2, "properties round trip")
-                }
+                // compared as text: a NaN in the headers is not equal to itself
+                Ok(Some(Frame::Header { properties: p2, .. })) => assert_eq!(
+                    format!("{properties:?}"),
+                    format!("{p2:?}"),
+                    "properties round trip"
+                ),
                 other => panic!("re-encoded {properties:?} decodes as {other:?}"),
             }
         }

@@ -136,7 +136,11 @@ fn publish(v: &Value) {
     let mut buf = bytes::BytesMut::from(&frame[..]);
     match FrameDecoder::new(u32::MAX).decode(&mut buf) {
         Ok(Some(Frame::Header { properties: p, .. })) => {
-            assert_eq!(*p, props, "published properties changed on the wire")
+            assert_eq!(
+                format!("{:?}", *p),
+                format!("{props:?}"),
+                "published properties changed on the wire"
+            )
         }
         other => panic!("properties {props:?} from the API do not decode: {other:?}"),
     }
