@@ -37,7 +37,7 @@ case "${1:-}" in
     nice -n 19 cargo fuzz build "${FLAGS[@]}"
     for t in "${targets[@]}"; do
       echo "== cmin $t: $(ls fuzz/corpus/"$t" | wc -l) files before"
-      nice -n 19 cargo fuzz cmin "${FLAGS[@]}" "$t" "fuzz/corpus/$t" -- -timeout=10 2>&1 | tail -2
+      nice -n 19 cargo fuzz cmin "${FLAGS[@]}" "$t" "fuzz/corpus/$t" -- -timeout=2 2>&1 | tail -2
       echo "   $(ls fuzz/corpus/"$t" | wc -l) files after"
     done
     exit 0
@@ -62,5 +62,6 @@ for t in "${targets[@]}"; do
   grep -E '^#[0-9]+: cov|stat::number_of_executed_units|crash|Timeout|oom' "fuzz/artifacts/$t.log" | tail -3 || true
   echo "   artifacts: $(ls "fuzz/artifacts/$t" | wc -l)"
 done
-echo "== CPU time of the fuzzing processes (user, system):"
-times | tail -1
+# `times` must run in this shell, not in a pipeline's subshell, to see its children
+times >"fuzz/artifacts/cpu-times"
+echo "== CPU time of the fuzzing processes (user, system): $(tail -1 fuzz/artifacts/cpu-times)"
