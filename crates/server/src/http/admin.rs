@@ -82,12 +82,13 @@ async fn get_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiR
     }
 }
 
+/// The body of PUT /api/vhosts/{name}.
 #[derive(Deserialize, Default)]
-struct VhostBody {
+pub(super) struct VhostBody {
     #[serde(default)]
-    description: String,
+    pub(super) description: String,
     #[serde(default)]
-    tags: Option<Value>,
+    pub(super) tags: Option<Value>,
 }
 
 /// Creates a vhost (registry, store, and its exchanges).

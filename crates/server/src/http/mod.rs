@@ -17,6 +17,7 @@ mod connections;
 mod definitions;
 mod exchanges;
 mod fields;
+pub mod fuzzing;
 mod overview;
 mod publish;
 mod queues;

@@ -214,7 +214,7 @@ async fn purge(req: HttpRequest, rt: State, path: web::Path<(String, String)>) -
 }
 
 /// A number sent as a number or as a string (rabbitmqadmin sends strings).
-fn number(v: Option<&Value>) -> Option<u64> {
+pub(super) fn number(v: Option<&Value>) -> Option<u64> {
     match v? {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse().ok(),
