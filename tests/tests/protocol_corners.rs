@@ -61,6 +61,11 @@ fn nested_arrays(levels: usize) -> Vec<u8> {
 /// basic.publish to the default exchange, a content header with `headers` (an encoded
 /// table) and a one-frame body.
 fn publish_with_headers(ch: u16, queue: &str, headers: &[u8], body: &[u8]) -> Vec<u8> {
+    publish_with_flags(ch, queue, 0x2000, headers, body)
+}
+
+/// Like [`publish_with_headers`], with the content header's property flags given.
+fn publish_with_flags(ch: u16, queue: &str, flags: u16, headers: &[u8], body: &[u8]) -> Vec<u8> {
     let args = [
         &[0u8, 0][..],
         &shortstr(b""),
@@ -72,7 +77,7 @@ fn publish_with_headers(ch: u16, queue: &str, headers: &[u8], body: &[u8]) -> Ve
     let mut h = 60u16.to_be_bytes().to_vec();
     h.extend_from_slice(&0u16.to_be_bytes());
     h.extend_from_slice(&(body.len() as u64).to_be_bytes());
-    h.extend_from_slice(&0x2000u16.to_be_bytes());
+    h.extend_from_slice(&flags.to_be_bytes());
     h.extend_from_slice(headers);
     v.extend(frame_bytes(2, ch, &h));
     v.extend(frame_bytes(3, ch, body));
@@ -225,6 +230,36 @@ async fn tables_and_arrays_64_deep_pass_65_are_501() {
             }
         }
     }
+}
+
+/// Found by fuzzing: with the continuation bit (0x0001) set in the property flags the depth
+/// check skipped the `headers` table that amq-protocol parses anyway, recursively: one
+/// 126 KB content header of 18,000 nested tables overflowed a worker's stack and killed
+/// the broker. Now it is 501 like any table deeper than 64, and the broker serves on.
+#[tokio::test]
+async fn deep_headers_behind_the_continuation_bit_are_501_and_the_broker_lives() {
+    let b = Broker::start();
+    let q = unique("depth-cont");
+    for levels in [65, 18_000] {
+        let mut r = Raw::open(b.port).await;
+        r.expect_method().await;
+        r.open_channel(1).await;
+        declare(&mut r, 1, &q).await;
+        r.send(&publish_with_flags(
+            1,
+            &q,
+            0x2001,
+            &nested_table(levels),
+            b"x",
+        ))
+        .await;
+        let c = r.expect_close().await.expect("no close");
+        assert_eq!((c.channel, c.code), (0, 501), "{levels}: {}", c.text);
+    }
+    let mut r = Raw::open(b.port).await;
+    r.expect_method().await;
+    r.open_channel(1).await;
+    declare(&mut r, 1, &q).await;
 }
 
 #[tokio::test]

@@ -2,9 +2,9 @@
 //! the fuzz targets run, on stable Rust without any fuzzing tool: every input the fuzzer
 //! kept keeps passing under `cargo test --workspace`.
 //!
-//! Inputs that crashed and whose bug is not fixed yet live in `fuzz/regressions/` and are
-//! replayed by the `#[ignore]`d tests below, each naming its bug: un-ignore the test with
-//! the fix (and move the file into the corpus).
+//! Inputs that crashed live in `fuzz/regressions/` and are replayed by the tests below,
+//! each naming the bug it found (all fixed; a new finding goes in `#[ignore]`d with its
+//! bug named, and the fix un-ignores it).
 
 use broker_fuzz_harness::TARGETS;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -125,41 +125,37 @@ fn http_bodies_corpus() {
     replay_corpus("http_bodies");
 }
 
-/// Bug: a content header whose property flags have the continuation bit (0x0001) set skips
-/// the field-table depth check (wire/src/depth.rs `check_content_header` returns `Ok` for
-/// it), but amq-protocol ignores that bit and parses the `headers` table anyway. Nesting
+/// Fixed bug: a content header whose property flags have the continuation bit (0x0001) set
+/// skipped the field-table depth check (wire/src/depth.rs `check_content_header`), but
+/// amq-protocol ignores that bit and parses the `headers` table anyway. Nesting
 /// deeper than MAX_TABLE_DEPTH gets through; ~18,000 levels in one 126 KB frame overflow
 /// the stack and kill the broker (docs/fuzzing.md). This input nests 70 levels.
 #[test]
-#[ignore = "bug: continuation flag bypasses the depth check (wire/src/depth.rs)"]
 fn header_continuation_bit_skips_depth_check() {
     regression("method_parse", "header-continuation-bit-skips-depth-check");
 }
 
-/// Bug: http/fields.rs `table` builds field-table keys with `ShortString::from`, which
+/// Fixed bug: http/fields.rs `table` built field-table keys with `ShortString::from`, which
 /// panics on a name over 255 bytes: a queue (or exchange, binding, definitions) body with
 /// such an argument name panics the API worker.
 #[test]
-#[ignore = "bug: ShortString::from(untrusted) in http/fields.rs table()"]
 fn queue_argument_name_over_255_bytes() {
     regression("http_bodies", "queue-argument-name-over-255-bytes");
 }
 
-/// Bug: http/fields.rs `properties` builds short-string properties (content_type,
+/// Fixed bug: http/fields.rs `properties` built short-string properties (content_type,
 /// message_id, ...) with `ShortString::from`: a publish body with one over 255 bytes panics.
 #[test]
-#[ignore = "bug: ShortString::from(untrusted) in http/fields.rs properties()"]
 fn publish_property_over_255_bytes() {
     regression("http_bodies", "publish-property-over-255-bytes");
 }
 
-/// Bug: `TopicTrie::walk` (core/src/topic.rs:121-127) tries every split of the remaining
+/// Fixed bug: the old `TopicTrie::walk` tried every split of the remaining
 /// words at each `#`: exponential in the number of `#`. A binding `#.#.#.#.#.#.#.#.b` and a
 /// 40-word routing key take about 10 s; this input (ten `#`, 60 words) takes hours.
 /// Fuzzing found 124-byte inputs that ran past libFuzzer's 10 s timeout. One such binding
 /// stalls every publish to that exchange (the publishing channel routes).
 #[test]
-#[ignore = "bug: topic trie matching is exponential in the number of '#' (core/src/topic.rs walk)"]
 fn topic_hash_chain_is_bounded() {
     regression_bounded(
         "topic",

@@ -99,14 +99,19 @@ fn store_round_trip(t: &FieldTable) {
 fn exchange(v: &Value) {
     let kind = v.get("type").and_then(Value::as_str).unwrap_or("direct");
     let _ = ExchangeKind::parse(kind);
-    let args = table(v.get("arguments"));
+    // refused (400) when a name is over 255 bytes: nothing more to check
+    let Ok(args) = table(v.get("arguments")) else {
+        return;
+    };
     let _ = check_exchange_args(&args, "x", "/");
     store_round_trip(&args);
 }
 
 /// `declare_queue`'s body: flags and arguments, validated as queue.declare does.
 fn queue(v: &Value) {
-    let args = table(v.get("arguments"));
+    let Ok(args) = table(v.get("arguments")) else {
+        return;
+    };
     let _ = QueueArgs::parse(&args, "q", "/");
     store_round_trip(&args);
 }
@@ -115,9 +120,10 @@ fn queue(v: &Value) {
 fn binding(v: &Value) {
     let rk = v.get("routing_key").and_then(Value::as_str).unwrap_or("");
     let args = v.get("arguments").cloned().unwrap_or(json!({}));
-    let t = table(Some(&args));
     let _ = properties_key(rk, &args);
-    store_round_trip(&t);
+    if let Ok(t) = table(Some(&args)) {
+        store_round_trip(&t);
+    }
 }
 
 /// `publish`'s body: payload and properties; the properties must reach consumers intact.
@@ -126,7 +132,9 @@ fn publish(v: &Value) {
     if v.get("payload_encoding").and_then(Value::as_str) == Some("base64") {
         let _ = B64.decode(payload);
     }
-    let props = properties(v.get("properties"));
+    let Ok(props) = properties(v.get("properties")) else {
+        return;
+    };
     let raw = broker_wire::encode::properties(&props);
     let mut frame = vec![2u8, 0, 1];
     frame.extend_from_slice(&((12 + raw.len()) as u32).to_be_bytes());
