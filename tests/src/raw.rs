@@ -210,3 +210,18 @@ pub fn frame_bytes(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
     v.push(0xCE);
     v
 }
+
+/// A shortstr by hand: length byte and bytes (no check: tests send bad ones on purpose).
+pub fn shortstr(s: &[u8]) -> Vec<u8> {
+    let mut v = vec![s.len() as u8];
+    v.extend_from_slice(s);
+    v
+}
+
+/// A method frame's payload by hand: class, method, encoded arguments.
+pub fn method_payload(class: u16, method: u16, args: &[u8]) -> Vec<u8> {
+    let mut v = class.to_be_bytes().to_vec();
+    v.extend_from_slice(&method.to_be_bytes());
+    v.extend_from_slice(args);
+    v
+}

@@ -2,24 +2,11 @@
 //! close where RabbitMQ just drops the socket), promptly, and the broker keeps serving
 //! everyone else.
 
-use broker_tests::raw::{frame_bytes, Raw};
+use broker_tests::raw::{frame_bytes, method_payload, shortstr, Raw};
 use broker_tests::*;
 use broker_wire::protocol::{channel, connection, queue, AMQPClass};
 use broker_wire::types::{FieldTable, LongString};
 use std::time::Duration;
-
-fn shortstr(s: &[u8]) -> Vec<u8> {
-    let mut v = vec![s.len() as u8];
-    v.extend_from_slice(s);
-    v
-}
-
-fn method_payload(class: u16, method: u16, args: &[u8]) -> Vec<u8> {
-    let mut v = class.to_be_bytes().to_vec();
-    v.extend_from_slice(&method.to_be_bytes());
-    v.extend_from_slice(args);
-    v
-}
 
 fn publish_frames(ch: u16, declared: u64) -> Vec<u8> {
     let mut v = frame_bytes(

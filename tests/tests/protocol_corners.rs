@@ -4,7 +4,7 @@
 //! wrong channel, a content header of the wrong class, failed logins, content headers
 //! larger than a consumer's frame_max, and a client-initiated connection.close.
 
-use broker_tests::raw::{frame_bytes, Raw};
+use broker_tests::raw::{frame_bytes, method_payload, shortstr, Raw};
 use broker_tests::*;
 use broker_wire::frame::Frame;
 use broker_wire::protocol::{basic, channel, connection, queue, AMQPClass};
@@ -14,19 +14,6 @@ use tokio::io::AsyncReadExt;
 
 /// connection.close-ok on channel 0, byte for byte as RabbitMQ sends it.
 const CLOSE_OK: [u8; 12] = [1, 0, 0, 0, 0, 0, 4, 0, 10, 0, 51, 0xCE];
-
-fn shortstr(s: &[u8]) -> Vec<u8> {
-    let mut v = vec![s.len() as u8];
-    v.extend_from_slice(s);
-    v
-}
-
-fn method_payload(class: u16, method: u16, args: &[u8]) -> Vec<u8> {
-    let mut v = class.to_be_bytes().to_vec();
-    v.extend_from_slice(&method.to_be_bytes());
-    v.extend_from_slice(args);
-    v
-}
 
 /// A table nested `levels` deep: {"a": {"a": ... {}}}.
 fn nested_table(levels: usize) -> Vec<u8> {
