@@ -371,6 +371,23 @@ mod tests {
         assert!(out.is_empty());
     }
 
+    /// `#` and `#.#` match the same keys and share a trie node: unbinding one of them
+    /// must leave the other routing.
+    #[test]
+    fn unbinding_hash_keeps_a_hash_hash_binding_routing() {
+        let mut b = Bindings::new(ExchangeKind::Topic);
+        b.add(bind("#", q("a")));
+        b.add(bind("#.#", q("a")));
+        b.remove(&bind("#", q("a")));
+        let mut out = vec![];
+        b.route("x.y", None, &mut out);
+        assert_eq!(out, vec![q("a")]);
+        b.remove(&bind("#.#", q("a")));
+        out.clear();
+        b.route("x.y", None, &mut out);
+        assert!(out.is_empty());
+    }
+
     #[test]
     fn removing_a_destination_keeps_the_others_in_order() {
         let mut b = Bindings::new(ExchangeKind::Direct);

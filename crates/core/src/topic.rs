@@ -12,7 +12,7 @@
 //!   so cloning a trie is O(1) and a bind copies only the path it changes: an exchange
 //!   with 10,000 bindings publishes a new snapshot per bind without copying the others.
 
-use imbl::{HashMap, OrdSet};
+use imbl::{HashMap, OrdMap};
 use std::collections::HashSet;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -25,8 +25,9 @@ struct Node<D: Clone + Ord> {
     star: Option<Arc<Node<D>>>,
     /// The child for `#`.
     hash: Option<Arc<Node<D>>>,
-    /// Destinations whose binding key ends here.
-    destinations: OrdSet<D>,
+    /// Destinations whose binding key ends here, each with how many binding keys put it
+    /// here (`#` and `#.#` collapse to one node: unbinding one must leave the other).
+    destinations: OrdMap<D, u32>,
 }
 
 impl<D: Clone + Ord> Default for Node<D> {
@@ -35,7 +36,7 @@ impl<D: Clone + Ord> Default for Node<D> {
             words: HashMap::new(),
             star: None,
             hash: None,
-            destinations: OrdSet::new(),
+            destinations: OrdMap::new(),
         }
     }
 }
@@ -73,8 +74,8 @@ fn pattern_words(key: &str) -> Vec<&str> {
 }
 
 /// A set of topic bindings, each a binding key with a destination. A destination bound
-/// under two keys that collapse to the same pattern (`#` and `#.#`) is held once: the
-/// caller ([`crate::routing::Bindings`]) removes it only when no binding needs it.
+/// under two keys that collapse to the same pattern (`#` and `#.#`) is counted twice and
+/// routed once; it goes when both are removed.
 #[derive(Debug, Clone)]
 pub struct TopicTrie<D: Clone + Ord> {
     root: Arc<Node<D>>,
@@ -93,7 +94,8 @@ impl<D: Clone + Ord> Default for TopicTrie<D> {
 type State<'a, D> = (&'a Node<D>, bool);
 
 impl<D: Clone + Ord + Hash> TopicTrie<D> {
-    /// Adds a binding (duplicates are ignored).
+    /// Adds a binding. The same key and destination added twice must be removed twice
+    /// ([`crate::routing::Bindings`] adds each (key, destination) pair once).
     pub fn insert(&mut self, binding_key: &str, dest: D) {
         let mut node = Arc::make_mut(&mut self.root);
         for word in pattern_words(binding_key) {
@@ -104,7 +106,7 @@ impl<D: Clone + Ord + Hash> TopicTrie<D> {
             };
             node = Arc::make_mut(child);
         }
-        node.destinations.insert(dest);
+        *node.destinations.entry(dest).or_insert(0) += 1;
     }
 
     /// Removes a binding; prunes empty branches.
@@ -119,7 +121,7 @@ impl<D: Clone + Ord + Hash> TopicTrie<D> {
     /// binding that is not there).
     fn contains_at(node: &Node<D>, words: &[&str], dest: &D) -> bool {
         match words.split_first() {
-            None => node.destinations.contains(dest),
+            None => node.destinations.contains_key(dest),
             Some((w, rest)) => {
                 let child = match *w {
                     "*" => node.star.as_deref(),
@@ -133,7 +135,12 @@ impl<D: Clone + Ord + Hash> TopicTrie<D> {
 
     fn remove_at(node: &mut Node<D>, words: &[&str], dest: &D) {
         let Some((w, rest)) = words.split_first() else {
-            node.destinations.remove(dest);
+            match node.destinations.get_mut(dest) {
+                Some(n) if *n > 1 => *n -= 1,
+                _ => {
+                    node.destinations.remove(dest);
+                }
+            }
             return;
         };
         let slot = match *w {
@@ -185,7 +192,7 @@ impl<D: Clone + Ord + Hash> TopicTrie<D> {
         }
         let mut found: HashSet<D> = out.iter().cloned().collect();
         for (node, _) in current {
-            for d in &node.destinations {
+            for d in node.destinations.keys() {
                 if found.insert(d.clone()) {
                     out.push(d.clone());
                 }

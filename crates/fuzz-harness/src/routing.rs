@@ -48,7 +48,8 @@ fn dp_match(binding_key: &str, routing_key: &str) -> bool {
     next[0]
 }
 
-/// The topic trie. Input lines: `-key` removes a binding, `?key` routes a key, anything
+/// The topic trie, used as `Bindings` uses it (each (key, destination) pair inserted and
+/// removed once). Input lines: `-key` removes a binding, `?key` routes a key, anything
 /// else binds that key; a binding's destination is a small number derived from the line,
 /// so duplicates and shared keys happen. Every routed key must give exactly the
 /// destinations whose binding keys match it, each once. `naive_match` is compared too when
@@ -61,9 +62,11 @@ pub fn topic(data: &[u8]) {
     for line in text.split('\n').take(64) {
         let dest = line.len() % 7;
         if let Some(key) = line.strip_prefix('-') {
+            // as `Bindings` uses the trie: each (key, destination) pair once
             let key = short(key);
-            trie.remove(key, &dest);
-            bound.remove(&(key.to_owned(), dest));
+            if bound.remove(&(key.to_owned(), dest)) {
+                trie.remove(key, &dest);
+            }
         } else if let Some(key) = line.strip_prefix('?') {
             let key = short(key);
             let mut got = Vec::new();
@@ -90,8 +93,9 @@ pub fn topic(data: &[u8]) {
             );
         } else {
             let key = short(line);
-            trie.insert(key, dest);
-            bound.insert((key.to_owned(), dest));
+            if bound.insert((key.to_owned(), dest)) {
+                trie.insert(key, dest);
+            }
         }
     }
 }

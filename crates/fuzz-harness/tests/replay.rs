@@ -163,3 +163,12 @@ fn topic_hash_chain_is_bounded() {
         Duration::from_secs(10),
     );
 }
+
+/// Fixed bug, found by fuzzing the bounded trie: runs of `#` collapse into one node, so
+/// `#.#.#.*` and `#.*` bound to one destination shared it, and removing one binding took
+/// the other's route with it. The trie now counts the keys that put a destination there.
+#[test]
+fn collapsed_hash_unbind_keeps_the_other_binding() {
+    regression("topic", "collapsed-hash-unbind-took-the-other-binding-1");
+    regression("topic", "collapsed-hash-unbind-took-the-other-binding-2");
+}

@@ -62,6 +62,24 @@ fn collapsed_hashes_share_a_node() {
     assert_eq!(out, vec![2]);
 }
 
+/// Found by fuzzing the first version: `#` and `#.#` bound to one destination share a
+/// node, and unbinding one took the other's route with it.
+#[test]
+fn unbinding_one_of_two_collapsing_keys_keeps_the_other() {
+    let mut t = TopicTrie::default();
+    t.insert("#", 1u32);
+    t.insert("#.#", 1u32);
+    t.remove("#", &1);
+    let mut out = vec![];
+    t.matches("a.b", &mut out);
+    assert_eq!(out, vec![1]);
+    t.remove("#.#", &1);
+    out.clear();
+    t.matches("a.b", &mut out);
+    assert!(out.is_empty());
+    assert!(t.root.is_empty());
+}
+
 #[test]
 fn a_snapshot_is_unchanged_by_later_binds() {
     let mut t = TopicTrie::default();
