@@ -16,6 +16,20 @@ fn durable_q() -> QueueDeclareOptions {
     }
 }
 
+async fn declare_durable_topic(ch: &Channel, x: &str) {
+    ch.exchange_declare(
+        x.into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}
+
 async fn confirmed_publishes(ch: &Channel, exchange: &str, key: &str, n: u32) {
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
@@ -106,17 +120,7 @@ async fn concurrent_exchange_declares_and_binds_keep_every_binding() {
                     .await
                     .unwrap();
                 barrier.wait().await;
-                ch.exchange_declare(
-                    x.as_str().into(),
-                    ExchangeKind::Topic,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
+                declare_durable_topic(&ch, &x).await;
                 ch.queue_bind(
                     q.as_str().into(),
                     x.as_str().into(),
@@ -206,17 +210,7 @@ async fn declare_delete_bind_publish_storm_then_restart() {
             let mut cc = conn.create_channel().await.unwrap();
             for op in 0..ops {
                 let x = format!("storm-x{}", op % 2);
-                ch.exchange_declare(
-                    x.as_str().into(),
-                    ExchangeKind::Topic,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
+                declare_durable_topic(&ch, &x).await;
                 // the chaos names: others delete them at any moment, so a bind may meet
                 // a queue that is gone (404 closes that channel: take a new one)
                 let chaos = format!("storm-chaos-{}", op % 3);
