@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::connection::{Connection, ForceClose};
 use crate::runtime::{Runtime, Storage};
-use crate::store::{Flusher, SledStore};
+use broker_store::store::{Flusher, SledStore};
 use actix::prelude::*;
 use broker_core::store::MessageStore;
 use std::sync::Arc;

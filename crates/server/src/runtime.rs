@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::flow::MemoryGauge;
-use crate::store::Flusher;
+use broker_store::store::Flusher;
 use crate::vhost::VHost;
 use actix::prelude::*;
 use broker_core::store::{DefinitionStore, MessageStore};

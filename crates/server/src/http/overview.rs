@@ -212,13 +212,13 @@ async fn metrics(rt: State) -> HttpResponse {
         "counter",
         vec![(String::new(), rt.bytes_out.load(Ordering::Relaxed))],
     );
-    let (buckets, count, sum) = crate::store::FLUSH_LATENCY.snapshot();
+    let (buckets, count, sum) = broker_store::store::FLUSH_LATENCY.snapshot();
     let _ = writeln!(
         out,
         "# HELP broker_store_flush_seconds Group-commit flush (fsync) latency"
     );
     let _ = writeln!(out, "# TYPE broker_store_flush_seconds histogram");
-    for (le, n) in crate::store::FLUSH_BUCKETS.iter().zip(buckets) {
+    for (le, n) in broker_store::store::FLUSH_BUCKETS.iter().zip(buckets) {
         let _ = writeln!(out, "broker_store_flush_seconds_bucket{{le=\"{le}\"}} {n}");
     }
     let _ = writeln!(
