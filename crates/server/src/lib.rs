@@ -1,21 +1,14 @@
 //! The broker server: actix actors for connections, channels, exchanges and queues, the
 //! TCP listener, configuration and startup. See docs/architecture.md for the actor tree
 //! and the flows of a message.
+//!
+//! Three floors, each importing only the ones below it: [`broker`] (vhosts, exchanges,
+//! queues, the one publish path, definitions; knows no socket), [`amqp`] (the AMQP
+//! listener, connections and channels) and [`http`] (the management API), with
+//! [`boot`] starting them in order.
 
-pub mod access;
-pub mod channel;
+pub mod amqp;
+pub mod boot;
+pub mod broker;
 pub mod config;
-pub mod connection;
-pub mod exchange;
-pub mod flow;
-pub mod handshake;
 pub mod http;
-pub mod listener;
-pub mod locks;
-pub mod persist;
-pub mod publish;
-pub mod queue;
-pub mod runtime;
-pub mod shared;
-pub mod topology;
-pub mod vhost;

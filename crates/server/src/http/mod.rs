@@ -22,7 +22,7 @@ mod overview;
 mod publish;
 mod queues;
 
-use crate::runtime::Runtime;
+use crate::broker::runtime::Runtime;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
@@ -285,7 +285,7 @@ pub fn in_vhost<'a>(
     rt: &Runtime,
     who: impl Into<Actor<'a>>,
     vhost: &str,
-) -> Result<Arc<crate::vhost::VHost>, ApiError> {
+) -> Result<Arc<crate::broker::vhost::VHost>, ApiError> {
     let v = rt
         .vhost(vhost)
         .ok_or_else(|| ApiError::not_found(format!("vhost '{vhost}' not found")))?;

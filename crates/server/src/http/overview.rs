@@ -1,7 +1,7 @@
 //! `/api/overview`, `/api/whoami` and Prometheus `/metrics`.
 
 use super::{user, ApiResult, State};
-use crate::queue::{Info, QueueEntry};
+use crate::broker::queue::{Info, QueueEntry};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use std::fmt::Write;
@@ -15,7 +15,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Every queue of every vhost, with its vhost name.
-pub(super) fn all_queues(rt: &crate::runtime::Runtime) -> Vec<(String, Arc<QueueEntry>)> {
+pub(super) fn all_queues(rt: &crate::broker::runtime::Runtime) -> Vec<(String, Arc<QueueEntry>)> {
     let mut out = Vec::new();
     for v in rt.vhosts.iter() {
         for q in v.value().queues() {
@@ -85,7 +85,7 @@ async fn overview(req: HttpRequest, rt: State) -> ApiResult {
     })))
 }
 
-fn store_bytes(rt: &crate::runtime::Runtime) -> u64 {
+fn store_bytes(rt: &crate::broker::runtime::Runtime) -> u64 {
     rt.store.as_ref().map_or(0, |s| s.messages.size_on_disk())
 }
 
@@ -120,7 +120,7 @@ async fn metrics(rt: State) -> HttpResponse {
             q.clone(),
         ));
     }
-    let rows = |f: &dyn Fn(&crate::queue::QueueInfo, &QueueEntry) -> u64| -> Vec<(String, u64)> {
+    let rows = |f: &dyn Fn(&crate::broker::queue::QueueInfo, &QueueEntry) -> u64| -> Vec<(String, u64)> {
         infos.iter().map(|(l, i, q)| (l.clone(), f(i, q))).collect()
     };
     gauge(

@@ -2,10 +2,10 @@
 //! and bindings change, and the recovery that rebuilds them (and their persistent
 //! messages) before the broker accepts connections.
 
-use crate::exchange;
-use crate::queue::{self, QueueEntry};
-use crate::runtime::Storage;
-use crate::vhost::{ExchangeSpec, QueueSpec, VHost};
+use crate::broker::exchange;
+use crate::broker::queue::{self, QueueEntry};
+use crate::broker::runtime::Storage;
+use crate::broker::vhost::{ExchangeSpec, QueueSpec, VHost};
 use broker_core::routing::{Binding, Destination, ExchangeKind};
 use broker_core::store::{decode_definitions, BindingDef, ExchangeDef, QueueDef, StoreError};
 use broker_core::AmqpError;
@@ -314,7 +314,7 @@ pub(crate) fn store_message(
 }
 
 /// Recovers every vhost and logs what was found and how long it took.
-pub async fn recover_all(rt: &crate::runtime::Runtime) -> Result<(), String> {
+pub async fn recover_all(rt: &crate::broker::runtime::Runtime) -> Result<(), String> {
     let start = Instant::now();
     let vhosts: Vec<Arc<VHost>> = rt.vhosts.iter().map(|v| v.value().clone()).collect();
     let mut total = Recovered::default();

@@ -2,7 +2,7 @@
 //! them after every change. Channels route from the snapshot; no publish ever passes
 //! through this actor.
 
-use crate::vhost::VHost;
+use crate::broker::vhost::VHost;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use broker_core::routing::{Binding, Bindings, Destination, ExchangeKind};

@@ -10,9 +10,9 @@
 //! memory alarm stops AMQP publishers by not reading their sockets; the management API
 //! asks `memory_alarm` instead.
 
-use crate::queue::{self, QueueEntry};
-use crate::runtime::{Runtime, Storage};
-use crate::vhost::VHost;
+use crate::broker::queue::{self, QueueEntry};
+use crate::broker::runtime::{Runtime, Storage};
+use crate::broker::vhost::VHost;
 use broker_core::args::Overflow;
 use broker_core::store::StoreError;
 use broker_core::{AmqpError, Message};
@@ -121,7 +121,7 @@ impl Routed {
     /// before it is enqueued. Returns whether anything was written.
     pub fn store(&self, store: Option<&Storage>, msg: &mut Message) -> Result<bool, StoreError> {
         match store {
-            Some(s) => crate::persist::store_message(s, msg, &self.queues),
+            Some(s) => crate::broker::persist::store_message(s, msg, &self.queues),
             None => Ok(false),
         }
     }

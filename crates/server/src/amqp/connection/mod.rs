@@ -4,11 +4,11 @@
 //! flushes the shared write buffer in batches. It stops reading when its channels are
 //! behind, its client does not read, or the broker is over its memory watermark.
 
-use crate::channel::{ChannelActor, ClientClose, Incoming, Shutdown};
-use crate::handshake::{self, ClientInfo};
-use crate::runtime::Runtime;
-use crate::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
-use crate::vhost::VHost;
+use crate::amqp::channel::{ChannelActor, ClientClose, Incoming, Shutdown};
+use crate::amqp::handshake::{self, ClientInfo};
+use crate::broker::runtime::Runtime;
+use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
+use crate::broker::vhost::VHost;
 use actix::prelude::*;
 use broker_core::{AmqpError, ReplyCode};
 use broker_wire::assembly::{Assembler, AssemblyError, Command};

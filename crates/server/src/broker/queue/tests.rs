@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::{Cli, Config};
-use crate::vhost::QueueSpec;
+use crate::broker::vhost::QueueSpec;
 use broker_core::names::ChannelKey;
 use bytes::Bytes;
 use clap::Parser;
@@ -79,7 +79,7 @@ fn a_restarted_durable_queue_reloads_its_stored_messages() {
     let dir = std::env::temp_dir().join(format!("queue-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = Arc::new(broker_store::store::SledStore::open(&dir).unwrap());
-    let storage = crate::runtime::Storage {
+    let storage = crate::broker::runtime::Storage {
         definitions: store.clone(),
         messages: store.clone(),
         flusher: broker_store::store::Flusher::start(store.clone()),

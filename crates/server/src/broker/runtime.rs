@@ -2,9 +2,9 @@
 //! gauge, the settings, and the vhosts.
 
 use crate::config::Config;
-use crate::flow::MemoryGauge;
+use crate::broker::flow::MemoryGauge;
 use broker_store::store::Flusher;
-use crate::vhost::VHost;
+use crate::broker::vhost::VHost;
 use actix::prelude::*;
 use broker_core::store::{DefinitionStore, MessageStore};
 use dashmap::DashMap;
@@ -25,11 +25,11 @@ pub struct Runtime {
     /// Virtual hosts by name.
     pub vhosts: DashMap<String, Arc<VHost>>,
     /// Open connections, for shutdown and listing.
-    pub connections: DashMap<u64, Recipient<crate::connection::ForceClose>>,
+    pub connections: DashMap<u64, Recipient<crate::amqp::connection::ForceClose>>,
     /// Durable storage, if any.
     pub store: Option<Storage>,
     /// Users, permissions, vhost records.
-    pub registry: crate::access::Registry,
+    pub registry: crate::broker::access::Registry,
     /// What the management API shows of each open connection.
     pub conn_info: DashMap<u64, Arc<ConnInfo>>,
     /// What the management API shows of each open channel, by (connection, channel).
@@ -101,7 +101,7 @@ impl Runtime {
     ) -> Result<Arc<Runtime>, String> {
         let memory = MemoryGauge::new(config.memory_high_watermark);
         let mut registry =
-            crate::access::Registry::load(store.as_ref().map(|s| s.definitions.clone()))?;
+            crate::broker::access::Registry::load(store.as_ref().map(|s| s.definitions.clone()))?;
         registry.set_loopback_users(config.loopback_users.clone());
         let rt = Arc::new(Runtime {
             config,

@@ -172,7 +172,7 @@ impl Connection {
                     let local = self.rt.amqp_addr.get().copied();
                     self.rt.conn_info.insert(
                         self.id,
-                        Arc::new(crate::runtime::ConnInfo {
+                        Arc::new(crate::broker::runtime::ConnInfo {
                             id: self.id,
                             name: match local {
                                 Some(l) => format!("{} -> {l}", self.peer),
@@ -182,7 +182,7 @@ impl Connection {
                             user: user.clone(),
                             vhost: o.virtual_host.to_string(),
                             client: self.client.properties.clone(),
-                            connected_at: crate::runtime::now_ms(),
+                            connected_at: crate::broker::runtime::now_ms(),
                             channels: Default::default(),
                             frame_max: self.decoder.frame_max,
                             heartbeat: self.heartbeat,

@@ -17,10 +17,10 @@ pub use handlers::*;
 pub use inbox::Inbox;
 pub use stored::{load_stored, Recovered};
 
-use crate::channel::{ChannelActor, ConsumerCancelled, Deliver, DeliverBatch};
-use crate::flow::ConsumerGate;
-use crate::runtime::{now_ms, Runtime};
-use crate::vhost::VHost;
+use crate::amqp::channel::{ChannelActor, ConsumerCancelled, Deliver, DeliverBatch};
+use crate::broker::flow::ConsumerGate;
+use crate::broker::runtime::{now_ms, Runtime};
+use crate::broker::vhost::VHost;
 use actix::prelude::*;
 use broker_core::args::{Overflow, QueueArgs};
 use broker_core::message::Slot;
@@ -193,7 +193,7 @@ impl QueueEntry {
     pub fn wait_for_room(
         &self,
         conn: u64,
-        r: actix::Recipient<crate::connection::ResumeRead>,
+        r: actix::Recipient<crate::amqp::connection::ResumeRead>,
     ) -> bool {
         self.inbox.wait(conn, r);
         self.still_hot()

@@ -3,10 +3,10 @@
 //! version number; channels cache routing decisions against it, so a publish looks
 //! nothing up here while the topology is still.
 
-use crate::exchange::{ExchangeActor, ExchangeEntry};
-use crate::locks::TopologyLocks;
-use crate::queue::{QueueActor, QueueEntry};
-use crate::runtime::Runtime;
+use crate::broker::exchange::{ExchangeActor, ExchangeEntry};
+use crate::broker::locks::TopologyLocks;
+use crate::broker::queue::{QueueActor, QueueEntry};
+use crate::broker::runtime::Runtime;
 use broker_core::args::QueueArgs;
 use broker_core::routing::{Destination, ExchangeKind};
 use broker_core::AmqpError;

@@ -3,11 +3,11 @@
 //! exchange or the vhost's `amq.dead-letter`, and then forgotten here. Routing follows
 //! the same binding snapshots publishes use; persistent copies are stored for durable
 //! target queues before the original is removed from the store. Splitting off full
-//! reject-publish queues, storing and enqueueing go through `crate::publish::Routed`,
+//! reject-publish queues, storing and enqueueing go through `crate::broker::publish::Routed`,
 //! the path every publish takes.
 
 use super::QueueActor;
-use crate::runtime::now_ms;
+use crate::broker::runtime::now_ms;
 use broker_core::deadletter::{self, Death, Reason};
 use broker_core::names::MAX_SHORTSTR;
 use broker_core::queue::Entry;
@@ -104,7 +104,7 @@ impl QueueActor {
         }
         // the publish path's own split: a full reject-publish queue refuses a dead letter
         // as it refuses a publish (reject-publish-dlx dead-letters it on), as in RabbitMQ
-        let routed = crate::publish::Routed::new(queues.into(), msg.body.len());
+        let routed = crate::broker::publish::Routed::new(queues.into(), msg.body.len());
         let mut copy = Message {
             exchange: target.exchange.as_str().into(),
             routing_key,

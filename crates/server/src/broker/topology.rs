@@ -8,10 +8,10 @@
 //! thread has made them durable: never a sled flush on a worker thread, which stalled
 //! every connection and queue on it.
 
-use crate::exchange::{self, ExchangeEntry};
-use crate::locks::Resource;
-use crate::queue::{self, QueueEntry};
-use crate::vhost::{inequivalent, ExchangeSpec, QueueSpec, VHost};
+use crate::broker::exchange::{self, ExchangeEntry};
+use crate::broker::locks::Resource;
+use crate::broker::queue::{self, QueueEntry};
+use crate::broker::vhost::{inequivalent, ExchangeSpec, QueueSpec, VHost};
 use broker_core::args::QueueArgs;
 use broker_core::headers::XMatch;
 use broker_core::routing::{Binding, Destination, ExchangeKind};

@@ -9,12 +9,12 @@ mod declare;
 mod route;
 mod tx;
 
-use crate::connection::{ChannelClosing, Connection, ConnectionFail, Flush, ResumeRead};
-use crate::flow::{ChannelGate, ConsumerGate};
-use crate::queue::{self, QueueEntry};
-use crate::runtime::Storage;
-use crate::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
-use crate::vhost::VHost;
+use crate::amqp::connection::{ChannelClosing, Connection, ConnectionFail, Flush, ResumeRead};
+use crate::broker::flow::{ChannelGate, ConsumerGate};
+use crate::broker::queue::{self, QueueEntry};
+use crate::broker::runtime::Storage;
+use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
+use crate::broker::vhost::VHost;
 use actix::prelude::*;
 use broker_core::channel::{Confirms, Unacked};
 use broker_core::names::MAX_SHORTSTR;
@@ -105,7 +105,7 @@ pub struct ChannelActor {
     pub(crate) tx: Option<TxBuffer>,
     pub(crate) routes: RouteCache,
     /// What the management API shows of this channel.
-    pub(crate) stats: Arc<crate::runtime::ChannelStats>,
+    pub(crate) stats: Arc<crate::broker::runtime::ChannelStats>,
     /// Permission checks already made: registry version, and per resource name the
     /// access kinds checked (bits) and those allowed (bits).
     pub(crate) perm_cache: (u64, HashMap<String, (u8, u8)>),
@@ -116,7 +116,7 @@ pub struct ChannelActor {
     /// The store, for persistent messages.
     pub(crate) store: Option<Storage>,
     /// The broker runtime (its access registry is consulted on permission-cache misses).
-    pub(crate) runtime: Option<Arc<crate::runtime::Runtime>>,
+    pub(crate) runtime: Option<Arc<crate::broker::runtime::Runtime>>,
     /// Confirms waiting for an fsync.
     pub(crate) group: GroupCommit,
     /// The store's mark before the inserts the next commit request covers (a failed
