@@ -2,14 +2,13 @@
 //! them after every change. Channels route from the snapshot; no publish ever passes
 //! through this actor.
 
-use crate::broker::vhost::VHost;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use broker_core::routing::{Binding, Bindings, Destination, ExchangeKind};
 use broker_core::AmqpError;
 use broker_wire::types::FieldTable;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 /// What the vhost knows of an exchange: its declared properties, the address of its actor
 /// and the snapshot of its bindings that channels route with.
@@ -42,7 +41,8 @@ pub struct ExchangeActor {
     auto_delete: bool,
     bindings: Bindings,
     snapshot: Arc<ArcSwap<Bindings>>,
-    vhost: Weak<VHost>,
+    /// Its vhost's name (for messages).
+    vhost: Arc<str>,
     /// Shared with the entry (see [`ExchangeEntry::dying`]); no binding is added after.
     dying: Arc<AtomicBool>,
 }
@@ -54,7 +54,7 @@ impl ExchangeActor {
         name: Arc<str>,
         kind: ExchangeKind,
         auto_delete: bool,
-        vhost: Weak<VHost>,
+        vhost: Arc<str>,
     ) -> (Addr<ExchangeActor>, Arc<ArcSwap<Bindings>>, Arc<AtomicBool>) {
         let snapshot = Arc::new(ArcSwap::from_pointee(Bindings::new(kind)));
         let snap = snapshot.clone();
@@ -89,9 +89,7 @@ impl ExchangeActor {
     }
 
     fn vhost_name(&self) -> String {
-        self.vhost
-            .upgrade()
-            .map_or_else(|| "/".to_owned(), |v| v.name.clone())
+        self.vhost.to_string()
     }
 }
 

@@ -8,9 +8,14 @@ pub mod access;
 pub mod exchange;
 pub mod flow;
 pub mod locks;
+pub mod messages;
+pub mod node;
 pub mod persist;
 pub mod publish;
 pub mod queue;
 pub mod runtime;
 pub mod topology;
 pub mod vhost;
+
+#[cfg(test)]
+mod tests;

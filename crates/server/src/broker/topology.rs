@@ -116,9 +116,9 @@ impl VHost {
         }
         QueueArgs::parse(&spec.arguments, name, &self.name)?;
         if let Some(max) = self
-            .runtime
-            .upgrade()
-            .and_then(|rt| rt.registry.vhost(&self.name))
+            .node
+            .registry
+            .vhost(&self.name)
             .and_then(|r| r.limits.max_queues)
         {
             if self.queues.len() as u64 >= max {

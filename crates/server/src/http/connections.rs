@@ -122,7 +122,7 @@ async fn close_connection(req: HttpRequest, rt: State, path: web::Path<String>) 
         .unwrap_or("Closed via management plugin")
         .to_owned();
     if let Some(r) = rt.connections.get(&c.id) {
-        r.do_send(crate::amqp::connection::ForceClose { reason });
+        r.do_send(crate::broker::messages::ForceClose { reason });
     }
     Ok(no_content())
 }

@@ -114,7 +114,8 @@ impl ChannelActor {
             exclusive: c.exclusive,
             priority: consumer_priority(&c.arguments, &name)?,
             data: ConsumerHandle {
-                channel: ctx.address(),
+                deliver: ctx.address().recipient(),
+                cancel: ctx.address().recipient(),
                 gate: gate.clone(),
             },
         };

@@ -11,7 +11,7 @@ mod tx;
 
 use crate::amqp::connection::{ChannelClosing, Connection, ConnectionFail, Flush, ResumeRead};
 use crate::broker::flow::{ChannelGate, ConsumerGate};
-use crate::broker::queue::{self, QueueEntry};
+use crate::broker::queue::{self, ConsumerCancelled, Deliver, DeliverBatch, QueueEntry};
 use crate::broker::runtime::Storage;
 use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
 use crate::broker::vhost::VHost;
@@ -19,7 +19,7 @@ use actix::prelude::*;
 use broker_core::channel::{Confirms, Unacked};
 use broker_core::names::MAX_SHORTSTR;
 use broker_core::names::{ChannelKey, DeliveryTag};
-use broker_core::queue::{Entry, MsgId};
+use broker_core::queue::MsgId;
 use broker_core::store::GroupCommit;
 use broker_core::AmqpError;
 use broker_wire::assembly::{Command, Content};
@@ -134,11 +134,12 @@ impl ChannelActor {
         conn: Addr<Connection>,
         shared: Rc<ConnShared>,
         vhost: Arc<VHost>,
+        runtime: Arc<crate::broker::runtime::Runtime>,
         parent: &Span,
     ) -> Self {
         let span = tracing::info_span!(parent: parent, "channel", id);
-        let runtime = vhost.runtime.upgrade();
-        let store = runtime.as_ref().and_then(|rt| rt.store.clone());
+        let store = runtime.store.clone();
+        let runtime = Some(runtime);
         Self {
             runtime,
             id,
@@ -447,28 +448,6 @@ impl Handler<Shutdown> for ChannelActor {
     }
 }
 
-/// A delivery from a queue to one of this channel's consumers (sent in a
-/// [`DeliverBatch`]).
-pub struct Deliver {
-    /// The queue.
-    pub queue: Arc<QueueEntry>,
-    /// The consumer.
-    pub consumer_tag: Arc<str>,
-    /// Whether the consumer is no-ack.
-    pub no_ack: bool,
-    /// The queue's entry (its id and redelivered flag).
-    pub entry: Entry,
-    /// The message, read back from the store if the entry was paged out.
-    pub msg: Arc<broker_core::Message>,
-    /// The consumer's gate (credit reserved by the queue).
-    pub gate: Arc<ConsumerGate>,
-}
-
-/// The deliveries of one queue turn to consumers of this channel, in order (one mailbox
-/// message per channel per turn, not one per delivery).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct DeliverBatch(pub Vec<Deliver>);
 
 impl Handler<DeliverBatch> for ChannelActor {
     type Result = ();
@@ -585,14 +564,6 @@ impl ChannelActor {
             Some((d.gate, d.queue))
         }
     }
-}
-
-/// The queue of a consumer was deleted: tell the client with basic.cancel.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ConsumerCancelled {
-    /// The consumer.
-    pub consumer_tag: Arc<str>,
 }
 
 impl Handler<ConsumerCancelled> for ChannelActor {

@@ -382,7 +382,15 @@ impl Connection {
             return;
         };
         let addr =
-            ChannelActor::new(ch, ctx.address(), self.shared.clone(), vhost, &self.span).start();
+            ChannelActor::new(
+                ch,
+                ctx.address(),
+                self.shared.clone(),
+                vhost,
+                self.rt.clone(),
+                &self.span,
+            )
+            .start();
         self.channels.insert(
             ch,
             Slot {

@@ -5,6 +5,7 @@
 //! behind, its client does not read, or the broker is over its memory watermark.
 
 use crate::amqp::channel::{ChannelActor, ClientClose, Incoming, Shutdown};
+pub use crate::broker::messages::{ForceClose, ResumeRead};
 use crate::amqp::handshake::{self, ClientInfo};
 use crate::broker::runtime::Runtime;
 use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
@@ -400,12 +401,6 @@ impl Handler<Flush> for Connection {
     }
 }
 
-/// Something that paused this connection's reading has moved: its channels caught up
-/// with the commands handed to them, or a hot queue took its inbox in.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ResumeRead;
-
 impl Handler<ResumeRead> for Connection {
     type Result = ();
     fn handle(&mut self, _: ResumeRead, ctx: &mut Context<Self>) {
@@ -438,14 +433,6 @@ impl Handler<ChannelClosing> for Connection {
             s.assembler.reset();
         }
     }
-}
-
-/// Closes the connection from the server side (shutdown, operator).
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct ForceClose {
-    /// The reply text given to the client (after "CONNECTION_FORCED - ").
-    pub reason: String,
 }
 
 impl Handler<ForceClose> for Connection {

@@ -5,22 +5,21 @@
 //! supervisor restarts it at the same address; its consumers get basic.cancel, transient
 //! messages are lost and a durable queue reloads its stored ones (docs/architecture.md).
 
+mod consumer;
 mod deadletter;
 mod handlers;
 mod inbox;
 mod stored;
-#[cfg(test)]
-mod tests;
+
 
 use crossbeam_utils::CachePadded;
+pub use consumer::{ConsumerCancelled, ConsumerHandle, Deliver, DeliverBatch};
 pub use handlers::*;
 pub use inbox::Inbox;
 pub use stored::{load_stored, Recovered};
 
-use crate::amqp::channel::{ChannelActor, ConsumerCancelled, Deliver, DeliverBatch};
 use crate::broker::flow::ConsumerGate;
-use crate::broker::runtime::{now_ms, Runtime};
-use crate::broker::vhost::VHost;
+use crate::broker::node::{now_ms, Node};
 use actix::prelude::*;
 use broker_core::args::{Overflow, QueueArgs};
 use broker_core::message::Slot;
@@ -193,7 +192,7 @@ impl QueueEntry {
     pub fn wait_for_room(
         &self,
         conn: u64,
-        r: actix::Recipient<crate::amqp::connection::ResumeRead>,
+        r: actix::Recipient<crate::broker::messages::ResumeRead>,
     ) -> bool {
         self.inbox.wait(conn, r);
         self.still_hot()
@@ -228,21 +227,27 @@ impl QueueEntry {
     }
 }
 
-/// How the queue reaches one consumer.
-#[derive(Clone)]
-pub struct ConsumerHandle {
-    /// The consumer's channel.
-    pub channel: Addr<ChannelActor>,
-    /// Its flow gate.
-    pub gate: Arc<ConsumerGate>,
+/// What a queue asks of the vhost it lives in. The vhost implements it (dead letters in
+/// `broker/publish.rs`, forgetting in `broker/topology.rs`), so a queue never imports
+/// the vhost and a vhost-less test can stand one up.
+pub trait QueueHost: Send + Sync {
+    /// The vhost's name (for error texts).
+    fn vhost_name(&self) -> &str;
+    /// Routes a message that died in queue `from` to `target`'s exchange with each of its
+    /// routing keys, then stores and enqueues it as a publish would.
+    fn dead_letter(&self, from: &str, target: &broker_core::deadletter::Target, msg: Message);
+    /// The queue deleted itself (auto-delete, x-expires): forget it under its name's lock.
+    fn queue_gone(&self, name: Arc<str>);
 }
 
 /// The queue actor.
 pub struct QueueActor {
     name: Arc<str>,
     me: Weak<QueueEntry>,
-    vhost: Weak<VHost>,
-    runtime: Weak<Runtime>,
+    /// The vhost it lives in, for dead letters and deleting itself.
+    host: Weak<dyn QueueHost>,
+    /// The node's services (settings, memory gauge, store).
+    node: Arc<Node>,
     state: QueueState<ConsumerHandle>,
     deleted: bool,
     /// Highest store id delivered so far (see [`MessageStore::mark_delivered`]).
@@ -270,7 +275,7 @@ pub struct QueueActor {
     pace_check: bool,
     /// Deliveries made this turn, per channel; sent as one message per channel at the
     /// end of the turn (or before anything else is sent to consumers' channels).
-    outbox: Vec<(ChannelKey, Addr<ChannelActor>, Vec<Deliver>)>,
+    outbox: Vec<(ChannelKey, Recipient<DeliverBatch>, Vec<Deliver>)>,
 }
 
 impl QueueActor {
@@ -280,18 +285,15 @@ impl QueueActor {
         name: Arc<str>,
         args: QueueArgs,
         me: Weak<QueueEntry>,
-        vhost: Weak<VHost>,
-        runtime: Weak<Runtime>,
+        host: Weak<dyn QueueHost>,
+        node: Arc<Node>,
     ) -> Addr<QueueActor> {
-        let consumer_timeout = runtime
-            .upgrade()
-            .map(|rt| rt.config.consumer_timeout_ms)
-            .filter(|t| *t > 0);
+        let consumer_timeout = Some(node.config.consumer_timeout_ms).filter(|t| *t > 0);
         Supervisor::start_in_arbiter(arbiter, move |_| QueueActor {
             name,
             me,
-            vhost,
-            runtime,
+            host,
+            node,
             state: QueueState::new(args),
             deleted: false,
             delivered_upto: 0,
@@ -327,9 +329,7 @@ impl QueueActor {
             r
         }));
         let after = self.state.bytes();
-        if let Some(rt) = self.runtime.upgrade() {
-            rt.memory.adjust(before, after);
-        }
+        self.node.memory.adjust(before, after);
         match res {
             Ok(r) => Some(r),
             Err(_) => {
@@ -456,7 +456,7 @@ impl QueueActor {
         for (channel, tag) in self.state.timed_out_consumers(timeout) {
             if let Some(c) = self.state.remove_consumer(channel, &tag) {
                 tracing::warn!(queue = %self.name, consumer = %tag, timeout_ms = timeout, "consumer timed out holding a delivery: cancelled, its deliveries requeued");
-                c.data.channel.do_send(ConsumerCancelled {
+                c.data.cancel.do_send(ConsumerCancelled {
                     consumer_tag: c.tag.clone(),
                 });
             }
@@ -491,9 +491,9 @@ impl QueueActor {
 
     /// The name of this queue's vhost (for error texts).
     fn vhost_name(&self) -> String {
-        self.vhost
+        self.host
             .upgrade()
-            .map_or_else(|| "/".to_owned(), |v| v.name.clone())
+            .map_or_else(|| "/".to_owned(), |v| v.vhost_name().to_owned())
     }
 
     /// A client used the queue (consume, get, declare): x-expires starts over.
@@ -527,8 +527,7 @@ impl QueueActor {
         self.store
             .get_or_init(|| {
                 let id = self.me.upgrade()?.store_id?;
-                let rt = self.runtime.upgrade()?;
-                Some((rt.store.as_ref()?.messages.clone(), id))
+                Some((self.node.store.as_ref()?.messages.clone(), id))
             })
             .clone()
     }
@@ -633,7 +632,7 @@ impl QueueActor {
                 Some((_, _, v)) => v.push(deliver),
                 None => self
                     .outbox
-                    .push((key, d.consumer.data.channel.clone(), vec![deliver])),
+                    .push((key, d.consumer.data.deliver.clone(), vec![deliver])),
             }
         }
         for (g, n) in bulk {
@@ -670,9 +669,8 @@ impl QueueActor {
         if let Some(me) = self.me.upgrade() {
             me.deleted.store(true, Ordering::Release);
         }
-        if let Some(v) = self.vhost.upgrade() {
-            let name = self.name.clone();
-            actix::spawn(async move { v.forget_queue(&name).await });
+        if let Some(v) = self.host.upgrade() {
+            v.queue_gone(self.name.clone());
         }
     }
 
@@ -680,7 +678,7 @@ impl QueueActor {
         // deliveries made before the cancel reach the channel before it
         self.flush_deliveries();
         for c in self.state.consumers() {
-            c.data.channel.do_send(ConsumerCancelled {
+            c.data.cancel.do_send(ConsumerCancelled {
                 consumer_tag: c.tag.clone(),
             });
         }
@@ -741,19 +739,13 @@ impl Supervised for QueueActor {
         // a durable queue takes its persistent messages back from the store, as after a
         // broker restart (with redelivered set for those it had delivered)
         if let Some((store, qid)) = self.stored() {
-            let vhost = self
-                .vhost
-                .upgrade()
-                .map(|v| v.name.clone())
-                .unwrap_or_default();
+            let vhost = self.vhost_name();
             let (batch, _) = load_stored(&*store, qid, &self.name, &vhost);
             tracing::warn!(queue = %self.name, recovered = batch.len(), "restarted queue reloaded its stored messages");
             for r in batch {
                 self.state.publish_recovered(r.slot, r.meta, r.delivered);
             }
         }
-        if let Some(rt) = self.runtime.upgrade() {
-            rt.memory.adjust(before, self.state.bytes());
-        }
+        self.node.memory.adjust(before, self.state.bytes());
     }
 }

@@ -1,7 +1,12 @@
-//! Queue actor tests: failure isolation and restart.
+//! Queue actor tests through a vhost: failure isolation and restart.
 
-use super::*;
+use crate::broker::queue::*;
+use broker_core::store::MessageStore;
+use broker_wire::types::FieldTable;
+use broker_core::Message;
+use std::sync::Arc;
 use crate::config::{Cli, Config};
+use crate::broker::runtime::Runtime;
 use crate::broker::vhost::QueueSpec;
 use broker_core::names::ChannelKey;
 use bytes::Bytes;
