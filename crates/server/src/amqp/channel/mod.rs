@@ -11,6 +11,7 @@ mod tx;
 
 use crate::amqp::connection::{ChannelClosing, Connection, ConnectionFail, Flush, ResumeRead};
 use crate::broker::flow::{ChannelGate, ConsumerGate};
+use crate::broker::supervise::{Kind, Supervisable};
 use crate::broker::queue::{self, ConsumerCancelled, Deliver, DeliverBatch, QueueEntry};
 use crate::broker::runtime::Storage;
 use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
@@ -26,7 +27,6 @@ use broker_wire::assembly::{Command, Content};
 use broker_wire::protocol::{basic as b, channel, AMQPClass};
 use std::collections::HashMap;
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
 use tracing::Span;
@@ -200,6 +200,12 @@ impl ChannelActor {
             self.conn.do_send(ConnectionFail(e));
             return;
         }
+        self.close_channel(e);
+    }
+
+    /// channel.close with `e` (whatever its class), then what every close does: release
+    /// what the channel holds and have the connection await close-ok.
+    fn close_channel(&mut self, e: AmqpError) {
         {
             let _s = self.span.enter();
             tracing::warn!(code = e.code.code(), text = %e.reply_text(), "closing channel");
@@ -242,14 +248,8 @@ impl ChannelActor {
                 return;
             }
             match res {
-                Ok(v) => {
-                    // a panic here must end the connection (541) as one in dispatch does,
-                    // not silently stop the actor and leave the client waiting
-                    if catch_unwind(AssertUnwindSafe(|| then(act, v, ctx))).is_err() {
-                        act.conn
-                            .do_send(ConnectionFail(AmqpError::internal("internal error")));
-                    }
-                }
+                // a panic in `then` is the supervisor's, as anywhere else in the actor
+                Ok(v) => then(act, v, ctx),
                 Err(e) => act.fail(e.on(method.0, method.1), ctx),
             }
         }));
@@ -295,6 +295,36 @@ impl ChannelActor {
             )),
         };
         res.map_err(|e| e.on(cm.0, cm.1))
+    }
+}
+
+impl Supervisable for ChannelActor {
+    const KIND: Kind = Kind::Channel;
+}
+
+/// After a panic anywhere in the channel (`broker/supervise.rs`): the channel ends with
+/// channel.close 541 INTERNAL_ERROR to its client (the connection and its other channels
+/// carry on), its unacked deliveries go back to their queues and its consumers are
+/// removed. What the connection had handed it still counts down (so the connection's
+/// reading is not held back by commands that will never run) and a close or shutdown
+/// already waiting is still carried out.
+impl Supervised for ChannelActor {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        if !self.closing {
+            self.close_channel(AmqpError::internal("internal error"));
+            self.request_flush();
+        }
+        // the timer that would have carried on with the backlog went with the panic
+        self.backlog_scheduled = false;
+        self.run_backlog(ctx);
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::broker::fault::Fault> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, f: crate::broker::fault::Fault, ctx: &mut Context<Self>) {
+        crate::broker::fault::inject(f.at, ctx);
     }
 }
 
@@ -411,13 +441,8 @@ impl ChannelActor {
         if self.closing {
             return;
         }
-        let res = catch_unwind(AssertUnwindSafe(|| self.dispatch(cmd, ctx)));
-        match res {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => self.fail(e, ctx),
-            Err(_) => self
-                .conn
-                .do_send(ConnectionFail(AmqpError::internal("internal error"))),
+        if let Err(e) = self.dispatch(cmd, ctx) {
+            self.fail(e, ctx);
         }
     }
 }

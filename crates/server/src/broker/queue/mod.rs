@@ -1,9 +1,9 @@
 //! The queue actor: one per queue, owning its [`QueueState`] and delivering to consumers'
 //! channels. It sets the state's clock before each operation, runs its timers (message
 //! TTL, x-expires, consumer timeout), and dead-letters what the state says died. It runs
-//! under an actix supervisor: a panic in a handler is caught, the actor stops, and the
-//! supervisor restarts it at the same address; its consumers get basic.cancel, transient
-//! messages are lost and a durable queue reloads its stored ones (docs/architecture.md).
+//! under `broker/supervise.rs`: a panic in a handler, timer or continuation restarts it
+//! at the same address; its consumers get basic.cancel, transient messages are lost and
+//! a durable queue reloads its stored ones (docs/architecture.md).
 
 mod consumer;
 mod deadletter;
@@ -20,6 +20,7 @@ pub use stored::{load_stored, Recovered};
 
 use crate::broker::flow::ConsumerGate;
 use crate::broker::node::{now_ms, Node};
+use crate::broker::supervise::{self, Kind, Supervisable};
 use actix::prelude::*;
 use broker_core::args::{Overflow, QueueArgs};
 use broker_core::message::Slot;
@@ -28,7 +29,6 @@ use broker_core::queue::{Entry, QueueState};
 use broker_core::store::MessageStore;
 use broker_core::{AmqpError, Message};
 use broker_wire::types::FieldTable;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -289,7 +289,7 @@ impl QueueActor {
         node: Arc<Node>,
     ) -> Addr<QueueActor> {
         let consumer_timeout = Some(node.config.consumer_timeout_ms).filter(|t| *t > 0);
-        Supervisor::start_in_arbiter(arbiter, move |_| QueueActor {
+        supervise::start_in_arbiter(arbiter, move |_| QueueActor {
             name,
             me,
             host,
@@ -313,31 +313,22 @@ impl QueueActor {
     }
 
     /// Runs `f` on the state, then carries out what it left to do: dead letters, timers,
-    /// the counters channels read, memory accounting. A panic stops the actor; the
-    /// supervisor restarts it.
-    fn guarded<R>(
+    /// the counters channels read, memory accounting. A panic anywhere in the actor is
+    /// the supervisor's (`broker/supervise.rs`): it restarts the queue through
+    /// [`Supervised::restarting`].
+    fn operate<R>(
         &mut self,
         ctx: &mut Context<Self>,
         f: impl FnOnce(&mut Self, &mut Context<Self>) -> R,
-    ) -> Option<R> {
+    ) -> R {
         let before = self.state.bytes();
         self.state.tick(now_ms());
-        let res = catch_unwind(AssertUnwindSafe(|| {
-            self.take_inbox();
-            let r = f(self, ctx);
-            self.after(ctx);
-            r
-        }));
+        self.take_inbox();
+        let r = f(self, ctx);
+        self.after(ctx);
         let after = self.state.bytes();
         self.node.memory.adjust(before, after);
-        match res {
-            Ok(r) => Some(r),
-            Err(_) => {
-                tracing::error!(queue = %self.name, "queue actor panicked; restarting it");
-                ctx.stop();
-                None
-            }
-        }
+        r
     }
 
     /// Housekeeping after every operation.
@@ -396,7 +387,7 @@ impl QueueActor {
             self.pace_check = true;
             ctx.run_later(Duration::from_millis(PACE_ACTIVE_MS), |a, ctx| {
                 a.pace_check = false;
-                a.guarded(ctx, |_, _| {});
+                a.operate(ctx, |_, _| {});
             });
         }
     }
@@ -422,7 +413,7 @@ impl QueueActor {
         let delay = at.saturating_sub(now_ms()) + 1;
         let handle = ctx.run_later(Duration::from_millis(delay), |a, ctx| {
             a.expiry_timer = None;
-            a.guarded(ctx, |a, _| {
+            a.operate(ctx, |a, _| {
                 a.state.expire();
                 a.drain();
             });
@@ -442,7 +433,7 @@ impl QueueActor {
         let every = Duration::from_millis((timeout / 4).clamp(50, 60_000));
         ctx.run_later(every, |a, ctx| {
             a.timeout_check = false;
-            a.guarded(ctx, |a, _| a.cancel_timed_out());
+            a.operate(ctx, |a, _| a.cancel_timed_out());
         });
     }
 
@@ -693,6 +684,22 @@ impl Actor for QueueActor {
     }
 }
 
+impl Supervisable for QueueActor {
+    const KIND: Kind = Kind::Queue;
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::broker::fault::Fault> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, f: crate::broker::fault::Fault, ctx: &mut Context<Self>) {
+        crate::broker::fault::inject(f.at, ctx);
+    }
+}
+
+/// After a panic anywhere in the actor (`broker/supervise.rs`): the queue starts over
+/// from what is certain. Consumers get basic.cancel, transient messages are lost, and a
+/// durable queue reloads its stored messages (delivered ones come back redelivered), as
+/// a RabbitMQ classic queue does when its process restarts.
 impl Supervised for QueueActor {
     fn restarting(&mut self, ctx: &mut Context<Self>) {
         // deliveries of the failed turn: no-ack ones are settled already (a persistent
