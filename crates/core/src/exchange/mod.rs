@@ -4,7 +4,7 @@
 //!
 //! The bindings common to every type (identity, order, by destination) live in
 //! [`crate::routing::Bindings`], which hands each type the changes to its index and asks
-//! it to route. Types are registered in one list below ([`exchange_types!`]); the list
+//! it to route. Types are registered in one list below (`exchange_types!`); the list
 //! generates [`ExchangeKind`] (the registry: [`lookup`] by name) and the per-exchange
 //! index enum that `Bindings` holds, so a route is one `match` and a direct call into the
 //! type, never a virtual call per binding.
