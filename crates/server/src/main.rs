@@ -35,7 +35,7 @@ fn main() {
             .with_env_filter(filter)
             .init();
     }
-    if let Err(e) = broker_server::listener::run(config) {
+    if let Err(e) = broker_server::boot::run(config) {
         eprintln!("broker: {e}");
         std::process::exit(1);
     }

@@ -2,9 +2,9 @@
 //! `/api/permissions`, `/api/vhost-limits`). Changes need the administrator tag.
 
 use super::{admin, created, no_content, user, ApiError, ApiResult, State};
-use crate::access::VhostRecord;
-use crate::runtime::Runtime;
-use crate::vhost::VHost;
+use crate::broker::access::VhostRecord;
+use crate::broker::runtime::Runtime;
+use crate::broker::vhost::VHost;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -111,7 +111,7 @@ pub(super) fn create_vhost(
         .map_err(store_err)?;
     if rt.vhost(name).is_none() {
         rt.vhosts
-            .insert(name.to_owned(), VHost::new(name, Arc::downgrade(rt)));
+            .insert(name.to_owned(), VHost::new(name, rt.node.clone()));
     }
     Ok(existed.is_none())
 }
@@ -150,7 +150,7 @@ async fn delete_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> A
     // its connections go first (as RabbitMQ: 320 CONNECTION_FORCED)
     for c in rt.conn_info.iter().filter(|c| c.vhost == name) {
         if let Some(r) = rt.connections.get(&c.id) {
-            r.do_send(crate::connection::ForceClose {
+            r.do_send(crate::broker::messages::ForceClose {
                 reason: format!("vhost '{name}' is deleted"),
             });
         }
@@ -271,7 +271,7 @@ async fn delete_user(req: HttpRequest, rt: State, path: web::Path<String>) -> Ap
     }
     for c in rt.conn_info.iter().filter(|c| c.user == name) {
         if let Some(r) = rt.connections.get(&c.id) {
-            r.do_send(crate::connection::ForceClose {
+            r.do_send(crate::broker::messages::ForceClose {
                 reason: format!("user '{name}' is deleted"),
             });
         }

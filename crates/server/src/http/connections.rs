@@ -2,8 +2,8 @@
 
 use super::overview::all_queues;
 use super::{no_content, user, ApiError, ApiResult, State};
-use crate::queue::Info;
-use crate::runtime::{ConnInfo, Runtime};
+use crate::broker::queue::Info;
+use crate::broker::runtime::{ConnInfo, Runtime};
 use actix_web::{web, HttpRequest, HttpResponse};
 use broker_core::auth::User;
 use serde_json::{json, Value};
@@ -122,7 +122,7 @@ async fn close_connection(req: HttpRequest, rt: State, path: web::Path<String>) 
         .unwrap_or("Closed via management plugin")
         .to_owned();
     if let Some(r) = rt.connections.get(&c.id) {
-        r.do_send(crate::connection::ForceClose { reason });
+        r.do_send(crate::broker::messages::ForceClose { reason });
     }
     Ok(no_content())
 }

@@ -85,7 +85,7 @@ async fn import_vhost(
     import(req, rt, web::Json(body)).await
 }
 
-fn definitions(rt: &crate::runtime::Runtime, only: Option<&str>) -> Value {
+fn definitions(rt: &crate::broker::runtime::Runtime, only: Option<&str>) -> Value {
     let users: Vec<Value> = rt
         .registry
         .users()

@@ -4,8 +4,8 @@
 use super::fields::{table, to_json};
 use super::queues::permitted;
 use super::{created, in_vhost, no_content, user, Actor, ApiError, ApiResult, State};
-use crate::runtime::Runtime;
-use crate::vhost::ExchangeSpec;
+use crate::broker::runtime::Runtime;
+use crate::broker::vhost::ExchangeSpec;
 use actix_web::{web, HttpRequest, HttpResponse};
 use broker_core::auth::{exchange_resource, Access, User};
 use broker_core::deadletter::DEAD_LETTER_EXCHANGE;

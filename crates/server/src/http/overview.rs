@@ -1,7 +1,7 @@
 //! `/api/overview`, `/api/whoami` and Prometheus `/metrics`.
 
 use super::{user, ApiResult, State};
-use crate::queue::{Info, QueueEntry};
+use crate::broker::queue::{Info, QueueEntry};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use std::fmt::Write;
@@ -15,7 +15,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Every queue of every vhost, with its vhost name.
-pub(super) fn all_queues(rt: &crate::runtime::Runtime) -> Vec<(String, Arc<QueueEntry>)> {
+pub(super) fn all_queues(rt: &crate::broker::runtime::Runtime) -> Vec<(String, Arc<QueueEntry>)> {
     let mut out = Vec::new();
     for v in rt.vhosts.iter() {
         for q in v.value().queues() {
@@ -85,7 +85,7 @@ async fn overview(req: HttpRequest, rt: State) -> ApiResult {
     })))
 }
 
-fn store_bytes(rt: &crate::runtime::Runtime) -> u64 {
+fn store_bytes(rt: &crate::broker::runtime::Runtime) -> u64 {
     rt.store.as_ref().map_or(0, |s| s.messages.size_on_disk())
 }
 
@@ -120,7 +120,7 @@ async fn metrics(rt: State) -> HttpResponse {
             q.clone(),
         ));
     }
-    let rows = |f: &dyn Fn(&crate::queue::QueueInfo, &QueueEntry) -> u64| -> Vec<(String, u64)> {
+    let rows = |f: &dyn Fn(&crate::broker::queue::QueueInfo, &QueueEntry) -> u64| -> Vec<(String, u64)> {
         infos.iter().map(|(l, i, q)| (l.clone(), f(i, q))).collect()
     };
     gauge(
@@ -212,13 +212,13 @@ async fn metrics(rt: State) -> HttpResponse {
         "counter",
         vec![(String::new(), rt.bytes_out.load(Ordering::Relaxed))],
     );
-    let (buckets, count, sum) = crate::store::FLUSH_LATENCY.snapshot();
+    let (buckets, count, sum) = broker_store::store::FLUSH_LATENCY.snapshot();
     let _ = writeln!(
         out,
         "# HELP broker_store_flush_seconds Group-commit flush (fsync) latency"
     );
     let _ = writeln!(out, "# TYPE broker_store_flush_seconds histogram");
-    for (le, n) in crate::store::FLUSH_BUCKETS.iter().zip(buckets) {
+    for (le, n) in broker_store::store::FLUSH_BUCKETS.iter().zip(buckets) {
         let _ = writeln!(out, "broker_store_flush_seconds_bucket{{le=\"{le}\"}} {n}");
     }
     let _ = writeln!(
@@ -227,6 +227,15 @@ async fn metrics(rt: State) -> HttpResponse {
     );
     let _ = writeln!(out, "broker_store_flush_seconds_sum {sum}");
     let _ = writeln!(out, "broker_store_flush_seconds_count {count}");
+    let _ = writeln!(
+        out,
+        "# HELP broker_actor_panics_total Panics caught by supervision, by actor kind"
+    );
+    let _ = writeln!(out, "# TYPE broker_actor_panics_total counter");
+    for kind in crate::broker::supervise::Kind::ALL {
+        let n = crate::broker::supervise::PANICS[kind as usize].load(Ordering::Relaxed);
+        let _ = writeln!(out, "broker_actor_panics_total{{actor=\"{}\"}} {n}", kind.as_str());
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)

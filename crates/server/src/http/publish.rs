@@ -1,12 +1,12 @@
 //! `POST /api/exchanges/{vhost}/{name}/publish`: RabbitMQ's API publish, through the path
-//! every publish takes (`crate::publish`), so it is checked as an AMQP publish is: write
+//! every publish takes (`crate::broker::publish`), so it is checked as an AMQP publish is: write
 //! permission, user_id, expiration, internal exchange, full reject-publish queues, the
 //! memory alarm, and short strings over 255 bytes.
 
 use super::exchanges::real_name;
 use super::fields::properties;
 use super::{in_vhost, user, ApiError, ApiResult, State};
-use crate::publish::{self, Routed};
+use crate::broker::publish::{self, Routed};
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -26,7 +26,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// POST …/publish: RabbitMQ's API publish, through the path AMQP publishes take
-/// (`crate::publish`), with RabbitMQ's answers: a refused publish is 400 carrying the
+/// (`crate::broker::publish`), with RabbitMQ's answers: a refused publish is 400 carrying the
 /// AMQP code and text, a full reject-publish queue 400 "rejected", and `routed` tells
 /// whether any queue took the message.
 async fn publish(
@@ -69,7 +69,7 @@ async fn publish(
         properties: props.into(),
         body: Bytes::from(payload),
         persist_id: None,
-        arrival_ms: crate::runtime::now_ms(),
+        arrival_ms: crate::broker::runtime::now_ms(),
     };
     routed
         .store(rt.store.as_ref(), &mut msg)

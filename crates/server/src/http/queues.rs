@@ -4,9 +4,9 @@
 use super::fields::{properties_json, table, to_json};
 use super::overview::all_queues;
 use super::{created, in_vhost, no_content, user, Actor, ApiError, ApiResult, State};
-use crate::queue::{self, Info, QueueEntry, Settle};
-use crate::runtime::Runtime;
-use crate::vhost::QueueSpec;
+use crate::broker::queue::{self, Info, QueueEntry, Settle};
+use crate::broker::runtime::Runtime;
+use crate::broker::vhost::QueueSpec;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -76,7 +76,7 @@ async fn queue_json(vhost: &str, q: &Arc<QueueEntry>) -> Value {
 
 /// RabbitMQ's message_stats object: counters and `*_details.rate` (per second, sampled
 /// every 5 s).
-pub(super) fn message_stats(c: &crate::queue::QueueCounters) -> Value {
+pub(super) fn message_stats(c: &crate::broker::queue::QueueCounters) -> Value {
     let v = c.values();
     let r = c.rates();
     json!({
@@ -137,7 +137,7 @@ pub(super) async fn declare_queue(
     let arguments = table(body.get("arguments"))?;
     // they become the exchange and routing key of dead letters (short strings)
     for key in ["x-dead-letter-exchange", "x-dead-letter-routing-key"] {
-        if let Some(s) = crate::vhost::string_arg(&arguments, key) {
+        if let Some(s) = crate::broker::vhost::string_arg(&arguments, key) {
             check_shortstr(key, &s)?;
         }
     }

@@ -2,8 +2,8 @@
 //! is in `route.rs`; confirm.* and tx.* in `tx.rs`).
 
 use super::{ChannelActor, ConsumerRec, FlushConfirms, Pending, SettleKind, StoreFlushed};
-use crate::flow::ConsumerGate;
-use crate::queue::{self, ConsumerHandle, QueueEntry};
+use crate::broker::flow::ConsumerGate;
+use crate::broker::queue::{self, ConsumerHandle, QueueEntry};
 use actix::prelude::*;
 use broker_core::names::shortstr;
 use broker_core::queue::Consumer;
@@ -114,7 +114,8 @@ impl ChannelActor {
             exclusive: c.exclusive,
             priority: consumer_priority(&c.arguments, &name)?,
             data: ConsumerHandle {
-                channel: ctx.address(),
+                deliver: ctx.address().recipient(),
+                cancel: ctx.address().recipient(),
                 gate: gate.clone(),
             },
         };
@@ -341,7 +342,7 @@ impl ChannelActor {
         if p.immediate {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
-        crate::publish::check_client(&content.properties, &self.shared.user.borrow())?;
+        crate::broker::publish::check_client(&content.properties, &self.shared.user.borrow())?;
         self.allowed(
             broker_core::auth::Access::Write,
             "exchange",
@@ -368,7 +369,7 @@ impl ChannelActor {
         let seq = self.confirms.as_mut().map(|c| c.next());
         // full queues with x-overflow reject-publish(-dlx) refuse the message; the
         // publisher gets a nack (as RabbitMQ), the other queues still get it
-        let routed = crate::publish::Routed::new(queues, content.body.len());
+        let routed = crate::broker::publish::Routed::new(queues, content.body.len());
         let mut msg = Message {
             // the message's own strings, not the route cache's: the thread that drops the
             // message would otherwise write their refcounts, and the cache lines this
@@ -379,7 +380,7 @@ impl ChannelActor {
             raw_properties: content.raw_properties,
             body: content.body,
             persist_id: None,
-            arrival_ms: crate::runtime::now_ms(),
+            arrival_ms: crate::broker::runtime::now_ms(),
         };
         // persistent messages routed to durable queues are written before they are
         // enqueued; their confirm waits for the fsync that covers the write

@@ -3,11 +3,12 @@
 //! exchange or the vhost's `amq.dead-letter`, and then forgotten here. Routing follows
 //! the same binding snapshots publishes use; persistent copies are stored for durable
 //! target queues before the original is removed from the store. Splitting off full
-//! reject-publish queues, storing and enqueueing go through `crate::publish::Routed`,
-//! the path every publish takes.
+//! reject-publish queues, storing and enqueueing are the vhost's part
+//! ([`super::QueueHost::dead_letter`], carried out by `crate::broker::publish`, the path
+//! every publish takes).
 
 use super::QueueActor;
-use crate::runtime::now_ms;
+use crate::broker::node::now_ms;
 use broker_core::deadletter::{self, Death, Reason};
 use broker_core::names::MAX_SHORTSTR;
 use broker_core::queue::Entry;
@@ -49,7 +50,7 @@ impl QueueActor {
     }
 
     fn republish(&self, msg: &Message, reason: Reason) {
-        let Some(vhost) = self.vhost.upgrade() else {
+        let Some(host) = self.host.upgrade() else {
             return;
         };
         let args = self.state.args();
@@ -83,29 +84,7 @@ impl QueueActor {
                 new_routing_key: args.dead_letter_routing_key.is_some(),
             },
         );
-        let headers = props.headers().clone();
-        let mut queues = Vec::new();
-        for key in &target.routing_keys {
-            if vhost
-                .route_by_name(&target.exchange, key, headers.as_ref(), &mut queues)
-                .is_none()
-            {
-                // a dead-letter exchange that does not exist drops the message, as in
-                // RabbitMQ
-                tracing::debug!(queue = %self.name, exchange = %target.exchange, "dead-letter exchange missing: message dropped");
-                return;
-            }
-        }
-        queues.retain(|q| {
-            (!target.implicit || q.name != self.name) && !deadletter::is_cycle(&props, &q.name)
-        });
-        if queues.is_empty() {
-            return;
-        }
-        // the publish path's own split: a full reject-publish queue refuses a dead letter
-        // as it refuses a publish (reject-publish-dlx dead-letters it on), as in RabbitMQ
-        let routed = crate::publish::Routed::new(queues.into(), msg.body.len());
-        let mut copy = Message {
+        let copy = Message {
             exchange: target.exchange.as_str().into(),
             routing_key,
             raw_properties: broker_wire::encode::properties(&props),
@@ -114,11 +93,6 @@ impl QueueActor {
             persist_id: None,
             arrival_ms: now_ms(),
         };
-        if let Some(rt) = self.runtime.upgrade() {
-            if let Err(e) = routed.store(rt.store.as_ref(), &mut copy) {
-                tracing::error!(queue = %self.name, "cannot store a dead letter: {e}");
-            }
-        }
-        routed.deliver(&Arc::new(copy), |_| {});
+        host.dead_letter(&self.name, &target, copy);
     }
 }

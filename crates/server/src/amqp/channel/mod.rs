@@ -9,24 +9,24 @@ mod declare;
 mod route;
 mod tx;
 
-use crate::connection::{ChannelClosing, Connection, ConnectionFail, Flush, ResumeRead};
-use crate::flow::{ChannelGate, ConsumerGate};
-use crate::queue::{self, QueueEntry};
-use crate::runtime::Storage;
-use crate::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
-use crate::vhost::VHost;
+use crate::amqp::connection::{ChannelClosing, Connection, ConnectionFail, Flush, ResumeRead};
+use crate::broker::flow::{ChannelGate, ConsumerGate};
+use crate::broker::supervise::{Kind, Supervisable};
+use crate::broker::queue::{self, ConsumerCancelled, Deliver, DeliverBatch, QueueEntry};
+use crate::broker::runtime::Storage;
+use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
+use crate::broker::vhost::VHost;
 use actix::prelude::*;
 use broker_core::channel::{Confirms, Unacked};
 use broker_core::names::MAX_SHORTSTR;
 use broker_core::names::{ChannelKey, DeliveryTag};
-use broker_core::queue::{Entry, MsgId};
+use broker_core::queue::MsgId;
 use broker_core::store::GroupCommit;
 use broker_core::AmqpError;
 use broker_wire::assembly::{Command, Content};
 use broker_wire::protocol::{basic as b, channel, AMQPClass};
 use std::collections::HashMap;
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
 use tracing::Span;
@@ -105,7 +105,7 @@ pub struct ChannelActor {
     pub(crate) tx: Option<TxBuffer>,
     pub(crate) routes: RouteCache,
     /// What the management API shows of this channel.
-    pub(crate) stats: Arc<crate::runtime::ChannelStats>,
+    pub(crate) stats: Arc<crate::broker::runtime::ChannelStats>,
     /// Permission checks already made: registry version, and per resource name the
     /// access kinds checked (bits) and those allowed (bits).
     pub(crate) perm_cache: (u64, HashMap<String, (u8, u8)>),
@@ -116,7 +116,7 @@ pub struct ChannelActor {
     /// The store, for persistent messages.
     pub(crate) store: Option<Storage>,
     /// The broker runtime (its access registry is consulted on permission-cache misses).
-    pub(crate) runtime: Option<Arc<crate::runtime::Runtime>>,
+    pub(crate) runtime: Option<Arc<crate::broker::runtime::Runtime>>,
     /// Confirms waiting for an fsync.
     pub(crate) group: GroupCommit,
     /// The store's mark before the inserts the next commit request covers (a failed
@@ -134,11 +134,12 @@ impl ChannelActor {
         conn: Addr<Connection>,
         shared: Rc<ConnShared>,
         vhost: Arc<VHost>,
+        runtime: Arc<crate::broker::runtime::Runtime>,
         parent: &Span,
     ) -> Self {
         let span = tracing::info_span!(parent: parent, "channel", id);
-        let runtime = vhost.runtime.upgrade();
-        let store = runtime.as_ref().and_then(|rt| rt.store.clone());
+        let store = runtime.store.clone();
+        let runtime = Some(runtime);
         Self {
             runtime,
             id,
@@ -199,6 +200,12 @@ impl ChannelActor {
             self.conn.do_send(ConnectionFail(e));
             return;
         }
+        self.close_channel(e);
+    }
+
+    /// channel.close with `e` (whatever its class), then what every close does: release
+    /// what the channel holds and have the connection await close-ok.
+    fn close_channel(&mut self, e: AmqpError) {
         {
             let _s = self.span.enter();
             tracing::warn!(code = e.code.code(), text = %e.reply_text(), "closing channel");
@@ -241,14 +248,8 @@ impl ChannelActor {
                 return;
             }
             match res {
-                Ok(v) => {
-                    // a panic here must end the connection (541) as one in dispatch does,
-                    // not silently stop the actor and leave the client waiting
-                    if catch_unwind(AssertUnwindSafe(|| then(act, v, ctx))).is_err() {
-                        act.conn
-                            .do_send(ConnectionFail(AmqpError::internal("internal error")));
-                    }
-                }
+                // a panic in `then` is the supervisor's, as anywhere else in the actor
+                Ok(v) => then(act, v, ctx),
                 Err(e) => act.fail(e.on(method.0, method.1), ctx),
             }
         }));
@@ -294,6 +295,36 @@ impl ChannelActor {
             )),
         };
         res.map_err(|e| e.on(cm.0, cm.1))
+    }
+}
+
+impl Supervisable for ChannelActor {
+    const KIND: Kind = Kind::Channel;
+}
+
+/// After a panic anywhere in the channel (`broker/supervise.rs`): the channel ends with
+/// channel.close 541 INTERNAL_ERROR to its client (the connection and its other channels
+/// carry on), its unacked deliveries go back to their queues and its consumers are
+/// removed. What the connection had handed it still counts down (so the connection's
+/// reading is not held back by commands that will never run) and a close or shutdown
+/// already waiting is still carried out.
+impl Supervised for ChannelActor {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        if !self.closing {
+            self.close_channel(AmqpError::internal("internal error"));
+            self.request_flush();
+        }
+        // the timer that would have carried on with the backlog went with the panic
+        self.backlog_scheduled = false;
+        self.run_backlog(ctx);
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::broker::fault::Fault> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, f: crate::broker::fault::Fault, ctx: &mut Context<Self>) {
+        crate::broker::fault::inject(f.at, ctx);
     }
 }
 
@@ -410,13 +441,8 @@ impl ChannelActor {
         if self.closing {
             return;
         }
-        let res = catch_unwind(AssertUnwindSafe(|| self.dispatch(cmd, ctx)));
-        match res {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => self.fail(e, ctx),
-            Err(_) => self
-                .conn
-                .do_send(ConnectionFail(AmqpError::internal("internal error"))),
+        if let Err(e) = self.dispatch(cmd, ctx) {
+            self.fail(e, ctx);
         }
     }
 }
@@ -447,28 +473,6 @@ impl Handler<Shutdown> for ChannelActor {
     }
 }
 
-/// A delivery from a queue to one of this channel's consumers (sent in a
-/// [`DeliverBatch`]).
-pub struct Deliver {
-    /// The queue.
-    pub queue: Arc<QueueEntry>,
-    /// The consumer.
-    pub consumer_tag: Arc<str>,
-    /// Whether the consumer is no-ack.
-    pub no_ack: bool,
-    /// The queue's entry (its id and redelivered flag).
-    pub entry: Entry,
-    /// The message, read back from the store if the entry was paged out.
-    pub msg: Arc<broker_core::Message>,
-    /// The consumer's gate (credit reserved by the queue).
-    pub gate: Arc<ConsumerGate>,
-}
-
-/// The deliveries of one queue turn to consumers of this channel, in order (one mailbox
-/// message per channel per turn, not one per delivery).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct DeliverBatch(pub Vec<Deliver>);
 
 impl Handler<DeliverBatch> for ChannelActor {
     type Result = ();
@@ -585,14 +589,6 @@ impl ChannelActor {
             Some((d.gate, d.queue))
         }
     }
-}
-
-/// The queue of a consumer was deleted: tell the client with basic.cancel.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ConsumerCancelled {
-    /// The consumer.
-    pub consumer_tag: Arc<str>,
 }
 
 impl Handler<ConsumerCancelled> for ChannelActor {

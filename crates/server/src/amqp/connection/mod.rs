@@ -4,11 +4,13 @@
 //! flushes the shared write buffer in batches. It stops reading when its channels are
 //! behind, its client does not read, or the broker is over its memory watermark.
 
-use crate::channel::{ChannelActor, ClientClose, Incoming, Shutdown};
-use crate::handshake::{self, ClientInfo};
-use crate::runtime::Runtime;
-use crate::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
-use crate::vhost::VHost;
+use crate::amqp::channel::{ChannelActor, ClientClose, Incoming, Shutdown};
+pub use crate::broker::messages::{ForceClose, ResumeRead};
+use crate::amqp::handshake::{self, ClientInfo};
+use crate::broker::supervise::{Kind, Supervisable};
+use crate::broker::runtime::Runtime;
+use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
+use crate::broker::vhost::VHost;
 use actix::prelude::*;
 use broker_core::{AmqpError, ReplyCode};
 use broker_wire::assembly::{Assembler, AssemblyError, Command};
@@ -167,7 +169,7 @@ impl Connection {
     pub fn spawn(stream: std::net::TcpStream, peer: SocketAddr, rt: Arc<Runtime>) {
         let arbiter = rt.next_arbiter();
         let id = rt.next_connection_id();
-        Connection::start_in_arbiter(&arbiter, move |_ctx| {
+        crate::broker::supervise::start_in_arbiter(&arbiter, move |_ctx| {
             let frame_max = rt.config.frame_max;
             let (reader, writer) = match TcpStream::from_std(stream) {
                 Ok(s) => {
@@ -331,6 +333,48 @@ impl Connection {
     }
 }
 
+impl Supervisable for Connection {
+    const KIND: Kind = Kind::Connection;
+}
+
+/// After a panic anywhere in the connection (`broker/supervise.rs`): it ends with
+/// connection.close 541 INTERNAL_ERROR, its channels end with it (their unacked messages
+/// requeued), and stopping releases its exclusive queues and every count it held. A write
+/// or read that was in flight went with the panic: without its socket half the
+/// connection cannot tell the client and just closes.
+impl Supervised for Connection {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        let in_flight_write = self.writing;
+        self.writing = false;
+        if in_flight_write || self.writer.is_none() {
+            self.teardown_channels();
+            ctx.stop();
+            return;
+        }
+        match self.state {
+            State::Closing | State::Closed | State::ClosedByPeer | State::Silenced | State::AwaitHeader => {
+                ctx.stop();
+            }
+            _ => self.fail(AmqpError::internal("internal error"), ctx),
+        }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::broker::fault::Fault> for Connection {
+    type Result = ();
+    fn handle(&mut self, f: crate::broker::fault::Fault, ctx: &mut Context<Self>) {
+        match f.channel {
+            Some(ch) => {
+                if let Some(slot) = self.channels.get(&ch) {
+                    slot.addr.do_send(crate::broker::fault::Fault { channel: None, ..f });
+                }
+            }
+            None => crate::broker::fault::inject(f.at, ctx),
+        }
+    }
+}
+
 impl Actor for Connection {
     type Context = Context<Self>;
 
@@ -375,6 +419,8 @@ impl Connection {
         }
         self.torn_down = true;
         self.rt.connections.remove(&self.id);
+        #[cfg(feature = "fault-injection")]
+        self.rt.fault_targets.remove(&self.id);
         self.rt.conn_info.remove(&self.id);
         if let Some(v) = self.vhost.clone() {
             v.connections
@@ -399,12 +445,6 @@ impl Handler<Flush> for Connection {
         self.flush(ctx);
     }
 }
-
-/// Something that paused this connection's reading has moved: its channels caught up
-/// with the commands handed to them, or a hot queue took its inbox in.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ResumeRead;
 
 impl Handler<ResumeRead> for Connection {
     type Result = ();
@@ -438,14 +478,6 @@ impl Handler<ChannelClosing> for Connection {
             s.assembler.reset();
         }
     }
-}
-
-/// Closes the connection from the server side (shutdown, operator).
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct ForceClose {
-    /// The reply text given to the client (after "CONNECTION_FORCED - ").
-    pub reason: String,
 }
 
 impl Handler<ForceClose> for Connection {

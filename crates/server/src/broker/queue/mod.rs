@@ -1,26 +1,26 @@
 //! The queue actor: one per queue, owning its [`QueueState`] and delivering to consumers'
 //! channels. It sets the state's clock before each operation, runs its timers (message
 //! TTL, x-expires, consumer timeout), and dead-letters what the state says died. It runs
-//! under an actix supervisor: a panic in a handler is caught, the actor stops, and the
-//! supervisor restarts it at the same address; its consumers get basic.cancel, transient
-//! messages are lost and a durable queue reloads its stored ones (docs/architecture.md).
+//! under `broker/supervise.rs`: a panic in a handler, timer or continuation restarts it
+//! at the same address; its consumers get basic.cancel, transient messages are lost and
+//! a durable queue reloads its stored ones (docs/architecture.md).
 
+mod consumer;
 mod deadletter;
 mod handlers;
 mod inbox;
 mod stored;
-#[cfg(test)]
-mod tests;
+
 
 use crossbeam_utils::CachePadded;
+pub use consumer::{ConsumerCancelled, ConsumerHandle, Deliver, DeliverBatch};
 pub use handlers::*;
 pub use inbox::Inbox;
 pub use stored::{load_stored, Recovered};
 
-use crate::channel::{ChannelActor, ConsumerCancelled, Deliver, DeliverBatch};
-use crate::flow::ConsumerGate;
-use crate::runtime::{now_ms, Runtime};
-use crate::vhost::VHost;
+use crate::broker::flow::ConsumerGate;
+use crate::broker::node::{now_ms, Node};
+use crate::broker::supervise::{self, Kind, Supervisable};
 use actix::prelude::*;
 use broker_core::args::{Overflow, QueueArgs};
 use broker_core::message::Slot;
@@ -29,7 +29,6 @@ use broker_core::queue::{Entry, QueueState};
 use broker_core::store::MessageStore;
 use broker_core::{AmqpError, Message};
 use broker_wire::types::FieldTable;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -189,7 +188,7 @@ impl QueueEntry {
     pub fn wait_for_room(
         &self,
         conn: u64,
-        r: actix::Recipient<crate::connection::ResumeRead>,
+        r: actix::Recipient<crate::broker::messages::ResumeRead>,
     ) -> bool {
         self.inbox.wait(conn, r);
         self.still_hot()
@@ -224,21 +223,27 @@ impl QueueEntry {
     }
 }
 
-/// How the queue reaches one consumer.
-#[derive(Clone)]
-pub struct ConsumerHandle {
-    /// The consumer's channel.
-    pub channel: Addr<ChannelActor>,
-    /// Its flow gate.
-    pub gate: Arc<ConsumerGate>,
+/// What a queue asks of the vhost it lives in. The vhost implements it (dead letters in
+/// `broker/publish.rs`, forgetting in `broker/topology.rs`), so a queue never imports
+/// the vhost and a vhost-less test can stand one up.
+pub trait QueueHost: Send + Sync {
+    /// The vhost's name (for error texts).
+    fn vhost_name(&self) -> &str;
+    /// Routes a message that died in queue `from` to `target`'s exchange with each of its
+    /// routing keys, then stores and enqueues it as a publish would.
+    fn dead_letter(&self, from: &str, target: &broker_core::deadletter::Target, msg: Message);
+    /// The queue deleted itself (auto-delete, x-expires): forget it under its name's lock.
+    fn queue_gone(&self, name: Arc<str>);
 }
 
 /// The queue actor.
 pub struct QueueActor {
     name: Arc<str>,
     me: Weak<QueueEntry>,
-    vhost: Weak<VHost>,
-    runtime: Weak<Runtime>,
+    /// The vhost it lives in, for dead letters and deleting itself.
+    host: Weak<dyn QueueHost>,
+    /// The node's services (settings, memory gauge, store).
+    node: Arc<Node>,
     state: QueueState<ConsumerHandle>,
     deleted: bool,
     /// Highest store id delivered so far (see [`MessageStore::mark_delivered`]).
@@ -266,7 +271,7 @@ pub struct QueueActor {
     pace_check: bool,
     /// Deliveries made this turn, per channel; sent as one message per channel at the
     /// end of the turn (or before anything else is sent to consumers' channels).
-    outbox: Vec<(ChannelKey, Addr<ChannelActor>, Vec<Deliver>)>,
+    outbox: Vec<(ChannelKey, Recipient<DeliverBatch>, Vec<Deliver>)>,
 }
 
 impl QueueActor {
@@ -276,18 +281,15 @@ impl QueueActor {
         name: Arc<str>,
         args: QueueArgs,
         me: Weak<QueueEntry>,
-        vhost: Weak<VHost>,
-        runtime: Weak<Runtime>,
+        host: Weak<dyn QueueHost>,
+        node: Arc<Node>,
     ) -> Addr<QueueActor> {
-        let consumer_timeout = runtime
-            .upgrade()
-            .map(|rt| rt.config.consumer_timeout_ms)
-            .filter(|t| *t > 0);
-        Supervisor::start_in_arbiter(arbiter, move |_| QueueActor {
+        let consumer_timeout = Some(node.config.consumer_timeout_ms).filter(|t| *t > 0);
+        supervise::start_in_arbiter(arbiter, move |_| QueueActor {
             name,
             me,
-            vhost,
-            runtime,
+            host,
+            node,
             state: QueueState::new(args),
             deleted: false,
             delivered_upto: 0,
@@ -307,33 +309,22 @@ impl QueueActor {
     }
 
     /// Runs `f` on the state, then carries out what it left to do: dead letters, timers,
-    /// the counters channels read, memory accounting. A panic stops the actor; the
-    /// supervisor restarts it.
-    fn guarded<R>(
+    /// the counters channels read, memory accounting. A panic anywhere in the actor is
+    /// the supervisor's (`broker/supervise.rs`): it restarts the queue through
+    /// [`Supervised::restarting`].
+    fn operate<R>(
         &mut self,
         ctx: &mut Context<Self>,
         f: impl FnOnce(&mut Self, &mut Context<Self>) -> R,
-    ) -> Option<R> {
+    ) -> R {
         let before = self.state.bytes();
         self.state.tick(now_ms());
-        let res = catch_unwind(AssertUnwindSafe(|| {
-            self.take_inbox();
-            let r = f(self, ctx);
-            self.after(ctx);
-            r
-        }));
+        self.take_inbox();
+        let r = f(self, ctx);
+        self.after(ctx);
         let after = self.state.bytes();
-        if let Some(rt) = self.runtime.upgrade() {
-            rt.memory.adjust(before, after);
-        }
-        match res {
-            Ok(r) => Some(r),
-            Err(_) => {
-                tracing::error!(queue = %self.name, "queue actor panicked; restarting it");
-                ctx.stop();
-                None
-            }
-        }
+        self.node.memory.adjust(before, after);
+        r
     }
 
     /// Housekeeping after every operation.
@@ -392,7 +383,7 @@ impl QueueActor {
             self.pace_check = true;
             ctx.run_later(Duration::from_millis(PACE_ACTIVE_MS), |a, ctx| {
                 a.pace_check = false;
-                a.guarded(ctx, |_, _| {});
+                a.operate(ctx, |_, _| {});
             });
         }
     }
@@ -418,7 +409,7 @@ impl QueueActor {
         let delay = at.saturating_sub(now_ms()) + 1;
         let handle = ctx.run_later(Duration::from_millis(delay), |a, ctx| {
             a.expiry_timer = None;
-            a.guarded(ctx, |a, _| {
+            a.operate(ctx, |a, _| {
                 a.state.expire();
                 a.drain();
             });
@@ -438,7 +429,7 @@ impl QueueActor {
         let every = Duration::from_millis((timeout / 4).clamp(50, 60_000));
         ctx.run_later(every, |a, ctx| {
             a.timeout_check = false;
-            a.guarded(ctx, |a, _| a.cancel_timed_out());
+            a.operate(ctx, |a, _| a.cancel_timed_out());
         });
     }
 
@@ -452,7 +443,7 @@ impl QueueActor {
         for (channel, tag) in self.state.timed_out_consumers(timeout) {
             if let Some(c) = self.state.remove_consumer(channel, &tag) {
                 tracing::warn!(queue = %self.name, consumer = %tag, timeout_ms = timeout, "consumer timed out holding a delivery: cancelled, its deliveries requeued");
-                c.data.channel.do_send(ConsumerCancelled {
+                c.data.cancel.do_send(ConsumerCancelled {
                     consumer_tag: c.tag.clone(),
                 });
             }
@@ -487,9 +478,9 @@ impl QueueActor {
 
     /// The name of this queue's vhost (for error texts).
     fn vhost_name(&self) -> String {
-        self.vhost
+        self.host
             .upgrade()
-            .map_or_else(|| "/".to_owned(), |v| v.name.clone())
+            .map_or_else(|| "/".to_owned(), |v| v.vhost_name().to_owned())
     }
 
     /// A client used the queue (consume, get, declare): x-expires starts over.
@@ -523,8 +514,7 @@ impl QueueActor {
         self.store
             .get_or_init(|| {
                 let id = self.me.upgrade()?.store_id?;
-                let rt = self.runtime.upgrade()?;
-                Some((rt.store.as_ref()?.messages.clone(), id))
+                Some((self.node.store.as_ref()?.messages.clone(), id))
             })
             .clone()
     }
@@ -629,7 +619,7 @@ impl QueueActor {
                 Some((_, _, v)) => v.push(deliver),
                 None => self
                     .outbox
-                    .push((key, d.consumer.data.channel.clone(), vec![deliver])),
+                    .push((key, d.consumer.data.deliver.clone(), vec![deliver])),
             }
         }
         for (g, n) in bulk {
@@ -666,9 +656,8 @@ impl QueueActor {
         if let Some(me) = self.me.upgrade() {
             me.deleted.store(true, Ordering::Release);
         }
-        if let Some(v) = self.vhost.upgrade() {
-            let name = self.name.clone();
-            actix::spawn(async move { v.forget_queue(&name).await });
+        if let Some(v) = self.host.upgrade() {
+            v.queue_gone(self.name.clone());
         }
     }
 
@@ -676,7 +665,7 @@ impl QueueActor {
         // deliveries made before the cancel reach the channel before it
         self.flush_deliveries();
         for c in self.state.consumers() {
-            c.data.channel.do_send(ConsumerCancelled {
+            c.data.cancel.do_send(ConsumerCancelled {
                 consumer_tag: c.tag.clone(),
             });
         }
@@ -691,6 +680,22 @@ impl Actor for QueueActor {
     }
 }
 
+impl Supervisable for QueueActor {
+    const KIND: Kind = Kind::Queue;
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::broker::fault::Fault> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, f: crate::broker::fault::Fault, ctx: &mut Context<Self>) {
+        crate::broker::fault::inject(f.at, ctx);
+    }
+}
+
+/// After a panic anywhere in the actor (`broker/supervise.rs`): the queue starts over
+/// from what is certain. Consumers get basic.cancel, transient messages are lost, and a
+/// durable queue reloads its stored messages (delivered ones come back redelivered), as
+/// a RabbitMQ classic queue does when its process restarts.
 impl Supervised for QueueActor {
     fn restarting(&mut self, ctx: &mut Context<Self>) {
         // deliveries of the failed turn: no-ack ones are settled already (a persistent
@@ -737,19 +742,13 @@ impl Supervised for QueueActor {
         // a durable queue takes its persistent messages back from the store, as after a
         // broker restart (with redelivered set for those it had delivered)
         if let Some((store, qid)) = self.stored() {
-            let vhost = self
-                .vhost
-                .upgrade()
-                .map(|v| v.name.clone())
-                .unwrap_or_default();
+            let vhost = self.vhost_name();
             let (batch, _) = load_stored(&*store, qid, &self.name, &vhost);
             tracing::warn!(queue = %self.name, recovered = batch.len(), "restarted queue reloaded its stored messages");
             for r in batch {
                 self.state.publish_recovered(r.slot, r.meta, r.delivered);
             }
         }
-        if let Some(rt) = self.runtime.upgrade() {
-            rt.memory.adjust(before, self.state.bytes());
-        }
+        self.node.memory.adjust(before, self.state.bytes());
     }
 }

@@ -2,10 +2,10 @@
 //! and bindings change, and the recovery that rebuilds them (and their persistent
 //! messages) before the broker accepts connections.
 
-use crate::exchange;
-use crate::queue::{self, QueueEntry};
-use crate::runtime::Storage;
-use crate::vhost::{ExchangeSpec, QueueSpec, VHost};
+use crate::broker::exchange;
+use crate::broker::queue::{self, QueueEntry};
+use crate::broker::runtime::Storage;
+use crate::broker::vhost::{ExchangeSpec, QueueSpec, VHost};
 use broker_core::routing::{Binding, Destination, ExchangeKind};
 use broker_core::store::{decode_definitions, BindingDef, ExchangeDef, QueueDef, StoreError};
 use broker_core::AmqpError;
@@ -36,7 +36,7 @@ pub struct Recovered {
 
 impl VHost {
     pub(crate) fn storage(&self) -> Option<Storage> {
-        self.runtime.upgrade().and_then(|rt| rt.store.clone())
+        self.node.store.clone()
     }
 
     /// Whether a binding destination survives restarts.
@@ -289,32 +289,8 @@ impl VHost {
     }
 }
 
-/// Writes a persistent message to the store for each durable queue among `queues`
-/// (the record once, an index entry per queue). Returns whether anything was written;
-/// transient messages and transient queues write nothing.
-pub(crate) fn store_message(
-    store: &Storage,
-    msg: &mut broker_core::Message,
-    queues: &[Arc<QueueEntry>],
-) -> Result<bool, StoreError> {
-    if !msg.is_persistent() || !queues.iter().any(|q| q.store_id.is_some()) {
-        return Ok(false);
-    }
-    let id = store.definitions.next_id()?;
-    msg.persist_id = Some(id);
-    let record = broker_core::store::encode_message(msg);
-    let qids: Vec<u64> = queues.iter().filter_map(|q| q.store_id).collect();
-    let mut meta = msg.meta();
-    // the arrival time matters only where a TTL applies; left out, it keeps the index small
-    if meta.ttl_ms.is_none() && !queues.iter().any(|q| q.args.message_ttl.is_some()) {
-        meta.arrival_ms = 0;
-    }
-    store.messages.insert(&qids, id, &record, meta)?;
-    Ok(true)
-}
-
 /// Recovers every vhost and logs what was found and how long it took.
-pub async fn recover_all(rt: &crate::runtime::Runtime) -> Result<(), String> {
+pub async fn recover_all(rt: &crate::broker::runtime::Runtime) -> Result<(), String> {
     let start = Instant::now();
     let vhosts: Vec<Arc<VHost>> = rt.vhosts.iter().map(|v| v.value().clone()).collect();
     let mut total = Recovered::default();

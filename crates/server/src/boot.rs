@@ -1,16 +1,16 @@
-//! Accepts TCP connections and places each on the next worker thread, and runs the
-//! broker until a shutdown signal: then every connection gets connection.close 320.
+//! Startup and shutdown: opens the store, starts the worker arbiters, recovers the
+//! definitions and messages, then the management API and the AMQP listener, and serves
+//! until SIGINT or SIGTERM (every connection then gets connection.close 320).
 
+use crate::broker::runtime::{Runtime, Storage};
 use crate::config::Config;
-use crate::connection::{Connection, ForceClose};
-use crate::runtime::{Runtime, Storage};
-use crate::store::{Flusher, SledStore};
 use actix::prelude::*;
 use broker_core::store::MessageStore;
+use broker_store::store::{Flusher, SledStore};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 /// Raises the open-files limit to the hard limit, so many connections can be held.
 fn raise_nofile_limit() {
@@ -56,7 +56,7 @@ pub fn run(config: Config) -> Result<(), String> {
         let rt = Runtime::new(config, arbiters, Some(storage))?;
         let _ = rt.amqp_addr.set(local);
         // recover everything before the first connection is accepted
-        crate::persist::recover_all(&rt).await?;
+        crate::broker::persist::recover_all(&rt).await?;
         if let Some(addr) = rt.config.http_listen.clone() {
             match crate::http::start(rt.clone(), &addr) {
                 Ok(bound) => {
@@ -68,22 +68,7 @@ pub fn run(config: Config) -> Result<(), String> {
         }
         info!(workers, "broker listening on {local}");
         println!("broker listening on {local}");
-        let accept_rt = rt.clone();
-        let accept = async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => match stream.into_std() {
-                        Ok(std) => Connection::spawn(std, peer, accept_rt.clone()),
-                        Err(e) => warn!("cannot take accepted socket: {e}"),
-                    },
-                    Err(e) => {
-                        // out of file descriptors and the like: back off, keep serving
-                        error!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        };
+        let accept = crate::amqp::listener::accept_loop(listener, rt.clone());
         tokio::select! {
             _ = accept => {}
             _ = signals => {}
@@ -124,27 +109,16 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-/// Sends connection.close 320 to every client and gives them a moment to answer.
+/// Closes every connection, then has every queue record what it delivered, so those
+/// messages come back redelivered after the restart.
 async fn shutdown(rt: &Arc<Runtime>) {
-    let conns: Vec<_> = rt.connections.iter().map(|c| c.value().clone()).collect();
-    for c in &conns {
-        c.do_send(ForceClose {
-            reason: "broker forced connection closure with reason 'shutdown'".into(),
-        });
-    }
-    for _ in 0..20 {
-        if rt.connections.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // queues record what they delivered, so those messages come back redelivered
+    let closed = crate::amqp::listener::close_all(rt).await;
     let queues: Vec<_> = rt.vhosts.iter().flat_map(|v| v.value().queues()).collect();
     let save = futures::future::join_all(
         queues
             .iter()
-            .map(|q| q.addr.send(crate::queue::SaveDeliveredMark)),
+            .map(|q| q.addr.send(crate::broker::queue::SaveDeliveredMark)),
     );
     let _ = tokio::time::timeout(Duration::from_secs(5), save).await;
-    info!(closed = conns.len(), "broker stopped");
+    info!(closed, "broker stopped");
 }

@@ -1,8 +1,13 @@
-//! Queue actor tests: failure isolation and restart.
+//! Queue actor tests through a vhost: failure isolation and restart.
 
-use super::*;
+use crate::broker::queue::*;
+use broker_core::store::MessageStore;
+use broker_wire::types::FieldTable;
+use broker_core::Message;
+use std::sync::Arc;
 use crate::config::{Cli, Config};
-use crate::vhost::QueueSpec;
+use crate::broker::runtime::Runtime;
+use crate::broker::vhost::QueueSpec;
 use broker_core::names::ChannelKey;
 use bytes::Bytes;
 use clap::Parser;
@@ -78,11 +83,11 @@ fn a_failing_queue_does_not_take_others_down() {
 fn a_restarted_durable_queue_reloads_its_stored_messages() {
     let dir = std::env::temp_dir().join(format!("queue-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let store = Arc::new(crate::store::SledStore::open(&dir).unwrap());
-    let storage = crate::runtime::Storage {
+    let store = Arc::new(broker_store::store::SledStore::open(&dir).unwrap());
+    let storage = crate::broker::runtime::Storage {
         definitions: store.clone(),
         messages: store.clone(),
-        flusher: crate::store::Flusher::start(store.clone()),
+        flusher: broker_store::store::Flusher::start(store.clone()),
     };
     let sys = actix::System::new();
     sys.block_on(async {

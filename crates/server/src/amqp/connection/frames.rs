@@ -167,12 +167,16 @@ impl Connection {
                     self.rt
                         .connections
                         .insert(self.id, ctx.address().recipient());
+                    #[cfg(feature = "fault-injection")]
+                    self.rt
+                        .fault_targets
+                        .insert(self.id, ctx.address().recipient());
                     self.send(0, AMQPClass::Connection(M::OpenOk(connection::OpenOk {})));
                     let user = self.shared.user.borrow().clone();
                     let local = self.rt.amqp_addr.get().copied();
                     self.rt.conn_info.insert(
                         self.id,
-                        Arc::new(crate::runtime::ConnInfo {
+                        Arc::new(crate::broker::runtime::ConnInfo {
                             id: self.id,
                             name: match local {
                                 Some(l) => format!("{} -> {l}", self.peer),
@@ -182,7 +186,7 @@ impl Connection {
                             user: user.clone(),
                             vhost: o.virtual_host.to_string(),
                             client: self.client.properties.clone(),
-                            connected_at: crate::runtime::now_ms(),
+                            connected_at: crate::broker::runtime::now_ms(),
                             channels: Default::default(),
                             frame_max: self.decoder.frame_max,
                             heartbeat: self.heartbeat,
@@ -382,7 +386,16 @@ impl Connection {
             return;
         };
         let addr =
-            ChannelActor::new(ch, ctx.address(), self.shared.clone(), vhost, &self.span).start();
+            crate::broker::supervise::start(|_| {
+                ChannelActor::new(
+                    ch,
+                    ctx.address(),
+                    self.shared.clone(),
+                    vhost,
+                    self.rt.clone(),
+                    &self.span,
+                )
+            });
         self.channels.insert(
             ch,
             Slot {

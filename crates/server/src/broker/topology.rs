@@ -8,10 +8,10 @@
 //! thread has made them durable: never a sled flush on a worker thread, which stalled
 //! every connection and queue on it.
 
-use crate::exchange::{self, ExchangeEntry};
-use crate::locks::Resource;
-use crate::queue::{self, QueueEntry};
-use crate::vhost::{ExchangeSpec, QueueSpec, VHost};
+use crate::broker::exchange::{self, ExchangeEntry};
+use crate::broker::locks::Resource;
+use crate::broker::queue::{self, QueueEntry};
+use crate::broker::vhost::{ExchangeSpec, QueueSpec, VHost};
 use broker_core::declare::{self, ExchangeDeclare, QueueDeclare};
 use broker_core::routing::{Binding, Destination};
 use broker_core::AmqpError;
@@ -103,9 +103,9 @@ impl VHost {
         }
         broker_core::queue_type::validate_declare(&spec.declare(name, &self.name))?;
         if let Some(max) = self
-            .runtime
-            .upgrade()
-            .and_then(|rt| rt.registry.vhost(&self.name))
+            .node
+            .registry
+            .vhost(&self.name)
             .and_then(|r| r.limits.max_queues)
         {
             if self.queues.len() as u64 >= max {

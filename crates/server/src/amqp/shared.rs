@@ -3,8 +3,8 @@
 //! which the connection flushes in batches, and leave notes (hot queues, deferred credit)
 //! that the connection acts on before it reads more from the socket.
 
-use crate::flow::ConsumerGate;
-use crate::queue::{Kick, QueueEntry};
+use crate::broker::flow::ConsumerGate;
+use crate::broker::queue::{Kick, QueueEntry};
 use broker_wire::encode;
 use broker_wire::protocol::AMQPClass;
 use bytes::BytesMut;

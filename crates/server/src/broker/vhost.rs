@@ -3,10 +3,10 @@
 //! version number; channels cache routing decisions against it, so a publish looks
 //! nothing up here while the topology is still.
 
-use crate::exchange::{ExchangeActor, ExchangeEntry};
-use crate::locks::TopologyLocks;
-use crate::queue::{QueueActor, QueueEntry};
-use crate::runtime::Runtime;
+use crate::broker::exchange::{ExchangeActor, ExchangeEntry};
+use crate::broker::locks::TopologyLocks;
+use crate::broker::queue::{QueueActor, QueueEntry};
+use crate::broker::node::Node;
 use broker_core::args::QueueArgs;
 use broker_core::routing::{Bindings, ExchangeKind, RouteSource};
 use broker_core::AmqpError;
@@ -90,7 +90,8 @@ pub struct VHost {
     /// Serializes declares, deletes and binds per name (`topology.rs`).
     pub(crate) locks: TopologyLocks,
     version: AtomicU64,
-    pub(crate) runtime: Weak<Runtime>,
+    /// The node's services (workers, store, users, settings).
+    pub(crate) node: Arc<Node>,
     pub(crate) me: Weak<VHost>,
     /// Open client connections (for max-connections).
     pub connections: AtomicUsize,
@@ -98,14 +99,14 @@ pub struct VHost {
 
 impl VHost {
     /// A vhost with the default and amq.* exchanges.
-    pub fn new(name: &str, runtime: Weak<Runtime>) -> Arc<VHost> {
+    pub fn new(name: &str, node: Arc<Node>) -> Arc<VHost> {
         let v = Arc::new_cyclic(|me| VHost {
             name: name.to_string(),
             exchanges: DashMap::new(),
             queues: DashMap::new(),
             locks: TopologyLocks::default(),
             version: AtomicU64::new(1),
-            runtime,
+            node,
             me: me.clone(),
             connections: AtomicUsize::new(0),
         });
@@ -155,16 +156,13 @@ impl VHost {
 
     pub(crate) fn create_exchange(&self, name: &str, spec: ExchangeSpec) -> Arc<ExchangeEntry> {
         let name: Arc<str> = name.into();
-        let arbiter = match self.runtime.upgrade() {
-            Some(rt) => rt.next_arbiter(),
-            None => actix::Arbiter::current(),
-        };
+        let arbiter = self.node.next_arbiter();
         let (addr, bindings, dying) = ExchangeActor::spawn(
             &arbiter,
             name.clone(),
             spec.kind,
             spec.auto_delete,
-            self.me.clone(),
+            self.name.as_str().into(),
         );
         let entry = Arc::new(ExchangeEntry {
             name: name.clone(),
@@ -189,13 +187,9 @@ impl VHost {
         spec: QueueSpec,
         store_id: Option<u64>,
     ) -> Result<Arc<QueueEntry>, AmqpError> {
-        let rt = self
-            .runtime
-            .upgrade()
-            .ok_or_else(|| AmqpError::internal("broker stopping"))?;
         let arbiter = match &spec.worker {
             Some(w) => w.clone(),
-            None => rt.next_arbiter(),
+            None => self.node.next_arbiter(),
         };
         let qname: Arc<str> = name.into();
         let args = QueueArgs::parse(&spec.arguments, name, &self.name).unwrap_or_else(|e| {
@@ -206,8 +200,8 @@ impl VHost {
             );
             QueueArgs::default()
         });
-        let vhost = self.me.clone();
-        let rtw = Arc::downgrade(&rt);
+        let vhost: Weak<dyn crate::broker::queue::QueueHost> = self.me.clone();
+        let node = self.node.clone();
         let entry = self
             .queues
             .entry(qname.clone())
@@ -224,7 +218,7 @@ impl VHost {
                         args.clone(),
                         me.clone(),
                         vhost,
-                        rtw,
+                        node,
                     ),
                     args,
                     inbox: Default::default(),

@@ -10,10 +10,11 @@
 //! memory alarm stops AMQP publishers by not reading their sockets; the management API
 //! asks `memory_alarm` instead.
 
-use crate::queue::{self, QueueEntry};
-use crate::runtime::{Runtime, Storage};
-use crate::vhost::VHost;
+use crate::broker::queue::{self, QueueEntry, QueueHost};
+use crate::broker::node::{Node, Storage};
+use crate::broker::vhost::VHost;
 use broker_core::args::Overflow;
+use broker_core::deadletter::Target;
 use broker_core::store::StoreError;
 use broker_core::{AmqpError, Message};
 use broker_wire::protocol::basic::AMQPProperties;
@@ -74,7 +75,7 @@ pub fn client_route(
 }
 
 /// Whether clients that publish must wait: the memory high watermark is reached.
-pub fn memory_alarm(rt: &Runtime) -> bool {
+pub fn memory_alarm(rt: &Node) -> bool {
     rt.memory.alarm()
 }
 
@@ -121,7 +122,7 @@ impl Routed {
     /// before it is enqueued. Returns whether anything was written.
     pub fn store(&self, store: Option<&Storage>, msg: &mut Message) -> Result<bool, StoreError> {
         match store {
-            Some(s) => crate::persist::store_message(s, msg, &self.queues),
+            Some(s) => store_message(s, msg, &self.queues),
             None => Ok(false),
         }
     }
@@ -161,5 +162,72 @@ mod tests {
         assert!(check_client(&exp, "alice").is_err());
         let exp = AMQPProperties::default().with_expiration(ShortString::from("100"));
         assert!(check_client(&exp, "alice").is_ok());
+    }
+}
+
+/// Writes a persistent message to the store for each durable queue among `queues`
+/// (the record once, an index entry per queue). Returns whether anything was written;
+/// transient messages and transient queues write nothing.
+fn store_message(
+    store: &Storage,
+    msg: &mut broker_core::Message,
+    queues: &[Arc<QueueEntry>],
+) -> Result<bool, StoreError> {
+    if !msg.is_persistent() || !queues.iter().any(|q| q.store_id.is_some()) {
+        return Ok(false);
+    }
+    let id = store.definitions.next_id()?;
+    msg.persist_id = Some(id);
+    let record = broker_core::store::encode_message(msg);
+    let qids: Vec<u64> = queues.iter().filter_map(|q| q.store_id).collect();
+    let mut meta = msg.meta();
+    // the arrival time matters only where a TTL applies; left out, it keeps the index small
+    if meta.ttl_ms.is_none() && !queues.iter().any(|q| q.args.message_ttl.is_some()) {
+        meta.arrival_ms = 0;
+    }
+    store.messages.insert(&qids, id, &record, meta)?;
+    Ok(true)
+}
+
+impl QueueHost for VHost {
+    fn vhost_name(&self) -> &str {
+        &self.name
+    }
+
+    fn dead_letter(&self, from: &str, target: &Target, msg: Message) {
+        let headers = msg.properties.headers().clone();
+        let mut queues = Vec::new();
+        for key in &target.routing_keys {
+            if self
+                .route_by_name(&target.exchange, key, headers.as_ref(), &mut queues)
+                .is_none()
+            {
+                // a dead-letter exchange that does not exist drops the message, as in
+                // RabbitMQ
+                tracing::debug!(queue = %from, exchange = %target.exchange, "dead-letter exchange missing: message dropped");
+                return;
+            }
+        }
+        queues.retain(|q| {
+            (!target.implicit || &*q.name != from)
+                && !broker_core::deadletter::is_cycle(&msg.properties, &q.name)
+        });
+        if queues.is_empty() {
+            return;
+        }
+        // the publish path's own split: a full reject-publish queue refuses a dead letter
+        // as it refuses a publish (reject-publish-dlx dead-letters it on), as in RabbitMQ
+        let routed = Routed::new(queues.into(), msg.body.len());
+        let mut copy = msg;
+        if let Err(e) = routed.store(self.node.store.as_ref(), &mut copy) {
+            tracing::error!(queue = %from, "cannot store a dead letter: {e}");
+        }
+        routed.deliver(&Arc::new(copy), |_| {});
+    }
+
+    fn queue_gone(&self, name: Arc<str>) {
+        if let Some(v) = self.me.upgrade() {
+            actix::spawn(async move { v.forget_queue(&name).await });
+        }
     }
 }

@@ -146,7 +146,7 @@ fn wants_failure_close(props: &FieldTable) -> bool {
 /// supports.
 pub fn authenticate(
     s: &connection::StartOk,
-    users: &crate::access::Registry,
+    users: &crate::broker::access::Registry,
     peer: std::net::IpAddr,
 ) -> Result<(String, ClientInfo), LoginFailure> {
     let mech = s.mechanism.as_str();

@@ -2,14 +2,14 @@
 //! them after every change. Channels route from the snapshot; no publish ever passes
 //! through this actor.
 
-use crate::vhost::VHost;
+use crate::broker::supervise::{self, Kind, Supervisable};
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use broker_core::routing::{Binding, Bindings, Destination, ExchangeKind};
 use broker_core::AmqpError;
 use broker_wire::types::FieldTable;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 /// What the vhost knows of an exchange: its declared properties, the address of its actor
 /// and the snapshot of its bindings that channels route with.
@@ -42,7 +42,8 @@ pub struct ExchangeActor {
     auto_delete: bool,
     bindings: Bindings,
     snapshot: Arc<ArcSwap<Bindings>>,
-    vhost: Weak<VHost>,
+    /// Its vhost's name (for messages).
+    vhost: Arc<str>,
     /// Shared with the entry (see [`ExchangeEntry::dying`]); no binding is added after.
     dying: Arc<AtomicBool>,
 }
@@ -54,13 +55,13 @@ impl ExchangeActor {
         name: Arc<str>,
         kind: ExchangeKind,
         auto_delete: bool,
-        vhost: Weak<VHost>,
+        vhost: Arc<str>,
     ) -> (Addr<ExchangeActor>, Arc<ArcSwap<Bindings>>, Arc<AtomicBool>) {
         let snapshot = Arc::new(ArcSwap::from_pointee(Bindings::new(kind)));
         let snap = snapshot.clone();
         let dying = Arc::new(AtomicBool::new(false));
         let dying2 = dying.clone();
-        let addr = Supervisor::start_in_arbiter(arbiter, move |_| ExchangeActor {
+        let addr = supervise::start_in_arbiter(arbiter, move |_| ExchangeActor {
             name,
             auto_delete,
             bindings: Bindings::new(kind),
@@ -89,9 +90,7 @@ impl ExchangeActor {
     }
 
     fn vhost_name(&self) -> String {
-        self.vhost
-            .upgrade()
-            .map_or_else(|| "/".to_owned(), |v| v.name.clone())
+        self.vhost.to_string()
     }
 }
 
@@ -100,9 +99,24 @@ impl Actor for ExchangeActor {
 }
 
 impl Supervised for ExchangeActor {
+    /// After a panic: back to the last committed bindings (the snapshot published after
+    /// the last bind or unbind that finished; durable ones are also in the store), so a
+    /// change the panic interrupted is neither half-applied nor routed.
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        // The bindings survive in `self`; republish them so routing continues unchanged.
-        self.publish();
+        self.bindings = (**self.snapshot.load()).clone();
+        tracing::warn!(exchange = %self.name, vhost = %self.vhost, bindings = self.bindings.len(), "exchange restarted from its committed bindings");
+    }
+}
+
+impl Supervisable for ExchangeActor {
+    const KIND: Kind = Kind::Exchange;
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::broker::fault::Fault> for ExchangeActor {
+    type Result = ();
+    fn handle(&mut self, f: crate::broker::fault::Fault, ctx: &mut Context<Self>) {
+        crate::broker::fault::inject(f.at, ctx);
     }
 }
 

@@ -1,8 +1,8 @@
 //! exchange.* and queue.* methods: declare, delete, bind, unbind, purge.
 
 use super::ChannelActor;
-use crate::queue;
-use crate::vhost::{string_arg, ExchangeSpec, QueueSpec};
+use crate::broker::queue;
+use crate::broker::vhost::{string_arg, ExchangeSpec, QueueSpec};
 use actix::prelude::*;
 use broker_core::auth::Access;
 use broker_core::deadletter::DEAD_LETTER_EXCHANGE;

@@ -9,7 +9,7 @@
 //! core anyway: every other line a publish wrote would travel between cores once more
 //! per message when publisher and queue run on different workers.
 
-use crate::connection::ResumeRead;
+use crate::broker::messages::ResumeRead;
 use actix::Recipient;
 use broker_core::Message;
 use crossbeam_utils::CachePadded;

@@ -2,7 +2,7 @@
 //! is unchanged), then the exchanges' binding snapshots on a miss.
 
 use super::ChannelActor;
-use crate::queue::QueueEntry;
+use crate::broker::queue::QueueEntry;
 use broker_core::AmqpError;
 use broker_wire::types::FieldTable;
 use std::sync::Arc;
@@ -42,7 +42,7 @@ impl ChannelActor {
         }
         let mut out = Vec::new();
         let cacheable =
-            crate::publish::client_route(&self.vhost, exchange, routing_key, headers, &mut out)?;
+            crate::broker::publish::client_route(&self.vhost, exchange, routing_key, headers, &mut out)?;
         let queues: Arc<[Arc<QueueEntry>]> = out.into();
         if cacheable {
             let r = super::Route {

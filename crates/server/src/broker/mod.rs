@@ -1,0 +1,24 @@
+//! The broker itself, with no socket in sight: vhosts, exchanges and queues (actors),
+//! the one publish path used by channels, the HTTP API and dead-lettering, topology
+//! changes under per-name locks, users and permissions, definitions and their recovery.
+//! It never imports [`crate::amqp`] or [`crate::http`]: what it sends to a channel or a
+//! connection is a message defined in [`messages`], which those actors handle.
+
+pub mod access;
+pub mod exchange;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+pub mod flow;
+pub mod locks;
+pub mod messages;
+pub mod node;
+pub mod persist;
+pub mod publish;
+pub mod queue;
+pub mod runtime;
+pub mod supervise;
+pub mod topology;
+pub mod vhost;
+
+#[cfg(test)]
+mod tests;

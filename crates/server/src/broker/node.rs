@@ -1,0 +1,97 @@
+//! The node: what every vhost, queue and exchange shares and that knows no vhost —
+//! settings, the worker threads, the memory gauge, the store, users and permissions, and
+//! the clock. The runtime (`runtime.rs`) adds the vhosts and open connections on top, so
+//! nothing below a vhost ever reaches up to the runtime.
+
+use crate::broker::access::Registry;
+use crate::broker::flow::MemoryGauge;
+use crate::config::Config;
+use actix::prelude::*;
+use broker_core::store::{DefinitionStore, MessageStore};
+use broker_store::store::Flusher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Process-wide services under the vhosts.
+pub struct Node {
+    /// Resolved settings.
+    pub config: Config,
+    /// Worker threads, each running a single-threaded actix arbiter.
+    arbiters: Vec<ArbiterHandle>,
+    /// Round-robin position in `arbiters`.
+    next_arbiter: AtomicUsize,
+    /// Message bytes held in queues.
+    pub memory: MemoryGauge,
+    /// Durable storage, if any.
+    pub store: Option<Storage>,
+    /// Users, permissions, vhost records.
+    pub registry: Registry,
+}
+
+impl Node {
+    /// The node's services: users, permissions and vhost records come from the store (a
+    /// fresh store gets "/" and guest).
+    pub fn new(
+        config: Config,
+        arbiters: Vec<ArbiterHandle>,
+        store: Option<Storage>,
+    ) -> Result<Node, String> {
+        let memory = MemoryGauge::new(config.memory_high_watermark);
+        let mut registry = Registry::load(store.as_ref().map(|s| s.definitions.clone()))?;
+        registry.set_loopback_users(config.loopback_users.clone());
+        Ok(Node {
+            config,
+            arbiters,
+            next_arbiter: AtomicUsize::new(0),
+            memory,
+            store,
+            registry,
+        })
+    }
+
+    /// The next worker, round-robin, so connections and queues spread over all cores.
+    pub fn next_arbiter(&self) -> ArbiterHandle {
+        let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed);
+        match self.arbiters.get(i % self.arbiters.len().max(1)) {
+            Some(a) => a.clone(),
+            None => Arbiter::current(),
+        }
+    }
+}
+
+/// The store behind its traits, and the group-commit flusher.
+#[derive(Clone)]
+pub struct Storage {
+    /// Exchanges, queues, bindings.
+    pub definitions: Arc<dyn DefinitionStore>,
+    /// Persistent messages.
+    pub messages: Arc<dyn MessageStore>,
+    /// One fsync for many publishes.
+    pub flusher: Flusher,
+}
+
+/// The wall clock in milliseconds since the epoch: TTLs and timeouts count in it, and it
+/// is what the store keeps as a message's arrival time (so expiry survives a restart).
+/// Read from a clock a background thread refreshes every millisecond: queues and channels
+/// ask for the time on every operation, and a system call each time showed in profiles.
+pub fn now_ms() -> u64 {
+    static CLOCK: std::sync::OnceLock<Arc<AtomicU64>> = std::sync::OnceLock::new();
+    let clock = CLOCK.get_or_init(|| {
+        let c = Arc::new(AtomicU64::new(wall_ms()));
+        let tick = c.clone();
+        let _ = std::thread::Builder::new()
+            .name("coarse-clock".into())
+            .spawn(move || loop {
+                tick.store(wall_ms(), Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            });
+        c
+    });
+    clock.load(Ordering::Relaxed).max(1)
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,13 @@
+//! The store behind the traits `broker_core::store` defines (`MessageStore`,
+//! `DefinitionStore`): definitions and the message index in one sled database, message
+//! records in append-only segment files, and the flusher thread that turns many
+//! publishes into one fsync. This is the only crate that depends on sled, so the
+//! broker's actors never call it directly (a sled flush on an actor thread stalls every
+//! actor on it) and a different store is one crate to write.
+
+pub mod index;
+pub mod replay;
+pub mod segments;
+pub mod store;
+
+pub use store::{Flusher, FlushRequest, SledStore, FLUSH_LATENCY, INDEX_FLUSH};
