@@ -735,6 +735,7 @@ impl Supervised for QueueActor {
             me.inbox.wake_waiters();
         }
         let before = self.state.bytes();
+        let was_out = self.state.delivered_persist_ids();
         self.state = self.state.emptied();
         self.expiry_timer = None;
         self.timeout_check = false;
@@ -746,7 +747,8 @@ impl Supervised for QueueActor {
             let (batch, _) = load_stored(&*store, qid, &self.name, &vhost);
             tracing::warn!(queue = %self.name, recovered = batch.len(), "restarted queue reloaded its stored messages");
             for r in batch {
-                self.state.publish_recovered(r.slot, r.meta, r.delivered);
+                let out = r.slot.persist_id().is_some_and(|id| was_out.contains(&id));
+                self.state.publish_recovered(r.slot, r.meta, r.delivered || out);
             }
         }
         self.node.memory.adjust(before, self.state.bytes());
