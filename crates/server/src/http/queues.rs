@@ -142,9 +142,8 @@ pub(super) async fn declare_queue(
         }
     }
     let existed = v.queue(name).is_some();
-    if name.starts_with("amq.") && !existed {
-        return Err(ApiError::refused("Access refused."));
-    }
+    broker_core::declare::check_queue_declare_name(name, existed)
+        .map_err(|_| ApiError::refused("Access refused."))?;
     v.declare_queue(
         name,
         QueueSpec {
