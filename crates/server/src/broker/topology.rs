@@ -10,7 +10,7 @@
 
 use crate::broker::exchange::{self, ExchangeEntry};
 use crate::broker::locks::Resource;
-use crate::broker::queue::{self, QueueEntry};
+use crate::broker::queue::QueueEntry;
 use crate::broker::vhost::{ExchangeSpec, QueueSpec, VHost};
 use broker_core::declare::{self, ExchangeDeclare, QueueDeclare};
 use broker_core::routing::{Binding, Destination};
@@ -160,11 +160,7 @@ impl VHost {
         };
         q.check_access(conn)?;
         let n = q
-            .addr
-            .send(queue::DeleteQueue {
-                if_unused,
-                if_empty,
-            })
+            .delete(if_unused, if_empty)
             .await
             .map_err(unavailable("queue"))??;
         self.forget_queue_locked(&q).await;
@@ -231,13 +227,7 @@ impl VHost {
             .collect();
         for q in mine {
             let _held = self.locks.lock(&[Resource::Queue(&q.name)]).await;
-            let _ = q
-                .addr
-                .send(queue::DeleteQueue {
-                    if_unused: false,
-                    if_empty: false,
-                })
-                .await;
+            let _ = q.delete(false, false).await;
             self.forget_queue_locked(&q).await;
         }
     }

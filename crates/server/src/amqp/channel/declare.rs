@@ -310,7 +310,10 @@ impl ChannelActor {
                 self.wait_then(
                     ctx,
                     (50, 30),
-                    async move { qe.addr.send(queue::Purge).await.map_err(mailbox) },
+                    {
+                        let purge = qe.purge();
+                        async move { purge.await.map_err(mailbox) }
+                    },
                     move |act, n, _| {
                         if !nowait {
                             act.send(AMQPClass::Queue(q::AMQPMethod::PurgeOk(q::PurgeOk {
