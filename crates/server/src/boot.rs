@@ -56,7 +56,7 @@ pub fn run(config: Config) -> Result<(), String> {
         let rt = Runtime::new(config, arbiters, Some(storage))?;
         let _ = rt.amqp_addr.set(local);
         // recover everything before the first connection is accepted
-        crate::broker::persist::recover_all(&rt).await?;
+        crate::broker::definitions::recover_all(&rt).await?;
         if let Some(addr) = rt.config.http_listen.clone() {
             match crate::http::start(rt.clone(), &addr) {
                 Ok(bound) => {

@@ -5,6 +5,7 @@
 //! connection is a message defined in [`messages`], which those actors handle.
 
 pub mod access;
+pub mod definitions;
 pub mod exchange;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
@@ -12,7 +13,6 @@ pub mod flow;
 pub mod locks;
 pub mod messages;
 pub mod node;
-pub mod persist;
 pub mod publish;
 pub mod queue;
 pub mod runtime;
