@@ -4,11 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# the test binary carries the fault-injection feature (POST /api/fault-injection, for
+# tests/python/test_supervision.py); it is off in every other build and refused in release
+FEATURES=(--features broker-server/fault-injection)
+
 echo "== build"
-cargo build --workspace --all-targets
+cargo build --workspace --all-targets "${FEATURES[@]}"
 
 echo "== cargo tests (unit, property, lapin end-to-end)"
-cargo test --workspace -- --test-threads "${TEST_THREADS:-4}"
+cargo test --workspace "${FEATURES[@]}" -- --test-threads "${TEST_THREADS:-4}"
 
 echo "== python venv"
 if [ ! -x .venv/bin/python ]; then

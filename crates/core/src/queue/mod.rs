@@ -281,6 +281,18 @@ impl<C> QueueState<C> {
         self.unacked.len()
     }
 
+    /// Store ids of the persistent messages that went out to a client and are not settled
+    /// (unacked, or back in the queue as redelivered): a queue that starts over from the
+    /// store marks them redelivered, as the store may not have recorded the delivery yet.
+    pub fn delivered_persist_ids(&self) -> std::collections::HashSet<u64> {
+        let unacked = self.unacked.values().map(|u| &u.entry);
+        let ready = self.ready.iter().filter(|e| e.redelivered);
+        unacked
+            .chain(ready)
+            .filter_map(|e| e.msg.persist_id())
+            .collect()
+    }
+
     /// Bytes of ready and unacked messages.
     pub fn bytes(&self) -> usize {
         self.ready.bytes() + self.unacked_bytes

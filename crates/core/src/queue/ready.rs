@@ -51,6 +51,12 @@ impl Ready {
     }
 
     /// Appends a newly published message.
+    /// Every message, highest priority level first, in order within a level.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.levels.iter().rev().flat_map(|l| l.iter())
+    }
+
+    /// Appends a newly published message.
     pub fn push_back(&mut self, e: Entry) {
         let l = self.level(&e);
         self.count_in(&e);

@@ -2,6 +2,7 @@
 //! them after every change. Channels route from the snapshot; no publish ever passes
 //! through this actor.
 
+use crate::broker::supervise::{self, Kind, Supervisable};
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use broker_core::routing::{Binding, Bindings, Destination, ExchangeKind};
@@ -60,7 +61,7 @@ impl ExchangeActor {
         let snap = snapshot.clone();
         let dying = Arc::new(AtomicBool::new(false));
         let dying2 = dying.clone();
-        let addr = Supervisor::start_in_arbiter(arbiter, move |_| ExchangeActor {
+        let addr = supervise::start_in_arbiter(arbiter, move |_| ExchangeActor {
             name,
             auto_delete,
             bindings: Bindings::new(kind),
@@ -98,9 +99,24 @@ impl Actor for ExchangeActor {
 }
 
 impl Supervised for ExchangeActor {
+    /// After a panic: back to the last committed bindings (the snapshot published after
+    /// the last bind or unbind that finished; durable ones are also in the store), so a
+    /// change the panic interrupted is neither half-applied nor routed.
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        // The bindings survive in `self`; republish them so routing continues unchanged.
-        self.publish();
+        self.bindings = (**self.snapshot.load()).clone();
+        tracing::warn!(exchange = %self.name, vhost = %self.vhost, bindings = self.bindings.len(), "exchange restarted from its committed bindings");
+    }
+}
+
+impl Supervisable for ExchangeActor {
+    const KIND: Kind = Kind::Exchange;
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::broker::fault::Fault> for ExchangeActor {
+    type Result = ();
+    fn handle(&mut self, f: crate::broker::fault::Fault, ctx: &mut Context<Self>) {
+        crate::broker::fault::inject(f.at, ctx);
     }
 }
 

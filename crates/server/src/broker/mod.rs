@@ -6,6 +6,8 @@
 
 pub mod access;
 pub mod exchange;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod flow;
 pub mod locks;
 pub mod messages;
@@ -14,6 +16,7 @@ pub mod persist;
 pub mod publish;
 pub mod queue;
 pub mod runtime;
+pub mod supervise;
 pub mod topology;
 pub mod vhost;
 

@@ -30,6 +30,9 @@ pub struct Runtime {
     pub bytes_in: AtomicU64,
     /// Bytes written to client sockets.
     pub bytes_out: AtomicU64,
+    /// Open connections, for fault-injection tests (`POST /api/fault-injection`).
+    #[cfg(feature = "fault-injection")]
+    pub fault_targets: DashMap<u64, Recipient<crate::broker::fault::Fault>>,
     /// Where the AMQP listener is bound (for connection names).
     pub amqp_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
@@ -96,6 +99,8 @@ impl Runtime {
             conn_info: DashMap::new(),
             channel_info: DashMap::new(),
             amqp_addr: std::sync::OnceLock::new(),
+            #[cfg(feature = "fault-injection")]
+            fault_targets: DashMap::new(),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
         });

@@ -12,6 +12,8 @@
 //! `BODY_SLOTS` requests with a body are served at once (503 beyond), so slow or large
 //! uploads cannot take the broker's memory.
 
+#[cfg(feature = "fault-injection")]
+mod fault;
 mod admin;
 mod connections;
 mod definitions;
@@ -324,6 +326,14 @@ pub fn created() -> HttpResponse {
 }
 
 /// Starts the API on `addr`. Returns the bound address.
+/// The fault-injection endpoint, in test builds with the feature only.
+fn fault_routes(cfg: &mut web::ServiceConfig) {
+    #[cfg(feature = "fault-injection")]
+    fault::routes(cfg);
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = cfg;
+}
+
 pub fn start(rt: Arc<Runtime>, addr: &str) -> std::io::Result<std::net::SocketAddr> {
     let max_body = rt.config.http_max_body;
     // message rates: every queue's counters sampled every 5 s, as RabbitMQ does
@@ -370,6 +380,7 @@ pub fn start(rt: Arc<Runtime>, addr: &str) -> std::io::Result<std::net::SocketAd
             .configure(publish::routes)
             .configure(connections::routes)
             .configure(definitions::routes)
+            .configure(fault_routes)
     })
     .workers(1)
     .disable_signals()

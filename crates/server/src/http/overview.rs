@@ -227,6 +227,15 @@ async fn metrics(rt: State) -> HttpResponse {
     );
     let _ = writeln!(out, "broker_store_flush_seconds_sum {sum}");
     let _ = writeln!(out, "broker_store_flush_seconds_count {count}");
+    let _ = writeln!(
+        out,
+        "# HELP broker_actor_panics_total Panics caught by supervision, by actor kind"
+    );
+    let _ = writeln!(out, "# TYPE broker_actor_panics_total counter");
+    for kind in crate::broker::supervise::Kind::ALL {
+        let n = crate::broker::supervise::PANICS[kind as usize].load(Ordering::Relaxed);
+        let _ = writeln!(out, "broker_actor_panics_total{{actor=\"{}\"}} {n}", kind.as_str());
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)

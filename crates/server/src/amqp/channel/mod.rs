@@ -6,11 +6,13 @@
 
 mod basic;
 mod declare;
+mod deliver;
 mod route;
 mod tx;
 
 use crate::amqp::connection::{ChannelClosing, Connection, ConnectionFail, Flush, ResumeRead};
 use crate::broker::flow::{ChannelGate, ConsumerGate};
+use crate::broker::supervise::{Kind, Supervisable};
 use crate::broker::queue::{self, ConsumerCancelled, Deliver, DeliverBatch, QueueEntry};
 use crate::broker::runtime::Storage;
 use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
@@ -26,7 +28,6 @@ use broker_wire::assembly::{Command, Content};
 use broker_wire::protocol::{basic as b, channel, AMQPClass};
 use std::collections::HashMap;
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
 use tracing::Span;
@@ -200,6 +201,12 @@ impl ChannelActor {
             self.conn.do_send(ConnectionFail(e));
             return;
         }
+        self.close_channel(e);
+    }
+
+    /// channel.close with `e` (whatever its class), then what every close does: release
+    /// what the channel holds and have the connection await close-ok.
+    fn close_channel(&mut self, e: AmqpError) {
         {
             let _s = self.span.enter();
             tracing::warn!(code = e.code.code(), text = %e.reply_text(), "closing channel");
@@ -242,14 +249,8 @@ impl ChannelActor {
                 return;
             }
             match res {
-                Ok(v) => {
-                    // a panic here must end the connection (541) as one in dispatch does,
-                    // not silently stop the actor and leave the client waiting
-                    if catch_unwind(AssertUnwindSafe(|| then(act, v, ctx))).is_err() {
-                        act.conn
-                            .do_send(ConnectionFail(AmqpError::internal("internal error")));
-                    }
-                }
+                // a panic in `then` is the supervisor's, as anywhere else in the actor
+                Ok(v) => then(act, v, ctx),
                 Err(e) => act.fail(e.on(method.0, method.1), ctx),
             }
         }));
@@ -295,6 +296,36 @@ impl ChannelActor {
             )),
         };
         res.map_err(|e| e.on(cm.0, cm.1))
+    }
+}
+
+impl Supervisable for ChannelActor {
+    const KIND: Kind = Kind::Channel;
+}
+
+/// After a panic anywhere in the channel (`broker/supervise.rs`): the channel ends with
+/// channel.close 541 INTERNAL_ERROR to its client (the connection and its other channels
+/// carry on), its unacked deliveries go back to their queues and its consumers are
+/// removed. What the connection had handed it still counts down (so the connection's
+/// reading is not held back by commands that will never run) and a close or shutdown
+/// already waiting is still carried out.
+impl Supervised for ChannelActor {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        if !self.closing {
+            self.close_channel(AmqpError::internal("internal error"));
+            self.request_flush();
+        }
+        // the timer that would have carried on with the backlog went with the panic
+        self.backlog_scheduled = false;
+        self.run_backlog(ctx);
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::broker::fault::Fault> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, f: crate::broker::fault::Fault, ctx: &mut Context<Self>) {
+        crate::broker::fault::inject(f.at, ctx);
     }
 }
 
@@ -411,13 +442,8 @@ impl ChannelActor {
         if self.closing {
             return;
         }
-        let res = catch_unwind(AssertUnwindSafe(|| self.dispatch(cmd, ctx)));
-        match res {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => self.fail(e, ctx),
-            Err(_) => self
-                .conn
-                .do_send(ConnectionFail(AmqpError::internal("internal error"))),
+        if let Err(e) = self.dispatch(cmd, ctx) {
+            self.fail(e, ctx);
         }
     }
 }
@@ -448,139 +474,6 @@ impl Handler<Shutdown> for ChannelActor {
     }
 }
 
-
-impl Handler<DeliverBatch> for ChannelActor {
-    type Result = ();
-    fn handle(&mut self, b: DeliverBatch, ctx: &mut Context<Self>) {
-        // credit goes back once per run of deliveries to the same consumer
-        let release = |(g, q, n): (Arc<ConsumerGate>, Arc<QueueEntry>, u32)| {
-            if g.written_n(n) {
-                q.addr.do_send(queue::Kick);
-            }
-        };
-        let mut run: Option<(Arc<ConsumerGate>, Arc<QueueEntry>, u32)> = None;
-        for d in b.0 {
-            let Some((gate, queue)) = self.deliver_one(d, ctx) else {
-                continue;
-            };
-            match &mut run {
-                Some((g, _, n)) if Arc::ptr_eq(g, &gate) => *n += 1,
-                _ => run.replace((gate, queue, 1)).into_iter().for_each(release),
-            }
-        }
-        run.into_iter().for_each(release);
-        self.request_flush();
-    }
-}
-
-impl ChannelActor {
-    /// The error for a message whose content header does not fit in one frame of this
-    /// connection's negotiated frame_max. RabbitMQ sends such a header anyway, as a frame
-    /// larger than the client agreed to receive; we never do: the message goes back to its
-    /// queue unchanged (where a consumer with a larger frame_max can take it) and the
-    /// channel closes with 406, so the client learns why it gets nothing.
-    pub(crate) fn header_too_large(&self, raw_properties: &[u8]) -> Option<AmqpError> {
-        let frame_max = self.shared.frame_max.get();
-        if broker_wire::encode::header_fits(raw_properties.len(), frame_max) {
-            return None;
-        }
-        Some(AmqpError::precondition_failed(format!(
-            "message content header of {} bytes exceeds the frame_max {frame_max} negotiated by this connection",
-            broker_wire::encode::header_frame_len(raw_properties.len())
-        )))
-    }
-
-    /// Writes one delivery into the connection's buffer (or hands it back if its consumer
-    /// is gone). Returns the gate whose outstanding credit the caller releases (none if
-    /// the delivery was handed back, or the credit is held until the buffer drains).
-    fn deliver_one(
-        &mut self,
-        d: Deliver,
-        ctx: &mut Context<Self>,
-    ) -> Option<(Arc<ConsumerGate>, Arc<QueueEntry>)> {
-        let live = !self.closing
-            && self
-                .consumers
-                .get(&d.consumer_tag)
-                .is_some_and(|c| Arc::ptr_eq(&c.gate, &d.gate));
-        let too_large = self.header_too_large(&d.msg.raw_properties);
-        // names longer than a shortstr (only the HTTP API can publish such a routing key)
-        // cannot be sent: 541 as RabbitMQ, never a truncated routing key
-        let unsendable =
-            d.msg.exchange.len() > MAX_SHORTSTR || d.msg.routing_key.len() > MAX_SHORTSTR;
-        if unsendable && live {
-            self.conn.do_send(ConnectionFail(AmqpError::internal(
-                "a message's routing key or exchange is longer than 255 bytes and cannot be delivered",
-            )));
-        }
-        if !live || unsendable || too_large.is_some() {
-            // cancelled or closed while the delivery was on its way: hand it back
-            d.gate.undo();
-            d.queue.addr.do_send(queue::Restore {
-                entries: vec![d.entry],
-                no_ack: d.no_ack,
-            });
-            if let Some(e) = too_large {
-                self.fail(e, ctx);
-            }
-            return None;
-        }
-        let tag = if d.no_ack {
-            self.unacked.next_tag()
-        } else {
-            self.stats
-                .unacked
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.unacked.record(Pending {
-                queue: d.queue.clone(),
-                id: d.entry.id,
-                gate: Some(d.gate.clone()),
-            })
-        };
-        let msg = &d.msg;
-        {
-            let mut out = self.shared.out.borrow_mut();
-            broker_wire::encode::deliver(
-                &mut out,
-                self.id,
-                &d.consumer_tag,
-                tag.0,
-                d.entry.redelivered,
-                &msg.exchange,
-                &msg.routing_key,
-            );
-            broker_wire::encode::content(
-                &mut out,
-                self.id,
-                &msg.raw_properties,
-                &msg.body,
-                self.shared.frame_max.get(),
-            );
-        }
-        if self.shared.out_len() > OUT_HIGH {
-            self.shared.deferred.borrow_mut().push((d.gate, d.queue));
-            None
-        } else {
-            Some((d.gate, d.queue))
-        }
-    }
-}
-
-impl Handler<ConsumerCancelled> for ChannelActor {
-    type Result = ();
-    fn handle(&mut self, m: ConsumerCancelled, ctx: &mut Context<Self>) {
-        if self.closing || self.consumers.remove(&m.consumer_tag).is_none() {
-            return;
-        }
-        match broker_core::names::shortstr("consumer tag", &m.consumer_tag) {
-            Ok(consumer_tag) => self.send(AMQPClass::Basic(b::AMQPMethod::Cancel(b::Cancel {
-                consumer_tag,
-                nowait: true,
-            }))),
-            Err(e) => self.fail(e, ctx),
-        }
-    }
-}
 
 /// Sends the publisher confirms gathered since the last flush.
 #[derive(Message)]

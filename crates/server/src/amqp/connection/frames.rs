@@ -169,6 +169,10 @@ impl Connection {
                     self.rt
                         .connections
                         .insert(self.id, ctx.address().recipient());
+                    #[cfg(feature = "fault-injection")]
+                    self.rt
+                        .fault_targets
+                        .insert(self.id, ctx.address().recipient());
                     self.send(0, AMQPClass::Connection(M::OpenOk(connection::OpenOk {})));
                     let user = self.shared.user.borrow().clone();
                     let local = self.rt.amqp_addr.get().copied();
@@ -384,15 +388,16 @@ impl Connection {
             return;
         };
         let addr =
-            ChannelActor::new(
-                ch,
-                ctx.address(),
-                self.shared.clone(),
-                vhost,
-                self.rt.clone(),
-                &self.span,
-            )
-            .start();
+            crate::broker::supervise::start(|_| {
+                ChannelActor::new(
+                    ch,
+                    ctx.address(),
+                    self.shared.clone(),
+                    vhost,
+                    self.rt.clone(),
+                    &self.span,
+                )
+            });
         self.channels.insert(
             ch,
             Slot {

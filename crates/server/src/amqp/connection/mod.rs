@@ -8,6 +8,7 @@
 use crate::amqp::channel::{ChannelActor, ClientClose, Incoming, Shutdown};
 pub use crate::broker::messages::{ForceClose, ResumeRead};
 use crate::amqp::handshake::{self, ClientInfo};
+use crate::broker::supervise::{Kind, Supervisable};
 use crate::broker::runtime::Runtime;
 use crate::amqp::shared::ConnShared;
 use crate::broker::vhost::VHost;
@@ -156,7 +157,7 @@ impl Connection {
     pub fn spawn(accepted: Accepted, rt: Arc<Runtime>) {
         let arbiter = rt.next_arbiter();
         let id = rt.next_connection_id();
-        Connection::start_in_arbiter(&arbiter, move |ctx| {
+        crate::broker::supervise::start_in_arbiter(&arbiter, move |ctx| {
             let frame_max = rt.config.frame_max;
             let (peer, tls) = (accepted.peer, accepted.tls);
             Connection::open_transport(accepted.open(), ctx);
@@ -260,6 +261,48 @@ impl Connection {
     }
 }
 
+impl Supervisable for Connection {
+    const KIND: Kind = Kind::Connection;
+}
+
+/// After a panic anywhere in the connection (`broker/supervise.rs`): it ends with
+/// connection.close 541 INTERNAL_ERROR, its channels end with it (their unacked messages
+/// requeued), and stopping releases its exclusive queues and every count it held. A write
+/// or read that was in flight went with the panic: without its socket half the
+/// connection cannot tell the client and just closes.
+impl Supervised for Connection {
+    fn restarting(&mut self, ctx: &mut Context<Self>) {
+        let in_flight_write = self.writing;
+        self.writing = false;
+        if in_flight_write || self.writer.is_none() {
+            self.teardown_channels();
+            ctx.stop();
+            return;
+        }
+        match self.state {
+            State::Closing | State::Closed | State::ClosedByPeer | State::Silenced | State::AwaitHeader => {
+                ctx.stop();
+            }
+            _ => self.fail(AmqpError::internal("internal error"), ctx),
+        }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl Handler<crate::broker::fault::Fault> for Connection {
+    type Result = ();
+    fn handle(&mut self, f: crate::broker::fault::Fault, ctx: &mut Context<Self>) {
+        match f.channel {
+            Some(ch) => {
+                if let Some(slot) = self.channels.get(&ch) {
+                    slot.addr.do_send(crate::broker::fault::Fault { channel: None, ..f });
+                }
+            }
+            None => crate::broker::fault::inject(f.at, ctx),
+        }
+    }
+}
+
 impl Actor for Connection {
     type Context = Context<Self>;
 
@@ -304,6 +347,8 @@ impl Connection {
         }
         self.torn_down = true;
         self.rt.connections.remove(&self.id);
+        #[cfg(feature = "fault-injection")]
+        self.rt.fault_targets.remove(&self.id);
         self.rt.conn_info.remove(&self.id);
         if let Some(v) = self.vhost.clone() {
             v.connections

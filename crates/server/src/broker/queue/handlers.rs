@@ -1,5 +1,5 @@
 //! The messages a queue actor answers, and its handlers: each runs inside
-//! [`QueueActor::guarded`], which sets the clock and does the housekeeping after it.
+//! [`QueueActor::operate`], which sets the clock and does the housekeeping after it.
 
 use super::{stored, ConsumerHandle, QueueActor, Recovered, PAGE_WINDOW};
 use actix::prelude::*;
@@ -27,7 +27,7 @@ impl Handler<Refused> for QueueActor {
         if self.deleted {
             return;
         }
-        self.guarded(ctx, |a, _| a.state.refused(msg.0));
+        self.operate(ctx, |a, _| a.state.refused(msg.0));
     }
 }
 
@@ -116,7 +116,7 @@ impl Handler<TakeInbox> for QueueActor {
     type Result = ();
     fn handle(&mut self, _: TakeInbox, ctx: &mut Context<Self>) {
         // `guarded` takes the inbox in before anything else
-        self.guarded(ctx, |_, _| {});
+        self.operate(ctx, |_, _| {});
     }
 }
 
@@ -180,21 +180,20 @@ impl Handler<Consume> for QueueActor {
             )));
         }
         let name = self.name.clone();
-        self.guarded(ctx, |a, _| {
+        self.operate(ctx, |a, _| {
             let vhost = a.vhost_name();
             a.state.add_consumer(msg.0, &name, &vhost)?;
             a.touch();
             a.drain();
             Ok(())
         })
-        .unwrap_or_else(|| Err(AmqpError::internal("queue failed")))
     }
 }
 
 impl Handler<Cancel> for QueueActor {
     type Result = ();
     fn handle(&mut self, msg: Cancel, ctx: &mut Context<Self>) {
-        self.guarded(ctx, |a, _| {
+        self.operate(ctx, |a, _| {
             if a.state.remove_consumer(msg.channel, &msg.tag).is_some() {
                 a.maybe_auto_delete();
             }
@@ -208,7 +207,7 @@ impl Handler<Get> for QueueActor {
         if self.deleted {
             return None;
         }
-        self.guarded(ctx, |a, _| {
+        self.operate(ctx, |a, _| {
             a.touch();
             let (e, m) = loop {
                 let mut e = a.state.get(msg.channel, msg.no_ack)?;
@@ -249,14 +248,13 @@ impl Handler<Get> for QueueActor {
             };
             Some((e, m, a.state.ready_count() as u32))
         })
-        .flatten()
     }
 }
 
 impl Handler<Settle> for QueueActor {
     type Result = ();
     fn handle(&mut self, msg: Settle, ctx: &mut Context<Self>) {
-        self.guarded(ctx, |a, _| {
+        self.operate(ctx, |a, _| {
             match msg {
                 Settle::Ack(ids) => {
                     let done = a.state.ack(&ids);
@@ -283,7 +281,7 @@ impl Handler<Settle> for QueueActor {
 impl Handler<Restore> for QueueActor {
     type Result = ();
     fn handle(&mut self, msg: Restore, ctx: &mut Context<Self>) {
-        self.guarded(ctx, |a, _| {
+        self.operate(ctx, |a, _| {
             a.state.restore(msg.entries, msg.no_ack);
             a.drain();
         });
@@ -293,7 +291,7 @@ impl Handler<Restore> for QueueActor {
 impl Handler<ChannelClosed> for QueueActor {
     type Result = ();
     fn handle(&mut self, msg: ChannelClosed, ctx: &mut Context<Self>) {
-        self.guarded(ctx, |a, _| {
+        self.operate(ctx, |a, _| {
             if a.state.channel_closed(msg.0) > 0 {
                 a.maybe_auto_delete();
             }
@@ -305,7 +303,7 @@ impl Handler<ChannelClosed> for QueueActor {
 impl Handler<Kick> for QueueActor {
     type Result = ();
     fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
-        self.guarded(ctx, |a, _| a.drain());
+        self.operate(ctx, |a, _| a.drain());
     }
 }
 
@@ -316,7 +314,7 @@ impl Handler<Stats> for QueueActor {
             self.touch();
         }
         // messages whose TTL passed are gone before they are counted
-        self.guarded(ctx, |a, _| a.state.expire());
+        self.operate(ctx, |a, _| a.state.expire());
         MessageResult((
             self.state.ready_count() as u32,
             self.state.consumer_count() as u32,
@@ -328,12 +326,11 @@ impl Handler<Stats> for QueueActor {
 impl Handler<Purge> for QueueActor {
     type Result = u32;
     fn handle(&mut self, _: Purge, ctx: &mut Context<Self>) -> u32 {
-        self.guarded(ctx, |a, _| {
+        self.operate(ctx, |a, _| {
             let gone = a.state.purge();
             a.forget(&gone);
             gone.len() as u32
         })
-        .unwrap_or(0)
     }
 }
 
@@ -341,18 +338,17 @@ impl Handler<DeleteQueue> for QueueActor {
     type Result = Result<u32, AmqpError>;
     fn handle(&mut self, msg: DeleteQueue, ctx: &mut Context<Self>) -> Self::Result {
         let name = self.name.clone();
-        self.guarded(ctx, |a, _| {
+        self.operate(ctx, |a, _| {
             let vhost = a.vhost_name();
             a.state
                 .check_delete(msg.if_unused, msg.if_empty, &name, &vhost)?;
             let n = a.state.ready_count() as u32;
             a.cancel_all_consumers();
             a.deleted = true;
-            // `guarded` accounts the bytes released here
+            // `operate` accounts the bytes released here
             a.state = QueueState::new(a.state.args().clone());
             Ok(n)
         })
-        .unwrap_or_else(|| Err(AmqpError::internal("queue failed")))
     }
 }
 
@@ -364,7 +360,7 @@ pub struct Recover(pub Vec<Recovered>);
 impl Handler<Recover> for QueueActor {
     type Result = ();
     fn handle(&mut self, msg: Recover, ctx: &mut Context<Self>) {
-        self.guarded(ctx, |a, _| {
+        self.operate(ctx, |a, _| {
             for r in msg.0 {
                 a.state.publish_recovered(r.slot, r.meta, r.delivered);
             }
@@ -397,7 +393,7 @@ pub struct Crash;
 impl Handler<Crash> for QueueActor {
     type Result = ();
     fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
-        self.guarded(ctx, |_, _| panic!("injected failure"));
+        self.operate(ctx, |_, _| panic!("injected failure"))
     }
 }
 
@@ -422,7 +418,7 @@ pub struct Info;
 impl Handler<Info> for QueueActor {
     type Result = MessageResult<Info>;
     fn handle(&mut self, _: Info, ctx: &mut Context<Self>) -> Self::Result {
-        self.guarded(ctx, |a, _| a.state.expire());
+        self.operate(ctx, |a, _| a.state.expire());
         MessageResult(QueueInfo {
             ready: self.state.ready_count() as u64,
             unacked: self.state.unacked_count() as u64,

@@ -1,12 +1,14 @@
 //! The queue actor: one per queue, owning its [`QueueState`] and delivering to consumers'
 //! channels. It sets the state's clock before each operation, runs its timers (message
 //! TTL, x-expires, consumer timeout), and dead-letters what the state says died. It runs
-//! under an actix supervisor: a panic in a handler is caught, the actor stops, and the
-//! supervisor restarts it at the same address; its consumers get basic.cancel, transient
-//! messages are lost and a durable queue reloads its stored ones (docs/architecture.md).
+//! under `broker/supervise.rs`: a panic in a handler, timer or continuation restarts it
+//! at the same address; its consumers get basic.cancel, transient messages are lost and
+//! a durable queue reloads its stored ones (docs/architecture.md).
 
 mod consumer;
 mod deadletter;
+mod entry;
+mod lifecycle;
 mod handlers;
 mod inbox;
 mod stored;
@@ -14,12 +16,14 @@ mod stored;
 
 use crossbeam_utils::CachePadded;
 pub use consumer::{ConsumerCancelled, ConsumerHandle, Deliver, DeliverBatch};
+pub use entry::{QueueCounters, QueueEntry};
 pub use handlers::*;
 pub use inbox::Inbox;
 pub use stored::{load_stored, Recovered};
 
 use crate::broker::flow::ConsumerGate;
 use crate::broker::node::{now_ms, Node};
+use crate::broker::supervise::{self, Kind, Supervisable};
 use actix::prelude::*;
 use broker_core::args::{Overflow, QueueArgs};
 use broker_core::message::Slot;
@@ -28,7 +32,6 @@ use broker_core::queue::{Entry, QueueState};
 use broker_core::store::MessageStore;
 use broker_core::{AmqpError, Message};
 use broker_wire::types::FieldTable;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -58,174 +61,6 @@ const BULK_CREDIT: u32 = 64;
 /// How long a queue waits before it records its delivered mark in the store (so that a
 /// busy queue writes it a few times a second, not once per delivery).
 const MARK_DELAY: Duration = Duration::from_millis(100);
-
-/// What the vhost and channels know of a queue.
-pub struct QueueEntry {
-    /// Name within the vhost.
-    pub name: Arc<str>,
-    /// Survives restarts.
-    pub durable: bool,
-    /// Deleted when its last consumer goes.
-    pub auto_delete: bool,
-    /// The connection that owns an exclusive queue.
-    pub exclusive_owner: Option<u64>,
-    /// Declared arguments.
-    pub arguments: FieldTable,
-    /// The arguments the broker acts on, checked at declare.
-    pub args: QueueArgs,
-    /// The actor.
-    pub addr: Addr<QueueActor>,
-    /// Publishes waiting for the actor to take them in (it counts them, for
-    /// backpressure).
-    pub inbox: Inbox,
-    /// The queue has a backlog over [`PACE_BACKLOG`] that consumers are taking from (at
-    /// least [`PACE_MIN_FRESH`] first deliveries per window): its publishers read on when
-    /// the backlog is back under it, or at the connection's pace floor (2 ms), so a
-    /// publisher that outruns the broker's
-    /// delivery path cannot grow the backlog without end and starve the consumers of CPU
-    /// (RabbitMQ gets the same from its queue process being busy delivering).
-    pub paced: AtomicBool,
-    /// Set once the queue is deleted; a stale handle then drops what it is sent.
-    pub deleted: AtomicBool,
-    /// Id of a durable queue in the store (prefix of its message keys).
-    pub store_id: Option<u64>,
-    /// Its vhost's name.
-    pub vhost_name: Arc<str>,
-    /// Ready messages and body bytes, as the actor last reported (for reject-publish at
-    /// the channel). On a line of their own: the actor writes them on every turn, and
-    /// publishers read the flags above on every publish.
-    pub ready: CachePadded<(AtomicUsize, AtomicU64)>,
-    /// Counters for metrics and the management API.
-    pub counters: QueueCounters,
-}
-
-/// Message counters of a queue since it was created, and rates sampled from them.
-#[derive(Debug, Default)]
-pub struct QueueCounters {
-    /// Messages enqueued.
-    pub published: AtomicU64,
-    /// Deliveries to consumers and basic.get.
-    pub delivered: AtomicU64,
-    /// Of those, redeliveries.
-    pub redelivered: AtomicU64,
-    /// Acks.
-    pub acked: AtomicU64,
-    /// The last sample (when, counters) and the rates (per second) it gave:
-    /// publish, deliver_get, redeliver, ack.
-    samples: std::sync::Mutex<Option<RateSample>>,
-}
-
-/// When a sample was taken, the counters then, and the rates since the one before.
-type RateSample = (std::time::Instant, [u64; 4], [f64; 4]);
-
-impl QueueCounters {
-    /// The counters: publish, deliver_get, redeliver, ack.
-    pub fn values(&self) -> [u64; 4] {
-        [
-            self.published.load(Ordering::Relaxed),
-            self.delivered.load(Ordering::Relaxed),
-            self.redelivered.load(Ordering::Relaxed),
-            self.acked.load(Ordering::Relaxed),
-        ]
-    }
-
-    /// Takes a sample; the rates are the change since the previous one.
-    pub fn sample(&self) {
-        let now = std::time::Instant::now();
-        let v = self.values();
-        let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        let rates = match *s {
-            Some((t, prev, _)) => {
-                let dt = now.duration_since(t).as_secs_f64().max(0.001);
-                let mut r = [0.0; 4];
-                for i in 0..4 {
-                    r[i] = v[i].saturating_sub(prev[i]) as f64 / dt;
-                }
-                r
-            }
-            None => [0.0; 4],
-        };
-        *s = Some((now, v, rates));
-    }
-
-    /// Rates per second from the last two samples: publish, deliver_get, redeliver, ack.
-    pub fn rates(&self) -> [f64; 4] {
-        self.samples
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .map_or([0.0; 4], |(_, _, r)| r)
-    }
-}
-
-impl QueueEntry {
-    /// Whether connection `conn` may use this queue (405 RESOURCE_LOCKED if not).
-    pub fn check_access(&self, conn: u64) -> Result<(), AmqpError> {
-        match self.exclusive_owner {
-            Some(owner) if owner != conn => Err(Self::locked(&self.name, &self.vhost_name)),
-            _ => Ok(()),
-        }
-    }
-
-    /// The 405 RabbitMQ answers for an exclusive queue of another connection.
-    pub fn locked(name: &str, vhost: &str) -> AmqpError {
-        AmqpError::resource_locked(format!(
-            "cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'. It could be \
-             originally declared on another connection or the exclusive property value does \
-             not match that of the original declaration."
-        ))
-    }
-
-    /// Sends a published message to the queue: into its inbox, waking the actor unless a
-    /// wake-up is already on its way. A deleted queue drops it.
-    pub fn enqueue(&self, msg: Arc<Message>) {
-        if self.deleted.load(Ordering::Acquire) {
-            return;
-        }
-        if self.inbox.push(msg) {
-            self.addr.do_send(TakeInbox);
-        }
-    }
-
-    /// A connection paused on this hot queue: it is woken when the actor has taken the
-    /// inbox in. Returns false (and registers nothing that matters) if the queue has
-    /// already cooled down.
-    pub fn wait_for_room(
-        &self,
-        conn: u64,
-        r: actix::Recipient<crate::broker::messages::ResumeRead>,
-    ) -> bool {
-        self.inbox.wait(conn, r);
-        self.still_hot()
-    }
-
-    /// Whether publishers to this queue should pause.
-    pub fn is_hot(&self) -> bool {
-        self.inbox.len() > QUEUE_CREDIT || self.paced.load(Ordering::Relaxed)
-    }
-
-    /// Whether the inbox is still over credit for a paused publisher (credit comes back
-    /// below half).
-    pub fn over_credit(&self) -> bool {
-        self.inbox.len() > QUEUE_CREDIT / 2
-    }
-
-    /// Whether a paused publisher must stay paused: over credit, or paced.
-    pub fn still_hot(&self) -> bool {
-        self.over_credit() || self.paced.load(Ordering::SeqCst)
-    }
-
-    /// Whether a queue that refuses messages when full (x-overflow reject-publish or
-    /// reject-publish-dlx) has no room for a message with `body_len` bytes. Counts the
-    /// messages still on their way to the actor.
-    pub fn refuses(&self, body_len: usize) -> bool {
-        if self.args.overflow == Overflow::DropHead || !self.args.has_length_limit() {
-            return false;
-        }
-        let len = self.ready.0.load(Ordering::Relaxed) + self.inbox.len();
-        let bytes = (self.ready.1.load(Ordering::Relaxed) + self.inbox.bytes()) as usize;
-        broker_core::queue::full(&self.args, len, bytes, body_len)
-    }
-}
 
 /// What a queue asks of the vhost it lives in. The vhost implements it (dead letters in
 /// `broker/publish.rs`, forgetting in `broker/topology.rs`), so a queue never imports
@@ -289,7 +124,7 @@ impl QueueActor {
         node: Arc<Node>,
     ) -> Addr<QueueActor> {
         let consumer_timeout = Some(node.config.consumer_timeout_ms).filter(|t| *t > 0);
-        Supervisor::start_in_arbiter(arbiter, move |_| QueueActor {
+        supervise::start_in_arbiter(arbiter, move |_| QueueActor {
             name,
             me,
             host,
@@ -313,31 +148,22 @@ impl QueueActor {
     }
 
     /// Runs `f` on the state, then carries out what it left to do: dead letters, timers,
-    /// the counters channels read, memory accounting. A panic stops the actor; the
-    /// supervisor restarts it.
-    fn guarded<R>(
+    /// the counters channels read, memory accounting. A panic anywhere in the actor is
+    /// the supervisor's (`broker/supervise.rs`): it restarts the queue through
+    /// [`Supervised::restarting`].
+    fn operate<R>(
         &mut self,
         ctx: &mut Context<Self>,
         f: impl FnOnce(&mut Self, &mut Context<Self>) -> R,
-    ) -> Option<R> {
+    ) -> R {
         let before = self.state.bytes();
         self.state.tick(now_ms());
-        let res = catch_unwind(AssertUnwindSafe(|| {
-            self.take_inbox();
-            let r = f(self, ctx);
-            self.after(ctx);
-            r
-        }));
+        self.take_inbox();
+        let r = f(self, ctx);
+        self.after(ctx);
         let after = self.state.bytes();
         self.node.memory.adjust(before, after);
-        match res {
-            Ok(r) => Some(r),
-            Err(_) => {
-                tracing::error!(queue = %self.name, "queue actor panicked; restarting it");
-                ctx.stop();
-                None
-            }
-        }
+        r
     }
 
     /// Housekeeping after every operation.
@@ -396,7 +222,7 @@ impl QueueActor {
             self.pace_check = true;
             ctx.run_later(Duration::from_millis(PACE_ACTIVE_MS), |a, ctx| {
                 a.pace_check = false;
-                a.guarded(ctx, |_, _| {});
+                a.operate(ctx, |_, _| {});
             });
         }
     }
@@ -422,7 +248,7 @@ impl QueueActor {
         let delay = at.saturating_sub(now_ms()) + 1;
         let handle = ctx.run_later(Duration::from_millis(delay), |a, ctx| {
             a.expiry_timer = None;
-            a.guarded(ctx, |a, _| {
+            a.operate(ctx, |a, _| {
                 a.state.expire();
                 a.drain();
             });
@@ -442,7 +268,7 @@ impl QueueActor {
         let every = Duration::from_millis((timeout / 4).clamp(50, 60_000));
         ctx.run_later(every, |a, ctx| {
             a.timeout_check = false;
-            a.guarded(ctx, |a, _| a.cancel_timed_out());
+            a.operate(ctx, |a, _| a.cancel_timed_out());
         });
     }
 
@@ -649,103 +475,5 @@ impl QueueActor {
                     .fetch_add(redelivered, Ordering::Relaxed);
             }
         }
-    }
-
-    fn maybe_auto_delete(&mut self) {
-        if self.state.had_consumer() && self.state.consumer_count() == 0 && !self.deleted {
-            if let Some(me) = self.me.upgrade() {
-                if me.auto_delete {
-                    self.delete_self();
-                }
-            }
-        }
-    }
-
-    /// Deletes this queue on its own account (auto-delete, x-expires).
-    fn delete_self(&mut self) {
-        self.cancel_all_consumers();
-        self.deleted = true;
-        // a declare of the name from now on makes a new queue (`topology.rs`)
-        if let Some(me) = self.me.upgrade() {
-            me.deleted.store(true, Ordering::Release);
-        }
-        if let Some(v) = self.host.upgrade() {
-            v.queue_gone(self.name.clone());
-        }
-    }
-
-    fn cancel_all_consumers(&mut self) {
-        // deliveries made before the cancel reach the channel before it
-        self.flush_deliveries();
-        for c in self.state.consumers() {
-            c.data.cancel.do_send(ConsumerCancelled {
-                consumer_tag: c.tag.clone(),
-            });
-        }
-    }
-}
-
-impl Actor for QueueActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        self.schedule_expires(ctx);
-    }
-}
-
-impl Supervised for QueueActor {
-    fn restarting(&mut self, ctx: &mut Context<Self>) {
-        // deliveries of the failed turn: no-ack ones are settled already (a persistent
-        // one is gone from the store), so they still go out; ack-mode ones belong to the
-        // state being thrown away (a durable queue delivers its stored ones again)
-        for (_, channel, v) in self.outbox.drain(..) {
-            let (no_ack, ack): (Vec<Deliver>, Vec<Deliver>) = v.into_iter().partition(|d| d.no_ack);
-            for d in ack {
-                d.gate.undo();
-            }
-            if !no_ack.is_empty() {
-                channel.do_send(DeliverBatch(no_ack));
-            }
-        }
-        self.cancel_all_consumers();
-        self.pace_check = false;
-        self.window_fresh = 0;
-        self.last_window_fresh = 0;
-        if let Some(me) = self.me.upgrade() {
-            me.paced.store(false, Ordering::SeqCst);
-            // persistent messages still in the inbox are in the store too, and are
-            // reloaded below: taking them in again would duplicate them
-            if self.stored().is_some() {
-                let waiting = me.inbox.take();
-                let (stored, transient): (Vec<_>, Vec<_>) =
-                    waiting.into_iter().partition(|m| m.persist_id.is_some());
-                // they were never counted as taken in
-                me.counters
-                    .published
-                    .fetch_add(stored.len() as u64, Ordering::Relaxed);
-                for m in transient {
-                    if me.inbox.push(m) {
-                        ctx.notify(TakeInbox);
-                    }
-                }
-            }
-            me.inbox.wake_waiters();
-        }
-        let before = self.state.bytes();
-        self.state = self.state.emptied();
-        self.expiry_timer = None;
-        self.timeout_check = false;
-        self.mark_scheduled = false;
-        // a durable queue takes its persistent messages back from the store, as after a
-        // broker restart (with redelivered set for those it had delivered)
-        if let Some((store, qid)) = self.stored() {
-            let vhost = self.vhost_name();
-            let (batch, _) = load_stored(&*store, qid, &self.name, &vhost);
-            tracing::warn!(queue = %self.name, recovered = batch.len(), "restarted queue reloaded its stored messages");
-            for r in batch {
-                self.state.publish_recovered(r.slot, r.meta, r.delivered);
-            }
-        }
-        self.node.memory.adjust(before, self.state.bytes());
     }
 }

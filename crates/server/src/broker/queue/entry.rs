@@ -1,0 +1,174 @@
+//! What the vhost and channels know of a queue ([`QueueEntry`]): its declared
+//! properties, its actor's address, its inbox (where publishes land without a mailbox
+//! message each), and the counters and flags publishers read to decide whether to pause.
+
+use super::*;
+
+/// What the vhost and channels know of a queue.
+pub struct QueueEntry {
+    /// Name within the vhost.
+    pub name: Arc<str>,
+    /// Survives restarts.
+    pub durable: bool,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// The connection that owns an exclusive queue.
+    pub exclusive_owner: Option<u64>,
+    /// Declared arguments.
+    pub arguments: FieldTable,
+    /// The arguments the broker acts on, checked at declare.
+    pub args: QueueArgs,
+    /// The actor.
+    pub addr: Addr<QueueActor>,
+    /// Publishes waiting for the actor to take them in (it counts them, for
+    /// backpressure).
+    pub inbox: Inbox,
+    /// The queue has a backlog over [`PACE_BACKLOG`] that consumers are taking from (at
+    /// least [`PACE_MIN_FRESH`] first deliveries per window): its publishers read on when
+    /// the backlog is back under it, or at the connection's pace floor (2 ms), so a
+    /// publisher that outruns the broker's
+    /// delivery path cannot grow the backlog without end and starve the consumers of CPU
+    /// (RabbitMQ gets the same from its queue process being busy delivering).
+    pub paced: AtomicBool,
+    /// Set once the queue is deleted; a stale handle then drops what it is sent.
+    pub deleted: AtomicBool,
+    /// Id of a durable queue in the store (prefix of its message keys).
+    pub store_id: Option<u64>,
+    /// Its vhost's name.
+    pub vhost_name: Arc<str>,
+    /// Ready messages and body bytes, as the actor last reported (for reject-publish at
+    /// the channel). On a line of their own: the actor writes them on every turn, and
+    /// publishers read the flags above on every publish.
+    pub ready: CachePadded<(AtomicUsize, AtomicU64)>,
+    /// Counters for metrics and the management API.
+    pub counters: QueueCounters,
+}
+
+/// Message counters of a queue since it was created, and rates sampled from them.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    /// Messages enqueued.
+    pub published: AtomicU64,
+    /// Deliveries to consumers and basic.get.
+    pub delivered: AtomicU64,
+    /// Of those, redeliveries.
+    pub redelivered: AtomicU64,
+    /// Acks.
+    pub acked: AtomicU64,
+    /// The last sample (when, counters) and the rates (per second) it gave:
+    /// publish, deliver_get, redeliver, ack.
+    samples: std::sync::Mutex<Option<RateSample>>,
+}
+
+/// When a sample was taken, the counters then, and the rates since the one before.
+type RateSample = (std::time::Instant, [u64; 4], [f64; 4]);
+
+impl QueueCounters {
+    /// The counters: publish, deliver_get, redeliver, ack.
+    pub fn values(&self) -> [u64; 4] {
+        [
+            self.published.load(Ordering::Relaxed),
+            self.delivered.load(Ordering::Relaxed),
+            self.redelivered.load(Ordering::Relaxed),
+            self.acked.load(Ordering::Relaxed),
+        ]
+    }
+
+    /// Takes a sample; the rates are the change since the previous one.
+    pub fn sample(&self) {
+        let now = std::time::Instant::now();
+        let v = self.values();
+        let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let rates = match *s {
+            Some((t, prev, _)) => {
+                let dt = now.duration_since(t).as_secs_f64().max(0.001);
+                let mut r = [0.0; 4];
+                for i in 0..4 {
+                    r[i] = v[i].saturating_sub(prev[i]) as f64 / dt;
+                }
+                r
+            }
+            None => [0.0; 4],
+        };
+        *s = Some((now, v, rates));
+    }
+
+    /// Rates per second from the last two samples: publish, deliver_get, redeliver, ack.
+    pub fn rates(&self) -> [f64; 4] {
+        self.samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or([0.0; 4], |(_, _, r)| r)
+    }
+}
+
+impl QueueEntry {
+    /// Whether connection `conn` may use this queue (405 RESOURCE_LOCKED if not).
+    pub fn check_access(&self, conn: u64) -> Result<(), AmqpError> {
+        match self.exclusive_owner {
+            Some(owner) if owner != conn => Err(Self::locked(&self.name, &self.vhost_name)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The 405 RabbitMQ answers for an exclusive queue of another connection.
+    pub fn locked(name: &str, vhost: &str) -> AmqpError {
+        AmqpError::resource_locked(format!(
+            "cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'. It could be \
+             originally declared on another connection or the exclusive property value does \
+             not match that of the original declaration."
+        ))
+    }
+
+    /// Sends a published message to the queue: into its inbox, waking the actor unless a
+    /// wake-up is already on its way. A deleted queue drops it.
+    pub fn enqueue(&self, msg: Arc<Message>) {
+        if self.deleted.load(Ordering::Acquire) {
+            return;
+        }
+        if self.inbox.push(msg) {
+            self.addr.do_send(TakeInbox);
+        }
+    }
+
+    /// A connection paused on this hot queue: it is woken when the actor has taken the
+    /// inbox in. Returns false (and registers nothing that matters) if the queue has
+    /// already cooled down.
+    pub fn wait_for_room(
+        &self,
+        conn: u64,
+        r: actix::Recipient<crate::broker::messages::ResumeRead>,
+    ) -> bool {
+        self.inbox.wait(conn, r);
+        self.still_hot()
+    }
+
+    /// Whether publishers to this queue should pause.
+    pub fn is_hot(&self) -> bool {
+        self.inbox.len() > QUEUE_CREDIT || self.paced.load(Ordering::Relaxed)
+    }
+
+    /// Whether the inbox is still over credit for a paused publisher (credit comes back
+    /// below half).
+    pub fn over_credit(&self) -> bool {
+        self.inbox.len() > QUEUE_CREDIT / 2
+    }
+
+    /// Whether a paused publisher must stay paused: over credit, or paced.
+    pub fn still_hot(&self) -> bool {
+        self.over_credit() || self.paced.load(Ordering::SeqCst)
+    }
+
+    /// Whether a queue that refuses messages when full (x-overflow reject-publish or
+    /// reject-publish-dlx) has no room for a message with `body_len` bytes. Counts the
+    /// messages still on their way to the actor.
+    pub fn refuses(&self, body_len: usize) -> bool {
+        if self.args.overflow == Overflow::DropHead || !self.args.has_length_limit() {
+            return false;
+        }
+        let len = self.ready.0.load(Ordering::Relaxed) + self.inbox.len();
+        let bytes = (self.ready.1.load(Ordering::Relaxed) + self.inbox.bytes()) as usize;
+        broker_core::queue::full(&self.args, len, bytes, body_len)
+    }
+}
+
