@@ -8,6 +8,10 @@
 #
 #   scripts/bench-vs-rabbitmq.sh            # every scenario, 10 s each
 #   DURATION=3 ROUNDS=1 scripts/bench-vs-rabbitmq.sh   # quicker
+#   BEFORE_BIN=/path/to/old/broker scripts/bench-vs-rabbitmq.sh
+#       # this build against an older build of ours instead of RabbitMQ (a refactoring's
+#       # before and after, same machine, same run); the table goes between the
+#       # BEFORE-AFTER markers of docs/performance.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -20,6 +24,9 @@ DATA=$(mktemp -d /tmp/bench-data.XXXXXX)
 cargo build --release -q -p broker-server -p broker-bench
 BENCH=target/release/broker-bench
 
+BEFORE_BIN=${BEFORE_BIN:-}
+BEFORE_PORT=$((PORT + 1))
+BEFORE_DATA=$(mktemp -d /tmp/bench-data-before.XXXXXX)
 OURS_PID=
 # every run of ours starts on a fresh process and data dir, so peak RSS is that run's
 fresh_ours() {
@@ -37,6 +44,16 @@ fresh_ours() {
     echo "our broker did not start" >&2
     exit 1
   fi
+}
+# the older build of ours, fresh for every run (BEFORE_BIN mode)
+BEFORE_PID=
+fresh_before() {
+  if [ -n "$BEFORE_PID" ]; then kill "$BEFORE_PID" 2>/dev/null || true; wait "$BEFORE_PID" 2>/dev/null || true; fi
+  rm -rf "$BEFORE_DATA"; mkdir -p "$BEFORE_DATA"
+  "$BEFORE_BIN" --listen "127.0.0.1:$BEFORE_PORT" --http-listen none --data-dir "$BEFORE_DATA" --log-level warn >/dev/null 2>&1 &
+  BEFORE_PID=$!
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$BEFORE_PORT") 2>/dev/null && break; sleep 0.05; done
+  RABBIT_PID=$BEFORE_PID
 }
 # the node's own pid (rabbitmqctl runs short-lived beam processes of its own)
 rabbit_pid() {
@@ -62,9 +79,14 @@ quiet_rabbit() {
     [ $((b - a)) -lt 5 ] && return 0
   done
 }
-trap 'kill $OURS_PID 2>/dev/null || true; rm -rf "$DATA"' EXIT
-../shared/scripts/reference-rabbitmq.sh start >/dev/null
-RABBIT_PID=$(rabbit_pid)
+trap 'kill $OURS_PID $BEFORE_PID 2>/dev/null || true; rm -rf "$DATA" "$BEFORE_DATA"' EXIT
+if [ -z "$BEFORE_BIN" ]; then
+  ../shared/scripts/reference-rabbitmq.sh start >/dev/null
+  RABBIT_PID=$(rabbit_pid)
+  OTHER_ADDR="127.0.0.1:$RABBIT_PORT"
+else
+  OTHER_ADDR="127.0.0.1:$BEFORE_PORT"
+fi
 
 # name | flags
 SCENARIOS=(
@@ -93,11 +115,17 @@ for s in "${SCENARIOS[@]}"; do
   flags=${s#*|}
   echo "== $name"
   for _ in $(seq "$ROUNDS"); do
-    quiet_rabbit
+    if [ -z "$BEFORE_BIN" ]; then quiet_rabbit; fi
     fresh_ours
     run ours "127.0.0.1:$PORT" "$OURS_PID" "$name" "$flags"
-    case "$name" in backlog*|*idle*) fresh_rabbit ;; esac
-    run rabbitmq "127.0.0.1:$RABBIT_PORT" "$RABBIT_PID" "$name" "$flags"
+    kill "$OURS_PID" 2>/dev/null || true; wait "$OURS_PID" 2>/dev/null || true; OURS_PID=
+    if [ -n "$BEFORE_BIN" ]; then
+      fresh_before
+    else
+      case "$name" in backlog*|*idle*) fresh_rabbit ;; esac
+    fi
+    run rabbitmq "$OTHER_ADDR" "$RABBIT_PID" "$name" "$flags"
+    if [ -n "$BEFORE_BIN" ]; then kill "$BEFORE_PID" 2>/dev/null || true; wait "$BEFORE_PID" 2>/dev/null || true; BEFORE_PID=; fi
   done
 done
 
@@ -105,9 +133,10 @@ COMMIT=$(git rev-parse --short HEAD)
 CPU=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs)
 MEM=$(free -g | awk '/Mem:/ {print $2 " GiB"}')
 RVER=$(rabbitmqctl version 2>/dev/null || echo "3.10")
-python3 - "$OUT" "$COMMIT" "$CPU" "$(nproc)" "$MEM" "$RVER" "$DURATION" "$ROUNDS" <<'EOF'
+python3 - "$OUT" "$COMMIT" "$CPU" "$(nproc)" "$MEM" "$RVER" "$DURATION" "$ROUNDS" "$BEFORE_BIN" "${BEFORE_COMMIT:-}" <<'EOF'
 import json, statistics, sys, datetime, re, pathlib
-path, commit, cpu, cores, mem, rver, duration, rounds = sys.argv[1:]
+path, commit, cpu, cores, mem, rver, duration, rounds, before_bin, before_commit = sys.argv[1:]
+versus = "before" if before_bin else "RabbitMQ"
 rows = {}
 order = []
 for line in open(path):
@@ -133,7 +162,7 @@ def fmt(v, unit=""):
         return f"{v:,.0f} µs"
     return f"{v:,.0f}"
 
-lines = ["| scenario | metric | ours | RabbitMQ | ratio |", "|---|---|---|---|---|"]
+lines = [f"| scenario | metric | ours | {versus} | ratio |", "|---|---|---|---|---|"]
 def row(name, metric, o, r, unit="", higher_better=True):
     ratio = "—"
     if o and r:
@@ -168,6 +197,26 @@ for name in order:
         lines.append(f"| | generator CPU per message | {gen:.2f} µs | | |")
 
 stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+if before_bin:
+    block = "\n".join([
+        "<!-- BEFORE-AFTER:BEGIN -->",
+        f"Run {stamp}, {cores} × {cpu}, {mem}: this build (commit {commit}) against the build of",
+        f"commit {before_commit or before_bin}; {rounds} rounds of {duration} s per scenario, alternating, medians.",
+        "Ratio = ours / before for rates, and lower/higher for memory and latency.",
+        f"Command: `BEFORE_BIN=<old broker> scripts/bench-vs-rabbitmq.sh`.",
+        "",
+        *lines,
+        "<!-- BEFORE-AFTER:END -->",
+    ])
+    doc = pathlib.Path("docs/performance.md")
+    text = doc.read_text()
+    if "<!-- BEFORE-AFTER:BEGIN -->" in text:
+        text = re.sub(r"<!-- BEFORE-AFTER:BEGIN -->.*<!-- BEFORE-AFTER:END -->", lambda _: block, text, flags=re.S)
+    else:
+        text += "\n## Before and after a refactoring\n\n" + block + "\n"
+    doc.write_text(text)
+    print(block)
+    sys.exit(0)
 block = "\n".join([
     "<!-- BENCH:BEGIN -->",
     f"Run {stamp}, commit {commit}, {cores} × {cpu}, {mem}; RabbitMQ {rver} (Debian, default",

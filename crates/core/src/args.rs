@@ -4,6 +4,10 @@
 //! A bad value is refused with 406 PRECONDITION_FAILED and RabbitMQ's text, e.g.
 //! `invalid arg 'x-message-ttl' for queue 'q' in vhost '/': {value_negative,-1}`.
 //! Unknown `x-` arguments are kept and ignored, as RabbitMQ does.
+//!
+//! This module has the values ([`QueueArgs`]) and the checks every type shares
+//! (equivalence on redeclare, value readers and their texts); which arguments a queue
+//! accepts is its type's rule (`crate::queue_type`, classic in `queue_type/classic.rs`).
 
 use crate::error::AmqpError;
 use amq_protocol::types::{AMQPValue, FieldTable};
@@ -23,24 +27,9 @@ pub enum Overflow {
 /// The longest TTL or x-expires RabbitMQ accepts: ten years in milliseconds.
 pub const MAX_MILLIS: u64 = 315_360_000_000;
 
-/// Queue arguments whose values must match on redeclare (RabbitMQ ignores others).
-pub const QUEUE_EQUIVALENCE_KEYS: &[&str] = &[
-    "x-expires",
-    "x-message-ttl",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-max-in-memory-length",
-    "x-max-in-memory-bytes",
-    "x-max-priority",
-    "x-overflow",
-    "x-queue-mode",
-    "x-queue-type",
-    "x-single-active-consumer",
-    "x-queue-master-locator",
-    "x-delivery-limit",
-];
+/// Queue arguments whose values must match on redeclare (the classic type's list; each
+/// queue type names its own, [`crate::queue_type::QueueType::equivalence_keys`]).
+pub use crate::queue_type::classic::EQUIVALENCE_KEYS as QUEUE_EQUIVALENCE_KEYS;
 
 /// Exchange arguments whose values must match on redeclare.
 pub const EXCHANGE_EQUIVALENCE_KEYS: &[&str] = &["alternate-exchange"];
@@ -195,26 +184,30 @@ pub fn str_value(v: &AMQPValue) -> Option<String> {
     }
 }
 
-struct Checker<'a> {
-    queue: &'a str,
-    vhost: &'a str,
+/// Checks one queue's argument values, with RabbitMQ's texts naming the queue and vhost
+/// (shared by the queue types' rules).
+pub(crate) struct Checker<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) vhost: &'a str,
 }
 
 impl Checker<'_> {
-    fn invalid(&self, arg: &str, why: String) -> AmqpError {
+    /// `invalid arg '…' for queue '…' in vhost '…': why` (406).
+    pub(crate) fn invalid(&self, arg: &str, why: String) -> AmqpError {
         AmqpError::precondition_failed(format!(
             "invalid arg '{arg}' for queue '{}' in vhost '{}': {why}",
             self.queue, self.vhost
         ))
     }
 
-    fn int(&self, arg: &str, v: &AMQPValue) -> Result<i128, AmqpError> {
+    /// An integer of any width.
+    pub(crate) fn int(&self, arg: &str, v: &AMQPValue) -> Result<i128, AmqpError> {
         int_value(v)
             .ok_or_else(|| self.invalid(arg, format!("\"expected integer, got {}\"", type_name(v))))
     }
 
     /// RabbitMQ's text for a string argument of another type.
-    fn wrong_type(&self, arg: &str, v: &AMQPValue) -> AmqpError {
+    pub(crate) fn wrong_type(&self, arg: &str, v: &AMQPValue) -> AmqpError {
         AmqpError::precondition_failed(format!(
             "invalid type '{}' for arg '{arg}' in queue '{}' in vhost '{}'",
             type_name(v),
@@ -224,7 +217,7 @@ impl Checker<'_> {
     }
 
     /// A TTL-like value: non-negative (or positive) and at most ten years of ms.
-    fn millis(&self, arg: &str, v: &AMQPValue, zero_ok: bool) -> Result<u64, AmqpError> {
+    pub(crate) fn millis(&self, arg: &str, v: &AMQPValue, zero_ok: bool) -> Result<u64, AmqpError> {
         let ms = if zero_ok {
             self.non_neg(arg, v)?
         } else {
@@ -237,7 +230,7 @@ impl Checker<'_> {
     }
 
     /// A non-negative integer.
-    fn non_neg(&self, arg: &str, v: &AMQPValue) -> Result<u64, AmqpError> {
+    pub(crate) fn non_neg(&self, arg: &str, v: &AMQPValue) -> Result<u64, AmqpError> {
         let i = self.int(arg, v)?;
         if i < 0 {
             return Err(self.invalid(arg, format!("{{value_negative,{i}}}")));
@@ -246,7 +239,7 @@ impl Checker<'_> {
     }
 
     /// A positive integer.
-    fn positive(&self, arg: &str, v: &AMQPValue) -> Result<u64, AmqpError> {
+    pub(crate) fn positive(&self, arg: &str, v: &AMQPValue) -> Result<u64, AmqpError> {
         let i = self.int(arg, v)?;
         if i == 0 {
             return Err(self.invalid(arg, "{value_zero,0}".into()));
@@ -257,7 +250,8 @@ impl Checker<'_> {
         Ok(u64::try_from(i).unwrap_or(u64::MAX))
     }
 
-    fn string(&self, arg: &str, v: &AMQPValue) -> Result<String, AmqpError> {
+    /// A long string (RabbitMQ refuses other types with `unacceptable_type`).
+    pub(crate) fn string(&self, arg: &str, v: &AMQPValue) -> Result<String, AmqpError> {
         match v {
             AMQPValue::LongString(_) => Ok(str_value(v).unwrap_or_default()),
             other => Err(self.invalid(arg, format!("{{unacceptable_type,{}}}", type_name(other)))),
@@ -266,91 +260,11 @@ impl Checker<'_> {
 }
 
 impl QueueArgs {
-    /// Reads and checks a queue's arguments.
+    /// Reads and checks a queue's arguments by the rules of the queue type that
+    /// `x-queue-type` names (classic when none; an unknown or unsupported type is refused
+    /// with RabbitMQ's text, in argument order): [`crate::queue_type::parse_arguments`].
     pub fn parse(args: &FieldTable, queue: &str, vhost: &str) -> Result<QueueArgs, AmqpError> {
-        let c = Checker { queue, vhost };
-        let mut out = QueueArgs::default();
-        for (k, v) in args.inner().iter() {
-            let key = k.as_str();
-            match key {
-                "x-message-ttl" => out.message_ttl = Some(c.millis(key, v, true)?),
-                "x-expires" => out.expires = Some(c.millis(key, v, false)?),
-                "x-max-length" => out.max_length = Some(c.non_neg(key, v)?),
-                "x-max-length-bytes" => out.max_length_bytes = Some(c.non_neg(key, v)?),
-                "x-delivery-limit" => out.delivery_limit = Some(c.non_neg(key, v)?),
-                "x-max-priority" => {
-                    let p = c.non_neg(key, v)?;
-                    if p > 255 {
-                        return Err(c.invalid(key, format!("{{max_value_exceeded,{p}}}")));
-                    }
-                    // 0 behaves as no priorities, as in RabbitMQ
-                    out.max_priority = (p > 0).then_some(p as u8);
-                }
-                "x-overflow" => {
-                    let s = c.string(key, v)?;
-                    out.overflow = match s.as_str() {
-                        "drop-head" => Overflow::DropHead,
-                        "reject-publish" => Overflow::RejectPublish,
-                        "reject-publish-dlx" => Overflow::RejectPublishDlx,
-                        _ => return Err(c.invalid(key, "invalid_overflow".into())),
-                    };
-                }
-                "x-single-active-consumer" => match v {
-                    AMQPValue::Boolean(b) => out.single_active_consumer = *b,
-                    other => {
-                        return Err(
-                            c.invalid(key, format!("{{unacceptable_type,{}}}", type_name(other)))
-                        )
-                    }
-                },
-                "x-dead-letter-exchange" => match v {
-                    AMQPValue::LongString(_) => out.dead_letter_exchange = str_value(v),
-                    other => return Err(c.wrong_type(key, other)),
-                },
-                "x-dead-letter-routing-key" => {
-                    let k = c.string(key, v)?;
-                    // dead letters carry it as their routing key, a shortstr on the wire:
-                    // RabbitMQ accepts a longer one and then fails every delivery of such a
-                    // dead letter (541); refusing it here keeps the queue usable
-                    if k.len() > crate::names::MAX_SHORTSTR {
-                        return Err(c.invalid(
-                            key,
-                            format!(
-                                "\"{} bytes, longer than a routing key can be (255)\"",
-                                k.len()
-                            ),
-                        ));
-                    }
-                    out.dead_letter_routing_key = Some(k)
-                }
-                "x-queue-type" => {
-                    let t = c.string(key, v)?;
-                    match t.as_str() {
-                        "classic" => {}
-                        "quorum" | "stream" => {
-                            return Err(c.invalid(
-                                key,
-                                format!(
-                                    "\"queue type '{t}' is not supported by this broker \
-                                     (only 'classic')\""
-                                ),
-                            ))
-                        }
-                        _ => {
-                            return Err(c.invalid(key, format!("\"unsupported queue type '{t}'\"")))
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        if out.dead_letter_routing_key.is_some() && out.dead_letter_exchange.is_none() {
-            return Err(c.invalid(
-                "x-dead-letter-routing-key",
-                "routing_key_but_no_dlx_defined".into(),
-            ));
-        }
-        Ok(out)
+        crate::queue_type::parse_arguments(args, queue, vhost)
     }
 
     /// Whether the queue has a length limit.

@@ -1,51 +1,21 @@
-//! Bindings of one exchange and the pure route function of each exchange type.
+//! Bindings of one exchange: the set common to every exchange type (identity, order, by
+//! destination), and the type's own index, which this module keeps in step and asks to
+//! route (`crate::exchange`, one file per type).
 //!
 //! An exchange actor owns a [`Bindings`] value, changes it on bind and unbind, and
 //! publishes an immutable copy; channels call [`Bindings::route`] on that copy, so routing
-//! needs no lock and no message to the exchange.
+//! needs no lock and no message to the exchange. [`resolve`] follows a route through
+//! exchange-to-exchange bindings and alternate exchanges.
 
-use crate::headers;
-use crate::topic::TopicTrie;
+pub use crate::exchange::ExchangeKind;
+use crate::exchange::Index;
 use amq_protocol::types::generation::gen_field_table;
 use amq_protocol::types::FieldTable;
 use imbl::{HashMap, OrdMap, OrdSet};
 use std::sync::Arc;
 
-/// The four exchange types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ExchangeKind {
-    /// Exact routing-key match.
-    Direct,
-    /// Every bound destination.
-    Fanout,
-    /// Dotted-word patterns with `*` and `#`.
-    Topic,
-    /// Header values, by `x-match`.
-    Headers,
-}
-
-impl ExchangeKind {
-    /// Parses the type named in exchange.declare.
-    pub fn parse(s: &str) -> Option<ExchangeKind> {
-        match s {
-            "direct" => Some(ExchangeKind::Direct),
-            "fanout" => Some(ExchangeKind::Fanout),
-            "topic" => Some(ExchangeKind::Topic),
-            "headers" => Some(ExchangeKind::Headers),
-            _ => None,
-        }
-    }
-
-    /// The name used on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExchangeKind::Direct => "direct",
-            ExchangeKind::Fanout => "fanout",
-            ExchangeKind::Topic => "topic",
-            ExchangeKind::Headers => "headers",
-        }
-    }
-}
+mod resolve;
+pub use resolve::{alternate_exchange, resolve, RouteSource};
 
 /// Where a binding leads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,16 +63,17 @@ impl BindingId {
     }
 }
 
-/// The bindings of one exchange with an index for its type.
+/// The bindings of one exchange as every type sees them (RabbitMQ's binding table for
+/// one source): in the order they were made, by identity, by destination, and counted
+/// per (destination, key). Exchange types that need no index of their own (fanout,
+/// headers) route by it.
 ///
 /// Every collection is persistent (`imbl`): a clone shares everything and a bind or
 /// unbind copies only the paths it changes, so the exchange actor can publish a fresh
 /// snapshot after each change in O(log n) whatever the number of bindings (a plain
 /// `Vec`/`HashMap` clone made 10,000 binds on one exchange O(n²)).
-#[derive(Debug, Clone)]
-pub struct Bindings {
-    /// The exchange type, which decides the index used.
-    kind: ExchangeKind,
+#[derive(Debug, Clone, Default)]
+pub struct BindingSet {
     /// Every binding by the order it was made (a counter, never reused).
     all: OrdMap<u64, Binding>,
     /// Each binding's place in `all`, so bind is idempotent and unbind is a lookup.
@@ -110,39 +81,21 @@ pub struct Bindings {
     /// The bindings of each destination (fanout routing, and the deletion of a queue).
     by_dest: HashMap<Destination, OrdSet<u64>>,
     /// How many bindings route each (destination, key): bindings that differ only in
-    /// arguments share one entry of the direct or topic index.
+    /// arguments share one entry of a type's index.
     pairs: HashMap<(Destination, Arc<str>), u32>,
-    /// Direct exchanges: destinations per routing key.
-    direct: HashMap<Arc<str>, OrdSet<Destination>>,
-    /// Topic exchanges: the pattern trie.
-    topic: TopicTrie<Destination>,
     /// The next value for `all`.
     next: u64,
 }
 
-impl Bindings {
-    /// No bindings, for an exchange of `kind`.
-    pub fn new(kind: ExchangeKind) -> Self {
-        Self {
-            kind,
-            all: OrdMap::new(),
-            ids: HashMap::new(),
-            by_dest: HashMap::new(),
-            pairs: HashMap::new(),
-            direct: HashMap::new(),
-            topic: TopicTrie::default(),
-            next: 0,
-        }
-    }
-
-    /// The exchange type.
-    pub fn kind(&self) -> ExchangeKind {
-        self.kind
-    }
-
+impl BindingSet {
     /// Every binding, in the order they were made.
     pub fn all(&self) -> impl Iterator<Item = &Binding> + '_ {
         self.all.values()
+    }
+
+    /// Every destination with at least one binding, each once.
+    pub fn destinations(&self) -> impl Iterator<Item = &Destination> + '_ {
+        self.by_dest.keys()
     }
 
     /// Number of bindings.
@@ -155,11 +108,12 @@ impl Bindings {
         self.all.is_empty()
     }
 
-    /// Adds a binding; returns false if an identical one existed (bind is idempotent).
-    pub fn add(&mut self, b: Binding) -> bool {
+    /// Adds a binding unless an identical one exists. Returns the binding stored and
+    /// whether it is the first of its (destination, key), or `None` if it existed.
+    fn insert(&mut self, b: Binding) -> Option<(&Binding, bool)> {
         let id = BindingId::of(&b);
         if self.ids.contains_key(&id) {
-            return false;
+            return None;
         }
         let seq = self.next;
         self.next += 1;
@@ -173,41 +127,14 @@ impl Bindings {
             .entry((b.destination.clone(), b.routing_key.clone()))
             .or_insert(0);
         *count += 1;
-        if *count == 1 {
-            self.index(&b.routing_key, &b.destination);
-        }
+        let first = *count == 1;
         self.all.insert(seq, b);
-        true
+        self.all.get(&seq).map(|b| (b, first))
     }
 
-    /// Removes a binding; returns false if there was no such binding.
-    pub fn remove(&mut self, b: &Binding) -> bool {
-        let Some(seq) = self.ids.remove(&BindingId::of(b)) else {
-            return false;
-        };
-        self.forget(seq);
-        true
-    }
-
-    /// Removes every binding to `dest` (its queue or exchange was deleted). Returns the
-    /// bindings removed.
-    pub fn remove_destination(&mut self, dest: &Destination) -> Vec<Binding> {
-        let Some(seqs) = self.by_dest.get(dest).cloned() else {
-            return Vec::new();
-        };
-        let mut gone = Vec::with_capacity(seqs.len());
-        for &seq in &seqs {
-            if let Some(b) = self.forget(seq) {
-                self.ids.remove(&BindingId::of(&b));
-                gone.push(b);
-            }
-        }
-        gone
-    }
-
-    /// Drops binding `seq` from `all`, `by_dest` and, when it was the last binding of its
-    /// (destination, key), from the type's index.
-    fn forget(&mut self, seq: u64) -> Option<Binding> {
+    /// Drops binding `seq` from `all` and `by_dest` (not from `ids`). Returns it and
+    /// whether it was the last binding of its (destination, key).
+    fn forget(&mut self, seq: u64) -> Option<(Binding, bool)> {
         let b = self.all.remove(&seq)?;
         if let Some(set) = self.by_dest.get_mut(&b.destination) {
             set.remove(&seq);
@@ -225,68 +152,117 @@ impl Bindings {
         };
         if last {
             self.pairs.remove(&pair);
-            self.unindex(&b.routing_key, &b.destination);
+        }
+        Some((b, last))
+    }
+}
+
+/// The bindings of one exchange: the common [`BindingSet`] and the index of the
+/// exchange's type, kept in step.
+#[derive(Debug, Clone)]
+pub struct Bindings {
+    /// Every binding.
+    set: BindingSet,
+    /// The type's own index (and the type itself).
+    index: Index,
+}
+
+impl Bindings {
+    /// No bindings, for an exchange of `kind`.
+    pub fn new(kind: ExchangeKind) -> Self {
+        Self {
+            set: BindingSet::default(),
+            index: kind.new_index(),
+        }
+    }
+
+    /// The exchange type.
+    pub fn kind(&self) -> ExchangeKind {
+        self.index.kind()
+    }
+
+    /// The common binding set.
+    pub fn set(&self) -> &BindingSet {
+        &self.set
+    }
+
+    /// Every binding, in the order they were made.
+    pub fn all(&self) -> impl Iterator<Item = &Binding> + '_ {
+        self.set.all()
+    }
+
+    /// Number of bindings.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// Adds a binding; returns false if an identical one existed (bind is idempotent).
+    pub fn add(&mut self, b: Binding) -> bool {
+        match self.set.insert(b) {
+            None => false,
+            Some((b, first)) => {
+                if first {
+                    self.index.bind(&b.routing_key, &b.destination);
+                }
+                true
+            }
+        }
+    }
+
+    /// Removes a binding; returns false if there was no such binding.
+    pub fn remove(&mut self, b: &Binding) -> bool {
+        let Some(seq) = self.set.ids.remove(&BindingId::of(b)) else {
+            return false;
+        };
+        self.forget(seq);
+        true
+    }
+
+    /// Removes every binding to `dest` (its queue or exchange was deleted). Returns the
+    /// bindings removed.
+    pub fn remove_destination(&mut self, dest: &Destination) -> Vec<Binding> {
+        let Some(seqs) = self.set.by_dest.get(dest).cloned() else {
+            return Vec::new();
+        };
+        let mut gone = Vec::with_capacity(seqs.len());
+        for &seq in &seqs {
+            if let Some(b) = self.forget(seq) {
+                self.set.ids.remove(&BindingId::of(&b));
+                gone.push(b);
+            }
+        }
+        gone
+    }
+
+    /// Drops binding `seq` from the set and, when it was the last binding of its
+    /// (destination, key), from the type's index.
+    fn forget(&mut self, seq: u64) -> Option<Binding> {
+        let (b, last) = self.set.forget(seq)?;
+        if last {
+            self.index.unbind(&b.routing_key, &b.destination);
         }
         Some(b)
     }
 
-    fn index(&mut self, key: &Arc<str>, dest: &Destination) {
-        match self.kind {
-            ExchangeKind::Direct => {
-                self.direct
-                    .entry(key.clone())
-                    .or_default()
-                    .insert(dest.clone());
-            }
-            ExchangeKind::Topic => self.topic.insert(key, dest.clone()),
-            ExchangeKind::Fanout | ExchangeKind::Headers => {}
-        }
-    }
-
-    fn unindex(&mut self, key: &Arc<str>, dest: &Destination) {
-        match self.kind {
-            ExchangeKind::Direct => {
-                if let Some(v) = self.direct.get_mut(key) {
-                    v.remove(dest);
-                    if v.is_empty() {
-                        self.direct.remove(key);
-                    }
-                }
-            }
-            ExchangeKind::Topic => self.topic.remove(key, dest),
-            ExchangeKind::Fanout | ExchangeKind::Headers => {}
-        }
-    }
-
     /// Appends the destinations a message with this routing key and headers goes to.
+    #[inline]
     pub fn route(
         &self,
         routing_key: &str,
         headers: Option<&FieldTable>,
         out: &mut Vec<Destination>,
     ) {
-        match self.kind {
-            ExchangeKind::Direct => {
-                if let Some(v) = self.direct.get(routing_key) {
-                    out.extend(v.iter().cloned());
-                }
-            }
-            // each destination once, however many bindings it has
-            ExchangeKind::Fanout => out.extend(self.by_dest.keys().cloned()),
-            ExchangeKind::Topic => self.topic.matches(routing_key, out),
-            ExchangeKind::Headers => {
-                for b in self.all.values() {
-                    if headers::matches(&b.arguments, headers) && !out.contains(&b.destination) {
-                        out.push(b.destination.clone());
-                    }
-                }
-            }
-        }
+        self.index.route(&self.set, routing_key, headers, out);
     }
 
     /// Whether the route depends on message headers (and so cannot be cached by key).
     pub fn routes_by_headers(&self) -> bool {
-        self.kind == ExchangeKind::Headers
+        self.kind().routes_by_headers()
     }
 }
 

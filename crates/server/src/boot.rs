@@ -117,7 +117,7 @@ async fn shutdown(rt: &Arc<Runtime>) {
     let save = futures::future::join_all(
         queues
             .iter()
-            .map(|q| q.addr.send(crate::broker::queue::SaveDeliveredMark)),
+            .map(|q| q.save_delivered_mark()),
     );
     let _ = tokio::time::timeout(Duration::from_secs(5), save).await;
     info!(closed, "broker stopped");

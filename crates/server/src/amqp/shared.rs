@@ -4,7 +4,7 @@
 //! that the connection acts on before it reads more from the socket.
 
 use crate::broker::flow::ConsumerGate;
-use crate::broker::queue::{Kick, QueueEntry};
+use crate::broker::queue::QueueEntry;
 use broker_wire::encode;
 use broker_wire::protocol::AMQPClass;
 use bytes::BytesMut;
@@ -82,7 +82,7 @@ impl ConnShared {
         let held = std::mem::take(&mut *self.deferred.borrow_mut());
         for (gate, queue) in held {
             if gate.written() {
-                queue.addr.do_send(Kick);
+                queue.kick();
             }
         }
     }

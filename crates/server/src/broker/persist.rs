@@ -284,7 +284,7 @@ impl VHost {
     ) -> (usize, usize) {
         let (batch, damaged) = queue::load_stored(&*s.messages, id, &entry.name, &self.name);
         let n = batch.len();
-        let _ = entry.addr.send(queue::Recover(batch)).await;
+        let _ = entry.recover(batch).await;
         (n, damaged)
     }
 }

@@ -10,7 +10,7 @@
 //! memory alarm stops AMQP publishers by not reading their sockets; the management API
 //! asks `memory_alarm` instead.
 
-use crate::broker::queue::{self, QueueEntry, QueueHost};
+use crate::broker::queue::{QueueEntry, QueueHost};
 use crate::broker::node::{Node, Storage};
 use crate::broker::vhost::VHost;
 use broker_core::args::Overflow;
@@ -132,7 +132,7 @@ impl Routed {
     pub fn deliver(&self, msg: &Arc<Message>, mut each: impl FnMut(&Arc<QueueEntry>)) {
         for q in &self.refused_by {
             if q.args.overflow == Overflow::RejectPublishDlx {
-                q.addr.do_send(queue::Refused(msg.clone()));
+                q.refused(msg.clone());
             }
         }
         for q in self.queues.iter() {

@@ -10,11 +10,10 @@
 
 use crate::broker::exchange::{self, ExchangeEntry};
 use crate::broker::locks::Resource;
-use crate::broker::queue::{self, QueueEntry};
-use crate::broker::vhost::{inequivalent, ExchangeSpec, QueueSpec, VHost};
-use broker_core::args::QueueArgs;
-use broker_core::headers::XMatch;
-use broker_core::routing::{Binding, Destination, ExchangeKind};
+use crate::broker::queue::QueueEntry;
+use crate::broker::vhost::{ExchangeSpec, QueueSpec, VHost};
+use broker_core::declare::{self, ExchangeDeclare, QueueDeclare};
+use broker_core::routing::{Binding, Destination};
 use broker_core::AmqpError;
 use broker_wire::types::FieldTable;
 use std::sync::atomic::Ordering;
@@ -50,7 +49,8 @@ impl VHost {
             // auto-deleted a moment ago: finish that, then declare anew
             self.forget_exchange_locked(&x).await;
         }
-        broker_core::args::check_exchange_args(&spec.arguments, name, &self.name)?;
+        spec.kind
+            .validate_declare(&spec.arguments, name, &self.name)?;
         let durable = spec.durable;
         if durable {
             self.persist_exchange(name, &spec)?;
@@ -68,34 +68,21 @@ impl VHost {
         name: &str,
         spec: &ExchangeSpec,
     ) -> Result<(), AmqpError> {
-        let differs = |arg: &str, got: String, cur: String| {
-            Err(inequivalent("exchange", arg, name, got, cur, &self.name))
+        let cur = ExchangeDeclare {
+            kind: x.kind,
+            durable: x.durable,
+            auto_delete: x.auto_delete,
+            internal: x.internal,
+            arguments: &x.arguments,
         };
-        if x.kind != spec.kind {
-            return differs("type", spec.kind.as_str().into(), x.kind.as_str().into());
-        }
-        if x.durable != spec.durable {
-            return differs("durable", spec.durable.to_string(), x.durable.to_string());
-        }
-        if x.auto_delete != spec.auto_delete {
-            let (got, cur) = (spec.auto_delete.to_string(), x.auto_delete.to_string());
-            return differs("auto_delete", got, cur);
-        }
-        if x.internal != spec.internal {
-            return differs(
-                "internal",
-                spec.internal.to_string(),
-                x.internal.to_string(),
-            );
-        }
-        broker_core::args::check_equivalent(
-            "exchange",
-            name,
-            &self.name,
-            &spec.arguments,
-            &x.arguments,
-            broker_core::args::EXCHANGE_EQUIVALENCE_KEYS,
-        )
+        let new = ExchangeDeclare {
+            kind: spec.kind,
+            durable: spec.durable,
+            auto_delete: spec.auto_delete,
+            internal: spec.internal,
+            arguments: &spec.arguments,
+        };
+        declare::check_exchange_equivalent(name, &self.name, &cur, &new)
     }
 
     /// queue.declare (non-passive): creates it or checks equivalence. Returns the entry.
@@ -114,7 +101,7 @@ impl VHost {
             // auto-deleted or expired a moment ago: finish that, then declare anew
             self.forget_queue_locked(&q).await;
         }
-        QueueArgs::parse(&spec.arguments, name, &self.name)?;
+        broker_core::queue_type::validate_declare(&spec.declare(name, &self.name))?;
         if let Some(max) = self
             .node
             .registry
@@ -148,33 +135,15 @@ impl VHost {
         conn: u64,
     ) -> Result<(), AmqpError> {
         q.check_access(conn)?;
-        if spec.exclusive_owner.is_some() != q.exclusive_owner.is_some() {
-            return Err(QueueEntry::locked(name, &self.name));
-        }
-        if q.durable != spec.durable {
-            let (got, cur) = (spec.durable, q.durable);
-            return Err(inequivalent("queue", "durable", name, got, cur, &self.name));
-        }
-        if q.auto_delete != spec.auto_delete {
-            let (got, cur) = (spec.auto_delete, q.auto_delete);
-            return Err(inequivalent(
-                "queue",
-                "auto_delete",
-                name,
-                got,
-                cur,
-                &self.name,
-            ));
-        }
-        // as RabbitMQ: only the arguments it knows are compared, before any check
-        broker_core::args::check_equivalent(
-            "queue",
+        let cur = QueueDeclare {
             name,
-            &self.name,
-            &spec.arguments,
-            &q.arguments,
-            broker_core::args::QUEUE_EQUIVALENCE_KEYS,
-        )
+            vhost: &self.name,
+            durable: q.durable,
+            exclusive: q.exclusive_owner.is_some(),
+            auto_delete: q.auto_delete,
+            arguments: &q.arguments,
+        };
+        declare::check_queue_equivalent(&cur, &spec.declare(name, &self.name))
     }
 
     /// queue.delete. Deleting a queue that does not exist succeeds with 0, as in RabbitMQ.
@@ -191,11 +160,7 @@ impl VHost {
         };
         q.check_access(conn)?;
         let n = q
-            .addr
-            .send(queue::DeleteQueue {
-                if_unused,
-                if_empty,
-            })
+            .delete(if_unused, if_empty)
             .await
             .map_err(unavailable("queue"))??;
         self.forget_queue_locked(&q).await;
@@ -207,17 +172,7 @@ impl VHost {
 
     /// exchange.delete: the default and amq.* exchanges are refused with 403.
     pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
-        if name.is_empty() {
-            return Err(AmqpError::access_refused(
-                "operation not permitted on the default exchange",
-            ));
-        }
-        if name.starts_with("amq.") {
-            return Err(AmqpError::access_refused(format!(
-                "deletion of system exchange '{name}' in vhost '{}' not allowed",
-                self.name
-            )));
-        }
+        declare::check_exchange_delete_name(name, &self.name)?;
         let _held = self.locks.lock(&[Resource::Exchange(name)]).await;
         // deleting an exchange that does not exist succeeds, as in RabbitMQ
         let Some(x) = self.exchange(name) else {
@@ -272,13 +227,7 @@ impl VHost {
             .collect();
         for q in mine {
             let _held = self.locks.lock(&[Resource::Queue(&q.name)]).await;
-            let _ = q
-                .addr
-                .send(queue::DeleteQueue {
-                    if_unused: false,
-                    if_empty: false,
-                })
-                .await;
+            let _ = q.delete(false, false).await;
             self.forget_queue_locked(&q).await;
         }
     }
@@ -364,10 +313,9 @@ impl VHost {
         arguments: FieldTable,
         bind: bool,
     ) -> Result<(), AmqpError> {
-        let default_refused =
-            || AmqpError::access_refused("operation not permitted on the default exchange");
-        if source.is_empty() || matches!(&dest, Destination::Exchange(d) if d.is_empty()) {
-            return Err(default_refused());
+        declare::check_not_default_exchange(source)?;
+        if let Destination::Exchange(d) = &dest {
+            declare::check_not_default_exchange(d)?;
         }
         let dest_name = match &dest {
             Destination::Queue(q) => Resource::Queue(q),
@@ -401,12 +349,8 @@ impl VHost {
                 self.name
             )));
         };
-        if bind && x.kind == ExchangeKind::Headers {
-            if let Err(v) = XMatch::from_arguments(&arguments) {
-                return Err(AmqpError::precondition_failed(format!(
-                    "Invalid x-match field value <<\"{v}\">>; expected all, any, all-with-x, or any-with-x"
-                )));
-            }
+        if bind {
+            x.kind.validate_binding(&arguments)?;
         }
         let durable = x.durable && self.is_durable(&dest);
         let b = Binding {

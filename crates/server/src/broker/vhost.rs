@@ -8,7 +8,7 @@ use crate::broker::locks::TopologyLocks;
 use crate::broker::queue::{QueueActor, QueueEntry};
 use crate::broker::node::Node;
 use broker_core::args::QueueArgs;
-use broker_core::routing::{Destination, ExchangeKind};
+use broker_core::routing::{Bindings, ExchangeKind, RouteSource};
 use broker_core::AmqpError;
 use broker_wire::types::FieldTable;
 use dashmap::DashMap;
@@ -61,6 +61,24 @@ pub struct QueueSpec {
     pub worker: Option<actix::ArbiterHandle>,
 }
 
+impl QueueSpec {
+    /// The declare as its queue type checks it.
+    pub fn declare<'a>(
+        &'a self,
+        name: &'a str,
+        vhost: &'a str,
+    ) -> broker_core::declare::QueueDeclare<'a> {
+        broker_core::declare::QueueDeclare {
+            name,
+            vhost,
+            durable: self.durable,
+            exclusive: self.exclusive_owner.is_some(),
+            auto_delete: self.auto_delete,
+            arguments: &self.arguments,
+        }
+    }
+}
+
 /// One virtual host.
 pub struct VHost {
     /// Its name.
@@ -77,19 +95,6 @@ pub struct VHost {
     pub(crate) me: Weak<VHost>,
     /// Open client connections (for max-connections).
     pub connections: AtomicUsize,
-}
-
-pub(crate) fn inequivalent(
-    what: &str,
-    arg: &str,
-    name: &str,
-    got: impl std::fmt::Display,
-    cur: impl std::fmt::Display,
-    vhost: &str,
-) -> AmqpError {
-    AmqpError::precondition_failed(format!(
-        "inequivalent arg '{arg}' for {what} '{name}' in vhost '{vhost}': received '{got}' but current is '{cur}'"
-    ))
 }
 
 impl VHost {
@@ -240,47 +245,18 @@ impl VHost {
         headers: Option<&FieldTable>,
         out: &mut Vec<Arc<QueueEntry>>,
     ) -> bool {
-        let mut cacheable = true;
         let mut seen = None;
-        let mut visited: Vec<Arc<str>> = vec![x.name.clone()];
-        let mut dests = Vec::new();
-        let snap = x.bindings.load();
-        cacheable &= !snap.routes_by_headers();
-        snap.route(routing_key, headers, &mut dests);
-        if dests.is_empty() {
-            // unroutable here: the alternate exchange gets it
-            if let Some(ae) = alternate_exchange(&x.arguments) {
-                dests.push(Destination::Exchange(ae.into()));
-            }
-        }
-        let mut i = 0;
-        while i < dests.len() {
-            match &dests[i] {
-                Destination::Queue(q) => {
-                    if let Some(entry) = self.queue(q) {
-                        push_once(out, &mut seen, entry);
-                    }
+        broker_core::routing::resolve(
+            x,
+            routing_key,
+            headers,
+            |e| self.exchange(e),
+            |q| {
+                if let Some(entry) = self.queue(q) {
+                    push_once(out, &mut seen, entry);
                 }
-                Destination::Exchange(e) => {
-                    if !visited.contains(e) {
-                        visited.push(e.clone());
-                        if let Some(next) = self.exchange(e) {
-                            let snap = next.bindings.load();
-                            cacheable &= !snap.routes_by_headers();
-                            let before = dests.len();
-                            snap.route(routing_key, headers, &mut dests);
-                            if dests.len() == before {
-                                if let Some(ae) = alternate_exchange(&next.arguments) {
-                                    dests.push(Destination::Exchange(ae.into()));
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            i += 1;
-        }
-        cacheable
+            },
+        )
     }
 
     /// Routes by exchange name, the default exchange ("") included; `None` if there is no
@@ -328,17 +304,7 @@ fn push_once(
 /// The default exchange and the amq.* exchanges may not be declared, deleted or bound to
 /// by clients (403 ACCESS_REFUSED).
 pub fn check_not_reserved_exchange(name: &str) -> Result<(), AmqpError> {
-    if name.is_empty() {
-        return Err(AmqpError::access_refused(
-            "operation not permitted on the default exchange",
-        ));
-    }
-    if name.starts_with("amq.") {
-        return Err(AmqpError::access_refused(format!(
-            "exchange name '{name}' contains reserved prefix 'amq.*'"
-        )));
-    }
-    Ok(())
+    broker_core::declare::check_not_reserved_exchange(name)
 }
 
 /// Reads a string-valued argument (long or short string).
@@ -348,5 +314,20 @@ pub fn string_arg(args: &FieldTable, key: &str) -> Option<String> {
 
 /// The `alternate-exchange` argument of an exchange, if it names one.
 pub(crate) fn alternate_exchange(args: &FieldTable) -> Option<String> {
-    string_arg(args, "alternate-exchange").filter(|s| !s.is_empty())
+    broker_core::routing::alternate_exchange(args)
+}
+
+/// What routing reads of an exchange: its binding snapshot and alternate exchange.
+impl RouteSource for ExchangeEntry {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn with_bindings<R>(&self, f: impl FnOnce(&Bindings) -> R) -> R {
+        f(&self.bindings.load())
+    }
+
+    fn alternate(&self) -> Option<String> {
+        alternate_exchange(&self.arguments)
+    }
 }

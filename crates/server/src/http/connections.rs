@@ -2,7 +2,6 @@
 
 use super::overview::all_queues;
 use super::{no_content, user, ApiError, ApiResult, State};
-use crate::broker::queue::Info;
 use crate::broker::runtime::{ConnInfo, Runtime};
 use actix_web::{web, HttpRequest, HttpResponse};
 use broker_core::auth::User;
@@ -165,7 +164,7 @@ async fn channels(rt: &Runtime, u: &User, only: Option<&str>) -> Vec<Value> {
     // consumers per channel come from the queues
     let mut per_channel: std::collections::HashMap<(u64, u16), usize> = Default::default();
     for (_, q) in all_queues(rt) {
-        if let Ok(i) = q.addr.send(Info).await {
+        if let Ok(i) = q.info().await {
             for (key, ..) in i.consumers {
                 *per_channel
                     .entry((key.connection, key.channel))
@@ -211,7 +210,7 @@ async fn consumers(rt: &Runtime, u: &User, only: Option<&str>) -> Vec<Value> {
         if only.is_some_and(|o| o != vh) || !super::sees(rt, u, &vh) {
             continue;
         }
-        let Ok(i) = q.addr.send(Info).await else {
+        let Ok(i) = q.info().await else {
             continue;
         };
         for (key, tag, ack, exclusive, priority) in i.consumers {

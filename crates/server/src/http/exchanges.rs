@@ -167,9 +167,8 @@ pub(super) async fn declare_exchange(
     let kind_name = body.get("type").and_then(Value::as_str).unwrap_or("direct");
     let kind = ExchangeKind::parse(kind_name)
         .ok_or_else(|| ApiError::bad_request(format!("unknown exchange type '{kind_name}'")))?;
-    if name.is_empty() || (name.starts_with("amq.") && v.exchange(name).is_none()) {
-        return Err(ApiError::refused("Access refused."));
-    }
+    broker_core::declare::check_exchange_declare_name(name, v.exchange(name).is_some())
+        .map_err(|_| ApiError::refused("Access refused."))?;
     let existed = v.exchange(name).is_some();
     v.declare_exchange(
         name,
@@ -228,9 +227,8 @@ async fn delete(
         )));
     }
     permitted(&rt, &u, &vhost, Access::Configure, "exchange", &name)?;
-    if name.starts_with("amq.") {
-        return Err(ApiError::refused("Access refused."));
-    }
+    broker_core::declare::check_exchange_delete_name(&name, &vhost)
+        .map_err(|_| ApiError::refused("Access refused."))?;
     v.delete_exchange(&name, params.if_unused.as_deref() == Some("true"))
         .await?;
     Ok(no_content())

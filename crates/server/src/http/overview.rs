@@ -1,7 +1,7 @@
 //! `/api/overview`, `/api/whoami` and Prometheus `/metrics`.
 
 use super::{user, ApiResult, State};
-use crate::broker::queue::{Info, QueueEntry};
+use crate::broker::queue::QueueEntry;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use std::fmt::Write;
@@ -37,7 +37,7 @@ async fn overview(req: HttpRequest, rt: State) -> ApiResult {
         if !super::sees(&rt, &u, vh) {
             continue;
         }
-        if let Ok(i) = q.addr.send(Info).await {
+        if let Ok(i) = q.info().await {
             ready += i.ready;
             unacked += i.unacked;
             consumers += i.consumers.len();
@@ -113,7 +113,7 @@ async fn metrics(rt: State) -> HttpResponse {
     let queues = all_queues(&rt);
     let mut infos = Vec::new();
     for (vh, q) in &queues {
-        let i = q.addr.send(Info).await.unwrap_or_default();
+        let i = q.info().await.unwrap_or_default();
         infos.push((
             format!("vhost=\"{}\",queue=\"{}\"", esc(vh), esc(&q.name)),
             i,

@@ -4,7 +4,7 @@
 use super::fields::{properties_json, table, to_json};
 use super::overview::all_queues;
 use super::{created, in_vhost, no_content, user, Actor, ApiError, ApiResult, State};
-use crate::broker::queue::{self, Info, QueueEntry, Settle};
+use crate::broker::queue::{self, QueueEntry, Settle};
 use crate::broker::runtime::Runtime;
 use crate::broker::vhost::QueueSpec;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -52,7 +52,7 @@ pub(super) fn permitted<'a>(
 }
 
 async fn queue_json(vhost: &str, q: &Arc<QueueEntry>) -> Value {
-    let i = q.addr.send(Info).await.unwrap_or_default();
+    let i = q.info().await.unwrap_or_default();
     let c = &q.counters;
     json!({
         "name": q.name.as_ref(),
@@ -142,9 +142,8 @@ pub(super) async fn declare_queue(
         }
     }
     let existed = v.queue(name).is_some();
-    if name.starts_with("amq.") && !existed {
-        return Err(ApiError::refused("Access refused."));
-    }
+    broker_core::declare::check_queue_declare_name(name, existed)
+        .map_err(|_| ApiError::refused("Access refused."))?;
     v.declare_queue(
         name,
         QueueSpec {
@@ -209,7 +208,7 @@ async fn purge(req: HttpRequest, rt: State, path: web::Path<(String, String)>) -
     let (vhost, name) = path.into_inner();
     let q = find(&rt, &u, &vhost, &name)?;
     permitted(&rt, &u, &vhost, Access::Read, "queue", &name)?;
-    let _ = q.addr.send(queue::Purge).await;
+    let _ = q.purge().await;
     Ok(no_content())
 }
 
@@ -285,7 +284,7 @@ async fn get(
         taken.push(entry.id);
     }
     if requeue && !taken.is_empty() {
-        q.addr.do_send(Settle::Requeue(taken));
+        q.settle(Settle::Requeue(taken));
     }
     Ok(HttpResponse::Ok().json(out))
 }

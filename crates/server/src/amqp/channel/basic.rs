@@ -128,12 +128,12 @@ impl ChannelActor {
                 gate,
             },
         );
-        let addr = q.addr.clone();
+        let consume = q.consume(consumer);
         let nowait = c.nowait;
         let t = tag.clone();
         ctx.wait(
             async move {
-                addr.send(queue::Consume(consumer))
+                consume
                     .await
                     .map_err(mailbox)
                     .and_then(|r| r)
@@ -169,16 +169,11 @@ impl ChannelActor {
             reply(self);
             return Ok(());
         };
-        let addr = rec.queue.addr.clone();
-        let key = self.key;
+        let cancel = rec.queue.cancel(self.key, tag);
         self.wait_then(
             ctx,
             (60, 30),
-            async move {
-                addr.send(queue::Cancel { channel: key, tag })
-                    .await
-                    .map_err(mailbox)
-            },
+            async move { cancel.await.map_err(mailbox) },
             move |act, (), _| reply(act),
         );
         Ok(())
@@ -189,28 +184,24 @@ impl ChannelActor {
         self.allowed(broker_core::auth::Access::Read, "queue", &name)?;
         let q = self.find_queue(&name)?;
         self.touch(&q);
-        let addr = q.addr.clone();
-        let (key, no_ack) = (self.key, g.no_ack);
+        if !q.capabilities().basic_get {
+            return Err(AmqpError::new(
+                broker_core::ReplyCode::NotImplemented,
+                format!("basic.get not supported by {} queues", q.queue_type().name()),
+            ));
+        }
+        let no_ack = g.no_ack;
+        let get = q.get(self.key, no_ack);
         self.wait_then(
             ctx,
             (60, 70),
-            async move {
-                addr.send(queue::Get {
-                    channel: key,
-                    no_ack,
-                })
-                .await
-                .map_err(mailbox)
-            },
+            async move { get.await.map_err(mailbox) },
             move |act, got, ctx| match got {
                 None => act.send(AMQPClass::Basic(b::AMQPMethod::GetEmpty(b::GetEmpty {}))),
                 Some((entry, msg, remaining)) => {
                     if let Some(e) = act.header_too_large(&msg.raw_properties) {
                         // back to the queue unchanged; the channel closes with 406
-                        q.addr.do_send(queue::Restore {
-                            entries: vec![entry],
-                            no_ack,
-                        });
+                        q.restore(vec![entry], no_ack);
                         act.fail(e.on(60, 70), ctx);
                         return;
                     }
@@ -290,19 +281,19 @@ impl ChannelActor {
         }
         for (_, (q, acks, requeues, discards)) in by_queue {
             if !acks.is_empty() {
-                q.addr.do_send(queue::Settle::Ack(acks));
+                q.settle(queue::Settle::Ack(acks));
             }
             if !requeues.is_empty() {
-                q.addr.do_send(queue::Settle::Requeue(requeues));
+                q.settle(queue::Settle::Requeue(requeues));
             }
             if !discards.is_empty() {
-                q.addr.do_send(queue::Settle::Discard(discards));
+                q.settle(queue::Settle::Discard(discards));
             }
             wake.remove(&(Arc::as_ptr(&q) as usize));
         }
         // settles already wake their queue; others (none here) would need a kick
         for (_, q) in wake {
-            q.addr.do_send(queue::Kick);
+            q.kick();
         }
         if self.gate.prefetch.load(Ordering::Acquire) > 0 {
             self.wake_blocked_consumers();
@@ -313,7 +304,7 @@ impl ChannelActor {
     fn wake_blocked_consumers(&self) {
         for c in self.consumers.values() {
             if c.gate.take_blocked() {
-                c.queue.addr.do_send(queue::Kick);
+                c.queue.kick();
             }
         }
     }

@@ -125,11 +125,7 @@ impl ChannelActor {
                 )));
             }
         };
-        if name.is_empty() {
-            return Err(AmqpError::access_refused(
-                "operation not permitted on the default exchange",
-            ));
-        }
+        broker_core::declare::check_not_default_exchange(name)?;
         if d.passive {
             if self.vhost.exchange(name).is_none() {
                 return Err(AmqpError::not_found(format!(
@@ -151,11 +147,10 @@ impl ChannelActor {
                 d.kind
             )));
         };
-        if self.vhost.exchange(name).is_none() && name.starts_with("amq.") {
-            return Err(AmqpError::access_refused(format!(
-                "exchange name '{name}' contains reserved prefix 'amq.*'"
-            )));
-        }
+        broker_core::declare::check_exchange_declare_name(
+            name,
+            self.vhost.exchange(name).is_some(),
+        )?;
         let spec = ExchangeSpec {
             kind,
             durable: d.durable,
@@ -315,7 +310,10 @@ impl ChannelActor {
                 self.wait_then(
                     ctx,
                     (50, 30),
-                    async move { qe.addr.send(queue::Purge).await.map_err(mailbox) },
+                    {
+                        let purge = qe.purge();
+                        async move { purge.await.map_err(mailbox) }
+                    },
                     move |act, n, _| {
                         if !nowait {
                             act.send(AMQPClass::Queue(q::AMQPMethod::PurgeOk(q::PurgeOk {
@@ -369,11 +367,7 @@ impl ChannelActor {
             generated_name()
         } else {
             let n = d.queue.to_string();
-            if n.starts_with("amq.") && self.vhost.queue(&n).is_none() {
-                return Err(AmqpError::access_refused(format!(
-                    "queue name '{n}' contains reserved prefix 'amq.*'"
-                )));
-            }
+            broker_core::declare::check_queue_declare_name(&n, self.vhost.queue(&n).is_some())?;
             n
         };
         self.allowed(Access::Configure, "queue", &name)?;

@@ -231,7 +231,7 @@ impl ChannelActor {
         let _ = self.unacked.take_all();
         self.tx = None;
         for (_, q) in self.touched.drain() {
-            q.addr.do_send(queue::ChannelClosed(self.key));
+            q.channel_closed(self.key);
         }
     }
 

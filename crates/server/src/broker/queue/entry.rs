@@ -113,11 +113,7 @@ impl QueueEntry {
 
     /// The 405 RabbitMQ answers for an exclusive queue of another connection.
     pub fn locked(name: &str, vhost: &str) -> AmqpError {
-        AmqpError::resource_locked(format!(
-            "cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'. It could be \
-             originally declared on another connection or the exclusive property value does \
-             not match that of the original declaration."
-        ))
+        broker_core::declare::queue_locked(name, vhost)
     }
 
     /// Sends a published message to the queue: into its inbox, waking the actor unless a

@@ -9,6 +9,7 @@ mod consumer;
 mod deadletter;
 mod entry;
 mod lifecycle;
+mod ops;
 mod handlers;
 mod inbox;
 mod stored;

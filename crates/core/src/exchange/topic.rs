@@ -1,5 +1,6 @@
-//! Topic exchange matching: a trie of binding-key words, walked literally, by `*` (exactly
-//! one word) and by `#` (zero or more words), as RabbitMQ's topic trie does.
+//! The topic exchange (rabbit_exchange_type_topic): a trie of binding-key words, walked
+//! literally, by `*` (exactly one word) and by `#` (zero or more words), as RabbitMQ's
+//! topic trie does. [`Topic`] is the exchange type; [`TopicTrie`] its index.
 //!
 //! Two properties matter more than raw speed here:
 //! - **Bounded work per publish.** A walk that retries every suffix at each `#` is
@@ -12,10 +13,42 @@
 //!   so cloning a trie is O(1) and a bind copies only the path it changes: an exchange
 //!   with 10,000 bindings publishes a new snapshot per bind without copying the others.
 
+use super::ExchangeType;
+use crate::routing::{BindingSet, Destination};
+use amq_protocol::types::FieldTable;
 use imbl::{HashMap, OrdMap};
 use std::collections::HashSet;
 use std::hash::Hash;
 use std::sync::Arc;
+
+/// The topic type; its value is the trie of the exchange's binding keys.
+#[derive(Debug, Clone, Default)]
+pub struct Topic {
+    trie: TopicTrie<Destination>,
+}
+
+impl ExchangeType for Topic {
+    const NAME: &'static str = "topic";
+
+    fn bind(&mut self, key: &Arc<str>, dest: &Destination) {
+        self.trie.insert(key, dest.clone());
+    }
+
+    fn unbind(&mut self, key: &Arc<str>, dest: &Destination) {
+        self.trie.remove(key, dest);
+    }
+
+    #[inline]
+    fn route(
+        &self,
+        _set: &BindingSet,
+        routing_key: &str,
+        _headers: Option<&FieldTable>,
+        out: &mut Vec<Destination>,
+    ) {
+        self.trie.matches(routing_key, out);
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Node<D: Clone + Ord> {

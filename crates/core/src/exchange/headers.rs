@@ -1,10 +1,49 @@
-//! Headers exchange matching, as RabbitMQ's rabbit_exchange_type_headers does it.
+//! The headers exchange, as RabbitMQ's rabbit_exchange_type_headers: a message goes to the
+//! destinations whose binding arguments match its headers; the routing key plays no part.
 //!
 //! The binding's `x-match` argument chooses `all` (default) or `any`; the `-with-x`
 //! variants also compare binding arguments whose names begin with `x-`, which the plain
-//! variants ignore. A binding argument of type void matches on presence alone.
+//! variants ignore. A binding argument of type void matches on presence alone. A bad
+//! `x-match` is refused at bind (406).
+//!
+//! It has no index: a route checks every binding of the set in binding order, and depends
+//! on headers, so it is never cached by routing key.
 
+use super::ExchangeType;
+use crate::error::AmqpError;
+use crate::routing::{BindingSet, Destination};
 use amq_protocol::types::{AMQPValue, FieldTable};
+
+/// The headers type (no index: it routes by the binding set's arguments).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Headers;
+
+impl ExchangeType for Headers {
+    const NAME: &'static str = "headers";
+    const ROUTES_BY_HEADERS: bool = true;
+
+    fn validate_binding(arguments: &FieldTable) -> Result<(), AmqpError> {
+        XMatch::from_arguments(arguments).map(|_| ()).map_err(|v| {
+            AmqpError::precondition_failed(format!(
+                "Invalid x-match field value <<\"{v}\">>; expected all, any, all-with-x, or any-with-x"
+            ))
+        })
+    }
+
+    fn route(
+        &self,
+        set: &BindingSet,
+        _routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Destination>,
+    ) {
+        for b in set.all() {
+            if matches(&b.arguments, headers) && !out.contains(&b.destination) {
+                out.push(b.destination.clone());
+            }
+        }
+    }
+}
 
 /// How a headers binding combines its arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,5 +171,18 @@ mod tests {
     #[test]
     fn bad_x_match_is_reported() {
         assert!(XMatch::from_arguments(&table(&[("x-match", s("some"))])).is_err());
+    }
+
+    #[test]
+    fn bad_x_match_is_refused_at_bind_with_rabbitmq_text() {
+        assert_eq!(
+            Headers::validate_binding(&table(&[("x-match", s("some"))]))
+                .unwrap_err()
+                .reply_text(),
+            "PRECONDITION_FAILED - Invalid x-match field value <<\"some\">>; \
+             expected all, any, all-with-x, or any-with-x"
+        );
+        assert!(Headers::validate_binding(&table(&[("x-match", s("any"))])).is_ok());
+        assert!(Headers::validate_binding(&table(&[])).is_ok());
     }
 }

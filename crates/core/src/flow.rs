@@ -1,0 +1,249 @@
+//! Flow control shared between threads without locks: how many deliveries a consumer may
+//! still receive (prefetch and in-flight credit), and how much message data the broker
+//! holds (the memory alarm that blocks publishers).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Deliveries a queue may have sent to a channel that the channel has not yet written to
+/// its socket buffer. Bounds a channel's mailbox for no-ack consumers, which have no
+/// prefetch to do it.
+pub const MAX_OUTSTANDING: u32 = 512;
+
+fn try_inc(counter: &AtomicU32, limit: u32) -> bool {
+    if limit == 0 {
+        counter.fetch_add(1, Ordering::AcqRel);
+        return true;
+    }
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+fn dec(counter: &AtomicU32) {
+    let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+        Some(n.saturating_sub(1))
+    });
+}
+
+/// Channel-wide prefetch (basic.qos with global=true, as RabbitMQ interprets it).
+#[derive(Debug, Default)]
+pub struct ChannelGate {
+    /// Shared limit for all consumers of the channel (0 = none).
+    pub prefetch: AtomicU32,
+    /// Unacked deliveries counted against it.
+    pub unacked: AtomicU32,
+}
+
+/// Per-consumer flow state, shared by the queue (which takes) and the channel (which
+/// releases).
+#[derive(Debug)]
+pub struct ConsumerGate {
+    /// Per-consumer prefetch (0 = none).
+    pub prefetch: u32,
+    /// Whether deliveries are pre-acknowledged.
+    pub no_ack: bool,
+    unacked: AtomicU32,
+    outstanding: AtomicU32,
+    /// Set by the queue when it had to skip this consumer; whoever releases room clears it
+    /// and wakes the queue.
+    blocked: AtomicBool,
+    /// The channel-wide limit.
+    pub channel: Arc<ChannelGate>,
+}
+
+impl ConsumerGate {
+    /// A gate for a new consumer.
+    pub fn new(prefetch: u32, no_ack: bool, channel: Arc<ChannelGate>) -> Self {
+        Self {
+            prefetch,
+            no_ack,
+            unacked: AtomicU32::new(0),
+            outstanding: AtomicU32::new(0),
+            blocked: AtomicBool::new(false),
+            channel,
+        }
+    }
+
+    fn take_once(&self) -> bool {
+        if !try_inc(&self.outstanding, MAX_OUTSTANDING) {
+            return false;
+        }
+        if self.no_ack {
+            return true;
+        }
+        if !try_inc(&self.unacked, self.prefetch) {
+            dec(&self.outstanding);
+            return false;
+        }
+        let global = self.channel.prefetch.load(Ordering::Acquire);
+        if !try_inc(&self.channel.unacked, global) {
+            dec(&self.unacked);
+            dec(&self.outstanding);
+            return false;
+        }
+        true
+    }
+
+    /// Reserves room for one delivery. When there is none, marks the consumer blocked
+    /// (and checks once more, so a release racing with us is never missed).
+    pub fn try_take(&self) -> bool {
+        if self.take_once() {
+            return true;
+        }
+        self.blocked.store(true, Ordering::Release);
+        self.take_once()
+    }
+
+    /// Reserves up to `n` deliveries at once for a no-ack consumer, whose only limit is
+    /// [`MAX_OUTSTANDING`] (a queue's drain takes credit in bulk instead of one atomic
+    /// update per message). Returns how many; 0 marks the consumer blocked, as
+    /// [`ConsumerGate::try_take`] does.
+    pub fn try_take_bulk(&self, n: u32) -> u32 {
+        let take = || {
+            self.outstanding
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                    (o < MAX_OUTSTANDING).then(|| o + n.min(MAX_OUTSTANDING - o))
+                })
+                .map_or(0, |o| n.min(MAX_OUTSTANDING - o))
+        };
+        let got = take();
+        if got > 0 {
+            return got;
+        }
+        self.blocked.store(true, Ordering::Release);
+        take()
+    }
+
+    /// Returns `n` bulk reservations the drain did not use.
+    pub fn give_back(&self, n: u32) {
+        if n > 0 {
+            let _ = self
+                .outstanding
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                    Some(o.saturating_sub(n))
+                });
+        }
+    }
+
+    /// Gives back a reservation for a delivery that was not made after all (cancelled
+    /// consumer): both credits.
+    pub fn undo(&self) {
+        dec(&self.outstanding);
+        if !self.no_ack {
+            dec(&self.unacked);
+            dec(&self.channel.unacked);
+        }
+    }
+
+    /// The delivery reached the socket buffer. Returns true if the queue should be woken.
+    pub fn written(&self) -> bool {
+        self.written_n(1)
+    }
+
+    /// `n` deliveries reached the socket buffer. Returns true if the queue should be woken.
+    pub fn written_n(&self, n: u32) -> bool {
+        let _ = self
+            .outstanding
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                Some(o.saturating_sub(n))
+            });
+        self.blocked.swap(false, Ordering::AcqRel)
+    }
+
+    /// An ack-mode delivery was settled. Returns true if the queue should be woken.
+    pub fn settled(&self) -> bool {
+        dec(&self.unacked);
+        dec(&self.channel.unacked);
+        self.blocked.swap(false, Ordering::AcqRel)
+    }
+
+    /// Clears the blocked flag (after a channel-wide release); true if it was set.
+    pub fn take_blocked(&self) -> bool {
+        self.blocked.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// Bytes of message data held in all queues, against the memory high watermark.
+#[derive(Debug)]
+pub struct MemoryGauge {
+    used: AtomicUsize,
+    high: usize,
+}
+
+impl MemoryGauge {
+    /// A gauge with the given watermark.
+    pub fn new(high: u64) -> Self {
+        Self {
+            used: AtomicUsize::new(0),
+            high: usize::try_from(high).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// Applies a change in bytes held.
+    pub fn adjust(&self, before: usize, after: usize) {
+        if after > before {
+            self.used.fetch_add(after - before, Ordering::Relaxed);
+        } else if before > after {
+            let d = before - after;
+            let _ = self
+                .used
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                    Some(u.saturating_sub(d))
+                });
+        }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Whether publishers must be blocked.
+    pub fn alarm(&self) -> bool {
+        self.used() >= self.high
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefetch_limits_and_release_wakes() {
+        let ch = Arc::new(ChannelGate::default());
+        let g = ConsumerGate::new(2, false, ch);
+        assert!(g.try_take());
+        assert!(g.written() == false);
+        assert!(g.try_take());
+        g.written();
+        assert!(!g.try_take());
+        assert!(g.settled(), "a blocked consumer is woken by a settle");
+        assert!(g.try_take());
+    }
+
+    #[test]
+    fn bulk_reservations_stop_at_the_outstanding_limit_and_wake() {
+        let g = ConsumerGate::new(0, true, Arc::new(ChannelGate::default()));
+        assert_eq!(g.try_take_bulk(MAX_OUTSTANDING - 10), MAX_OUTSTANDING - 10);
+        assert_eq!(g.try_take_bulk(64), 10, "only what is left under the limit");
+        assert_eq!(g.try_take_bulk(64), 0);
+        assert!(g.written_n(20), "the blocked consumer's queue is woken");
+        g.give_back(5);
+        assert_eq!(g.try_take_bulk(64), 25);
+    }
+
+    #[test]
+    fn global_prefetch_is_shared() {
+        let ch = Arc::new(ChannelGate::default());
+        ch.prefetch.store(1, Ordering::Release);
+        let a = ConsumerGate::new(0, false, ch.clone());
+        let b = ConsumerGate::new(0, false, ch);
+        assert!(a.try_take());
+        assert!(!b.try_take());
+        a.settled();
+        assert!(b.try_take());
+    }
+}
