@@ -139,6 +139,8 @@ impl Connection {
             (State::AwaitStartOk, M::StartOk(s)) => {
                 match handshake::authenticate(&s, &self.rt.registry, self.peer.ip()) {
                     Ok((user, client)) => {
+                        self.gate
+                            .client_understands_blocked(client.connection_blocked);
                         self.client = client;
                         let _e = self.span.enter();
                         info!(%user, "authenticated");
@@ -193,7 +195,7 @@ impl Connection {
                         }),
                     );
                     let _e = self.span.enter();
-                    info!(vhost = o.virtual_host.as_str(), %user, client = %self.client.product, "connection open");
+                    info!(vhost = o.virtual_host.as_str(), %user, client = %self.client.product, tls = self.tls, "connection open");
                 }
                 Err(e) => self.fail(e.on(cid, mid), ctx),
             },

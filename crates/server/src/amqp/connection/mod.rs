@@ -1,15 +1,16 @@
-//! The connection actor: one per TCP connection. It reads the socket, splits and checks
-//! frames, runs the connection handshake and channel-0 methods itself, assembles content
-//! per channel and hands complete commands to channel actors. It owns the write half and
-//! flushes the shared write buffer in batches. It stops reading when its channels are
-//! behind, its client does not read, or the broker is over its memory watermark.
+//! The connection actor: one per client connection. It reads its transport, splits and
+//! checks frames, runs the connection handshake and channel-0 methods itself, assembles
+//! content per channel and hands complete commands to channel actors. It owns the write
+//! half and flushes the shared write buffer in batches. Whether it reads at all is its
+//! read gate's to say (`gate.rs`); what it reads through is a [`Transport`] the listener
+//! hands it, TCP or anything else that is `AsyncRead`/`AsyncWrite`.
 
 use crate::amqp::channel::{ChannelActor, ClientClose, Incoming, Shutdown};
 pub use crate::broker::messages::{ForceClose, ResumeRead};
 use crate::amqp::handshake::{self, ClientInfo};
 use crate::broker::supervise::{Kind, Supervisable};
 use crate::broker::runtime::Runtime;
-use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
+use crate::amqp::shared::ConnShared;
 use crate::broker::vhost::VHost;
 use actix::prelude::*;
 use broker_core::{AmqpError, ReplyCode};
@@ -25,12 +26,18 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tracing::{info, warn, Span};
 
-mod backpressure;
 mod frames;
+mod gate;
+mod io;
+#[cfg(test)]
+mod tests;
+mod transport;
+
+use gate::ReadGate;
+pub use transport::{Accepted, Transport};
+use transport::{Opening, Reader, Writer};
 
 /// Where the connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,10 +90,14 @@ impl Slot {
 pub struct Connection {
     id: u64,
     peer: SocketAddr,
+    /// The client came through the TLS listener.
+    tls: bool,
     rt: Arc<Runtime>,
     span: Span,
-    reader: Option<OwnedReadHalf>,
-    writer: Option<OwnedWriteHalf>,
+    /// The transport's read half; `None` until it is open and while a read is under way.
+    reader: Option<Reader>,
+    /// The transport's write half; `None` until it is open and while a write is under way.
+    writer: Option<Writer>,
     rbuf: BytesMut,
     writing: bool,
     decoder: FrameDecoder,
@@ -99,38 +110,14 @@ pub struct Connection {
     last_write: Instant,
     vhost: Option<Arc<VHost>>,
     client: ClientInfo,
-    blocked_sent: bool,
     torn_down: bool,
-    /// Reading is paused for backpressure; a [`ResumeRead`] (or the fallback timer)
-    /// resumes it.
-    paused: bool,
-    /// The fallback timer of a pause.
-    retry: Option<SpawnHandle>,
-    /// The next throttle check lets pacing pass once (the pace floor's timer fired).
-    force_read: bool,
+    /// Every reason to stop reading; asked before each read.
+    gate: ReadGate,
     /// Channels with batched commands not yet sent.
     batched: Vec<u16>,
     /// Held while [`State::Silenced`]: counts this connection among the delayed closes.
     silenced: Option<handshake::SilenceSlot>,
 }
-
-/// What [`Connection::throttled`] decided about reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hold {
-    /// Read on.
-    Read,
-    /// Pause until woken (or the re-check timer).
-    Wait,
-    /// Pause for pacing only: read once more after [`PACE_FLOOR`] at the latest.
-    Paced,
-}
-
-/// The longest a connection held only by a paced queue waits before it reads once more.
-const PACE_FLOOR: Duration = Duration::from_millis(2);
-
-/// How long a paused connection waits before it checks again on its own. Channels, hot
-/// queues and finished writes wake it sooner; the timer covers the memory alarm.
-const PAUSE_RECHECK: Duration = Duration::from_millis(10);
 
 impl Connection {
     /// connection.open: the vhost must exist, the user must have permissions in it, and
@@ -165,35 +152,30 @@ impl Connection {
         Ok(v)
     }
 
-    /// Starts a connection actor for an accepted socket on a worker thread.
-    pub fn spawn(stream: std::net::TcpStream, peer: SocketAddr, rt: Arc<Runtime>) {
+    /// Starts a connection actor for an accepted client on the next worker thread, which
+    /// opens its transport and serves it.
+    pub fn spawn(accepted: Accepted, rt: Arc<Runtime>) {
         let arbiter = rt.next_arbiter();
         let id = rt.next_connection_id();
-        crate::broker::supervise::start_in_arbiter(&arbiter, move |_ctx| {
+        crate::broker::supervise::start_in_arbiter(&arbiter, move |ctx| {
             let frame_max = rt.config.frame_max;
-            let (reader, writer) = match TcpStream::from_std(stream) {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    let (r, w) = s.into_split();
-                    (Some(r), Some(w))
-                }
-                Err(e) => {
-                    warn!(%peer, "cannot register socket: {e}");
-                    (None, None)
-                }
-            };
+            let (peer, tls) = (accepted.peer, accepted.tls);
+            Connection::open_transport(accepted.open(), ctx);
+            let shared = Rc::new(ConnShared::new(id, frame_max));
             Connection {
                 id,
                 peer,
+                tls,
                 span: tracing::info_span!("conn", id, %peer),
-                reader,
-                writer,
+                reader: None,
+                writer: None,
                 rbuf: BytesMut::with_capacity(64 << 10),
                 writing: false,
                 // RabbitMQ's limit until tune-ok: frames of at most FRAME_MIN_SIZE
                 decoder: FrameDecoder::new(FRAME_MIN_SIZE),
                 state: State::AwaitHeader,
-                shared: Rc::new(ConnShared::new(id, frame_max)),
+                gate: ReadGate::new(shared.clone()),
+                shared,
                 channels: HashMap::new(),
                 channel_max: rt.config.channel_max,
                 heartbeat: 0,
@@ -201,11 +183,7 @@ impl Connection {
                 last_write: Instant::now(),
                 vhost: None,
                 client: ClientInfo::default(),
-                blocked_sent: false,
                 torn_down: false,
-                paused: false,
-                retry: None,
-                force_read: false,
                 batched: Vec::new(),
                 silenced: None,
                 rt,
@@ -280,56 +258,6 @@ impl Connection {
             slot.send_batch();
             slot.addr.do_send(Shutdown);
         }
-    }
-
-    /// Writes the shared buffer to the socket, one write at a time; whatever channels add
-    /// meanwhile goes out in the next batch.
-    fn flush(&mut self, ctx: &mut Context<Self>) {
-        self.shared.flush_requested.set(false);
-        if self.writing {
-            return;
-        }
-        let data = {
-            let mut out = self.shared.out.borrow_mut();
-            if out.is_empty() {
-                drop(out);
-                if self.state == State::Closed {
-                    ctx.stop();
-                }
-                return;
-            }
-            out.split().freeze()
-        };
-        let Some(mut writer) = self.writer.take() else {
-            return;
-        };
-        self.writing = true;
-        ctx.spawn(
-            async move {
-                let r = writer.write_all(&data).await.map(|()| data.len());
-                (writer, r)
-            }
-            .into_actor(self)
-            .map(|(writer, r), act, ctx| {
-                act.writing = false;
-                act.writer = Some(writer);
-                act.last_write = Instant::now();
-                if let Ok(n) = &r {
-                    act.rt
-                        .bytes_out
-                        .fetch_add(*n as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-                if r.is_err() {
-                    ctx.stop();
-                    return;
-                }
-                act.shared.release_deferred();
-                act.flush(ctx);
-                if act.paused && act.shared.out_len() <= OUT_HIGH {
-                    act.resume(ctx);
-                }
-            }),
-        );
     }
 }
 
