@@ -99,17 +99,6 @@ async fn whoami(req: HttpRequest, rt: State) -> ApiResult {
 /// endpoint is.
 async fn metrics(rt: State) -> HttpResponse {
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, rows: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, v) in rows {
-            if labels.is_empty() {
-                let _ = writeln!(out, "{name} {v}");
-            } else {
-                let _ = writeln!(out, "{name}{{{labels}}} {v}");
-            }
-        }
-    };
     let queues = all_queues(&rt);
     let mut infos = Vec::new();
     for (vh, q) in &queues {
@@ -120,98 +109,148 @@ async fn metrics(rt: State) -> HttpResponse {
             q.clone(),
         ));
     }
-    let rows = |f: &dyn Fn(&crate::broker::queue::QueueInfo, &QueueEntry) -> u64| -> Vec<(String, u64)> {
-        infos.iter().map(|(l, i, q)| (l.clone(), f(i, q))).collect()
-    };
-    gauge(
-        "broker_queue_messages",
-        "Messages in the queue (ready and unacked)",
-        "gauge",
-        rows(&|i, _| i.ready + i.unacked),
-    );
-    gauge(
-        "broker_queue_messages_ready",
-        "Messages ready for delivery",
-        "gauge",
-        rows(&|i, _| i.ready),
-    );
-    gauge(
-        "broker_queue_messages_unacked",
-        "Deliveries not yet acked",
-        "gauge",
-        rows(&|i, _| i.unacked),
-    );
-    gauge(
-        "broker_queue_consumers",
-        "Consumers",
-        "gauge",
-        rows(&|i, _| i.consumers.len() as u64),
-    );
-    gauge(
-        "broker_queue_published_total",
-        "Messages enqueued",
-        "counter",
-        rows(&|_, q| q.counters.published.load(Ordering::Relaxed)),
-    );
-    gauge(
-        "broker_queue_delivered_total",
-        "Deliveries and basic.get",
-        "counter",
-        rows(&|_, q| q.counters.delivered.load(Ordering::Relaxed)),
-    );
-    gauge(
-        "broker_queue_redelivered_total",
-        "Redeliveries",
-        "counter",
-        rows(&|_, q| q.counters.redelivered.load(Ordering::Relaxed)),
-    );
-    gauge(
-        "broker_queue_acked_total",
-        "Acks",
-        "counter",
-        rows(&|_, q| q.counters.acked.load(Ordering::Relaxed)),
-    );
+    queue_metrics(&mut out, &infos);
+    node_metrics(&mut out, &rt);
+    flush_metrics(&mut out);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
+}
+
+/// One metric family in Prometheus's text format: HELP, TYPE, then a line per labelled
+/// value (no braces for an empty label set).
+fn family(out: &mut String, name: &str, help: &str, kind: &str, rows: Vec<(String, u64)>) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in rows {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+/// A queue's figure for one metric: from its actor's info or its entry's counters.
+type QueueFigure = fn(&crate::broker::queue::QueueInfo, &QueueEntry) -> u64;
+
+/// Per-queue families, labelled by vhost and queue.
+fn queue_metrics(
+    out: &mut String,
+    infos: &[(String, crate::broker::queue::QueueInfo, Arc<QueueEntry>)],
+) {
+    let table: [(&str, &str, &str, QueueFigure); 8] = [
+        (
+            "broker_queue_messages",
+            "Messages in the queue (ready and unacked)",
+            "gauge",
+            |i, _| i.ready + i.unacked,
+        ),
+        (
+            "broker_queue_messages_ready",
+            "Messages ready for delivery",
+            "gauge",
+            |i, _| i.ready,
+        ),
+        (
+            "broker_queue_messages_unacked",
+            "Deliveries not yet acked",
+            "gauge",
+            |i, _| i.unacked,
+        ),
+        ("broker_queue_consumers", "Consumers", "gauge", |i, _| {
+            i.consumers.len() as u64
+        }),
+        (
+            "broker_queue_published_total",
+            "Messages enqueued",
+            "counter",
+            |_, q| q.counters.published.load(Ordering::Relaxed),
+        ),
+        (
+            "broker_queue_delivered_total",
+            "Deliveries and basic.get",
+            "counter",
+            |_, q| q.counters.delivered.load(Ordering::Relaxed),
+        ),
+        (
+            "broker_queue_redelivered_total",
+            "Redeliveries",
+            "counter",
+            |_, q| q.counters.redelivered.load(Ordering::Relaxed),
+        ),
+        ("broker_queue_acked_total", "Acks", "counter", |_, q| {
+            q.counters.acked.load(Ordering::Relaxed)
+        }),
+    ];
+    for (name, help, kind, f) in table {
+        let rows = infos.iter().map(|(l, i, q)| (l.clone(), f(i, q))).collect();
+        family(out, name, help, kind, rows);
+    }
+}
+
+/// Node-wide families: connections, channels, memory, store size, bytes, panics caught.
+fn node_metrics(out: &mut String, rt: &crate::broker::runtime::Runtime) {
     let channels: u64 = rt
         .conn_info
         .iter()
         .map(|c| c.channels.load(Ordering::Relaxed) as u64)
         .sum();
-    gauge(
-        "broker_connections",
-        "Open client connections",
-        "gauge",
-        vec![(String::new(), rt.conn_info.len() as u64)],
-    );
-    gauge(
-        "broker_channels",
-        "Open channels",
-        "gauge",
-        vec![(String::new(), channels)],
-    );
-    gauge(
-        "broker_memory_message_bytes",
-        "Message bytes held in queues",
-        "gauge",
-        vec![(String::new(), rt.memory.used() as u64)],
-    );
-    gauge(
-        "broker_store_bytes",
-        "Bytes of the data dir on disk",
-        "gauge",
-        vec![(String::new(), store_bytes(&rt))],
-    );
-    gauge(
-        "broker_received_bytes_total",
-        "Bytes read from client connections",
+    let one = |v: u64| vec![(String::new(), v)];
+    let table = [
+        (
+            "broker_connections",
+            "Open client connections",
+            "gauge",
+            rt.conn_info.len() as u64,
+        ),
+        ("broker_channels", "Open channels", "gauge", channels),
+        (
+            "broker_memory_message_bytes",
+            "Message bytes held in queues",
+            "gauge",
+            rt.memory.used() as u64,
+        ),
+        (
+            "broker_store_bytes",
+            "Bytes of the data dir on disk",
+            "gauge",
+            store_bytes(rt),
+        ),
+        (
+            "broker_received_bytes_total",
+            "Bytes read from client connections",
+            "counter",
+            rt.bytes_in.load(Ordering::Relaxed),
+        ),
+        (
+            "broker_sent_bytes_total",
+            "Bytes written to client connections",
+            "counter",
+            rt.bytes_out.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, kind, v) in table {
+        family(out, name, help, kind, one(v));
+    }
+    let panics = crate::broker::supervise::Kind::ALL
+        .iter()
+        .map(|k| {
+            let n = crate::broker::supervise::PANICS[*k as usize].load(Ordering::Relaxed);
+            (format!("actor=\"{}\"", k.as_str()), n)
+        })
+        .collect();
+    family(
+        out,
+        "broker_actor_panics_total",
+        "Panics caught by supervision, by actor kind",
         "counter",
-        vec![(String::new(), rt.bytes_in.load(Ordering::Relaxed))],
+        panics,
     );
-    gauge(
-        "broker_sent_bytes_total",
-        "Bytes written to client connections",
-        "counter",
-        vec![(String::new(), rt.bytes_out.load(Ordering::Relaxed))],
-    );
+}
+
+/// The group-commit flush latency histogram.
+fn flush_metrics(out: &mut String) {
     let (buckets, count, sum) = broker_store::store::FLUSH_LATENCY.snapshot();
     let _ = writeln!(
         out,
@@ -227,18 +266,6 @@ async fn metrics(rt: State) -> HttpResponse {
     );
     let _ = writeln!(out, "broker_store_flush_seconds_sum {sum}");
     let _ = writeln!(out, "broker_store_flush_seconds_count {count}");
-    let _ = writeln!(
-        out,
-        "# HELP broker_actor_panics_total Panics caught by supervision, by actor kind"
-    );
-    let _ = writeln!(out, "# TYPE broker_actor_panics_total counter");
-    for kind in crate::broker::supervise::Kind::ALL {
-        let n = crate::broker::supervise::PANICS[kind as usize].load(Ordering::Relaxed);
-        let _ = writeln!(out, "broker_actor_panics_total{{actor=\"{}\"}} {n}", kind.as_str());
-    }
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(out)
 }
 
 fn esc(s: &str) -> String {

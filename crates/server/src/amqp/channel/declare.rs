@@ -233,119 +233,126 @@ impl ChannelActor {
     ) -> Result<(), AmqpError> {
         match m {
             q::AMQPMethod::Declare(d) => self.queue_declare(d, ctx),
-            q::AMQPMethod::Bind(bd) => {
-                let name = self.queue_name(bd.queue.as_str())?;
-                self.allowed(Access::Write, "queue", &name)?;
-                self.allowed(
-                    Access::Read,
-                    "exchange",
-                    broker_core::auth::exchange_resource(bd.exchange.as_str()),
-                )?;
-                let q = self.find_queue(&name)?;
-                let rk = if bd.routing_key.as_str().is_empty() && bd.queue.as_str().is_empty() {
-                    name.clone()
-                } else {
-                    bd.routing_key.to_string()
-                };
-                self.allowed_dead_letters(bd.exchange.as_str(), &rk)?;
-                let nowait = bd.nowait;
-                self.bind(
-                    ctx,
-                    (50, 20),
-                    bd.exchange.to_string(),
-                    Destination::Queue(q.name.clone()),
-                    rk,
-                    bd.arguments,
-                    true,
-                    move |act| {
-                        if !nowait {
-                            act.send(AMQPClass::Queue(q::AMQPMethod::BindOk(q::BindOk {})));
-                        }
-                    },
-                );
-                Ok(())
-            }
-            q::AMQPMethod::Unbind(bd) => {
-                let name = self.queue_name(bd.queue.as_str())?;
-                self.allowed(Access::Write, "queue", &name)?;
-                self.allowed(
-                    Access::Read,
-                    "exchange",
-                    broker_core::auth::exchange_resource(bd.exchange.as_str()),
-                )?;
-                if let Some(q) = self.vhost.queue(&name) {
-                    q.check_access(self.key.connection)?;
-                }
-                if bd.exchange.as_str().is_empty() {
-                    return Err(AmqpError::access_refused(
-                        "operation not permitted on the default exchange",
-                    ));
-                }
-                if self.vhost.exchange(bd.exchange.as_str()).is_none()
-                    || self.vhost.queue(&name).is_none()
-                {
-                    // unbinding what does not exist succeeds, as in RabbitMQ
-                    self.send(AMQPClass::Queue(q::AMQPMethod::UnbindOk(q::UnbindOk {})));
-                    return Ok(());
-                }
-                self.bind(
-                    ctx,
-                    (50, 50),
-                    bd.exchange.to_string(),
-                    Destination::Queue(name.as_str().into()),
-                    bd.routing_key.to_string(),
-                    bd.arguments,
-                    false,
-                    |act| {
-                        act.send(AMQPClass::Queue(q::AMQPMethod::UnbindOk(q::UnbindOk {})));
-                    },
-                );
-                Ok(())
-            }
-            q::AMQPMethod::Purge(p) => {
-                let name = self.queue_name(p.queue.as_str())?;
-                self.allowed(Access::Read, "queue", &name)?;
-                let qe = self.find_queue(&name)?;
-                let nowait = p.nowait;
-                self.wait_then(
-                    ctx,
-                    (50, 30),
-                    {
-                        let purge = qe.purge();
-                        async move { purge.await.map_err(mailbox) }
-                    },
-                    move |act, n, _| {
-                        if !nowait {
-                            act.send(AMQPClass::Queue(q::AMQPMethod::PurgeOk(q::PurgeOk {
-                                message_count: n,
-                            })));
-                        }
-                    },
-                );
-                Ok(())
-            }
-            q::AMQPMethod::Delete(d) => {
-                let name = self.queue_name(d.queue.as_str())?;
-                self.allowed(Access::Configure, "queue", &name)?;
-                let v = self.vhost.clone();
-                let conn = self.key.connection;
-                let nowait = d.nowait;
-                self.wait_then(
-                    ctx,
-                    (50, 40),
-                    async move { v.delete_queue(&name, d.if_unused, d.if_empty, conn).await },
-                    move |act, n, _| {
-                        if !nowait {
-                            act.send(AMQPClass::Queue(q::AMQPMethod::DeleteOk(q::DeleteOk {
-                                message_count: n,
-                            })));
-                        }
-                    },
-                );
-                Ok(())
-            }
+            q::AMQPMethod::Bind(bd) => self.queue_bind(bd, ctx),
+            q::AMQPMethod::Unbind(bd) => self.queue_unbind(bd, ctx),
+            q::AMQPMethod::Purge(p) => self.queue_purge(p, ctx),
+            q::AMQPMethod::Delete(d) => self.queue_delete(d, ctx),
             _ => Err(AmqpError::command_invalid("unexpected queue method")),
         }
+    }
+
+    fn queue_bind(&mut self, bd: q::Bind, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+        let name = self.queue_name(bd.queue.as_str())?;
+        self.allowed(Access::Write, "queue", &name)?;
+        self.allowed(
+            Access::Read,
+            "exchange",
+            broker_core::auth::exchange_resource(bd.exchange.as_str()),
+        )?;
+        let q = self.find_queue(&name)?;
+        let rk = if bd.routing_key.as_str().is_empty() && bd.queue.as_str().is_empty() {
+            name.clone()
+        } else {
+            bd.routing_key.to_string()
+        };
+        self.allowed_dead_letters(bd.exchange.as_str(), &rk)?;
+        let nowait = bd.nowait;
+        self.bind(
+            ctx,
+            (50, 20),
+            bd.exchange.to_string(),
+            Destination::Queue(q.name.clone()),
+            rk,
+            bd.arguments,
+            true,
+            move |act| {
+                if !nowait {
+                    act.send(AMQPClass::Queue(q::AMQPMethod::BindOk(q::BindOk {})));
+                }
+            },
+        );
+        Ok(())
+    }
+
+    fn queue_unbind(&mut self, bd: q::Unbind, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+        let name = self.queue_name(bd.queue.as_str())?;
+        self.allowed(Access::Write, "queue", &name)?;
+        self.allowed(
+            Access::Read,
+            "exchange",
+            broker_core::auth::exchange_resource(bd.exchange.as_str()),
+        )?;
+        if let Some(q) = self.vhost.queue(&name) {
+            q.check_access(self.key.connection)?;
+        }
+        if bd.exchange.as_str().is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        if self.vhost.exchange(bd.exchange.as_str()).is_none() || self.vhost.queue(&name).is_none()
+        {
+            // unbinding what does not exist succeeds, as in RabbitMQ
+            self.send(AMQPClass::Queue(q::AMQPMethod::UnbindOk(q::UnbindOk {})));
+            return Ok(());
+        }
+        self.bind(
+            ctx,
+            (50, 50),
+            bd.exchange.to_string(),
+            Destination::Queue(name.as_str().into()),
+            bd.routing_key.to_string(),
+            bd.arguments,
+            false,
+            |act| {
+                act.send(AMQPClass::Queue(q::AMQPMethod::UnbindOk(q::UnbindOk {})));
+            },
+        );
+        Ok(())
+    }
+
+    fn queue_purge(&mut self, p: q::Purge, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+        let name = self.queue_name(p.queue.as_str())?;
+        self.allowed(Access::Read, "queue", &name)?;
+        let qe = self.find_queue(&name)?;
+        let nowait = p.nowait;
+        self.wait_then(
+            ctx,
+            (50, 30),
+            {
+                let purge = qe.purge();
+                async move { purge.await.map_err(mailbox) }
+            },
+            move |act, n, _| {
+                if !nowait {
+                    act.send(AMQPClass::Queue(q::AMQPMethod::PurgeOk(q::PurgeOk {
+                        message_count: n,
+                    })));
+                }
+            },
+        );
+        Ok(())
+    }
+
+    fn queue_delete(&mut self, d: q::Delete, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
+        let name = self.queue_name(d.queue.as_str())?;
+        self.allowed(Access::Configure, "queue", &name)?;
+        let v = self.vhost.clone();
+        let conn = self.key.connection;
+        let nowait = d.nowait;
+        self.wait_then(
+            ctx,
+            (50, 40),
+            async move { v.delete_queue(&name, d.if_unused, d.if_empty, conn).await },
+            move |act, n, _| {
+                if !nowait {
+                    act.send(AMQPClass::Queue(q::AMQPMethod::DeleteOk(q::DeleteOk {
+                        message_count: n,
+                    })));
+                }
+            },
+        );
+        Ok(())
     }
 
     fn queue_declare(&mut self, d: q::Declare, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
