@@ -279,69 +279,15 @@ impl Connection {
             );
             return;
         }
-        let is = |f: &Frame, want: fn(&AMQPClass) -> bool| matches!(f, Frame::Method { method, .. } if want(method));
-        let open = |m: &AMQPClass| matches!(m, AMQPClass::Channel(channel::AMQPMethod::Open(_)));
-        let close = |m: &AMQPClass| matches!(m, AMQPClass::Channel(channel::AMQPMethod::Close(_)));
-        let close_ok =
-            |m: &AMQPClass| matches!(m, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)));
         let Some(slot) = self.channels.get_mut(&ch) else {
-            if is(&frame, open) {
-                self.open_channel(ch, ctx);
-            } else {
-                let (c, m) = match &frame {
-                    Frame::Method { method, .. } => {
-                        (method.get_amqp_class_id(), method.get_amqp_method_id())
-                    }
-                    _ => (0, 0),
-                };
-                self.fail(
-                    AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}"))
-                        .on(c, m),
-                    ctx,
-                );
-            }
+            self.frame_without_channel(ch, &frame, ctx);
             return;
         };
-        if slot.closing {
-            slot.send_batch();
-            if is(&frame, close_ok) {
-                if let Some(s) = self.channels.remove(&ch) {
-                    self.count_channels();
-                    s.addr.do_send(Shutdown);
-                }
-            } else if is(&frame, close) {
-                self.send(
-                    ch,
-                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
-                );
-                if let Some(s) = self.channels.remove(&ch) {
-                    self.count_channels();
-                    s.addr.do_send(Shutdown);
-                }
-            }
-            return;
-        }
         // during a content sequence every frame goes to the assembler, which refuses
         // methods with 505 UNEXPECTED_FRAME
-        if slot.assembler.is_idle() {
-            if is(&frame, open) {
-                self.fail(
-                    AmqpError::channel_error("second 'channel.open' seen").on(20, 10),
-                    ctx,
-                );
-                return;
-            }
-            if is(&frame, close) {
-                if let Some(mut s) = self.channels.remove(&ch) {
-                    self.count_channels();
-                    s.send_batch();
-                    s.addr.do_send(ClientClose);
-                }
-                return;
-            }
-            if is(&frame, close_ok) {
-                return;
-            }
+        if slot.closing || (slot.assembler.is_idle() && channel_method(&frame).is_some()) {
+            self.channel_class_frame(ch, &frame, ctx);
+            return;
         }
         match slot.assembler.feed(frame) {
             Ok(Some(cmd)) => {
@@ -372,6 +318,63 @@ impl Connection {
                     ctx,
                 );
             }
+        }
+    }
+
+    /// A frame on a channel that is not open: channel.open opens it, anything else is
+    /// 504 CHANNEL_ERROR.
+    fn frame_without_channel(&mut self, ch: u16, frame: &Frame, ctx: &mut Context<Self>) {
+        if matches!(channel_method(frame), Some(channel::AMQPMethod::Open(_))) {
+            self.open_channel(ch, ctx);
+            return;
+        }
+        let (c, m) = match frame {
+            Frame::Method { method, .. } => (method.get_amqp_class_id(), method.get_amqp_method_id()),
+            _ => (0, 0),
+        };
+        self.fail(
+            AmqpError::channel_error(format!("expected 'channel.open' on channel {ch}")).on(c, m),
+            ctx,
+        );
+    }
+
+    /// channel.open, close and close-ok on an open channel, and every frame on a channel
+    /// the server is closing (only close-ok, or the client's own close, ends it).
+    fn channel_class_frame(&mut self, ch: u16, frame: &Frame, ctx: &mut Context<Self>) {
+        let Some(slot) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        let method = channel_method(frame);
+        if slot.closing {
+            slot.send_batch();
+            match method {
+                Some(channel::AMQPMethod::CloseOk(_)) => {}
+                Some(channel::AMQPMethod::Close(_)) => self.send(
+                    ch,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                ),
+                _ => return,
+            }
+            if let Some(s) = self.channels.remove(&ch) {
+                self.count_channels();
+                s.addr.do_send(Shutdown);
+            }
+            return;
+        }
+        match method {
+            Some(channel::AMQPMethod::Open(_)) => self.fail(
+                AmqpError::channel_error("second 'channel.open' seen").on(20, 10),
+                ctx,
+            ),
+            Some(channel::AMQPMethod::Close(_)) => {
+                if let Some(mut s) = self.channels.remove(&ch) {
+                    self.count_channels();
+                    s.send_batch();
+                    s.addr.do_send(ClientClose);
+                }
+            }
+            // a close-ok nothing asked for is ignored
+            _ => {}
         }
     }
 
@@ -412,5 +415,21 @@ impl Connection {
             ch,
             AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
         );
+    }
+}
+
+/// channel.open, close or close-ok, if the frame carries one (the methods the connection
+/// handles itself; channel.flow goes to the channel).
+fn channel_method(frame: &Frame) -> Option<&channel::AMQPMethod> {
+    let Frame::Method { method, .. } = frame else {
+        return None;
+    };
+    match &**method {
+        AMQPClass::Channel(
+            m @ (channel::AMQPMethod::Open(_)
+            | channel::AMQPMethod::Close(_)
+            | channel::AMQPMethod::CloseOk(_)),
+        ) => Some(m),
+        _ => None,
     }
 }
