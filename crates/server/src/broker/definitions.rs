@@ -195,7 +195,16 @@ impl VHost {
             error!("damaged definition record skipped: {e}");
         }
         r.damaged += errors.len();
-        for x in defs.exchanges.iter().filter(|x| x.vhost == self.name) {
+        self.recover_exchanges(&defs.exchanges, &mut r);
+        self.recover_queues(&s, &defs.queues, &mut r).await?;
+        self.recover_bindings(&defs.bindings, &mut r).await;
+        remove_orphans(&s, &defs.queues);
+        Ok(r)
+    }
+
+    /// Durable exchanges of this vhost (the predeclared ones exist already).
+    fn recover_exchanges(&self, exchanges: &[ExchangeDef], r: &mut Recovered) {
+        for x in exchanges.iter().filter(|x| x.vhost == self.name) {
             let Some(kind) = ExchangeKind::parse(&x.kind) else {
                 error!(exchange = %x.name, kind = %x.kind, "unknown exchange type in store; skipped");
                 r.damaged += 1;
@@ -215,7 +224,16 @@ impl VHost {
                 r.exchanges += 1;
             }
         }
-        for q in defs.queues.iter().filter(|q| q.vhost == self.name) {
+    }
+
+    /// Durable queues of this vhost, each with its stored messages.
+    async fn recover_queues(
+        &self,
+        s: &Storage,
+        queues: &[QueueDef],
+        r: &mut Recovered,
+    ) -> Result<(), String> {
+        for q in queues.iter().filter(|q| q.vhost == self.name) {
             let entry = self
                 .create_queue(
                     &q.name,
@@ -230,11 +248,16 @@ impl VHost {
                 )
                 .map_err(|e| e.to_string())?;
             r.queues += 1;
-            let (n, lost) = self.recover_messages(&s, &entry, q.id).await;
+            let (n, lost) = self.recover_messages(s, &entry, q.id).await;
             r.messages += n;
             r.damaged += lost;
         }
-        for b in defs.bindings.iter().filter(|b| b.vhost == self.name) {
+        Ok(())
+    }
+
+    /// Bindings between durable exchanges and queues of this vhost.
+    async fn recover_bindings(&self, bindings: &[BindingDef], r: &mut Recovered) {
+        for b in bindings.iter().filter(|b| b.vhost == self.name) {
             let Some(x) = self.exchange(&b.source) else {
                 warn!(source = %b.source, "binding from a missing exchange dropped");
                 continue;
@@ -255,23 +278,6 @@ impl VHost {
             let _ = x.addr.send(exchange::Bind(binding)).await;
             r.bindings += 1;
         }
-        // messages of queues whose deletion was interrupted by a crash: queues of no
-        // vhost (the store holds every vhost's messages; this vhost's recovery must not
-        // take another's for orphans)
-        let live_ids: HashSet<u64> = defs.queues.iter().map(|q| q.id).collect();
-        if let Ok(ids) = s.messages.queue_ids() {
-            for id in ids.into_iter().filter(|id| !live_ids.contains(id)) {
-                match s.messages.remove_queue(id) {
-                    Ok(n) => info!(
-                        queue_id = id,
-                        removed = n,
-                        "removed messages of a deleted queue"
-                    ),
-                    Err(e) => error!(queue_id = id, "cannot remove orphan messages: {e}"),
-                }
-            }
-        }
-        Ok(r)
     }
 
     /// Loads a queue's stored messages into its actor. Returns how many came back and
@@ -318,4 +324,23 @@ pub async fn recover_all(rt: &crate::broker::runtime::Runtime) -> Result<(), Str
         );
     }
     Ok(())
+}
+
+/// Removes the messages of queues whose deletion was interrupted by a crash: queues of
+/// no vhost (the store holds every vhost's messages; one vhost's recovery must not take
+/// another's for orphans, so `queues` is every vhost's).
+fn remove_orphans(s: &Storage, queues: &[QueueDef]) {
+    let live_ids: HashSet<u64> = queues.iter().map(|q| q.id).collect();
+    if let Ok(ids) = s.messages.queue_ids() {
+        for id in ids.into_iter().filter(|id| !live_ids.contains(id)) {
+            match s.messages.remove_queue(id) {
+                Ok(n) => info!(
+                    queue_id = id,
+                    removed = n,
+                    "removed messages of a deleted queue"
+                ),
+                Err(e) => error!(queue_id = id, "cannot remove orphan messages: {e}"),
+            }
+        }
+    }
 }
