@@ -136,21 +136,7 @@ impl Connection {
         };
         use connection::AMQPMethod as M;
         match (self.state, m) {
-            (State::AwaitStartOk, M::StartOk(s)) => {
-                match handshake::authenticate(&s, &self.rt.registry, self.peer.ip()) {
-                    Ok((user, client)) => {
-                        self.gate
-                            .client_understands_blocked(client.connection_blocked);
-                        self.client = client;
-                        let _e = self.span.enter();
-                        info!(%user, "authenticated");
-                        *self.shared.user.borrow_mut() = user;
-                        self.send(0, handshake::tune(&self.rt.config));
-                        self.state = State::AwaitTuneOk;
-                    }
-                    Err(e) => self.login_failed(e, ctx),
-                }
-            }
+            (State::AwaitStartOk, M::StartOk(s)) => self.connection_start_ok(&s, ctx),
             (State::AwaitTuneOk, M::TuneOk(t)) => match handshake::negotiate(&t, &self.rt.config) {
                 Ok((channel_max, frame_max, heartbeat)) => {
                     self.channel_max = channel_max;
@@ -163,40 +149,7 @@ impl Connection {
                 Err(e) => self.fail(e.on(cid, mid), ctx),
             },
             (State::AwaitOpen, M::Open(o)) => match self.open_vhost(o.virtual_host.as_str()) {
-                Ok(v) => {
-                    self.vhost = Some(v);
-                    self.state = State::Open;
-                    self.rt
-                        .connections
-                        .insert(self.id, ctx.address().recipient());
-                    #[cfg(feature = "fault-injection")]
-                    self.rt
-                        .fault_targets
-                        .insert(self.id, ctx.address().recipient());
-                    self.send(0, AMQPClass::Connection(M::OpenOk(connection::OpenOk {})));
-                    let user = self.shared.user.borrow().clone();
-                    let local = self.rt.amqp_addr.get().copied();
-                    self.rt.conn_info.insert(
-                        self.id,
-                        Arc::new(crate::broker::runtime::ConnInfo {
-                            id: self.id,
-                            name: match local {
-                                Some(l) => format!("{} -> {l}", self.peer),
-                                None => self.peer.to_string(),
-                            },
-                            peer: self.peer,
-                            user: user.clone(),
-                            vhost: o.virtual_host.to_string(),
-                            client: self.client.properties.clone(),
-                            connected_at: crate::broker::runtime::now_ms(),
-                            channels: Default::default(),
-                            frame_max: self.decoder.frame_max,
-                            heartbeat: self.heartbeat,
-                        }),
-                    );
-                    let _e = self.span.enter();
-                    info!(vhost = o.virtual_host.as_str(), %user, client = %self.client.product, tls = self.tls, "connection open");
-                }
+                Ok(v) => self.connection_open(v, o.virtual_host.as_str(), ctx),
                 Err(e) => self.fail(e.on(cid, mid), ctx),
             },
             (_, M::Close(c)) => {
@@ -222,6 +175,63 @@ impl Connection {
             (State::Open, M::Blocked(_) | M::Unblocked(_)) => {}
             (_, _) => self.fail(self.unexpected_method().on(cid, mid), ctx),
         }
+    }
+
+    /// connection.start-ok: authenticates, then offers connection.tune.
+    fn connection_start_ok(&mut self, s: &connection::StartOk, ctx: &mut Context<Self>) {
+        match handshake::authenticate(s, &self.rt.registry, self.peer.ip()) {
+            Ok((user, client)) => {
+                self.gate
+                    .client_understands_blocked(client.connection_blocked);
+                self.client = client;
+                let _e = self.span.enter();
+                info!(%user, "authenticated");
+                *self.shared.user.borrow_mut() = user;
+                self.send(0, handshake::tune(&self.rt.config));
+                self.state = State::AwaitTuneOk;
+            }
+            Err(e) => self.login_failed(e, ctx),
+        }
+    }
+
+    /// connection.open of an allowed vhost: registers the connection with the runtime
+    /// (shutdown, the management API) and answers open-ok.
+    fn connection_open(&mut self, v: Arc<VHost>, vhost: &str, ctx: &mut Context<Self>) {
+        self.vhost = Some(v);
+        self.state = State::Open;
+        self.rt
+            .connections
+            .insert(self.id, ctx.address().recipient());
+        #[cfg(feature = "fault-injection")]
+        self.rt
+            .fault_targets
+            .insert(self.id, ctx.address().recipient());
+        self.send(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+        );
+        let user = self.shared.user.borrow().clone();
+        let local = self.rt.amqp_addr.get().copied();
+        self.rt.conn_info.insert(
+            self.id,
+            Arc::new(crate::broker::runtime::ConnInfo {
+                id: self.id,
+                name: match local {
+                    Some(l) => format!("{} -> {l}", self.peer),
+                    None => self.peer.to_string(),
+                },
+                peer: self.peer,
+                user: user.clone(),
+                vhost: vhost.to_string(),
+                client: self.client.properties.clone(),
+                connected_at: crate::broker::runtime::now_ms(),
+                channels: Default::default(),
+                frame_max: self.decoder.frame_max,
+                heartbeat: self.heartbeat,
+            }),
+        );
+        let _e = self.span.enter();
+        info!(vhost, %user, client = %self.client.product, tls = self.tls, "connection open");
     }
 
     /// A method channel 0 does not take in this state: 504 CHANNEL_ERROR with RabbitMQ's
@@ -329,7 +339,9 @@ impl Connection {
             return;
         }
         let (c, m) = match frame {
-            Frame::Method { method, .. } => (method.get_amqp_class_id(), method.get_amqp_method_id()),
+            Frame::Method { method, .. } => {
+                (method.get_amqp_class_id(), method.get_amqp_method_id())
+            }
             _ => (0, 0),
         };
         self.fail(
@@ -390,17 +402,16 @@ impl Connection {
         let Some(vhost) = self.vhost.clone() else {
             return;
         };
-        let addr =
-            crate::broker::supervise::start(|_| {
-                ChannelActor::new(
-                    ch,
-                    ctx.address(),
-                    self.shared.clone(),
-                    vhost,
-                    self.rt.clone(),
-                    &self.span,
-                )
-            });
+        let addr = crate::broker::supervise::start(|_| {
+            ChannelActor::new(
+                ch,
+                ctx.address(),
+                self.shared.clone(),
+                vhost,
+                self.rt.clone(),
+                &self.span,
+            )
+        });
         self.channels.insert(
             ch,
             Slot {
