@@ -325,29 +325,9 @@ impl VHost {
             .locks
             .lock(&[Resource::Exchange(source), dest_name])
             .await;
-        let dest_exists = match &dest {
-            Destination::Queue(q) => self.queue(q).is_some(),
-            Destination::Exchange(e) => self.exchange(e).is_some(),
-        };
-        let source_x = self.exchange(source);
-        if !bind && (!dest_exists || source_x.is_none()) {
+        let Some(x) = self.bind_ends(source, &dest, bind)? else {
+            // unbinding what does not exist succeeds, as in RabbitMQ
             return Ok(());
-        }
-        if !dest_exists {
-            return Err(match &dest {
-                Destination::Queue(q) => {
-                    AmqpError::not_found(format!("no queue '{q}' in vhost '{}'", self.name))
-                }
-                Destination::Exchange(e) => {
-                    AmqpError::not_found(format!("no exchange '{e}' in vhost '{}'", self.name))
-                }
-            });
-        }
-        let Some(x) = source_x else {
-            return Err(AmqpError::not_found(format!(
-                "no exchange '{source}' in vhost '{}'",
-                self.name
-            )));
         };
         if bind {
             x.kind.validate_binding(&arguments)?;
@@ -393,5 +373,40 @@ impl VHost {
             self.sync_definitions().await?;
         }
         Ok(())
+    }
+
+    /// The source exchange of a bind or unbind, once both ends are known to exist: 404
+    /// naming the missing one for a bind, `None` (nothing to do) for an unbind.
+    fn bind_ends(
+        &self,
+        source: &str,
+        dest: &Destination,
+        bind: bool,
+    ) -> Result<Option<Arc<ExchangeEntry>>, AmqpError> {
+        let dest_exists = match dest {
+            Destination::Queue(q) => self.queue(q).is_some(),
+            Destination::Exchange(e) => self.exchange(e).is_some(),
+        };
+        let source_x = self.exchange(source);
+        if !bind && (!dest_exists || source_x.is_none()) {
+            return Ok(None);
+        }
+        if !dest_exists {
+            return Err(match dest {
+                Destination::Queue(q) => {
+                    AmqpError::not_found(format!("no queue '{q}' in vhost '{}'", self.name))
+                }
+                Destination::Exchange(e) => {
+                    AmqpError::not_found(format!("no exchange '{e}' in vhost '{}'", self.name))
+                }
+            });
+        }
+        match source_x {
+            Some(x) => Ok(Some(x)),
+            None => Err(AmqpError::not_found(format!(
+                "no exchange '{source}' in vhost '{}'",
+                self.name
+            ))),
+        }
     }
 }
