@@ -19,7 +19,7 @@
 //!   it held; the channel lets go of those delivery tags (an ack of one is still accepted,
 //!   and goes nowhere) and lives on.
 
-use super::{ChannelActor, ChannelFail};
+use super::ChannelActor;
 use crate::amqp::connection::{Connection, Flush};
 use crate::amqp::shared::ConnShared;
 use crate::broker::flow::ConsumerGate;
@@ -246,5 +246,18 @@ impl Handler<crate::broker::fault::Fault> for ConsumerActor {
     type Result = ();
     fn handle(&mut self, f: crate::broker::fault::Fault, ctx: &mut Context<Self>) {
         crate::broker::fault::inject(f.at, ctx);
+    }
+}
+
+/// A consumer of this channel met a channel error while delivering (a content header
+/// larger than frame_max): the channel closes with it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ChannelFail(pub AmqpError);
+
+impl Handler<ChannelFail> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, m: ChannelFail, ctx: &mut Context<Self>) {
+        self.fail(m.0, ctx);
     }
 }

@@ -328,19 +328,6 @@ impl Handler<crate::broker::fault::Fault> for ChannelActor {
     }
 }
 
-/// A consumer of this channel met a channel error while delivering (a content header
-/// larger than frame_max): the channel closes with it.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct ChannelFail(pub AmqpError);
-
-impl Handler<ChannelFail> for ChannelActor {
-    type Result = ();
-    fn handle(&mut self, m: ChannelFail, ctx: &mut Context<Self>) {
-        self.fail(m.0, ctx);
-    }
-}
-
 impl Actor for ChannelActor {
     type Context = Context<Self>;
 
