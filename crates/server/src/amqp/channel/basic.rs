@@ -14,6 +14,7 @@ use broker_core::queue::Consumer;
 use broker_core::{AmqpError, Message};
 use broker_wire::assembly::Content;
 use broker_wire::protocol::{basic as b, AMQPClass};
+use broker_wire::types::ShortString;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use std::collections::HashMap;
@@ -90,16 +91,7 @@ impl ChannelActor {
         )?;
         let name = self.queue_name(c.queue.as_str())?;
         let q = self.find_queue(&name)?;
-        let short_tag = if c.consumer_tag.as_str().is_empty() {
-            let suffix: String = rand::thread_rng()
-                .sample_iter(&Alphanumeric)
-                .take(22)
-                .map(char::from)
-                .collect();
-            shortstr("consumer tag", &format!("amq.ctag-{suffix}"))?
-        } else {
-            c.consumer_tag.clone()
-        };
+        let short_tag = consumer_tag(&c.consumer_tag)?;
         let tag: Arc<str> = short_tag.as_str().into();
         if self.deliveries.borrow().consumers.contains_key(&tag) {
             return Err(AmqpError::not_allowed(format!(
@@ -509,4 +501,18 @@ fn consumer_priority(args: &broker_wire::types::FieldTable, queue: &str) -> Resu
                 ))
             }),
     }
+}
+
+/// The client's consumer tag, or a fresh server-generated one (`amq.ctag-…`, as RabbitMQ)
+/// when it gave none.
+fn consumer_tag(given: &ShortString) -> Result<ShortString, AmqpError> {
+    if !given.as_str().is_empty() {
+        return Ok(given.clone());
+    }
+    let suffix: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(22)
+        .map(char::from)
+        .collect();
+    shortstr("consumer tag", &format!("amq.ctag-{suffix}"))
 }
