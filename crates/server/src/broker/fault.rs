@@ -29,16 +29,14 @@ impl At {
 }
 
 /// Makes the receiving actor panic at `At` (a connection passes it on to its channel
-/// `channel` when one is named, a channel to its consumer `consumer`).
-#[derive(Message, Debug, Clone)]
+/// `channel` when one is named).
+#[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct Fault {
     /// Where to panic.
     pub at: At,
     /// For a connection: the channel to pass the fault to (`None`: the connection).
     pub channel: Option<u16>,
-    /// For a channel: the consumer (by tag) to pass the fault to (`None`: the channel).
-    pub consumer: Option<std::sync::Arc<str>>,
 }
 
 /// Panics in the calling handler, or arranges a panic in a timer or a continuation.

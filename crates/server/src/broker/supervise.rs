@@ -1,5 +1,5 @@
-//! One supervision mechanism for every actor: connections, channels, consumers, queues
-//! and exchanges all start through [`start`] or [`start_in_arbiter`].
+//! One supervision mechanism for every actor: connections, channels, queues and
+//! exchanges all start through [`start`] or [`start_in_arbiter`].
 //!
 //! Why not actix's `Supervisor`: it restarts an actor only after `ctx.stop()`. A panic in
 //! a handler, a timer or a `ctx.wait` continuation unwinds out of the actor's future, the
@@ -15,8 +15,6 @@
 //! - an **exchange** restarts from its last committed bindings;
 //! - a **channel** ends with channel.close 541, its unacked messages requeued and its
 //!   consumers removed;
-//! - a **consumer** is cancelled (basic.cancel to its client, as a queue deletion does)
-//!   and removed from its queue, which requeues what it held; its channel carries on;
 //! - a **connection** ends with connection.close 541, its channels and exclusive queues
 //!   with it, every count it held released.
 //!
@@ -42,8 +40,7 @@ const MAILBOX_CAPACITY: usize = 16;
 pub const MAX_PANICS: u32 = 16;
 
 /// Panics caught per actor kind, for `/metrics` (`broker_actor_panics_total`).
-pub static PANICS: [AtomicU64; 5] = [
-    AtomicU64::new(0),
+pub static PANICS: [AtomicU64; 4] = [
     AtomicU64::new(0),
     AtomicU64::new(0),
     AtomicU64::new(0),
@@ -61,19 +58,11 @@ pub enum Kind {
     Queue = 2,
     /// An exchange.
     Exchange = 3,
-    /// A consumer (the actor that writes one consumer's deliveries).
-    Consumer = 4,
 }
 
 impl Kind {
     /// Every kind, in [`PANICS`] order.
-    pub const ALL: [Kind; 5] = [
-        Kind::Connection,
-        Kind::Channel,
-        Kind::Queue,
-        Kind::Exchange,
-        Kind::Consumer,
-    ];
+    pub const ALL: [Kind; 4] = [Kind::Connection, Kind::Channel, Kind::Queue, Kind::Exchange];
 
     /// The kind's name, as in logs and metrics.
     pub fn as_str(self) -> &'static str {
@@ -82,7 +71,6 @@ impl Kind {
             Kind::Channel => "channel",
             Kind::Queue => "queue",
             Kind::Exchange => "exchange",
-            Kind::Consumer => "consumer",
         }
     }
 }

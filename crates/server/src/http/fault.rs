@@ -2,11 +2,10 @@
 //! panic on demand, so end-to-end tests can prove what supervision promises
 //! (docs/architecture.md, "Supervision"). Administrators only.
 //!
-//! Body: `{"actor": "connection"|"channel"|"consumer"|"queue"|"exchange", "at":
+//! Body: `{"actor": "connection"|"channel"|"queue"|"exchange", "at":
 //! "handler"|"timer"|"continuation", "vhost": "/", "name": "..."}`, with `name` the
 //! queue's or exchange's name, or the connection's name as `/api/connections` lists it,
-//! `"channel": N` for a channel of that connection, and `"channel": N, "consumer_tag":
-//! "..."` for a consumer on that channel (routed connection -> channel -> consumer).
+//! and `"channel": N` for a channel of that connection.
 
 use super::{no_content, user, ApiError, ApiResult, State};
 use crate::broker::fault::{At, Fault};
@@ -26,7 +25,6 @@ struct Request {
     vhost: String,
     name: String,
     channel: Option<u16>,
-    consumer_tag: Option<String>,
 }
 
 fn default_vhost() -> String {
@@ -45,11 +43,7 @@ async fn inject(req: HttpRequest, rt: State, body: web::Json<Request>) -> ApiRes
         rt.vhost(&body.vhost)
             .ok_or_else(|| ApiError::not_found(format!("vhost '{}' not found", body.vhost)))
     };
-    let fault = Fault {
-        at,
-        channel: None,
-        consumer: None,
-    };
+    let fault = Fault { at, channel: None };
     match body.actor.as_str() {
         "queue" => match vhost()?.queue(&body.name) {
             Some(q) => q.addr.do_send(fault),
@@ -59,15 +53,9 @@ async fn inject(req: HttpRequest, rt: State, body: web::Json<Request>) -> ApiRes
             Some(x) => x.addr.do_send(fault),
             None => return Err(ApiError::not_found("exchange not found")),
         },
-        "connection" | "channel" | "consumer" => {
-            let channel = if body.actor == "connection" {
-                None
-            } else {
+        "connection" | "channel" => {
+            let channel = if body.actor == "channel" {
                 Some(body.channel.ok_or_else(|| ApiError::bad_request("channel is required"))?)
-            };
-            let consumer = if body.actor == "consumer" {
-                let tag = body.consumer_tag.as_deref();
-                Some(tag.ok_or_else(|| ApiError::bad_request("consumer_tag is required"))?.into())
             } else {
                 None
             };
@@ -78,15 +66,11 @@ async fn inject(req: HttpRequest, rt: State, body: web::Json<Request>) -> ApiRes
                 .map(|c| *c.key())
                 .ok_or_else(|| ApiError::not_found("connection not found"))?;
             match rt.fault_targets.get(&id) {
-                Some(t) => t.do_send(Fault {
-                    at,
-                    channel,
-                    consumer,
-                }),
+                Some(t) => t.do_send(Fault { at, channel }),
                 None => return Err(ApiError::not_found("connection not found")),
             }
         }
-        _ => return Err(ApiError::bad_request("actor must be connection, channel, consumer, queue or exchange")),
+        _ => return Err(ApiError::bad_request("actor must be connection, channel, queue or exchange")),
     }
     Ok(no_content())
 }

@@ -1,13 +1,9 @@
 //! basic.* methods: publish, consume and cancel, get, ack/nack/reject/recover (routing
 //! is in `route.rs`; confirm.* and tx.* in `tx.rs`).
 
-use super::deliver::header_too_large;
-use super::{
-    ChannelActor, ConsumerActor, ConsumerRec, FlushConfirms, Pending, SettleKind, StoreFlushed,
-};
+use super::{ChannelActor, ConsumerRec, FlushConfirms, Pending, SettleKind, StoreFlushed};
 use crate::broker::flow::ConsumerGate;
 use crate::broker::queue::{self, ConsumerHandle, QueueEntry};
-use crate::broker::supervise;
 use actix::prelude::*;
 use broker_core::names::shortstr;
 use broker_core::queue::Consumer;
@@ -93,43 +89,35 @@ impl ChannelActor {
         let q = self.find_queue(&name)?;
         let short_tag = consumer_tag(&c.consumer_tag)?;
         let tag: Arc<str> = short_tag.as_str().into();
-        if self.deliveries.borrow().consumers.contains_key(&tag) {
+        if self.consumers.contains_key(&tag) {
             return Err(AmqpError::not_allowed(format!(
                 "attempt to reuse consumer tag '{tag}'"
             )));
         }
-        let priority = consumer_priority(&c.arguments, &name)?;
         let gate = Arc::new(ConsumerGate::new(
             self.prefetch,
             c.no_ack,
             self.gate.clone(),
         ));
-        // the consumer's actor starts held: deliveries wait in its mailbox until the
-        // channel has written consume-ok (or given up)
-        let (release, hold) = futures::channel::oneshot::channel::<()>();
-        let me = ctx.address().downgrade();
-        let actor = ConsumerActor::new(self, me, tag.clone(), gate.clone(), q.clone(), hold);
-        let consumer_addr = supervise::start(|_| actor);
         let consumer = Consumer {
             channel: self.key,
             tag: tag.clone(),
             no_ack: c.no_ack,
             exclusive: c.exclusive,
-            priority,
+            priority: consumer_priority(&c.arguments, &name)?,
             data: ConsumerHandle {
-                deliver: consumer_addr.clone().recipient(),
-                cancel: consumer_addr.clone().recipient(),
+                deliver: ctx.address().recipient(),
+                cancel: ctx.address().recipient(),
                 gate: gate.clone(),
             },
         };
         self.touch(&q);
-        // registered (live) before the queue can deliver
-        self.deliveries.borrow_mut().consumers.insert(
+        // registered before the queue can deliver: deliveries wait in our mailbox
+        self.consumers.insert(
             tag.clone(),
             ConsumerRec {
                 queue: q.clone(),
                 gate,
-                addr: consumer_addr.downgrade(),
             },
         );
         let consume = q.consume(consumer);
@@ -143,24 +131,18 @@ impl ChannelActor {
                     .and_then(|r| r)
             }
             .into_actor(self)
-            .map(move |res, act, ctx| {
-                match res {
-                    Ok(()) => {
-                        if !nowait {
-                            act.send(AMQPClass::Basic(b::AMQPMethod::ConsumeOk(
-                                b::ConsumeOk {
-                                    consumer_tag: short_tag,
-                                },
-                            )));
-                        }
-                    }
-                    Err(e) => {
-                        act.deliveries.borrow_mut().consumers.remove(&t);
-                        act.fail(e.on(60, 20), ctx);
+            .map(move |res, act, ctx| match res {
+                Ok(()) => {
+                    if !nowait {
+                        act.send(AMQPClass::Basic(b::AMQPMethod::ConsumeOk(b::ConsumeOk {
+                            consumer_tag: short_tag,
+                        })));
                     }
                 }
-                // after consume-ok: the consumer may write deliveries now
-                let _ = release.send(());
+                Err(e) => {
+                    act.consumers.remove(&t);
+                    act.fail(e.on(60, 20), ctx);
+                }
             }),
         );
         Ok(())
@@ -175,12 +157,11 @@ impl ChannelActor {
                 })));
             }
         };
-        let removed = self.deliveries.borrow_mut().consumers.remove(&tag);
-        let Some(rec) = removed else {
+        let Some(rec) = self.consumers.remove(&tag) else {
             reply(self);
             return Ok(());
         };
-        let cancel = rec.queue.cancel(self.key, tag, false);
+        let cancel = rec.queue.cancel(self.key, tag);
         self.wait_then(
             ctx,
             (60, 30),
@@ -210,8 +191,7 @@ impl ChannelActor {
             move |act, got, ctx| match got {
                 None => act.send(AMQPClass::Basic(b::AMQPMethod::GetEmpty(b::GetEmpty {}))),
                 Some((entry, msg, remaining)) => {
-                    let frame_max = act.shared.frame_max.get();
-                    if let Some(e) = header_too_large(&msg.raw_properties, frame_max) {
+                    if let Some(e) = act.header_too_large(&msg.raw_properties) {
                         // back to the queue unchanged; the channel closes with 406
                         q.restore(vec![entry], no_ack);
                         act.fail(e.on(60, 70), ctx);
@@ -225,18 +205,14 @@ impl ChannelActor {
                         Ok(n) => n,
                         Err(e) => return act.fail(e.on(60, 70), ctx),
                     };
-                    let tag = {
-                        let mut d = act.deliveries.borrow_mut();
-                        if no_ack {
-                            d.unacked.next_tag()
-                        } else {
-                            d.unacked.record(Pending {
-                                queue: q.clone(),
-                                id: entry.id,
-                                gate: None,
-                                detached: false,
-                            })
-                        }
+                    let tag = if no_ack {
+                        act.unacked.next_tag()
+                    } else {
+                        act.unacked.record(Pending {
+                            queue: q.clone(),
+                            id: entry.id,
+                            gate: None,
+                        })
                     };
                     act.shared.method(
                         act.id,
@@ -265,7 +241,7 @@ impl ChannelActor {
     /// ack, nack and reject. In a transaction the settle is checked now and carried out at
     /// commit.
     fn settle(&mut self, tag: u64, multiple: bool, kind: SettleKind) -> Result<(), AmqpError> {
-        let settled = self.deliveries.borrow_mut().unacked.settle(tag, multiple)?;
+        let settled = self.unacked.settle(tag, multiple)?;
         if let Some(tx) = self.tx.as_mut() {
             tx.settles
                 .extend(settled.into_iter().map(|(t, p)| (t, p, kind)));
@@ -281,10 +257,6 @@ impl ChannelActor {
             HashMap::new();
         let mut wake: HashMap<usize, Arc<QueueEntry>> = HashMap::new();
         for (p, kind) in settles {
-            if p.detached {
-                // its consumer failed and the queue took it back already
-                continue;
-            }
             if let Some(g) = &p.gate {
                 if g.settled() {
                     wake.insert(Arc::as_ptr(&p.queue) as usize, p.queue.clone());
@@ -322,7 +294,7 @@ impl ChannelActor {
 
     /// After channel-wide room appears, wakes the queues of consumers that were skipped.
     fn wake_blocked_consumers(&self) {
-        for c in self.deliveries.borrow().consumers.values() {
+        for c in self.consumers.values() {
             if c.gate.take_blocked() {
                 c.queue.kick();
             }
@@ -333,7 +305,7 @@ impl ChannelActor {
         if !requeue {
             return Err(AmqpError::not_implemented("requeue=false"));
         }
-        let all = self.deliveries.borrow_mut().unacked.take_all();
+        let all = self.unacked.take_all();
         self.apply_settles(
             all.into_iter()
                 .map(|(_, p)| (p, SettleKind::Requeue))

@@ -1,119 +1,103 @@
-//! A consumer's deliveries: each is written into the connection's buffer with the
-//! channel's next delivery tag (and recorded unacked, unless no-ack), or handed back to
-//! its queue when the consumer is gone or the message cannot be sent.
+//! Deliveries from queues to this channel's consumers: each is written into the
+//! connection's buffer with the next delivery tag, or handed back to its queue when its
+//! consumer is gone or it cannot be sent; a queue's basic.cancel for a consumer.
 
-use super::consumer::{ConsumerActor, Pending};
-use crate::amqp::connection::ConnectionFail;
-use crate::amqp::shared::OUT_HIGH;
-use crate::broker::queue::{Deliver, DeliverBatch};
-use actix::prelude::*;
-use broker_core::names::MAX_SHORTSTR;
-use broker_core::AmqpError;
-use std::sync::atomic::Ordering;
+use super::*;
 
-/// The error for a message whose content header does not fit in one frame of a
-/// connection's negotiated `frame_max`. RabbitMQ sends such a header anyway, as a frame
-/// larger than the client agreed to receive; we never do: the message goes back to its
-/// queue unchanged (where a consumer with a larger frame_max can take it) and the channel
-/// closes with 406, so the client learns why it gets nothing.
-pub(crate) fn header_too_large(raw_properties: &[u8], frame_max: u32) -> Option<AmqpError> {
-    if broker_wire::encode::header_fits(raw_properties.len(), frame_max) {
-        return None;
-    }
-    Some(AmqpError::precondition_failed(format!(
-        "message content header of {} bytes exceeds the frame_max {frame_max} negotiated by this connection",
-        broker_wire::encode::header_frame_len(raw_properties.len())
-    )))
-}
-
-impl Handler<DeliverBatch> for ConsumerActor {
+impl Handler<DeliverBatch> for ChannelActor {
     type Result = ();
-    fn handle(&mut self, b: DeliverBatch, _: &mut Context<Self>) {
-        let mut live = self.live();
-        // credit goes back once per batch; what cannot be delivered goes back in one Restore
-        let mut written = 0u32;
-        let mut any = false;
-        let mut back = Vec::new();
-        let no_ack = self.gate.no_ack;
-        for d in b.0 {
-            if live {
-                match self.sendable(&d) {
-                    Ok(()) => {
-                        any = true;
-                        written += u32::from(self.write(d));
-                        continue;
-                    }
-                    Err(Unsendable::Connection(e)) => self.conn.do_send(ConnectionFail(e)),
-                    Err(Unsendable::Channel(e)) => {
-                        live = false;
-                        self.fail_channel(e);
-                    }
-                }
+    fn handle(&mut self, b: DeliverBatch, ctx: &mut Context<Self>) {
+        // credit goes back once per run of deliveries to the same consumer
+        let release = |(g, q, n): (Arc<ConsumerGate>, Arc<QueueEntry>, u32)| {
+            if g.written_n(n) {
+                q.addr.do_send(queue::Kick);
             }
-            // cancelled or closed while the delivery was on its way: hand it back
-            d.gate.undo();
-            back.push(d.entry);
+        };
+        let mut run: Option<(Arc<ConsumerGate>, Arc<QueueEntry>, u32)> = None;
+        for d in b.0 {
+            let Some((gate, queue)) = self.deliver_one(d, ctx) else {
+                continue;
+            };
+            match &mut run {
+                Some((g, _, n)) if Arc::ptr_eq(g, &gate) => *n += 1,
+                _ => run.replace((gate, queue, 1)).into_iter().for_each(release),
+            }
         }
-        if written > 0 && self.gate.written_n(written) {
-            self.queue.kick();
-        }
-        if !back.is_empty() {
-            self.queue.restore(back, no_ack);
-        }
-        if any {
-            self.request_flush();
-        }
+        run.into_iter().for_each(release);
+        self.request_flush();
     }
 }
 
-/// Why a delivery cannot be written.
-enum Unsendable {
-    /// The connection closes (541).
-    Connection(AmqpError),
-    /// The channel closes (406).
-    Channel(AmqpError),
-}
+impl ChannelActor {
+    /// The error for a message whose content header does not fit in one frame of this
+    /// connection's negotiated frame_max. RabbitMQ sends such a header anyway, as a frame
+    /// larger than the client agreed to receive; we never do: the message goes back to its
+    /// queue unchanged (where a consumer with a larger frame_max can take it) and the
+    /// channel closes with 406, so the client learns why it gets nothing.
+    pub(crate) fn header_too_large(&self, raw_properties: &[u8]) -> Option<AmqpError> {
+        let frame_max = self.shared.frame_max.get();
+        if broker_wire::encode::header_fits(raw_properties.len(), frame_max) {
+            return None;
+        }
+        Some(AmqpError::precondition_failed(format!(
+            "message content header of {} bytes exceeds the frame_max {frame_max} negotiated by this connection",
+            broker_wire::encode::header_frame_len(raw_properties.len())
+        )))
+    }
 
-impl ConsumerActor {
-    /// Whether this connection can be sent `d`.
-    fn sendable(&self, d: &Deliver) -> Result<(), Unsendable> {
+    /// Writes one delivery into the connection's buffer (or hands it back if its consumer
+    /// is gone). Returns the gate whose outstanding credit the caller releases (none if
+    /// the delivery was handed back, or the credit is held until the buffer drains).
+    fn deliver_one(
+        &mut self,
+        d: Deliver,
+        ctx: &mut Context<Self>,
+    ) -> Option<(Arc<ConsumerGate>, Arc<QueueEntry>)> {
+        let live = !self.closing
+            && self
+                .consumers
+                .get(&d.consumer_tag)
+                .is_some_and(|c| Arc::ptr_eq(&c.gate, &d.gate));
+        let too_large = self.header_too_large(&d.msg.raw_properties);
         // names longer than a shortstr (only the HTTP API can publish such a routing key)
         // cannot be sent: 541 as RabbitMQ, never a truncated routing key
-        if d.msg.exchange.len() > MAX_SHORTSTR || d.msg.routing_key.len() > MAX_SHORTSTR {
-            return Err(Unsendable::Connection(AmqpError::internal(
+        let unsendable =
+            d.msg.exchange.len() > MAX_SHORTSTR || d.msg.routing_key.len() > MAX_SHORTSTR;
+        if unsendable && live {
+            self.conn.do_send(ConnectionFail(AmqpError::internal(
                 "a message's routing key or exchange is longer than 255 bytes and cannot be delivered",
             )));
         }
-        match header_too_large(&d.msg.raw_properties, self.shared.frame_max.get()) {
-            Some(e) => Err(Unsendable::Channel(e)),
-            None => Ok(()),
-        }
-    }
-
-    /// Writes one delivery into the connection's buffer. Returns whether its outstanding
-    /// credit goes back now (false: held until the buffer drains).
-    fn write(&mut self, d: Deliver) -> bool {
-        let tag = {
-            let mut dl = self.deliveries.borrow_mut();
-            if d.no_ack {
-                dl.unacked.next_tag()
-            } else {
-                self.stats.unacked.fetch_add(1, Ordering::Relaxed);
-                dl.unacked.record(Pending {
-                    queue: d.queue.clone(),
-                    id: d.entry.id,
-                    gate: Some(d.gate.clone()),
-                    detached: false,
-                })
+        if !live || unsendable || too_large.is_some() {
+            // cancelled or closed while the delivery was on its way: hand it back
+            d.gate.undo();
+            d.queue.addr.do_send(queue::Restore {
+                entries: vec![d.entry],
+                no_ack: d.no_ack,
+            });
+            if let Some(e) = too_large {
+                self.fail(e, ctx);
             }
+            return None;
+        }
+        let tag = if d.no_ack {
+            self.unacked.next_tag()
+        } else {
+            self.stats
+                .unacked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.unacked.record(Pending {
+                queue: d.queue.clone(),
+                id: d.entry.id,
+                gate: Some(d.gate.clone()),
+            })
         };
         let msg = &d.msg;
-        let channel = self.key.channel;
         {
             let mut out = self.shared.out.borrow_mut();
             broker_wire::encode::deliver(
                 &mut out,
-                channel,
+                self.id,
                 &d.consumer_tag,
                 tag.0,
                 d.entry.redelivered,
@@ -122,7 +106,7 @@ impl ConsumerActor {
             );
             broker_wire::encode::content(
                 &mut out,
-                channel,
+                self.id,
                 &msg.raw_properties,
                 &msg.body,
                 self.shared.frame_max.get(),
@@ -130,9 +114,25 @@ impl ConsumerActor {
         }
         if self.shared.out_len() > OUT_HIGH {
             self.shared.deferred.borrow_mut().push((d.gate, d.queue));
-            false
+            None
         } else {
-            true
+            Some((d.gate, d.queue))
+        }
+    }
+}
+
+impl Handler<ConsumerCancelled> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, m: ConsumerCancelled, ctx: &mut Context<Self>) {
+        if self.closing || self.consumers.remove(&m.consumer_tag).is_none() {
+            return;
+        }
+        match broker_core::names::shortstr("consumer tag", &m.consumer_tag) {
+            Ok(consumer_tag) => self.send(AMQPClass::Basic(b::AMQPMethod::Cancel(b::Cancel {
+                consumer_tag,
+                nowait: true,
+            }))),
+            Err(e) => self.fail(e, ctx),
         }
     }
 }

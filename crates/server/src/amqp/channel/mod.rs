@@ -1,30 +1,27 @@
 //! The channel actor: one per open AMQP channel, living on its connection's thread. It
 //! carries out the methods of its channel, routes publishes itself (from the exchanges'
 //! binding snapshots, through a per-channel route cache) straight into queue mailboxes,
-//! tracks delivery tags, acks, confirms and transactions, and writes its replies into the
-//! connection's shared write buffer. Deliveries are written by its consumer actors
-//! (`consumer.rs`), with which it shares delivery tags and the unacked map.
+//! tracks delivery tags, acks, confirms and transactions, and writes its replies and
+//! deliveries into the connection's shared write buffer.
 
 mod basic;
-mod consumer;
 mod declare;
 mod deliver;
 mod route;
 mod tx;
 
-pub use consumer::ConsumerActor;
-pub(crate) use consumer::{ConsumerRec, Pending, SharedDeliveries};
-
 use crate::amqp::connection::{ChannelClosing, Connection, ConnectionFail, Flush, ResumeRead};
-use crate::broker::flow::ChannelGate;
+use crate::broker::flow::{ChannelGate, ConsumerGate};
 use crate::broker::supervise::{Kind, Supervisable};
-use crate::broker::queue::QueueEntry;
+use crate::broker::queue::{self, ConsumerCancelled, Deliver, DeliverBatch, QueueEntry};
 use crate::broker::runtime::Storage;
-use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS};
+use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
 use crate::broker::vhost::VHost;
 use actix::prelude::*;
-use broker_core::channel::Confirms;
+use broker_core::channel::{Confirms, Unacked};
+use broker_core::names::MAX_SHORTSTR;
 use broker_core::names::{ChannelKey, DeliveryTag};
+use broker_core::queue::MsgId;
 use broker_core::store::GroupCommit;
 use broker_core::AmqpError;
 use broker_wire::assembly::{Command, Content};
@@ -34,6 +31,20 @@ use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 use tracing::Span;
+
+/// What settling a delivery tag needs.
+pub(crate) struct Pending {
+    pub queue: Arc<QueueEntry>,
+    pub id: MsgId,
+    /// The consumer's gate (None for basic.get).
+    pub gate: Option<Arc<ConsumerGate>>,
+}
+
+/// A consumer on this channel.
+pub(crate) struct ConsumerRec {
+    pub queue: Arc<QueueEntry>,
+    pub gate: Arc<ConsumerGate>,
+}
 
 /// How a buffered transactional settle ends.
 #[derive(Clone, Copy)]
@@ -85,9 +96,8 @@ pub struct ChannelActor {
     pub(crate) span: Span,
     /// A channel error was sent; everything but close-ok is ignored.
     pub(crate) closing: bool,
-    /// Delivery tags, unacked deliveries and live consumers, shared with the consumer
-    /// actors.
-    pub(crate) deliveries: SharedDeliveries,
+    pub(crate) unacked: Unacked<Pending>,
+    pub(crate) consumers: HashMap<Arc<str>, ConsumerRec>,
     pub(crate) gate: Arc<ChannelGate>,
     /// basic.qos prefetch for consumers created from now on (global=false).
     pub(crate) prefetch: u32,
@@ -143,7 +153,8 @@ impl ChannelActor {
             vhost,
             span,
             closing: false,
-            deliveries: SharedDeliveries::default(),
+            unacked: Unacked::default(),
+            consumers: HashMap::new(),
             gate: Arc::new(ChannelGate::default()),
             prefetch: 0,
             confirms: None,
@@ -216,12 +227,8 @@ impl ChannelActor {
     /// Releases everything the channel holds: queues requeue its unacked deliveries and
     /// drop its consumers.
     pub(crate) fn cleanup(&mut self) {
-        {
-            // consumer actors see they are gone and hand back what is on its way
-            let mut d = self.deliveries.borrow_mut();
-            d.consumers.clear();
-            let _ = d.unacked.take_all();
-        }
+        self.consumers.clear();
+        let _ = self.unacked.take_all();
         self.tx = None;
         for (_, q) in self.touched.drain() {
             q.channel_closed(self.key);
@@ -318,13 +325,7 @@ impl Supervised for ChannelActor {
 impl Handler<crate::broker::fault::Fault> for ChannelActor {
     type Result = ();
     fn handle(&mut self, f: crate::broker::fault::Fault, ctx: &mut Context<Self>) {
-        let Some(tag) = f.consumer.clone() else {
-            return crate::broker::fault::inject(f.at, ctx);
-        };
-        let d = self.deliveries.borrow();
-        if let Some(addr) = d.consumers.get(&tag).and_then(|c| c.addr.upgrade()) {
-            addr.do_send(crate::broker::fault::Fault { consumer: None, ..f });
-        }
+        crate::broker::fault::inject(f.at, ctx);
     }
 }
 
@@ -346,21 +347,11 @@ impl Actor for ChannelActor {
     }
 }
 
-/// A channel that ends without its cleanup (it kept panicking, `broker/supervise.rs`)
-/// leaves no consumer writing for it.
-impl Drop for ChannelActor {
-    fn drop(&mut self) {
-        if let Ok(mut d) = self.deliveries.try_borrow_mut() {
-            d.consumers.clear();
-        }
-    }
-}
-
 impl ChannelActor {
     /// Publishes the unacked count to the management view.
     pub(crate) fn count_unacked(&self) {
         self.stats.unacked.store(
-            self.deliveries.borrow().unacked.len() as u64,
+            self.unacked.len() as u64,
             std::sync::atomic::Ordering::Relaxed,
         );
     }

@@ -99,11 +99,9 @@ impl ChannelActor {
                         "channel is not transactional",
                     ));
                 };
-                let mut d = self.deliveries.borrow_mut();
                 for (tag, p, _) in buf.settles {
-                    d.unacked.reinsert(tag, p);
+                    self.unacked.reinsert(tag, p);
                 }
-                drop(d);
                 self.send(AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})));
                 Ok(())
             }

@@ -295,7 +295,6 @@ impl Handler<crate::broker::fault::Fault> for Connection {
         match f.channel {
             Some(ch) => {
                 if let Some(slot) = self.channels.get(&ch) {
-                    // a consumer named in it is the channel's to find
                     slot.addr.do_send(crate::broker::fault::Fault { channel: None, ..f });
                 }
             }

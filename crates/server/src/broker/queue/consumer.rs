@@ -1,6 +1,6 @@
 //! What a queue sends its consumers, and how it reaches them. Defined with the queue and
-//! handled by whoever consumes (the AMQP consumer actor, `amqp/channel/consumer.rs`), so
-//! the broker never names a channel: a consumer is two `Recipient`s and its flow gate.
+//! handled by whoever consumes (today the AMQP channel), so the broker never names a
+//! channel: a consumer is two `Recipient`s and its flow gate.
 
 use super::QueueEntry;
 use crate::broker::flow::ConsumerGate;
@@ -8,7 +8,8 @@ use actix::prelude::*;
 use broker_core::queue::Entry;
 use std::sync::Arc;
 
-/// A delivery from a queue to one consumer (sent in a [`DeliverBatch`]).
+/// A delivery from a queue to one of this channel's consumers (sent in a
+/// [`DeliverBatch`]).
 pub struct Deliver {
     /// The queue.
     pub queue: Arc<QueueEntry>,
@@ -24,8 +25,8 @@ pub struct Deliver {
     pub gate: Arc<ConsumerGate>,
 }
 
-/// The deliveries of one queue turn to one consumer, in order (one mailbox message per
-/// consumer per turn, not one per delivery).
+/// The deliveries of one queue turn to consumers of this channel, in order (one mailbox
+/// message per channel per turn, not one per delivery).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct DeliverBatch(pub Vec<Deliver>);
@@ -41,7 +42,7 @@ pub struct ConsumerCancelled {
 /// How the queue reaches one consumer.
 #[derive(Clone)]
 pub struct ConsumerHandle {
-    /// Where its deliveries go (its consumer actor).
+    /// Where its deliveries go (its channel).
     pub deliver: Recipient<DeliverBatch>,
     /// Where basic.cancel is asked for when the queue goes away or restarts.
     pub cancel: Recipient<ConsumerCancelled>,

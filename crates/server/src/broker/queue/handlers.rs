@@ -44,10 +44,6 @@ pub struct Cancel {
     pub channel: ChannelKey,
     /// Its tag.
     pub tag: Arc<str>,
-    /// Requeue (redelivered) what it holds unacked: the consumer failed (its actor
-    /// panicked) and its channel has let go of those deliveries. basic.cancel leaves them
-    /// with the channel (false).
-    pub requeue: bool,
 }
 
 /// basic.get.
@@ -200,10 +196,6 @@ impl Handler<Cancel> for QueueActor {
         self.operate(ctx, |a, _| {
             if a.state.remove_consumer(msg.channel, &msg.tag).is_some() {
                 a.maybe_auto_delete();
-                if msg.requeue {
-                    a.state.requeue_consumer(msg.channel, &msg.tag);
-                    a.drain();
-                }
             }
         });
     }

@@ -1,5 +1,5 @@
-//! The queue actor: one per queue, owning its [`QueueState`] and delivering to its
-//! consumers' actors. It sets the state's clock before each operation, runs its timers (message
+//! The queue actor: one per queue, owning its [`QueueState`] and delivering to consumers'
+//! channels. It sets the state's clock before each operation, runs its timers (message
 //! TTL, x-expires, consumer timeout), and dead-letters what the state says died. It runs
 //! under `broker/supervise.rs`: a panic in a handler, timer or continuation restarts it
 //! at the same address; its consumers get basic.cancel, transient messages are lost and
@@ -28,6 +28,7 @@ use crate::broker::supervise::{self, Kind, Supervisable};
 use actix::prelude::*;
 use broker_core::args::{Overflow, QueueArgs};
 use broker_core::message::Slot;
+use broker_core::names::ChannelKey;
 use broker_core::queue::{Entry, QueueState};
 use broker_core::store::MessageStore;
 use broker_core::{AmqpError, Message};
@@ -108,10 +109,9 @@ pub struct QueueActor {
     last_window_fresh: u64,
     /// A re-check of pacing is scheduled.
     pace_check: bool,
-    /// Deliveries made this turn, per consumer (keyed by its gate's address); sent as one
-    /// message per consumer at the end of the turn (or before anything else is sent to
-    /// consumers).
-    outbox: Vec<(usize, Recipient<DeliverBatch>, Vec<Deliver>)>,
+    /// Deliveries made this turn, per channel; sent as one message per channel at the
+    /// end of the turn (or before anything else is sent to consumers' channels).
+    outbox: Vec<(ChannelKey, Recipient<DeliverBatch>, Vec<Deliver>)>,
 }
 
 impl QueueActor {
@@ -228,7 +228,7 @@ impl QueueActor {
         }
     }
 
-    /// Sends the deliveries made so far: one message per consumer.
+    /// Sends the deliveries made so far: one message per channel.
     fn flush_deliveries(&mut self) {
         for (_, channel, v) in self.outbox.drain(..) {
             channel.do_send(DeliverBatch(v));
@@ -454,8 +454,8 @@ impl QueueActor {
                 msg,
                 gate: d.consumer.data.gate.clone(),
             };
-            let key = Arc::as_ptr(&d.consumer.data.gate) as usize;
-            match self.outbox.iter_mut().rev().find(|(k, _, _)| *k == key) {
+            let key = d.consumer.channel;
+            match self.outbox.iter_mut().find(|(k, _, _)| *k == key) {
                 Some((_, _, v)) => v.push(deliver),
                 None => self
                     .outbox

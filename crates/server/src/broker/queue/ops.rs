@@ -9,7 +9,6 @@
 
 use super::*;
 use actix::dev::Request;
-use broker_core::names::ChannelKey;
 use broker_core::queue::Consumer;
 use broker_core::queue_type::{Capabilities, QueueType};
 
@@ -29,28 +28,9 @@ impl QueueEntry {
         self.addr.send(Consume(c))
     }
 
-    /// basic.cancel (or a consumer's channel letting it go); `requeue` also puts back
-    /// what the consumer holds unacked (a consumer that failed).
-    pub fn cancel(
-        &self,
-        channel: ChannelKey,
-        tag: Arc<str>,
-        requeue: bool,
-    ) -> Request<QueueActor, Cancel> {
-        self.addr.send(Cancel {
-            channel,
-            tag,
-            requeue,
-        })
-    }
-
-    /// A consumer that failed: the queue drops it and requeues what it held (no answer).
-    pub fn drop_consumer(&self, channel: ChannelKey, tag: Arc<str>) {
-        self.addr.do_send(Cancel {
-            channel,
-            tag,
-            requeue: true,
-        });
+    /// basic.cancel (or a consumer's channel letting it go).
+    pub fn cancel(&self, channel: ChannelKey, tag: Arc<str>) -> Request<QueueActor, Cancel> {
+        self.addr.send(Cancel { channel, tag })
     }
 
     /// basic.get: the head message, if any, with the ready count after it.
