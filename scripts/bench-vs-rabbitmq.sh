@@ -8,6 +8,8 @@
 #
 #   scripts/bench-vs-rabbitmq.sh            # every scenario, 10 s each
 #   DURATION=3 ROUNDS=1 scripts/bench-vs-rabbitmq.sh   # quicker
+#   ONLY=backlog ROUNDS=5 scripts/bench-vs-rabbitmq.sh   # the matching scenarios only
+#       (the table then holds only those; rerun the full list for the record)
 #   BEFORE_BIN=/path/to/old/broker scripts/bench-vs-rabbitmq.sh
 #       # this build against an older build of ours instead of RabbitMQ (a refactoring's
 #       # before and after, same machine, same run); the table goes between the
@@ -23,6 +25,8 @@ DATA=$(mktemp -d /tmp/bench-data.XXXXXX)
 
 cargo build --release -q -p broker-server -p broker-bench
 BENCH=target/release/broker-bench
+# OURS_BIN=/path/to/broker measures another build as "ours" (bisecting a regression)
+OURS_BIN=${OURS_BIN:-target/release/broker}
 
 BEFORE_BIN=${BEFORE_BIN:-}
 BEFORE_PORT=$((PORT + 1))
@@ -37,7 +41,7 @@ fresh_ours() {
     echo "port $PORT is already in use: stop what listens there or set PORT" >&2
     exit 1
   fi
-  target/release/broker --listen "127.0.0.1:$PORT" --http-listen none --data-dir "$DATA" --log-level warn >/dev/null 2>&1 &
+  "$OURS_BIN" --listen "127.0.0.1:$PORT" --http-listen none --data-dir "$DATA" --log-level warn >/dev/null 2>&1 &
   OURS_PID=$!
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.05; done
   if ! kill -0 "$OURS_PID" 2>/dev/null; then
@@ -113,6 +117,8 @@ run() { # broker-label addr pid name flags
 for s in "${SCENARIOS[@]}"; do
   name=${s%%|*}
   flags=${s#*|}
+  # ONLY=backlog (a substring of the name) runs just the matching scenarios
+  if [ -n "${ONLY:-}" ] && [[ "$name" != *"$ONLY"* ]]; then continue; fi
   echo "== $name"
   for _ in $(seq "$ROUNDS"); do
     if [ -z "$BEFORE_BIN" ]; then quiet_rabbit; fi
@@ -166,12 +172,13 @@ lines = [f"| scenario | metric | ours | {versus} | ratio |", "|---|---|---|---|-
 def row(name, metric, o, r, unit="", higher_better=True):
     ratio = "—"
     if o and r:
+        digits = 2 if before_bin else 1
         if higher_better:
-            ratio = f"{o / r:.1f}×"
+            ratio = f"{o / r:.{digits}f}×"
         elif o <= r:
-            ratio = f"{r / o:.1f}× lower"
+            ratio = f"{r / o:.{digits}f}× lower"
         else:
-            ratio = f"{o / r:.1f}× higher"
+            ratio = f"{o / r:.{digits}f}× higher"
     lines.append(f"| {name} | {metric} | {fmt(o, unit)} | {fmt(r, unit)} | {ratio} |")
 
 for name in order:

@@ -10,7 +10,7 @@ impl Handler<DeliverBatch> for ChannelActor {
         // credit goes back once per run of deliveries to the same consumer
         let release = |(g, q, n): (Arc<ConsumerGate>, Arc<QueueEntry>, u32)| {
             if g.written_n(n) {
-                q.addr.do_send(queue::Kick);
+                q.kick();
             }
         };
         let mut run: Option<(Arc<ConsumerGate>, Arc<QueueEntry>, u32)> = None;
@@ -71,10 +71,7 @@ impl ChannelActor {
         if !live || unsendable || too_large.is_some() {
             // cancelled or closed while the delivery was on its way: hand it back
             d.gate.undo();
-            d.queue.addr.do_send(queue::Restore {
-                entries: vec![d.entry],
-                no_ack: d.no_ack,
-            });
+            d.queue.restore(vec![d.entry], d.no_ack);
             if let Some(e) = too_large {
                 self.fail(e, ctx);
             }

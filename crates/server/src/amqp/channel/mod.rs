@@ -13,7 +13,7 @@ mod tx;
 use crate::amqp::connection::{ChannelClosing, Connection, ConnectionFail, Flush, ResumeRead};
 use crate::broker::flow::{ChannelGate, ConsumerGate};
 use crate::broker::supervise::{Kind, Supervisable};
-use crate::broker::queue::{self, ConsumerCancelled, Deliver, DeliverBatch, QueueEntry};
+use crate::broker::queue::{ConsumerCancelled, Deliver, DeliverBatch, QueueEntry};
 use crate::broker::runtime::Storage;
 use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
 use crate::broker::vhost::VHost;
