@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 # tests/python/test_supervision.py); it is off in every other build and refused in release
 FEATURES=(--features broker-server/fault-injection)
 
+echo "== layers (the server's floors, no circles)"
+python3 scripts/check-layers.py
+
 echo "== build"
 cargo build --workspace --all-targets "${FEATURES[@]}"
 
