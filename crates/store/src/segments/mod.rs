@@ -66,6 +66,11 @@ struct Writer {
     /// commit covering any of them fails, however late it is asked for (a failure is
     /// reported by the OS once, and a later fsync of the same file succeeds).
     lost: Vec<(u64, u64)>,
+    /// A segment file was created since the last sync: its directory entry is made
+    /// durable by the next sync, before any commit counts the records in it as on disk
+    /// (an fdatasync of the file does not cover the entry; after a power loss the file
+    /// could be gone).
+    dir_unsynced: bool,
 }
 
 impl Writer {
@@ -124,6 +129,13 @@ pub struct Segments {
     doomed: Mutex<BTreeSet<u64>>,
     /// Lengths of full segments (they no longer change), for cheap checks at recovery.
     lengths: Mutex<HashMap<u64, u64>>,
+    /// Times the segment directory was fsynced (after creating or removing a segment).
+    dir_syncs: AtomicU64,
+}
+
+/// Makes the directory's entries durable (created and removed segment files).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -191,6 +203,7 @@ impl Segments {
                 appended: 0,
                 synced: 0,
                 lost: Vec::new(),
+                dir_unsynced: true,
             }),
             current: AtomicU64::new(id),
             appended: AtomicU64::new(0),
@@ -198,6 +211,7 @@ impl Segments {
             refs: Mutex::new(refs),
             doomed: Mutex::new(BTreeSet::new()),
             lengths: Mutex::new(HashMap::new()),
+            dir_syncs: AtomicU64::new(0),
         })
     }
 
@@ -265,6 +279,7 @@ impl Segments {
         let next = w.id + 1;
         // on failure the segment stays abandoned: its offsets are never reused
         let file = Arc::new(create_segment(&self.dir, next)?);
+        w.dir_unsynced = true;
         w.abandoned = false;
         let old = std::mem::replace(&mut w.file, file);
         w.unsynced.push(old);
@@ -283,13 +298,22 @@ impl Segments {
     /// segments written since the last sync. A failure here or earlier is reported for
     /// the records it may have lost by [`Segments::check_lost`].
     pub fn sync(&self) -> Result<(), StoreError> {
-        let (files, target) = {
+        let (files, target, new_entry) = {
             let mut w = lock(&self.writer);
             w.write_out()?;
             let mut files = std::mem::take(&mut w.unsynced);
             files.push(w.file.clone());
-            (files, w.appended)
+            (files, w.appended, std::mem::take(&mut w.dir_unsynced))
         };
+        if new_entry {
+            if let Err(e) = sync_dir(&self.dir) {
+                let mut w = lock(&self.writer);
+                w.dir_unsynced = true;
+                w.lose();
+                return Err(StoreError(format!("cannot fsync the segment directory: {e}")));
+            }
+            self.dir_syncs.fetch_add(1, Ordering::Relaxed);
+        }
         for f in files {
             if let Err(e) = f.sync_data() {
                 // what these files held is not known to be on disk, and a retried fsync
@@ -418,6 +442,9 @@ impl Segments {
 
     /// Deletes segments taken with [`Segments::take_doomed`] (after a sled flush).
     pub fn delete(&self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
         for id in ids {
             // a segment may have been referenced again only if it is the current one,
             // which is never doomed
@@ -429,6 +456,19 @@ impl Segments {
                 Err(e) => tracing::warn!(segment = id, "cannot delete segment: {e}"),
             }
         }
+        // the removals durable too, so a power loss cannot bring back a file whose
+        // index entries are gone (recovery would delete it again, but only after reading)
+        match sync_dir(&self.dir) {
+            Ok(()) => {
+                self.dir_syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!("cannot fsync the segment directory: {e}"),
+        }
+    }
+
+    /// How many times the segment directory was fsynced (tests).
+    pub fn dir_syncs(&self) -> u64 {
+        self.dir_syncs.load(Ordering::Relaxed)
     }
 
     /// Bytes the segment files occupy.

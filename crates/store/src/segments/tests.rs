@@ -160,3 +160,29 @@ fn merging_lost_ranges_only_widens_them() {
     );
     assert!(s.check_lost(10, 100).is_ok());
 }
+
+#[test]
+fn a_new_segment_and_a_removal_reach_the_directory_before_they_count() {
+    let d = tmp("dirsync");
+    let s = Segments::open(&d, HashMap::new()).unwrap();
+    // the first segment's entry is synced with the first commit
+    s.append(b"", b"x", 1).unwrap();
+    s.sync().unwrap();
+    assert_eq!(s.dir_syncs(), 1);
+    // no new file: a commit syncs the files only
+    s.append(b"", b"y", 1).unwrap();
+    s.sync().unwrap();
+    assert_eq!(s.dir_syncs(), 1);
+    // a rotation creates a file: the next commit syncs the directory first
+    let big = vec![1u8; (SEGMENT_MAX / 2) as usize];
+    let a = s.append(b"", &big, 1).unwrap();
+    let b = s.append(b"", &big, 1).unwrap();
+    assert_ne!(a.segment, b.segment);
+    s.sync().unwrap();
+    assert_eq!(s.dir_syncs(), 2);
+    // removing a segment syncs the directory too
+    s.release(a.segment, 3);
+    s.delete(&s.take_doomed());
+    assert_eq!(s.dir_syncs(), 3);
+}
+
