@@ -52,6 +52,12 @@ impl Raw {
 
     /// Handshake with chosen tune-ok values; stops after tune-ok if they are refused.
     pub async fn open_with(port: u16, channel_max: u16, frame_max: u32) -> Raw {
+        Self::open_tuned(port, channel_max, frame_max, 0).await
+    }
+
+    /// Handshake with chosen tune-ok values, heartbeat included (the client then sends
+    /// none: it is up to the test).
+    pub async fn open_tuned(port: u16, channel_max: u16, frame_max: u32, heartbeat: u16) -> Raw {
         let mut r = Raw::connect(port).await;
         r.send(b"AMQP\x00\x00\x09\x01").await;
         r.expect_method().await; // start
@@ -71,7 +77,7 @@ impl Raw {
             AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
                 channel_max,
                 frame_max,
-                heartbeat: 0,
+                heartbeat,
             })),
         )
         .await;

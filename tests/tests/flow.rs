@@ -291,3 +291,60 @@ async fn a_slow_consumer_slows_but_never_stops_a_publisher() {
     );
     slow.abort();
 }
+
+/// A connection the broker stops reading (memory alarm) is not closed for missed
+/// heartbeats: the time it was held is not the client's (RabbitMQ pauses its heartbeat
+/// monitor while a connection is blocked). Before, a blocked publisher with a 1 s
+/// heartbeat was disconnected within ~2.5 s.
+#[tokio::test]
+async fn a_blocked_publisher_is_not_dropped_for_missed_heartbeats() {
+    use broker_tests::raw::Raw;
+    use broker_wire::frame::Frame;
+    use broker_wire::protocol::{connection, AMQPClass};
+    let b = Broker::start_with(&["--memory-high-watermark", "1000000"]);
+    let (_c, ch) = b.channel().await;
+    let q = unique("hb-blocked");
+    declare(&ch, &q).await;
+    let mut raw = Raw::open_tuned(b.port, 2047, 131_072, 1).await;
+    raw.open_channel(1).await;
+    let body = vec![3u8; 1024];
+    // 1.5 MB against a 1 MB watermark: what the broker does not read fits in the
+    // sockets' buffers, so these writes finish
+    for _ in 0..1500 {
+        raw.publish(1, "", &q, &body).await;
+    }
+    // the alarm holds its socket; the client sends no heartbeat for 5 s (5 intervals)
+    let until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < until {
+        match tokio::time::timeout(Duration::from_millis(500), raw.frame()).await {
+            Ok(Some(Frame::Method { method, .. })) => {
+                if let AMQPClass::Connection(connection::AMQPMethod::Close(c)) = *method {
+                    panic!("closed while blocked: {} {}", c.reply_code, c.reply_text);
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the broker dropped the blocked connection"),
+            Err(_) => {}
+        }
+    }
+    let held = ready_count(&ch, &q).await;
+    assert!(held < 1500, "the publisher was never blocked ({held} queued)");
+    // still served: the queue drains on another connection, and the held publisher's
+    // messages come in after it
+    ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())
+        .await
+        .unwrap();
+    let mut total = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        total += ready_count(&ch, &q).await;
+        ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())
+            .await
+            .unwrap();
+        if total + held >= 1500 {
+            break;
+        }
+    }
+    assert_eq!(total + held, 1500, "every message arrives once the alarm clears");
+}
+

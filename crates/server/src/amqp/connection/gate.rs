@@ -67,6 +67,10 @@ pub(super) struct ReadGate {
     recheck: Option<SpawnHandle>,
     /// The pace floor's timer fired: the next check lets pacing pass once.
     pace_pass: bool,
+    /// When reading was last held (refreshed by every re-check while it stays held): the
+    /// heartbeat monitor does not count the time the broker was not reading against the
+    /// client, as RabbitMQ pauses its monitor while a connection is blocked.
+    last_held: Option<std::time::Instant>,
 }
 
 impl ReadGate {
@@ -79,6 +83,7 @@ impl ReadGate {
             held: false,
             recheck: None,
             pace_pass: false,
+            last_held: None,
         }
     }
 
@@ -173,6 +178,7 @@ impl ReadGate {
     /// Holds reading for `hold` and arms its re-check timer (replacing any earlier one).
     pub(super) fn hold(&mut self, hold: Hold, ctx: &mut Context<Connection>) {
         self.held = true;
+        self.last_held = Some(std::time::Instant::now());
         if let Some(h) = self.recheck.take() {
             ctx.cancel_future(h);
         }
@@ -184,6 +190,15 @@ impl ReadGate {
             c.gate.pace_pass = paced;
             c.resume(ctx);
         }));
+    }
+
+    /// Since when the client is answerable for silence: its last read, or the last moment
+    /// the broker held reading, whichever is later (still held: now).
+    pub(super) fn silent_since(&self, last_read: std::time::Instant) -> std::time::Instant {
+        if self.held {
+            return std::time::Instant::now();
+        }
+        self.last_held.map_or(last_read, |h| h.max(last_read))
     }
 
     /// Releases a hold (something woke the connection); false if reading was not held.

@@ -204,7 +204,8 @@ impl Connection {
         let hb = Duration::from_secs(self.heartbeat as u64);
         let tick = (hb / 2).max(Duration::from_millis(500));
         ctx.run_interval(tick, move |a, ctx| {
-            if a.last_read.elapsed() > hb * 2 {
+            // time the broker held reading (alarm, backpressure) is not the client's
+            if a.gate.silent_since(a.last_read).elapsed() > hb * 2 {
                 let _e = a.span.enter();
                 warn!("missed heartbeats from client, closing connection");
                 ctx.stop();
