@@ -328,7 +328,10 @@ async fn a_blocked_publisher_is_not_dropped_for_missed_heartbeats() {
         }
     }
     let held = ready_count(&ch, &q).await;
-    assert!(held < 1500, "the publisher was never blocked ({held} queued)");
+    assert!(
+        held < 1500,
+        "the publisher was never blocked ({held} queued)"
+    );
     // still served: the queue drains on another connection, and the held publisher's
     // messages come in after it
     ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())
@@ -345,6 +348,9 @@ async fn a_blocked_publisher_is_not_dropped_for_missed_heartbeats() {
             break;
         }
     }
-    assert_eq!(total + held, 1500, "every message arrives once the alarm clears");
+    assert_eq!(
+        total + held,
+        1500,
+        "every message arrives once the alarm clears"
+    );
 }
-

@@ -114,11 +114,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 async fn shutdown(rt: &Arc<Runtime>) {
     let closed = crate::amqp::listener::close_all(rt).await;
     let queues: Vec<_> = rt.vhosts.iter().flat_map(|v| v.value().queues()).collect();
-    let save = futures::future::join_all(
-        queues
-            .iter()
-            .map(|q| q.save_delivered_mark()),
-    );
+    let save = futures::future::join_all(queues.iter().map(|q| q.save_delivered_mark()));
     let _ = tokio::time::timeout(Duration::from_secs(5), save).await;
     info!(closed, "broker stopped");
 }

@@ -10,4 +10,4 @@ pub mod replay;
 pub mod segments;
 pub mod store;
 
-pub use store::{Flusher, FlushRequest, SledStore, FLUSH_LATENCY, INDEX_FLUSH};
+pub use store::{FlushRequest, Flusher, SledStore, FLUSH_LATENCY, INDEX_FLUSH};

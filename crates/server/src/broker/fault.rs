@@ -52,9 +52,10 @@ pub fn inject<A: Actor<Context = Context<A>>>(at: At, ctx: &mut Context<A>) {
             let fut = async {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             };
-            ctx.wait(actix::fut::wrap_future::<_, A>(fut).map(|(), _, _| {
-                panic!("fault injected in a continuation")
-            }));
+            ctx.wait(
+                actix::fut::wrap_future::<_, A>(fut)
+                    .map(|(), _, _| panic!("fault injected in a continuation")),
+            );
         }
     }
 }

@@ -10,8 +10,8 @@
 //! memory alarm stops AMQP publishers by not reading their sockets; the management API
 //! asks `memory_alarm` instead.
 
-use crate::broker::queue::{QueueEntry, QueueHost};
 use crate::broker::node::{Node, Storage};
+use crate::broker::queue::{QueueEntry, QueueHost};
 use crate::broker::vhost::VHost;
 use broker_core::args::Overflow;
 use broker_core::deadletter::Target;

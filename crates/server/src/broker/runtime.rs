@@ -3,8 +3,8 @@
 //! broker floor: connections, the HTTP API and startup hold it; vhosts, queues and
 //! exchanges never do.
 
-pub use crate::broker::node::{now_ms, Storage};
 use crate::broker::node::Node;
+pub use crate::broker::node::{now_ms, Storage};
 use crate::broker::vhost::VHost;
 use crate::config::Config;
 use actix::prelude::*;
@@ -121,4 +121,3 @@ impl Runtime {
         self.vhosts.get(name).map(|v| v.clone())
     }
 }
-

@@ -1,16 +1,16 @@
 //! Queue actor tests through a vhost: failure isolation and restart.
 
 use crate::broker::queue::*;
-use broker_core::store::MessageStore;
-use broker_wire::types::FieldTable;
-use broker_core::Message;
-use std::sync::Arc;
-use crate::config::{Cli, Config};
 use crate::broker::runtime::Runtime;
 use crate::broker::vhost::QueueSpec;
+use crate::config::{Cli, Config};
 use broker_core::names::ChannelKey;
+use broker_core::store::MessageStore;
+use broker_core::Message;
+use broker_wire::types::FieldTable;
 use bytes::Bytes;
 use clap::Parser;
+use std::sync::Arc;
 
 fn msg() -> Arc<Message> {
     Arc::new(Message {

@@ -5,8 +5,8 @@
 
 use crate::broker::exchange::{ExchangeActor, ExchangeEntry};
 use crate::broker::locks::TopologyLocks;
-use crate::broker::queue::{QueueActor, QueueEntry};
 use crate::broker::node::Node;
+use crate::broker::queue::{QueueActor, QueueEntry};
 use broker_core::args::QueueArgs;
 use broker_core::routing::{Bindings, ExchangeKind, RouteSource};
 use broker_core::AmqpError;

@@ -37,7 +37,9 @@ async fn inject(req: HttpRequest, rt: State, body: web::Json<Request>) -> ApiRes
         return Err(ApiError::refused("fault injection is for administrators"));
     }
     let Some(at) = At::parse(&body.at) else {
-        return Err(ApiError::bad_request("at must be handler, timer or continuation"));
+        return Err(ApiError::bad_request(
+            "at must be handler, timer or continuation",
+        ));
     };
     let vhost = || {
         rt.vhost(&body.vhost)
@@ -55,7 +57,10 @@ async fn inject(req: HttpRequest, rt: State, body: web::Json<Request>) -> ApiRes
         },
         "connection" | "channel" => {
             let channel = if body.actor == "channel" {
-                Some(body.channel.ok_or_else(|| ApiError::bad_request("channel is required"))?)
+                Some(
+                    body.channel
+                        .ok_or_else(|| ApiError::bad_request("channel is required"))?,
+                )
             } else {
                 None
             };
@@ -70,7 +75,11 @@ async fn inject(req: HttpRequest, rt: State, body: web::Json<Request>) -> ApiRes
                 None => return Err(ApiError::not_found("connection not found")),
             }
         }
-        _ => return Err(ApiError::bad_request("actor must be connection, channel, queue or exchange")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "actor must be connection, channel, queue or exchange",
+            ))
+        }
     }
     Ok(no_content())
 }

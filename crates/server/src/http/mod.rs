@@ -12,12 +12,12 @@
 //! `BODY_SLOTS` requests with a body are served at once (503 beyond), so slow or large
 //! uploads cannot take the broker's memory.
 
-#[cfg(feature = "fault-injection")]
-mod fault;
 mod admin;
 mod connections;
 mod definitions;
 mod exchanges;
+#[cfg(feature = "fault-injection")]
+mod fault;
 mod fields;
 pub mod fuzzing;
 mod overview;

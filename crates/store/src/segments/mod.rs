@@ -310,7 +310,9 @@ impl Segments {
                 let mut w = lock(&self.writer);
                 w.dir_unsynced = true;
                 w.lose();
-                return Err(StoreError(format!("cannot fsync the segment directory: {e}")));
+                return Err(StoreError(format!(
+                    "cannot fsync the segment directory: {e}"
+                )));
             }
             self.dir_syncs.fetch_add(1, Ordering::Relaxed);
         }

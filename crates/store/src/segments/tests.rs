@@ -185,4 +185,3 @@ fn a_new_segment_and_a_removal_reach_the_directory_before_they_count() {
     s.delete(&s.take_doomed());
     assert_eq!(s.dir_syncs(), 3);
 }
-

@@ -124,26 +124,21 @@ impl ChannelActor {
         let nowait = c.nowait;
         let t = tag.clone();
         ctx.wait(
-            async move {
-                consume
-                    .await
-                    .map_err(mailbox)
-                    .and_then(|r| r)
-            }
-            .into_actor(self)
-            .map(move |res, act, ctx| match res {
-                Ok(()) => {
-                    if !nowait {
-                        act.send(AMQPClass::Basic(b::AMQPMethod::ConsumeOk(b::ConsumeOk {
-                            consumer_tag: short_tag,
-                        })));
+            async move { consume.await.map_err(mailbox).and_then(|r| r) }
+                .into_actor(self)
+                .map(move |res, act, ctx| match res {
+                    Ok(()) => {
+                        if !nowait {
+                            act.send(AMQPClass::Basic(b::AMQPMethod::ConsumeOk(b::ConsumeOk {
+                                consumer_tag: short_tag,
+                            })));
+                        }
                     }
-                }
-                Err(e) => {
-                    act.consumers.remove(&t);
-                    act.fail(e.on(60, 20), ctx);
-                }
-            }),
+                    Err(e) => {
+                        act.consumers.remove(&t);
+                        act.fail(e.on(60, 20), ctx);
+                    }
+                }),
         );
         Ok(())
     }
@@ -179,7 +174,10 @@ impl ChannelActor {
         if !q.capabilities().basic_get {
             return Err(AmqpError::new(
                 broker_core::ReplyCode::NotImplemented,
-                format!("basic.get not supported by {} queues", q.queue_type().name()),
+                format!(
+                    "basic.get not supported by {} queues",
+                    q.queue_type().name()
+                ),
             ));
         }
         let no_ack = g.no_ack;

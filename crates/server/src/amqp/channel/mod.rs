@@ -11,11 +11,11 @@ mod route;
 mod tx;
 
 use crate::amqp::connection::{ChannelClosing, Connection, ConnectionFail, Flush, ResumeRead};
+use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
 use crate::broker::flow::{ChannelGate, ConsumerGate};
-use crate::broker::supervise::{Kind, Supervisable};
 use crate::broker::queue::{ConsumerCancelled, Deliver, DeliverBatch, QueueEntry};
 use crate::broker::runtime::Storage;
-use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
+use crate::broker::supervise::{Kind, Supervisable};
 use crate::broker::vhost::VHost;
 use actix::prelude::*;
 use broker_core::channel::{Confirms, Unacked};
@@ -473,7 +473,6 @@ impl Handler<Shutdown> for ChannelActor {
         self.run_backlog(ctx);
     }
 }
-
 
 /// Sends the publisher confirms gathered since the last flush.
 #[derive(Message)]

@@ -41,8 +41,13 @@ impl ChannelActor {
             return Ok(queues);
         }
         let mut out = Vec::new();
-        let cacheable =
-            crate::broker::publish::client_route(&self.vhost, exchange, routing_key, headers, &mut out)?;
+        let cacheable = crate::broker::publish::client_route(
+            &self.vhost,
+            exchange,
+            routing_key,
+            headers,
+            &mut out,
+        )?;
         let queues: Arc<[Arc<QueueEntry>]> = out.into();
         if cacheable {
             let r = super::Route {

@@ -6,11 +6,11 @@
 //! hands it, TCP or anything else that is `AsyncRead`/`AsyncWrite`.
 
 use crate::amqp::channel::{ChannelActor, ClientClose, Incoming, Shutdown};
-pub use crate::broker::messages::{ForceClose, ResumeRead};
 use crate::amqp::handshake::{self, ClientInfo};
-use crate::broker::supervise::{Kind, Supervisable};
-use crate::broker::runtime::Runtime;
 use crate::amqp::shared::ConnShared;
+pub use crate::broker::messages::{ForceClose, ResumeRead};
+use crate::broker::runtime::Runtime;
+use crate::broker::supervise::{Kind, Supervisable};
 use crate::broker::vhost::VHost;
 use actix::prelude::*;
 use broker_core::{AmqpError, ReplyCode};
@@ -281,7 +281,11 @@ impl Supervised for Connection {
             return;
         }
         match self.state {
-            State::Closing | State::Closed | State::ClosedByPeer | State::Silenced | State::AwaitHeader => {
+            State::Closing
+            | State::Closed
+            | State::ClosedByPeer
+            | State::Silenced
+            | State::AwaitHeader => {
                 ctx.stop();
             }
             _ => self.fail(AmqpError::internal("internal error"), ctx),
@@ -296,7 +300,8 @@ impl Handler<crate::broker::fault::Fault> for Connection {
         match f.channel {
             Some(ch) => {
                 if let Some(slot) = self.channels.get(&ch) {
-                    slot.addr.do_send(crate::broker::fault::Fault { channel: None, ..f });
+                    slot.addr
+                        .do_send(crate::broker::fault::Fault { channel: None, ..f });
                 }
             }
             None => crate::broker::fault::inject(f.at, ctx),

@@ -49,4 +49,3 @@ pub struct ConsumerHandle {
     /// Its flow gate.
     pub gate: Arc<ConsumerGate>,
 }
-

@@ -167,4 +167,3 @@ impl QueueEntry {
         broker_core::queue::full(&self.args, len, bytes, body_len)
     }
 }
-

@@ -114,10 +114,10 @@ impl Supervised for QueueActor {
             tracing::warn!(queue = %self.name, recovered = batch.len(), "restarted queue reloaded its stored messages");
             for r in batch {
                 let out = r.slot.persist_id().is_some_and(|id| was_out.contains(&id));
-                self.state.publish_recovered(r.slot, r.meta, r.delivered || out);
+                self.state
+                    .publish_recovered(r.slot, r.meta, r.delivered || out);
             }
         }
         self.node.memory.adjust(before, self.state.bytes());
     }
 }
-

@@ -8,15 +8,14 @@
 mod consumer;
 mod deadletter;
 mod entry;
-mod lifecycle;
-mod ops;
 mod handlers;
 mod inbox;
+mod lifecycle;
+mod ops;
 mod stored;
 
-
-use crossbeam_utils::CachePadded;
 pub use consumer::{ConsumerCancelled, ConsumerHandle, Deliver, DeliverBatch};
+use crossbeam_utils::CachePadded;
 pub use entry::{QueueCounters, QueueEntry};
 pub use handlers::*;
 pub use inbox::Inbox;
