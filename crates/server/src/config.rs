@@ -42,6 +42,10 @@ pub struct Cli {
     /// [default: 40% of physical memory]
     #[arg(long, env = "BROKER_MEMORY_HIGH_WATERMARK")]
     pub memory_high_watermark: Option<u64>,
+    /// Free bytes on the data dir's filesystem below which publishers are blocked (the
+    /// disk alarm) [default: 50000000, RabbitMQ's 50 MB]
+    #[arg(long, env = "BROKER_DISK_FREE_LIMIT")]
+    pub disk_free_limit: Option<u64>,
     /// Worker threads (arbiters) [default: number of cores]
     #[arg(long, env = "BROKER_WORKERS")]
     pub workers: Option<usize>,
@@ -77,6 +81,7 @@ pub struct FileConfig {
     channel_max: Option<u16>,
     heartbeat: Option<u16>,
     memory_high_watermark: Option<u64>,
+    disk_free_limit: Option<u64>,
     workers: Option<usize>,
     handshake_timeout_ms: Option<u64>,
     consumer_timeout_ms: Option<u64>,
@@ -106,6 +111,8 @@ pub struct Config {
     pub heartbeat: u16,
     /// Memory high watermark in bytes.
     pub memory_high_watermark: u64,
+    /// Free disk bytes below which publishers are blocked.
+    pub disk_free_limit: u64,
     /// Worker threads.
     pub workers: usize,
     /// Milliseconds a client has to complete the handshake.
@@ -166,6 +173,10 @@ impl Config {
                 .memory_high_watermark
                 .or(file.memory_high_watermark)
                 .unwrap_or_else(default_watermark),
+            disk_free_limit: cli
+                .disk_free_limit
+                .or(file.disk_free_limit)
+                .unwrap_or(50_000_000),
             workers: cli
                 .workers
                 .or(file.workers)

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod definitions;
+pub mod disk;
 pub mod exchange;
 #[cfg(feature = "fault-injection")]
 pub mod fault;

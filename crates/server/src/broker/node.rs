@@ -4,6 +4,7 @@
 //! nothing below a vhost ever reaches up to the runtime.
 
 use crate::broker::access::Registry;
+use crate::broker::disk::DiskMonitor;
 use crate::broker::flow::MemoryGauge;
 use crate::config::Config;
 use actix::prelude::*;
@@ -26,6 +27,8 @@ pub struct Node {
     pub store: Option<Storage>,
     /// Users, permissions, vhost records.
     pub registry: Registry,
+    /// Free space on the data dir's filesystem against `--disk-free-limit`.
+    pub disk: Arc<DiskMonitor>,
 }
 
 impl Node {
@@ -39,7 +42,12 @@ impl Node {
         let memory = MemoryGauge::new(config.memory_high_watermark);
         let mut registry = Registry::load(store.as_ref().map(|s| s.definitions.clone()))?;
         registry.set_loopback_users(config.loopback_users.clone());
+        let disk = DiskMonitor::new(config.disk_free_limit);
+        if store.is_some() {
+            disk.watch(&config.data_dir);
+        }
         Ok(Node {
+            disk,
             config,
             arbiters,
             next_arbiter: AtomicUsize::new(0),
@@ -47,6 +55,18 @@ impl Node {
             store,
             registry,
         })
+    }
+
+    /// The resource alarm that holds publishers, if one is raised: its reason as
+    /// `connection.blocked` gives it (RabbitMQ's texts).
+    pub fn alarm(&self) -> Option<&'static str> {
+        if self.memory.alarm() {
+            Some("low on memory")
+        } else if self.disk.alarm() {
+            Some("low on disk")
+        } else {
+            None
+        }
     }
 
     /// The next worker, round-robin, so connections and queues spread over all cores.

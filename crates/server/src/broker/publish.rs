@@ -6,11 +6,11 @@
 //! expiration must be a non-negative integer; `client_route`: the exchange must exist and
 //! must not be internal). Every publish, dead letters included, then leaves out the queues
 //! that refuse it (`Routed::new`: x-overflow reject-publish(-dlx) and full), is stored for
-//! its durable queues (`Routed::store`) and handed to the others (`Routed::deliver`). The
-//! memory alarm stops AMQP publishers by not reading their sockets; the management API
-//! asks `memory_alarm` instead.
+//! its durable queues (`Routed::store`) and handed to the others (`Routed::deliver`). A
+//! resource alarm (memory or disk, `Node::alarm`) stops AMQP publishers by not reading
+//! their sockets; the management API asks it and answers 503 instead.
 
-use crate::broker::node::{Node, Storage};
+use crate::broker::node::Storage;
 use crate::broker::queue::{QueueEntry, QueueHost};
 use crate::broker::vhost::VHost;
 use broker_core::args::Overflow;
@@ -72,11 +72,6 @@ pub fn client_route(
         )));
     }
     Ok(vhost.route(&x, routing_key, headers, out))
-}
-
-/// Whether clients that publish must wait: the memory high watermark is reached.
-pub fn memory_alarm(rt: &Node) -> bool {
-    rt.memory.alarm()
 }
 
 /// The queues a message was routed to, split into those that take it and those that

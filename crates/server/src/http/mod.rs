@@ -119,13 +119,19 @@ impl ApiError {
             ),
         }
     }
-    /// 503: the memory alarm is on. AMQP publishers are not read until it clears; an
-    /// HTTP publish is answered at once rather than held open.
-    pub fn memory_alarm() -> ApiError {
+    /// 503: a resource alarm is on (`reason` as connection.blocked gives it). AMQP
+    /// publishers are not read until it clears; an HTTP publish is answered at once
+    /// rather than held open.
+    pub fn alarm(reason: &str) -> ApiError {
+        let reason = if reason == "low on disk" {
+            "disk alarm: publishing is blocked until free disk space is back above the limit"
+        } else {
+            "memory alarm: publishing is blocked until memory use falls below the high watermark"
+        };
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             error: "service_unavailable",
-            reason: "memory alarm: publishing is blocked until memory use falls below the high watermark".into(),
+            reason: reason.into(),
         }
     }
     /// 500.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/overview", web::get().to(overview))
         .route("/api/whoami", web::get().to(whoami))
+        .route("/api/nodes", web::get().to(nodes))
         .route("/metrics", web::get().to(metrics));
 }
 
@@ -83,6 +84,28 @@ async fn overview(req: HttpRequest, rt: State) -> ApiResult {
         "memory_used": rt.memory.used(),
         "store_bytes": store_bytes(&rt),
     })))
+}
+
+/// The one node, with its resource alarms and their limits (RabbitMQ's field names);
+/// monitoring and administrator users only, as in RabbitMQ.
+async fn nodes(req: HttpRequest, rt: State) -> ApiResult {
+    let u = user(&req, &rt)?;
+    if !u.is_monitoring() {
+        return Err(super::ApiError::refused("Not monitor user"));
+    }
+    let free = rt.disk.free();
+    Ok(HttpResponse::Ok().json(json!([{
+        "name": "broker@localhost",
+        "type": "disc",
+        "running": true,
+        "mem_used": rt.memory.used(),
+        "mem_limit": rt.config.memory_high_watermark,
+        "mem_alarm": rt.memory.alarm(),
+        "disk_free": if free == u64::MAX { serde_json::Value::Null } else { json!(free) },
+        "disk_free_limit": rt.disk.limit(),
+        "disk_free_alarm": rt.disk.alarm(),
+        "store_bytes": store_bytes(&rt),
+    }])))
 }
 
 fn store_bytes(rt: &crate::broker::runtime::Runtime) -> u64 {
@@ -218,6 +241,12 @@ fn node_metrics(out: &mut String, rt: &crate::broker::runtime::Runtime) {
             store_bytes(rt),
         ),
         (
+            "broker_disk_free_bytes",
+            "Free bytes on the data dir's filesystem (at the last sample)",
+            "gauge",
+            rt.disk.free().min(i64::MAX as u64),
+        ),
+        (
             "broker_received_bytes_total",
             "Bytes read from client connections",
             "counter",
@@ -233,6 +262,17 @@ fn node_metrics(out: &mut String, rt: &crate::broker::runtime::Runtime) {
     for (name, help, kind, v) in table {
         family(out, name, help, kind, one(v));
     }
+    let alarms = vec![
+        ("resource=\"memory\"".to_owned(), u64::from(rt.memory.alarm())),
+        ("resource=\"disk\"".to_owned(), u64::from(rt.disk.alarm())),
+    ];
+    family(
+        out,
+        "broker_alarm",
+        "A resource alarm holding publishers (1) or not (0)",
+        "gauge",
+        alarms,
+    );
     let panics = crate::broker::supervise::Kind::ALL
         .iter()
         .map(|k| {

@@ -49,8 +49,8 @@ async fn publish(
     }
     let (routing_key, payload, props) = publish_body(&body)?;
     publish::check_client(&props, &u.name).map_err(refused_publish)?;
-    if publish::memory_alarm(&rt) {
-        return Err(ApiError::memory_alarm());
+    if let Some(reason) = rt.alarm() {
+        return Err(ApiError::alarm(reason));
     }
     let mut queues = Vec::new();
     publish::client_route(

@@ -406,7 +406,11 @@ impl ChannelActor {
                 self.request_flush();
             }
         } else {
-            self.shared.published.set(true);
+            if !self.shared.published.replace(true) {
+                // the connection asked its gate before this channel saw the publish: let
+                // it tell the client about an alarm now rather than at its next read
+                self.conn.do_send(crate::amqp::connection::FirstPublish);
+            }
             routed.deliver(&msg, |q| {
                 if q.is_hot() {
                     let mut hot = self.shared.hot.borrow_mut();

@@ -7,7 +7,6 @@
 
 use super::Connection;
 use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
-use crate::broker::flow::MemoryGauge;
 use crate::broker::messages::ResumeRead;
 use actix::prelude::*;
 use broker_wire::protocol::{connection, AMQPClass};
@@ -31,7 +30,8 @@ pub(super) enum Hold {
     /// The write buffer is over [`OUT_HIGH`] (the client does not read what it is sent):
     /// the write that brings it back under wakes the connection.
     Writes,
-    /// The memory alarm is on: only the re-check timer, which looks at the gauge again.
+    /// A resource alarm (memory or disk) is on: only the re-check timer, which looks at
+    /// the alarms again.
     Memory,
     /// A queue this connection published to is over its credit: the queue wakes it
     /// (`Inbox::wake_waiters`) once it has taken its inbox in.
@@ -100,7 +100,7 @@ impl ReadGate {
     pub(super) fn check(
         &mut self,
         publishing: bool,
-        memory: &MemoryGauge,
+        alarm: Option<&'static str>,
         me: impl FnOnce() -> Recipient<ResumeRead>,
     ) -> Option<Hold> {
         if self.shared.pending_commands.get() > MAX_PENDING_COMMANDS {
@@ -114,24 +114,24 @@ impl ReadGate {
         if !publishing {
             return None;
         }
-        let alarm = memory.alarm();
         self.tell_alarm(alarm);
-        if alarm {
+        if alarm.is_some() {
             return Some(Hold::Memory);
         }
         let pass = std::mem::take(&mut self.pace_pass);
         self.hot_queues(pass, me)
     }
 
-    /// Tells a client that asked for it when the memory alarm changed since last told.
-    fn tell_alarm(&mut self, alarm: bool) {
-        if alarm == self.blocked_sent || !self.tells_blocked {
+    /// Tells a client that asked for it when a resource alarm (memory or disk, `alarm` is
+    /// its reason) was raised or cleared since last told.
+    pub(super) fn tell_alarm(&mut self, alarm: Option<&'static str>) {
+        if alarm.is_some() == self.blocked_sent || !self.tells_blocked {
             return;
         }
-        self.blocked_sent = alarm;
-        let m = if alarm {
+        self.blocked_sent = alarm.is_some();
+        let m = if let Some(reason) = alarm {
             connection::AMQPMethod::Blocked(connection::Blocked {
-                reason: "low on memory".into(),
+                reason: reason.into(),
             })
         } else {
             connection::AMQPMethod::Unblocked(connection::Unblocked {})
@@ -225,6 +225,7 @@ impl ReadGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::flow::MemoryGauge;
 
     fn gate(tells_blocked: bool) -> ReadGate {
         let mut g = ReadGate::new(Rc::new(ConnShared::new(1, 4096)));
@@ -234,6 +235,10 @@ mod tests {
 
     fn no_waker() -> Recipient<ResumeRead> {
         unreachable!("no hot queue, no waker needed")
+    }
+
+    fn alarm(m: &MemoryGauge) -> Option<&'static str> {
+        m.alarm().then_some("low on memory")
     }
 
     /// The frames queued in the write buffer, as (class id, method id).
@@ -252,10 +257,10 @@ mod tests {
         let g = &mut gate(false);
         let mem = MemoryGauge::new(u64::MAX);
         g.shared.pending_commands.set(MAX_PENDING_COMMANDS);
-        assert_eq!(g.check(true, &mem, no_waker), None);
+        assert_eq!(g.check(true, alarm(&mem), no_waker), None);
         assert!(!g.shared.read_paused.get());
         g.shared.pending_commands.set(MAX_PENDING_COMMANDS + 1);
-        assert_eq!(g.check(true, &mem, no_waker), Some(Hold::Channels));
+        assert_eq!(g.check(true, alarm(&mem), no_waker), Some(Hold::Channels));
         assert!(g.shared.read_paused.get());
     }
 
@@ -264,7 +269,7 @@ mod tests {
         let g = &mut gate(false);
         let mem = MemoryGauge::new(u64::MAX);
         g.shared.out.borrow_mut().resize(OUT_HIGH + 1, 0);
-        assert_eq!(g.check(false, &mem, no_waker), Some(Hold::Writes));
+        assert_eq!(g.check(false, alarm(&mem), no_waker), Some(Hold::Writes));
         assert!(!g.shared.read_paused.get());
     }
 
@@ -274,14 +279,14 @@ mod tests {
         let mem = MemoryGauge::new(100);
         mem.adjust(0, 100);
         // a connection that has not published is not held
-        assert_eq!(g.check(false, &mem, no_waker), None);
+        assert_eq!(g.check(false, alarm(&mem), no_waker), None);
         assert!(sent(g).is_empty());
-        assert_eq!(g.check(true, &mem, no_waker), Some(Hold::Memory));
-        assert_eq!(g.check(true, &mem, no_waker), Some(Hold::Memory));
+        assert_eq!(g.check(true, alarm(&mem), no_waker), Some(Hold::Memory));
+        assert_eq!(g.check(true, alarm(&mem), no_waker), Some(Hold::Memory));
         assert_eq!(sent(g), vec![(10, 60)], "connection.blocked once");
         mem.adjust(100, 0);
-        assert_eq!(g.check(true, &mem, no_waker), None);
-        assert_eq!(g.check(true, &mem, no_waker), None);
+        assert_eq!(g.check(true, alarm(&mem), no_waker), None);
+        assert_eq!(g.check(true, alarm(&mem), no_waker), None);
         assert_eq!(sent(g), vec![(10, 61)], "connection.unblocked once");
     }
 
@@ -289,7 +294,7 @@ mod tests {
     fn clients_without_the_capability_are_held_but_not_told() {
         let g = &mut gate(false);
         let mem = MemoryGauge::new(0);
-        assert_eq!(g.check(true, &mem, no_waker), Some(Hold::Memory));
+        assert_eq!(g.check(true, alarm(&mem), no_waker), Some(Hold::Memory));
         assert!(sent(g).is_empty());
     }
 

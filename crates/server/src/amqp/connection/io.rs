@@ -34,7 +34,7 @@ impl Connection {
         let publishing = self.state == State::Open && self.shared.published.get();
         if let Some(hold) = self
             .gate
-            .check(publishing, &self.rt.memory, || ctx.address().recipient())
+            .check(publishing, self.rt.alarm(), || ctx.address().recipient())
         {
             self.flush(ctx);
             self.gate.hold(hold, ctx);

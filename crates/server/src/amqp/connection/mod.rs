@@ -368,6 +368,26 @@ impl Connection {
     }
 }
 
+/// A channel carried out this connection's first publish. The gate decided the read
+/// that brought it in without knowing (channels run after the read), so a raised alarm
+/// is told now: connection.blocked goes out, and the next read is held.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FirstPublish;
+
+impl Handler<FirstPublish> for Connection {
+    type Result = ();
+    fn handle(&mut self, _: FirstPublish, ctx: &mut Context<Self>) {
+        if self.state != State::Open {
+            return;
+        }
+        if let Some(reason) = self.rt.alarm() {
+            self.gate.tell_alarm(Some(reason));
+            self.flush(ctx);
+        }
+    }
+}
+
 /// Asks the connection to flush its write buffer (sent by channels).
 #[derive(Message)]
 #[rtype(result = "()")]
