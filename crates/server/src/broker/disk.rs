@@ -61,7 +61,11 @@ impl DiskMonitor {
         let alarm = free < self.limit;
         if self.alarm.swap(alarm, Ordering::AcqRel) != alarm {
             if alarm {
-                tracing::warn!(free, limit = self.limit, "disk alarm: free space below the limit, publishers blocked");
+                tracing::warn!(
+                    free,
+                    limit = self.limit,
+                    "disk alarm: free space below the limit, publishers blocked"
+                );
             } else {
                 tracing::info!(free, limit = self.limit, "disk alarm cleared");
             }

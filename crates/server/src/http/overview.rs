@@ -263,7 +263,10 @@ fn node_metrics(out: &mut String, rt: &crate::broker::runtime::Runtime) {
         family(out, name, help, kind, one(v));
     }
     let alarms = vec![
-        ("resource=\"memory\"".to_owned(), u64::from(rt.memory.alarm())),
+        (
+            "resource=\"memory\"".to_owned(),
+            u64::from(rt.memory.alarm()),
+        ),
         ("resource=\"disk\"".to_owned(), u64::from(rt.disk.alarm())),
     ];
     family(
