@@ -117,6 +117,25 @@ mod tests {
             .unwrap();
     }
 
+    /// Reopens the store in this process. sled releases its directory lock when the last
+    /// of its own threads lets go of the database, a moment after the drop; a busy
+    /// machine made the immediate reopen fail now and then ("in use by another broker
+    /// process"), so the lock is waited for (a broker restart is another process, whose
+    /// exit releases the lock at once).
+    fn reopen(dir: &std::path::Path) -> SledStore {
+        let mut tries = 0;
+        loop {
+            match SledStore::open(dir) {
+                Ok(s) => return s,
+                Err(e) if e.contains("in use") && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("cannot reopen the store: {e}"),
+            }
+        }
+    }
+
     fn seqs(s: &SledStore, queue: u64) -> Vec<(u64, Vec<u8>)> {
         let mut v = Vec::new();
         s.for_each_in_queue(queue, usize::MAX, &mut |m| {
@@ -158,7 +177,7 @@ mod tests {
             }
             s.index().flush().unwrap();
         }
-        let s = SledStore::open(&dir).unwrap();
+        let s = reopen(&dir);
         // seq 10 was removed before the replay position: it stays removed; queue 3
         // does not exist; the rest is back, with its meta, in order
         assert_eq!(seqs(&s, 1), vec![(11, b"\x01fan".to_vec())]);
@@ -187,7 +206,7 @@ mod tests {
             .unwrap();
         // a second start replays nothing more
         drop(s);
-        let s = SledStore::open(&dir).unwrap();
+        let s = reopen(&dir);
         assert_eq!(seqs(&s, 2).len(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
