@@ -276,15 +276,9 @@ impl QueueArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use amq_protocol::types::{LongString, ShortString};
+    use amq_protocol::types::LongString;
 
-    fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-        let mut t = FieldTable::default();
-        for (k, v) in pairs {
-            t.insert(ShortString::from(*k), v.clone());
-        }
-        t
-    }
+    use crate::test_support::table;
 
     fn text(pairs: &[(&str, AMQPValue)]) -> String {
         QueueArgs::parse(&table(pairs), "q", "/")

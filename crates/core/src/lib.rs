@@ -21,6 +21,8 @@ pub mod queue;
 pub mod queue_type;
 pub mod routing;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 
 /// Headers matching, at its old path (it lives with the headers exchange type).
 pub use exchange::headers;

@@ -122,15 +122,9 @@ pub fn matches(args: &FieldTable, headers: Option<&FieldTable>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use amq_protocol::types::{LongString, ShortString};
+    use amq_protocol::types::LongString;
 
-    fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-        let mut t = FieldTable::default();
-        for (k, v) in pairs {
-            t.insert(ShortString::from(*k), v.clone());
-        }
-        t
-    }
+    use crate::test_support::table;
 
     fn s(v: &str) -> AMQPValue {
         AMQPValue::LongString(LongString::from(v))

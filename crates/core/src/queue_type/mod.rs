@@ -169,13 +169,7 @@ mod tests {
     use super::*;
     use amq_protocol::types::{LongString, ShortString};
 
-    fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-        let mut t = FieldTable::default();
-        for (k, v) in pairs {
-            t.insert(ShortString::from(*k), v.clone());
-        }
-        t
-    }
+    use crate::test_support::table;
 
     fn s(v: &str) -> AMQPValue {
         AMQPValue::LongString(LongString::from(v))
