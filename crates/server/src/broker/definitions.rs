@@ -140,14 +140,9 @@ impl VHost {
     /// only orphan messages, removed at the next start), then the bindings that went
     /// with it, then messages. Durable once the caller's `sync_definitions` returns.
     pub(crate) fn unpersist_queue(&self, name: &str, id: u64, gone: &[(Arc<str>, Binding)]) {
-        let Some(s) = self.storage() else { return };
-        if let Err(e) = s
-            .definitions
-            .unstage_definition(&QueueDef::key(&self.name, name))
-        {
-            error!(queue = name, "cannot delete queue record: {e}");
-        }
-        self.unpersist_bindings(&s, gone);
+        let Some(s) = self.unpersist("queue", name, &QueueDef::key(&self.name, name), gone) else {
+            return;
+        };
         let (messages, name) = (s.messages.clone(), name.to_string());
         let remove = move || match messages.remove_queue(id) {
             Ok(n) if n > 0 => info!(
@@ -167,16 +162,26 @@ impl VHost {
         }
     }
 
-    /// A durable exchange was deleted: its record and the bindings that went with it.
-    pub(crate) fn unpersist_exchange(&self, name: &str, gone: &[(Arc<str>, Binding)]) {
-        let Some(s) = self.storage() else { return };
-        if let Err(e) = s
-            .definitions
-            .unstage_definition(&ExchangeDef::key(&self.name, name))
-        {
-            error!(exchange = name, "cannot delete exchange record: {e}");
+    /// Unstages the record (`key`) of a deleted queue or exchange (`what` `name`) and the
+    /// bindings that went with it; returns the storage, for what else the caller removes.
+    fn unpersist(
+        &self,
+        what: &'static str,
+        name: &str,
+        key: &[u8],
+        gone: &[(Arc<str>, Binding)],
+    ) -> Option<Storage> {
+        let s = self.storage()?;
+        if let Err(e) = s.definitions.unstage_definition(key) {
+            error!(what, name, "cannot delete the definition record: {e}");
         }
         self.unpersist_bindings(&s, gone);
+        Some(s)
+    }
+
+    /// A durable exchange was deleted: its record and the bindings that went with it.
+    pub(crate) fn unpersist_exchange(&self, name: &str, gone: &[(Arc<str>, Binding)]) {
+        self.unpersist("exchange", name, &ExchangeDef::key(&self.name, name), gone);
     }
 
     /// Rebuilds durable exchanges, queues, bindings and persistent messages from the
