@@ -205,40 +205,28 @@ for name in order:
 
 stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 if before_bin:
-    block = "\n".join([
-        "<!-- BEFORE-AFTER:BEGIN -->",
+    marker, heading = "BEFORE-AFTER", "Before and after a refactoring"
+    header = [
         f"Run {stamp}, {cores} × {cpu}, {mem}: this build (commit {commit}) against the build of",
         f"commit {before_commit or before_bin}; {rounds} rounds of {duration} s per scenario, alternating, medians.",
         "Ratio = ours / before for rates, and lower/higher for memory and latency.",
-        f"Command: `BEFORE_BIN=<old broker> scripts/bench-vs-rabbitmq.sh`.",
-        "",
-        *lines,
-        "<!-- BEFORE-AFTER:END -->",
-    ])
-    doc = pathlib.Path("docs/performance.md")
-    text = doc.read_text()
-    if "<!-- BEFORE-AFTER:BEGIN -->" in text:
-        text = re.sub(r"<!-- BEFORE-AFTER:BEGIN -->.*<!-- BEFORE-AFTER:END -->", lambda _: block, text, flags=re.S)
-    else:
-        text += "\n## Before and after a refactoring\n\n" + block + "\n"
-    doc.write_text(text)
-    print(block)
-    sys.exit(0)
-block = "\n".join([
-    "<!-- BENCH:BEGIN -->",
-    f"Run {stamp}, commit {commit}, {cores} × {cpu}, {mem}; RabbitMQ {rver} (Debian, default",
-    f"settings) beside ours; {rounds} rounds of {duration} s per scenario, alternating, medians.",
-    f"Command: `scripts/bench-vs-rabbitmq.sh` (broker-bench, raw AMQP, both brokers on loopback).",
-    "",
-    *lines,
-    "<!-- BENCH:END -->",
-])
+        "Command: `BEFORE_BIN=<old broker> scripts/bench-vs-rabbitmq.sh`.",
+    ]
+else:
+    marker, heading = "BENCH", "Against RabbitMQ: every scenario"
+    header = [
+        f"Run {stamp}, commit {commit}, {cores} × {cpu}, {mem}; RabbitMQ {rver} (Debian, default",
+        f"settings) beside ours; {rounds} rounds of {duration} s per scenario, alternating, medians.",
+        "Command: `scripts/bench-vs-rabbitmq.sh` (broker-bench, raw AMQP, both brokers on loopback).",
+    ]
+begin, end = f"<!-- {marker}:BEGIN -->", f"<!-- {marker}:END -->"
+block = "\n".join([begin, *header, "", *lines, end])
 doc = pathlib.Path("docs/performance.md")
 text = doc.read_text()
-if "<!-- BENCH:BEGIN -->" in text:
-    text = re.sub(r"<!-- BENCH:BEGIN -->.*<!-- BENCH:END -->", lambda _: block, text, flags=re.S)
+if begin in text:
+    text = re.sub(re.escape(begin) + ".*" + re.escape(end), lambda _: block, text, flags=re.S)
 else:
-    text += "\n## Against RabbitMQ: every scenario\n\n" + block + "\n"
+    text += f"\n## {heading}\n\n" + block + "\n"
 doc.write_text(text)
 print(block)
 EOF
