@@ -328,9 +328,12 @@ async fn a_blocked_publisher_is_not_dropped_for_missed_heartbeats() {
         }
     }
     let held = ready_count(&ch, &q).await;
+    // over the watermark: the alarm is on, whether the broker held the socket with data
+    // still in it or had read everything before the alarm (then it is blocked with
+    // nothing to read, which must not count against the client either)
     assert!(
-        held < 1500,
-        "the publisher was never blocked ({held} queued)"
+        u64::from(held) * 1024 > 1_000_000,
+        "the alarm never went on ({held} queued)"
     );
     // still served: the queue drains on another connection, and the held publisher's
     // messages come in after it

@@ -192,6 +192,12 @@ impl ReadGate {
         }));
     }
 
+    /// The connection is blocked by an alarm though nothing is waiting to be read: the
+    /// heartbeat monitor counts that time as held too.
+    pub(super) fn note_blocked(&mut self) {
+        self.last_held = Some(std::time::Instant::now());
+    }
+
     /// Since when the client is answerable for silence: its last read, or the last moment
     /// the broker held reading, whichever is later (still held: now).
     pub(super) fn silent_since(&self, last_read: std::time::Instant) -> std::time::Instant {

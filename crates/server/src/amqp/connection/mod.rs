@@ -204,7 +204,12 @@ impl Connection {
         let hb = Duration::from_secs(self.heartbeat as u64);
         let tick = (hb / 2).max(Duration::from_millis(500));
         ctx.run_interval(tick, move |a, ctx| {
-            // time the broker held reading (alarm, backpressure) is not the client's
+            // time the broker held reading (alarm, backpressure) is not the client's, nor
+            // is time a publisher spends blocked by an alarm with nothing left to read
+            // (RabbitMQ pauses its monitor while a connection is blocked)
+            if a.state == State::Open && a.shared.published.get() && a.rt.alarm().is_some() {
+                a.gate.note_blocked();
+            }
             if a.gate.silent_since(a.last_read).elapsed() > hb * 2 {
                 let _e = a.span.enter();
                 warn!("missed heartbeats from client, closing connection");
