@@ -104,13 +104,15 @@ impl Broker {
             Some(f) => Stdio::from(f),
             None => Stdio::inherit(),
         };
-        let mut child = Command::new(broker_bin())
-            .arg("--listen")
+        let mut cmd = Command::new(broker_bin());
+        cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--http-listen")
-            .arg("127.0.0.1:0")
+            .arg(data_dir);
+        if !args.contains(&"--http-listen") {
+            cmd.arg("--http-listen").arg("127.0.0.1:0");
+        }
+        let mut child = cmd
             .arg("--log-level")
             .arg(std::env::var("BROKER_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .args(args)
@@ -241,4 +243,24 @@ pub async fn ready_count(ch: &lapin::Channel, q: &str) -> u32 {
         .await
         .expect("passive queue.declare")
         .message_count()
+}
+
+/// Sends one HTTP request as guest to a broker's management API on `port` (started with
+/// `--http-listen 127.0.0.1:<port>`) and returns the status code.
+pub fn http_request(port: u16, method: &str, path: &str, json: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the API");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    );
+    s.write_all(req.as_bytes()).expect("send the request");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }

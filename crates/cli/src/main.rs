@@ -100,6 +100,9 @@ enum Command {
     Definitions(DefinitionsCommand),
     /// Broker summary: product, version, node, object and message counts
     Status(StatusArgs),
+    /// Sets the memory alarm's threshold until the broker restarts (a fraction of the
+    /// available memory, 0.6, or a size, 2GB)
+    SetMemoryHighWatermark(commands::memory::SetWatermarkArgs),
 }
 
 fn run(cli: &Cli) -> Output {
@@ -123,6 +126,7 @@ fn run(cli: &Cli) -> Output {
         Command::Permissions(c) => commands::permissions::run(&client, c),
         Command::Definitions(c) => commands::definitions::run(&client, c),
         Command::Status(a) => commands::status::run(&client, a),
+        Command::SetMemoryHighWatermark(a) => commands::memory::run(&client, a),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Flow control shared between threads without locks: how many deliveries a consumer may
-//! still receive (prefetch and in-flight credit), and how much message data the broker
-//! holds (the memory alarm that blocks publishers).
+//! still receive (prefetch and in-flight credit), and how much message data the queues
+//! hold.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -166,20 +166,17 @@ impl ConsumerGate {
     }
 }
 
-/// Bytes of message data held in all queues, against the memory high watermark.
-#[derive(Debug)]
+/// Bytes of message data held in all queues (a figure the management API and metrics
+/// report; the memory alarm looks at what the whole process uses instead).
+#[derive(Debug, Default)]
 pub struct MemoryGauge {
     used: AtomicUsize,
-    high: usize,
 }
 
 impl MemoryGauge {
-    /// A gauge with the given watermark.
-    pub fn new(high: u64) -> Self {
-        Self {
-            used: AtomicUsize::new(0),
-            high: usize::try_from(high).unwrap_or(usize::MAX),
-        }
+    /// An empty gauge.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Applies a change in bytes held.
@@ -199,11 +196,6 @@ impl MemoryGauge {
     /// Bytes held now.
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
-    }
-
-    /// Whether publishers must be blocked.
-    pub fn alarm(&self) -> bool {
-        self.used() >= self.high
     }
 }
 

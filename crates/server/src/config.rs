@@ -1,6 +1,7 @@
 //! Broker settings: defaults, overridden by a TOML file, overridden by environment
 //! variables and flags (clap reads both; flags win over the environment).
 
+use crate::limits::{available_memory, Limit};
 use clap::Parser;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -38,14 +39,16 @@ pub struct Cli {
     /// Heartbeat interval offered to clients, in seconds [default: 60]
     #[arg(long, env = "BROKER_HEARTBEAT")]
     pub heartbeat: Option<u16>,
-    /// Bytes of messages held in queues above which publishers are blocked
-    /// [default: 40% of physical memory]
+    /// Memory the broker process may use before publishers are blocked: a fraction of
+    /// the available memory (RAM, or the cgroup limit when lower), e.g. 0.6, or a size,
+    /// e.g. 2GB [default: 0.6, RabbitMQ 4's default]
     #[arg(long, env = "BROKER_MEMORY_HIGH_WATERMARK")]
-    pub memory_high_watermark: Option<u64>,
-    /// Free bytes on the data dir's filesystem below which publishers are blocked (the
-    /// disk alarm) [default: 50000000, RabbitMQ's 50 MB]
+    pub memory_high_watermark: Option<Limit>,
+    /// Free space on the data dir's filesystem below which publishers are blocked (the
+    /// disk alarm): a size, e.g. 50MB, or a multiple of the available memory, e.g. 1.0
+    /// [default: 50MB, as RabbitMQ]
     #[arg(long, env = "BROKER_DISK_FREE_LIMIT")]
-    pub disk_free_limit: Option<u64>,
+    pub disk_free_limit: Option<Limit>,
     /// Worker threads (arbiters) [default: number of cores]
     #[arg(long, env = "BROKER_WORKERS")]
     pub workers: Option<usize>,
@@ -80,8 +83,8 @@ pub struct FileConfig {
     frame_max: Option<u32>,
     channel_max: Option<u16>,
     heartbeat: Option<u16>,
-    memory_high_watermark: Option<u64>,
-    disk_free_limit: Option<u64>,
+    memory_high_watermark: Option<Limit>,
+    disk_free_limit: Option<Limit>,
     workers: Option<usize>,
     handshake_timeout_ms: Option<u64>,
     consumer_timeout_ms: Option<u64>,
@@ -109,7 +112,8 @@ pub struct Config {
     pub channel_max: u16,
     /// Heartbeat offered in connection.tune (seconds).
     pub heartbeat: u16,
-    /// Memory high watermark in bytes.
+    /// Memory high watermark in bytes (process memory above which publishers are
+    /// blocked), resolved from a fraction of the available memory or a size.
     pub memory_high_watermark: u64,
     /// Free disk bytes below which publishers are blocked.
     pub disk_free_limit: u64,
@@ -172,11 +176,13 @@ impl Config {
             memory_high_watermark: cli
                 .memory_high_watermark
                 .or(file.memory_high_watermark)
-                .unwrap_or_else(default_watermark),
+                .unwrap_or(Limit::Relative(0.6))
+                .bytes(available_memory()),
             disk_free_limit: cli
                 .disk_free_limit
                 .or(file.disk_free_limit)
-                .unwrap_or(50_000_000),
+                .unwrap_or(Limit::Absolute(50_000_000))
+                .bytes(available_memory()),
             workers: cli
                 .workers
                 .or(file.workers)
@@ -213,18 +219,4 @@ impl Config {
             },
         })
     }
-}
-
-/// 40% of physical memory, as RabbitMQ's vm_memory_high_watermark default.
-fn default_watermark() -> u64 {
-    let total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(4 << 30, |kb| kb * 1024);
-    total / 10 * 4
 }

@@ -12,6 +12,7 @@ pub mod boot;
 pub mod broker;
 pub mod config;
 pub mod http;
+pub mod limits;
 
 #[cfg(all(feature = "fault-injection", not(debug_assertions)))]
 compile_error!("the fault-injection feature is for test builds only, never a release build");

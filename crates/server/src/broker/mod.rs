@@ -12,6 +12,7 @@ pub mod exchange;
 pub mod fault;
 pub mod flow;
 pub mod locks;
+pub mod memory;
 pub mod messages;
 pub mod node;
 pub mod publish;

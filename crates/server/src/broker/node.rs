@@ -6,6 +6,7 @@
 use crate::broker::access::Registry;
 use crate::broker::disk::DiskMonitor;
 use crate::broker::flow::MemoryGauge;
+use crate::broker::memory::MemoryMonitor;
 use crate::config::Config;
 use actix::prelude::*;
 use broker_core::store::{DefinitionStore, MessageStore};
@@ -21,8 +22,10 @@ pub struct Node {
     arbiters: Vec<ArbiterHandle>,
     /// Round-robin position in `arbiters`.
     next_arbiter: AtomicUsize,
-    /// Message bytes held in queues.
-    pub memory: MemoryGauge,
+    /// Message bytes held in queues (reported, not alarmed on).
+    pub message_bytes: MemoryGauge,
+    /// What the process uses against the memory high watermark.
+    pub memory: Arc<MemoryMonitor>,
     /// Durable storage, if any.
     pub store: Option<Storage>,
     /// Users, permissions, vhost records.
@@ -39,7 +42,8 @@ impl Node {
         arbiters: Vec<ArbiterHandle>,
         store: Option<Storage>,
     ) -> Result<Node, String> {
-        let memory = MemoryGauge::new(config.memory_high_watermark);
+        let memory = MemoryMonitor::new(config.memory_high_watermark);
+        memory.watch();
         let mut registry = Registry::load(store.as_ref().map(|s| s.definitions.clone()))?;
         registry.set_loopback_users(config.loopback_users.clone());
         let disk = DiskMonitor::new(config.disk_free_limit);
@@ -52,6 +56,7 @@ impl Node {
             arbiters,
             next_arbiter: AtomicUsize::new(0),
             memory,
+            message_bytes: MemoryGauge::new(),
             store,
             registry,
         })

@@ -62,7 +62,7 @@ fn a_failing_queue_does_not_take_others_down() {
         assert_eq!(b.addr.send(Stats::default()).await.unwrap().0, 3);
         a.enqueue(msg());
         assert_eq!(a.addr.send(Stats::default()).await.unwrap().0, 1);
-        assert_eq!(rt.memory.used(), 4 * msg().size());
+        assert_eq!(rt.message_bytes.used(), 4 * msg().size());
         // deleting a queue releases exactly its bytes
         b.addr
             .send(DeleteQueue {
@@ -72,7 +72,7 @@ fn a_failing_queue_does_not_take_others_down() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(rt.memory.used(), msg().size());
+        assert_eq!(rt.message_bytes.used(), msg().size());
         arbiter.stop();
     });
 }

@@ -12,6 +12,10 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/overview", web::get().to(overview))
         .route("/api/whoami", web::get().to(whoami))
         .route("/api/nodes", web::get().to(nodes))
+        .route(
+            "/api/nodes/{node}/memory-high-watermark",
+            web::put().to(set_memory_high_watermark),
+        )
         .route("/metrics", web::get().to(metrics));
 }
 
@@ -82,6 +86,7 @@ async fn overview(req: HttpRequest, rt: State) -> ApiResult {
         },
         "listeners": [{"node": "broker@localhost", "protocol": "amqp", "ip_address": "::", "port": listen}],
         "memory_used": rt.memory.used(),
+        "message_bytes": rt.message_bytes.used(),
         "store_bytes": store_bytes(&rt),
     })))
 }
@@ -99,7 +104,9 @@ async fn nodes(req: HttpRequest, rt: State) -> ApiResult {
         "type": "disc",
         "running": true,
         "mem_used": rt.memory.used(),
-        "mem_limit": rt.config.memory_high_watermark,
+        "mem_limit": rt.memory.limit(),
+        "mem_allocated": rt.memory.allocated(),
+        "mem_calculation_strategy": "rss",
         "mem_alarm": rt.memory.alarm(),
         "disk_free": if free == u64::MAX { serde_json::Value::Null } else { json!(free) },
         "disk_free_limit": rt.disk.limit(),
@@ -115,6 +122,32 @@ fn store_bytes(rt: &crate::broker::runtime::Runtime) -> u64 {
 async fn whoami(req: HttpRequest, rt: State) -> ApiResult {
     let u = user(&req, &rt)?;
     Ok(HttpResponse::Ok().json(json!({"name": u.name, "tags": u.tags})))
+}
+
+/// Sets the memory high watermark at run time (what `rabbitmqctl
+/// set_vm_memory_high_watermark` does): `{"limit": "0.4"}` (a fraction of the available
+/// memory) or `{"limit": "2GB"}`; administrators only. Not kept across a restart, as in
+/// RabbitMQ.
+async fn set_memory_high_watermark(
+    req: HttpRequest,
+    rt: State,
+    path: web::Path<String>,
+    body: web::Json<serde_json::Value>,
+) -> ApiResult {
+    let u = super::admin(&req, &rt)?;
+    if path.as_str() != "broker@localhost" {
+        return Err(super::ApiError::not_found("Object Not Found"));
+    }
+    let limit = match body.get("limit") {
+        Some(serde_json::Value::String(s)) => s.parse::<crate::limits::Limit>(),
+        Some(serde_json::Value::Number(n)) => n.to_string().parse(),
+        _ => Err("give the limit as {\"limit\": \"0.4\"} or {\"limit\": \"2GB\"}".to_owned()),
+    }
+    .map_err(super::ApiError::bad_request)?;
+    let bytes = limit.bytes(crate::limits::available_memory());
+    rt.memory.set_limit(bytes);
+    tracing::info!(limit = bytes, by = %u.name, "memory high watermark set");
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Prometheus text format: per-queue depth and counters, connections, channels, memory,
@@ -232,7 +265,25 @@ fn node_metrics(out: &mut String, rt: &crate::broker::runtime::Runtime) {
             "broker_memory_message_bytes",
             "Message bytes held in queues",
             "gauge",
-            rt.memory.used() as u64,
+            rt.message_bytes.used() as u64,
+        ),
+        (
+            "broker_memory_used_bytes",
+            "Resident memory of the broker process (what the memory alarm compares)",
+            "gauge",
+            rt.memory.used(),
+        ),
+        (
+            "broker_memory_allocated_bytes",
+            "Bytes the allocator has handed out and not had back",
+            "gauge",
+            rt.memory.allocated(),
+        ),
+        (
+            "broker_memory_high_watermark_bytes",
+            "The memory high watermark",
+            "gauge",
+            rt.memory.limit(),
         ),
         (
             "broker_store_bytes",

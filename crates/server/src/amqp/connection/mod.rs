@@ -389,7 +389,28 @@ impl Handler<FirstPublish> for Connection {
         if let Some(reason) = self.rt.alarm() {
             self.gate.tell_alarm(Some(reason));
             self.flush(ctx);
+            self.watch_alarm(ctx);
         }
+    }
+}
+
+impl Connection {
+    /// A client told `connection.blocked` while a read was already under way stops
+    /// sending, so that read may never finish and the gate (asked before each read) never
+    /// looks at the alarm again: until reading is held (the hold's timer then takes
+    /// over), this timer tells the client when the alarm clears.
+    fn watch_alarm(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_later(gate::PAUSE_RECHECK, |a, ctx| {
+            if !a.gate.blocked_while_reading() || a.state != State::Open {
+                return;
+            }
+            let alarm = a.rt.alarm();
+            a.gate.tell_alarm(alarm);
+            a.flush(ctx);
+            if alarm.is_some() {
+                a.watch_alarm(ctx);
+            }
+        });
     }
 }
 

@@ -118,6 +118,6 @@ impl Supervised for QueueActor {
                     .publish_recovered(r.slot, r.meta, r.delivered || out);
             }
         }
-        self.node.memory.adjust(before, self.state.bytes());
+        self.node.message_bytes.adjust(before, self.state.bytes());
     }
 }

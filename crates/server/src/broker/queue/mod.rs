@@ -162,7 +162,7 @@ impl QueueActor {
         let r = f(self, ctx);
         self.after(ctx);
         let after = self.state.bytes();
-        self.node.memory.adjust(before, after);
+        self.node.message_bytes.adjust(before, after);
         r
     }
 
