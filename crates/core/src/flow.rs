@@ -5,10 +5,36 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Deliveries a queue may have sent to a channel that the channel has not yet written to
-/// its socket buffer. Bounds a channel's mailbox for no-ack consumers, which have no
-/// prefetch to do it.
+/// Credit units of deliveries a queue may have sent to a channel that the channel has
+/// not yet written to its socket buffer. Bounds a channel's mailbox and the connection's
+/// write buffer for consumers that do not read, in messages and in bytes: a delivery
+/// costs [`cost`] units, one per started [`UNIT_BYTES`] (so 512 small messages, or 4 MiB
+/// of large ones, and always at least one message however large).
 pub const MAX_OUTSTANDING: u32 = 512;
+
+/// Bytes one credit unit stands for.
+pub const UNIT_BYTES: usize = 8 << 10;
+
+/// Credit units a delivery of `size` bytes costs: one, plus one per full [`UNIT_BYTES`].
+pub fn cost(size: usize) -> u32 {
+    u32::try_from(1 + size / UNIT_BYTES).unwrap_or(u32::MAX)
+}
+
+/// Takes `n` units of `counter` under `limit`; when nothing is taken yet, any amount
+/// goes (a message larger than the whole credit is still delivered, alone).
+fn try_add(counter: &AtomicU32, n: u32, limit: u32) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+            (o == 0 || o.saturating_add(n) <= limit).then(|| o.saturating_add(n))
+        })
+        .is_ok()
+}
+
+fn sub(counter: &AtomicU32, n: u32) {
+    let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+        Some(o.saturating_sub(n))
+    });
+}
 
 fn try_inc(counter: &AtomicU32, limit: u32) -> bool {
     if limit == 0 {
@@ -67,40 +93,41 @@ impl ConsumerGate {
         }
     }
 
-    fn take_once(&self) -> bool {
-        if !try_inc(&self.outstanding, MAX_OUTSTANDING) {
+    fn take_once(&self, units: u32) -> bool {
+        if !try_add(&self.outstanding, units, MAX_OUTSTANDING) {
             return false;
         }
         if self.no_ack {
             return true;
         }
         if !try_inc(&self.unacked, self.prefetch) {
-            dec(&self.outstanding);
+            sub(&self.outstanding, units);
             return false;
         }
         let global = self.channel.prefetch.load(Ordering::Acquire);
         if !try_inc(&self.channel.unacked, global) {
             dec(&self.unacked);
-            dec(&self.outstanding);
+            sub(&self.outstanding, units);
             return false;
         }
         true
     }
 
-    /// Reserves room for one delivery. When there is none, marks the consumer blocked
-    /// (and checks once more, so a release racing with us is never missed).
-    pub fn try_take(&self) -> bool {
-        if self.take_once() {
+    /// Reserves room for one delivery of `units` credit units ([`cost`]). When there is
+    /// none, marks the consumer blocked (and checks once more, so a release racing with
+    /// us is never missed).
+    pub fn try_take(&self, units: u32) -> bool {
+        if self.take_once(units) {
             return true;
         }
         self.blocked.store(true, Ordering::Release);
-        self.take_once()
+        self.take_once(units)
     }
 
-    /// Reserves up to `n` deliveries at once for a no-ack consumer, whose only limit is
+    /// Reserves up to `n` credit units at once for a no-ack consumer, whose only limit is
     /// [`MAX_OUTSTANDING`] (a queue's drain takes credit in bulk instead of one atomic
-    /// update per message). Returns how many; 0 marks the consumer blocked, as
-    /// [`ConsumerGate::try_take`] does.
+    /// update per message, and spends [`cost`] units per delivery). Returns how many; 0
+    /// marks the consumer blocked, as [`ConsumerGate::try_take`] does.
     pub fn try_take_bulk(&self, n: u32) -> u32 {
         let take = || {
             self.outstanding
@@ -128,22 +155,18 @@ impl ConsumerGate {
         }
     }
 
-    /// Gives back a reservation for a delivery that was not made after all (cancelled
-    /// consumer): both credits.
-    pub fn undo(&self) {
-        dec(&self.outstanding);
+    /// Gives back a reservation of `units` for a delivery that was not made after all
+    /// (cancelled consumer): both credits.
+    pub fn undo(&self, units: u32) {
+        sub(&self.outstanding, units);
         if !self.no_ack {
             dec(&self.unacked);
             dec(&self.channel.unacked);
         }
     }
 
-    /// The delivery reached the socket buffer. Returns true if the queue should be woken.
-    pub fn written(&self) -> bool {
-        self.written_n(1)
-    }
-
-    /// `n` deliveries reached the socket buffer. Returns true if the queue should be woken.
+    /// Deliveries worth `n` credit units reached the socket buffer. Returns true if the
+    /// queue should be woken.
     pub fn written_n(&self, n: u32) -> bool {
         let _ = self
             .outstanding
@@ -207,13 +230,31 @@ mod tests {
     fn prefetch_limits_and_release_wakes() {
         let ch = Arc::new(ChannelGate::default());
         let g = ConsumerGate::new(2, false, ch);
-        assert!(g.try_take());
-        assert!(g.written() == false);
-        assert!(g.try_take());
-        g.written();
-        assert!(!g.try_take());
+        assert!(g.try_take(1));
+        assert!(g.written_n(1) == false);
+        assert!(g.try_take(1));
+        g.written_n(1);
+        assert!(!g.try_take(1));
         assert!(g.settled(), "a blocked consumer is woken by a settle");
-        assert!(g.try_take());
+        assert!(g.try_take(1));
+    }
+
+    #[test]
+    fn large_deliveries_cost_more_credit_but_one_always_goes() {
+        assert_eq!(cost(100), 1);
+        assert_eq!(cost(UNIT_BYTES), 2);
+        assert_eq!(cost(1 << 20), 129);
+        let g = ConsumerGate::new(0, false, Arc::new(ChannelGate::default()));
+        // 4 MiB of 1 MiB messages in flight at most, not 512 of them
+        let mut n = 0;
+        while g.try_take(cost(1 << 20)) {
+            n += 1;
+        }
+        assert_eq!(n, 3, "3 x 129 units fit under 512");
+        g.written_n(3 * cost(1 << 20));
+        // a message larger than the whole credit still goes, alone
+        assert!(g.try_take(cost(64 << 20)));
+        assert!(!g.try_take(1));
     }
 
     #[test]
@@ -233,9 +274,9 @@ mod tests {
         ch.prefetch.store(1, Ordering::Release);
         let a = ConsumerGate::new(0, false, ch.clone());
         let b = ConsumerGate::new(0, false, ch);
-        assert!(a.try_take());
-        assert!(!b.try_take());
+        assert!(a.try_take(1));
+        assert!(!b.try_take(1));
         a.settled();
-        assert!(b.try_take());
+        assert!(b.try_take(1));
     }
 }

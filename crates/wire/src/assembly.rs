@@ -57,6 +57,9 @@ enum State {
     },
 }
 
+/// Most a body being assembled reserves ahead of the data that came.
+const RESERVE_MAX: usize = 1 << 20;
+
 /// Per-channel assembly state.
 pub struct Assembler {
     state: State,
@@ -176,7 +179,9 @@ impl Assembler {
                     None => first = Some(data),
                     Some(ref f) => {
                         if rest.is_empty() {
-                            rest.reserve(declared as usize);
+                            // grown as data comes, not to what the header declares: a
+                            // header is not memory the client has sent
+                            rest.reserve((declared as usize).min(RESERVE_MAX));
                             rest.extend_from_slice(f);
                         }
                         rest.extend_from_slice(&data);

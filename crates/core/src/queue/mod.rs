@@ -318,17 +318,18 @@ impl<C> QueueState<C> {
 
     /// Takes the next ready message for the next consumer that `can_take` accepts:
     /// highest priority first, round-robin among equals. `can_take` is asked at most
-    /// once per consumer and, when it says yes, has reserved room for the delivery.
-    /// Expired messages at the head die first.
+    /// once per consumer, with the size of the message, and when it says yes has
+    /// reserved room for the delivery. Expired messages at the head die first.
     pub fn next_delivery(
         &mut self,
-        mut can_take: impl FnMut(&Consumer<C>) -> bool,
+        mut can_take: impl FnMut(&Consumer<C>, usize) -> bool,
     ) -> Option<Delivery<'_, C>> {
         self.expire();
-        if self.ready.is_empty() || self.consumers.is_empty() {
+        if self.consumers.is_empty() {
             return None;
         }
-        let idx = self.choose(&mut can_take)?;
+        let size = self.ready.front()?.msg.size();
+        let idx = self.choose(&mut |c: &Consumer<C>| can_take(c, size))?;
         let entry = self.ready.pop_front()?;
         let consumer = &self.consumers[idx];
         if !consumer.no_ack {

@@ -64,7 +64,7 @@ fn round_robin() {
         q.publish(msg(b));
     }
     let mut got = vec![];
-    while let Some(d) = q.next_delivery(|_| true) {
+    while let Some(d) = q.next_delivery(|_, _| true) {
         got.push(format!(
             "{}{}",
             d.consumer.tag,
@@ -95,7 +95,7 @@ fn channel_close_requeues_its_unacked() {
     let mut q = QueueState::default();
     q.add_consumer(consumer("a", false), "q", "/").unwrap();
     q.publish(msg("x"));
-    let id = q.next_delivery(|_| true).unwrap().entry.id;
+    let id = q.next_delivery(|_, _| true).unwrap().entry.id;
     assert_eq!(q.unacked_count(), 1);
     assert_eq!(q.channel_closed(CH), 1);
     assert_eq!(q.unacked_count(), 0);
@@ -124,9 +124,9 @@ fn refused_consumer_is_skipped() {
     q.add_consumer(consumer("a", false), "q", "/").unwrap();
     q.add_consumer(consumer("b", false), "q", "/").unwrap();
     q.publish(msg("1"));
-    let d = q.next_delivery(|c| &*c.tag == "b").unwrap();
+    let d = q.next_delivery(|c, _| &*c.tag == "b").unwrap();
     assert_eq!(&*d.consumer.tag, "b");
-    assert!(q.next_delivery(|_| true).is_none());
+    assert!(q.next_delivery(|_, _| true).is_none());
 }
 
 #[test]
@@ -167,10 +167,10 @@ fn ttl_zero_reaches_a_waiting_consumer_only() {
     });
     q.add_consumer(consumer("a", true), "q", "/").unwrap();
     q.publish(msg("now"));
-    assert_eq!(body(&q.next_delivery(|_| true).unwrap().entry), "now");
+    assert_eq!(body(&q.next_delivery(|_, _| true).unwrap().entry), "now");
     q.publish(msg("later"));
     q.tick(1001);
-    assert!(q.next_delivery(|_| false).is_none());
+    assert!(q.next_delivery(|_, _| false).is_none());
     assert_eq!(q.take_dead().len(), 1);
 }
 
@@ -253,7 +253,7 @@ fn consumer_priority_then_round_robin() {
         q.publish(msg(b));
     }
     let tag = |q: &mut QueueState<()>, room: &dyn Fn(&str) -> bool| {
-        q.next_delivery(|c| room(&c.tag))
+        q.next_delivery(|c, _| room(&c.tag))
             .map(|d| d.consumer.tag.to_string())
     };
     assert_eq!(tag(&mut q, &|_| true).as_deref(), Some("hi"));
@@ -272,9 +272,15 @@ fn single_active_consumer_hands_over() {
     for b in ["1", "2"] {
         q.publish(msg(b));
     }
-    assert_eq!(&*q.next_delivery(|_| true).unwrap().consumer.tag, "first");
+    assert_eq!(
+        &*q.next_delivery(|_, _| true).unwrap().consumer.tag,
+        "first"
+    );
     q.remove_consumer(CH, "first");
-    assert_eq!(&*q.next_delivery(|_| true).unwrap().consumer.tag, "second");
+    assert_eq!(
+        &*q.next_delivery(|_, _| true).unwrap().consumer.tag,
+        "second"
+    );
 }
 
 #[test]
@@ -282,7 +288,7 @@ fn consumer_timeout_finds_the_holder() {
     let mut q = queue(QueueArgs::default());
     q.add_consumer(consumer("slow", false), "q", "/").unwrap();
     q.publish(msg("1"));
-    let id = q.next_delivery(|_| true).unwrap().entry.id;
+    let id = q.next_delivery(|_, _| true).unwrap().entry.id;
     q.tick(1000 + 500);
     assert!(q.timed_out_consumers(1000).is_empty());
     q.tick(1000 + 1001);

@@ -38,7 +38,7 @@ pub struct ConnShared {
     /// Queues this connection published to that were over their credit.
     pub hot: RefCell<Vec<Arc<QueueEntry>>>,
     /// Delivery credit held back while the write buffer was full.
-    pub deferred: RefCell<Vec<(Arc<ConsumerGate>, Arc<QueueEntry>)>>,
+    pub deferred: RefCell<Vec<(Arc<ConsumerGate>, Arc<QueueEntry>, u32)>>,
     /// Whether any channel published (memory alarms only block publishers).
     pub published: Cell<bool>,
     /// Negotiated frame_max, for splitting bodies.
@@ -80,8 +80,8 @@ impl ConnShared {
             return;
         }
         let held = std::mem::take(&mut *self.deferred.borrow_mut());
-        for (gate, queue) in held {
-            if gate.written() {
+        for (gate, queue, units) in held {
+            if gate.written_n(units) {
                 queue.kick();
             }
         }

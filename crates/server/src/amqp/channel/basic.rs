@@ -330,6 +330,14 @@ impl ChannelActor {
             broker_core::auth::exchange_resource(p.exchange.as_str()),
         )?;
         if let Some(tx) = self.tx.as_mut() {
+            tx.bytes += content.body.len() + content.raw_properties.len();
+            if tx.publishes.len() >= super::TX_MAX_PUBLISHES || tx.bytes > super::TX_MAX_BYTES {
+                return Err(AmqpError::precondition_failed(format!(
+                    "transaction too large: at most {} publishes or {} bytes of messages may wait for tx.commit",
+                    super::TX_MAX_PUBLISHES,
+                    super::TX_MAX_BYTES
+                )));
+            }
             tx.publishes.push((p, content));
             return Ok(());
         }

@@ -15,12 +15,15 @@ impl Handler<DeliverBatch> for ChannelActor {
         };
         let mut run: Option<(Arc<ConsumerGate>, Arc<QueueEntry>, u32)> = None;
         for d in b.0 {
-            let Some((gate, queue)) = self.deliver_one(d, ctx) else {
+            let Some((gate, queue, units)) = self.deliver_one(d, ctx) else {
                 continue;
             };
             match &mut run {
-                Some((g, _, n)) if Arc::ptr_eq(g, &gate) => *n += 1,
-                _ => run.replace((gate, queue, 1)).into_iter().for_each(release),
+                Some((g, _, n)) if Arc::ptr_eq(g, &gate) => *n += units,
+                _ => run
+                    .replace((gate, queue, units))
+                    .into_iter()
+                    .for_each(release),
             }
         }
         run.into_iter().for_each(release);
@@ -46,13 +49,14 @@ impl ChannelActor {
     }
 
     /// Writes one delivery into the connection's buffer (or hands it back if its consumer
-    /// is gone). Returns the gate whose outstanding credit the caller releases (none if
-    /// the delivery was handed back, or the credit is held until the buffer drains).
+    /// is gone). Returns the gate whose outstanding credit the caller releases, and how
+    /// many units (none if the delivery was handed back, or the credit is held until the
+    /// buffer drains).
     fn deliver_one(
         &mut self,
         d: Deliver,
         ctx: &mut Context<Self>,
-    ) -> Option<(Arc<ConsumerGate>, Arc<QueueEntry>)> {
+    ) -> Option<(Arc<ConsumerGate>, Arc<QueueEntry>, u32)> {
         let live = !self.closing
             && self
                 .consumers
@@ -70,7 +74,7 @@ impl ChannelActor {
         }
         if !live || unsendable || too_large.is_some() {
             // cancelled or closed while the delivery was on its way: hand it back
-            d.gate.undo();
+            d.gate.undo(d.units);
             d.queue.restore(vec![d.entry], d.no_ack);
             if let Some(e) = too_large {
                 self.fail(e, ctx);
@@ -110,10 +114,13 @@ impl ChannelActor {
             );
         }
         if self.shared.out_len() > OUT_HIGH {
-            self.shared.deferred.borrow_mut().push((d.gate, d.queue));
+            self.shared
+                .deferred
+                .borrow_mut()
+                .push((d.gate, d.queue, d.units));
             None
         } else {
-            Some((d.gate, d.queue))
+            Some((d.gate, d.queue, d.units))
         }
     }
 }

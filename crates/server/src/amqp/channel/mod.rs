@@ -57,9 +57,20 @@ pub(crate) enum SettleKind {
 /// Work held back by tx.select until tx.commit.
 #[derive(Default)]
 pub(crate) struct TxBuffer {
+    /// Publishes carried out at commit.
     pub publishes: Vec<(b::Publish, Content)>,
+    /// Acks, nacks and rejects carried out at commit.
     pub settles: Vec<(DeliveryTag, Pending, SettleKind)>,
+    /// Body and property bytes of `publishes` (held against [`TX_MAX_BYTES`]).
+    pub bytes: usize,
 }
+
+/// Most publishes one transaction may hold uncommitted.
+pub(crate) const TX_MAX_PUBLISHES: usize = 65_536;
+/// Most message bytes one transaction may hold uncommitted: past either limit the
+/// channel is closed with 406 and the transaction discarded, instead of the broker
+/// buffering whatever a client sends without committing.
+pub(crate) const TX_MAX_BYTES: usize = 64 << 20;
 
 /// Routing decisions of this channel, valid while the vhost's topology version holds.
 #[derive(Default)]

@@ -309,7 +309,15 @@ impl Connection {
                 }
                 slot.batch.push(cmd);
             }
-            Ok(None) => {}
+            Ok(None) => {
+                // a body on its way is memory this connection makes the broker hold: it
+                // counts as publishing, so a resource alarm holds it as it holds a
+                // publisher (before, a client that never finished a message was never
+                // held, however many channels' partial bodies it sent)
+                if !slot.assembler.is_idle() {
+                    self.shared.published.set(true);
+                }
+            }
             Err(AssemblyError::TooLarge { size, max }) => {
                 slot.assembler.reset();
                 slot.closing = true;

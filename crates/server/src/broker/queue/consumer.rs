@@ -23,6 +23,9 @@ pub struct Deliver {
     pub msg: Arc<broker_core::Message>,
     /// The consumer's gate (credit reserved by the queue).
     pub gate: Arc<ConsumerGate>,
+    /// Credit units reserved for it ([`broker_core::flow::cost`] of its size), given
+    /// back when it reaches the socket buffer.
+    pub units: u32,
 }
 
 /// The deliveries of one queue turn to consumers of this channel, in order (one mailbox

@@ -70,7 +70,7 @@ impl Supervised for QueueActor {
         for (_, channel, v) in self.outbox.drain(..) {
             let (no_ack, ack): (Vec<Deliver>, Vec<Deliver>) = v.into_iter().partition(|d| d.no_ack);
             for d in ack {
-                d.gate.undo();
+                d.gate.undo(d.units);
             }
             if !no_ack.is_empty() {
                 channel.do_send(DeliverBatch(no_ack));

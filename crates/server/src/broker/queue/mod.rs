@@ -390,10 +390,13 @@ impl QueueActor {
         // no-ack consumers' credit is reserved in bulk; what is left goes back at the end
         let mut bulk: Vec<(Arc<ConsumerGate>, u32)> = Vec::new();
         loop {
-            let d = self.state.next_delivery(|c| {
+            let mut units = 1;
+            let d = self.state.next_delivery(|c, size| {
                 let g = &c.data.gate;
-                if !g.no_ack {
-                    return g.try_take();
+                units = broker_core::flow::cost(size);
+                // bulk credit serves small no-ack deliveries; others reserve their own
+                if !g.no_ack || units > 1 {
+                    return g.try_take(units);
                 }
                 let held = bulk.iter().position(|(b, _)| Arc::ptr_eq(b, g));
                 if let Some(i) = held {
@@ -420,7 +423,7 @@ impl QueueActor {
                     }
                     Err(e) => {
                         tracing::error!(queue = %self.name, persist_id, "a stored message could not be read back and is lost: {e}");
-                        d.consumer.data.gate.undo();
+                        d.consumer.data.gate.undo(units);
                         let entry = d.entry.clone();
                         drop(d);
                         self.state.lose(entry.id);
@@ -452,6 +455,7 @@ impl QueueActor {
                 entry: d.entry,
                 msg,
                 gate: d.consumer.data.gate.clone(),
+                units,
             };
             let key = d.consumer.channel;
             match self.outbox.iter_mut().find(|(k, _, _)| *k == key) {
