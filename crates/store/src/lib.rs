@@ -8,6 +8,7 @@
 pub mod index;
 pub mod replay;
 pub mod segments;
+pub mod spill;
 pub mod store;
 
 pub use store::{FlushRequest, Flusher, SledStore, FLUSH_LATENCY, INDEX_FLUSH};

@@ -10,6 +10,9 @@
 
 mod consumers;
 mod ready;
+pub mod spill;
+#[cfg(test)]
+mod spill_tests;
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +45,17 @@ pub struct Entry {
     pub body_len: u32,
     /// When it expires (ms since the epoch), if a TTL applies.
     pub expires_at: Option<u64>,
+}
+
+/// What a purge dropped.
+#[derive(Debug)]
+pub struct Purged {
+    /// Messages dropped.
+    pub count: usize,
+    /// The dropped messages that were in memory.
+    pub entries: Vec<Entry>,
+    /// Store ids of dropped persisted messages that were spilled.
+    pub spilled_persisted: Vec<u64>,
 }
 
 /// A delivery not yet acked.
@@ -503,9 +517,43 @@ impl<C> QueueState<C> {
         before - self.consumers.len()
     }
 
-    /// Drops every ready message; returns them.
-    pub fn purge(&mut self) -> Vec<Entry> {
-        self.ready.drain_all()
+    /// Drops every ready message: returns how many, the ones that were in memory, and
+    /// the store ids of the spilled persisted ones.
+    pub fn purge(&mut self) -> Purged {
+        let count = self.ready.len();
+        let (entries, spilled_persisted) = self.ready.drain_all();
+        Purged {
+            count,
+            entries,
+            spilled_persisted,
+        }
+    }
+
+    /// Lets ready messages past a window of `messages` and `bytes` per priority level
+    /// wait in spills that `f` makes, instead of in memory.
+    pub fn set_spills(&mut self, f: Arc<dyn spill::SpillFactory>, messages: usize, bytes: usize) {
+        self.ready.set_spills(f, messages, bytes);
+    }
+
+    /// Ready messages held in memory (the others are spilled).
+    pub fn ready_in_memory(&self) -> usize {
+        self.ready.in_memory()
+    }
+
+    /// Whether ready messages wait in a spill that could not be read back (the actor
+    /// retries with [`QueueState::retry_spills`]).
+    pub fn spills_stalled(&self) -> bool {
+        self.ready.stalled()
+    }
+
+    /// Reads back spilled messages that an earlier read failed to; true if any came.
+    pub fn retry_spills(&mut self) -> bool {
+        self.ready.retry_refill()
+    }
+
+    /// Messages that spills lost since the last call (damaged records), to report.
+    pub fn take_spill_losses(&mut self) -> spill::Lost {
+        self.ready.take_lost()
     }
 
     /// Ready ids in delivery order (tests and diagnostics).

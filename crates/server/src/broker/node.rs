@@ -10,6 +10,7 @@ use crate::broker::memory::MemoryMonitor;
 use crate::config::Config;
 use actix::prelude::*;
 use broker_core::store::{DefinitionStore, MessageStore};
+use broker_store::spill::SpillDir;
 use broker_store::store::Flusher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub struct Node {
     pub registry: Registry,
     /// Free space on the data dir's filesystem against `--disk-free-limit`.
     pub disk: Arc<DiskMonitor>,
+    /// Where queues' ready messages past their in-memory window wait (with a store).
+    pub spills: Option<Arc<SpillDir>>,
 }
 
 impl Node {
@@ -47,11 +50,16 @@ impl Node {
         let mut registry = Registry::load(store.as_ref().map(|s| s.definitions.clone()))?;
         registry.set_loopback_users(config.loopback_users.clone());
         let disk = DiskMonitor::new(config.disk_free_limit);
-        if store.is_some() {
-            disk.watch(&config.data_dir);
-        }
+        let spills = match &store {
+            Some(_) => {
+                disk.watch(&config.data_dir);
+                Some(SpillDir::open(&config.data_dir.join("spill"))?)
+            }
+            None => None,
+        };
         Ok(Node {
             disk,
+            spills,
             config,
             arbiters,
             next_arbiter: AtomicUsize::new(0),

@@ -1,7 +1,7 @@
 //! The messages a queue actor answers, and its handlers: each runs inside
 //! [`QueueActor::operate`], which sets the clock and does the housekeeping after it.
 
-use super::{stored, ConsumerHandle, QueueActor, Recovered, PAGE_WINDOW};
+use super::{stored, ConsumerHandle, QueueActor, Recovered};
 use actix::prelude::*;
 use broker_core::message::Slot;
 use broker_core::names::ChannelKey;
@@ -136,21 +136,14 @@ impl QueueActor {
         if self.deleted {
             return;
         }
-        let paging = self.stored().is_some();
         // with a length limit, deliver after each publish, so a consumer with room gets a
         // message before drop-head would drop it; otherwise once for the whole batch
         let each = self.state.args().has_length_limit();
+        // past the window, the state spills what comes in (`spilling`)
         for msg in batch {
-            let page =
-                paging && msg.persist_id.is_some() && self.state.ready_count() >= PAGE_WINDOW;
             if self.state.publish(msg).is_none() {
                 // refused by a full reject-publish queue the channel thought had room
                 continue;
-            }
-            if page {
-                if let Some(e) = self.state.last_ready_mut() {
-                    e.msg = e.msg.page_out();
-                }
             }
             if each {
                 self.deliver_or_expire();
@@ -224,8 +217,14 @@ impl Handler<Get> for QueueActor {
                         break (e, m);
                     }
                     Err(err) => {
-                        tracing::error!(queue = %a.name, persist_id, "a stored message could not be read back and is lost: {err}");
-                        a.state.lose(e.id);
+                        if a.read_failed(persist_id, &err) {
+                            // kept at the head; this get answers get-empty
+                            a.state.restore(vec![e], msg.no_ack);
+                            return None;
+                        }
+                        if !msg.no_ack {
+                            a.state.lose(e.id);
+                        }
                         a.forget(std::slice::from_ref(&e));
                     }
                 }
@@ -328,8 +327,9 @@ impl Handler<Purge> for QueueActor {
     fn handle(&mut self, _: Purge, ctx: &mut Context<Self>) -> u32 {
         self.operate(ctx, |a, _| {
             let gone = a.state.purge();
-            a.forget(&gone);
-            gone.len() as u32
+            a.forget(&gone.entries);
+            a.forget_ids(&gone.spilled_persisted);
+            gone.count as u32
         })
     }
 }

@@ -28,17 +28,26 @@ use actix::prelude::*;
 use broker_core::args::{Overflow, QueueArgs};
 use broker_core::message::Slot;
 use broker_core::names::ChannelKey;
+use broker_core::queue::spill::{WINDOW_BYTES, WINDOW_MESSAGES};
 use broker_core::queue::{Entry, QueueState};
 use broker_core::store::MessageStore;
 use broker_core::{AmqpError, Message};
+use broker_store::spill::QueueSpills;
 use broker_wire::types::FieldTable;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-/// Ready messages of a durable queue whose bodies stay in memory; persistent messages
-/// behind them are kept as placeholders and read back from the store on delivery.
-pub const PAGE_WINDOW: usize = 4096;
+/// Stored messages a durable queue reads into memory when it loads; those behind them
+/// come back as references (spilled past the window) and are read from the store as
+/// they near delivery.
+pub const PAGE_WINDOW: usize = WINDOW_MESSAGES;
+
+/// How long a queue waits before it reads again what it could not read back (a spill
+/// or store read that failed).
+const READ_RETRY: Duration = Duration::from_secs(1);
+/// Reads of one stored message before it is taken for unreadable.
+const READ_ATTEMPTS: u32 = 3;
 
 /// Publishes a channel may have in a queue's mailbox before its connection stops reading
 /// from the socket (credit flow, as RabbitMQ's channel-to-queue credit).
@@ -108,9 +117,32 @@ pub struct QueueActor {
     last_window_fresh: u64,
     /// A re-check of pacing is scheduled.
     pace_check: bool,
+    /// A retry of reads that failed (spill or store) is scheduled.
+    read_retry: bool,
+    /// A paged message could not be read from the store (it stays queued).
+    page_in_failed: bool,
+    /// The store id whose read failed last, and how many times in a row.
+    failed_read: (u64, u32),
     /// Deliveries made this turn, per channel; sent as one message per channel at the
     /// end of the turn (or before anything else is sent to consumers' channels).
     outbox: Vec<(ChannelKey, Recipient<DeliverBatch>, Vec<Deliver>)>,
+}
+
+/// A queue's state that spills ready messages past its window to the node's spill
+/// directory (when the node has a store).
+pub(super) fn spilling(
+    mut state: QueueState<ConsumerHandle>,
+    node: &Node,
+    name: &str,
+) -> QueueState<ConsumerHandle> {
+    if let Some(dir) = &node.spills {
+        state.set_spills(
+            Arc::new(QueueSpills::new(dir.clone(), name)),
+            WINDOW_MESSAGES,
+            WINDOW_BYTES,
+        );
+    }
+    state
 }
 
 impl QueueActor {
@@ -124,12 +156,13 @@ impl QueueActor {
         node: Arc<Node>,
     ) -> Addr<QueueActor> {
         let consumer_timeout = Some(node.config.consumer_timeout_ms).filter(|t| *t > 0);
+        let state = spilling(QueueState::new(args), &node, &name);
         supervise::start_in_arbiter(arbiter, move |_| QueueActor {
             name,
             me,
             host,
             node,
-            state: QueueState::new(args),
+            state,
             deleted: false,
             delivered_upto: 0,
             delivered_written: 0,
@@ -144,6 +177,9 @@ impl QueueActor {
             window_fresh: 0,
             last_window_fresh: 0,
             pace_check: false,
+            read_retry: false,
+            page_in_failed: false,
+            failed_read: (0, 0),
         })
     }
 
@@ -183,6 +219,7 @@ impl QueueActor {
         }
         self.schedule_expiry(ctx);
         self.schedule_timeout_check(ctx);
+        self.schedule_read_retry(ctx);
         if let Some(me) = self.me.upgrade() {
             // only when changed: a store, even of the same value, takes the line away
             // from the publishers that read it
@@ -225,6 +262,48 @@ impl QueueActor {
                 a.operate(ctx, |_, _| {});
             });
         }
+    }
+
+    /// Messages that could not be read back (a spill or store read failed) wait in the
+    /// queue; reading is tried again after [`READ_RETRY`]. Damaged spilled records were
+    /// reported by the spill and are counted out here.
+    fn schedule_read_retry(&mut self, ctx: &mut Context<Self>) {
+        let lost = self.state.take_spill_losses();
+        if lost.count > 0 {
+            tracing::error!(queue = %self.name, lost = lost.count, "messages lost to a damaged spill file");
+        }
+        if self.read_retry || !(self.state.spills_stalled() || self.page_in_failed) {
+            return;
+        }
+        self.read_retry = true;
+        ctx.run_later(READ_RETRY, |a, ctx| {
+            a.read_retry = false;
+            a.page_in_failed = false;
+            a.operate(ctx, |a, _| {
+                a.state.retry_spills();
+                a.drain();
+            });
+        });
+    }
+
+    /// A stored message could not be read back. A read that fails may succeed later
+    /// (an I/O error): it is tried again after [`READ_RETRY`], up to [`READ_ATTEMPTS`]
+    /// times; then the record is taken for unreadable, reported once and lost, and the
+    /// queue goes on with the rest. Returns whether to try again.
+    fn read_failed(&mut self, persist_id: u64, e: &str) -> bool {
+        let n = if self.failed_read.0 == persist_id {
+            self.failed_read.1 + 1
+        } else {
+            1
+        };
+        self.failed_read = (persist_id, n);
+        if n < READ_ATTEMPTS {
+            tracing::warn!(queue = %self.name, persist_id, attempt = n, "cannot read a stored message back, retrying: {e}");
+            self.page_in_failed = true;
+            return true;
+        }
+        tracing::error!(queue = %self.name, persist_id, "a stored message cannot be read back and is lost: {e}");
+        false
     }
 
     /// Sends the deliveries made so far: one message per channel.
@@ -360,14 +439,18 @@ impl QueueActor {
 
     /// Removes settled persistent messages from the store.
     fn forget(&self, entries: &[Entry]) {
+        let ids: Vec<u64> = entries.iter().filter_map(|e| e.msg.persist_id()).collect();
+        self.forget_ids(&ids);
+    }
+
+    /// Removes stored messages by store id.
+    fn forget_ids(&self, ids: &[u64]) {
         let Some((store, qid)) = self.stored() else {
             return;
         };
-        for e in entries {
-            if let Some(pid) = e.msg.persist_id() {
-                if let Err(err) = store.remove(qid, pid) {
-                    tracing::error!(queue = %self.name, "cannot remove stored message: {err}");
-                }
+        for &pid in ids {
+            if let Err(err) = store.remove(qid, pid) {
+                tracing::error!(queue = %self.name, "cannot remove stored message: {err}");
             }
         }
     }
@@ -422,11 +505,18 @@ impl QueueActor {
                         m
                     }
                     Err(e) => {
-                        tracing::error!(queue = %self.name, persist_id, "a stored message could not be read back and is lost: {e}");
+                        let pid = *persist_id;
                         d.consumer.data.gate.undo(units);
-                        let entry = d.entry.clone();
+                        let (entry, no_ack) = (d.entry.clone(), d.consumer.no_ack);
                         drop(d);
-                        self.state.lose(entry.id);
+                        if self.read_failed(pid, &e) {
+                            // tried again later; it keeps its place at the head
+                            self.state.restore(vec![entry], no_ack);
+                            break;
+                        }
+                        if !no_ack {
+                            self.state.lose(entry.id);
+                        }
                         self.forget(std::slice::from_ref(&entry));
                         continue;
                     }
