@@ -120,6 +120,7 @@ def test_a_full_disk_loses_nothing_confirmed_and_recovers_without_a_restart(tmpf
 
         confirmed, nacked, blocked = publish_until_full(b.port)
         total = sum(len(v) for v in confirmed.values())
+        print(f"confirmed {total}, nacked {nacked}, blocked {blocked}")
         assert nacked > 0 or blocked, "the disk filled but no publisher was nacked or blocked"
         assert total > 0
 

@@ -29,12 +29,20 @@
 //!   idempotent), the segments' use is recounted, and the usual flush follows. If that
 //!   flush fails too (the disk is still full) the store stays broken and tries again.
 //!
+//! A disk completely full leaves sled no room even to reopen, nor to flush the removals
+//! that would let segment files go. So the store also keeps a **reserve** file of
+//! [`RESERVE`] bytes in the data dir: it is deleted when a flush fails, which gives sled
+//! room to reopen and record a purge or acks, so their segment files are deleted; it is
+//! written again once a flush succeeds with four times as much free.
+//!
 //! While the reopen runs, index changes wait for it (they share the store's gate with
 //! it), and so do reads of the index.
 
 use crate::replay;
 use crate::store::{open_db, segment_use, Db, SledStore};
 use broker_core::store::StoreError;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -46,6 +54,59 @@ const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long a reopen waits for sled to let go of its lock file (its own threads hold the
 /// old database a moment after the last handle is dropped).
 const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Bytes of the reserve file.
+pub const RESERVE: u64 = 8 << 20;
+
+fn reserve_path(dir: &Path) -> PathBuf {
+    dir.join("reserve")
+}
+
+/// Free bytes on the filesystem of `dir` (0 if unknown).
+fn free_bytes(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: statvfs only reads the NUL-terminated path and writes the struct we pass.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return 0;
+        }
+        (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
+    }
+}
+
+/// Writes the reserve file unless it is there, or the disk has too little free.
+pub(crate) fn keep_reserve(dir: &Path) {
+    let path = reserve_path(dir);
+    if path.exists() || free_bytes(dir) < 4 * RESERVE {
+        return;
+    }
+    let block = vec![0u8; 1 << 20];
+    let written = std::fs::File::create(&path).and_then(|mut f| {
+        for _ in 0..RESERVE / (1 << 20) {
+            f.write_all(&block)?;
+        }
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&path);
+        tracing::debug!("cannot write the disk reserve: {e}");
+    }
+}
+
+/// Deletes the reserve file (a write failed): room for sled to reopen and flush.
+pub(crate) fn release_reserve(dir: &Path) {
+    if std::fs::remove_file(reserve_path(dir)).is_ok() {
+        tracing::warn!(
+            "released the {} MiB disk reserve so that the store can record what frees space",
+            RESERVE >> 20
+        );
+    }
+}
 
 /// An index change, kept until a flush has made it durable.
 #[derive(Debug, Clone, PartialEq, Eq)]

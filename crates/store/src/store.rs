@@ -149,6 +149,7 @@ impl SledStore {
             .insert(REPLAY_FROM, &encode_position(segments.position())[..])
             .and_then(|_| db.db.flush())
             .map_err(|e| format!("cannot write the store in {}: {e}", path.display()))?;
+        crate::recover::keep_reserve(dir);
         Ok(SledStore {
             dir: dir.to_path_buf(),
             db: RwLock::new(Some(Arc::new(db))),
@@ -503,24 +504,36 @@ impl MessageStore for SledStore {
         let synced = self.segments.sync();
         let doomed = self.segments.take_doomed();
         let journaled = self.recovery.len();
-        let flushed = synced.and_then(|()| {
-            let db = self.db()?;
-            db.db
-                .insert(REPLAY_FROM, &encode_position(position)[..])
-                .and_then(|_| db.db.flush())
-                .map_err(|e| self.failed(e))
+        // a failed segment write does not hold up the removals: they are flushed (and
+        // the segments they emptied deleted), which frees the space the write needs;
+        // only the replay position waits for the records
+        let flushed = self.db().and_then(|db| {
+            if synced.is_ok() {
+                db.db
+                    .insert(REPLAY_FROM, &encode_position(position)[..])
+                    .map_err(|e| self.failed(e))?;
+            }
+            db.db.flush().map_err(|e| self.failed(e))
         });
         if let Err(e) = flushed {
             // nothing is deleted until a flush has made the removals durable
             self.segments.keep_doomed(doomed);
             self.touched();
+            crate::recover::release_reserve(&self.dir);
             return Err(e);
         }
         // what the journal kept until now is durable
         self.recovery.forget(journaled);
         // the removals that emptied these segments are durable now
         self.segments.delete(&doomed);
-        Ok(())
+        match &synced {
+            Err(_) => {
+                self.touched();
+                crate::recover::release_reserve(&self.dir);
+            }
+            Ok(()) => crate::recover::keep_reserve(&self.dir),
+        }
+        synced
     }
 
     fn needs_flush(&self) -> bool {
