@@ -188,6 +188,12 @@ pub trait MessageStore: Send + Sync {
     fn size_on_disk(&self) -> u64 {
         0
     }
+    /// One bounded round of space reclamation (a store that compacts its files does a
+    /// little of it per call, so that a round never holds up commits for long); `true`
+    /// if there is more to do. Called repeatedly on a thread of its own.
+    fn compact(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 /// Message key: queue id and sequence, big-endian, so keys sort by queue then order.

@@ -15,6 +15,10 @@ pub struct Pointer {
     pub at: Location,
     /// What the queue needs of the message.
     pub meta: Meta,
+    /// How many index entries share the record (a message routed to several durable
+    /// queues is written once): each entry counts for this share of the record's bytes
+    /// in its segment's live bytes, which decide compaction.
+    pub fanout: u32,
 }
 
 impl Pointer {
@@ -28,7 +32,9 @@ impl Pointer {
         let m = &self.meta;
         let mut v = Vec::with_capacity(32);
         v.push(Self::TAG);
-        let flags = u8::from(m.priority != 0) | (u8::from(m.ttl_ms.is_some()) << 1);
+        let flags = u8::from(m.priority != 0)
+            | (u8::from(m.ttl_ms.is_some()) << 1)
+            | (u8::from(self.fanout > 1) << 2);
         v.push(flags);
         for x in [
             self.at.segment,
@@ -46,7 +52,15 @@ impl Pointer {
         if let Some(t) = m.ttl_ms {
             put_varint(&mut v, t);
         }
+        if self.fanout > 1 {
+            put_varint(&mut v, u64::from(self.fanout));
+        }
         v
+    }
+
+    /// Bytes of its segment this entry accounts for: its share of the record.
+    pub fn share(&self) -> u64 {
+        crate::segments::record_bytes(self.at.len) / u64::from(self.fanout.max(1))
     }
 
     /// Decodes an index value; `None` if it is not a pointer.
@@ -71,9 +85,17 @@ impl Pointer {
             0
         };
         let ttl_ms = if flags & 2 != 0 {
-            Some(get_varint(rest)?.0)
+            let (t, r) = get_varint(rest)?;
+            rest = r;
+            Some(t)
         } else {
             None
+        };
+        // pointers written before fan-out was recorded count as single
+        let fanout = if flags & 4 != 0 {
+            u32::try_from(get_varint(rest)?.0).ok()?.max(1)
+        } else {
+            1
         };
         Some(Pointer {
             at: Location {
@@ -88,6 +110,7 @@ impl Pointer {
                 arrival_ms,
                 ttl_ms,
             },
+            fanout,
         })
     }
 }
@@ -123,14 +146,26 @@ pub struct Envelope {
     pub seq: u64,
     /// What each queue's index entry holds besides the location.
     pub meta: Meta,
+    /// A copy made by compaction ([`crate::compact`]): recovery never restores index
+    /// entries from a copy. An entry is switched to a copy only after the copy is on
+    /// disk, and the original's segment is deleted only once the switch is durable, so
+    /// recovery never needs one; and restoring from it could bring back a message whose
+    /// removal was made durable before the copy was written.
+    pub copy: bool,
 }
 
 impl Envelope {
     /// First byte of an envelope (a record without one starts with its format version, 1).
     pub const TAG: u8 = b'I';
 
-    /// Encodes the envelope (varints; priority and TTL only when set).
+    /// Encodes the envelope of an original record (varints; priority and TTL only when
+    /// set).
     pub fn encode(queues: &[u64], seq: u64, m: &Meta) -> Vec<u8> {
+        Self::encode_as(queues, seq, m, false)
+    }
+
+    /// Encodes an envelope, of a compaction copy if `copy`.
+    pub fn encode_as(queues: &[u64], seq: u64, m: &Meta, copy: bool) -> Vec<u8> {
         let mut v = Vec::with_capacity(16 + 4 * queues.len());
         v.push(Self::TAG);
         put_varint(&mut v, queues.len() as u64);
@@ -138,7 +173,8 @@ impl Envelope {
             put_varint(&mut v, *q);
         }
         put_varint(&mut v, seq);
-        let flags = u8::from(m.priority != 0) | (u8::from(m.ttl_ms.is_some()) << 1);
+        let flags =
+            u8::from(m.priority != 0) | (u8::from(m.ttl_ms.is_some()) << 1) | (u8::from(copy) << 2);
         v.push(flags);
         for x in [u64::from(m.size), u64::from(m.body_len), m.arrival_ms] {
             put_varint(&mut v, x);
@@ -207,7 +243,16 @@ impl Envelope {
             arrival_ms,
             ttl_ms,
         };
-        Some((Some(Envelope { queues, seq, meta }), rest))
+        let copy = flags & 4 != 0;
+        Some((
+            Some(Envelope {
+                queues,
+                seq,
+                meta,
+                copy,
+            }),
+            rest,
+        ))
     }
 }
 
@@ -231,11 +276,16 @@ mod tests {
                 arrival_ms: 1234,
                 ttl_ms: Some(500),
             },
+            fanout: 1,
         };
         assert_eq!(Pointer::decode(&p.encode()), Some(p));
+        let fanned = Pointer { fanout: 3, ..p };
+        assert_eq!(Pointer::decode(&fanned.encode()), Some(fanned));
+        assert_eq!(fanned.share(), (1100 + 8) / 3);
         let plain = Pointer {
             at,
             meta: Meta::default(),
+            fanout: 1,
         };
         assert!(plain.encode().len() <= 14);
         assert_eq!(Pointer::decode(&plain.encode()), Some(plain));
@@ -259,9 +309,12 @@ mod tests {
             Some(Envelope {
                 queues: vec![5, 9, 300],
                 seq: 1 << 40,
-                meta
+                meta,
+                copy: false,
             })
         );
+        let copy = Envelope::encode_as(&[5], 3, &meta, true);
+        assert!(Envelope::split(&copy).unwrap().0.unwrap().copy);
         assert_eq!(record, b"\x01record");
         let plain = Envelope::encode(&[1], 2, &Meta::default());
         let (env, record) = Envelope::split(&plain).unwrap();

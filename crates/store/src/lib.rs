@@ -5,10 +5,14 @@
 //! broker's actors never call it directly (a sled flush on an actor thread stalls every
 //! actor on it) and a different store is one crate to write.
 
+pub mod compact;
+pub mod flusher;
 pub mod index;
+pub(crate) mod recover;
 pub mod replay;
 pub mod segments;
 pub mod spill;
 pub mod store;
 
-pub use store::{FlushRequest, Flusher, SledStore, FLUSH_LATENCY, INDEX_FLUSH};
+pub use flusher::{FlushRequest, Flusher, FLUSH_LATENCY};
+pub use store::{SledStore, INDEX_FLUSH};

@@ -82,8 +82,17 @@ pub fn replay(
         let Ok((Some(env), _)) = Envelope::split(payload) else {
             return;
         };
+        // a compaction copy is never needed (see `Envelope::copy`)
+        if env.copy {
+            return;
+        }
         done.records += 1;
-        let value = Pointer { at, meta: env.meta }.encode();
+        let value = Pointer {
+            at,
+            meta: env.meta,
+            fanout: env.queues.len().max(1) as u32,
+        }
+        .encode();
         for q in env.queues.iter().filter(|q| live.contains(q)) {
             let key = message_key(*q, env.seq);
             match messages.compare_and_swap(key, None as Option<&[u8]>, Some(&value[..])) {

@@ -1,14 +1,18 @@
 //! The store: definitions and the message index in two trees of one sled database in
 //! the data dir, message records in segment files beside it (see [`crate::segments`]),
-//! and a flusher thread that turns many publishes into one fsync.
+//! and a flusher thread that turns many publishes into one fsync ([`crate::flusher`]).
 //!
 //! Two kinds of flush: a **commit** (what confirms and `tx.commit` wait for) fsyncs the
 //! segments only, since each record names its index entries and recovery puts back any
 //! the index lacks ([`crate::replay`]); an **index flush** (records, then sled, then the
 //! new replay position) runs in the background every [`INDEX_FLUSH`] when something
-//! changed, and makes acks, purges and deliveries durable.
+//! changed, and makes acks, purges and deliveries durable. Space is reclaimed by
+//! [`crate::compact`]; a sled database that failed a write is reopened in place by
+//! [`crate::recover`].
 
+use crate::compact::Compaction;
 use crate::index::{Envelope, Pointer};
+use crate::recover::{Op, Recovery};
 use crate::replay::{self, encode_position, REPLAY_FROM};
 use crate::segments::Segments;
 use broker_core::message::Meta;
@@ -16,11 +20,12 @@ use broker_core::store::{
     delivered_mark_key, message_key, DefinitionStore, MessageStore, StoreError, StoredMessage,
 };
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, RwLock};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+pub use crate::flusher::{FlushRequest, Flusher, Histogram, FLUSH_BUCKETS, FLUSH_LATENCY};
 
 /// How often the flusher makes the index durable when it changed: acks, purges and
 /// deliveries, and the index entries of confirmed messages (until then recovery finds
@@ -28,22 +33,92 @@ use std::time::{Duration, Instant};
 /// before the records it points to. It also bounds how much log a recovery replays.
 pub const INDEX_FLUSH: Duration = Duration::from_millis(100);
 
-fn err(e: sled::Error) -> StoreError {
+pub(crate) fn err(e: sled::Error) -> StoreError {
     StoreError(e.to_string())
+}
+
+/// One open sled database and its two trees.
+pub(crate) struct Db {
+    pub(crate) db: sled::Db,
+    pub(crate) definitions: sled::Tree,
+    pub(crate) messages: sled::Tree,
+}
+
+/// Opens sled in `path`, turning its failures (a lock held by another process, damage,
+/// a panic on some damaged files) into clear errors.
+pub(crate) fn open_db(dir: &Path, path: &Path) -> Result<Db, String> {
+    let opened = std::panic::catch_unwind(|| {
+        sled::Config::new()
+            .path(path)
+            .cache_capacity(8 << 20)
+            .flush_every_ms(None)
+            .open()
+    })
+    .map_err(|_| {
+        format!(
+            "the store in {} is damaged: sled could not open it",
+            path.display()
+        )
+    })?;
+    let db = opened.map_err(|e| match e {
+        sled::Error::Io(ref io)
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+        {
+            format!(
+                "data dir {} is in use by another broker process ({e})",
+                dir.display()
+            )
+        }
+        sled::Error::Corruption { .. } => {
+            format!("the store in {} is damaged: {e}", path.display())
+        }
+        other => format!("cannot open the store in {}: {other}", path.display()),
+    })?;
+    let definitions = db.open_tree("definitions").map_err(|e| e.to_string())?;
+    let messages = db.open_tree("messages").map_err(|e| e.to_string())?;
+    Ok(Db {
+        db,
+        definitions,
+        messages,
+    })
+}
+
+/// Counts the index entries pointing into each segment and the live bytes they account
+/// for.
+pub(crate) fn segment_use(messages: &sled::Tree) -> Result<HashMap<u64, (u64, u64)>, String> {
+    let mut refs: HashMap<u64, (u64, u64)> = HashMap::new();
+    for kv in messages.iter() {
+        let (k, v) = kv.map_err(|e| format!("cannot read the message index: {e}"))?;
+        if k.len() == 16 {
+            if let Some(p) = Pointer::decode(&v) {
+                let r = refs.entry(p.at.segment).or_default();
+                r.0 += 1;
+                r.1 += p.share();
+            }
+        }
+    }
+    Ok(refs)
 }
 
 /// Definitions and the message index in sled, message records in segments.
 pub struct SledStore {
-    db: sled::Db,
-    definitions: sled::Tree,
-    messages: sled::Tree,
-    segments: Segments,
+    pub(crate) dir: PathBuf,
+    /// The sled database; `None` only while a reopen after a failed write could not
+    /// open it again (see [`crate::recover`]).
+    pub(crate) db: RwLock<Option<Arc<Db>>>,
+    pub(crate) segments: Segments,
     /// Something was written since the last flush.
     dirty: AtomicBool,
-    /// Held (shared) from a record's append until its index entries are inserted, and
-    /// (exclusive) by an index flush while it takes the replay position: so every record
-    /// before that position has its entries in the index the flush makes durable.
-    gate: RwLock<()>,
+    /// Held (shared) by every index change from its start until it is noted in the
+    /// journal (an insert: from its record's append), and (exclusive) by an index flush
+    /// while it takes the replay position, so every record before that position has its
+    /// entries in the index the flush makes durable; and by a reopen, so that no change
+    /// is half made on the old database while the new one is set up.
+    pub(crate) gate: RwLock<()>,
+    /// The compactor's place (one round at a time).
+    pub(crate) compaction: Mutex<Compaction>,
+    /// Index changes since the last good flush, and whether sled failed a write.
+    pub(crate) recovery: Recovery,
 }
 
 impl SledStore {
@@ -53,39 +128,9 @@ impl SledStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
         let path = dir.join("store");
-        // sled may panic on some damaged files: that is a clear error too, not a crash
-        let opened = std::panic::catch_unwind(|| {
-            sled::Config::new()
-                .path(&path)
-                .cache_capacity(8 << 20)
-                .flush_every_ms(None)
-                .open()
-        })
-        .map_err(|_| {
-            format!(
-                "the store in {} is damaged: sled could not open it",
-                path.display()
-            )
-        })?;
-        let db = opened.map_err(|e| match e {
-            sled::Error::Io(ref io)
-                if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.to_string().contains("lock") =>
-            {
-                format!(
-                    "data dir {} is in use by another broker process ({e})",
-                    dir.display()
-                )
-            }
-            sled::Error::Corruption { .. } => {
-                format!("the store in {} is damaged: {e}", path.display())
-            }
-            other => format!("cannot open the store in {}: {other}", path.display()),
-        })?;
-        let definitions = db.open_tree("definitions").map_err(|e| e.to_string())?;
-        let messages = db.open_tree("messages").map_err(|e| e.to_string())?;
+        let db = open_db(dir, &path)?;
         let segdir = dir.join("segments");
-        let replayed = replay::replay(&db, &definitions, &messages, &segdir)
+        let replayed = replay::replay(&db.db, &db.definitions, &db.messages, &segdir)
             .map_err(|e| format!("the store in {} is damaged: {e}", path.display()))?;
         if replayed.restored > 0 {
             tracing::info!(
@@ -95,49 +140,68 @@ impl SledStore {
             );
         }
         // count the index entries pointing into each segment, so that segments nothing
-        // points into can go
-        let mut refs: HashMap<u64, u64> = HashMap::new();
-        for kv in messages.iter() {
-            let (k, v) = kv.map_err(|e| {
-                format!(
-                    "the store in {} is damaged: cannot read the message index: {e}",
-                    path.display()
-                )
-            })?;
-            if k.len() == 16 {
-                if let Some(p) = Pointer::decode(&v) {
-                    *refs.entry(p.at.segment).or_default() += 1;
-                }
-            }
-        }
+        // points into can go and mostly dead ones are compacted
+        let refs = segment_use(&db.messages)
+            .map_err(|e| format!("the store in {} is damaged: {e}", path.display()))?;
         let segments = Segments::open(&segdir, refs)?;
         // the index is complete now: replay starts afresh at the new segment
-        db.insert(REPLAY_FROM, &encode_position(segments.position())[..])
-            .and_then(|_| db.flush())
+        db.db
+            .insert(REPLAY_FROM, &encode_position(segments.position())[..])
+            .and_then(|_| db.db.flush())
             .map_err(|e| format!("cannot write the store in {}: {e}", path.display()))?;
+        crate::recover::keep_reserve(dir);
         Ok(SledStore {
-            db,
-            definitions,
-            messages,
+            dir: dir.to_path_buf(),
+            db: RwLock::new(Some(Arc::new(db))),
             segments,
             dirty: AtomicBool::new(false),
             gate: RwLock::new(()),
+            compaction: Mutex::new(Compaction::default()),
+            recovery: Recovery::default(),
         })
+    }
+
+    /// The open database (a clone of the handle: a reopen waits for none of them).
+    pub(crate) fn db(&self) -> Result<Arc<Db>, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError("the store is reopening after a write error".into()))
     }
 
     /// The message index tree (tests simulate a crash by removing entries).
     #[cfg(test)]
-    pub(crate) fn index(&self) -> &sled::Tree {
-        &self.messages
+    pub(crate) fn index(&self) -> sled::Tree {
+        self.db().map(|d| d.messages.clone()).unwrap()
     }
 
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0) + self.segments.bytes_on_disk()
+        let sled = self.db().ok().and_then(|d| d.db.size_on_disk().ok());
+        sled.unwrap_or(0) + self.segments.bytes_on_disk()
     }
 
-    fn touched(&self) {
+    /// Bytes of segment files on disk, and the live bytes in them (tests, benches).
+    pub fn segment_bytes(&self) -> (u64, u64) {
+        (self.segments.bytes_on_disk(), self.segments.live_bytes())
+    }
+
+    /// The gate, shared (see [`SledStore::gate`]).
+    pub(crate) fn shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn touched(&self) {
         self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    /// A sled write failed: sled refuses every write from now on, so the database is
+    /// reopened at the next flush.
+    pub(crate) fn failed(&self, e: sled::Error) -> StoreError {
+        self.recovery.broke(&e);
+        self.touched();
+        err(e)
     }
 
     /// Reads the record of message `seq` of `queue` back from its segment, without its
@@ -177,38 +241,50 @@ impl SledStore {
     /// Releases the segment reference an index value held.
     fn release(&self, value: &[u8]) {
         if let Some(p) = Pointer::decode(value) {
-            self.segments.release(p.at.segment, 1);
+            self.segments.release(p.at.segment, 1, p.share());
         }
+    }
+
+    /// A definition change applied to sled, noted so that a reopen keeps it.
+    fn define(&self, op: Op, flush: bool) -> Result<(), StoreError> {
+        let gate = self.shared();
+        let db = self.db()?;
+        let res = match &op {
+            Op::DefPut(k, v) => db.definitions.insert(&k[..], &v[..]).map(|_| ()),
+            Op::DefDel(k) => db.definitions.remove(&k[..]).map(|_| ()),
+            _ => Ok(()),
+        };
+        res.map_err(|e| self.failed(e))?;
+        self.recovery.note(op);
+        self.touched();
+        drop(gate);
+        if flush {
+            self.flush()?;
+        }
+        Ok(())
     }
 }
 
 impl DefinitionStore for SledStore {
     fn put_definition(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.definitions.insert(key, value).map_err(err)?;
-        self.db.flush().map_err(err)?;
-        Ok(())
+        self.define(Op::DefPut(key.to_vec(), value.to_vec()), true)
     }
 
     fn delete_definition(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.definitions.remove(key).map_err(err)?;
-        self.db.flush().map_err(err)?;
-        Ok(())
+        self.define(Op::DefDel(key.to_vec()), true)
     }
 
     fn stage_definition(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.definitions.insert(key, value).map_err(err)?;
-        self.dirty.store(true, Ordering::Relaxed);
-        Ok(())
+        self.define(Op::DefPut(key.to_vec(), value.to_vec()), false)
     }
 
     fn unstage_definition(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.definitions.remove(key).map_err(err)?;
-        self.dirty.store(true, Ordering::Relaxed);
-        Ok(())
+        self.define(Op::DefDel(key.to_vec()), false)
     }
 
     fn definitions(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.definitions
+        self.db()?
+            .definitions
             .iter()
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(err))
             .collect()
@@ -216,7 +292,11 @@ impl DefinitionStore for SledStore {
 
     fn next_id(&self) -> Result<u64, StoreError> {
         // +1 so that 0 is never an id
-        self.db.generate_id().map(|i| i + 1).map_err(err)
+        let db = self.db()?;
+        db.db
+            .generate_id()
+            .map(|i| i + 1)
+            .map_err(|e| self.failed(e))
     }
 }
 
@@ -228,17 +308,30 @@ impl MessageStore for SledStore {
         record: &[u8],
         meta: Meta,
     ) -> Result<(), StoreError> {
+        // while sled refuses writes, refuse early: the publish is nacked
+        self.recovery.check()?;
+        let _gate = self.shared();
+        let db = self.db()?;
         let envelope = Envelope::encode(queues, seq, &meta);
-        let _gate = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let at = self
             .segments
             .append(&envelope, record, queues.len() as u64)?;
-        let value = Pointer { at, meta }.encode();
+        let p = Pointer {
+            at,
+            meta,
+            fanout: queues.len().max(1) as u32,
+        };
+        let value = p.encode();
         self.touched();
         for (i, q) in queues.iter().enumerate() {
-            if let Err(e) = self.messages.insert(message_key(*q, seq), &value[..]) {
-                self.segments.release(at.segment, (queues.len() - i) as u64);
-                return Err(err(e));
+            if let Err(e) = db.messages.insert(message_key(*q, seq), &value[..]) {
+                let left = (queues.len() - i) as u64;
+                self.segments.release(at.segment, left, left * p.share());
+                // the record is in the log: a reopen must not restore what was refused
+                for q in queues {
+                    self.recovery.note(Op::Remove(message_key(*q, seq)));
+                }
+                return Err(self.failed(e));
             }
         }
         Ok(())
@@ -246,32 +339,58 @@ impl MessageStore for SledStore {
 
     fn mark_delivered(&self, queue: u64, upto: u64) -> Result<(), StoreError> {
         self.touched();
-        self.messages
-            .insert(delivered_mark_key(queue), &upto.to_be_bytes())
-            .map(|_| ())
-            .map_err(err)
+        let _gate = self.shared();
+        let res = self
+            .db()?
+            .messages
+            .insert(delivered_mark_key(queue), &upto.to_be_bytes());
+        // noted after it is applied (a flush forgets what was noted before it began):
+        // a reopen applies it again, or for the first time if sled refused it
+        self.recovery.note(Op::Mark(queue, upto));
+        if let Err(e) = res {
+            self.failed(e);
+        }
+        Ok(())
     }
 
     fn remove(&self, queue: u64, seq: u64) -> Result<(), StoreError> {
         self.touched();
-        if let Some(old) = self.messages.remove(message_key(queue, seq)).map_err(err)? {
-            self.release(&old);
+        let _gate = self.shared();
+        let key = message_key(queue, seq);
+        let res = self.db()?.messages.remove(key);
+        self.recovery.note(Op::Remove(key));
+        match res {
+            Ok(Some(old)) => self.release(&old),
+            Ok(None) => {}
+            // noted: the reopen applies it (and recounts the segments' use)
+            Err(e) => {
+                self.failed(e);
+            }
         }
         Ok(())
     }
 
     fn remove_queue(&self, queue: u64) -> Result<usize, StoreError> {
         self.touched();
+        let _gate = self.shared();
+        let db = self.db()?;
         let mut n = 0;
-        for kv in self.messages.scan_prefix(queue.to_be_bytes()) {
+        for kv in db.messages.scan_prefix(queue.to_be_bytes()) {
             let (k, _) = kv.map_err(err)?;
-            if let Some(old) = self.messages.remove(&k).map_err(err)? {
-                if k.len() == 16 {
+            match db.messages.remove(&k) {
+                Ok(Some(old)) if k.len() == 16 => {
                     self.release(&old);
+                    n += 1;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // noted: the reopen removes the rest
+                    self.failed(e);
                     n += 1;
                 }
             }
         }
+        self.recovery.note(Op::RemoveQueue(queue));
         Ok(n)
     }
 
@@ -281,7 +400,8 @@ impl MessageStore for SledStore {
         load: usize,
         f: &mut dyn FnMut(StoredMessage),
     ) -> Result<(), StoreError> {
-        let mark = match self.messages.get(delivered_mark_key(queue)).map_err(err)? {
+        let db = self.db()?;
+        let mark = match db.messages.get(delivered_mark_key(queue)).map_err(err)? {
             Some(v) if v.len() == 8 => {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(&v);
@@ -290,7 +410,7 @@ impl MessageStore for SledStore {
             _ => 0,
         };
         let mut seen = 0usize;
-        for kv in self.messages.scan_prefix(queue.to_be_bytes()) {
+        for kv in db.messages.scan_prefix(queue.to_be_bytes()) {
             let (k, v) = kv.map_err(err)?;
             if k.len() != 16 {
                 continue;
@@ -322,17 +442,23 @@ impl MessageStore for SledStore {
     }
 
     fn get(&self, queue: u64, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.messages.get(message_key(queue, seq)).map_err(err)? {
+        match self
+            .db()?
+            .messages
+            .get(message_key(queue, seq))
+            .map_err(err)?
+        {
             Some(v) => self.record(&v, queue, seq).map(Some),
             None => Ok(None),
         }
     }
 
     fn queue_ids(&self) -> Result<Vec<u64>, StoreError> {
+        let db = self.db()?;
         let mut ids = Vec::new();
         let mut next: Option<u64> = Some(0);
         while let Some(from) = next {
-            let Some(kv) = self.messages.range(from.to_be_bytes()..).next() else {
+            let Some(kv) = db.messages.range(from.to_be_bytes()..).next() else {
                 break;
             };
             let (k, _) = kv.map_err(err)?;
@@ -364,20 +490,50 @@ impl MessageStore for SledStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.dirty.store(false, Ordering::Relaxed);
+        if self.recovery.is_broken() {
+            if let Err(e) = self.reopen() {
+                self.touched();
+                return Err(e);
+            }
+        }
         let position = {
             let _all_indexed = self.gate.write().unwrap_or_else(|p| p.into_inner());
             self.segments.position()
         };
         // records first, then the index that points to them
-        self.segments.sync()?;
+        let synced = self.segments.sync();
         let doomed = self.segments.take_doomed();
-        self.db
-            .insert(REPLAY_FROM, &encode_position(position)[..])
-            .map_err(err)?;
-        self.db.flush().map_err(err)?;
+        let journaled = self.recovery.len();
+        // a failed segment write does not hold up the removals: they are flushed (and
+        // the segments they emptied deleted), which frees the space the write needs;
+        // only the replay position waits for the records
+        let flushed = self.db().and_then(|db| {
+            if synced.is_ok() {
+                db.db
+                    .insert(REPLAY_FROM, &encode_position(position)[..])
+                    .map_err(|e| self.failed(e))?;
+            }
+            db.db.flush().map_err(|e| self.failed(e))
+        });
+        if let Err(e) = flushed {
+            // nothing is deleted until a flush has made the removals durable
+            self.segments.keep_doomed(doomed);
+            self.touched();
+            crate::recover::release_reserve(&self.dir);
+            return Err(e);
+        }
+        // what the journal kept until now is durable
+        self.recovery.forget(journaled);
         // the removals that emptied these segments are durable now
         self.segments.delete(&doomed);
-        Ok(())
+        match &synced {
+            Err(_) => {
+                self.touched();
+                crate::recover::release_reserve(&self.dir);
+            }
+            Ok(()) => crate::recover::keep_reserve(&self.dir),
+        }
+        synced
     }
 
     fn needs_flush(&self) -> bool {
@@ -387,181 +543,8 @@ impl MessageStore for SledStore {
     fn size_on_disk(&self) -> u64 {
         SledStore::size_on_disk(self)
     }
-}
 
-/// Upper bounds (seconds) of the flush-latency histogram's buckets.
-pub const FLUSH_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0];
-
-/// How long group-commit flushes take (fsync of segments and index), for /metrics.
-pub struct Histogram {
-    buckets: [std::sync::atomic::AtomicU64; 10],
-    count: std::sync::atomic::AtomicU64,
-    sum_us: std::sync::atomic::AtomicU64,
-}
-
-impl Histogram {
-    const fn new() -> Histogram {
-        #[allow(clippy::declare_interior_mutable_const)]
-        const Z: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        Histogram {
-            buckets: [Z; 10],
-            count: Z,
-            sum_us: Z,
-        }
-    }
-
-    fn observe(&self, d: std::time::Duration) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let secs = d.as_secs_f64();
-        for (i, le) in FLUSH_BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                self.buckets[i].fetch_add(1, Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
-    }
-
-    /// Cumulative bucket counts, total count, and the sum in seconds.
-    pub fn snapshot(&self) -> ([u64; 10], u64, f64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let mut b = [0u64; 10];
-        for (i, x) in self.buckets.iter().enumerate() {
-            b[i] = x.load(Relaxed);
-        }
-        (
-            b,
-            self.count.load(Relaxed),
-            self.sum_us.load(Relaxed) as f64 / 1e6,
-        )
-    }
-}
-
-/// Flush latencies of this process.
-pub static FLUSH_LATENCY: Histogram = Histogram::new();
-
-/// A request for an fsync; the reply says whether it succeeded.
-pub struct FlushRequest {
-    /// The store's mark before the requester's inserts ([`MessageStore::mark`]).
-    pub since: u64,
-    /// Its mark after them.
-    pub upto: u64,
-    /// The index (and definitions) must be durable too, not only the records: a
-    /// definition change waits for this instead of flushing sled on its own thread.
-    pub index: bool,
-    /// Called with the outcome, on the flusher thread.
-    pub done: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
-}
-
-/// Group commit: one thread that flushes the store for every request that arrived before
-/// the flush began. Requests are cheap; flushes are shared.
-#[derive(Clone)]
-pub struct Flusher {
-    tx: mpsc::Sender<FlushRequest>,
-}
-
-impl Flusher {
-    /// Starts the flusher thread for `store`.
-    pub fn start(store: std::sync::Arc<dyn MessageStore>) -> Flusher {
-        let (tx, rx) = mpsc::channel::<FlushRequest>();
-        let spawned = thread::Builder::new()
-            .name("store-flusher".into())
-            .spawn(move || {
-                let mut next_index_flush = Instant::now() + INDEX_FLUSH;
-                loop {
-                    let wait = next_index_flush.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(wait) {
-                        Ok(first) => {
-                            let mut batch = vec![first];
-                            while let Ok(more) = rx.try_recv() {
-                                batch.push(more);
-                            }
-                            let started = Instant::now();
-                            let res = store.commit();
-                            FLUSH_LATENCY.observe(started.elapsed());
-                            if let Err(e) = &res {
-                                tracing::error!(
-                                    "store commit failed: {e}; the publishes it covered are nacked"
-                                );
-                            }
-                            let index = if batch.iter().any(|r| r.index) {
-                                let flushed = res.clone().and_then(|()| store.flush());
-                                next_index_flush = Instant::now() + INDEX_FLUSH;
-                                if let Err(e) = &flushed {
-                                    tracing::error!("store index flush failed: {e}");
-                                }
-                                Some(flushed)
-                            } else {
-                                None
-                            };
-                            for r in batch {
-                                let res = match (&index, r.index) {
-                                    (Some(flushed), true) => flushed.clone(),
-                                    _ => {
-                                        res.clone().and_then(|()| store.check_lost(r.since, r.upto))
-                                    }
-                                };
-                                (r.done)(res);
-                            }
-                        }
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    }
-                    if Instant::now() >= next_index_flush {
-                        if store.needs_flush() {
-                            if let Err(e) = store.flush() {
-                                tracing::error!("background store flush failed: {e}");
-                            }
-                        }
-                        next_index_flush = Instant::now() + INDEX_FLUSH;
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the flusher thread: {e}");
-        }
-        Flusher { tx }
-    }
-
-    /// Asks for a commit covering the requester's inserts, made between the store marks
-    /// `since` and `upto`; `done` runs once one that covers everything written before
-    /// this call has finished, with an error if it failed or a failed write or fsync may
-    /// have lost any of those inserts.
-    pub fn request(
-        &self,
-        since: u64,
-        upto: u64,
-        done: impl FnOnce(Result<(), StoreError>) + Send + 'static,
-    ) {
-        self.send(FlushRequest {
-            since,
-            upto,
-            index: false,
-            done: Box::new(done),
-        });
-    }
-
-    /// Makes everything written to the index and the definitions so far durable (one
-    /// sled flush, shared with every request waiting at the time), on the flusher
-    /// thread: a durable declare, delete or bind waits for this before its -ok, without
-    /// stalling the actors of its worker thread as a `flush()` there would.
-    pub async fn sync_index(&self) -> Result<(), StoreError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(FlushRequest {
-            since: 0,
-            upto: 0,
-            index: true,
-            done: Box::new(move |res| {
-                let _ = tx.send(res);
-            }),
-        });
-        rx.await
-            .unwrap_or_else(|_| Err(StoreError("flusher stopped".into())))
-    }
-
-    fn send(&self, r: FlushRequest) {
-        if let Err(mpsc::SendError(r)) = self.tx.send(r) {
-            (r.done)(Err(StoreError("flusher stopped".into())));
-        }
+    fn compact(&self) -> Result<bool, StoreError> {
+        SledStore::compact_round(self)
     }
 }

@@ -9,6 +9,10 @@
 //! with an [`crate::index::Envelope`] naming its index entries, so that [`scan`] can
 //! rebuild entries the index had not made durable at a crash.
 //!
+//! Each segment's live bytes (the records index entries still point at, a fan-out
+//! record shared among its entries) are counted, so that [`crate::compact`] can copy the
+//! few live records of a mostly dead segment forward and let it go.
+//!
 //! A segment is deleted once no index entry points into it any more and a sled flush
 //! has made those removals durable (so a crash never leaves an index entry pointing at a
 //! deleted file). Writes are buffered and handed to the OS in chunks; [`Segments::sync`]
@@ -33,6 +37,22 @@ const WRITE_CHUNK: usize = 256 << 10;
 /// Record header: length and CRC32 of the payload, both big-endian u32.
 const HEADER: u64 = 8;
 
+/// Bytes a record with a payload of `len` bytes takes in its segment.
+pub fn record_bytes(len: u32) -> u64 {
+    HEADER + u64::from(len)
+}
+
+/// What the store knows of a segment's use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stat {
+    /// Index entries pointing into it.
+    pub refs: u64,
+    /// Bytes of the records they point at (each entry its share of a shared record).
+    pub live: u64,
+    /// Bytes written to it; 0 while it is the segment being appended to.
+    pub size: u64,
+}
+
 /// Where a record lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
@@ -54,9 +74,12 @@ struct Writer {
     written: u64,
     /// Earlier segments whose tails have not been fsynced yet.
     unsynced: Vec<Arc<File>>,
-    /// A write or fsync failed: the segment is abandoned at the next append (its
-    /// offsets are never reused).
+    /// An fsync failed: the segment is abandoned at the next append (its offsets are
+    /// never reused).
     abandoned: bool,
+    /// A write failed: `buf` is kept and written again by the next append or sync, and
+    /// appends are refused until that succeeds (a full disk refuses publishes).
+    failing: bool,
     /// Records appended so far: record `n` is the n-th (the marks commits are asked for;
     /// mirrored in [`Segments::appended`]).
     appended: u64,
@@ -82,21 +105,37 @@ impl Writer {
             Ok(()) => {
                 self.written += self.buf.len() as u64;
                 self.buf.clear();
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!(segment = self.id, "segment writes succeed again");
+                }
                 Ok(())
             }
             Err(e) => {
-                let msg = format!("cannot write segment {}: {e}", self.id);
-                self.buf.clear();
-                self.lose();
-                Err(StoreError(msg))
+                if !self.failing {
+                    tracing::error!(
+                        segment = self.id,
+                        "cannot write segment: {e}; new persistent messages are refused \
+                         until a write succeeds"
+                    );
+                }
+                // nothing past `written` counts: the same bytes go to the same offsets
+                // at the next try, which a partial write does not disturb
+                self.failing = true;
+                self.mark_lost();
+                Err(StoreError(format!("cannot write segment {}: {e}", self.id)))
             }
         }
     }
 
-    /// Everything appended since the last good sync may be lost; the segment is
-    /// abandoned.
+    /// Everything appended since the last good sync may be lost, and the segment is
+    /// abandoned (an fsync failed: what the file holds is not known).
     fn lose(&mut self) {
         self.abandoned = true;
+        self.mark_lost();
+    }
+
+    /// Every commit of a record appended since the last good sync fails.
+    fn mark_lost(&mut self) {
         if self.appended > self.synced {
             self.lost.push((self.synced, self.appended));
         }
@@ -123,8 +162,8 @@ pub struct Segments {
     current: AtomicU64,
     /// Open read handles.
     readers: Mutex<HashMap<u64, Arc<File>>>,
-    /// Index entries pointing into each segment.
-    refs: Mutex<HashMap<u64, u64>>,
+    /// Index entries and live bytes of each segment.
+    stats: Mutex<HashMap<u64, Stat>>,
     /// Segments nothing points into, to delete after the next sled flush.
     doomed: Mutex<BTreeSet<u64>>,
     /// Lengths of full segments (they no longer change), for cheap checks at recovery.
@@ -166,13 +205,15 @@ fn create_segment(dir: &Path, id: u64) -> Result<File, StoreError> {
 
 impl Segments {
     /// Opens the segment dir. `refs` counts the index entries pointing into each
-    /// segment; files nothing points into are deleted, and appends go to a new segment.
-    pub fn open(dir: &Path, refs: HashMap<u64, u64>) -> Result<Segments, String> {
+    /// segment and the live bytes they account for; files nothing points into are
+    /// deleted, and appends go to a new segment.
+    pub fn open(dir: &Path, refs: HashMap<u64, (u64, u64)>) -> Result<Segments, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let entries =
             std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
         let mut highest = refs.keys().copied().max().unwrap_or(0);
+        let mut stats = HashMap::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(id) = name
@@ -183,10 +224,17 @@ impl Segments {
                 continue;
             };
             highest = highest.max(id);
-            if !refs.contains_key(&id) {
-                if let Err(e) = std::fs::remove_file(entry.path()) {
-                    tracing::warn!(segment = id, "cannot remove unused segment: {e}");
-                }
+            if let Some(&(refs, live)) = refs.get(&id) {
+                stats.insert(
+                    id,
+                    Stat {
+                        refs,
+                        live,
+                        size: written_size(&entry),
+                    },
+                );
+            } else if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::warn!(segment = id, "cannot remove unused segment: {e}");
             }
         }
         let id = highest + 1;
@@ -200,6 +248,7 @@ impl Segments {
                 written: 0,
                 unsynced: Vec::new(),
                 abandoned: false,
+                failing: false,
                 appended: 0,
                 synced: 0,
                 lost: Vec::new(),
@@ -208,7 +257,7 @@ impl Segments {
             current: AtomicU64::new(id),
             appended: AtomicU64::new(0),
             readers: Mutex::new(HashMap::new()),
-            refs: Mutex::new(refs),
+            stats: Mutex::new(stats),
             doomed: Mutex::new(BTreeSet::new()),
             lengths: Mutex::new(HashMap::new()),
             dir_syncs: AtomicU64::new(0),
@@ -221,6 +270,9 @@ impl Segments {
         let len = u32::try_from(prefix.len() + record.len())
             .map_err(|_| StoreError("record larger than 4 GiB".into()))?;
         let mut w = lock(&self.writer);
+        if w.failing {
+            w.write_out()?;
+        }
         let total = HEADER + u64::from(len);
         if w.abandoned || (w.len() > 0 && w.len() + total > SEGMENT_MAX) {
             self.rotate(&mut w)?;
@@ -238,7 +290,10 @@ impl Segments {
         if w.buf.len() >= WRITE_CHUNK {
             w.write_out()?;
         }
-        *lock(&self.refs).entry(w.id).or_default() += refs;
+        let mut stats = lock(&self.stats);
+        let stat = stats.entry(w.id).or_default();
+        stat.refs += refs;
+        stat.live += total;
         Ok(Location {
             segment: w.id,
             offset,
@@ -276,6 +331,9 @@ impl Segments {
             w.write_out()?;
             lock(&self.lengths).insert(w.id, w.written);
         }
+        if let Some(stat) = lock(&self.stats).get_mut(&w.id) {
+            stat.size = w.written.max(1);
+        }
         let next = w.id + 1;
         // on failure the segment stays abandoned: its offsets are never reused
         let file = Arc::new(create_segment(&self.dir, next)?);
@@ -288,7 +346,7 @@ impl Segments {
         w.written = 0;
         w.buf.clear();
         self.current.store(next, Ordering::Release);
-        if !lock(&self.refs).contains_key(&old_id) {
+        if !lock(&self.stats).contains_key(&old_id) {
             lock(&self.doomed).insert(old_id);
         }
         Ok(())
@@ -335,11 +393,19 @@ impl Segments {
 
     /// Reads a record back, checking its length and checksum.
     pub fn read(&self, at: &Location) -> Result<Vec<u8>, StoreError> {
-        let end = at.offset + HEADER + u64::from(at.len);
         if at.segment == self.current.load(Ordering::Acquire) {
-            let mut w = lock(&self.writer);
-            if w.id == at.segment && end > w.written {
-                w.write_out()?;
+            let w = lock(&self.writer);
+            if w.id == at.segment && at.offset >= w.written {
+                // not handed to the OS yet (or a write is failing): from the buffer
+                let start = (at.offset - w.written) as usize;
+                let end = start + (HEADER + u64::from(at.len)) as usize;
+                let Some(bytes) = w.buf.get(start..end) else {
+                    return Err(StoreError(format!(
+                        "segment {}: record at {} was never written (incomplete write)",
+                        at.segment, at.offset
+                    )));
+                };
+                return check_record(at, bytes.to_vec());
             }
         }
         let file = self.reader(at.segment)?;
@@ -354,24 +420,7 @@ impl Segments {
                 StoreError(format!("cannot read segment {}: {e}", at.segment))
             }
         })?;
-        let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-        let crc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-        if len == 0 && crc == 0 {
-            // the unwritten (zeroed) part of a segment: an index entry reached the disk
-            // before its record, which was never confirmed
-            return Err(StoreError(format!(
-                "segment {}: record at {} was never written (incomplete write)",
-                at.segment, at.offset
-            )));
-        }
-        if len != at.len || crc32fast::hash(&buf[HEADER as usize..]) != crc {
-            return Err(StoreError(format!(
-                "segment {}: record at {} is damaged (checksum mismatch)",
-                at.segment, at.offset
-            )));
-        }
-        buf.drain(..HEADER as usize);
-        Ok(buf)
+        check_record(at, buf)
     }
 
     /// Checks without reading it that a record's segment exists and is long enough
@@ -420,15 +469,17 @@ impl Segments {
         Ok(f)
     }
 
-    /// `n` index entries pointing into `segment` were removed.
-    pub fn release(&self, segment: u64, n: u64) {
-        let mut refs = lock(&self.refs);
-        let Some(r) = refs.get_mut(&segment) else {
+    /// `n` index entries pointing into `segment`, accounting for `bytes` of it, were
+    /// removed.
+    pub fn release(&self, segment: u64, n: u64, bytes: u64) {
+        let mut stats = lock(&self.stats);
+        let Some(r) = stats.get_mut(&segment) else {
             return;
         };
-        *r = r.saturating_sub(n);
-        if *r == 0 {
-            refs.remove(&segment);
+        r.refs = r.refs.saturating_sub(n);
+        r.live = r.live.saturating_sub(bytes);
+        if r.refs == 0 {
+            stats.remove(&segment);
             if segment != self.current.load(Ordering::Acquire) {
                 lock(&self.doomed).insert(segment);
             }
@@ -440,6 +491,12 @@ impl Segments {
         std::mem::take(&mut *lock(&self.doomed))
             .into_iter()
             .collect()
+    }
+
+    /// Puts back segments taken with [`Segments::take_doomed`] whose deletion must wait
+    /// (the flush that was to make their removals durable failed).
+    pub fn keep_doomed(&self, ids: Vec<u64>) {
+        lock(&self.doomed).extend(ids);
     }
 
     /// Deletes segments taken with [`Segments::take_doomed`] (after a sled flush).
@@ -468,6 +525,76 @@ impl Segments {
         }
     }
 
+    /// Replaces what is known of the segments' use (after the index was reloaded):
+    /// segments nothing points into any more are deleted after the next flush.
+    pub fn reset_stats(&self, refs: HashMap<u64, (u64, u64)>) {
+        let current = self.current.load(Ordering::Acquire);
+        let mut stats = lock(&self.stats);
+        let mut doomed = lock(&self.doomed);
+        for id in stats.keys() {
+            if *id != current && !refs.contains_key(id) {
+                doomed.insert(*id);
+            }
+        }
+        let old = std::mem::take(&mut *stats);
+        for (id, (refs, live)) in refs {
+            let size = old.get(&id).map_or(SEGMENT_MAX, |s| s.size);
+            stats.insert(id, Stat { refs, live, size });
+        }
+    }
+
+    /// The sealed segment with the smallest share of live bytes below `percent`
+    /// (never the one being appended to, nor one in `skip`).
+    pub fn compaction_candidate(&self, percent: u64, skip: &BTreeSet<u64>) -> Option<u64> {
+        let current = self.current.load(Ordering::Acquire);
+        lock(&self.stats)
+            .iter()
+            .filter(|(id, s)| **id != current && s.size > 0 && !skip.contains(id))
+            .filter(|(_, s)| s.live * 100 < s.size * percent)
+            .min_by_key(|(_, s)| s.live * 1000 / s.size)
+            .map(|(id, _)| *id)
+    }
+
+    /// What is known of a segment's use.
+    pub fn stat(&self, segment: u64) -> Option<Stat> {
+        lock(&self.stats).get(&segment).copied()
+    }
+
+    /// Live bytes of every segment.
+    pub fn live_bytes(&self) -> u64 {
+        lock(&self.stats).values().map(|s| s.live).sum()
+    }
+
+    /// Reads the record at `offset` of a sealed segment: `None` past its last record
+    /// (its end, its zeroed tail, or a damaged record, which ends a walk as in [`scan`]).
+    pub fn read_next(
+        &self,
+        segment: u64,
+        offset: u64,
+    ) -> Result<Option<(Location, Vec<u8>)>, StoreError> {
+        let file = self.reader(segment)?;
+        let mut h = [0u8; HEADER as usize];
+        match file.read_exact_at(&mut h, offset) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(StoreError(format!("cannot read segment {segment}: {e}"))),
+        }
+        let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+        if len == 0 || offset + record_bytes(len) > SEGMENT_MAX {
+            return Ok(None);
+        }
+        let at = Location {
+            segment,
+            offset,
+            len,
+        };
+        match self.read(&at) {
+            Ok(payload) => Ok(Some((at, payload))),
+            Err(e) if e.0.contains("damaged") || e.0.contains("truncated") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// How many times the segment directory was fsynced (tests).
     pub fn dir_syncs(&self) -> u64 {
         self.dir_syncs.load(Ordering::Relaxed)
@@ -488,66 +615,9 @@ impl Segments {
     }
 }
 
-/// Walks the records of every segment file in `dir` from `(segment, offset)` on, in
-/// order, calling `f` with each record's location and payload (checksum verified). A
-/// segment's walk ends at its zeroed tail, at a torn or damaged record, or at its end;
-/// missing segments are skipped. Recovery uses it to find records the index may not
-/// have made durable yet.
-pub fn scan(
-    dir: &Path,
-    from: (u64, u64),
-    mut f: impl FnMut(Location, &[u8]),
-) -> Result<(), String> {
-    let mut ids: Vec<u64> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(".seg"))
-                    .and_then(|n| u64::from_str_radix(n, 16).ok())
-            })
-            .filter(|id| *id >= from.0)
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
-    };
-    ids.sort_unstable();
-    for id in ids {
-        let bytes = std::fs::read(segment_path(dir, id))
-            .map_err(|e| format!("cannot read segment {id}: {e}"))?;
-        let mut at = if id == from.0 { from.1 as usize } else { 0 };
-        while at + HEADER as usize <= bytes.len() {
-            let h = &bytes[at..at + HEADER as usize];
-            let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
-            let crc = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-            let start = at + HEADER as usize;
-            let end = start + len as usize;
-            // no record is empty: a zero length is the unwritten tail
-            if len == 0 {
-                break;
-            }
-            if end > bytes.len() || crc32fast::hash(&bytes[start..end]) != crc {
-                tracing::warn!(
-                    segment = id,
-                    offset = at,
-                    "log replay stops in this segment at a torn or damaged record"
-                );
-                break;
-            }
-            f(
-                Location {
-                    segment: id,
-                    offset: at as u64,
-                    len,
-                },
-                &bytes[start..end],
-            );
-            at = end;
-        }
-    }
-    Ok(())
-}
+mod records;
+pub use records::scan;
+use records::{check_record, written_size};
 
 #[cfg(test)]
 mod tests;

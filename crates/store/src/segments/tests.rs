@@ -30,12 +30,12 @@ fn full_segments_rotate_and_empty_ones_are_doomed() {
         a.segment, b.segment,
         "the second record starts a new segment"
     );
-    s.release(a.segment, 1);
+    s.release(a.segment, 1, 0);
     assert_eq!(s.take_doomed(), vec![a.segment]);
     s.delete(&[a.segment]);
     assert!(s.read(&a).unwrap_err().0.contains("missing"));
     // the current segment is never doomed, even when nothing points into it
-    s.release(b.segment, 1);
+    s.release(b.segment, 1, 0);
     assert!(s.take_doomed().is_empty());
     assert_eq!(s.read(&b).unwrap().len(), big.len());
 }
@@ -67,7 +67,7 @@ fn reopening_deletes_unreferenced_segments_and_appends_to_a_new_one() {
         s.sync().unwrap();
         (a, b)
     };
-    let s = Segments::open(&d, HashMap::from([(b.segment, 1)])).unwrap();
+    let s = Segments::open(&d, HashMap::from([(b.segment, (1, 0))])).unwrap();
     assert!(s.read(&a).is_err(), "unreferenced segment removed");
     assert_eq!(s.read(&b).unwrap().len(), (SEGMENT_MAX / 2) as usize);
     let c = s.append(b"", b"new", 1).unwrap();
@@ -107,7 +107,7 @@ fn scan_walks_records_from_a_position_and_stops_at_the_tail_or_damage() {
 }
 
 #[test]
-fn a_failed_write_fails_every_commit_of_what_it_lost_and_abandons_the_segment() {
+fn a_failed_write_fails_every_commit_of_what_it_lost_and_is_retried_in_place() {
     let d = tmp("fail");
     let s = Segments::open(&d, HashMap::new()).unwrap();
     let m0 = s.mark();
@@ -117,22 +117,34 @@ fn a_failed_write_fails_every_commit_of_what_it_lost_and_abandons_the_segment() 
     s.sync().unwrap();
     assert!(s.check_lost(m0, m1).is_ok());
     // c waits in the buffer; then the disk refuses writes (a read-only handle)
-    s.append(b"", b"c", 1).unwrap();
+    let c = s.append(b"", b"c", 1).unwrap();
     let m2 = s.mark();
-    {
+    let good = {
         let mut w = lock(&s.writer);
-        w.file = Arc::new(File::open(segment_path(&d, a.segment)).unwrap());
-    }
+        std::mem::replace(
+            &mut w.file,
+            Arc::new(File::open(segment_path(&d, a.segment)).unwrap()),
+        )
+    };
     assert!(s.sync().is_err());
-    // d starts a new segment (the failed one's offsets are never reused), and the
-    // sync that covers it succeeds; a commit asked for c only now still fails
+    // while the write fails, appends are refused (their publishes are nacked), and
+    // what is buffered still reads back
+    assert!(s.append(b"", b"d", 1).is_err());
+    assert_eq!(s.mark(), m2);
+    assert_eq!(s.read(&c).unwrap(), b"c");
+    // space is back: the next append writes the buffer out in place, in the same segment
+    lock(&s.writer).file = good;
     let dd = s.append(b"", b"d", 1).unwrap();
-    assert_ne!(dd.segment, a.segment);
+    assert_eq!(dd.segment, a.segment);
     s.sync().unwrap();
-    assert!(s.check_lost(m1, m2).is_err(), "c was lost");
+    assert!(
+        s.check_lost(m1, m2).is_err(),
+        "c's commit failed: it stays failed"
+    );
     assert!(s.check_lost(m0, m1).is_ok(), "a and b were on disk before");
     assert!(s.check_lost(m2, s.mark()).is_ok(), "d is on disk");
     assert_eq!(s.read(&dd).unwrap(), b"d");
+    assert_eq!(s.read(&c).unwrap(), b"c");
     assert_eq!(s.read(&a).unwrap(), b"a");
 }
 
@@ -181,7 +193,7 @@ fn a_new_segment_and_a_removal_reach_the_directory_before_they_count() {
     s.sync().unwrap();
     assert_eq!(s.dir_syncs(), 2);
     // removing a segment syncs the directory too
-    s.release(a.segment, 3);
+    s.release(a.segment, 3, 0);
     s.delete(&s.take_doomed());
     assert_eq!(s.dir_syncs(), 3);
 }
