@@ -25,6 +25,9 @@ pub struct Node {
     next_arbiter: AtomicUsize,
     /// Message bytes held in queues (reported, not alarmed on).
     pub message_bytes: MemoryGauge,
+    /// Ready messages in all queues: pacing looks at the total as well as at each queue
+    /// (a fanout to many queues builds a large total from small backlogs).
+    pub ready_total: crossbeam_utils::CachePadded<AtomicUsize>,
     /// What the process uses against the memory high watermark.
     pub memory: Arc<MemoryMonitor>,
     /// Durable storage, if any.
@@ -65,6 +68,7 @@ impl Node {
             next_arbiter: AtomicUsize::new(0),
             memory,
             message_bytes: MemoryGauge::new(),
+            ready_total: Default::default(),
             store,
             registry,
         })

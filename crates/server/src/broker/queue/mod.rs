@@ -57,6 +57,15 @@ pub const QUEUE_CREDIT: usize = 2000;
 /// publishers to its deliveries (see [`QueueEntry::paced`]).
 pub const PACE_BACKLOG: usize = 10_000;
 
+/// Ready messages in all queues together above which a queue with more than
+/// [`PACE_SHARE`] paces its publishers too: one publisher fanning out to a thousand
+/// queues builds a large total out of backlogs that are each small (memory for the
+/// queued references, latency for every consumer).
+pub const PACE_TOTAL: usize = 100_000;
+
+/// A queue's backlog that paces its publishers while the total is over [`PACE_TOTAL`].
+pub const PACE_SHARE: usize = 64;
+
 /// The window over which a queue looks at whether its consumers take new messages.
 const PACE_ACTIVE_MS: u64 = 50;
 
@@ -227,8 +236,18 @@ impl QueueActor {
                 self.state.ready_count(),
                 self.state.ready_body_bytes() as u64,
             );
-            if me.ready.0.load(Ordering::Relaxed) != len {
+            let was = me.ready.0.load(Ordering::Relaxed);
+            if was != len {
                 me.ready.0.store(len, Ordering::Relaxed);
+                if len > was {
+                    self.node
+                        .ready_total
+                        .fetch_add(len - was, Ordering::Relaxed);
+                } else {
+                    self.node
+                        .ready_total
+                        .fetch_sub(was - len, Ordering::Relaxed);
+                }
             }
             if me.ready.1.load(Ordering::Relaxed) != bytes {
                 me.ready.1.store(bytes, Ordering::Relaxed);
@@ -238,8 +257,9 @@ impl QueueActor {
         self.flush_deliveries();
     }
 
-    /// Decides whether publishers are paced (a backlog over [`PACE_BACKLOG`] that
-    /// consumers are taking new messages from), and wakes the connections that wait for this queue
+    /// Decides whether publishers are paced (a backlog over [`PACE_BACKLOG`], or over
+    /// [`PACE_SHARE`] while all queues hold more than [`PACE_TOTAL`], that consumers are
+    /// taking new messages from), and wakes the connections that wait for this queue
     /// once its inbox is back under credit and it is not paced.
     fn pace(&mut self, me: &QueueEntry, ctx: &mut Context<Self>) {
         let now = now_ms();
@@ -249,7 +269,10 @@ impl QueueActor {
             self.window_start = now;
         }
         let taking = self.last_window_fresh.max(self.window_fresh) >= PACE_MIN_FRESH;
-        let paced = !self.deleted && taking && self.state.ready_count() > PACE_BACKLOG;
+        let ready = self.state.ready_count();
+        let crowded =
+            ready > PACE_SHARE && self.node.ready_total.load(Ordering::Relaxed) > PACE_TOTAL;
+        let paced = !self.deleted && taking && (ready > PACE_BACKLOG || crowded);
         me.paced.store(paced, Ordering::SeqCst);
         if !paced && me.inbox.len() <= QUEUE_CREDIT / 2 {
             me.inbox.wake_waiters();
