@@ -208,6 +208,9 @@ class Soak:
                 time.sleep(0.5)
             except pika.exceptions.ChannelClosedByBroker as e:
                 self.errors[f"tx: closed {e.reply_code}"] += 1
+            except pika.exceptions.ChannelWrongStateError:
+                # the broker's channel.close arrived while pika was publishing
+                self.errors["tx: closed"] += 1
         c.close()
 
     def churn(self):

@@ -28,3 +28,6 @@ scripts/fetch-rabbitmqadmin.sh || echo "rabbitmqadmin unavailable: its test will
 
 echo "== pika tests"
 BROKER_BIN="$PWD/target/debug/broker" BROKER_CLI_BIN="$PWD/target/debug/broker-cli" .venv/bin/python -m pytest -q tests/python
+
+echo "== soak (mixed workload, kill -9 at random moments, lost/unexpected must be 0; the long run: scripts/soak.py --duration 300 --kills 20)"
+BROKER_BIN="$PWD/target/debug/broker" .venv/bin/python scripts/soak.py --duration "${SOAK_SECONDS:-60}" --kills "${SOAK_KILLS:-4}"
