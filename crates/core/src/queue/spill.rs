@@ -9,9 +9,9 @@ use super::Entry;
 use std::collections::VecDeque;
 
 /// Most entries a level keeps in memory before later ones go to its spill.
-pub const WINDOW_MESSAGES: usize = 4096;
+pub const WINDOW_MESSAGES: usize = 12288;
 /// Most message bytes a level keeps in memory before later ones go to its spill.
-pub const WINDOW_BYTES: usize = 8 << 20;
+pub const WINDOW_BYTES: usize = 16 << 20;
 
 /// Entries a spill could not give back (a damaged record, or one the spill could not
 /// read), so the queue's counts can drop them.

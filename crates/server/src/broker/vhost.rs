@@ -223,6 +223,7 @@ impl VHost {
                     args,
                     inbox: Default::default(),
                     paced: AtomicBool::new(false),
+                    crowded: AtomicBool::new(false),
                     deleted: AtomicBool::new(false),
                     store_id,
                     vhost_name: self.name.as_str().into(),

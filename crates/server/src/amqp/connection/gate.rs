@@ -162,7 +162,7 @@ impl ReadGate {
         let (mut over_credit, mut paced) = (false, false);
         for q in hot.iter() {
             if q.wait_for_room(self.shared.id, me.clone()) {
-                if q.over_credit() {
+                if q.over_credit() || q.crowded.load(std::sync::atomic::Ordering::SeqCst) {
                     over_credit = true;
                 } else {
                     paced = true;

@@ -30,6 +30,10 @@ pub struct QueueEntry {
     /// delivery path cannot grow the backlog without end and starve the consumers of CPU
     /// (RabbitMQ gets the same from its queue process being busy delivering).
     pub paced: AtomicBool,
+    /// Paced because all queues together hold too much (see `PACE_TOTAL`): publishers
+    /// wait for the queue to wake them, with no pace floor (one read of a fanout
+    /// publisher is a thousand deliveries).
+    pub crowded: AtomicBool,
     /// Set once the queue is deleted; a stale handle then drops what it is sent.
     pub deleted: AtomicBool,
     /// Id of a durable queue in the store (prefix of its message keys).

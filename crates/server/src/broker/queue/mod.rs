@@ -128,6 +128,8 @@ pub struct QueueActor {
     pace_check: bool,
     /// A retry of reads that failed (spill or store) is scheduled.
     read_retry: bool,
+    /// What this queue adds to the node's `ready_total`.
+    counted_ready: usize,
     /// A paged message could not be read from the store (it stays queued).
     page_in_failed: bool,
     /// The store id whose read failed last, and how many times in a row.
@@ -187,6 +189,7 @@ impl QueueActor {
             last_window_fresh: 0,
             pace_check: false,
             read_retry: false,
+            counted_ready: 0,
             page_in_failed: false,
             failed_read: (0, 0),
         })
@@ -236,18 +239,8 @@ impl QueueActor {
                 self.state.ready_count(),
                 self.state.ready_body_bytes() as u64,
             );
-            let was = me.ready.0.load(Ordering::Relaxed);
-            if was != len {
+            if me.ready.0.load(Ordering::Relaxed) != len {
                 me.ready.0.store(len, Ordering::Relaxed);
-                if len > was {
-                    self.node
-                        .ready_total
-                        .fetch_add(len - was, Ordering::Relaxed);
-                } else {
-                    self.node
-                        .ready_total
-                        .fetch_sub(was - len, Ordering::Relaxed);
-                }
             }
             if me.ready.1.load(Ordering::Relaxed) != bytes {
                 me.ready.1.store(bytes, Ordering::Relaxed);
@@ -270,9 +263,22 @@ impl QueueActor {
         }
         let taking = self.last_window_fresh.max(self.window_fresh) >= PACE_MIN_FRESH;
         let ready = self.state.ready_count();
+        // the total counts the backlogs consumers are taking from (an idle backlog is
+        // spilled, and paces nobody)
+        let counted = if taking && !self.deleted { ready } else { 0 };
+        if counted != self.counted_ready {
+            let total = &self.node.ready_total;
+            if counted > self.counted_ready {
+                total.fetch_add(counted - self.counted_ready, Ordering::Relaxed);
+            } else {
+                total.fetch_sub(self.counted_ready - counted, Ordering::Relaxed);
+            }
+            self.counted_ready = counted;
+        }
         let crowded =
-            ready > PACE_SHARE && self.node.ready_total.load(Ordering::Relaxed) > PACE_TOTAL;
-        let paced = !self.deleted && taking && (ready > PACE_BACKLOG || crowded);
+            counted > PACE_SHARE && self.node.ready_total.load(Ordering::Relaxed) > PACE_TOTAL;
+        let paced = counted > PACE_BACKLOG || crowded;
+        me.crowded.store(crowded, Ordering::SeqCst);
         me.paced.store(paced, Ordering::SeqCst);
         if !paced && me.inbox.len() <= QUEUE_CREDIT / 2 {
             me.inbox.wake_waiters();
