@@ -47,6 +47,10 @@ pub trait Spill: Send + std::fmt::Debug {
     fn pop(&mut self, max: usize, max_bytes: usize) -> Popped;
     /// Entries held.
     fn len(&self) -> usize;
+    /// Whether it holds none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Forgets every entry (purge, delete); returns the store ids of the persisted ones
     /// (so the queue removes them from the store).
     fn clear(&mut self) -> Vec<u64>;

@@ -21,6 +21,10 @@ pub const OUT_LOW: usize = 256 << 10;
 /// before it stops reading.
 pub const MAX_PENDING_COMMANDS: usize = 512;
 
+/// Delivery credit held back: the consumer's gate, its queue (woken when the credit
+/// goes back), and how many units.
+pub type Deferred = (Arc<ConsumerGate>, Arc<QueueEntry>, u32);
+
 /// Per-connection state shared with its channels (same thread only).
 pub struct ConnShared {
     /// The connection's number.
@@ -38,7 +42,7 @@ pub struct ConnShared {
     /// Queues this connection published to that were over their credit.
     pub hot: RefCell<Vec<Arc<QueueEntry>>>,
     /// Delivery credit held back while the write buffer was full.
-    pub deferred: RefCell<Vec<(Arc<ConsumerGate>, Arc<QueueEntry>, u32)>>,
+    pub deferred: RefCell<Vec<Deferred>>,
     /// Whether any channel published (memory alarms only block publishers).
     pub published: Cell<bool>,
     /// Negotiated frame_max, for splitting bodies.

@@ -149,7 +149,7 @@ fn purge_allocator() {
     // control requires; jemalloc reads nothing else.
     let r = unsafe {
         tikv_jemalloc_sys::mallctl(
-            b"arena.4096.purge\0".as_ptr().cast(),
+            c"arena.4096.purge".as_ptr(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),

@@ -102,7 +102,7 @@ impl Supervised for QueueActor {
         }
         let before = self.state.bytes();
         let was_out = self.state.delivered_persist_ids();
-        self.state = super::spilling(self.state.emptied(), &self.node, &self.name);
+        self.state = super::paging::spilling(self.state.emptied(), &self.node, &self.name);
         self.expiry_timer = None;
         self.timeout_check = false;
         self.mark_scheduled = false;

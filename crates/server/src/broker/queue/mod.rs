@@ -12,6 +12,7 @@ mod handlers;
 mod inbox;
 mod lifecycle;
 mod ops;
+mod paging;
 mod stored;
 
 pub use consumer::{ConsumerCancelled, ConsumerHandle, Deliver, DeliverBatch};
@@ -32,7 +33,6 @@ use broker_core::queue::spill::{WINDOW_BYTES, WINDOW_MESSAGES};
 use broker_core::queue::{Entry, QueueState};
 use broker_core::store::MessageStore;
 use broker_core::{AmqpError, Message};
-use broker_store::spill::QueueSpills;
 use broker_wire::types::FieldTable;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -42,12 +42,6 @@ use std::time::Duration;
 /// come back as references (spilled past the window) and are read from the store as
 /// they near delivery.
 pub const PAGE_WINDOW: usize = WINDOW_MESSAGES;
-
-/// How long a queue waits before it reads again what it could not read back (a spill
-/// or store read that failed).
-const READ_RETRY: Duration = Duration::from_secs(1);
-/// Reads of one stored message before it is taken for unreadable.
-const READ_ATTEMPTS: u32 = 3;
 
 /// Publishes a channel may have in a queue's mailbox before its connection stops reading
 /// from the socket (credit flow, as RabbitMQ's channel-to-queue credit).
@@ -139,23 +133,6 @@ pub struct QueueActor {
     outbox: Vec<(ChannelKey, Recipient<DeliverBatch>, Vec<Deliver>)>,
 }
 
-/// A queue's state that spills ready messages past its window to the node's spill
-/// directory (when the node has a store).
-pub(super) fn spilling(
-    mut state: QueueState<ConsumerHandle>,
-    node: &Node,
-    name: &str,
-) -> QueueState<ConsumerHandle> {
-    if let Some(dir) = &node.spills {
-        state.set_spills(
-            Arc::new(QueueSpills::new(dir.clone(), name)),
-            WINDOW_MESSAGES,
-            WINDOW_BYTES,
-        );
-    }
-    state
-}
-
 impl QueueActor {
     /// Starts a queue actor for `me` on a worker, under a supervisor.
     pub fn spawn(
@@ -167,7 +144,7 @@ impl QueueActor {
         node: Arc<Node>,
     ) -> Addr<QueueActor> {
         let consumer_timeout = Some(node.config.consumer_timeout_ms).filter(|t| *t > 0);
-        let state = spilling(QueueState::new(args), &node, &name);
+        let state = paging::spilling(QueueState::new(args), &node, &name);
         supervise::start_in_arbiter(arbiter, move |_| QueueActor {
             name,
             me,
@@ -291,48 +268,6 @@ impl QueueActor {
                 a.operate(ctx, |_, _| {});
             });
         }
-    }
-
-    /// Messages that could not be read back (a spill or store read failed) wait in the
-    /// queue; reading is tried again after [`READ_RETRY`]. Damaged spilled records were
-    /// reported by the spill and are counted out here.
-    fn schedule_read_retry(&mut self, ctx: &mut Context<Self>) {
-        let lost = self.state.take_spill_losses();
-        if lost.count > 0 {
-            tracing::error!(queue = %self.name, lost = lost.count, "messages lost to a damaged spill file");
-        }
-        if self.read_retry || !(self.state.spills_stalled() || self.page_in_failed) {
-            return;
-        }
-        self.read_retry = true;
-        ctx.run_later(READ_RETRY, |a, ctx| {
-            a.read_retry = false;
-            a.page_in_failed = false;
-            a.operate(ctx, |a, _| {
-                a.state.retry_spills();
-                a.drain();
-            });
-        });
-    }
-
-    /// A stored message could not be read back. A read that fails may succeed later
-    /// (an I/O error): it is tried again after [`READ_RETRY`], up to [`READ_ATTEMPTS`]
-    /// times; then the record is taken for unreadable, reported once and lost, and the
-    /// queue goes on with the rest. Returns whether to try again.
-    fn read_failed(&mut self, persist_id: u64, e: &str) -> bool {
-        let n = if self.failed_read.0 == persist_id {
-            self.failed_read.1 + 1
-        } else {
-            1
-        };
-        self.failed_read = (persist_id, n);
-        if n < READ_ATTEMPTS {
-            tracing::warn!(queue = %self.name, persist_id, attempt = n, "cannot read a stored message back, retrying: {e}");
-            self.page_in_failed = true;
-            return true;
-        }
-        tracing::error!(queue = %self.name, persist_id, "a stored message cannot be read back and is lost: {e}");
-        false
     }
 
     /// Sends the deliveries made so far: one message per channel.
@@ -504,26 +439,8 @@ impl QueueActor {
         loop {
             let mut units = 1;
             let d = self.state.next_delivery(|c, size| {
-                let g = &c.data.gate;
                 units = broker_core::flow::cost(size);
-                // bulk credit serves small no-ack deliveries; others reserve their own
-                if !g.no_ack || units > 1 {
-                    return g.try_take(units);
-                }
-                let held = bulk.iter().position(|(b, _)| Arc::ptr_eq(b, g));
-                if let Some(i) = held {
-                    if bulk[i].1 > 0 {
-                        bulk[i].1 -= 1;
-                        return true;
-                    }
-                }
-                let got = g.try_take_bulk(BULK_CREDIT);
-                match (got, held) {
-                    (0, _) => return false,
-                    (_, Some(i)) => bulk[i].1 = got - 1,
-                    (_, None) => bulk.push((g.clone(), got - 1)),
-                }
-                true
+                reserve(&mut bulk, &c.data.gate, units)
             });
             let Some(mut d) = d else { break };
             let mut msg = match &d.entry.msg {
@@ -599,4 +516,27 @@ impl QueueActor {
             }
         }
     }
+}
+
+/// Reserves credit for one delivery of `units` to a consumer. Small no-ack deliveries are
+/// served from credit a drain takes in bulk (`bulk`, what is left per consumer, given
+/// back at the end of the drain); others reserve their own.
+fn reserve(bulk: &mut Vec<(Arc<ConsumerGate>, u32)>, g: &Arc<ConsumerGate>, units: u32) -> bool {
+    if !g.no_ack || units > 1 {
+        return g.try_take(units);
+    }
+    let held = bulk.iter().position(|(b, _)| Arc::ptr_eq(b, g));
+    if let Some(i) = held {
+        if bulk[i].1 > 0 {
+            bulk[i].1 -= 1;
+            return true;
+        }
+    }
+    let got = g.try_take_bulk(BULK_CREDIT);
+    match (got, held) {
+        (0, _) => return false,
+        (_, Some(i)) => bulk[i].1 = got - 1,
+        (_, None) => bulk.push((g.clone(), got - 1)),
+    }
+    true
 }
