@@ -15,6 +15,36 @@ pub const MAX_OUTSTANDING: u32 = 512;
 /// Bytes one credit unit stands for.
 pub const UNIT_BYTES: usize = 8 << 10;
 
+/// Credit units shared out among all consumers of the node: each has
+/// [`MAX_OUTSTANDING`], or its share of this when there are many (at least
+/// [`MIN_OUTSTANDING`]). Every consumer that reads slowly holds its credit's worth of
+/// deliveries in its connection's write buffer: a fanout to 1,000 slow consumers with
+/// full credit each held ~560 MiB there.
+pub const NODE_OUTSTANDING: usize = 65_536;
+
+/// The least credit a consumer gets however many there are.
+pub const MIN_OUTSTANDING: u32 = 32;
+
+/// How many consumers the node has (their credit shrinks as there are more); counted by
+/// [`ConsumerGate`]s as they are made and dropped.
+#[derive(Debug, Default)]
+pub struct Consumers(AtomicUsize);
+
+impl Consumers {
+    /// Consumers now.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Credit units each consumer may have on their way now.
+    pub fn credit(&self) -> u32 {
+        let share = NODE_OUTSTANDING / self.count().max(1);
+        u32::try_from(share)
+            .unwrap_or(u32::MAX)
+            .clamp(MIN_OUTSTANDING, MAX_OUTSTANDING)
+    }
+}
+
 /// Credit units a delivery of `size` bytes costs: one, plus one per full [`UNIT_BYTES`].
 pub fn cost(size: usize) -> u32 {
     u32::try_from(1 + size / UNIT_BYTES).unwrap_or(u32::MAX)
@@ -61,6 +91,18 @@ pub struct ChannelGate {
     pub prefetch: AtomicU32,
     /// Unacked deliveries counted against it.
     pub unacked: AtomicU32,
+    /// The node's consumers (their number shares out delivery credit).
+    pub consumers: Arc<Consumers>,
+}
+
+impl ChannelGate {
+    /// A gate of a channel on a node with these consumers.
+    pub fn new(consumers: Arc<Consumers>) -> ChannelGate {
+        ChannelGate {
+            consumers,
+            ..Default::default()
+        }
+    }
 }
 
 /// Per-consumer flow state, shared by the queue (which takes) and the channel (which
@@ -81,8 +123,9 @@ pub struct ConsumerGate {
 }
 
 impl ConsumerGate {
-    /// A gate for a new consumer.
+    /// A gate for a new consumer (counted among the node's consumers until dropped).
     pub fn new(prefetch: u32, no_ack: bool, channel: Arc<ChannelGate>) -> Self {
+        channel.consumers.0.fetch_add(1, Ordering::Relaxed);
         Self {
             prefetch,
             no_ack,
@@ -94,7 +137,7 @@ impl ConsumerGate {
     }
 
     fn take_once(&self, units: u32) -> bool {
-        if !try_add(&self.outstanding, units, MAX_OUTSTANDING) {
+        if !try_add(&self.outstanding, units, self.channel.consumers.credit()) {
             return false;
         }
         if self.no_ack {
@@ -129,12 +172,13 @@ impl ConsumerGate {
     /// update per message, and spends [`cost`] units per delivery). Returns how many; 0
     /// marks the consumer blocked, as [`ConsumerGate::try_take`] does.
     pub fn try_take_bulk(&self, n: u32) -> u32 {
+        let max = self.channel.consumers.credit();
         let take = || {
             self.outstanding
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
-                    (o < MAX_OUTSTANDING).then(|| o + n.min(MAX_OUTSTANDING - o))
+                    (o < max).then(|| o + n.min(max - o))
                 })
-                .map_or(0, |o| n.min(MAX_OUTSTANDING - o))
+                .map_or(0, |o| n.min(max.saturating_sub(o)))
         };
         let got = take();
         if got > 0 {
@@ -186,6 +230,18 @@ impl ConsumerGate {
     /// Clears the blocked flag (after a channel-wide release); true if it was set.
     pub fn take_blocked(&self) -> bool {
         self.blocked.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Drop for ConsumerGate {
+    fn drop(&mut self) {
+        let _ = self
+            .channel
+            .consumers
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
     }
 }
 
@@ -255,6 +311,29 @@ mod tests {
         // a message larger than the whole credit still goes, alone
         assert!(g.try_take(cost(64 << 20)));
         assert!(!g.try_take(1));
+    }
+
+    #[test]
+    fn many_consumers_share_the_node_credit() {
+        let node = Arc::new(Consumers::default());
+        let ch = Arc::new(ChannelGate::new(node.clone()));
+        let one = ConsumerGate::new(0, true, ch.clone());
+        assert_eq!(node.credit(), MAX_OUTSTANDING);
+        let many: Vec<_> = (0..999)
+            .map(|_| ConsumerGate::new(0, true, ch.clone()))
+            .collect();
+        assert_eq!(node.count(), 1000);
+        assert_eq!(node.credit(), 65);
+        assert_eq!(one.try_take_bulk(MAX_OUTSTANDING), 65);
+        drop(many);
+        assert_eq!(node.count(), 1);
+        one.give_back(65);
+        assert_eq!(one.try_take_bulk(MAX_OUTSTANDING), MAX_OUTSTANDING);
+        let crowd: Vec<_> = (0..10_000)
+            .map(|_| ConsumerGate::new(0, true, ch.clone()))
+            .collect();
+        assert_eq!(node.credit(), MIN_OUTSTANDING, "never below the minimum");
+        drop(crowd);
     }
 
     #[test]

@@ -11,6 +11,14 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's settings, read when it starts: freed pages go back to the OS after a
+/// second (not ten), from jemalloc's own background thread, so the resident memory the
+/// memory alarm and operators see follows what is in use (a fanout to 1,000 slow
+/// consumers held 500 MiB of RSS for 130 MiB in use with the defaults).
+#[allow(unsafe_code, non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000\0";
+
 fn main() {
     let cli = Cli::parse();
     let config = match Config::load(cli) {

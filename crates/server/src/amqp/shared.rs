@@ -7,16 +7,21 @@ use crate::broker::flow::ConsumerGate;
 use crate::broker::queue::QueueEntry;
 use broker_wire::encode;
 use broker_wire::protocol::AMQPClass;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 /// Above this many buffered output bytes the connection stops reading from its socket and
 /// channels hold back delivery credit, so a client that does not read cannot make the
 /// broker buffer without limit.
-pub const OUT_HIGH: usize = 1 << 20;
+pub const OUT_HIGH: usize = 256 << 10;
 /// Below this, held-back credit is released.
-pub const OUT_LOW: usize = 256 << 10;
+pub const OUT_LOW: usize = 128 << 10;
+/// A write buffer's first capacity.
+pub const OUT_INITIAL: usize = 64 << 10;
+/// Capacity an empty write buffer may keep after a write; past it, it starts over at
+/// [`OUT_INITIAL`].
+pub const OUT_KEEP: usize = 256 << 10;
 /// Commands a connection may have handed to its channels and not yet seen processed
 /// before it stops reading.
 pub const MAX_PENDING_COMMANDS: usize = 512;
@@ -56,7 +61,7 @@ impl ConnShared {
     pub fn new(id: u64, frame_max: u32) -> Self {
         Self {
             id,
-            out: RefCell::new(BytesMut::with_capacity(64 << 10)),
+            out: RefCell::new(BytesMut::with_capacity(OUT_INITIAL)),
             flush_requested: Cell::new(false),
             pending_commands: Cell::new(0),
             read_paused: Cell::new(false),
@@ -76,6 +81,29 @@ impl ConnShared {
     /// Bytes waiting to be written.
     pub fn out_len(&self) -> usize {
         self.out.borrow().len()
+    }
+
+    /// Takes what is buffered, for a write. A buffer that grew past [`OUT_KEEP`] is
+    /// handed over whole and the next one starts at [`OUT_INITIAL`]: splitting it
+    /// instead keeps the rest of its allocation, and the capacity it once needed, for
+    /// the next batch, so a thousand consumer connections that each buffered a megabyte
+    /// once held a gigabyte between them (a fanout to 1,000 slow consumers: 1.3 GB of
+    /// RSS, 82% of it in write buffers).
+    pub fn take_out(&self) -> Bytes {
+        let mut out = self.out.borrow_mut();
+        if out.capacity() > OUT_KEEP {
+            std::mem::replace(&mut *out, BytesMut::with_capacity(OUT_INITIAL)).freeze()
+        } else {
+            out.split().freeze()
+        }
+    }
+
+    /// After a write: an empty write buffer that grew large gives its memory back.
+    pub fn shrink_out(&self) {
+        let mut out = self.out.borrow_mut();
+        if out.is_empty() && out.capacity() > OUT_KEEP {
+            *out = BytesMut::with_capacity(OUT_INITIAL);
+        }
     }
 
     /// Releases held-back delivery credit once the buffer has drained.

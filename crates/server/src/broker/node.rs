@@ -5,7 +5,7 @@
 
 use crate::broker::access::Registry;
 use crate::broker::disk::DiskMonitor;
-use crate::broker::flow::MemoryGauge;
+use crate::broker::flow::{Consumers, MemoryGauge};
 use crate::broker::memory::MemoryMonitor;
 use crate::config::Config;
 use actix::prelude::*;
@@ -25,6 +25,8 @@ pub struct Node {
     next_arbiter: AtomicUsize,
     /// Message bytes held in queues (reported, not alarmed on).
     pub message_bytes: MemoryGauge,
+    /// The node's consumers: their number shares out delivery credit.
+    pub consumers: Arc<Consumers>,
     /// Ready messages in all queues: pacing looks at the total as well as at each queue
     /// (a fanout to many queues builds a large total from small backlogs).
     pub ready_total: crossbeam_utils::CachePadded<AtomicUsize>,
@@ -69,6 +71,7 @@ impl Node {
             memory,
             message_bytes: MemoryGauge::new(),
             ready_total: Default::default(),
+            consumers: Default::default(),
             store,
             registry,
         })

@@ -151,6 +151,7 @@ impl ChannelActor {
     ) -> Self {
         let span = tracing::info_span!(parent: parent, "channel", id);
         let store = runtime.store.clone();
+        let gate = Arc::new(ChannelGate::new(runtime.consumers.clone()));
         let runtime = Some(runtime);
         Self {
             runtime,
@@ -166,7 +167,7 @@ impl ChannelActor {
             closing: false,
             unacked: Unacked::default(),
             consumers: HashMap::new(),
-            gate: Arc::new(ChannelGate::default()),
+            gate,
             prefetch: 0,
             confirms: None,
             confirm_flush_scheduled: false,

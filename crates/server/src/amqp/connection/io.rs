@@ -120,7 +120,7 @@ impl Connection {
         let Some(mut writer) = self.writer.take() else {
             return;
         };
-        let data = self.shared.out.borrow_mut().split().freeze();
+        let data = self.shared.take_out();
         self.writing = true;
         ctx.spawn(
             async move {
@@ -131,6 +131,7 @@ impl Connection {
             .map(|(writer, r), act, ctx| {
                 act.writing = false;
                 act.writer = Some(writer);
+                act.shared.shrink_out();
                 act.last_write = Instant::now();
                 let Ok(n) = r else {
                     ctx.stop();
