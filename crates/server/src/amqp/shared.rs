@@ -119,3 +119,35 @@ impl ConnShared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_buffer_that_grew_large_is_not_kept_for_the_next_batch() {
+        let s = ConnShared::new(1, 131_072);
+        s.out.borrow_mut().extend_from_slice(&vec![1u8; 1 << 20]);
+        let data = s.take_out();
+        assert_eq!(data.len(), 1 << 20);
+        // split() would leave the buffer as a view of the rest of the same allocation,
+        // which keeps the whole megabyte alive after the write is done
+        let end_of_data = data.as_ptr() as usize + data.len();
+        assert_ne!(
+            s.out.borrow().as_ptr() as usize,
+            end_of_data,
+            "the next batch must not live in the large allocation"
+        );
+        assert!(s.out.borrow().capacity() <= OUT_INITIAL);
+        drop(data);
+        // small batches reuse their buffer
+        s.out.borrow_mut().extend_from_slice(&[2u8; 100]);
+        let small = s.take_out();
+        assert_eq!(&small[..], &[2u8; 100][..]);
+        assert_eq!(
+            s.out.borrow().as_ptr() as usize,
+            small.as_ptr() as usize + small.len(),
+            "a small buffer is split, not replaced"
+        );
+    }
+}
