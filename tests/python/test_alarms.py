@@ -47,8 +47,10 @@ def test_the_disk_alarm_blocks_publishers_and_shows_in_the_api(own_broker_factor
     while not blocked and time.monotonic() < deadline:
         pub.process_data_events(time_limit=0.1)
     assert blocked == ["low on disk"]
-    # the publish that met the alarm went in, and the one read already under way may
-    # bring one more (RabbitMQ too blocks only from the next read on); then nothing
+    # the publish that met the alarm went in if all its frames came in one read, and
+    # the read already under way may bring one more (RabbitMQ too blocks only from the
+    # next read on); a body still on its way is held with its connection (a partly
+    # received message is memory the client makes the broker keep); then nothing
     pch.basic_publish("", q, b"held")
     time.sleep(0.5)
     before = och.queue_declare(q, passive=True).method.message_count
@@ -57,7 +59,8 @@ def test_the_disk_alarm_blocks_publishers_and_shows_in_the_api(own_broker_factor
         pch.basic_publish("", q, b"held")
     time.sleep(0.5)
     assert och.queue_declare(q, passive=True).method.message_count == before
-    assert och.basic_get(q, auto_ack=True)[2] == b"held"
+    if before:
+        assert och.basic_get(q, auto_ack=True)[2] == b"held"
     r = api.post(f"/api/exchanges/%2F/amq.default/publish",
                  {"routing_key": q, "payload": "x", "payload_encoding": "string", "properties": {}})
     assert r.status == 503 and "disk alarm" in r.reason(), r
