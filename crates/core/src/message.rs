@@ -68,9 +68,10 @@ impl Message {
     }
 }
 
-/// A message as a queue holds it: in memory, or only in the store. A long durable queue
-/// keeps a bounded window of bodies in memory; past it a message costs only its store id
-/// and size (16 bytes), and is read back when it nears delivery.
+/// A message as a queue holds it: in memory, or only in the store. A persisted message
+/// that was spilled past a queue's window (`queue::spill`), or recovered at start past
+/// it, comes back as its store id and size, and its body is read from the store just
+/// before delivery.
 #[derive(Debug, Clone)]
 pub enum Slot {
     /// The message is in memory.
@@ -106,21 +107,6 @@ impl Slot {
         match self {
             Slot::Loaded(m) => Some(m),
             Slot::Paged { .. } => None,
-        }
-    }
-
-    /// The paged form of a stored message (its body can be read back); a message that
-    /// is not stored stays in memory.
-    pub fn page_out(&self) -> Slot {
-        match self {
-            Slot::Loaded(m) => match m.persist_id {
-                Some(persist_id) => Slot::Paged {
-                    persist_id,
-                    size: u32::try_from(m.size()).unwrap_or(u32::MAX),
-                },
-                None => self.clone(),
-            },
-            paged => paged.clone(),
         }
     }
 }

@@ -276,11 +276,6 @@ impl<C> QueueState<C> {
         std::mem::take(&mut self.dead)
     }
 
-    /// The most recently published ready message (to page it out).
-    pub fn last_ready_mut(&mut self) -> Option<&mut Entry> {
-        self.ready.last_mut()
-    }
-
     /// Messages ready for delivery.
     pub fn ready_count(&self) -> usize {
         self.ready.len()

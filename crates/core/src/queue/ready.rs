@@ -42,8 +42,6 @@ pub struct Ready {
     bytes: usize,
     /// Their body bytes (`x-max-length-bytes`).
     body_bytes: usize,
-    /// Level of the most recent push (to page that message out).
-    last_level: usize,
     /// Makes spills; without one everything stays in memory.
     spills: Option<Arc<dyn SpillFactory>>,
     /// Most entries a level's head holds before later ones spill.
@@ -63,7 +61,6 @@ impl Ready {
             len: 0,
             bytes: 0,
             body_bytes: 0,
-            last_level: 0,
             spills: None,
             window_messages: WINDOW_MESSAGES,
             window_bytes: WINDOW_BYTES,
@@ -105,7 +102,6 @@ impl Ready {
     pub fn push_back(&mut self, e: Entry) {
         let l = self.level(&e);
         self.count_in(&e);
-        self.last_level = l;
         let (wm, wb) = (self.window_messages, self.window_bytes);
         let level = &mut self.levels[l];
         let full = level.head.len() >= wm || level.head_bytes >= wb;
@@ -221,15 +217,6 @@ impl Ready {
             .iter()
             .filter_map(|l| l.head.front().and_then(|e| e.expires_at))
             .min()
-    }
-
-    /// The most recently pushed message, if it is in memory.
-    pub fn last_mut(&mut self) -> Option<&mut Entry> {
-        let level = &mut self.levels[self.last_level];
-        if level.tail_len() > 0 {
-            return None;
-        }
-        level.head.back_mut()
     }
 
     /// Takes every message in memory, and forgets the spilled ones: returns the
