@@ -146,12 +146,7 @@ fn a_full_disk_fails_publishes_then_the_store_recovers_without_a_restart() {
             confirmed.push(seq);
         }
         s.flush().unwrap();
-        let mut seen = Vec::new();
-        s.for_each_in_queue(1, usize::MAX, &mut |m| {
-            assert_eq!(m.record.unwrap().unwrap(), record(m.seq));
-            seen.push(m.seq)
-        })
-        .unwrap();
+        let seen = stored_intact(&s);
         for seq in &confirmed {
             assert!(seen.contains(seq), "confirmed {seq} is missing");
         }
@@ -162,12 +157,7 @@ fn a_full_disk_fails_publishes_then_the_store_recovers_without_a_restart() {
     }
     // and after a restart, every confirmed message is there
     let s = open(&dir);
-    let mut seen = Vec::new();
-    s.for_each_in_queue(1, usize::MAX, &mut |m| {
-        assert_eq!(m.record.unwrap().unwrap(), record(m.seq));
-        seen.push(m.seq)
-    })
-    .unwrap();
+    let seen = stored_intact(&s);
     for seq in &confirmed {
         assert!(
             seen.contains(seq),
@@ -176,4 +166,15 @@ fn a_full_disk_fails_publishes_then_the_store_recovers_without_a_restart() {
     }
     assert!(!seen.contains(&1) && !seen.contains(&2));
     drop(s);
+}
+
+/// The seqs stored in queue 1, each record checked intact.
+fn stored_intact(s: &SledStore) -> Vec<u64> {
+    let mut seen = Vec::new();
+    s.for_each_in_queue(1, usize::MAX, &mut |m| {
+        assert_eq!(m.record.unwrap().unwrap(), record(m.seq));
+        seen.push(m.seq)
+    })
+    .unwrap();
+    seen
 }
