@@ -143,9 +143,30 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connects, logs in (PLAIN) and opens channel 1.
-    pub async fn open(addr: &str, user: &str, pass: &str, vhost: &str) -> io::Result<Conn> {
-        let s = TcpStream::connect(addr).await?;
+    /// Connects (with a send buffer of `sndbuf` bytes unless 0), logs in (PLAIN) and
+    /// opens channel 1.
+    pub async fn open(
+        addr: &str,
+        user: &str,
+        pass: &str,
+        vhost: &str,
+        sndbuf: usize,
+    ) -> io::Result<Conn> {
+        let s = if sndbuf == 0 {
+            TcpStream::connect(addr).await?
+        } else {
+            let to = tokio::net::lookup_host(addr)
+                .await?
+                .next()
+                .ok_or_else(|| io::Error::other("no address"))?;
+            let sock = if to.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            sock.set_send_buffer_size(u32::try_from(sndbuf).unwrap_or(u32::MAX))?;
+            sock.connect(to).await?
+        };
         s.set_nodelay(true)?;
         let (rd, wr) = s.into_split();
         let mut c = Conn {

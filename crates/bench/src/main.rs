@@ -65,6 +65,10 @@ struct Args {
     /// Fixed total publish rate, msg/s (for latency)
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// The generator's socket send buffer in bytes (0: kernel autotuning); a publisher
+    /// held by flow control queues this much in its own kernel, which counts in latency
+    #[arg(long, default_value_t = 0)]
+    sndbuf: usize,
     /// Open N idle connections and report the broker's RSS per connection
     #[arg(long, default_value_t = 0)]
     idle_connections: usize,
@@ -171,6 +175,7 @@ fn main() {
         fanout: a.fanout,
         prefill: a.prefill,
         rate: a.rate,
+        sndbuf: a.sndbuf,
         idle_connections: a.idle_connections,
         broker_pid: a.broker_pid,
         prefix: a.prefix,

@@ -54,6 +54,10 @@ pub struct Scenario {
     pub prefill: u64,
     /// Fixed total publish rate in msg/s (0: as fast as possible).
     pub rate: u64,
+    /// The generator's socket send buffer in bytes (0: the kernel's autotuning). A
+    /// publisher held by flow control queues up to this much in its own kernel before
+    /// the broker reads it, which counts in the latency measured from the publish call.
+    pub sndbuf: usize,
     /// Open this many idle connections instead (0: off).
     pub idle_connections: usize,
     /// The broker's pid, for its RSS and CPU.
@@ -102,7 +106,7 @@ fn queue_name(s: &Scenario, i: usize) -> String {
 }
 
 async fn connect(s: &Scenario) -> io::Result<Conn> {
-    Conn::open(&s.addr, &s.user, &s.password, &s.vhost).await
+    Conn::open(&s.addr, &s.user, &s.password, &s.vhost, s.sndbuf).await
 }
 
 /// Shared counters.

@@ -419,12 +419,10 @@ impl ChannelActor {
                 // it tell the client about an alarm now rather than at its next read
                 self.conn.do_send(crate::amqp::connection::FirstPublish);
             }
+            self.shared.fanout.set(routed.queues.len().max(1));
             routed.deliver(&msg, |q| {
                 if q.is_hot() {
-                    let mut hot = self.shared.hot.borrow_mut();
-                    if !hot.iter().any(|h| Arc::ptr_eq(h, q)) {
-                        hot.push(q.clone());
-                    }
+                    self.shared.hot.borrow_mut().add(q);
                 }
             });
         }

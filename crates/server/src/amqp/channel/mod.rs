@@ -11,7 +11,7 @@ mod route;
 mod tx;
 
 use crate::amqp::connection::{ChannelClosing, Connection, ConnectionFail, Flush, ResumeRead};
-use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
+use crate::amqp::shared::{ConnShared, OUT_HIGH};
 use crate::broker::flow::{ChannelGate, ConsumerGate};
 use crate::broker::queue::{ConsumerCancelled, Deliver, DeliverBatch, QueueEntry};
 use crate::broker::runtime::Storage;
@@ -447,7 +447,7 @@ impl ChannelActor {
     fn incoming(&mut self, cmd: Command, ctx: &mut Context<Self>) {
         let pending = self.shared.pending_commands.get().saturating_sub(1);
         self.shared.pending_commands.set(pending);
-        if pending <= MAX_PENDING_COMMANDS / 2 && self.shared.read_paused.get() {
+        if pending <= self.shared.pending_limit() / 2 && self.shared.read_paused.get() {
             self.shared.read_paused.set(false);
             self.conn.do_send(ResumeRead);
         }

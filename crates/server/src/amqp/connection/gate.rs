@@ -6,7 +6,7 @@
 //! it before each read and tells it when it was woken.
 
 use super::Connection;
-use crate::amqp::shared::{ConnShared, MAX_PENDING_COMMANDS, OUT_HIGH};
+use crate::amqp::shared::{ConnShared, OUT_HIGH};
 use crate::broker::messages::ResumeRead;
 use actix::prelude::*;
 use broker_wire::protocol::{connection, AMQPClass};
@@ -24,7 +24,7 @@ pub(super) const PAUSE_RECHECK: Duration = Duration::from_millis(10);
 /// ([`Hold::recheck_after`]) as its safety net.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Hold {
-    /// More than [`MAX_PENDING_COMMANDS`] commands were handed to channels and not yet
+    /// More than [`ConnShared::pending_limit`] commands were handed to channels and not yet
     /// processed: the channel that brings them back under half sends [`ResumeRead`].
     Channels,
     /// The write buffer is over [`OUT_HIGH`] (the client does not read what it is sent):
@@ -103,7 +103,7 @@ impl ReadGate {
         alarm: Option<&'static str>,
         me: impl FnOnce() -> Recipient<ResumeRead>,
     ) -> Option<Hold> {
-        if self.shared.pending_commands.get() > MAX_PENDING_COMMANDS {
+        if self.shared.pending_commands.get() > self.shared.pending_limit() {
             // only this hold is the channels' to end: they look at this flag
             self.shared.read_paused.set(true);
             return Some(Hold::Channels);
@@ -237,6 +237,7 @@ impl ReadGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::amqp::shared::MAX_PENDING_COMMANDS;
 
     fn gate(tells_blocked: bool) -> ReadGate {
         let mut g = ReadGate::new(Rc::new(ConnShared::new(1, 4096)));

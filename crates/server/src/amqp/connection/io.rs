@@ -4,6 +4,7 @@
 //! out its answer, holds and resumes.
 
 use super::*;
+use bytes::BufMut;
 
 impl Connection {
     /// Opens an accepted client's transport on this worker thread, then starts reading.
@@ -52,9 +53,12 @@ impl Connection {
         if buf.capacity() - buf.len() < 16 << 10 {
             buf.reserve(64 << 10);
         }
+        // a publisher with a large fanout reads less at once: each byte becomes that many
+        // queue copies before pacing can look at them again
+        let limit = self.shared.read_limit();
         ctx.spawn(
             async move {
-                let r = reader.read_buf(&mut buf).await;
+                let r = reader.read_buf(&mut (&mut buf).limit(limit)).await;
                 (reader, buf, r)
             }
             .into_actor(self)

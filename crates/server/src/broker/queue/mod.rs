@@ -63,6 +63,10 @@ pub const PACE_SHARE: usize = 64;
 /// The window over which a queue looks at whether its consumers take new messages.
 const PACE_ACTIVE_MS: u64 = 50;
 
+/// The window over which a queue looks at whether its consumers take new messages: long
+/// enough that a consumer slowed by its socket still counts as taking.
+const TAKING_WINDOW_MS: u64 = 1000;
+
 /// First deliveries (not redeliveries) per window that make consumers count as taking
 /// from the queue: stuck or requeue-looping consumers never pace a publisher.
 const PACE_MIN_FRESH: u64 = 1;
@@ -233,7 +237,7 @@ impl QueueActor {
     /// once its inbox is back under credit and it is not paced.
     fn pace(&mut self, me: &QueueEntry, ctx: &mut Context<Self>) {
         let now = now_ms();
-        if now.saturating_sub(self.window_start) >= PACE_ACTIVE_MS {
+        if now.saturating_sub(self.window_start) >= TAKING_WINDOW_MS {
             self.last_window_fresh = self.window_fresh;
             self.window_fresh = 0;
             self.window_start = now;
