@@ -135,7 +135,7 @@ async fn lapin_external_login_of_an_unknown_user_is_refused() {
     let tls_port = free_port();
     let _broker = start(&pki, tls_port);
     let uri = format!("amqps://localhost:{tls_port}/%2f?auth_mechanism=external");
-    let err = connect_tls(&pki, &uri).await.err().expect("refused");
+    let err = connect_tls(&pki, &uri).await.expect_err("refused");
     assert_eq!(reply_code(&err), Some(403), "{err:?}");
     // PLAIN is still offered on the TLS port, for a client with a certificate
     let uri = format!("amqps://guest:guest@localhost:{tls_port}/%2f");
