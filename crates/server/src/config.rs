@@ -184,8 +184,8 @@ pub struct Config {
 
 impl Config {
     /// Resolves flags, environment and file into settings.
-    pub fn load(cli: Cli) -> Result<Config, String> {
-        let file = match &cli.config {
+    pub fn load(mut cli: Cli) -> Result<Config, String> {
+        let mut file = match &cli.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
@@ -200,51 +200,7 @@ impl Config {
                 "frame_max {frame_max} is below the AMQP minimum of 4096"
             ));
         }
-        let listen = match cli.listen.or(file.listen) {
-            None => Some(SocketAddr::from(([0, 0, 0, 0], 5672))),
-            Some(a) if a == "none" => None,
-            Some(a) => Some(
-                a.parse()
-                    .map_err(|e| format!("invalid listen address {a:?}: {e}"))?,
-            ),
-        };
-        let tls_listen = cli.tls_listen.or(file.tls_listen);
-        let tls = match (
-            tls_listen,
-            cli.tls_cert.or(file.tls_cert),
-            cli.tls_key.or(file.tls_key),
-        ) {
-            (None, _, _) => None,
-            (Some(_), Some(cert), Some(key)) => Some(TlsFiles {
-                cert,
-                key,
-                ca: cli.tls_ca.or(file.tls_ca),
-                verify_peer: cli.tls_verify_peer || file.tls_verify_peer.unwrap_or(false),
-            }),
-            (Some(_), _, _) => return Err("--tls-listen needs --tls-cert and --tls-key".into()),
-        };
-        if tls
-            .as_ref()
-            .is_some_and(|t| t.verify_peer && t.ca.is_none())
-        {
-            return Err("--tls-verify-peer needs --tls-ca".into());
-        }
-        if listen.is_none() && tls_listen.is_none() {
-            return Err("--listen none needs --tls-listen".into());
-        }
-        let http_tls = match (
-            cli.http_tls_cert.or(file.http_tls_cert),
-            cli.http_tls_key.or(file.http_tls_key),
-        ) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => Some(TlsFiles {
-                cert,
-                key,
-                ca: None,
-                verify_peer: false,
-            }),
-            _ => return Err("--http-tls-cert and --http-tls-key go together".into()),
-        };
+        let (listen, tls_listen, tls, http_tls) = listeners(&mut cli, &mut file)?;
         Ok(Config {
             listen,
             tls_listen,
@@ -314,5 +270,99 @@ impl Config {
                 }
             },
         })
+    }
+}
+
+/// The listeners and their TLS material: where plain AMQP, AMQPS and the management API
+/// listen, and which files each TLS endpoint reads. Checks the combinations, so a
+/// half-configured TLS endpoint fails the start instead of serving without TLS.
+type Listeners = (
+    Option<SocketAddr>,
+    Option<SocketAddr>,
+    Option<TlsFiles>,
+    Option<TlsFiles>,
+);
+
+fn listeners(cli: &mut Cli, file: &mut FileConfig) -> Result<Listeners, String> {
+    let listen = match cli.listen.take().or(file.listen.take()) {
+        None => Some(SocketAddr::from(([0, 0, 0, 0], 5672))),
+        Some(a) if a == "none" => None,
+        Some(a) => Some(
+            a.parse()
+                .map_err(|e| format!("invalid listen address {a:?}: {e}"))?,
+        ),
+    };
+    let tls_listen = cli.tls_listen.or(file.tls_listen);
+    let tls = match (
+        tls_listen,
+        cli.tls_cert.take().or(file.tls_cert.take()),
+        cli.tls_key.take().or(file.tls_key.take()),
+    ) {
+        (None, _, _) => None,
+        (Some(_), Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            ca: cli.tls_ca.take().or(file.tls_ca.take()),
+            verify_peer: cli.tls_verify_peer || file.tls_verify_peer.unwrap_or(false),
+        }),
+        (Some(_), _, _) => return Err("--tls-listen needs --tls-cert and --tls-key".into()),
+    };
+    if tls
+        .as_ref()
+        .is_some_and(|t| t.verify_peer && t.ca.is_none())
+    {
+        return Err("--tls-verify-peer needs --tls-ca".into());
+    }
+    if listen.is_none() && tls_listen.is_none() {
+        return Err("--listen none needs --tls-listen".into());
+    }
+    let http_tls = match (
+        cli.http_tls_cert.take().or(file.http_tls_cert.take()),
+        cli.http_tls_key.take().or(file.http_tls_key.take()),
+    ) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            ca: None,
+            verify_peer: false,
+        }),
+        _ => return Err("--http-tls-cert and --http-tls-key go together".into()),
+    };
+    Ok((listen, tls_listen, tls, http_tls))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<Config, String> {
+        Config::load(Cli::parse_from(
+            std::iter::once("broker").chain(args.iter().copied()),
+        ))
+    }
+
+    #[test]
+    fn tls_settings_must_be_complete() {
+        let err = |args: &[&str]| load(args).err().unwrap_or_default();
+        assert!(err(&["--tls-listen", "127.0.0.1:5671"]).contains("needs --tls-cert"));
+        assert!(err(&["--listen", "none"]).contains("needs --tls-listen"));
+        assert!(err(&["--http-tls-cert", "c.pem"]).contains("go together"));
+        let tls = [
+            "--tls-listen",
+            "127.0.0.1:5671",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+        ];
+        let verify: Vec<&str> = tls.iter().copied().chain(["--tls-verify-peer"]).collect();
+        assert!(err(&verify).contains("needs --tls-ca"));
+        let Ok(c) = load(&[&tls[..], &["--listen", "none"]].concat()) else {
+            panic!("a TLS-only broker is a valid setting");
+        };
+        assert_eq!(c.listen, None);
+        assert!(c.tls.is_some_and(|t| !t.verify_peer && t.ca.is_none()));
+        assert!(load(&[]).is_ok_and(|c| c.tls.is_none() && c.http_tls.is_none()));
     }
 }
