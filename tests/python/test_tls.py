@@ -98,12 +98,17 @@ def refused_by_broker(port, ctx):
 def test_pika_amqps_round_trip(own_broker_factory, pki, version):
     ca, server, _ = pki
     port = free_port()
-    own_broker_factory(*tls_args(ca, server, port))
+    b = own_broker_factory(*tls_args(ca, server, port))
     with tls_handshake(port, context(ca.path, version=version)) as s:
         assert s.version() == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
     conn = amqps(port, context(ca.path, version=version))
     publish_and_get(conn)
     conn.close()
+    req = urllib.request.Request(b.http_url + "/api/overview")
+    req.add_header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")  # guest:guest
+    with urllib.request.urlopen(req, timeout=5) as r:
+        listeners = {(x["protocol"], x["port"]) for x in json.load(r)["listeners"]}
+    assert listeners == {("amqp", b.port), ("amqp/ssl", port)}
 
 
 def test_client_that_does_not_trust_the_ca_refuses_the_broker(own_broker_factory, pki, tmp_path):
@@ -320,3 +325,14 @@ def test_management_api_over_https_and_cli_cacert(own_broker_factory, pki):
     assert good.returncode == 0, good.stderr
     unknown = run("status")  # the test CA is not among the public roots
     assert unknown.returncode == 3, unknown.stderr
+
+    # SIGHUP renews the HTTPS certificate too
+    new_ca = Ca(os.path.dirname(ca.path), name="new CA")
+    cert, key = new_ca.issue("localhost", server=True)
+    os.replace(cert, server[0])
+    os.replace(key, server[1])
+    b.proc.send_signal(signal.SIGHUP)
+    port = int(url.rsplit(":", 1)[1])
+    assert wait_until(lambda: handshake_ok(port, context(new_ca.path))), b.log_tail()
+    renewed = run("--cacert", new_ca.path, "status")
+    assert renewed.returncode == 0, renewed.stderr
