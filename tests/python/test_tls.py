@@ -111,6 +111,17 @@ def test_pika_amqps_round_trip(own_broker_factory, pki, version):
     assert listeners == {("amqp", b.port), ("amqp/ssl", port)}
 
 
+def test_pika_amqps_url(own_broker_factory, pki):
+    ca, server, _ = pki
+    port = free_port()
+    own_broker_factory(*tls_args(ca, server, port))
+    params = pika.URLParameters(f"amqps://guest:guest@localhost:{port}/%2F?connection_attempts=1")
+    params.ssl_options = pika.SSLOptions(context(ca.path), "localhost")
+    conn = pika.BlockingConnection(params)
+    publish_and_get(conn)
+    conn.close()
+
+
 def test_client_that_does_not_trust_the_ca_refuses_the_broker(own_broker_factory, pki, tmp_path):
     ca, server, _ = pki
     port = free_port()
@@ -201,6 +212,20 @@ def test_plain_amqp_to_the_tls_port_is_closed(own_broker_factory, pki):
     round_trip(conn)
     conn.close()
     assert b.proc.poll() is None
+
+
+def test_silent_client_on_the_tls_port_is_closed_after_the_handshake_timeout(own_broker_factory, pki):
+    """The TLS handshake runs under --handshake-timeout-ms: a client that connects and
+    says nothing (or stalls mid-handshake) holds a socket no longer than that."""
+    ca, server, _ = pki
+    port = free_port()
+    own_broker_factory("--handshake-timeout-ms", "1000", *tls_args(ca, server, port))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        t0 = time.monotonic()
+        data, closed = read_until_closed(s, timeout=6.0)
+        elapsed = time.monotonic() - t0
+    assert closed and data == b""
+    assert 0.8 <= elapsed <= 4.0, elapsed
 
 
 def test_tls_to_the_plain_port_gets_the_protocol_header(own_broker_factory, pki):
