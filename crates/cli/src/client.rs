@@ -39,20 +39,24 @@ pub fn normalize_base(url: &str) -> String {
 }
 
 impl Client {
-    /// A client for the API at `settings.url`.
-    pub fn new(settings: &Settings) -> Client {
-        let agent = ureq::AgentBuilder::new()
+    /// A client for the API at `settings.url`; fails only when `settings.cacert` cannot
+    /// be read.
+    pub fn new(settings: &Settings) -> Result<Client, CliError> {
+        let mut builder = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
-            .timeout(Duration::from_secs(120))
-            .build();
+            .timeout(Duration::from_secs(120));
+        if let Some(path) = &settings.cacert {
+            builder = builder.tls_config(tls_config(path)?);
+        }
+        let agent = builder.build();
         let token = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{}", settings.user, settings.password));
-        Client {
+        Ok(Client {
             agent,
             base_url: normalize_base(&settings.url),
             user: settings.user.clone(),
             auth_header: format!("Basic {token}"),
-        }
+        })
     }
 
     /// GET `path` (below `/api`); `what` names the object for a 404.
@@ -182,6 +186,34 @@ impl Client {
     }
 }
 
+/// A TLS client configuration that trusts only the CA certificates in `path` (as curl's
+/// `--cacert`), with the ring provider ureq itself uses.
+fn tls_config(path: &std::path::Path) -> Result<std::sync::Arc<rustls::ClientConfig>, CliError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let bad = |e: String| CliError::Other(format!("cannot use --cacert {}: {e}", path.display()));
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no certificate in the file".into()));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs {
+        roots.add(c).map_err(|e| bad(e.to_string()))?;
+    }
+    // deprecated in rustls 0.23.48 (no post-quantum key exchange), but it is the provider
+    // ureq 2 is built with
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
 /// A short reason for a transport failure: the kind plus the innermost cause.
 fn transport_reason(t: &ureq::Transport) -> String {
     let mut cause: Option<String> = None;
@@ -246,8 +278,12 @@ mod tests {
             url: "http://127.0.0.1:1/".into(),
             user: "guest".into(),
             password: "guest".into(),
+            cacert: None,
         };
-        let err = Client::new(&settings).get("overview", "overview").err();
+        let err = Client::new(&settings)
+            .unwrap()
+            .get("overview", "overview")
+            .err();
         match err {
             Some(CliError::Unreachable { url, reason }) => {
                 assert_eq!(url, "http://127.0.0.1:1");
@@ -263,8 +299,12 @@ mod tests {
             url: "ftp://h".into(),
             user: "u".into(),
             password: "p".into(),
+            cacert: None,
         };
-        let err = Client::new(&settings).get("overview", "overview").err();
+        let err = Client::new(&settings)
+            .unwrap()
+            .get("overview", "overview")
+            .err();
         assert_eq!(err.map(|e| e.exit_code()), Some(2));
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The config file is `--config FILE` (or `BROKER_CLI_CONFIG`), else
 //! `$XDG_CONFIG_HOME/broker-cli.toml` or `~/.config/broker-cli.toml` when it exists.
-//! It may hold the keys `url`, `user` and `password`.
+//! It may hold the keys `url`, `user`, `password` and `cacert`.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,9 @@ pub struct Settings {
     pub user: String,
     /// That user's password.
     pub password: String,
+    /// PEM file of the CA that signed an `https://` API's certificate, trusted in
+    /// addition to the bundled public roots.
+    pub cacert: Option<PathBuf>,
 }
 
 /// Values given by flags or environment variables (`None` when neither was given).
@@ -40,6 +43,8 @@ pub struct Overrides {
     pub password: Option<String>,
     /// `--config` / `BROKER_CLI_CONFIG`.
     pub config: Option<PathBuf>,
+    /// `--cacert` / `BROKER_CLI_CACERT`.
+    pub cacert: Option<PathBuf>,
 }
 
 /// The keys a config file may hold.
@@ -49,6 +54,7 @@ struct FileConfig {
     url: Option<String>,
     user: Option<String>,
     password: Option<String>,
+    cacert: Option<PathBuf>,
 }
 
 /// Resolves the settings: overrides, then the config file, then the defaults.
@@ -80,6 +86,7 @@ fn merge(overrides: &Overrides, file: FileConfig) -> Settings {
             .clone()
             .or(file.password)
             .unwrap_or_else(|| DEFAULT_PASSWORD.to_string()),
+        cacert: overrides.cacert.clone().or(file.cacert),
     }
 }
 
@@ -127,7 +134,8 @@ mod tests {
             Settings {
                 url: DEFAULT_URL.into(),
                 user: "guest".into(),
-                password: "guest".into()
+                password: "guest".into(),
+                cacert: None,
             }
         );
     }

@@ -61,7 +61,10 @@ struct GlobalArgs {
         global = true
     )]
     password: Option<String>,
-    /// TOML file with url, user, password [default: ~/.config/broker-cli.toml if present]
+    /// PEM file of the CA that signed the API's certificate, for an https:// --url
+    #[arg(long, env = "BROKER_CLI_CACERT", global = true, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+    /// TOML file with url, user, password, cacert [default: ~/.config/broker-cli.toml if present]
     #[arg(long, env = "BROKER_CLI_CONFIG", global = true, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -111,9 +114,10 @@ fn run(cli: &Cli) -> Output {
         user: cli.global.user.clone(),
         password: cli.global.password.clone(),
         config: cli.global.config.clone(),
+        cacert: cli.global.cacert.clone(),
     };
     let settings = config::resolve(&overrides)?;
-    let client = Client::new(&settings);
+    let client = Client::new(&settings)?;
     match &cli.command {
         Command::Queues(c) => commands::queues::run(&client, c),
         Command::Exchanges(c) => commands::exchanges::run(&client, c),

@@ -1,9 +1,11 @@
 //! Startup and shutdown: opens the store, starts the worker arbiters, recovers the
-//! definitions and messages, then the management API and the AMQP listener, and serves
-//! until SIGINT or SIGTERM (every connection then gets connection.close 320).
+//! definitions and messages, then the management API and the AMQP listeners (plain and
+//! TLS), and serves until SIGINT or SIGTERM (every connection then gets connection.close
+//! 320). SIGHUP re-reads the TLS certificates.
 
 use crate::broker::runtime::{Runtime, Storage};
 use crate::config::Config;
+use crate::tls::Reloadable;
 use actix::prelude::*;
 use broker_core::store::MessageStore;
 use broker_store::store::{Flusher, SledStore};
@@ -44,33 +46,49 @@ pub fn run(config: Config) -> Result<(), String> {
     let system = System::new();
     let workers = config.workers;
     let arbiters: Vec<ArbiterHandle> = (0..workers).map(|_| Arbiter::new().handle()).collect();
-    let listen = config.listen;
+    let (listen, tls_listen) = (config.listen, config.tls_listen);
+    // certificates are read before anything listens, so a bad file fails the start
+    let amqp_tls = config
+        .tls
+        .clone()
+        .map(Reloadable::load)
+        .transpose()?
+        .map(Arc::new);
+    let http_tls = config
+        .http_tls
+        .clone()
+        .map(Reloadable::load)
+        .transpose()?
+        .map(Arc::new);
     let result = system.block_on(async move {
         // signal handlers first: a SIGTERM right after "listening" must shut down
         // cleanly, not hit the default action
         let signals = shutdown_signal();
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        let reloads = reload_on_hangup([amqp_tls.clone(), http_tls.clone()]);
+        let plain = bind(listen).await?;
+        let secure = bind(tls_listen).await?;
         let rt = Runtime::new(config, arbiters, Some(storage))?;
-        let _ = rt.amqp_addr.set(local);
+        if let Some((_, local)) = plain.as_ref().or(secure.as_ref()) {
+            let _ = rt.amqp_addr.set(*local);
+        }
         // recover everything before the first connection is accepted
         crate::broker::definitions::recover_all(&rt).await?;
         if let Some(addr) = rt.config.http_listen.clone() {
-            match crate::http::start(rt.clone(), &addr) {
+            let scheme = if http_tls.is_some() { "https" } else { "http" };
+            match crate::http::start(rt.clone(), &addr, http_tls.map(|t| t.config())) {
                 Ok(bound) => {
-                    info!("management API listening on http://{bound}");
-                    println!("management API listening on http://{bound}");
+                    info!("management API listening on {scheme}://{bound}");
+                    println!("management API listening on {scheme}://{bound}");
                 }
                 Err(e) => return Err(format!("cannot start the management API on {addr}: {e}")),
             }
         }
-        info!(workers, "broker listening on {local}");
-        println!("broker listening on {local}");
-        let accept = crate::amqp::listener::accept_loop(listener, rt.clone());
+        let accept_plain = serve(plain, rt.clone(), None, "broker listening on");
+        let accept_tls = serve(secure, rt.clone(), amqp_tls, "broker listening for TLS on");
         tokio::select! {
-            _ = accept => {}
+            _ = accept_plain => {}
+            _ = accept_tls => {}
+            _ = reloads => {}
             _ = signals => {}
         }
         info!("shutting down: closing connections");
@@ -85,6 +103,60 @@ pub fn run(config: Config) -> Result<(), String> {
         Err(e) => error!("cannot flush the store on shutdown: {e}"),
     }
     result
+}
+
+/// Binds a listener if an address is configured.
+async fn bind(
+    addr: Option<std::net::SocketAddr>,
+) -> Result<Option<(TcpListener, std::net::SocketAddr)>, String> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok(Some((listener, local)))
+}
+
+/// Accepts on `listener` (TLS with `tls`) after announcing it; never finishes when there
+/// is no listener, so the other branches of the caller's select decide.
+async fn serve(
+    listener: Option<(TcpListener, std::net::SocketAddr)>,
+    rt: Arc<Runtime>,
+    tls: Option<Arc<Reloadable>>,
+    banner: &str,
+) {
+    let Some((listener, local)) = listener else {
+        return std::future::pending().await;
+    };
+    info!(workers = rt.config.workers, "{banner} {local}");
+    println!("{banner} {local}");
+    crate::amqp::listener::accept_loop(listener, rt, tls).await
+}
+
+/// Re-reads every TLS endpoint's files on each SIGHUP, for new handshakes; established
+/// connections keep their sessions. Never finishes.
+fn reload_on_hangup(
+    endpoints: [Option<Arc<Reloadable>>; 2],
+) -> impl std::future::Future<Output = ()> {
+    // registered now, so a SIGHUP before the first await is not the default action (exit)
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        let Ok(mut hup) = hup else {
+            error!("cannot handle SIGHUP: certificates will not be reloaded");
+            return std::future::pending().await;
+        };
+        while hup.recv().await.is_some() {
+            for t in endpoints.iter().flatten() {
+                match t.reload() {
+                    Ok(()) => info!("TLS certificates reloaded"),
+                    Err(e) => error!("TLS certificates not reloaded, the old ones stay: {e}"),
+                }
+            }
+        }
+        std::future::pending().await
+    }
 }
 
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {

@@ -12,9 +12,10 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "broker", version, about = "An AMQP 0-9-1 message broker")]
 pub struct Cli {
-    /// Address and port to accept AMQP connections on [default: 0.0.0.0:5672]
+    /// Address and port to accept AMQP connections on, or "none" to serve only
+    /// `--tls-listen` [default: 0.0.0.0:5672]
     #[arg(long, env = "BROKER_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
     /// Directory for durable state [default: ./data]
     #[arg(long, env = "BROKER_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -69,13 +70,50 @@ pub struct Cli {
     /// [default: guest] (RabbitMQ's loopback_users)
     #[arg(long, env = "BROKER_LOOPBACK_USERS")]
     pub loopback_users: Option<String>,
+    /// Address and port to accept AMQPS (AMQP over TLS) connections on, e.g.
+    /// 0.0.0.0:5671; needs --tls-cert and --tls-key [default: none]
+    #[arg(long, env = "BROKER_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM file with the server certificate (and its chain) for --tls-listen
+    #[arg(long, env = "BROKER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = "BROKER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM file with the CA certificates that sign client certificates
+    #[arg(long, env = "BROKER_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Require a client certificate signed by --tls-ca on --tls-listen, and offer the
+    /// SASL EXTERNAL mechanism (login by the certificate's common name)
+    #[arg(long, env = "BROKER_TLS_VERIFY_PEER")]
+    pub tls_verify_peer: bool,
+    /// PEM certificate for the management API: with --http-tls-key, --http-listen serves
+    /// HTTPS only [default: none, plain HTTP]
+    #[arg(long, env = "BROKER_HTTP_TLS_CERT")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// PEM private key of --http-tls-cert
+    #[arg(long, env = "BROKER_HTTP_TLS_KEY")]
+    pub http_tls_key: Option<PathBuf>,
+}
+
+/// Where one TLS endpoint's certificate material is read from (again on SIGHUP).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// CA certificates that sign client certificates (PEM); needed with `verify_peer`.
+    pub ca: Option<PathBuf>,
+    /// Whether a client must present a certificate signed by `ca`.
+    pub verify_peer: bool,
 }
 
 /// The settings file; every field optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     data_dir: Option<PathBuf>,
     log_level: Option<String>,
     log_format: Option<String>,
@@ -91,13 +129,20 @@ pub struct FileConfig {
     http_listen: Option<String>,
     http_max_body: Option<usize>,
     loopback_users: Option<String>,
+    tls_listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_verify_peer: Option<bool>,
+    http_tls_cert: Option<PathBuf>,
+    http_tls_key: Option<PathBuf>,
 }
 
 /// The resolved settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// AMQP listen address.
-    pub listen: SocketAddr,
+    /// Plain AMQP listen address; `None` when turned off (`--listen none`).
+    pub listen: Option<SocketAddr>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Log filter.
@@ -129,12 +174,18 @@ pub struct Config {
     pub http_max_body: usize,
     /// Users restricted to loopback logins.
     pub loopback_users: Vec<String>,
+    /// AMQPS listen address; `None` when not serving TLS.
+    pub tls_listen: Option<SocketAddr>,
+    /// The AMQPS certificate material (set whenever `tls_listen` is).
+    pub tls: Option<TlsFiles>,
+    /// The management API's certificate material: HTTPS when set.
+    pub http_tls: Option<TlsFiles>,
 }
 
 impl Config {
     /// Resolves flags, environment and file into settings.
-    pub fn load(cli: Cli) -> Result<Config, String> {
-        let file = match &cli.config {
+    pub fn load(mut cli: Cli) -> Result<Config, String> {
+        let mut file = match &cli.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
@@ -149,11 +200,12 @@ impl Config {
                 "frame_max {frame_max} is below the AMQP minimum of 4096"
             ));
         }
+        let (listen, tls_listen, tls, http_tls) = listeners(&mut cli, &mut file)?;
         Ok(Config {
-            listen: cli
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5672))),
+            listen,
+            tls_listen,
+            tls,
+            http_tls,
             data_dir: cli
                 .data_dir
                 .or(file.data_dir)
@@ -218,5 +270,99 @@ impl Config {
                 }
             },
         })
+    }
+}
+
+/// The listeners and their TLS material: where plain AMQP, AMQPS and the management API
+/// listen, and which files each TLS endpoint reads. Checks the combinations, so a
+/// half-configured TLS endpoint fails the start instead of serving without TLS.
+type Listeners = (
+    Option<SocketAddr>,
+    Option<SocketAddr>,
+    Option<TlsFiles>,
+    Option<TlsFiles>,
+);
+
+fn listeners(cli: &mut Cli, file: &mut FileConfig) -> Result<Listeners, String> {
+    let listen = match cli.listen.take().or(file.listen.take()) {
+        None => Some(SocketAddr::from(([0, 0, 0, 0], 5672))),
+        Some(a) if a == "none" => None,
+        Some(a) => Some(
+            a.parse()
+                .map_err(|e| format!("invalid listen address {a:?}: {e}"))?,
+        ),
+    };
+    let tls_listen = cli.tls_listen.or(file.tls_listen);
+    let tls = match (
+        tls_listen,
+        cli.tls_cert.take().or(file.tls_cert.take()),
+        cli.tls_key.take().or(file.tls_key.take()),
+    ) {
+        (None, _, _) => None,
+        (Some(_), Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            ca: cli.tls_ca.take().or(file.tls_ca.take()),
+            verify_peer: cli.tls_verify_peer || file.tls_verify_peer.unwrap_or(false),
+        }),
+        (Some(_), _, _) => return Err("--tls-listen needs --tls-cert and --tls-key".into()),
+    };
+    if tls
+        .as_ref()
+        .is_some_and(|t| t.verify_peer && t.ca.is_none())
+    {
+        return Err("--tls-verify-peer needs --tls-ca".into());
+    }
+    if listen.is_none() && tls_listen.is_none() {
+        return Err("--listen none needs --tls-listen".into());
+    }
+    let http_tls = match (
+        cli.http_tls_cert.take().or(file.http_tls_cert.take()),
+        cli.http_tls_key.take().or(file.http_tls_key.take()),
+    ) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            ca: None,
+            verify_peer: false,
+        }),
+        _ => return Err("--http-tls-cert and --http-tls-key go together".into()),
+    };
+    Ok((listen, tls_listen, tls, http_tls))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<Config, String> {
+        Config::load(Cli::parse_from(
+            std::iter::once("broker").chain(args.iter().copied()),
+        ))
+    }
+
+    #[test]
+    fn tls_settings_must_be_complete() {
+        let err = |args: &[&str]| load(args).err().unwrap_or_default();
+        assert!(err(&["--tls-listen", "127.0.0.1:5671"]).contains("needs --tls-cert"));
+        assert!(err(&["--listen", "none"]).contains("needs --tls-listen"));
+        assert!(err(&["--http-tls-cert", "c.pem"]).contains("go together"));
+        let tls = [
+            "--tls-listen",
+            "127.0.0.1:5671",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+        ];
+        let verify: Vec<&str> = tls.iter().copied().chain(["--tls-verify-peer"]).collect();
+        assert!(err(&verify).contains("needs --tls-ca"));
+        let Ok(c) = load(&[&tls[..], &["--listen", "none"]].concat()) else {
+            panic!("a TLS-only broker is a valid setting");
+        };
+        assert_eq!(c.listen, None);
+        assert!(c.tls.is_some_and(|t| !t.verify_peer && t.ca.is_none()));
+        assert!(load(&[]).is_ok_and(|c| c.tls.is_none() && c.http_tls.is_none()));
     }
 }

@@ -13,6 +13,7 @@ pub mod broker;
 pub mod config;
 pub mod http;
 pub mod limits;
+pub mod tls;
 
 #[cfg(all(feature = "fault-injection", not(debug_assertions)))]
 compile_error!("the fault-injection feature is for test builds only, never a release build");

@@ -1,6 +1,8 @@
 //! The connection handshake as RabbitMQ performs it: connection.start with its server
-//! properties and capabilities, SASL PLAIN or AMQPLAIN against the broker's users, and
-//! the negotiation of channel_max, frame_max and heartbeat.
+//! properties and capabilities, SASL PLAIN or AMQPLAIN against the broker's users (and
+//! EXTERNAL on TLS connections, by the client certificate's common name, as RabbitMQ's
+//! rabbitmq_auth_mechanism_ssl), and the negotiation of channel_max, frame_max and
+//! heartbeat.
 
 use crate::config::Config;
 use broker_core::AmqpError;
@@ -35,8 +37,29 @@ fn s(v: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(v))
 }
 
-/// connection.start.
-pub fn start() -> AMQPClass {
+/// How the client reached us: what decides whether SASL EXTERNAL is offered and who it
+/// logs in as.
+#[derive(Debug, Clone, Copy)]
+pub enum Link<'a> {
+    /// Plain TCP: PLAIN and AMQPLAIN.
+    Plain,
+    /// TLS, with the common name of the client's verified certificate if it presented
+    /// one: EXTERNAL too.
+    Tls(Option<&'a str>),
+}
+
+/// The SASL mechanisms offered over `link`. RabbitMQ's EXTERNAL is offered on every TLS
+/// connection, certificate or not, so that a client without one is told "refused"
+/// rather than failing to agree on a mechanism; we do the same.
+pub fn mechanisms(link: Link<'_>) -> &'static str {
+    match link {
+        Link::Plain => "PLAIN AMQPLAIN",
+        Link::Tls(_) => "PLAIN AMQPLAIN EXTERNAL",
+    }
+}
+
+/// connection.start, offering the mechanisms of `link`.
+pub fn start(link: Link<'_>) -> AMQPClass {
     let mut caps = FieldTable::default();
     for c in CAPABILITIES {
         caps.insert(ShortString::from(*c), AMQPValue::Boolean(true));
@@ -56,7 +79,7 @@ pub fn start() -> AMQPClass {
         version_major: 0,
         version_minor: 9,
         server_properties: props,
-        mechanisms: LongString::from("PLAIN AMQPLAIN"),
+        mechanisms: LongString::from(mechanisms(link)),
         locales: LongString::from("en_US"),
     }))
 }
@@ -148,21 +171,29 @@ pub fn authenticate(
     s: &connection::StartOk,
     users: &crate::broker::access::Registry,
     peer: std::net::IpAddr,
+    link: Link<'_>,
 ) -> Result<(String, ClientInfo), LoginFailure> {
     let mech = s.mechanism.as_str();
-    if mech != "PLAIN" && mech != "AMQPLAIN" {
-        return Err(LoginFailure::Invalid(format!(
-            "unsupported authentication mechanism '{mech}'"
-        )));
-    }
-    let (user, pass) = credentials(mech, s.response.as_bytes())
-        .ok_or_else(|| LoginFailure::Invalid(format!("malformed {mech} response")))?;
-    if users.authenticate(&user, &pass, peer).is_none() {
-        return Err(LoginFailure::Refused {
-            error: refused(mech),
-            tell: wants_failure_close(&s.client_properties),
-        });
-    }
+    let refuse = || LoginFailure::Refused {
+        error: refused(mech),
+        tell: wants_failure_close(&s.client_properties),
+    };
+    let user = match (mech, link) {
+        ("PLAIN" | "AMQPLAIN", _) => {
+            let (user, pass) = credentials(mech, s.response.as_bytes())
+                .ok_or_else(|| LoginFailure::Invalid(format!("malformed {mech} response")))?;
+            if users.authenticate(&user, &pass, peer).is_none() {
+                return Err(refuse());
+            }
+            user
+        }
+        ("EXTERNAL", Link::Tls(cn)) => external(cn, users, peer).ok_or_else(refuse)?,
+        _ => {
+            return Err(LoginFailure::Invalid(format!(
+                "unsupported authentication mechanism '{mech}'"
+            )))
+        }
+    };
     let mut info = ClientInfo {
         properties: s.client_properties.clone(),
         ..ClientInfo::default()
@@ -178,6 +209,30 @@ pub fn authenticate(
         );
     }
     Ok((user, info))
+}
+
+/// SASL EXTERNAL: the user named by the client certificate's common name, if it exists
+/// and may log in from `peer`; no password is asked (the certificate is the proof). The
+/// response the client sent is ignored, as RabbitMQ does.
+fn external(
+    cn: Option<&str>,
+    users: &crate::broker::access::Registry,
+    peer: std::net::IpAddr,
+) -> Option<String> {
+    let Some(cn) = cn else {
+        tracing::warn!("EXTERNAL login refused: no peer certificate");
+        return None;
+    };
+    let known = cn != broker_core::auth::INTERNAL_USER && users.user(cn).is_some();
+    if !known {
+        tracing::warn!(user = cn, "EXTERNAL login refused: no such user");
+        return None;
+    }
+    if !users.may_log_in_from(cn, peer) {
+        tracing::warn!(%peer, user = cn, "user may only connect from localhost (--loopback-users)");
+        return None;
+    }
+    Some(cn.to_owned())
 }
 
 /// Checks connection.tune-ok against what we offered: (channel_max, frame_max, heartbeat).
@@ -249,6 +304,16 @@ impl Drop for SilenceSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn external_is_offered_on_tls_only() {
+        assert_eq!(mechanisms(Link::Plain), "PLAIN AMQPLAIN");
+        assert_eq!(mechanisms(Link::Tls(None)), "PLAIN AMQPLAIN EXTERNAL");
+        assert_eq!(
+            mechanisms(Link::Tls(Some("app"))),
+            "PLAIN AMQPLAIN EXTERNAL"
+        );
+    }
 
     #[test]
     fn silenced_connections_are_bounded() {

@@ -1,10 +1,14 @@
 //! Accepts TCP connections and places each on the next worker thread; at shutdown
 //! tells every connection to close with 320. This is the one place that knows a client
 //! came over TCP: it sets the socket's options and hands the connection an
-//! [`Accepted`] transport, so a TLS listener adds its own accept step beside this one.
+//! [`Accepted`] transport. On the TLS listener that transport's opening step is the TLS
+//! handshake (with the configuration current at accept time, see [`crate::tls`]), run on
+//! the worker under the connection's handshake timeout: a client that speaks plain AMQP
+//! there fails the handshake and its socket is closed, and nothing else is spent on it.
 
 use crate::amqp::connection::{Accepted, Connection, ForceClose, Transport};
 use crate::broker::runtime::Runtime;
+use crate::tls::Reloadable;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +16,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{error, warn};
 
 /// Accepts connections until the future is dropped; each becomes a [`Connection`]
-/// actor on the next worker.
-pub async fn accept_loop(listener: TcpListener, rt: Arc<Runtime>) {
+/// actor on the next worker. With `tls`, each client is served over TLS.
+pub async fn accept_loop(listener: TcpListener, rt: Arc<Runtime>, tls: Option<Arc<Reloadable>>) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => match tcp(stream, peer) {
+            Ok((stream, peer)) => match tcp(stream, peer, tls.as_deref()) {
                 Ok(accepted) => Connection::spawn(accepted, rt.clone()),
                 Err(e) => warn!("cannot take accepted socket: {e}"),
             },
@@ -33,13 +37,30 @@ pub async fn accept_loop(listener: TcpListener, rt: Arc<Runtime>) {
 /// writes in batches, and a lone confirm, heartbeat or delivery must not wait for an ack.
 /// The socket leaves this thread's reactor and registers with the worker's when it is
 /// opened there, so its readiness is driven by the thread that serves it.
-fn tcp(stream: TcpStream, peer: SocketAddr) -> std::io::Result<Accepted> {
+fn tcp(stream: TcpStream, peer: SocketAddr, tls: Option<&Reloadable>) -> std::io::Result<Accepted> {
     // a socket that refuses the option still works, only slower
     let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().ok();
     let std = stream.into_std()?;
-    Ok(Accepted::new(peer, false, move || async move {
-        let (reader, writer) = TcpStream::from_std(std)?.into_split();
-        Ok(Transport::new(reader, writer))
+    let Some(tls) = tls else {
+        return Ok(Accepted::new(peer, false, move || async move {
+            let (reader, writer) = TcpStream::from_std(std)?.into_split();
+            Ok(Transport::new(reader, writer).with_local(local))
+        }));
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+    Ok(Accepted::new(peer, true, move || async move {
+        let stream = acceptor.accept(TcpStream::from_std(std)?).await?;
+        let cn = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(crate::tls::common_name);
+        let (reader, writer) = tokio::io::split(stream);
+        Ok(Transport::new(reader, writer)
+            .with_client_cn(cn)
+            .with_local(local))
     }))
 }
 

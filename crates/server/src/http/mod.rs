@@ -331,7 +331,6 @@ pub fn created() -> HttpResponse {
     HttpResponse::Created().finish()
 }
 
-/// Starts the API on `addr`. Returns the bound address.
 /// The fault-injection endpoint, in test builds with the feature only.
 fn fault_routes(cfg: &mut web::ServiceConfig) {
     #[cfg(feature = "fault-injection")]
@@ -340,7 +339,12 @@ fn fault_routes(cfg: &mut web::ServiceConfig) {
     let _ = cfg;
 }
 
-pub fn start(rt: Arc<Runtime>, addr: &str) -> std::io::Result<std::net::SocketAddr> {
+/// Starts the API on `addr`, over HTTPS with `tls`. Returns the bound address.
+pub fn start(
+    rt: Arc<Runtime>,
+    addr: &str,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<std::net::SocketAddr> {
     let max_body = rt.config.http_max_body;
     // message rates: every queue's counters sampled every 5 s, as RabbitMQ does
     let sampler = rt.clone();
@@ -389,8 +393,13 @@ pub fn start(rt: Arc<Runtime>, addr: &str) -> std::io::Result<std::net::SocketAd
             .configure(fault_routes)
     })
     .workers(1)
-    .disable_signals()
-    .bind(addr)?;
+    .disable_signals();
+    // HTTPS only when configured: the certificate follows SIGHUP reloads through the
+    // configuration's resolver (crate::tls)
+    let server = match tls {
+        Some(config) => server.bind_rustls_0_23(addr, Arc::unwrap_or_clone(config))?,
+        None => server.bind(addr)?,
+    };
     let bound = server
         .addrs()
         .first()

@@ -57,7 +57,7 @@ async fn overview(req: HttpRequest, rt: State) -> ApiResult {
         .iter()
         .map(|c| c.channels.load(Ordering::Relaxed))
         .sum();
-    let listen = rt.amqp_addr.get().map(|a| a.port()).unwrap_or(5672);
+    let listeners = listeners(&rt);
     Ok(HttpResponse::Ok().json(json!({
         "management_version": env!("CARGO_PKG_VERSION"),
         "product_name": "broker",
@@ -84,11 +84,29 @@ async fn overview(req: HttpRequest, rt: State) -> ApiResult {
             "ack": acked,
             "redeliver": redelivered,
         },
-        "listeners": [{"node": "broker@localhost", "protocol": "amqp", "ip_address": "::", "port": listen}],
+        "listeners": listeners,
         "memory_used": rt.memory.used(),
         "message_bytes": rt.message_bytes.used(),
         "store_bytes": store_bytes(&rt),
     })))
+}
+
+/// The AMQP listeners as RabbitMQ lists them: `amqp` for plain, `amqp/ssl` for TLS.
+/// The first one bound is `amqp_addr` (its real port, when configured as port 0).
+fn listeners(rt: &crate::broker::runtime::Runtime) -> Vec<serde_json::Value> {
+    let bound = rt.amqp_addr.get().map(|a| a.port());
+    let plain = rt.config.listen.map(|a| bound.unwrap_or(a.port()));
+    let tls = rt.config.tls_listen.map(|a| match plain {
+        None => bound.unwrap_or(a.port()),
+        Some(_) => a.port(),
+    });
+    [("amqp", plain), ("amqp/ssl", tls)]
+        .into_iter()
+        .filter_map(|(protocol, port)| {
+            let port = port?;
+            Some(json!({"node": "broker@localhost", "protocol": protocol, "ip_address": "::", "port": port}))
+        })
+        .collect()
 }
 
 /// The one node, with its resource alarms and their limits (RabbitMQ's field names);

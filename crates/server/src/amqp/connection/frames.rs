@@ -36,7 +36,7 @@ impl Connection {
                 return;
             }
             self.rbuf.advance(8);
-            self.send(0, handshake::start());
+            self.send(0, handshake::start(self.link()));
             self.state = State::AwaitStartOk;
         }
         loop {
@@ -177,9 +177,18 @@ impl Connection {
         }
     }
 
+    /// How the client reached us, for the SASL mechanisms.
+    fn link(&self) -> handshake::Link<'_> {
+        if self.tls {
+            handshake::Link::Tls(self.client_cn.as_deref())
+        } else {
+            handshake::Link::Plain
+        }
+    }
+
     /// connection.start-ok: authenticates, then offers connection.tune.
     fn connection_start_ok(&mut self, s: &connection::StartOk, ctx: &mut Context<Self>) {
-        match handshake::authenticate(s, &self.rt.registry, self.peer.ip()) {
+        match handshake::authenticate(s, &self.rt.registry, self.peer.ip(), self.link()) {
             Ok((user, client)) => {
                 self.gate
                     .client_understands_blocked(client.connection_blocked);
@@ -211,7 +220,7 @@ impl Connection {
             AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
         );
         let user = self.shared.user.borrow().clone();
-        let local = self.rt.amqp_addr.get().copied();
+        let local = self.local.or_else(|| self.rt.amqp_addr.get().copied());
         self.rt.conn_info.insert(
             self.id,
             Arc::new(crate::broker::runtime::ConnInfo {

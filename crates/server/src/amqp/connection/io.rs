@@ -14,6 +14,8 @@ impl Connection {
                 Ok(t) => {
                     act.reader = Some(t.reader);
                     act.writer = Some(t.writer);
+                    act.client_cn = t.client_cn;
+                    act.local = t.local;
                     act.flush(ctx);
                     act.schedule_read(ctx);
                 }

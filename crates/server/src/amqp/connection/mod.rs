@@ -92,6 +92,10 @@ pub struct Connection {
     peer: SocketAddr,
     /// The client came through the TLS listener.
     tls: bool,
+    /// The common name of its verified client certificate (SASL EXTERNAL's user).
+    client_cn: Option<String>,
+    /// The listener address it connected to, once the transport is open.
+    local: Option<SocketAddr>,
     rt: Arc<Runtime>,
     span: Span,
     /// The transport's read half; `None` until it is open and while a read is under way.
@@ -166,6 +170,8 @@ impl Connection {
                 id,
                 peer,
                 tls,
+                client_cn: None,
+                local: None,
                 span: tracing::info_span!("conn", id, %peer),
                 reader: None,
                 writer: None,

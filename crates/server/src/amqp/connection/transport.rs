@@ -28,6 +28,13 @@ pub struct Transport {
     pub reader: Reader,
     /// Where the connection writes its buffered frames to.
     pub writer: Writer,
+    /// The common name of the client's verified TLS certificate, if it presented one
+    /// (only the TLS listener with `--tls-verify-peer` asks for one): the user SASL
+    /// EXTERNAL logs in as.
+    pub client_cn: Option<String>,
+    /// The listener's address the client connected to (the connection's name in the
+    /// management API: `peer -> local`).
+    pub local: Option<SocketAddr>,
 }
 
 impl Transport {
@@ -40,7 +47,21 @@ impl Transport {
         Self {
             reader: Box::new(reader),
             writer: Box::new(writer),
+            client_cn: None,
+            local: None,
         }
+    }
+
+    /// The same transport, naming the local address the client connected to.
+    pub fn with_local(mut self, local: Option<SocketAddr>) -> Self {
+        self.local = local;
+        self
+    }
+
+    /// The same transport, carrying the client certificate's common name.
+    pub fn with_client_cn(mut self, cn: Option<String>) -> Self {
+        self.client_cn = cn;
+        self
     }
 }
 
