@@ -16,8 +16,9 @@ pub struct QueueEntry {
     pub exclusive_owner: Option<u64>,
     /// Declared arguments.
     pub arguments: FieldTable,
-    /// The arguments the broker acts on, checked at declare.
-    pub args: QueueArgs,
+    /// The arguments the broker acts on: the declared ones checked at declare, combined
+    /// with the policies that apply (replaced when a policy changes).
+    pub args: arc_swap::ArcSwap<QueueArgs>,
     /// The actor.
     pub addr: Addr<QueueActor>,
     /// Publishes waiting for the actor to take them in (it counts them, for
@@ -163,11 +164,12 @@ impl QueueEntry {
     /// reject-publish-dlx) has no room for a message with `body_len` bytes. Counts the
     /// messages still on their way to the actor.
     pub fn refuses(&self, body_len: usize) -> bool {
-        if self.args.overflow == Overflow::DropHead || !self.args.has_length_limit() {
+        let args = self.args.load();
+        if args.overflow == Overflow::DropHead || !args.has_length_limit() {
             return false;
         }
         let len = self.ready.0.load(Ordering::Relaxed) + self.inbox.len();
         let bytes = (self.ready.1.load(Ordering::Relaxed) + self.inbox.bytes()) as usize;
-        broker_core::queue::full(&self.args, len, bytes, body_len)
+        broker_core::queue::full(&args, len, bytes, body_len)
     }
 }

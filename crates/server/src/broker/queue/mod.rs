@@ -107,6 +107,8 @@ pub struct QueueActor {
     expiry_timer: Option<(u64, SpawnHandle)>,
     /// When a client last used the queue (x-expires).
     last_used: u64,
+    /// The x-expires check's timer (replaced when a policy changes the expiry).
+    expires_timer: Option<SpawnHandle>,
     /// A consumer-timeout check is scheduled.
     timeout_check: bool,
     /// `--consumer-timeout-ms`, read once (it is checked after every operation).
@@ -157,6 +159,7 @@ impl QueueActor {
             mark_scheduled: false,
             expiry_timer: None,
             last_used: now_ms(),
+            expires_timer: None,
             timeout_check: false,
             consumer_timeout,
             outbox: Vec::new(),
@@ -299,9 +302,14 @@ impl QueueActor {
         self.expiry_timer = Some((at, handle));
     }
 
+    /// The consumer timeout: a policy's `consumer-timeout`, else `--consumer-timeout-ms`.
+    fn consumer_timeout(&self) -> Option<u64> {
+        self.state.args().consumer_timeout.or(self.consumer_timeout)
+    }
+
     /// While deliveries are unacked, checks now and then for consumers over the timeout.
     fn schedule_timeout_check(&mut self, ctx: &mut Context<Self>) {
-        let Some(timeout) = self.consumer_timeout else {
+        let Some(timeout) = self.consumer_timeout() else {
             return;
         };
         if self.timeout_check || self.state.unacked_count() == 0 {
@@ -318,7 +326,7 @@ impl QueueActor {
     /// A consumer holding a delivery longer than the consumer timeout is cancelled
     /// (basic.cancel) and what it holds goes back to the queue, redelivered.
     fn cancel_timed_out(&mut self) {
-        let Some(timeout) = self.consumer_timeout else {
+        let Some(timeout) = self.consumer_timeout() else {
             return;
         };
         self.flush_deliveries();
@@ -337,12 +345,16 @@ impl QueueActor {
 
     /// Schedules the x-expires check.
     fn schedule_expires(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.expires_timer.take() {
+            ctx.cancel_future(h);
+        }
         let Some(ms) = self.state.args().expires else {
             return;
         };
         let due = self.last_used.saturating_add(ms);
         let delay = due.saturating_sub(now_ms()) + 1;
-        ctx.run_later(Duration::from_millis(delay), |a, ctx| {
+        self.expires_timer = Some(ctx.run_later(Duration::from_millis(delay), |a, ctx| {
+            a.expires_timer = None;
             let Some(ms) = a.state.args().expires else {
                 return;
             };
@@ -355,7 +367,7 @@ impl QueueActor {
             } else {
                 a.schedule_expires(ctx);
             }
-        });
+        }));
     }
 
     /// The name of this queue's vhost (for error texts).
