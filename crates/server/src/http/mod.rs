@@ -21,6 +21,7 @@ mod fault;
 mod fields;
 pub mod fuzzing;
 mod overview;
+mod policies;
 mod publish;
 mod queues;
 
@@ -386,6 +387,7 @@ pub fn start(rt: Arc<Runtime>, addr: &str) -> std::io::Result<std::net::SocketAd
             .configure(publish::routes)
             .configure(connections::routes)
             .configure(definitions::routes)
+            .configure(policies::routes)
             .configure(fault_routes)
     })
     .workers(1)
