@@ -161,10 +161,8 @@ impl<C> QueueState<C> {
         &self.args
     }
 
-    /// Takes new arguments after a policy change (RabbitMQ's `policy_changed`): a
-    /// drop-head limit trims the oldest messages at once; a new TTL holds for messages
-    /// queued from now on, as in RabbitMQ, where a message's expiry is fixed when it is
-    /// queued. `x-max-priority` comes from the declare only and never changes.
+    /// New arguments from a policy change: drop-head trims at once; a new TTL holds for
+    /// messages queued from now on (as RabbitMQ); `x-max-priority` never changes.
     pub fn set_args(&mut self, args: QueueArgs) {
         let max_priority = self.args.max_priority;
         self.args = QueueArgs {

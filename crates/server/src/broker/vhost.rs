@@ -216,6 +216,7 @@ impl VHost {
                         vhost,
                         node,
                     ),
+                    may_refuse: AtomicBool::new(crate::broker::queue::may_refuse(&args)),
                     args: arc_swap::ArcSwap::from_pointee(args),
                     inbox: Default::default(),
                     paced: AtomicBool::new(false),
@@ -277,7 +278,7 @@ impl VHost {
         for q in self.queues() {
             let args = self.queue_args(&q.name, &q.arguments);
             if **q.args.load() != args {
-                q.args.store(Arc::new(args));
+                q.set_args(args);
                 waits.push(q.addr.send(PolicyChanged));
             }
         }

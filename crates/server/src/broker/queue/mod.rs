@@ -17,7 +17,7 @@ mod stored;
 
 pub use consumer::{ConsumerCancelled, ConsumerHandle, Deliver, DeliverBatch};
 use crossbeam_utils::CachePadded;
-pub use entry::{QueueCounters, QueueEntry};
+pub use entry::{may_refuse, QueueCounters, QueueEntry};
 pub use handlers::*;
 pub use inbox::Inbox;
 pub use stored::{load_stored, Recovered};
