@@ -31,6 +31,9 @@ pub struct Policies {
     policies: Table,
     operator: Table,
     store: Option<Arc<dyn DefinitionStore>>,
+    /// Held from a change until it is applied, so two changes at once cannot leave a
+    /// queue with the arguments of the older one.
+    pub changing: tokio::sync::Mutex<()>,
 }
 
 fn prefix(kind: Kind) -> &'static str {
@@ -51,6 +54,7 @@ impl Policies {
             policies: Default::default(),
             operator: Default::default(),
             store,
+            changing: Default::default(),
         };
         let records = match &p.store {
             Some(s) => s

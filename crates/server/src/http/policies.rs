@@ -125,6 +125,7 @@ pub(super) async fn set_policy(
         return Err(no_vhost());
     };
     let p = Policy::parse(kind, vhost, name, body).map_err(ApiError::bad_request)?;
+    let _changing = rt.policies.changing.lock().await;
     let new = rt.policies.put(kind, p).map_err(store_err)?;
     v.apply_policies().await;
     Ok(new)
@@ -133,6 +134,7 @@ pub(super) async fn set_policy(
 async fn delete(req: HttpRequest, rt: State, kind: Kind, path: Names) -> ApiResult {
     let (vhost, name) = path.into_inner();
     may_change(&req, &rt, kind, &vhost)?;
+    let _changing = rt.policies.changing.lock().await;
     if !rt.policies.delete(kind, &vhost, &name).map_err(store_err)? {
         return Err(ApiError::not_found("Not Found"));
     }
