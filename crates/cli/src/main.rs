@@ -24,8 +24,8 @@ use crate::client::Client;
 use crate::commands::{
     bindings::BindingsCommand, channels::ChannelsCommand, connections::ConnectionsCommand,
     consumers::ConsumersCommand, definitions::DefinitionsCommand, exchanges::ExchangesCommand,
-    permissions::PermissionsCommand, queues::QueuesCommand, status::StatusArgs,
-    users::UsersCommand, vhosts::VhostsCommand, Output,
+    permissions::PermissionsCommand, policies::PoliciesCommand, queues::QueuesCommand,
+    status::StatusArgs, users::UsersCommand, vhosts::VhostsCommand, Output,
 };
 use crate::config::Overrides;
 
@@ -98,6 +98,9 @@ enum Command {
     /// Permissions of users in virtual hosts: list, set, clear
     #[command(subcommand)]
     Permissions(PermissionsCommand),
+    /// Policies and operator policies: list, set, clear
+    #[command(subcommand)]
+    Policies(PoliciesCommand),
     /// Definitions (the whole configuration as JSON): export, import
     #[command(subcommand)]
     Definitions(DefinitionsCommand),
@@ -128,6 +131,7 @@ fn run(cli: &Cli) -> Output {
         Command::Vhosts(c) => commands::vhosts::run(&client, c),
         Command::Users(c) => commands::users::run(&client, c),
         Command::Permissions(c) => commands::permissions::run(&client, c),
+        Command::Policies(c) => commands::policies::run(&client, c),
         Command::Definitions(c) => commands::definitions::run(&client, c),
         Command::Status(a) => commands::status::run(&client, a),
         Command::SetMemoryHighWatermark(a) => commands::memory::run(&client, a),

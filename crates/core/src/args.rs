@@ -135,6 +135,9 @@ pub struct QueueArgs {
     pub dead_letter_routing_key: Option<String>,
     /// `x-delivery-limit`: returns after which a message is dead-lettered.
     pub delivery_limit: Option<u64>,
+    /// A policy's `consumer-timeout` (ms): overrides `--consumer-timeout-ms` for the
+    /// queue (RabbitMQ 3.12+); no declared argument sets it.
+    pub consumer_timeout: Option<u64>,
 }
 
 /// RabbitMQ's name for a field-table type, as its error texts show it.

@@ -1,6 +1,7 @@
 //! Broker semantics with no I/O: reply codes, names, exchange types and routing (direct,
 //! fanout, topic, headers), queue types and their argument rules, the rules of declares
-//! (equivalence, reserved names), queue state, channel state (delivery tags, acks,
+//! (equivalence, reserved names), policies (which applies, how they combine with
+//! arguments), queue state, channel state (delivery tags, acks,
 //! confirms), and the flow-control gates shared between threads.
 //!
 //! Nothing here knows about actix, tokio or sled. The server's actors feed these types
@@ -17,6 +18,7 @@ pub mod exchange;
 pub mod flow;
 pub mod message;
 pub mod names;
+pub mod policy;
 pub mod queue;
 pub mod queue_type;
 pub mod routing;

@@ -10,6 +10,7 @@ pub mod exchanges;
 pub mod memory;
 pub mod messages;
 pub mod permissions;
+pub mod policies;
 pub mod queues;
 pub mod status;
 pub mod users;

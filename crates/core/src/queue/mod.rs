@@ -161,6 +161,17 @@ impl<C> QueueState<C> {
         &self.args
     }
 
+    /// New arguments from a policy change: drop-head trims at once; a new TTL holds for
+    /// messages queued from now on (as RabbitMQ); `x-max-priority` never changes.
+    pub fn set_args(&mut self, args: QueueArgs) {
+        let max_priority = self.args.max_priority;
+        self.args = QueueArgs {
+            max_priority,
+            ..args
+        };
+        self.enforce_limits();
+    }
+
     /// Sets the clock (ms since the epoch). The actor calls it before each operation.
     pub fn tick(&mut self, now: u64) {
         self.now = now;

@@ -26,6 +26,9 @@ pub struct ExchangeEntry {
     pub internal: bool,
     /// Declared arguments.
     pub arguments: FieldTable,
+    /// The alternate exchange its policy names (a declared `alternate-exchange`
+    /// argument wins over it).
+    pub policy_ae: arc_swap::ArcSwapOption<String>,
     /// The bindings as last published by the actor.
     pub bindings: Arc<ArcSwap<Bindings>>,
     /// The owning actor.

@@ -15,6 +15,7 @@ pub mod locks;
 pub mod memory;
 pub mod messages;
 pub mod node;
+pub mod policies;
 pub mod publish;
 pub mod queue;
 pub mod runtime;

@@ -36,6 +36,8 @@ pub struct Node {
     pub store: Option<Storage>,
     /// Users, permissions, vhost records.
     pub registry: Registry,
+    /// Policies and operator policies of every vhost.
+    pub policies: crate::broker::policies::Policies,
     /// Free space on the data dir's filesystem against `--disk-free-limit`.
     pub disk: Arc<DiskMonitor>,
     /// Where queues' ready messages past their in-memory window wait (with a store).
@@ -54,6 +56,8 @@ impl Node {
         memory.watch();
         let mut registry = Registry::load(store.as_ref().map(|s| s.definitions.clone()))?;
         registry.set_loopback_users(config.loopback_users.clone());
+        let policies =
+            crate::broker::policies::Policies::load(store.as_ref().map(|s| s.definitions.clone()))?;
         let disk = DiskMonitor::new(config.disk_free_limit);
         let spills = match &store {
             Some(_) => {
@@ -74,6 +78,7 @@ impl Node {
             consumers: Default::default(),
             store,
             registry,
+            policies,
         })
     }
 

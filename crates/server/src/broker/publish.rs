@@ -126,7 +126,7 @@ impl Routed {
     /// enqueue), and to the refusing queues that dead-letter refusals.
     pub fn deliver(&self, msg: &Arc<Message>, mut each: impl FnMut(&Arc<QueueEntry>)) {
         for q in &self.refused_by {
-            if q.args.overflow == Overflow::RejectPublishDlx {
+            if q.args.load().overflow == Overflow::RejectPublishDlx {
                 q.refused(msg.clone());
             }
         }
@@ -177,7 +177,7 @@ fn store_message(
     let qids: Vec<u64> = queues.iter().filter_map(|q| q.store_id).collect();
     let mut meta = msg.meta();
     // the arrival time matters only where a TTL applies; left out, it keeps the index small
-    if meta.ttl_ms.is_none() && !queues.iter().any(|q| q.args.message_ttl.is_some()) {
+    if meta.ttl_ms.is_none() && !queues.iter().any(|q| q.args.load().message_ttl.is_some()) {
         meta.arrival_ms = 0;
     }
     store.messages.insert(&qids, id, &record, meta)?;

@@ -6,8 +6,9 @@
 use crate::broker::exchange::{ExchangeActor, ExchangeEntry};
 use crate::broker::locks::TopologyLocks;
 use crate::broker::node::Node;
-use crate::broker::queue::{QueueActor, QueueEntry};
+use crate::broker::queue::{PolicyChanged, QueueActor, QueueEntry};
 use broker_core::args::QueueArgs;
+use broker_core::policy::Target;
 use broker_core::routing::{Bindings, ExchangeKind, RouteSource};
 use broker_core::AmqpError;
 use broker_wire::types::FieldTable;
@@ -164,7 +165,9 @@ impl VHost {
             spec.auto_delete,
             self.name.as_str().into(),
         );
+        let policy_ae = self.policy_ae(&name);
         let entry = Arc::new(ExchangeEntry {
+            policy_ae: arc_swap::ArcSwapOption::from(policy_ae),
             name: name.clone(),
             kind: spec.kind,
             durable: spec.durable,
@@ -192,14 +195,7 @@ impl VHost {
             None => self.node.next_arbiter(),
         };
         let qname: Arc<str> = name.into();
-        let args = QueueArgs::parse(&spec.arguments, name, &self.name).unwrap_or_else(|e| {
-            tracing::warn!(
-                queue = name,
-                "stored queue arguments no longer valid, ignored: {}",
-                e.reply_text()
-            );
-            QueueArgs::default()
-        });
+        let args = self.queue_args(name, &spec.arguments);
         let vhost: Weak<dyn crate::broker::queue::QueueHost> = self.me.clone();
         let node = self.node.clone();
         let entry = self
@@ -220,7 +216,8 @@ impl VHost {
                         vhost,
                         node,
                     ),
-                    args,
+                    may_refuse: AtomicBool::new(crate::broker::queue::may_refuse(&args)),
+                    args: arc_swap::ArcSwap::from_pointee(args),
                     inbox: Default::default(),
                     paced: AtomicBool::new(false),
                     crowded: AtomicBool::new(false),
@@ -234,6 +231,65 @@ impl VHost {
             .clone();
         self.bump();
         Ok(entry)
+    }
+
+    /// The arguments a queue acts on: its declared ones combined with the policies that
+    /// apply (broker-core's `policy::queue_args`). Declared arguments were checked at
+    /// declare; stored ones that no longer pass are ignored, with a warning.
+    fn queue_args(&self, name: &str, declared: &FieldTable) -> QueueArgs {
+        let with_policy = self.node.policies.any_in(&self.name).then(|| {
+            let r = self.node.policies.resolve(&self.name, name, Target::Queue);
+            broker_core::policy::queue_args(declared, &r.effective, name, &self.name)
+        });
+        match with_policy {
+            Some(Ok(args)) => return args,
+            Some(Err(e)) => tracing::warn!(queue = name, "policy not applied: {}", e.reply_text()),
+            None => {}
+        }
+        QueueArgs::parse(declared, name, &self.name).unwrap_or_else(|e| {
+            tracing::warn!(
+                queue = name,
+                "stored queue arguments no longer valid, ignored: {}",
+                e.reply_text()
+            );
+            QueueArgs::default()
+        })
+    }
+
+    /// The alternate exchange a policy gives exchange `name`.
+    fn policy_ae(&self, name: &str) -> Option<Arc<String>> {
+        if !self.node.policies.any_in(&self.name) {
+            return None;
+        }
+        let r = self
+            .node
+            .policies
+            .resolve(&self.name, name, Target::Exchange);
+        broker_core::policy::alternate_exchange(None, &r.effective).map(Arc::new)
+    }
+
+    /// Applies the current policies to every queue and exchange of the vhost at once
+    /// (RabbitMQ's `policy_changed`): a queue whose arguments change takes them through
+    /// a message ([`PolicyChanged`]); routes are computed afresh (alternate exchanges).
+    /// Answers once every changed queue has taken its new arguments, so a client that
+    /// set a policy finds it in force.
+    pub async fn apply_policies(&self) {
+        let mut waits = Vec::new();
+        for q in self.queues() {
+            let args = self.queue_args(&q.name, &q.arguments);
+            if **q.args.load() != args {
+                q.set_args(args);
+                waits.push(q.addr.send(PolicyChanged));
+            }
+        }
+        for x in self.exchanges() {
+            x.policy_ae.store(self.policy_ae(&x.name));
+        }
+        self.bump();
+        for w in waits {
+            // a queue that stopped meanwhile has nothing left to apply it to
+            let _ = w.await;
+        }
     }
 
     /// Resolves where a message goes: follows exchange-to-exchange bindings (each exchange
@@ -330,5 +386,6 @@ impl RouteSource for ExchangeEntry {
 
     fn alternate(&self) -> Option<String> {
         alternate_exchange(&self.arguments)
+            .or_else(|| self.policy_ae.load_full().map(|s| (*s).clone()))
     }
 }

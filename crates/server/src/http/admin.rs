@@ -164,6 +164,7 @@ async fn delete_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> A
         }
     }
     rt.registry.delete_vhost(&name).map_err(store_err)?;
+    rt.policies.delete_vhost(&name).map_err(store_err)?;
     rt.vhosts.remove(&name);
     Ok(no_content())
 }

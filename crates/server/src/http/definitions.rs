@@ -1,14 +1,17 @@
 //! `/api/definitions`: export and import in RabbitMQ's definitions format (users with
-//! their password hashes, vhosts, permissions, queues, exchanges, bindings), so a
+//! their password hashes, vhosts, permissions, policies and operator policies, queues,
+//! exchanges, bindings), so a
 //! RabbitMQ export imports here and a backup restores on a fresh data dir.
 
 use super::admin::{apply_permission, apply_user, create_vhost};
 use super::exchanges::{declare_exchange, set_binding};
 use super::fields::to_json;
+use super::policies::set_policy;
 use super::queues::declare_queue;
 use super::{admin, Actor, ApiError, ApiResult, State};
 use actix_web::{web, HttpRequest, HttpResponse};
 use broker_core::auth::SHA256;
+use broker_core::policy::Kind;
 use broker_core::routing::Destination;
 use serde_json::{json, Value};
 
@@ -33,6 +36,7 @@ async fn export_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> A
         return Err(ApiError::not_found(format!("vhost '{vhost}' not found")));
     }
     let mut d = definitions(&rt, Some(&vhost));
+    // RabbitMQ keeps `vhost` on policies and parameters here
     for key in ["queues", "exchanges", "bindings"] {
         if let Some(Value::Array(a)) = d.get_mut(key) {
             for o in a.iter_mut() {
@@ -68,7 +72,7 @@ async fn import_vhost(
         return Err(ApiError::not_found(format!("vhost '{vhost}' not found")));
     }
     let mut body = body.into_inner();
-    for key in ["queues", "exchanges", "bindings"] {
+    for key in ["queues", "exchanges", "bindings", "policies", "parameters"] {
         if let Some(Value::Array(a)) = body.get_mut(key) {
             for o in a.iter_mut() {
                 if let Some(m) = o.as_object_mut() {
@@ -152,6 +156,7 @@ fn definitions(rt: &crate::broker::runtime::Runtime, only: Option<&str>) -> Valu
             }
         }
     }
+    let (policies, parameters) = policy_definitions(rt, only);
     json!({
         "rabbit_version": "3.10.8",
         "rabbitmq_version": "3.10.8",
@@ -161,13 +166,55 @@ fn definitions(rt: &crate::broker::runtime::Runtime, only: Option<&str>) -> Valu
         "vhosts": vhosts,
         "permissions": permissions,
         "topic_permissions": [],
-        "parameters": [],
+        "parameters": parameters,
         "global_parameters": [],
-        "policies": [],
+        "policies": policies,
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
     })
+}
+
+/// Policies (RabbitMQ's `policies`) and operator policies (RabbitMQ keeps them as
+/// `parameters` of component `operator_policy`).
+fn policy_definitions(
+    rt: &crate::broker::runtime::Runtime,
+    only: Option<&str>,
+) -> (Vec<Value>, Vec<Value>) {
+    let policies = rt.policies.list(Kind::Policy, only);
+    let operator = rt.policies.list(Kind::Operator, only);
+    let parameters = operator
+        .iter()
+        .map(|p| {
+            json!({"value": {"pattern": p.pattern, "definition": p.definition,
+                "priority": p.priority, "apply-to": p.apply_to.as_str()},
+                "vhost": p.vhost, "component": "operator_policy", "name": p.name})
+        })
+        .collect();
+    (policies.iter().map(|p| p.to_json()).collect(), parameters)
+}
+
+/// Imports policies and operator policies (before queues and exchanges, as RabbitMQ
+/// does, so they are created under them).
+async fn import_policies(
+    rt: &crate::broker::runtime::Runtime,
+    body: &Value,
+) -> Result<(), ApiError> {
+    let fail = |what: String, e: ApiError| ApiError::bad_request(format!("{what}: {e}"));
+    for p in items(body, "policies") {
+        let (vh, name) = (text(p, "vhost"), text(p, "name"));
+        set_policy(rt, Kind::Policy, vh, name, p)
+            .await
+            .map_err(|e| fail(format!("policy '{name}' in '{vh}'"), e))?;
+    }
+    for p in items(body, "parameters").filter(|p| text(p, "component") == "operator_policy") {
+        let (vh, name) = (text(p, "vhost"), text(p, "name"));
+        let value = p.get("value").cloned().unwrap_or(Value::Null);
+        set_policy(rt, Kind::Operator, vh, name, &value)
+            .await
+            .map_err(|e| fail(format!("operator policy '{name}' in '{vh}'"), e))?;
+    }
+    Ok(())
 }
 
 fn items<'a>(body: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
@@ -202,6 +249,7 @@ async fn import(req: HttpRequest, rt: State, body: web::Json<Value>) -> ApiResul
         apply_permission(&rt, vh, user, p)
             .map_err(|e| fail(format!("permission of '{user}' in '{vh}'"), e))?;
     }
+    import_policies(&rt, &body).await?;
     // exchanges, queues and bindings are created by the broker itself (as RabbitMQ's
     // import does), whatever the importing administrator's vhost permissions
     let me = Actor::Broker;

@@ -87,7 +87,7 @@ fn list(rt: &Runtime, u: &User, only: Option<&str>) -> Vec<Value> {
         let mut xs = v.exchanges();
         xs.sort_by(|a, b| a.name.cmp(&b.name));
         for x in xs {
-            out.push(exchange_json(
+            let j = exchange_json(
                 &vh,
                 &x.name,
                 x.kind.as_str(),
@@ -95,7 +95,8 @@ fn list(rt: &Runtime, u: &User, only: Option<&str>) -> Vec<Value> {
                 x.auto_delete,
                 x.internal,
                 to_json(&x.arguments),
-            ));
+            );
+            out.push(with_policy(rt, &vh, &x.name, j));
         }
     }
     out
@@ -141,7 +142,7 @@ async fn show(req: HttpRequest, rt: State, path: web::Path<(String, String)>) ->
     let x = v
         .exchange(&name)
         .ok_or_else(|| ApiError::not_found(format!("no exchange '{name}' in vhost '{vhost}'")))?;
-    Ok(HttpResponse::Ok().json(exchange_json(
+    let j = exchange_json(
         &vhost,
         &x.name,
         x.kind.as_str(),
@@ -149,7 +150,19 @@ async fn show(req: HttpRequest, rt: State, path: web::Path<(String, String)>) ->
         x.auto_delete,
         x.internal,
         to_json(&x.arguments),
-    )))
+    );
+    Ok(HttpResponse::Ok().json(with_policy(&rt, &vhost, &x.name, j)))
+}
+
+/// Adds `policy` to an exchange's object when one applies, as RabbitMQ shows it.
+fn with_policy(rt: &Runtime, vhost: &str, name: &str, mut j: Value) -> Value {
+    let r = rt
+        .policies
+        .resolve(vhost, name, broker_core::policy::Target::Exchange);
+    if let (Some(p), Some(m)) = (r.policy, j.as_object_mut()) {
+        m.insert("policy".into(), json!(p));
+    }
+    j
 }
 
 /// Declares an exchange from a RabbitMQ exchange object. Returns whether it was created.

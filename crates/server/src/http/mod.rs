@@ -21,6 +21,7 @@ mod fault;
 mod fields;
 pub mod fuzzing;
 mod overview;
+mod policies;
 mod publish;
 mod queues;
 
@@ -390,6 +391,7 @@ pub fn start(
             .configure(publish::routes)
             .configure(connections::routes)
             .configure(definitions::routes)
+            .configure(policies::routes)
             .configure(fault_routes)
     })
     .workers(1)

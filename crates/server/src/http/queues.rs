@@ -51,10 +51,16 @@ pub(super) fn permitted<'a>(
     )))
 }
 
-async fn queue_json(vhost: &str, q: &Arc<QueueEntry>) -> Value {
+async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
     let i = q.info().await.unwrap_or_default();
     let c = &q.counters;
+    let p = rt
+        .policies
+        .resolve(vhost, &q.name, broker_core::policy::Target::Queue);
     json!({
+        "policy": p.policy,
+        "operator_policy": p.operator_policy,
+        "effective_policy_definition": p.effective,
         "name": q.name.as_ref(),
         "vhost": vhost,
         "durable": q.durable,
@@ -93,7 +99,7 @@ async fn list(rt: &Runtime, u: &User, vhost: Option<&str>) -> Vec<Value> {
         if vhost.is_some_and(|v| v != vh) || !super::sees(rt, u, &vh) {
             continue;
         }
-        out.push(queue_json(&vh, &q).await);
+        out.push(queue_json(rt, &vh, &q).await);
     }
     out
 }
@@ -120,7 +126,7 @@ async fn show(req: HttpRequest, rt: State, path: web::Path<(String, String)>) ->
     let u = user(&req, &rt)?;
     let (vhost, name) = path.into_inner();
     let q = find(&rt, &u, &vhost, &name)?;
-    Ok(HttpResponse::Ok().json(queue_json(&vhost, &q).await))
+    Ok(HttpResponse::Ok().json(queue_json(&rt, &vhost, &q).await))
 }
 
 /// Declares a queue from a RabbitMQ queue object. Returns whether it was created.

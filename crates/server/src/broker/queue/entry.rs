@@ -16,8 +16,12 @@ pub struct QueueEntry {
     pub exclusive_owner: Option<u64>,
     /// Declared arguments.
     pub arguments: FieldTable,
-    /// The arguments the broker acts on, checked at declare.
-    pub args: QueueArgs,
+    /// The arguments the broker acts on: the declared ones checked at declare, combined
+    /// with the policies that apply (replaced when a policy changes).
+    pub args: arc_swap::ArcSwap<QueueArgs>,
+    /// Whether `args` has a length limit with a reject-publish overflow: read on every
+    /// publish, so the common queue costs one flag, not a load of `args`.
+    pub may_refuse: AtomicBool,
     /// The actor.
     pub addr: Addr<QueueActor>,
     /// Publishes waiting for the actor to take them in (it counts them, for
@@ -120,6 +124,12 @@ impl QueueEntry {
         broker_core::declare::queue_locked(name, vhost)
     }
 
+    /// Takes arguments after a policy change (the actor is told separately).
+    pub fn set_args(&self, args: QueueArgs) {
+        self.may_refuse.store(may_refuse(&args), Ordering::Relaxed);
+        self.args.store(Arc::new(args));
+    }
+
     /// Sends a published message to the queue: into its inbox, waking the actor unless a
     /// wake-up is already on its way. A deleted queue drops it.
     pub fn enqueue(&self, msg: Arc<Message>) {
@@ -163,11 +173,20 @@ impl QueueEntry {
     /// reject-publish-dlx) has no room for a message with `body_len` bytes. Counts the
     /// messages still on their way to the actor.
     pub fn refuses(&self, body_len: usize) -> bool {
-        if self.args.overflow == Overflow::DropHead || !self.args.has_length_limit() {
+        if !self.may_refuse.load(Ordering::Relaxed) {
+            return false;
+        }
+        let args = self.args.load();
+        if args.overflow == Overflow::DropHead || !args.has_length_limit() {
             return false;
         }
         let len = self.ready.0.load(Ordering::Relaxed) + self.inbox.len();
         let bytes = (self.ready.1.load(Ordering::Relaxed) + self.inbox.bytes()) as usize;
-        broker_core::queue::full(&self.args, len, bytes, body_len)
+        broker_core::queue::full(&args, len, bytes, body_len)
     }
+}
+
+/// Whether a queue with these arguments can refuse a publish.
+pub fn may_refuse(args: &QueueArgs) -> bool {
+    args.overflow != Overflow::DropHead && args.has_length_limit()
 }

@@ -3,6 +3,7 @@
 
 use super::{stored, ConsumerHandle, QueueActor, Recovered};
 use actix::prelude::*;
+use broker_core::args::QueueArgs;
 use broker_core::message::Slot;
 use broker_core::names::ChannelKey;
 use broker_core::queue::{Consumer, Entry, MsgId, QueueState};
@@ -28,6 +29,30 @@ impl Handler<Refused> for QueueActor {
             return;
         }
         self.operate(ctx, |a, _| a.state.refused(msg.0));
+    }
+}
+
+/// The queue's policies changed: it takes its entry's new arguments (RabbitMQ's
+/// `policy_changed`). The message carries nothing, so two changes in quick succession
+/// cannot arrive in the wrong order: the actor always reads the latest.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PolicyChanged;
+
+impl Handler<PolicyChanged> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, _: PolicyChanged, ctx: &mut Context<Self>) {
+        let Some(me) = self.me.upgrade() else { return };
+        if self.deleted {
+            return;
+        }
+        let args = QueueArgs::clone(&me.args.load());
+        self.operate(ctx, |a, ctx| {
+            a.state.set_args(args);
+            a.state.expire();
+            a.schedule_expires(ctx);
+            a.drain();
+        });
     }
 }
 

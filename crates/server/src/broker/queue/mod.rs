@@ -17,7 +17,7 @@ mod stored;
 
 pub use consumer::{ConsumerCancelled, ConsumerHandle, Deliver, DeliverBatch};
 use crossbeam_utils::CachePadded;
-pub use entry::{QueueCounters, QueueEntry};
+pub use entry::{may_refuse, QueueCounters, QueueEntry};
 pub use handlers::*;
 pub use inbox::Inbox;
 pub use stored::{load_stored, Recovered};
@@ -111,6 +111,8 @@ pub struct QueueActor {
     expiry_timer: Option<(u64, SpawnHandle)>,
     /// When a client last used the queue (x-expires).
     last_used: u64,
+    /// The x-expires check's timer (replaced when a policy changes the expiry).
+    expires_timer: Option<SpawnHandle>,
     /// A consumer-timeout check is scheduled.
     timeout_check: bool,
     /// `--consumer-timeout-ms`, read once (it is checked after every operation).
@@ -161,6 +163,7 @@ impl QueueActor {
             mark_scheduled: false,
             expiry_timer: None,
             last_used: now_ms(),
+            expires_timer: None,
             timeout_check: false,
             consumer_timeout,
             outbox: Vec::new(),
@@ -303,9 +306,14 @@ impl QueueActor {
         self.expiry_timer = Some((at, handle));
     }
 
+    /// The consumer timeout: a policy's `consumer-timeout`, else `--consumer-timeout-ms`.
+    fn consumer_timeout(&self) -> Option<u64> {
+        self.state.args().consumer_timeout.or(self.consumer_timeout)
+    }
+
     /// While deliveries are unacked, checks now and then for consumers over the timeout.
     fn schedule_timeout_check(&mut self, ctx: &mut Context<Self>) {
-        let Some(timeout) = self.consumer_timeout else {
+        let Some(timeout) = self.consumer_timeout() else {
             return;
         };
         if self.timeout_check || self.state.unacked_count() == 0 {
@@ -322,7 +330,7 @@ impl QueueActor {
     /// A consumer holding a delivery longer than the consumer timeout is cancelled
     /// (basic.cancel) and what it holds goes back to the queue, redelivered.
     fn cancel_timed_out(&mut self) {
-        let Some(timeout) = self.consumer_timeout else {
+        let Some(timeout) = self.consumer_timeout() else {
             return;
         };
         self.flush_deliveries();
@@ -341,12 +349,16 @@ impl QueueActor {
 
     /// Schedules the x-expires check.
     fn schedule_expires(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.expires_timer.take() {
+            ctx.cancel_future(h);
+        }
         let Some(ms) = self.state.args().expires else {
             return;
         };
         let due = self.last_used.saturating_add(ms);
         let delay = due.saturating_sub(now_ms()) + 1;
-        ctx.run_later(Duration::from_millis(delay), |a, ctx| {
+        self.expires_timer = Some(ctx.run_later(Duration::from_millis(delay), |a, ctx| {
+            a.expires_timer = None;
             let Some(ms) = a.state.args().expires else {
                 return;
             };
@@ -359,7 +371,7 @@ impl QueueActor {
             } else {
                 a.schedule_expires(ctx);
             }
-        });
+        }));
     }
 
     /// The name of this queue's vhost (for error texts).

@@ -1,0 +1,183 @@
+//! Policies and operator policies of every vhost (the rules are broker-core's
+//! `policy`): kept in memory, written through to the definitions store as JSON under
+//! `policy\0vhost\0name` and `oppolicy\0vhost\0name`, so they are durable, and applied
+//! live to the queues and exchanges they match (`VHost::apply_policies`).
+
+use broker_core::policy::{self, Kind, Policy, Target};
+use broker_core::store::{DefinitionStore, StoreError};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+const POLICY: &str = "policy\0";
+const OPERATOR: &str = "oppolicy\0";
+
+/// Policies by (vhost, name), one map per kind.
+type Table = RwLock<BTreeMap<(String, String), Arc<Policy>>>;
+
+/// Which policies apply to one object, and what they come to.
+#[derive(Debug, Default, Clone)]
+pub struct Resolved {
+    /// The applying policy's name.
+    pub policy: Option<String>,
+    /// The applying operator policy's name.
+    pub operator_policy: Option<String>,
+    /// RabbitMQ's `effective_policy_definition`.
+    pub effective: Map<String, Value>,
+}
+
+/// The policies of all vhosts.
+pub struct Policies {
+    policies: Table,
+    operator: Table,
+    store: Option<Arc<dyn DefinitionStore>>,
+    /// Held from a change until it is applied, so two changes at once cannot leave a
+    /// queue with the arguments of the older one.
+    pub changing: tokio::sync::Mutex<()>,
+}
+
+fn prefix(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Policy => POLICY,
+        Kind::Operator => OPERATOR,
+    }
+}
+
+fn key(kind: Kind, vhost: &str, name: &str) -> String {
+    format!("{}{vhost}\0{name}", prefix(kind))
+}
+
+impl Policies {
+    /// Loads the stored policies; a damaged record is logged and skipped.
+    pub fn load(store: Option<Arc<dyn DefinitionStore>>) -> Result<Policies, String> {
+        let p = Policies {
+            policies: Default::default(),
+            operator: Default::default(),
+            store,
+            changing: Default::default(),
+        };
+        let records = match &p.store {
+            Some(s) => s
+                .definitions()
+                .map_err(|e| format!("cannot read policies: {e}"))?,
+            None => Vec::new(),
+        };
+        for (k, v) in records {
+            let k = String::from_utf8_lossy(&k).into_owned();
+            let (kind, rest) = if let Some(rest) = k.strip_prefix(POLICY) {
+                (Kind::Policy, rest)
+            } else if let Some(rest) = k.strip_prefix(OPERATOR) {
+                (Kind::Operator, rest)
+            } else {
+                continue;
+            };
+            let (vhost, name) = rest.split_once('\0').unwrap_or((rest, ""));
+            let parsed = serde_json::from_slice::<Value>(&v)
+                .map_err(|e| e.to_string())
+                .and_then(|body| Policy::parse(kind, vhost, name, &body));
+            match parsed {
+                Ok(pol) => {
+                    p.table(kind)
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert((vhost.to_owned(), name.to_owned()), Arc::new(pol));
+                }
+                Err(e) => tracing::error!(vhost, name, "damaged policy record skipped: {e}"),
+            }
+        }
+        Ok(p)
+    }
+
+    fn table(&self, kind: Kind) -> &Table {
+        match kind {
+            Kind::Policy => &self.policies,
+            Kind::Operator => &self.operator,
+        }
+    }
+
+    /// Sets a policy (durably first). Returns whether it is new.
+    pub fn put(&self, kind: Kind, p: Policy) -> Result<bool, StoreError> {
+        if let Some(s) = &self.store {
+            let stored = serde_json::json!({
+                "pattern": p.pattern,
+                "apply-to": p.apply_to.as_str(),
+                "definition": p.definition,
+                "priority": p.priority,
+            });
+            s.put_definition(
+                key(kind, &p.vhost, &p.name).as_bytes(),
+                stored.to_string().as_bytes(),
+            )?;
+        }
+        let mut t = self.table(kind).write().unwrap_or_else(|e| e.into_inner());
+        Ok(t.insert((p.vhost.clone(), p.name.clone()), Arc::new(p))
+            .is_none())
+    }
+
+    /// Removes a policy. Returns whether there was one.
+    pub fn delete(&self, kind: Kind, vhost: &str, name: &str) -> Result<bool, StoreError> {
+        let k = (vhost.to_owned(), name.to_owned());
+        if !self
+            .table(kind)
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&k)
+        {
+            return Ok(false);
+        }
+        if let Some(s) = &self.store {
+            s.delete_definition(key(kind, vhost, name).as_bytes())?;
+        }
+        let mut t = self.table(kind).write().unwrap_or_else(|e| e.into_inner());
+        Ok(t.remove(&k).is_some())
+    }
+
+    /// Removes every policy of a deleted vhost.
+    pub fn delete_vhost(&self, vhost: &str) -> Result<(), StoreError> {
+        for kind in [Kind::Policy, Kind::Operator] {
+            for p in self.list(kind, Some(vhost)) {
+                self.delete(kind, vhost, &p.name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One policy.
+    pub fn get(&self, kind: Kind, vhost: &str, name: &str) -> Option<Arc<Policy>> {
+        let t = self.table(kind).read().unwrap_or_else(|e| e.into_inner());
+        t.get(&(vhost.to_owned(), name.to_owned())).cloned()
+    }
+
+    /// The policies of one vhost or of all, by vhost and name.
+    pub fn list(&self, kind: Kind, vhost: Option<&str>) -> Vec<Arc<Policy>> {
+        let t = self.table(kind).read().unwrap_or_else(|e| e.into_inner());
+        t.values()
+            .filter(|p| vhost.is_none_or(|v| p.vhost == v))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether a vhost has any policy or operator policy (so a declare can skip the
+    /// lookup).
+    pub fn any_in(&self, vhost: &str) -> bool {
+        [Kind::Policy, Kind::Operator].iter().any(|k| {
+            let t = self.table(*k).read().unwrap_or_else(|e| e.into_inner());
+            t.keys().any(|(v, _)| v == vhost)
+        })
+    }
+
+    /// Which policies apply to the object `name` in `vhost`.
+    pub fn resolve(&self, vhost: &str, name: &str, target: Target) -> Resolved {
+        let pick = |kind: Kind| {
+            let t = self.table(kind).read().unwrap_or_else(|e| e.into_inner());
+            let here = t.values().filter(|p| p.vhost == vhost).map(|p| p.as_ref());
+            policy::select(here, name, target).cloned()
+        };
+        let (p, op) = (pick(Kind::Policy), pick(Kind::Operator));
+        Resolved {
+            effective: policy::effective_definition(p.as_ref(), op.as_ref()),
+            policy: p.map(|p| p.name),
+            operator_policy: op.map(|p| p.name),
+        }
+    }
+}
