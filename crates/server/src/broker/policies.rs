@@ -34,6 +34,10 @@ pub struct Policies {
     /// Held from a change until it is applied, so two changes at once cannot leave a
     /// queue with the arguments of the older one.
     pub changing: tokio::sync::Mutex<()>,
+    /// Bumped after every change to the tables: a queue declared while a change was
+    /// being applied compares it before and after it is registered, and takes the new
+    /// arguments itself if the change may have missed it.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 fn prefix(kind: Kind) -> &'static str {
@@ -55,6 +59,7 @@ impl Policies {
             operator: Default::default(),
             store,
             changing: Default::default(),
+            generation: Default::default(),
         };
         let records = match &p.store {
             Some(s) => s
@@ -110,8 +115,24 @@ impl Policies {
             )?;
         }
         let mut t = self.table(kind).write().unwrap_or_else(|e| e.into_inner());
-        Ok(t.insert((p.vhost.clone(), p.name.clone()), Arc::new(p))
-            .is_none())
+        let new = t
+            .insert((p.vhost.clone(), p.name.clone()), Arc::new(p))
+            .is_none();
+        drop(t);
+        self.changed();
+        Ok(new)
+    }
+
+    /// Counts a change of the tables (see `generation`).
+    fn changed(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Changes made so far: read before a queue's arguments are computed and again once
+    /// it is registered, it tells whether a change may have passed the queue by.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Removes a policy. Returns whether there was one.
@@ -129,7 +150,10 @@ impl Policies {
             s.delete_definition(key(kind, vhost, name).as_bytes())?;
         }
         let mut t = self.table(kind).write().unwrap_or_else(|e| e.into_inner());
-        Ok(t.remove(&k).is_some())
+        let removed = t.remove(&k).is_some();
+        drop(t);
+        self.changed();
+        Ok(removed)
     }
 
     /// Removes every policy of a deleted vhost.

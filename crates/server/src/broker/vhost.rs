@@ -195,6 +195,7 @@ impl VHost {
             None => self.node.next_arbiter(),
         };
         let qname: Arc<str> = name.into();
+        let policies_seen = self.node.policies.generation();
         let args = self.queue_args(name, &spec.arguments);
         let vhost: Weak<dyn crate::broker::queue::QueueHost> = self.me.clone();
         let node = self.node.clone();
@@ -229,6 +230,15 @@ impl VHost {
                 })
             })
             .clone();
+        if self.node.policies.generation() != policies_seen {
+            // a policy changed while this queue was being made: the change may have
+            // looked at the queues before this one was among them
+            let now = self.queue_args(name, &entry.arguments);
+            if **entry.args.load() != now {
+                entry.set_args(now);
+                entry.addr.do_send(PolicyChanged);
+            }
+        }
         self.bump();
         Ok(entry)
     }
