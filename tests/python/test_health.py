@@ -132,3 +132,19 @@ def test_cli_health_exit_codes(cli, broker, http_url):
     assert r.returncode == 5, r
     r = cli("health", "alarms", "--password", "wrong")
     assert r.returncode == 4, r
+
+
+@pytest.mark.ours_only
+def test_the_tls_listener_answers_the_listener_checks(own_broker_factory, tmp_path):
+    from certs import Ca
+    from conftest import free_port
+    ca = Ca(str(tmp_path))
+    cert, key = ca.issue("localhost", server=True, prefix="server")[:2]
+    port = free_port()
+    b = own_broker_factory("--tls-listen", f"127.0.0.1:{port}", "--tls-cert", cert, "--tls-key", key)
+    a = Api(b.http_url)
+    for name in ("amqps", "amqp%2Fssl"):
+        assert check(a, f"/api/health/checks/protocol-listener/{name}") == (
+            200, {"status": "ok", "protocol": "amqp/ssl"})
+    assert check(a, f"/api/health/checks/port-listener/{port}") == (200, {"status": "ok", "port": port})
+    assert check(a, "/api/health/checks/ready-to-serve-clients") == (200, {"status": "ok"})
