@@ -82,6 +82,47 @@ impl Client {
         }
     }
 
+    /// GET a health check: a 503 whose body says `"status":"failed"` is the check's
+    /// answer (unhealthy), not an error. Returns whether it is healthy, and the body.
+    pub fn get_check(&self, path: &str, what: &str) -> Result<(bool, Value), CliError> {
+        let url = self.url(path);
+        let result = self
+            .agent
+            .get(&url)
+            .set("Authorization", &self.auth_header)
+            .set("Accept", "*/*")
+            .call();
+        let failed = |text: &str| {
+            serde_json::from_str::<Value>(text)
+                .ok()
+                .filter(|v| v.get("status").and_then(Value::as_str) == Some("failed"))
+        };
+        match result {
+            Ok(resp) => {
+                let text = read_body(resp).map_err(|e| self.unreachable(&e))?;
+                let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+                Ok((true, body))
+            }
+            Err(ureq::Error::Status(status, resp)) => {
+                let text = read_body(resp).unwrap_or_default();
+                match failed(&text) {
+                    Some(body) if status == 503 => Ok((false, body)),
+                    _ => {
+                        let ctx = RequestContext {
+                            method: "GET",
+                            url: &url,
+                            base_url: &self.base_url,
+                            user: &self.user,
+                            what,
+                        };
+                        Err(from_status(status, &text, &ctx))
+                    }
+                }
+            }
+            Err(ureq::Error::Transport(t)) => Err(self.transport_error(&t)),
+        }
+    }
+
     /// PUT a JSON body; returns the HTTP status (201 created, 204 updated/existed).
     pub fn put(&self, path: &str, body: &Value, what: &str) -> Result<u16, CliError> {
         self.send("PUT", path, Some(body), &[], what)

@@ -49,6 +49,10 @@ pub enum CliError {
     /// A refusal decided by the CLI itself (e.g. adding a user that exists): exit 6.
     #[error("{0}")]
     Conflict(String),
+    /// A health check answered that the broker is unhealthy: exit 69 (EX_UNAVAILABLE),
+    /// as `rabbitmq-diagnostics check_*` exits.
+    #[error("health check failed: {0}")]
+    Unhealthy(String),
     /// Anything else (server error, unreadable answer, local file problem): exit 1.
     #[error("{0}")]
     Other(String),
@@ -71,6 +75,7 @@ impl CliError {
             CliError::Credentials { .. } => 4,
             CliError::NotFound { .. } => 5,
             CliError::Refused { .. } | CliError::Conflict(_) => 6,
+            CliError::Unhealthy(_) => 69,
         }
     }
 }

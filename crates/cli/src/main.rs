@@ -5,7 +5,8 @@
 //! talks HTTP, `output` renders lists, and `commands/` has one module per resource.
 //!
 //! Exit codes: 0 ok, 1 other error, 2 usage, 3 broker unreachable, 4 wrong
-//! credentials, 5 not found, 6 refused. Errors are one line on stderr.
+//! credentials, 5 not found, 6 refused, 69 a health check found the broker unhealthy.
+//! Errors are one line on stderr.
 
 mod client;
 mod columns;
@@ -24,8 +25,8 @@ use crate::client::Client;
 use crate::commands::{
     bindings::BindingsCommand, channels::ChannelsCommand, connections::ConnectionsCommand,
     consumers::ConsumersCommand, definitions::DefinitionsCommand, exchanges::ExchangesCommand,
-    permissions::PermissionsCommand, policies::PoliciesCommand, queues::QueuesCommand,
-    status::StatusArgs, users::UsersCommand, vhosts::VhostsCommand, Output,
+    health::HealthCommand, permissions::PermissionsCommand, policies::PoliciesCommand,
+    queues::QueuesCommand, status::StatusArgs, users::UsersCommand, vhosts::VhostsCommand, Output,
 };
 use crate::config::Overrides;
 
@@ -34,7 +35,7 @@ use crate::config::Overrides;
 #[command(name = "broker-cli", version, about, propagate_version = true)]
 #[command(
     after_help = "Exit codes: 0 ok, 1 other error, 2 usage, 3 broker unreachable, \
-4 wrong credentials, 5 not found, 6 refused by the broker."
+4 wrong credentials, 5 not found, 6 refused by the broker, 69 unhealthy (health)."
 )]
 struct Cli {
     #[command(flatten)]
@@ -109,6 +110,10 @@ enum Command {
     /// Sets the memory alarm's threshold until the broker restarts (a fraction of the
     /// available memory, 0.6, or a size, 2GB)
     SetMemoryHighWatermark(commands::memory::SetWatermarkArgs),
+    /// Health checks: alarms, local-alarms, port-listener, protocol-listener,
+    /// virtual-hosts, aliveness... (exit 69 when unhealthy)
+    #[command(subcommand)]
+    Health(HealthCommand),
 }
 
 fn run(cli: &Cli) -> Output {
@@ -135,6 +140,7 @@ fn run(cli: &Cli) -> Output {
         Command::Definitions(c) => commands::definitions::run(&client, c),
         Command::Status(a) => commands::status::run(&client, a),
         Command::SetMemoryHighWatermark(a) => commands::memory::run(&client, a),
+        Command::Health(c) => commands::health::run(&client, c),
     }
 }
 

@@ -2,6 +2,7 @@
 //! variables and flags (clap reads both; flags win over the environment).
 
 use crate::limits::{available_memory, Limit};
+use broker_core::auth::PasswordHashing;
 use clap::Parser;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -70,6 +71,10 @@ pub struct Cli {
     /// [default: guest] (RabbitMQ's loopback_users)
     #[arg(long, env = "BROKER_LOOPBACK_USERS")]
     pub loopback_users: Option<String>,
+    /// Hash function for passwords set from now on: sha256 or sha512 [default: sha256]
+    /// (RabbitMQ's password_hashing_module); existing hashes keep theirs
+    #[arg(long, env = "BROKER_PASSWORD_HASHING")]
+    pub password_hashing: Option<String>,
     /// Address and port to accept AMQPS (AMQP over TLS) connections on, e.g.
     /// 0.0.0.0:5671; needs --tls-cert and --tls-key [default: none]
     #[arg(long, env = "BROKER_TLS_LISTEN")]
@@ -129,6 +134,7 @@ pub struct FileConfig {
     http_listen: Option<String>,
     http_max_body: Option<usize>,
     loopback_users: Option<String>,
+    password_hashing: Option<String>,
     tls_listen: Option<SocketAddr>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -174,6 +180,8 @@ pub struct Config {
     pub http_max_body: usize,
     /// Users restricted to loopback logins.
     pub loopback_users: Vec<String>,
+    /// How new password hashes are made (PUT /api/users with a password).
+    pub password_hashing: PasswordHashing,
     /// AMQPS listen address; `None` when not serving TLS.
     pub tls_listen: Option<SocketAddr>,
     /// The AMQPS certificate material (set whenever `tls_listen` is).
@@ -201,6 +209,12 @@ impl Config {
             ));
         }
         let (listen, tls_listen, tls, http_tls) = listeners(&mut cli, &mut file)?;
+        let password_hashing = match cli.password_hashing.take().or(file.password_hashing.take()) {
+            None => PasswordHashing::Sha256,
+            Some(s) => PasswordHashing::parse(s.trim()).ok_or_else(|| {
+                format!("invalid password hashing {s:?}: expected sha256 or sha512")
+            })?,
+        };
         Ok(Config {
             listen,
             tls_listen,
@@ -269,6 +283,7 @@ impl Config {
                         .collect()
                 }
             },
+            password_hashing,
         })
     }
 }

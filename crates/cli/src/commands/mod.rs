@@ -7,6 +7,7 @@ pub mod connections;
 pub mod consumers;
 pub mod definitions;
 pub mod exchanges;
+pub mod health;
 pub mod memory;
 pub mod messages;
 pub mod permissions;

@@ -8,7 +8,7 @@ use crate::broker::vhost::VHost;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use broker_core::auth::{Permission, User, SHA256};
+use broker_core::auth::{hash_password_with, PasswordHashing, Permission, User, SHA256, SHA512};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -171,7 +171,7 @@ async fn delete_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> A
 
 fn user_json(u: &User) -> Value {
     json!({"name": u.name, "password_hash": u.password_hash,
-           "hashing_algorithm": SHA256, "tags": u.tags, "limits": {}})
+           "hashing_algorithm": u.hashing_algorithm.name(), "tags": u.tags, "limits": {}})
 }
 
 async fn list_users(req: HttpRequest, rt: State) -> ApiResult {
@@ -225,28 +225,33 @@ pub(super) fn apply_user(rt: &Runtime, name: &str, body: &Value) -> Result<bool,
         }
     }
     let tags = parse_tags(body.get("tags"));
-    let password_hash = if let Some(p) = body.get("password").and_then(Value::as_str) {
-        broker_core::auth::hash_password(p, rand::random())
-    } else if let Some(h) = body.get("password_hash").and_then(Value::as_str) {
-        if let Some(alg) = body.get("hashing_algorithm").and_then(Value::as_str) {
-            if alg != SHA256 {
-                return Err(ApiError::bad_request(format!(
-                    "unsupported hashing algorithm '{alg}' (only {SHA256})"
-                )));
-            }
-        }
-        h.to_owned()
-    } else if let Some(u) = &existing {
-        u.password_hash.clone()
-    } else {
-        return Err(ApiError::bad_request(
-            "Must specify password or password_hash",
-        ));
-    };
+    let (password_hash, hashing_algorithm) =
+        if let Some(p) = body.get("password").and_then(Value::as_str) {
+            let alg = rt.config.password_hashing;
+            (hash_password_with(alg, p, rand::random()), alg)
+        } else if let Some(h) = body.get("password_hash").and_then(Value::as_str) {
+            // without a hashing_algorithm, the configured one, as RabbitMQ does
+            let alg = match body.get("hashing_algorithm").and_then(Value::as_str) {
+                None => rt.config.password_hashing,
+                Some(alg) => PasswordHashing::parse(alg).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "unsupported hashing algorithm '{alg}' (only {SHA256} or {SHA512})"
+                    ))
+                })?,
+            };
+            (h.to_owned(), alg)
+        } else if let Some(u) = &existing {
+            (u.password_hash.clone(), u.hashing_algorithm)
+        } else {
+            return Err(ApiError::bad_request(
+                "Must specify password or password_hash",
+            ));
+        };
     rt.registry
         .put_user(User {
             name: name.to_owned(),
             password_hash,
+            hashing_algorithm,
             tags,
         })
         .map_err(store_err)?;

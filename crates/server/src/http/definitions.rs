@@ -10,7 +10,6 @@ use super::policies::set_policy;
 use super::queues::declare_queue;
 use super::{admin, Actor, ApiError, ApiResult, State};
 use actix_web::{web, HttpRequest, HttpResponse};
-use broker_core::auth::SHA256;
 use broker_core::policy::Kind;
 use broker_core::routing::Destination;
 use serde_json::{json, Value};
@@ -94,7 +93,7 @@ fn definitions(rt: &crate::broker::runtime::Runtime, only: Option<&str>) -> Valu
         .registry
         .users()
         .iter()
-        .map(|u| json!({"name": u.name, "password_hash": u.password_hash, "hashing_algorithm": SHA256, "tags": u.tags, "limits": {}}))
+        .map(|u| json!({"name": u.name, "password_hash": u.password_hash, "hashing_algorithm": u.hashing_algorithm.name(), "tags": u.tags, "limits": {}}))
         .collect();
     let vhosts: Vec<Value> = rt
         .registry

@@ -20,6 +20,7 @@ mod exchanges;
 mod fault;
 mod fields;
 pub mod fuzzing;
+mod health;
 mod overview;
 mod policies;
 mod publish;
@@ -392,6 +393,7 @@ pub fn start(
             .configure(connections::routes)
             .configure(definitions::routes)
             .configure(policies::routes)
+            .configure(health::routes)
             .configure(fault_routes)
     })
     .workers(1)

@@ -93,7 +93,7 @@ async fn overview(req: HttpRequest, rt: State) -> ApiResult {
 
 /// The AMQP listeners as RabbitMQ lists them: `amqp` for plain, `amqp/ssl` for TLS.
 /// The first one bound is `amqp_addr` (its real port, when configured as port 0).
-fn listeners(rt: &crate::broker::runtime::Runtime) -> Vec<serde_json::Value> {
+pub(super) fn listeners(rt: &crate::broker::runtime::Runtime) -> Vec<serde_json::Value> {
     let bound = rt.amqp_addr.get().map(|a| a.port());
     let plain = rt.config.listen.map(|a| bound.unwrap_or(a.port()));
     let tls = rt.config.tls_listen.map(|a| match plain {
