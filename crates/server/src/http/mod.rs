@@ -24,6 +24,8 @@ mod overview;
 mod policies;
 mod publish;
 mod queues;
+mod topic_perms;
+mod user_limits;
 
 use crate::broker::runtime::Runtime;
 use actix_web::body::MessageBody;
@@ -392,6 +394,8 @@ pub fn start(
             .configure(connections::routes)
             .configure(definitions::routes)
             .configure(policies::routes)
+            .configure(user_limits::routes)
+            .configure(topic_perms::routes)
             .configure(fault_routes)
     })
     .workers(1)
