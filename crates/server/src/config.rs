@@ -38,6 +38,10 @@ pub struct Cli {
     /// channel_max offered to clients [default: 2047]
     #[arg(long, env = "BROKER_CHANNEL_MAX")]
     pub channel_max: Option<u16>,
+    /// Most client connections open at once on this node (RabbitMQ's connection_max);
+    /// connection.open beyond it is refused with 530 NOT_ALLOWED [default: no limit]
+    #[arg(long, env = "BROKER_MAX_CONNECTIONS")]
+    pub max_connections: Option<u64>,
     /// Heartbeat interval offered to clients, in seconds [default: 60]
     #[arg(long, env = "BROKER_HEARTBEAT")]
     pub heartbeat: Option<u16>,
@@ -125,6 +129,7 @@ pub struct FileConfig {
     max_message_size: Option<u64>,
     frame_max: Option<u32>,
     channel_max: Option<u16>,
+    max_connections: Option<u64>,
     heartbeat: Option<u16>,
     memory_high_watermark: Option<Limit>,
     disk_free_limit: Option<Limit>,
@@ -161,6 +166,8 @@ pub struct Config {
     pub frame_max: u32,
     /// channel_max offered in connection.tune.
     pub channel_max: u16,
+    /// Most open connections on the node (`None`: no limit).
+    pub max_connections: Option<u64>,
     /// Heartbeat offered in connection.tune (seconds).
     pub heartbeat: u16,
     /// Memory high watermark in bytes (process memory above which publishers are
@@ -238,6 +245,7 @@ impl Config {
                 .unwrap_or(16 * 1024 * 1024),
             frame_max,
             channel_max: cli.channel_max.or(file.channel_max).unwrap_or(2047),
+            max_connections: cli.max_connections.or(file.max_connections),
             heartbeat: cli.heartbeat.or(file.heartbeat).unwrap_or(60),
             memory_high_watermark: cli
                 .memory_high_watermark

@@ -71,6 +71,10 @@ pub struct Registry {
     version: AtomicU64,
     /// Users that may log in from loopback addresses only (RabbitMQ's `loopback_users`).
     loopback_users: Vec<String>,
+    /// Per-user limits and the counts they are checked against.
+    pub user_limits: super::user_limits::UserLimitTable,
+    /// Topic permissions by (vhost, user).
+    pub topic_perms: super::topic_perms::TopicPermTable,
 }
 
 fn salt() -> [u8; 4] {
@@ -87,6 +91,8 @@ impl Registry {
             store,
             version: AtomicU64::new(1),
             loopback_users: vec!["guest".into()],
+            user_limits: Default::default(),
+            topic_perms: Default::default(),
         };
         let records = match &r.store {
             Some(s) => s
@@ -111,6 +117,13 @@ impl Registry {
                         Err(e) => tracing::error!(vhost, user, "stored permission skipped: {e}"),
                     }
                 })
+            } else if let Some(name) = key.strip_prefix(super::user_limits::KEY) {
+                r.user_limits.load(name, &v)
+            } else if let Some(rest) = key.strip_prefix(super::topic_perms::KEY) {
+                if let Err(e) = r.topic_perms.load(rest, &v) {
+                    tracing::error!(key = %key.replace('\0', "/"), "stored topic permission skipped: {e}");
+                }
+                Ok(())
             } else if let Some(name) = key.strip_prefix(VHOST) {
                 serde_json::from_slice::<VhostRecord>(&v).map(|mut rec| {
                     rec.name = name.to_owned();
@@ -161,6 +174,41 @@ impl Registry {
             Some(s) => s.delete_definition(key.as_bytes()),
             None => Ok(()),
         }
+    }
+
+    /// Sets (or with `None` clears) limit `name` of `user` (`max-connections`,
+    /// `max-channels`); `Ok(false)` if `name` is no limit.
+    pub fn set_user_limit(
+        &self,
+        user: &str,
+        name: &str,
+        value: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        self.user_limits.set(self.store.as_ref(), user, name, value)
+    }
+
+    /// Replaces all of a user's limits (definitions import).
+    pub fn replace_user_limits(
+        &self,
+        user: &str,
+        l: super::user_limits::UserLimits,
+    ) -> Result<(), StoreError> {
+        self.user_limits.replace(self.store.as_ref(), user, l)
+    }
+
+    /// Sets a topic permission (see [`super::topic_perms::TopicPermTable::set`]).
+    pub fn set_topic_permission(
+        &self,
+        vhost: &str,
+        user: &str,
+        p: super::topic_perms::TopicPermission,
+    ) -> Result<bool, Result<String, StoreError>> {
+        self.topic_perms.set(self.store.as_ref(), vhost, user, p)
+    }
+
+    /// Removes a user's topic permissions in a vhost; whether it had any.
+    pub fn clear_topic_permissions(&self, vhost: &str, user: &str) -> Result<bool, StoreError> {
+        self.topic_perms.clear(self.store.as_ref(), vhost, user)
     }
 
     /// Sets the users restricted to loopback logins (default: guest).
@@ -221,6 +269,10 @@ impl Registry {
             return Ok(false);
         }
         self.del(format!("{USER}{name}"))?;
+        self.user_limits
+            .replace(self.store.as_ref(), name, Default::default())?;
+        self.topic_perms
+            .clear_where(self.store.as_ref(), None, Some(name))?;
         let keys: Vec<(String, String)> = self
             .perms
             .iter()
@@ -351,6 +403,8 @@ impl Registry {
             return Ok(false);
         }
         self.del(format!("{VHOST}{name}"))?;
+        self.topic_perms
+            .clear_where(self.store.as_ref(), Some(name), None)?;
         let keys: Vec<(String, String)> = self
             .perms
             .iter()

@@ -20,7 +20,9 @@ pub mod publish;
 pub mod queue;
 pub mod runtime;
 pub mod supervise;
+pub mod topic_perms;
 pub mod topology;
+pub mod user_limits;
 pub mod vhost;
 
 #[cfg(test)]

@@ -169,14 +169,21 @@ async fn delete_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> A
     Ok(no_content())
 }
 
-fn user_json(u: &User) -> Value {
+/// A user as RabbitMQ shows it (also in definitions), with its limits.
+pub(super) fn user_json(rt: &Runtime, u: &User) -> Value {
     json!({"name": u.name, "password_hash": u.password_hash,
-           "hashing_algorithm": u.hashing_algorithm.name(), "tags": u.tags, "limits": {}})
+           "hashing_algorithm": u.hashing_algorithm.name(), "tags": u.tags,
+           "limits": rt.registry.user_limits.get(&u.name)})
 }
 
 async fn list_users(req: HttpRequest, rt: State) -> ApiResult {
     admin(&req, &rt)?;
-    let list: Vec<Value> = rt.registry.users().iter().map(user_json).collect();
+    let list: Vec<Value> = rt
+        .registry
+        .users()
+        .iter()
+        .map(|u| user_json(&rt, u))
+        .collect();
     Ok(HttpResponse::Ok().json(list))
 }
 
@@ -187,7 +194,7 @@ async fn get_user(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiRe
         .registry
         .user(&name)
         .ok_or_else(|| ApiError::not_found(format!("user '{name}' not found")))?;
-    Ok(HttpResponse::Ok().json(user_json(&u)))
+    Ok(HttpResponse::Ok().json(user_json(&rt, &u)))
 }
 
 /// Tags as RabbitMQ accepts them: "a,b" or ["a","b"].

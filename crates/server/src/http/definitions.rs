@@ -1,5 +1,5 @@
 //! `/api/definitions`: export and import in RabbitMQ's definitions format (users with
-//! their password hashes, vhosts, permissions, policies and operator policies, queues,
+//! their password hashes and limits, vhosts, permissions, topic permissions, policies and operator policies, queues,
 //! exchanges, bindings), so a
 //! RabbitMQ export imports here and a backup restores on a fresh data dir.
 
@@ -81,7 +81,7 @@ async fn import_vhost(
         }
     }
     if let Some(m) = body.as_object_mut() {
-        for key in ["users", "vhosts", "permissions"] {
+        for key in ["users", "vhosts", "permissions", "topic_permissions"] {
             m.remove(key);
         }
     }
@@ -93,7 +93,7 @@ fn definitions(rt: &crate::broker::runtime::Runtime, only: Option<&str>) -> Valu
         .registry
         .users()
         .iter()
-        .map(|u| json!({"name": u.name, "password_hash": u.password_hash, "hashing_algorithm": u.hashing_algorithm.name(), "tags": u.tags, "limits": {}}))
+        .map(|u| super::admin::user_json(rt, u))
         .collect();
     let vhosts: Vec<Value> = rt
         .registry
@@ -156,6 +156,13 @@ fn definitions(rt: &crate::broker::runtime::Runtime, only: Option<&str>) -> Valu
         }
     }
     let (policies, parameters) = policy_definitions(rt, only);
+    let topic_permissions: Vec<Value> = rt
+        .registry
+        .topic_perms
+        .all()
+        .iter()
+        .map(|(v, u, p)| super::topic_perms::entry(v, u, p))
+        .collect();
     json!({
         "rabbit_version": "3.10.8",
         "rabbitmq_version": "3.10.8",
@@ -164,7 +171,7 @@ fn definitions(rt: &crate::broker::runtime::Runtime, only: Option<&str>) -> Valu
         "users": users,
         "vhosts": vhosts,
         "permissions": permissions,
-        "topic_permissions": [],
+        "topic_permissions": topic_permissions,
         "parameters": parameters,
         "global_parameters": [],
         "policies": policies,
@@ -224,6 +231,24 @@ fn items<'a>(body: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
         .flatten()
 }
 
+/// A user's `limits` object, as RabbitMQ exports it (`{"max-connections": 10}`); empty
+/// or null lifts them, absent (older exports) leaves them as they are.
+fn import_user_limits(
+    rt: &crate::broker::runtime::Runtime,
+    name: &str,
+    u: &Value,
+) -> Result<(), ApiError> {
+    let limits = match u.get("limits") {
+        None => return Ok(()),
+        Some(Value::Null) => Default::default(),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| ApiError::bad_request(format!("invalid limits: {e}")))?,
+    };
+    rt.registry
+        .replace_user_limits(name, limits)
+        .map_err(|e| ApiError::internal(format!("cannot store the change: {e}")))
+}
+
 fn text<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
@@ -242,11 +267,17 @@ async fn import(req: HttpRequest, rt: State, body: web::Json<Value>) -> ApiResul
     for u in items(&body, "users") {
         let name = text(u, "name");
         apply_user(&rt, name, u).map_err(|e| fail(format!("user '{name}'"), e))?;
+        import_user_limits(&rt, name, u).map_err(|e| fail(format!("user '{name}'"), e))?;
     }
     for p in items(&body, "permissions") {
         let (vh, user) = (text(p, "vhost"), text(p, "user"));
         apply_permission(&rt, vh, user, p)
             .map_err(|e| fail(format!("permission of '{user}' in '{vh}'"), e))?;
+    }
+    for p in items(&body, "topic_permissions") {
+        let (vh, user) = (text(p, "vhost"), text(p, "user"));
+        super::topic_perms::apply_topic_permission(&rt, vh, user, p)
+            .map_err(|e| fail(format!("topic permission of '{user}' in '{vh}'"), e))?;
     }
     import_policies(&rt, &body).await?;
     // exchanges, queues and bindings are created by the broker itself (as RabbitMQ's

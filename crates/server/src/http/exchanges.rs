@@ -489,6 +489,13 @@ pub(super) async fn set_binding(
         Destination::Exchange(dst.into())
     };
     check_shortstr("routing key", rk)?;
+    if let Actor::User(u) = who {
+        rt.registry
+            .topic_perms
+            .check_user(&v, &u.name, false, src, rk)
+            // 401 not_authorised as RabbitMQ's API answers it, with our text
+            .map_err(|e| ApiError::refused(e.text))?;
+    }
     if let (Actor::User(u), true) = (who, bind && src == DEAD_LETTER_EXCHANGE) {
         rt.registry.check_dead_letter_binding(vhost, &u.name, rk)?;
     }

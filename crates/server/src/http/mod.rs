@@ -25,6 +25,8 @@ mod overview;
 mod policies;
 mod publish;
 mod queues;
+mod topic_perms;
+mod user_limits;
 
 use crate::broker::runtime::Runtime;
 use actix_web::body::MessageBody;
@@ -394,6 +396,8 @@ pub fn start(
             .configure(definitions::routes)
             .configure(policies::routes)
             .configure(health::routes)
+            .configure(user_limits::routes)
+            .configure(topic_perms::routes)
             .configure(fault_routes)
     })
     .workers(1)

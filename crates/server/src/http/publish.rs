@@ -48,6 +48,10 @@ async fn publish(
         )));
     }
     let (routing_key, payload, props) = publish_body(&body)?;
+    rt.registry
+        .topic_perms
+        .check_user(&v, &u.name, true, &name, routing_key)
+        .map_err(refused_publish)?;
     publish::check_client(&props, &u.name).map_err(refused_publish)?;
     if let Some(reason) = rt.alarm() {
         return Err(ApiError::alarm(reason));

@@ -329,6 +329,7 @@ impl ChannelActor {
             "exchange",
             broker_core::auth::exchange_resource(p.exchange.as_str()),
         )?;
+        self.topic_allowed(true, p.exchange.as_str(), p.routing_key.as_str())?;
         if let Some(tx) = self.tx.as_mut() {
             tx.bytes += content.body.len() + content.raw_properties.len();
             if tx.publishes.len() >= super::TX_MAX_PUBLISHES || tx.bytes > super::TX_MAX_BYTES {

@@ -56,6 +56,7 @@ impl ChannelActor {
             x::AMQPMethod::Bind(bd) => {
                 self.allowed(Access::Write, "exchange", bd.destination.as_str())?;
                 self.allowed(Access::Read, "exchange", bd.source.as_str())?;
+                self.topic_allowed(false, bd.source.as_str(), bd.routing_key.as_str())?;
                 self.allowed_dead_letters(bd.source.as_str(), bd.routing_key.as_str())?;
                 let (nowait, cm) = (bd.nowait, (40, 30));
                 self.bind(
@@ -77,6 +78,7 @@ impl ChannelActor {
             x::AMQPMethod::Unbind(bd) => {
                 self.allowed(Access::Write, "exchange", bd.destination.as_str())?;
                 self.allowed(Access::Read, "exchange", bd.source.as_str())?;
+                self.topic_allowed(false, bd.source.as_str(), bd.routing_key.as_str())?;
                 let (nowait, cm) = (bd.nowait, (40, 40));
                 let (src, dst) = (bd.source.as_str(), bd.destination.as_str());
                 if !src.is_empty()
@@ -255,6 +257,7 @@ impl ChannelActor {
         } else {
             bd.routing_key.to_string()
         };
+        self.topic_allowed(false, bd.exchange.as_str(), &rk)?;
         self.allowed_dead_letters(bd.exchange.as_str(), &rk)?;
         let nowait = bd.nowait;
         self.bind(
@@ -282,6 +285,7 @@ impl ChannelActor {
             "exchange",
             broker_core::auth::exchange_resource(bd.exchange.as_str()),
         )?;
+        self.topic_allowed(false, bd.exchange.as_str(), bd.routing_key.as_str())?;
         if let Some(q) = self.vhost.queue(&name) {
             q.check_access(self.key.connection)?;
         }

@@ -121,6 +121,9 @@ pub struct ChannelActor {
     /// Permission checks already made: registry version, and per resource name the
     /// access kinds checked (bits) and those allowed (bits).
     pub(crate) perm_cache: (u64, HashMap<String, (u8, u8)>),
+    /// The user's topic permissions in this vhost (`None`: it has none), as of the
+    /// table's version.
+    pub(crate) topic_cache: (u64, Option<crate::broker::topic_perms::UserTopics>),
     /// Queues this channel consumed from or got messages from; told when it closes.
     pub(crate) touched: HashMap<usize, Arc<QueueEntry>>,
     /// The last queue declared, which an empty queue name refers to.
@@ -177,6 +180,7 @@ impl ChannelActor {
             routes: RouteCache::default(),
             stats: Default::default(),
             perm_cache: (0, HashMap::new()),
+            topic_cache: (u64::MAX, None),
             touched: HashMap::new(),
             last_queue: None,
             commit_mark: store.as_ref().map_or(0, |s| s.messages.mark()),

@@ -407,8 +407,19 @@ impl Connection {
         }
     }
 
-    /// Publishes the channel count to the management view.
-    pub(super) fn count_channels(&self) {
+    /// Publishes the channel count to the management view, and gives back to the user's
+    /// count the channels closed since.
+    pub(super) fn count_channels(&mut self) {
+        let open = self.channels.len();
+        if open < self.counted_channels {
+            if let Some(u) = &self.user_usage {
+                u.channels.fetch_sub(
+                    (self.counted_channels - open) as u64,
+                    std::sync::atomic::Ordering::AcqRel,
+                );
+            }
+            self.counted_channels = open;
+        }
         if let Some(info) = self.rt.conn_info.get(&self.id) {
             info.channels
                 .store(self.channels.len(), std::sync::atomic::Ordering::Relaxed);
@@ -419,6 +430,14 @@ impl Connection {
         let Some(vhost) = self.vhost.clone() else {
             return;
         };
+        if let Some(u) = &self.user_usage {
+            let user = self.shared.user.borrow().clone();
+            if let Err(e) = self.rt.registry.user_limits.open_channel(&user, u) {
+                self.fail(e.on(20, 10), ctx);
+                return;
+            }
+            self.counted_channels += 1;
+        }
         let addr = crate::broker::supervise::start(|_| {
             ChannelActor::new(
                 ch,

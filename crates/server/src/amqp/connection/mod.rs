@@ -11,6 +11,7 @@ use crate::amqp::shared::ConnShared;
 pub use crate::broker::messages::{ForceClose, ResumeRead};
 use crate::broker::runtime::Runtime;
 use crate::broker::supervise::{Kind, Supervisable};
+use crate::broker::user_limits::UserUsage;
 use crate::broker::vhost::VHost;
 use actix::prelude::*;
 use broker_core::{AmqpError, ReplyCode};
@@ -121,18 +122,44 @@ pub struct Connection {
     batched: Vec<u16>,
     /// Held while [`State::Silenced`]: counts this connection among the delayed closes.
     silenced: Option<handshake::SilenceSlot>,
+    /// The user's live counts, once connection.open counted this connection in them.
+    user_usage: Option<Arc<UserUsage>>,
+    /// How many of this connection's channels are counted in `user_usage`.
+    counted_channels: usize,
 }
 
 impl Connection {
     /// connection.open: the vhost must exist, the user must have permissions in it, and
     /// its max-connections limit must allow one more (530 NOT_ALLOWED otherwise, with
-    /// RabbitMQ's texts).
-    fn open_vhost(&self, name: &str) -> Result<Arc<VHost>, AmqpError> {
+    /// RabbitMQ's texts), and so must the user's.
+    fn open_vhost(&mut self, name: &str) -> Result<Arc<VHost>, AmqpError> {
         let user = self.shared.user.borrow().clone();
+        let limits = &self.rt.registry.user_limits;
+        limits.open_node_connection(self.rt.config.max_connections)?;
+        let usage = limits.usage(&user);
+        match self.vhost_limits(name, &user, &usage) {
+            Ok(v) => {
+                self.user_usage = Some(usage);
+                Ok(v)
+            }
+            Err(e) => {
+                limits.close_node_connection();
+                Err(e)
+            }
+        }
+    }
+
+    /// The vhost's checks of [`Connection::open_vhost`], then the user's connection limit.
+    fn vhost_limits(
+        &self,
+        name: &str,
+        user: &str,
+        usage: &UserUsage,
+    ) -> Result<Arc<VHost>, AmqpError> {
         let Some(v) = self.rt.vhost(name) else {
             return Err(AmqpError::not_allowed(format!("vhost {name} not found")));
         };
-        if self.rt.registry.permission(name, &user).is_none() {
+        if self.rt.registry.permission(name, user).is_none() {
             return Err(AmqpError::not_allowed(format!(
                 "access to vhost '{name}' refused for user '{user}'"
             )));
@@ -152,6 +179,11 @@ impl Connection {
                 "access to vhost '{name}' refused for user '{user}': connection limit ({}) is reached",
                 limit.unwrap_or(0)
             )));
+        }
+        if let Err(e) = self.rt.registry.user_limits.open_connection(user, usage) {
+            v.connections
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(e);
         }
         Ok(v)
     }
@@ -192,6 +224,8 @@ impl Connection {
                 torn_down: false,
                 batched: Vec::new(),
                 silenced: None,
+                user_usage: None,
+                counted_channels: 0,
                 rt,
             }
         });
@@ -270,6 +304,7 @@ impl Connection {
             slot.send_batch();
             slot.addr.do_send(Shutdown);
         }
+        self.count_channels();
     }
 }
 
@@ -367,6 +402,16 @@ impl Connection {
         #[cfg(feature = "fault-injection")]
         self.rt.fault_targets.remove(&self.id);
         self.rt.conn_info.remove(&self.id);
+        if let Some(u) = self.user_usage.take() {
+            self.rt.registry.user_limits.close_node_connection();
+            u.connections
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            u.channels.fetch_sub(
+                self.counted_channels as u64,
+                std::sync::atomic::Ordering::AcqRel,
+            );
+            self.counted_channels = 0;
+        }
         if let Some(v) = self.vhost.clone() {
             v.connections
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
