@@ -967,11 +967,11 @@ def test_406_redeclare_exchange_with_different_alternate_exchange(conn, scratch)
 
 
 @pytest.mark.ours_only
-def test_queue_type_classic_accepted_quorum_and_stream_refused(conn, scratch):
+def test_queue_type_classic_accepted_quorum_refused(conn, scratch):
     ch = conn.channel()
     q = scratch.queue("classic")
     ch.queue_declare(q, durable=True, arguments={"x-queue-type": "classic"})
-    for qtype in ("quorum", "stream"):
+    for qtype in ("quorum",):
         name = scratch.queue(qtype)
         code, text = channel_error(
             conn, lambda c: c.queue_declare(name, durable=True, arguments={"x-queue-type": qtype}))

@@ -84,6 +84,8 @@ pub fn check_equivalent(
         if same {
             continue;
         }
+        // the text shows what was given (a missing type is "none", not classic)
+        let (n, c) = (new.inner().get(*key), cur.inner().get(*key));
         let show = |v: Option<&AMQPValue>, both: bool| match v {
             None => "none".to_string(),
             Some(v) if both => format!("'{}'", show_value(v)),
@@ -138,6 +140,11 @@ pub struct QueueArgs {
     /// A policy's `consumer-timeout` (ms): overrides `--consumer-timeout-ms` for the
     /// queue (RabbitMQ 3.12+); no declared argument sets it.
     pub consumer_timeout: Option<u64>,
+    /// `x-max-age` (streams): milliseconds after which a whole segment whose newest
+    /// message is older goes.
+    pub max_age_ms: Option<u64>,
+    /// `x-stream-max-segment-size-bytes` (streams).
+    pub stream_segment_bytes: Option<u64>,
 }
 
 /// RabbitMQ's name for a field-table type, as its error texts show it.

@@ -23,6 +23,7 @@ pub mod queue;
 pub mod queue_type;
 pub mod routing;
 pub mod store;
+pub mod stream;
 #[cfg(test)]
 mod test_support;
 

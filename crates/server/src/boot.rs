@@ -41,6 +41,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let storage = Storage {
         definitions: store.clone(),
         messages: store.clone(),
+        streams: store.streams(),
         flusher: Flusher::start(store.clone()),
     };
     let system = System::new();

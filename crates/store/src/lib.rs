@@ -13,6 +13,7 @@ pub mod replay;
 pub mod segments;
 pub mod spill;
 pub mod store;
+pub mod stream;
 
 pub use flusher::{FlushRequest, Flusher, FLUSH_LATENCY};
 pub use store::{SledStore, INDEX_FLUSH};

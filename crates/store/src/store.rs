@@ -106,7 +106,9 @@ pub struct SledStore {
     /// The sled database; `None` only while a reopen after a failed write could not
     /// open it again (see [`crate::recover`]).
     pub(crate) db: RwLock<Option<Arc<Db>>>,
-    pub(crate) segments: Segments,
+    pub(crate) segments: Arc<Segments>,
+    /// Streams' logs (committed with the segments, numbered in their sequence).
+    streams: Arc<crate::stream::Streams>,
     /// Something was written since the last flush.
     dirty: AtomicBool,
     /// Held (shared) by every index change from its start until it is noted in the
@@ -143,7 +145,11 @@ impl SledStore {
         // points into can go and mostly dead ones are compacted
         let refs = segment_use(&db.messages)
             .map_err(|e| format!("the store in {} is damaged: {e}", path.display()))?;
-        let segments = Segments::open(&segdir, refs)?;
+        let segments = Arc::new(Segments::open(&segdir, refs)?);
+        let streams = Arc::new(crate::stream::Streams::new(
+            dir.join("streams"),
+            segments.clone(),
+        ));
         // the index is complete now: replay starts afresh at the new segment
         db.db
             .insert(REPLAY_FROM, &encode_position(segments.position())[..])
@@ -154,11 +160,17 @@ impl SledStore {
             dir: dir.to_path_buf(),
             db: RwLock::new(Some(Arc::new(db))),
             segments,
+            streams,
             dirty: AtomicBool::new(false),
             gate: RwLock::new(()),
             compaction: Mutex::new(Compaction::default()),
             recovery: Recovery::default(),
         })
+    }
+
+    /// The streams kept in this data dir.
+    pub fn streams(&self) -> Arc<crate::stream::Streams> {
+        self.streams.clone()
     }
 
     /// The open database (a clone of the handle: a reopen waits for none of them).
@@ -484,8 +496,11 @@ impl MessageStore for SledStore {
 
     fn commit(&self) -> Result<(), StoreError> {
         // the records name their index entries: once they are on disk, recovery can put
-        // back whatever the index has not made durable yet
-        self.segments.sync()
+        // back whatever the index has not made durable yet; streams' chunks are durable
+        // once their own files are fsynced
+        let segments = self.segments.sync();
+        let streams = self.streams.commit();
+        segments.and(streams)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

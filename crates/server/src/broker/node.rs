@@ -113,6 +113,8 @@ pub struct Storage {
     pub messages: Arc<dyn MessageStore>,
     /// One fsync for many publishes.
     pub flusher: Flusher,
+    /// The streams' logs (committed by the flusher with the segments).
+    pub streams: Arc<broker_store::stream::Streams>,
 }
 
 /// The wall clock in milliseconds since the epoch: TTLs and timeouts count in it, and it

@@ -168,13 +168,22 @@ fn store_message(
     msg: &mut broker_core::Message,
     queues: &[Arc<QueueEntry>],
 ) -> Result<bool, StoreError> {
-    if !msg.is_persistent() || !queues.iter().any(|q| q.store_id.is_some()) {
-        return Ok(false);
+    let streamed = append_to_streams(store, msg, queues)?;
+    if !msg.is_persistent()
+        || !queues
+            .iter()
+            .any(|q| q.store_id.is_some() && q.stream.is_none())
+    {
+        return Ok(streamed);
     }
     let id = store.definitions.next_id()?;
     msg.persist_id = Some(id);
     let record = broker_core::store::encode_message(msg);
-    let qids: Vec<u64> = queues.iter().filter_map(|q| q.store_id).collect();
+    let qids: Vec<u64> = queues
+        .iter()
+        .filter(|q| q.stream.is_none())
+        .filter_map(|q| q.store_id)
+        .collect();
     let mut meta = msg.meta();
     // the arrival time matters only where a TTL applies; left out, it keeps the index small
     if meta.ttl_ms.is_none() && !queues.iter().any(|q| q.args.load().message_ttl.is_some()) {
@@ -182,6 +191,28 @@ fn store_message(
     }
     store.messages.insert(&qids, id, &record, meta)?;
     Ok(true)
+}
+
+/// Appends the message to every stream among `queues` (persistent or not: a stream
+/// keeps everything). Returns whether there was one; the confirm then waits for the
+/// commit, and the first append to a clean stream asks the flusher for one (so that
+/// readers see messages whose publisher asked for no confirm).
+fn append_to_streams(
+    store: &Storage,
+    msg: &broker_core::Message,
+    queues: &[Arc<QueueEntry>],
+) -> Result<bool, StoreError> {
+    let mut record: Option<Vec<u8>> = None;
+    let mut any = false;
+    for log in queues.iter().filter_map(|q| q.stream.as_ref()) {
+        let rec = record.get_or_insert_with(|| broker_core::store::encode_message(msg));
+        let (_, first) = store.streams.append(log, rec)?;
+        if first {
+            store.flusher.request(0, 0, |_| {});
+        }
+        any = true;
+    }
+    Ok(any)
 }
 
 impl QueueHost for VHost {

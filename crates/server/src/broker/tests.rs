@@ -87,6 +87,7 @@ fn a_restarted_durable_queue_reloads_its_stored_messages() {
     let storage = crate::broker::runtime::Storage {
         definitions: store.clone(),
         messages: store.clone(),
+        streams: store.streams(),
         flusher: broker_store::store::Flusher::start(store.clone()),
     };
     let sys = actix::System::new();

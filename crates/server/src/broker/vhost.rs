@@ -199,6 +199,8 @@ impl VHost {
         let args = self.queue_args(name, &spec.arguments);
         let vhost: Weak<dyn crate::broker::queue::QueueHost> = self.me.clone();
         let node = self.node.clone();
+        let stream = self.open_stream(name, &spec, store_id, &args)?;
+        let stream_actor = stream.clone();
         let entry = self
             .queues
             .entry(qname.clone())
@@ -216,6 +218,7 @@ impl VHost {
                         me.clone(),
                         vhost,
                         node,
+                        stream_actor,
                     ),
                     may_refuse: AtomicBool::new(crate::broker::queue::may_refuse(&args)),
                     args: arc_swap::ArcSwap::from_pointee(args),
@@ -227,9 +230,20 @@ impl VHost {
                     vhost_name: self.name.as_str().into(),
                     ready: Default::default(),
                     counters: Default::default(),
+                    stream,
                 })
             })
             .clone();
+        if let Some(log) = entry.stream.as_ref() {
+            // the flusher wakes the readers after each commit
+            // (weakly: the log must not keep its actor alive after a delete)
+            let addr = entry.addr.downgrade();
+            log.on_commit(move || {
+                if let Some(a) = addr.upgrade() {
+                    a.do_send(crate::broker::queue::StreamCommitted);
+                }
+            });
+        }
         if self.node.policies.generation() != policies_seen {
             // a policy changed while this queue was being made: the change may have
             // looked at the queues before this one was among them
@@ -241,6 +255,31 @@ impl VHost {
         }
         self.bump();
         Ok(entry)
+    }
+
+    /// The log of a new stream queue (`None` for other types): opened from the data
+    /// dir by the queue's store id, with the retention its arguments set.
+    fn open_stream(
+        &self,
+        name: &str,
+        spec: &QueueSpec,
+        store_id: Option<u64>,
+        args: &QueueArgs,
+    ) -> Result<Option<Arc<broker_store::stream::StreamLog>>, AmqpError> {
+        if broker_core::queue_type::of_arguments(&spec.arguments).name() != "stream" {
+            return Ok(None);
+        }
+        let (Some(id), Some(store)) = (store_id, self.node.store.as_ref()) else {
+            return Err(AmqpError::precondition_failed(format!(
+                "invalid property 'non-durable' for queue '{name}' in vhost '{}'",
+                self.name
+            )));
+        };
+        store
+            .streams
+            .open(id, crate::broker::queue::retention(args))
+            .map(Some)
+            .map_err(|e| AmqpError::internal(format!("cannot open stream '{name}': {e}")))
     }
 
     /// The arguments a queue acts on: its declared ones combined with the policies that

@@ -57,7 +57,7 @@ async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
     let p = rt
         .policies
         .resolve(vhost, &q.name, broker_core::policy::Target::Queue);
-    json!({
+    let mut v = json!({
         "policy": p.policy,
         "operator_policy": p.operator_policy,
         "effective_policy_definition": p.effective,
@@ -67,7 +67,7 @@ async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
         "auto_delete": q.auto_delete,
         "exclusive": q.exclusive_owner.is_some(),
         "arguments": to_json(&q.arguments),
-        "type": "classic",
+        "type": q.queue_type().name(),
         "state": "running",
         "node": "broker@localhost",
         "messages": i.ready + i.unacked,
@@ -77,7 +77,22 @@ async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
         "memory": i.bytes,
         "message_bytes": i.bytes,
         "message_stats": message_stats(c),
-    })
+    });
+    if let (Some(log), Some(obj)) = (q.stream.as_ref(), v.as_object_mut()) {
+        // RabbitMQ's stream fields (one member: this node), and the log's files
+        let node = "broker@localhost";
+        let (segments, bytes) = log.disk_use();
+        obj.insert("members".into(), json!([node]));
+        obj.insert("online".into(), json!([node]));
+        obj.insert("readers".into(), json!({ node: i.consumers.len() }));
+        obj.insert("memory".into(), json!(0));
+        obj.insert("message_bytes".into(), json!(bytes));
+        obj.insert("segments".into(), json!(segments));
+        obj.insert("disk_size".into(), json!(bytes));
+        obj.insert("first_offset".into(), json!(log.first_offset()));
+        obj.insert("committed_offset".into(), json!(log.end_offset()));
+    }
+    v
 }
 
 /// RabbitMQ's message_stats object: counters and `*_details.rate` (per second, sampled
@@ -214,6 +229,11 @@ async fn purge(req: HttpRequest, rt: State, path: web::Path<(String, String)>) -
     let (vhost, name) = path.into_inner();
     let q = find(&rt, &u, &vhost, &name)?;
     permitted(&rt, &u, &vhost, Access::Read, "queue", &name)?;
+    if q.stream.is_some() {
+        return Err(ApiError::bad_request(format!(
+            "queue.purge not supported by stream queues queue '{name}' in vhost '{vhost}'"
+        )));
+    }
     let _ = q.purge().await;
     Ok(no_content())
 }
@@ -237,6 +257,11 @@ async fn get(
     let (vhost, name) = path.into_inner();
     let q = find(&rt, &u, &vhost, &name)?;
     permitted(&rt, &u, &vhost, Access::Read, "queue", &name)?;
+    if q.stream.is_some() {
+        return Err(ApiError::bad_request(format!(
+            "basic.get not supported by stream queues queue '{name}' in vhost '{vhost}'"
+        )));
+    }
     let count = number(body.get("count")).unwrap_or(1);
     let truncate = number(body.get("truncate")).map(|t| t as usize);
     let ackmode = body

@@ -615,6 +615,7 @@ impl Segments {
     }
 }
 
+mod marks;
 mod records;
 pub use records::scan;
 use records::{check_record, written_size};

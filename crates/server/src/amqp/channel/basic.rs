@@ -63,6 +63,7 @@ impl ChannelActor {
 
     fn basic_qos(&mut self, qos: b::Qos) -> Result<(), AmqpError> {
         // a non-zero prefetch_size was already refused with 540 by the wire layer
+        self.qos_global_last = qos.global && qos.prefetch_count > 0;
         if qos.global {
             self.gate
                 .prefetch
@@ -87,6 +88,15 @@ impl ChannelActor {
         )?;
         let name = self.queue_name(c.queue.as_str())?;
         let q = self.find_queue(&name)?;
+        if q.stream.is_some() {
+            broker_core::queue_type::stream::check_consume(
+                c.no_ack,
+                self.prefetch,
+                self.qos_global_last,
+                &name,
+                &self.vhost.name,
+            )?;
+        }
         let short_tag = consumer_tag(&c.consumer_tag)?;
         let tag: Arc<str> = short_tag.as_str().into();
         if self.consumers.contains_key(&tag) {
@@ -120,7 +130,7 @@ impl ChannelActor {
                 gate,
             },
         );
-        let consume = q.consume(consumer);
+        let consume = q.consume(consumer, &c.arguments);
         let nowait = c.nowait;
         let t = tag.clone();
         ctx.wait(
@@ -171,6 +181,13 @@ impl ChannelActor {
         self.allowed(broker_core::auth::Access::Read, "queue", &name)?;
         let q = self.find_queue(&name)?;
         self.touch(&q);
+        if q.stream.is_some() {
+            return Err(broker_core::queue_type::stream::not_supported(
+                "basic.get",
+                &name,
+                &self.vhost.name,
+            ));
+        }
         if !q.capabilities().basic_get {
             return Err(AmqpError::new(
                 broker_core::ReplyCode::NotImplemented,
@@ -240,6 +257,12 @@ impl ChannelActor {
     /// commit.
     fn settle(&mut self, tag: u64, multiple: bool, kind: SettleKind) -> Result<(), AmqpError> {
         let settled = self.unacked.settle(tag, multiple)?;
+        if !matches!(kind, SettleKind::Ack) {
+            self.refuse_on_streams(
+                settled.iter().map(|(_, p)| p),
+                "basic.nack and basic.reject",
+            )?;
+        }
         if let Some(tx) = self.tx.as_mut() {
             tx.settles
                 .extend(settled.into_iter().map(|(t, p)| (t, p, kind)));
@@ -247,6 +270,23 @@ impl ChannelActor {
         }
         self.apply_settles(settled.into_iter().map(|(_, p)| (p, kind)).collect());
         Ok(())
+    }
+
+    /// A stream cannot take deliveries back: nack, reject and recover of its
+    /// deliveries close the connection with 540, as RabbitMQ.
+    fn refuse_on_streams<'a>(
+        &self,
+        mut pending: impl Iterator<Item = &'a Pending>,
+        method: &str,
+    ) -> Result<(), AmqpError> {
+        match pending.find(|p| p.queue.stream.is_some()) {
+            Some(p) => Err(broker_core::queue_type::stream::not_supported(
+                method,
+                &p.queue.name,
+                &self.vhost.name,
+            )),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn apply_settles(&mut self, settles: Vec<(Pending, SettleKind)>) {
@@ -304,6 +344,7 @@ impl ChannelActor {
             return Err(AmqpError::not_implemented("requeue=false"));
         }
         let all = self.unacked.take_all();
+        self.refuse_on_streams(all.iter().map(|(_, p)| p), "basic.recover")?;
         self.apply_settles(
             all.into_iter()
                 .map(|(_, p)| (p, SettleKind::Requeue))

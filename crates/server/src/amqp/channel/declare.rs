@@ -319,6 +319,13 @@ impl ChannelActor {
         let name = self.queue_name(p.queue.as_str())?;
         self.allowed(Access::Read, "queue", &name)?;
         let qe = self.find_queue(&name)?;
+        if qe.stream.is_some() {
+            return Err(broker_core::queue_type::stream::not_supported(
+                "queue.purge",
+                &name,
+                &self.vhost.name,
+            ));
+        }
         let nowait = p.nowait;
         self.wait_then(
             ctx,
@@ -375,6 +382,13 @@ impl ChannelActor {
             return Ok(());
         }
         let name = if d.queue.as_str().is_empty() {
+            let t = broker_core::queue_type::of_arguments(&d.arguments);
+            if !t.capabilities().server_named {
+                return Err(AmqpError::precondition_failed(format!(
+                    "Cannot declare a server-named queue for type rabbit_{}_queue",
+                    t.name()
+                )));
+            }
             generated_name()
         } else {
             let n = d.queue.to_string();

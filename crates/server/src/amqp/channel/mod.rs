@@ -112,6 +112,9 @@ pub struct ChannelActor {
     pub(crate) gate: Arc<ChannelGate>,
     /// basic.qos prefetch for consumers created from now on (global=false).
     pub(crate) prefetch: u32,
+    /// The last basic.qos was channel-wide (global=true) and set a limit: a stream
+    /// consumer is then refused, as RabbitMQ refuses it.
+    pub(crate) qos_global_last: bool,
     pub(crate) confirms: Option<Confirms>,
     pub(crate) confirm_flush_scheduled: bool,
     pub(crate) tx: Option<TxBuffer>,
@@ -172,6 +175,7 @@ impl ChannelActor {
             consumers: HashMap::new(),
             gate,
             prefetch: 0,
+            qos_global_last: false,
             confirms: None,
             confirm_flush_scheduled: false,
             backlog: Default::default(),

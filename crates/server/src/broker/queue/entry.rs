@@ -50,6 +50,9 @@ pub struct QueueEntry {
     pub ready: CachePadded<(AtomicUsize, AtomicU64)>,
     /// Counters for metrics and the management API.
     pub counters: QueueCounters,
+    /// A stream's log (`x-queue-type: stream`): publishes append to it on the
+    /// publisher's thread (`broker/publish.rs`) instead of going through the inbox.
+    pub stream: Option<Arc<broker_store::stream::StreamLog>>,
 }
 
 /// Message counters of a queue since it was created, and rates sampled from them.
@@ -134,6 +137,11 @@ impl QueueEntry {
     /// wake-up is already on its way. A deleted queue drops it.
     pub fn enqueue(&self, msg: Arc<Message>) {
         if self.deleted.load(Ordering::Acquire) {
+            return;
+        }
+        if self.stream.is_some() {
+            // appended to the log already (`Routed::store`)
+            self.counters.published.fetch_add(1, Ordering::Relaxed);
             return;
         }
         if self.inbox.push(msg) {

@@ -59,7 +59,10 @@ impl Handler<PolicyChanged> for QueueActor {
 /// Subscribes a consumer.
 #[derive(Message)]
 #[rtype(result = "Result<(), AmqpError>")]
-pub struct Consume(pub Consumer<ConsumerHandle>);
+pub struct Consume(
+    pub Consumer<ConsumerHandle>,
+    pub broker_wire::types::FieldTable,
+);
 
 /// Unsubscribes a consumer.
 #[derive(Message)]
@@ -190,6 +193,9 @@ impl QueueActor {
 impl Handler<Consume> for QueueActor {
     type Result = Result<(), AmqpError>;
     fn handle(&mut self, msg: Consume, ctx: &mut Context<Self>) -> Self::Result {
+        if self.stream.is_some() && !self.deleted {
+            return self.stream_consume(msg.0, &msg.1);
+        }
         if self.deleted {
             return Err(AmqpError::not_found(format!(
                 "no queue '{}' in vhost '{}'",
@@ -211,6 +217,10 @@ impl Handler<Consume> for QueueActor {
 impl Handler<Cancel> for QueueActor {
     type Result = ();
     fn handle(&mut self, msg: Cancel, ctx: &mut Context<Self>) {
+        if let Some(s) = self.stream.as_mut() {
+            s.cancel(msg.channel, &msg.tag);
+            return;
+        }
         self.operate(ctx, |a, _| {
             if a.state.remove_consumer(msg.channel, &msg.tag).is_some() {
                 a.maybe_auto_delete();
@@ -222,6 +232,10 @@ impl Handler<Cancel> for QueueActor {
 impl Handler<Get> for QueueActor {
     type Result = Option<(Entry, Arc<Message>, u32)>;
     fn handle(&mut self, msg: Get, ctx: &mut Context<Self>) -> Self::Result {
+        if self.stream.is_some() {
+            // refused at the channel (a stream has no basic.get)
+            return None;
+        }
         if self.deleted {
             return None;
         }
@@ -278,6 +292,16 @@ impl Handler<Get> for QueueActor {
 impl Handler<Settle> for QueueActor {
     type Result = ();
     fn handle(&mut self, msg: Settle, ctx: &mut Context<Self>) {
+        if self.stream.is_some() {
+            // credit came back through the consumers' gates (the channel kicks us)
+            if let (Settle::Ack(ids), Some(me)) = (&msg, self.me.upgrade()) {
+                me.counters
+                    .acked
+                    .fetch_add(ids.len() as u64, Ordering::Relaxed);
+            }
+            self.stream_deliver();
+            return;
+        }
         self.operate(ctx, |a, _| {
             match msg {
                 Settle::Ack(ids) => {
@@ -305,6 +329,11 @@ impl Handler<Settle> for QueueActor {
 impl Handler<Restore> for QueueActor {
     type Result = ();
     fn handle(&mut self, msg: Restore, ctx: &mut Context<Self>) {
+        if self.stream.is_some() {
+            // a stream keeps every message: nothing to put back
+            let _ = msg;
+            return;
+        }
         self.operate(ctx, |a, _| {
             a.state.restore(msg.entries, msg.no_ack);
             a.drain();
@@ -315,6 +344,10 @@ impl Handler<Restore> for QueueActor {
 impl Handler<ChannelClosed> for QueueActor {
     type Result = ();
     fn handle(&mut self, msg: ChannelClosed, ctx: &mut Context<Self>) {
+        if let Some(s) = self.stream.as_mut() {
+            s.channel_closed(msg.0);
+            return;
+        }
         self.operate(ctx, |a, _| {
             if a.state.channel_closed(msg.0) > 0 {
                 a.maybe_auto_delete();
@@ -327,6 +360,10 @@ impl Handler<ChannelClosed> for QueueActor {
 impl Handler<Kick> for QueueActor {
     type Result = ();
     fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) {
+        if self.stream.is_some() {
+            self.stream_deliver();
+            return;
+        }
         self.operate(ctx, |a, _| a.drain());
     }
 }
@@ -334,6 +371,10 @@ impl Handler<Kick> for QueueActor {
 impl Handler<Stats> for QueueActor {
     type Result = MessageResult<Stats>;
     fn handle(&mut self, msg: Stats, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(s) = self.stream.as_ref() {
+            let count = u32::try_from(s.log.message_count()).unwrap_or(u32::MAX);
+            return MessageResult((count, s.consumer_count() as u32, 0));
+        }
         if msg.declare {
             self.touch();
         }
@@ -350,6 +391,10 @@ impl Handler<Stats> for QueueActor {
 impl Handler<Purge> for QueueActor {
     type Result = u32;
     fn handle(&mut self, _: Purge, ctx: &mut Context<Self>) -> u32 {
+        if self.stream.is_some() {
+            // refused at the channel; a stream is trimmed by its retention only
+            return 0;
+        }
         self.operate(ctx, |a, _| {
             let gone = a.state.purge();
             a.forget(&gone.entries);
@@ -362,6 +407,12 @@ impl Handler<Purge> for QueueActor {
 impl Handler<DeleteQueue> for QueueActor {
     type Result = Result<u32, AmqpError>;
     fn handle(&mut self, msg: DeleteQueue, ctx: &mut Context<Self>) -> Self::Result {
+        if self.stream.is_some() {
+            if self.deleted {
+                return Ok(0);
+            }
+            return self.stream_delete(msg.if_unused);
+        }
         let name = self.name.clone();
         self.operate(ctx, |a, _| {
             let vhost = a.vhost_name();
@@ -443,6 +494,15 @@ pub struct Info;
 impl Handler<Info> for QueueActor {
     type Result = MessageResult<Info>;
     fn handle(&mut self, _: Info, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(s) = self.stream.as_ref() {
+            let (_, bytes) = s.log.disk_use();
+            return MessageResult(QueueInfo {
+                ready: self.stream_count(),
+                unacked: 0,
+                bytes,
+                consumers: s.consumers(),
+            });
+        }
         self.operate(ctx, |a, _| a.state.expire());
         MessageResult(QueueInfo {
             ready: self.state.ready_count() as u64,

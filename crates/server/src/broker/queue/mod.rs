@@ -14,6 +14,7 @@ mod lifecycle;
 mod ops;
 mod paging;
 mod stored;
+mod stream;
 
 pub use consumer::{ConsumerCancelled, ConsumerHandle, Deliver, DeliverBatch};
 use crossbeam_utils::CachePadded;
@@ -21,6 +22,7 @@ pub use entry::{may_refuse, QueueCounters, QueueEntry};
 pub use handlers::*;
 pub use inbox::Inbox;
 pub use stored::{load_stored, Recovered};
+pub use stream::{retention, StreamCommitted, StreamQueue};
 
 use crate::broker::flow::ConsumerGate;
 use crate::broker::node::{now_ms, Node};
@@ -137,6 +139,9 @@ pub struct QueueActor {
     /// Deliveries made this turn, per channel; sent as one message per channel at the
     /// end of the turn (or before anything else is sent to consumers' channels).
     outbox: Vec<(ChannelKey, Recipient<DeliverBatch>, Vec<Deliver>)>,
+    /// A stream (`x-queue-type: stream`): its log and readers; the handlers hand over
+    /// to it, and `state` stays empty.
+    stream: Option<Box<StreamQueue>>,
 }
 
 impl QueueActor {
@@ -148,6 +153,7 @@ impl QueueActor {
         me: Weak<QueueEntry>,
         host: Weak<dyn QueueHost>,
         node: Arc<Node>,
+        stream: Option<Arc<broker_store::stream::StreamLog>>,
     ) -> Addr<QueueActor> {
         let consumer_timeout = Some(node.config.consumer_timeout_ms).filter(|t| *t > 0);
         let state = paging::spilling(QueueState::new(args), &node, &name);
@@ -176,6 +182,7 @@ impl QueueActor {
             counted_ready: 0,
             page_in_failed: false,
             failed_read: (0, 0),
+            stream: stream.map(|log| Box::new(StreamQueue::new(log))),
         })
     }
 

@@ -24,8 +24,12 @@ impl QueueEntry {
     }
 
     /// basic.consume: registers a consumer.
-    pub fn consume(&self, c: Consumer<ConsumerHandle>) -> Request<QueueActor, Consume> {
-        self.addr.send(Consume(c))
+    pub fn consume(
+        &self,
+        c: Consumer<ConsumerHandle>,
+        arguments: &FieldTable,
+    ) -> Request<QueueActor, Consume> {
+        self.addr.send(Consume(c, arguments.clone()))
     }
 
     /// basic.cancel (or a consumer's channel letting it go).
