@@ -73,7 +73,7 @@ fn expiring(path: Option<&Path>, now: i64, deadline: i128) -> Option<Value> {
                     Err(e) => Some(json!({ "error": e })),
                 })
                 .collect();
-            (!hits.is_empty()).then(|| Value::Array(hits))
+            (!hits.is_empty()).then_some(Value::Array(hits))
         }
     }
 }
