@@ -23,6 +23,17 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 
+echo "== amqplib (Node) for tests/python/test_amqplib.py: npm ci from the committed lockfile,"
+echo "   skipped while node_modules matches it (its hash is kept in node_modules/.lock-sha256)"
+if command -v npm >/dev/null; then
+  lock_hash=$(sha256sum tests/node/package-lock.json | cut -d' ' -f1)
+  if [ "$(cat tests/node/node_modules/.lock-sha256 2>/dev/null)" != "$lock_hash" ]; then
+    (cd tests/node && npm ci --no-audit --no-fund --loglevel=error) && echo "$lock_hash" > tests/node/node_modules/.lock-sha256
+  fi
+else
+  echo "npm unavailable: the amqplib tests will be skipped"
+fi
+
 echo "== rabbitmqadmin (RabbitMQ's own management CLI, for the API compatibility test)"
 scripts/fetch-rabbitmqadmin.sh || echo "rabbitmqadmin unavailable: its test will be skipped"
 

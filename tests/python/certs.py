@@ -54,11 +54,12 @@ class Ca:
             f.write(data)
         return path
 
-    def issue(self, cn, server=False, expired=False, prefix=None):
+    def issue(self, cn, server=False, expired=False, prefix=None, days=30):
         """Signs a certificate for `cn`; returns (cert_path, key_path). A server
-        certificate names localhost and 127.0.0.1; an expired one ended yesterday."""
+        certificate names localhost and 127.0.0.1; an expired one ended yesterday, any
+        other one ends `days` from now."""
         key = ec.generate_private_key(ec.SECP256R1())
-        start, end = (_now() - 10 * DAY, _now() - DAY) if expired else (_now() - DAY, _now() + 30 * DAY)
+        start, end = (_now() - 10 * DAY, _now() - DAY) if expired else (_now() - DAY, _now() + days * DAY)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         b = (
             x509.CertificateBuilder()

@@ -1,12 +1,14 @@
 //! Broker settings: defaults, overridden by a TOML file, overridden by environment
 //! variables and flags (clap reads both; flags win over the environment).
 
+use crate::broker::login_throttle::ThrottleSettings;
 use crate::limits::{available_memory, Limit};
 use broker_core::auth::PasswordHashing;
 use clap::Parser;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Command-line flags. Every flag can also be given as an environment variable
 /// (`BROKER_LISTEN`, ...) or in the config file (`listen = "..."`).
@@ -103,6 +105,17 @@ pub struct Cli {
     /// PEM private key of --http-tls-cert
     #[arg(long, env = "BROKER_HTTP_TLS_KEY")]
     pub http_tls_key: Option<PathBuf>,
+    /// Failed AMQP logins from one IP address, within --login-failure-window-secs, after
+    /// which the address is refused for --login-failure-cooldown-secs; 0 turns the
+    /// throttle off [default: 10]
+    #[arg(long, env = "BROKER_LOGIN_FAILURE_LIMIT")]
+    pub login_failure_limit: Option<u32>,
+    /// Seconds over which failed logins of one address are counted [default: 60]
+    #[arg(long, env = "BROKER_LOGIN_FAILURE_WINDOW_SECS")]
+    pub login_failure_window_secs: Option<u64>,
+    /// Seconds a throttled address is refused [default: 60]
+    #[arg(long, env = "BROKER_LOGIN_FAILURE_COOLDOWN_SECS")]
+    pub login_failure_cooldown_secs: Option<u64>,
 }
 
 /// Where one TLS endpoint's certificate material is read from (again on SIGHUP).
@@ -147,6 +160,9 @@ pub struct FileConfig {
     tls_verify_peer: Option<bool>,
     http_tls_cert: Option<PathBuf>,
     http_tls_key: Option<PathBuf>,
+    login_failure_limit: Option<u32>,
+    login_failure_window_secs: Option<u64>,
+    login_failure_cooldown_secs: Option<u64>,
 }
 
 /// The resolved settings.
@@ -195,6 +211,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// The management API's certificate material: HTTPS when set.
     pub http_tls: Option<TlsFiles>,
+    /// When failed logins throttle an address (`login_failure_*`).
+    pub login_throttle: ThrottleSettings,
 }
 
 impl Config {
@@ -292,6 +310,22 @@ impl Config {
                 }
             },
             password_hashing,
+            login_throttle: ThrottleSettings {
+                limit: cli
+                    .login_failure_limit
+                    .or(file.login_failure_limit)
+                    .unwrap_or(10),
+                window: Duration::from_secs(
+                    cli.login_failure_window_secs
+                        .or(file.login_failure_window_secs)
+                        .unwrap_or(60),
+                ),
+                cooldown: Duration::from_secs(
+                    cli.login_failure_cooldown_secs
+                        .or(file.login_failure_cooldown_secs)
+                        .unwrap_or(60),
+                ),
+            },
         })
     }
 }

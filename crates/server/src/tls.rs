@@ -142,3 +142,49 @@ pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     let cn = parsed.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_owned)
 }
+
+/// One PEM certificate file as the certificate-expiration health check reads it: for
+/// each certificate, the Unix time it stops being valid, or why it cannot be used. Read
+/// afresh on every call (a renewed file counts before the SIGHUP that loads it). The
+/// error texts are RabbitMQ's.
+pub fn expiry_times(path: &Path, now_unix: i64) -> Result<Vec<Result<i64, String>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let ders: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .filter_map(Result::ok)
+        .collect();
+    if ders.is_empty() {
+        return Err("The certificate file provided does not contain any PEM entry.".into());
+    }
+    Ok(ders
+        .iter()
+        .map(|der| {
+            let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+                .map_err(|e| format!("The certificate cannot be parsed: {e}"))?;
+            let validity = cert.validity();
+            if validity.not_before.timestamp() > now_unix {
+                return Err("Certificate is not yet valid".to_owned());
+            }
+            Ok(validity.not_after.timestamp())
+        })
+        .collect())
+}
+
+/// A Unix time as RabbitMQ's check prints it: `2025-03-01 9:05:07` (UTC, the hour not
+/// padded, as Erlang's `~w` writes it).
+pub fn expiry_text(unix: i64) -> String {
+    match x509_parser::time::ASN1Time::from_timestamp(unix) {
+        Ok(t) => {
+            let d = t.to_datetime();
+            format!(
+                "{}-{:02}-{:02} {}:{:02}:{:02}",
+                d.year(),
+                d.month() as u8,
+                d.day(),
+                d.hour(),
+                d.minute(),
+                d.second()
+            )
+        }
+        Err(_) => unix.to_string(),
+    }
+}

@@ -36,6 +36,16 @@ pub enum HealthCommand {
     IsInService,
     /// The node is in service and an AMQP listener is up
     ReadyToServeClients,
+    /// No certificate of a TLS listener (AMQPS, HTTPS) expires within the given time
+    /// (as `rabbitmq-diagnostics check_certificate_expiration`)
+    CertificateExpiration {
+        /// How far ahead to look, in --unit
+        #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
+        within: i64,
+        /// days, weeks, months or years
+        #[arg(long, default_value = "weeks")]
+        unit: String,
+    },
     /// Declares the `aliveness-test` queue, publishes to it and gets the message back
     Aliveness {
         /// Virtual host
@@ -58,6 +68,9 @@ fn path(cmd: &HealthCommand) -> String {
         HealthCommand::NodeIsQuorumCritical => check("node-is-quorum-critical"),
         HealthCommand::IsInService => check("is-in-service"),
         HealthCommand::ReadyToServeClients => check("ready-to-serve-clients"),
+        HealthCommand::CertificateExpiration { within, unit } => {
+            check(&format!("certificate-expiration/{within}/{}", seg(unit)))
+        }
         HealthCommand::Aliveness { vhost } => format!("aliveness-test/{}", seg(vhost)),
     }
 }
@@ -97,7 +110,34 @@ fn describe(body: &Value) -> String {
             found.unwrap_or(&Value::Null)
         ));
     }
+    if let Some(expired) = body.get("expired").and_then(Value::as_array) {
+        let listeners: Vec<String> = expired.iter().map(expiring_listener).collect();
+        text.push_str(&format!(": {}", listeners.join("; ")));
+    }
     text
+}
+
+/// One listener of the certificate-expiration check: its protocol and port, and each
+/// file with what of it expires.
+fn expiring_listener(l: &Value) -> String {
+    let field = |k: &str| {
+        l.get(k).map_or_else(String::new, |v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    };
+    let mut out = format!("{} port {}", field("protocol"), field("port"));
+    for (file, dates) in [
+        ("certfile", "certfile_expires_on"),
+        ("cacertfile", "cacertfile_expires_on"),
+    ] {
+        match l.get(dates) {
+            Some(Value::Array(a)) if a.is_empty() => {}
+            None => {}
+            Some(d) => out.push_str(&format!(", {} expires on {d}", field(file))),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -122,6 +162,13 @@ mod tests {
             path(&HealthCommand::Aliveness { vhost: "/".into() }),
             "aliveness-test/%2F"
         );
+        assert_eq!(
+            path(&HealthCommand::CertificateExpiration {
+                within: 4,
+                unit: "weeks".into()
+            }),
+            "health/checks/certificate-expiration/4/weeks"
+        );
     }
 
     #[test]
@@ -137,6 +184,13 @@ mod tests {
         assert_eq!(
             describe(&b),
             "No active listener: 1 (listening: [5672,15672])"
+        );
+        let b = json!({"status": "failed", "reason": "Certificates expiring", "expired": [
+            {"protocol": "amqp/ssl", "port": 5671, "certfile": "/c.pem", "cacertfile": null,
+             "certfile_expires_on": ["2025-03-01 9:05:07"], "cacertfile_expires_on": []}]});
+        assert_eq!(
+            describe(&b),
+            "Certificates expiring: amqp/ssl port 5671, /c.pem expires on [\"2025-03-01 9:05:07\"]"
         );
     }
 }

@@ -4,6 +4,7 @@
 //! rabbitmq_auth_mechanism_ssl), and the negotiation of channel_max, frame_max and
 //! heartbeat.
 
+use crate::broker::login_throttle::{LoginThrottle, Verdict};
 use crate::config::Config;
 use broker_core::AmqpError;
 use broker_wire::depth;
@@ -209,6 +210,31 @@ pub fn authenticate(
         );
     }
     Ok((user, info))
+}
+
+/// The answer to a login from an address cooling down for failed logins: the same
+/// refusal as a wrong password (the client learns nothing new), given without checking
+/// the credentials.
+pub fn throttled(s: &connection::StartOk) -> LoginFailure {
+    LoginFailure::Refused {
+        error: refused(s.mechanism.as_str()),
+        tell: wants_failure_close(&s.client_properties),
+    }
+}
+
+/// Counts a refused login from `peer` and logs, once, when it cools the address down.
+pub fn note_refused(throttle: &LoginThrottle, peer: std::net::IpAddr) {
+    if let Verdict::CooledDown(failures) = throttle.failed(peer, std::time::Instant::now()) {
+        let s = throttle.settings();
+        tracing::warn!(
+            %peer,
+            failures,
+            window_secs = s.window.as_secs(),
+            cooldown_secs = s.cooldown.as_secs(),
+            "login throttled: {failures} failed logins from {peer}; its connections are refused for {}s",
+            s.cooldown.as_secs()
+        );
+    }
 }
 
 /// SASL EXTERNAL: the user named by the client certificate's common name, if it exists

@@ -5,13 +5,15 @@
 //! handshake (with the configuration current at accept time, see [`crate::tls`]), run on
 //! the worker under the connection's handshake timeout: a client that speaks plain AMQP
 //! there fails the handshake and its socket is closed, and nothing else is spent on it.
+//! An address cooling down for failed logins (`broker/login_throttle.rs`) has its new
+//! connections closed here, before a byte is read or a TLS handshake is begun.
 
 use crate::amqp::connection::{Accepted, Connection, ForceClose, Transport};
 use crate::broker::runtime::Runtime;
 use crate::tls::Reloadable;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{error, warn};
 
@@ -20,6 +22,10 @@ use tracing::{error, warn};
 pub async fn accept_loop(listener: TcpListener, rt: Arc<Runtime>, tls: Option<Arc<Reloadable>>) {
     loop {
         match listener.accept().await {
+            Ok((stream, peer)) if rt.login_throttle.refuses(peer.ip(), Instant::now()) => {
+                // cooled down for failed logins: closed before anything is spent on it
+                drop(stream);
+            }
             Ok((stream, peer)) => match tcp(stream, peer, tls.as_deref()) {
                 Ok(accepted) => Connection::spawn(accepted, rt.clone()),
                 Err(e) => warn!("cannot take accepted socket: {e}"),

@@ -12,6 +12,7 @@ pub mod exchange;
 pub mod fault;
 pub mod flow;
 pub mod locks;
+pub mod login_throttle;
 pub mod memory;
 pub mod messages;
 pub mod node;

@@ -6,6 +6,7 @@
 use crate::broker::access::Registry;
 use crate::broker::disk::DiskMonitor;
 use crate::broker::flow::{Consumers, MemoryGauge};
+use crate::broker::login_throttle::LoginThrottle;
 use crate::broker::memory::MemoryMonitor;
 use crate::config::Config;
 use actix::prelude::*;
@@ -42,6 +43,8 @@ pub struct Node {
     pub disk: Arc<DiskMonitor>,
     /// Where queues' ready messages past their in-memory window wait (with a store).
     pub spills: Option<Arc<SpillDir>>,
+    /// Failed logins per address, and the addresses cooled down for them.
+    pub login_throttle: LoginThrottle,
 }
 
 impl Node {
@@ -67,6 +70,7 @@ impl Node {
             None => None,
         };
         Ok(Node {
+            login_throttle: LoginThrottle::new(config.login_throttle),
             disk,
             spills,
             config,

@@ -13,6 +13,7 @@
 //! uploads cannot take the broker's memory.
 
 mod admin;
+mod cert_health;
 mod connections;
 mod definitions;
 mod exchanges;
@@ -396,6 +397,7 @@ pub fn start(
             .configure(definitions::routes)
             .configure(policies::routes)
             .configure(health::routes)
+            .configure(cert_health::routes)
             .configure(user_limits::routes)
             .configure(topic_perms::routes)
             .configure(fault_routes)

@@ -185,6 +185,7 @@ async fn metrics(rt: State) -> HttpResponse {
     }
     queue_metrics(&mut out, &infos);
     node_metrics(&mut out, &rt);
+    login_metrics(&mut out, &rt);
     flush_metrics(&mut out);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -359,6 +360,42 @@ fn node_metrics(out: &mut String, rt: &crate::broker::runtime::Runtime) {
         "counter",
         panics,
     );
+}
+
+/// The failed-login throttle (`--login-failure-limit`): failures, cool-downs, refusals
+/// and the addresses cooling down now.
+fn login_metrics(out: &mut String, rt: &crate::broker::runtime::Runtime) {
+    let t = &rt.login_throttle;
+    let one = |v: u64| vec![(String::new(), v)];
+    let table = [
+        (
+            "broker_login_failures_total",
+            "Refused AMQP logins (wrong password, unknown user, refused EXTERNAL)",
+            "counter",
+            t.failures_total.load(Ordering::Relaxed),
+        ),
+        (
+            "broker_login_throttled_total",
+            "Times an address was cooled down for failed logins",
+            "counter",
+            t.cooldowns_total.load(Ordering::Relaxed),
+        ),
+        (
+            "broker_login_throttle_refused_total",
+            "Connections and logins refused because their address was cooling down",
+            "counter",
+            t.refused_total.load(Ordering::Relaxed),
+        ),
+        (
+            "broker_login_throttled_addresses",
+            "Addresses cooling down for failed logins now",
+            "gauge",
+            t.cooling_addresses(std::time::Instant::now()) as u64,
+        ),
+    ];
+    for (name, help, kind, v) in table {
+        family(out, name, help, kind, one(v));
+    }
 }
 
 /// The group-commit flush latency histogram.

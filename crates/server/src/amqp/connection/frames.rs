@@ -186,9 +186,25 @@ impl Connection {
         }
     }
 
-    /// connection.start-ok: authenticates, then offers connection.tune.
+    /// connection.start-ok: authenticates (unless the address is cooling down for failed
+    /// logins), then offers connection.tune. A refused login counts towards the throttle.
     fn connection_start_ok(&mut self, s: &connection::StartOk, ctx: &mut Context<Self>) {
-        match handshake::authenticate(s, &self.rt.registry, self.peer.ip(), self.link()) {
+        let ip = self.peer.ip();
+        let outcome = if self
+            .rt
+            .login_throttle
+            .refuses(ip, std::time::Instant::now())
+        {
+            // opened before its address was cooled down: refused unchecked
+            Err(handshake::throttled(s))
+        } else {
+            let r = handshake::authenticate(s, &self.rt.registry, ip, self.link());
+            if let Err(handshake::LoginFailure::Refused { .. }) = &r {
+                handshake::note_refused(&self.rt.login_throttle, ip);
+            }
+            r
+        };
+        match outcome {
             Ok((user, client)) => {
                 self.gate
                     .client_understands_blocked(client.connection_blocked);
