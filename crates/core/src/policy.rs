@@ -155,6 +155,8 @@ const POLICY_KEYS: &[&str] = &[
     "queue-leader-locator",
     "max-in-memory-length",
     "max-in-memory-bytes",
+    "max-age",
+    "stream-max-segment-size-bytes",
 ];
 
 /// A value as Erlang's `~p` prints the decoded JSON (RabbitMQ's texts show it so).
@@ -202,6 +204,18 @@ fn check_value(key: &str, v: &Value) -> Result<(), String> {
         "dead-letter-exchange" => (v.is_string(), "is not a valid dead letter exchange name"),
         "dead-letter-routing-key" => (v.is_string(), "is not a valid dead letter routing key"),
         "alternate-exchange" => (v.is_string(), "is not a valid alternate exchange name"),
+        "max-age" => (
+            v.as_str()
+                .and_then(crate::queue_type::stream::parse_age)
+                .is_some(),
+            "is not a valid max age",
+        ),
+        "stream-max-segment-size-bytes" => (
+            v.as_i64().is_some_and(|i| {
+                (0..=crate::queue_type::stream::MAX_SEGMENT_BYTES as i64).contains(&i)
+            }),
+            "is not a valid segment size",
+        ),
         "queue-mode" => (
             matches!(v.as_str(), Some("default" | "lazy")),
             "is not a valid queue-mode value",
@@ -374,6 +388,26 @@ const QUEUE_KEYS: &[&str] = &[
     "delivery-limit",
 ];
 
+/// Policy keys that become a stream's arguments (a stream refuses the others as
+/// arguments; RabbitMQ's streams ignore them in policies).
+const STREAM_KEYS: &[&str] = &[
+    "max-length-bytes",
+    "max-age",
+    "stream-max-segment-size-bytes",
+];
+
+/// Whether the policy's value of a key a stream takes the smaller of is smaller than
+/// the declared one (`max-age` compares as durations).
+fn smaller(key: &str, declared: &AMQPValue, policy: &AMQPValue) -> bool {
+    if key == "max-age" {
+        let age = |v: &AMQPValue| {
+            crate::args::str_value(v).and_then(|s| crate::queue_type::stream::parse_age(&s))
+        };
+        return matches!((age(declared), age(policy)), (Some(a), Some(b)) if b < a);
+    }
+    matches!((int_value(declared), int_value(policy)), (Some(a), Some(b)) if b < a)
+}
+
 fn to_amqp(key: &str, v: &Value) -> Option<AMQPValue> {
     match v {
         Value::String(s) => Some(AMQPValue::LongString(LongString::from(s.as_str()))),
@@ -398,17 +432,21 @@ pub fn queue_args(
     vhost: &str,
 ) -> Result<QueueArgs, AmqpError> {
     let mut merged = declared.clone();
-    for key in QUEUE_KEYS {
+    let stream = crate::queue_type::of_arguments(declared).name() == "stream";
+    let keys = if stream { STREAM_KEYS } else { QUEUE_KEYS };
+    for key in keys {
         let Some(v) = effective.get(*key).and_then(|v| to_amqp(key, v)) else {
             continue;
         };
         let xkey = format!("x-{key}");
         let value = match declared.inner().get(xkey.as_str()) {
             None => v,
-            Some(d) if MIN_KEYS.contains(key) => match (int_value(d), int_value(&v)) {
-                (Some(a), Some(b)) if b < a => v,
-                _ => continue,
-            },
+            Some(d) if MIN_KEYS.contains(key) || *key == "max-age" => {
+                if !smaller(key, d, &v) {
+                    continue;
+                }
+                v
+            }
             Some(_) => continue,
         };
         merged.insert(xkey.into(), value);

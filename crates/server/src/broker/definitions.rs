@@ -313,6 +313,21 @@ pub async fn recover_all(rt: &crate::broker::runtime::Runtime) -> Result<(), Str
         total.messages += r.messages;
         total.damaged += r.damaged;
     }
+    // the files of streams whose queue is gone (a crash between the two deletions)
+    if let Some(store) = rt.node.store.as_ref() {
+        let live: HashSet<u64> = rt
+            .vhosts
+            .iter()
+            .flat_map(|v| {
+                v.value()
+                    .queues
+                    .iter()
+                    .filter_map(|q| q.value().stream.as_ref().map(|l| l.id))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        store.streams.remove_others(&live);
+    }
     info!(
         exchanges = total.exchanges,
         queues = total.queues,

@@ -47,6 +47,11 @@ impl Handler<PolicyChanged> for QueueActor {
             return;
         }
         let args = QueueArgs::clone(&me.args.load());
+        if let Some(s) = self.stream.as_ref() {
+            // a stream's policy keys are its retention, applied at the next commit
+            s.log.set_retention(super::retention(&args));
+            return;
+        }
         self.operate(ctx, |a, ctx| {
             a.state.set_args(args);
             a.state.expire();

@@ -30,6 +30,10 @@ impl QueueActor {
     pub(super) fn cancel_all_consumers(&mut self) {
         // deliveries made before the cancel reach the channel before it
         self.flush_deliveries();
+        if let Some(s) = self.stream.as_mut() {
+            s.cancel_all();
+            return;
+        }
         for c in self.state.consumers() {
             c.data.cancel.do_send(ConsumerCancelled {
                 consumer_tag: c.tag.clone(),

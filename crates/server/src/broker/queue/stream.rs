@@ -25,11 +25,11 @@ pub fn retention(args: &broker_core::args::QueueArgs) -> broker_store::stream::R
     broker_store::stream::Retention {
         max_bytes: args.max_length_bytes,
         max_age_ms: args.max_age_ms,
-        // tiny segments make a chunk per segment; RabbitMQ hangs on them
+        // a tiny size makes a segment per chunk (RabbitMQ 3.10 hangs on it)
         segment_bytes: args
             .stream_segment_bytes
             .unwrap_or(broker_core::queue_type::stream::DEFAULT_SEGMENT_BYTES)
-            .max(4096),
+            .max(1),
     }
 }
 
