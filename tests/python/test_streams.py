@@ -942,3 +942,131 @@ def test_400_invalid_stream_policy_keys(http_url):
         r = api.put(f"/api/policies/{quote('/')}/{uniq('bad')}", {
             "pattern": ".*", "apply-to": "queues", "definition": {key: value}})
         assert r.status == 400, (key, r.status)
+
+
+# =========================================================================== ours_only: beyond RabbitMQ 3.10
+
+
+def publish_filtered(conn, q, items):
+    """Publishes (body, filter value or None) pairs with confirms, one at a time."""
+    ch = conn.channel()
+    ch.confirm_delivery()
+    for body, value in items:
+        headers = {"x-stream-filter-value": value} if value is not None else None
+        ch.basic_publish("", q, body, pika.BasicProperties(headers=headers))
+    ch.close()
+
+
+@pytest.mark.ours_only
+def test_filtering_delivers_only_matching_messages(conn, stream):
+    publish_filtered(conn, stream, [(b"ca1", "california"), (b"ny1", "new-york"), (b"none", None),
+                                    (b"ca2", "california"), (b"tx1", "texas")])
+    only = Reader(conn, stream, "first", arguments={"x-stream-filter": "california"})
+    assert only.wait(2)
+    only.settle()
+    assert only.bodies() == [b"ca1", b"ca2"]
+    assert only.offsets() == [0, 3]
+    several = Reader(conn, stream, "first", arguments={
+        "x-stream-filter": ["new-york", "texas"], "x-stream-match-unfiltered": True})
+    assert several.wait(3)
+    several.settle()
+    assert several.bodies() == [b"ny1", b"none", b"tx1"]
+    # without a filter: everything
+    everything = Reader(conn, stream, "first")
+    assert everything.wait(5)
+    assert everything.bodies() == [b"ca1", b"ny1", b"none", b"ca2", b"tx1"]
+
+
+@pytest.mark.ours_only
+def test_406_bad_filter_argument(connect_more, stream):
+    c = connect_more()
+    ch = c.channel()
+    ch.basic_qos(prefetch_count=10)
+    with pytest.raises(ChannelClosedByBroker) as e:
+        ch.basic_consume(stream, lambda *a: None, arguments={"x-stream-filter": 5})
+    assert e.value.reply_code == 406
+    assert e.value.reply_text == (f"PRECONDITION_FAILED - invalid arg 'x-stream-filter' for queue '{stream}' "
+                                  f"in {VHOST}: {{unacceptable_type,signedint}}")
+
+
+def tracking_reader(conn, q, tag, offset=None, prefetch=10, sac=False):
+    args = {"x-stream-automatic-offset-tracking": True}
+    if sac:
+        args["x-single-active-consumer"] = True
+    if offset is not None:
+        args["x-stream-offset"] = offset
+    r = Reader.__new__(Reader)
+    r.conn, r.ch, r.got, r.ack = conn, conn.channel(), [], False
+    r.ch.basic_qos(prefetch_count=prefetch)
+    r.tag = r.ch.basic_consume(q, r._on, consumer_tag=tag, arguments=args)
+    return r
+
+
+def ack_first(r, n):
+    for _, _, method, _ in r.got[:n]:
+        r.ch.basic_ack(method.delivery_tag)
+    sync(r.ch)
+
+
+@pytest.mark.ours_only
+def test_offset_tracking_resumes_after_the_last_ack(conn, stream):
+    publish_each(conn, stream, bodies_of(10))
+    r = tracking_reader(conn, stream, "tracked-1", offset="first")
+    assert r.wait(10)
+    ack_first(r, 4)
+    r.ch.basic_cancel(r.tag)
+    r.close()
+    # same tag, no offset: after offset 3, the last acknowledged
+    again = tracking_reader(conn, stream, "tracked-1")
+    assert again.wait(6)
+    assert again.offsets() == [4, 5, 6, 7, 8, 9]
+    again.close()
+    # an explicit offset wins over the tracked one
+    explicit = tracking_reader(conn, stream, "tracked-1", offset="first")
+    assert explicit.wait(10)
+    assert explicit.offsets()[0] == 0
+    # another tag has no tracked offset: the default (next)
+    other = tracking_reader(conn, stream, "tracked-2")
+    other.settle()
+    assert other.got == []
+
+
+@pytest.mark.ours_only
+@pytest.mark.own_broker
+def test_offset_tracking_survives_a_restart(own_broker_factory):
+    b = own_broker_factory()
+    q = uniq("stream-tracking")
+    c = connect(b.port)
+    declare_stream(c.channel(), q)
+    publish_each(c, q, bodies_of(8))
+    r = tracking_reader(c, q, "keeper", offset="first")
+    assert r.wait(8)
+    ack_first(r, 5)
+    c.close()
+    b.restart()
+    c = connect(b.port)
+    try:
+        again = tracking_reader(c, q, "keeper")
+        assert again.wait(3)
+        assert again.offsets() == [5, 6, 7]
+    finally:
+        c.close()
+
+
+@pytest.mark.ours_only
+def test_single_active_consumer_group_fails_over_from_the_group_offset(conn, connect_more, stream):
+    publish_each(conn, stream, bodies_of(10))
+    c1, c2 = connect_more(), connect_more()
+    first = tracking_reader(c1, stream, "group-a", offset="first", prefetch=4, sac=True)
+    second = tracking_reader(c2, stream, "group-a", offset="first", prefetch=4, sac=True)
+    assert first.wait(4)
+    second.settle()
+    assert second.got == [], "a waiting member must not read"
+    ack_first(first, 3)
+    # the freed credit brings 3 more (taken in, so pika has none pending to nack at close)
+    assert first.wait(7)
+    # the active member goes: the next takes over after the group's last ack (offset 2)
+    c1.close()
+    assert second.wait(4)
+    assert second.offsets()[0] == 3
+    assert second.offsets() == [3, 4, 5, 6]

@@ -5,6 +5,88 @@
 use crate::error::AmqpError;
 use amq_protocol::types::{AMQPValue, FieldTable};
 
+/// A message's `x-stream-filter-value` header (a string), which stream filtering
+/// matches consumers' `x-stream-filter` against.
+pub fn filter_value(msg: &crate::Message) -> Option<Vec<u8>> {
+    match msg
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get("x-stream-filter-value")?
+    {
+        AMQPValue::LongString(s) => Some(s.as_bytes().to_vec()),
+        AMQPValue::ShortString(s) => Some(s.as_str().as_bytes().to_vec()),
+        _ => None,
+    }
+}
+
+/// A consumer's filter: `x-stream-filter` (a string or an array of strings) and
+/// `x-stream-match-unfiltered` (also take messages with no filter value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// The values asked for.
+    pub values: Vec<Vec<u8>>,
+    /// Messages without a filter value match too.
+    pub match_unfiltered: bool,
+}
+
+impl Filter {
+    /// Whether a message with this filter value is delivered.
+    pub fn matches(&self, value: Option<&[u8]>) -> bool {
+        match value {
+            None => self.match_unfiltered,
+            Some(v) => self.values.iter().any(|w| w == v),
+        }
+    }
+}
+
+/// Reads a consumer's filter from basic.consume's arguments (`None`: no filter, every
+/// message is delivered).
+pub fn filter_spec(
+    args: &FieldTable,
+    queue: &str,
+    vhost: &str,
+) -> Result<Option<Filter>, AmqpError> {
+    let Some(v) = args.inner().get("x-stream-filter") else {
+        return Ok(None);
+    };
+    let bad = |what: &str| {
+        AmqpError::precondition_failed(format!(
+            "invalid arg '{what}' for queue '{queue}' in vhost '{vhost}': {{unacceptable_type,{}}}",
+            crate::args::type_name(v)
+        ))
+    };
+    let one = |x: &AMQPValue| match x {
+        AMQPValue::LongString(s) => Some(s.as_bytes().to_vec()),
+        AMQPValue::ShortString(s) => Some(s.as_str().as_bytes().to_vec()),
+        _ => None,
+    };
+    let values = match v {
+        AMQPValue::FieldArray(a) => a
+            .as_slice()
+            .iter()
+            .map(one)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("x-stream-filter"))?,
+        other => vec![one(other).ok_or_else(|| bad("x-stream-filter"))?],
+    };
+    let match_unfiltered = match args.inner().get("x-stream-match-unfiltered") {
+        None => false,
+        Some(AMQPValue::Boolean(b)) => *b,
+        Some(other) => {
+            return Err(AmqpError::precondition_failed(format!(
+                "invalid arg 'x-stream-match-unfiltered' for queue '{queue}' in vhost '{vhost}': {{unacceptable_type,{}}}",
+                crate::args::type_name(other)
+            )))
+        }
+    };
+    Ok(Some(Filter {
+        values,
+        match_unfiltered,
+    }))
+}
+
 /// Where to attach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetSpec {
@@ -85,6 +167,36 @@ mod tests {
 
     fn spec(v: AMQPValue) -> Result<OffsetSpec, AmqpError> {
         offset_spec(&table(&[("x-stream-offset", v)]), 1_000_000, "q", "/")
+    }
+
+    #[test]
+    fn filters_match_values_and_optionally_unfiltered_messages() {
+        let s = |x: &str| AMQPValue::LongString(LongString::from(x));
+        assert_eq!(filter_spec(&table(&[]), "q", "/").unwrap(), None);
+        let f = filter_spec(&table(&[("x-stream-filter", s("ca"))]), "q", "/")
+            .unwrap()
+            .unwrap();
+        assert!(f.matches(Some(b"ca")) && !f.matches(Some(b"ny")) && !f.matches(None));
+        let arr = AMQPValue::FieldArray(vec![s("ca"), s("ny")].into());
+        let f = filter_spec(
+            &table(&[
+                ("x-stream-filter", arr),
+                ("x-stream-match-unfiltered", AMQPValue::Boolean(true)),
+            ]),
+            "q",
+            "/",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(f.matches(Some(b"ny")) && f.matches(None) && !f.matches(Some(b"tx")));
+        assert!(filter_spec(
+            &table(&[("x-stream-filter", AMQPValue::LongInt(1))]),
+            "q",
+            "/"
+        )
+        .unwrap_err()
+        .reply_text()
+        .ends_with("{unacceptable_type,signedint}"));
     }
 
     #[test]

@@ -204,9 +204,10 @@ fn append_to_streams(
 ) -> Result<bool, StoreError> {
     let mut record: Option<Vec<u8>> = None;
     let mut any = false;
+    let filter = broker_core::stream::filter_value(msg);
     for log in queues.iter().filter_map(|q| q.stream.as_ref()) {
         let rec = record.get_or_insert_with(|| broker_core::store::encode_message(msg));
-        let (_, first) = store.streams.append(log, rec)?;
+        let (_, first) = store.streams.append(log, rec, filter.as_deref())?;
         if first {
             store.flusher.request(0, 0, |_| {});
         }

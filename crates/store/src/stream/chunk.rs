@@ -2,6 +2,10 @@
 //! appended between two commits) and an index entry (where a chunk starts, its first
 //! offset and its timestamp). A chunk's checksum covers its header and its records, so
 //! recovery can tell a complete chunk from a torn write.
+//!
+//! A chunk's records begin with its filter summary ([`Summary`]): a bloom filter of the
+//! `x-stream-filter-value`s of its messages and whether any message has none, so a
+//! filtered reader skips chunks without reading their records.
 
 use broker_core::store::StoreError;
 use bytes::Bytes;
@@ -14,6 +18,67 @@ pub const HEADER: usize = 36;
 
 /// Bytes of an index entry.
 pub const INDEX_ENTRY: usize = 32;
+
+/// Bytes of the bloom filter in a chunk's summary (RabbitMQ's default filter size).
+pub const BLOOM_BYTES: usize = 16;
+
+/// Bytes of a chunk's summary: the bloom filter, then a flag byte.
+pub const SUMMARY: usize = BLOOM_BYTES + 1;
+
+/// What a chunk says about the filter values of its messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Bits set for each filter value (two per value).
+    pub bloom: [u8; BLOOM_BYTES],
+    /// Some message in the chunk has no filter value.
+    pub unfiltered: bool,
+}
+
+impl Summary {
+    fn bits(value: &[u8]) -> [usize; 2] {
+        let h1 = crc32fast::hash(value);
+        let mut h = crc32fast::Hasher::new();
+        h.update(&[0x5a]);
+        h.update(value);
+        let h2 = h.finalize();
+        let n = (BLOOM_BYTES * 8) as u32;
+        [(h1 % n) as usize, (h2 % n) as usize]
+    }
+
+    /// Notes a message's filter value (or its lack of one).
+    pub fn add(&mut self, value: Option<&[u8]>) {
+        match value {
+            None => self.unfiltered = true,
+            Some(v) => {
+                for b in Self::bits(v) {
+                    self.bloom[b / 8] |= 1 << (b % 8);
+                }
+            }
+        }
+    }
+
+    /// Whether the chunk may hold a message with this filter value (a bloom filter
+    /// answers "maybe" or "certainly not").
+    pub fn may_contain(&self, value: &[u8]) -> bool {
+        Self::bits(value)
+            .iter()
+            .all(|b| self.bloom[b / 8] & (1 << (b % 8)) != 0)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.bloom);
+        out.push(u8::from(self.unfiltered));
+    }
+
+    /// Decodes the summary at the start of a chunk's data.
+    pub fn decode(b: &[u8]) -> Option<Summary> {
+        let bloom = b.get(..BLOOM_BYTES)?.try_into().ok()?;
+        Some(Summary {
+            bloom,
+            unfiltered: *b.get(BLOOM_BYTES)? != 0,
+        })
+    }
+}
 
 /// What a chunk header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,50 +141,62 @@ pub struct Pending {
     pub count: u32,
     /// The records, each after its length.
     pub data: Vec<u8>,
+    /// Their filter values.
+    pub summary: Summary,
 }
 
 impl Pending {
-    /// Adds a record.
-    pub fn push(&mut self, record: &[u8]) {
+    /// Adds a record with its filter value.
+    pub fn push(&mut self, record: &[u8], filter: Option<&[u8]>) {
+        self.summary.add(filter);
         self.data
             .extend_from_slice(&(record.len() as u32).to_be_bytes());
         self.data.extend_from_slice(record);
         self.count += 1;
     }
 
-    /// The chunk: header then records; `timestamp` in ms since the epoch.
+    /// Bytes the chunk's data will take (summary and records).
+    pub fn data_len(&self) -> usize {
+        SUMMARY + self.data.len()
+    }
+
+    /// The chunk: header, summary, then records; `timestamp` in ms since the epoch.
     pub fn seal(&mut self, timestamp: u64) -> (ChunkHeader, Vec<u8>) {
-        let mut out = Vec::with_capacity(HEADER + self.data.len());
+        let mut body = Vec::with_capacity(SUMMARY + self.data.len());
+        self.summary.encode(&mut body);
+        body.extend_from_slice(&self.data);
+        let mut out = Vec::with_capacity(HEADER + body.len());
         out.extend_from_slice(&MAGIC.to_be_bytes());
         out.extend_from_slice(&[1, 0, 0, 0]);
         out.extend_from_slice(&self.first_offset.to_be_bytes());
         out.extend_from_slice(&self.count.to_be_bytes());
         out.extend_from_slice(&timestamp.to_be_bytes());
-        out.extend_from_slice(&(self.data.len() as u32).to_be_bytes());
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
         let mut h = crc32fast::Hasher::new();
         h.update(&out[..32]);
-        h.update(&self.data);
+        h.update(&body);
         let crc = h.finalize();
         out.extend_from_slice(&crc.to_be_bytes());
-        out.extend_from_slice(&self.data);
+        out.extend_from_slice(&body);
         let header = ChunkHeader {
             first_offset: self.first_offset,
             count: self.count,
             timestamp,
-            data_len: self.data.len() as u32,
+            data_len: body.len() as u32,
             crc,
         };
         self.first_offset += u64::from(self.count);
         self.count = 0;
         self.data.clear();
+        self.summary = Summary::default();
         (header, out)
     }
 }
 
-/// The records of a chunk read back (slices of one buffer).
+/// The records of a chunk read back (slices of one buffer), after its summary.
 pub fn split_records(header: &ChunkHeader, data: Bytes) -> Result<Vec<Bytes>, StoreError> {
     let mut out = Vec::with_capacity(header.count as usize);
-    let mut at = 0usize;
+    let mut at = SUMMARY;
     for _ in 0..header.count {
         let len = data
             .get(at..at + 4)

@@ -53,9 +53,11 @@ pub struct Cursor {
 pub struct Chunk {
     /// Offset of its first record.
     pub first_offset: u64,
+    /// Messages in it.
+    pub count: u32,
     /// When it was written (ms).
     pub timestamp: u64,
-    /// The records, in offset order.
+    /// The records, in offset order; empty when the reader's filter skipped the chunk.
     pub records: Vec<Bytes>,
 }
 
@@ -181,8 +183,9 @@ impl StreamLog {
         *lock(&self.retention) = r;
     }
 
-    /// Appends a record; returns its offset. Readers see it after the next commit.
-    pub(super) fn append(&self, record: &[u8]) -> Result<u64, StoreError> {
+    /// Appends a record with its filter value; returns its offset. Readers see it after
+    /// the next commit.
+    pub(super) fn append(&self, record: &[u8], filter: Option<&[u8]>) -> Result<u64, StoreError> {
         if self.failed.load(Ordering::Acquire) {
             return Err(StoreError(
                 "the stream's log failed a write; it takes no messages until restart".into(),
@@ -193,14 +196,14 @@ impl StreamLog {
         }
         let mut w = lock(&self.writer);
         let offset = w.next_offset;
-        w.pending.push(record);
+        w.pending.push(record, filter);
         w.next_offset += 1;
         let mark = self.marks.take_mark();
         w.marks = Some(match w.marks {
             Some((since, _)) => (since, mark),
             None => (mark - 1, mark),
         });
-        if w.pending.data.len() >= PENDING_MAX {
+        if w.pending.data_len() >= PENDING_MAX {
             if let Err(e) = self.write_pending(&mut w) {
                 self.fail(&mut w);
                 return Err(e);
@@ -217,7 +220,7 @@ impl StreamLog {
         let ts = now_ms().max(w.last_ts);
         w.last_ts = ts;
         let segment_bytes = lock(&self.retention).segment_bytes;
-        if w.len > 0 && w.len + w.pending.data.len() as u64 > segment_bytes {
+        if w.len > 0 && w.len + w.pending.data_len() as u64 > segment_bytes {
             self.roll(w)?;
         }
         let (h, bytes) = w.pending.seal(ts);
@@ -453,6 +456,16 @@ impl StreamLog {
     /// Reads the durable chunk at `cursor` and moves it past; `None` when the reader
     /// is at the end. A cursor in a segment retention removed moves to the oldest kept.
     pub fn read(&self, cursor: &mut Cursor) -> Result<Option<Chunk>, StoreError> {
+        self.read_filtered(cursor, &|_| true)
+    }
+
+    /// [`StreamLog::read`], skipping the records of chunks whose summary `wanted`
+    /// refuses (they come back with no records).
+    pub fn read_filtered(
+        &self,
+        cursor: &mut Cursor,
+        wanted: &dyn Fn(&super::chunk::Summary) -> bool,
+    ) -> Result<Option<Chunk>, StoreError> {
         loop {
             let segs = self.segment_list();
             let Some(i) = segs.iter().position(|s| s.first_offset == cursor.segment) else {
@@ -481,14 +494,25 @@ impl StreamLog {
                     _ => return Ok(None),
                 }
             }
-            let (h, records) = s.read_chunk(cursor.pos)?;
+            let (h, records) = s.read_chunk(cursor.pos, wanted)?;
             cursor.pos += h.total_len();
             return Ok(Some(Chunk {
                 first_offset: h.first_offset,
+                count: h.count,
                 timestamp: h.timestamp,
-                records,
+                records: records.unwrap_or_default(),
             }));
         }
+    }
+
+    /// The stream's directory.
+    pub(super) fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Whether the stream was deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
     }
 
     /// Deletes the stream's files; appends are refused from now on.

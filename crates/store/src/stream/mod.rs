@@ -13,8 +13,11 @@ mod log;
 pub mod segment;
 #[cfg(test)]
 mod tests;
+mod tracking;
 
+pub use chunk::Summary;
 pub use log::{Chunk, Cursor, Retention, StreamLog};
+pub use tracking::MAX_TRACKED;
 
 use crate::segments::Segments;
 use broker_core::store::StoreError;
@@ -51,12 +54,18 @@ impl Streams {
         Ok(Arc::new(log))
     }
 
-    /// Appends a record to `log`. Returns its offset,
-    /// and whether the stream was clean before: then nobody has asked for a commit
-    /// covering it yet, and the caller asks the flusher for one (a publisher without
-    /// confirms still needs its messages committed before readers see them).
-    pub fn append(&self, log: &Arc<StreamLog>, record: &[u8]) -> Result<(u64, bool), StoreError> {
-        let offset = log.append(record)?;
+    /// Appends a record with its filter value (`x-stream-filter-value`) to `log`.
+    /// Returns its offset, and whether the stream was clean before: then nobody has
+    /// asked for a commit covering it yet, and the caller asks the flusher for one (a
+    /// publisher without confirms still needs its messages committed before readers
+    /// see them).
+    pub fn append(
+        &self,
+        log: &Arc<StreamLog>,
+        record: &[u8],
+        filter: Option<&[u8]>,
+    ) -> Result<(u64, bool), StoreError> {
+        let offset = log.append(record, filter)?;
         let first = !log.dirty.swap(true, Ordering::AcqRel);
         if first {
             self.dirty

@@ -3,7 +3,7 @@
 //! first offset. Readers see only what a commit made durable (`committed_len`,
 //! `chunks`); recovery cuts a segment back to its last complete chunk.
 
-use super::chunk::{self, ChunkHeader, IndexEntry, HEADER, INDEX_ENTRY};
+use super::chunk::{self, ChunkHeader, IndexEntry, Summary, HEADER, INDEX_ENTRY, SUMMARY};
 use broker_core::store::StoreError;
 use bytes::Bytes;
 use std::fs::{File, OpenOptions};
@@ -166,9 +166,15 @@ impl SegFile {
         Ok(h.check(&hb, &data).then_some(h))
     }
 
-    /// Reads the durable chunk at `pos`: its header and records.
-    pub fn read_chunk(&self, pos: u64) -> Result<(ChunkHeader, Vec<Bytes>), StoreError> {
-        let mut hb = [0u8; HEADER];
+    /// Reads the durable chunk at `pos`: its header and records; `None` for the records
+    /// when `wanted` says no to the chunk's summary (a filtered reader skips it without
+    /// reading its records).
+    pub fn read_chunk(
+        &self,
+        pos: u64,
+        wanted: &dyn Fn(&Summary) -> bool,
+    ) -> Result<(ChunkHeader, Option<Vec<Bytes>>), StoreError> {
+        let mut hb = [0u8; HEADER + SUMMARY];
         self.seg
             .read_exact_at(&mut hb, pos)
             .map_err(|e| io("read", e))?;
@@ -178,6 +184,10 @@ impl SegFile {
                 self.first_offset
             ))
         })?;
+        let summary = Summary::decode(&hb[HEADER..]).unwrap_or_default();
+        if !wanted(&summary) {
+            return Ok((h, None));
+        }
         let mut data = vec![0u8; h.data_len as usize];
         self.seg
             .read_exact_at(&mut data, pos + HEADER as u64)
@@ -189,7 +199,7 @@ impl SegFile {
             )));
         }
         let records = chunk::split_records(&h, Bytes::from(data))?;
-        Ok((h, records))
+        Ok((h, Some(records)))
     }
 
     /// The position of the durable chunk holding `offset` (the first chunk if it lies

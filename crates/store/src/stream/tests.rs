@@ -48,7 +48,7 @@ fn readers_see_only_committed_chunks_in_order() {
     let s = streams(dir.path());
     let log = s.open(1, Retention::default()).unwrap();
     for i in 0..10 {
-        let (off, _) = s.append(&log, &rec(log.next_offset())).unwrap();
+        let (off, _) = s.append(&log, &rec(log.next_offset()), None).unwrap();
         assert_eq!(off, i);
     }
     assert_eq!(log.end_offset(), 0);
@@ -56,7 +56,7 @@ fn readers_see_only_committed_chunks_in_order() {
     s.commit().unwrap();
     assert_eq!(log.end_offset(), 10);
     for i in 10..25 {
-        s.append(&log, &rec(log.next_offset())).unwrap();
+        s.append(&log, &rec(log.next_offset()), None).unwrap();
         if i % 5 == 4 {
             s.commit().unwrap();
         }
@@ -83,7 +83,7 @@ fn reopening_keeps_every_committed_message_and_drops_a_torn_tail() {
         let s = streams(dir.path());
         let log = s.open(7, Retention::default()).unwrap();
         for _ in 0..100 {
-            s.append(&log, &rec(log.next_offset())).unwrap();
+            s.append(&log, &rec(log.next_offset()), None).unwrap();
         }
         s.commit().unwrap();
     }
@@ -98,7 +98,7 @@ fn reopening_keeps_every_committed_message_and_drops_a_torn_tail() {
     let log = s.open(7, Retention::default()).unwrap();
     assert_eq!(log.end_offset(), 100);
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), good as u64);
-    let (off, _) = s.append(&log, &rec(log.next_offset())).unwrap();
+    let (off, _) = s.append(&log, &rec(log.next_offset()), None).unwrap();
     assert_eq!(off, 100);
     s.commit().unwrap();
     let all = read_all(&log, log.seek_offset(0).unwrap());
@@ -113,7 +113,7 @@ fn a_chunk_written_without_its_index_entry_is_found_again() {
         let s = streams(dir.path());
         let log = s.open(3, Retention::default()).unwrap();
         for _ in 0..3 {
-            s.append(&log, &rec(log.next_offset())).unwrap();
+            s.append(&log, &rec(log.next_offset()), None).unwrap();
             s.commit().unwrap();
         }
     }
@@ -142,7 +142,7 @@ fn segments_roll_and_retention_drops_whole_old_ones() {
     };
     let log = s.open(2, r).unwrap();
     for _ in 0..200 {
-        s.append(&log, &[7u8; 50]).unwrap();
+        s.append(&log, &[7u8; 50], None).unwrap();
         s.commit().unwrap();
     }
     let (segs, bytes) = log.disk_use();
@@ -173,7 +173,7 @@ fn a_reader_follows_the_stream_across_segments() {
     let mut c = log.seek_offset(0).unwrap();
     let mut got = Vec::new();
     for i in 0..60u64 {
-        s.append(&log, &[i as u8; 40]).unwrap();
+        s.append(&log, &[i as u8; 40], None).unwrap();
         s.commit().unwrap();
         while let Some(ch) = log.read(&mut c).unwrap() {
             got.extend((0..ch.records.len() as u64).map(|k| ch.first_offset + k));
@@ -188,7 +188,7 @@ fn seeking_by_time_lands_on_the_first_chunk_at_or_after_it() {
     let dir = Tmp::new("6");
     let s = streams(dir.path());
     let log = s.open(5, Retention::default()).unwrap();
-    s.append(&log, &rec(log.next_offset())).unwrap();
+    s.append(&log, &rec(log.next_offset()), None).unwrap();
     s.commit().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
     let t = std::time::SystemTime::now()
@@ -196,7 +196,7 @@ fn seeking_by_time_lands_on_the_first_chunk_at_or_after_it() {
         .unwrap()
         .as_millis() as u64;
     std::thread::sleep(std::time::Duration::from_millis(5));
-    s.append(&log, &rec(log.next_offset())).unwrap();
+    s.append(&log, &rec(log.next_offset()), None).unwrap();
     s.commit().unwrap();
     let got = read_all(&log, log.seek_time(t).unwrap());
     assert_eq!(got.first().unwrap().0, 1);
@@ -209,9 +209,43 @@ fn removing_a_stream_deletes_its_files_and_refuses_appends() {
     let dir = Tmp::new("7");
     let s = streams(dir.path());
     let log = s.open(9, Retention::default()).unwrap();
-    s.append(&log, &rec(log.next_offset())).unwrap();
+    s.append(&log, &rec(log.next_offset()), None).unwrap();
     s.commit().unwrap();
     s.remove(&log);
     assert!(!dir.path().join("streams/9").exists());
-    assert!(s.append(&log, &rec(log.next_offset())).is_err());
+    assert!(s.append(&log, &rec(log.next_offset()), None).is_err());
+}
+
+#[test]
+fn a_filtered_reader_skips_chunks_without_its_values() {
+    let dir = Tmp::new("filter");
+    let s = streams(dir.path());
+    let log = s.open(11, Retention::default()).unwrap();
+    for (i, v) in [Some("ca"), Some("ny"), None, Some("ca")]
+        .iter()
+        .enumerate()
+    {
+        s.append(&log, &rec(i as u64), v.map(str::as_bytes))
+            .unwrap();
+        s.commit().unwrap();
+    }
+    let mut c = log.seek_offset(0).unwrap();
+    let mut kept = Vec::new();
+    let wanted = |sum: &chunk::Summary| sum.may_contain(b"ca");
+    while let Some(ch) = log.read_filtered(&mut c, &wanted).unwrap() {
+        assert_eq!(ch.count, 1);
+        if !ch.records.is_empty() {
+            kept.push(ch.first_offset);
+        }
+    }
+    assert_eq!(kept, vec![0, 3]);
+    let mut c = log.seek_offset(0).unwrap();
+    let unfiltered = |sum: &chunk::Summary| sum.unfiltered;
+    let mut kept = Vec::new();
+    while let Some(ch) = log.read_filtered(&mut c, &unfiltered).unwrap() {
+        if !ch.records.is_empty() {
+            kept.push(ch.first_offset);
+        }
+    }
+    assert_eq!(kept, vec![2]);
 }

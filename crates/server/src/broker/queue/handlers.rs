@@ -224,6 +224,8 @@ impl Handler<Cancel> for QueueActor {
     fn handle(&mut self, msg: Cancel, ctx: &mut Context<Self>) {
         if let Some(s) = self.stream.as_mut() {
             s.cancel(msg.channel, &msg.tag);
+            // a group's next member may have taken over
+            self.stream_deliver();
             return;
         }
         self.operate(ctx, |a, _| {
@@ -298,13 +300,8 @@ impl Handler<Settle> for QueueActor {
     type Result = ();
     fn handle(&mut self, msg: Settle, ctx: &mut Context<Self>) {
         if self.stream.is_some() {
-            // credit came back through the consumers' gates (the channel kicks us)
-            if let (Settle::Ack(ids), Some(me)) = (&msg, self.me.upgrade()) {
-                me.counters
-                    .acked
-                    .fetch_add(ids.len() as u64, Ordering::Relaxed);
-            }
-            self.stream_deliver();
+            // credit came back through the consumers' gates; acks move tracked offsets
+            self.stream_settle(msg, ctx);
             return;
         }
         self.operate(ctx, |a, _| {
@@ -351,6 +348,7 @@ impl Handler<ChannelClosed> for QueueActor {
     fn handle(&mut self, msg: ChannelClosed, ctx: &mut Context<Self>) {
         if let Some(s) = self.stream.as_mut() {
             s.channel_closed(msg.0);
+            self.stream_deliver();
             return;
         }
         self.operate(ctx, |a, _| {
@@ -460,6 +458,13 @@ pub struct SaveDeliveredMark;
 impl Handler<SaveDeliveredMark> for QueueActor {
     type Result = ();
     fn handle(&mut self, _: SaveDeliveredMark, _: &mut Context<Self>) {
+        if let Some(s) = self.stream.as_ref() {
+            // at shutdown: a stream's tracked offsets, at once
+            if let Err(e) = s.log.save_offsets(s.tracked()) {
+                tracing::warn!(queue = %self.name, "{e}");
+            }
+            return;
+        }
         self.write_delivered_mark();
     }
 }
