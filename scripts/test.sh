@@ -37,6 +37,9 @@ fi
 echo "== rabbitmqadmin (RabbitMQ's own management CLI, for the API compatibility test)"
 scripts/fetch-rabbitmqadmin.sh || echo "rabbitmqadmin unavailable: its test will be skipped"
 
+echo "== rabbitmqadmin v2 (RabbitMQ's current CLI, pinned; compiled once, ~6 min on 2 cores, then reused)"
+scripts/fetch-rabbitmqadmin2.sh || echo "rabbitmqadmin v2 unavailable: its test will be skipped"
+
 echo "== pika tests"
 BROKER_BIN="$PWD/target/debug/broker" BROKER_CLI_BIN="$PWD/target/debug/broker-cli" .venv/bin/python -m pytest -q tests/python
 

@@ -35,6 +35,8 @@ pub struct Runtime {
     pub fault_targets: DashMap<u64, Recipient<crate::broker::fault::Fault>>,
     /// Where the AMQP listener is bound (for connection names).
     pub amqp_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// When the broker started (the node's `uptime` in `/api/nodes`).
+    pub started: std::time::Instant,
 }
 
 /// Counters a channel keeps up to date for the management API.
@@ -99,6 +101,7 @@ impl Runtime {
             conn_info: DashMap::new(),
             channel_info: DashMap::new(),
             amqp_addr: std::sync::OnceLock::new(),
+            started: std::time::Instant::now(),
             #[cfg(feature = "fault-injection")]
             fault_targets: DashMap::new(),
             bytes_in: AtomicU64::new(0),

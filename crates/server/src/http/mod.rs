@@ -22,6 +22,7 @@ mod fault;
 mod fields;
 pub mod fuzzing;
 mod health;
+mod nodes;
 mod overview;
 mod policies;
 mod publish;
@@ -398,6 +399,7 @@ pub fn start(
             .configure(policies::routes)
             .configure(health::routes)
             .configure(cert_health::routes)
+            .configure(nodes::routes)
             .configure(user_limits::routes)
             .configure(topic_perms::routes)
             .configure(fault_routes)

@@ -1,4 +1,5 @@
-//! `/api/overview`, `/api/whoami` and Prometheus `/metrics`.
+//! `/api/overview`, `/api/whoami`, the node's memory watermark and Prometheus `/metrics`
+//! (`/api/nodes` is in `nodes.rs`).
 
 use super::{user, ApiResult, State};
 use crate::broker::queue::QueueEntry;
@@ -11,7 +12,6 @@ use std::sync::Arc;
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/overview", web::get().to(overview))
         .route("/api/whoami", web::get().to(whoami))
-        .route("/api/nodes", web::get().to(nodes))
         .route(
             "/api/nodes/{node}/memory-high-watermark",
             web::put().to(set_memory_high_watermark),
@@ -107,30 +107,6 @@ pub(super) fn listeners(rt: &crate::broker::runtime::Runtime) -> Vec<serde_json:
             Some(json!({"node": "broker@localhost", "protocol": protocol, "ip_address": "::", "port": port}))
         })
         .collect()
-}
-
-/// The one node, with its resource alarms and their limits (RabbitMQ's field names);
-/// monitoring and administrator users only, as in RabbitMQ.
-async fn nodes(req: HttpRequest, rt: State) -> ApiResult {
-    let u = user(&req, &rt)?;
-    if !u.is_monitoring() {
-        return Err(super::ApiError::refused("Not monitor user"));
-    }
-    let free = rt.disk.free();
-    Ok(HttpResponse::Ok().json(json!([{
-        "name": "broker@localhost",
-        "type": "disc",
-        "running": true,
-        "mem_used": rt.memory.used(),
-        "mem_limit": rt.memory.limit(),
-        "mem_allocated": rt.memory.allocated(),
-        "mem_calculation_strategy": "rss",
-        "mem_alarm": rt.memory.alarm(),
-        "disk_free": if free == u64::MAX { serde_json::Value::Null } else { json!(free) },
-        "disk_free_limit": rt.disk.limit(),
-        "disk_free_alarm": rt.disk.alarm(),
-        "store_bytes": store_bytes(&rt),
-    }])))
 }
 
 fn store_bytes(rt: &crate::broker::runtime::Runtime) -> u64 {
