@@ -15,5 +15,8 @@ fi
 if ! pkg-config --exists openssl 2>/dev/null; then
   { apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config; } >/dev/null 2>&1 || true
 fi
-cargo install rabbitmqadmin --version "=$version" --locked --root "$root" --force --quiet
+# built for the test only: no LTO and little optimisation (the crate's release profile
+# asks for fat LTO and one codegen unit, which take minutes on two cores)
+CARGO_PROFILE_RELEASE_LTO=off CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+  cargo install rabbitmqadmin --version "=$version" --locked --root "$root" --force --quiet
 "$bin" --version
