@@ -1070,3 +1070,22 @@ def test_single_active_consumer_group_fails_over_from_the_group_offset(conn, con
     assert second.wait(4)
     assert second.offsets()[0] == 3
     assert second.offsets() == [3, 4, 5, 6]
+
+
+@pytest.mark.ours_only
+def test_retention_by_age_drops_old_segments_without_new_publishes(conn, scratch):
+    q = scratch.queue("stream-age")
+    declare_stream(conn.channel(), q, **{"x-max-age": "1s", "x-stream-max-segment-size-bytes": 300})
+    publish_each(conn, q, [b"x" * 100 for _ in range(10)])
+    assert first_offsets(conn, q) == [0]
+    # nothing is published any more: the age check alone drops the sealed segments
+    deadline = time.monotonic() + 6
+    first = [0]
+    while time.monotonic() < deadline and first == [0]:
+        pump_until(conn, lambda: False, 0.2)
+        first = first_offsets(conn, q, timeout=1.0)
+    assert first and first[0] > 0, first
+    # the newest messages are still there, in order
+    r = Reader(conn, q, "first", prefetch=20)
+    assert r.wait(10 - first[0])
+    assert r.offsets() == list(range(first[0], 10))

@@ -47,6 +47,9 @@ impl Actor for QueueActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.schedule_expires(ctx);
+        if self.stream.is_some() {
+            self.schedule_stream_retention(ctx);
+        }
     }
 }
 

@@ -14,6 +14,10 @@ use std::time::Duration;
 /// this long, whatever the ack rate).
 const SAVE_DELAY: Duration = Duration::from_millis(200);
 
+/// How often a stream checks its age limit when nothing is published (commits check
+/// it too): old segments go even from a stream nobody writes to any more.
+const RETENTION_CHECK: Duration = Duration::from_secs(1);
+
 /// The log committed new messages: its readers may have more to read.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -96,6 +100,19 @@ impl QueueActor {
                     tracing::warn!(stream = log.id, "{e}");
                 }
             });
+        });
+    }
+
+    /// Checks the stream's retention every [`RETENTION_CHECK`] (a cheap look at the
+    /// oldest segment; only an age limit can expire anything between commits).
+    pub(in crate::broker::queue) fn schedule_stream_retention(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(RETENTION_CHECK, |a, _| {
+            if a.deleted {
+                return;
+            }
+            if let Some(s) = a.stream.as_ref() {
+                s.log.apply_retention(crate::broker::node::now_ms());
+            }
         });
     }
 
