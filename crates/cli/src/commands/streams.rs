@@ -33,6 +33,9 @@ pub const COLUMNS: ColumnSet = ColumnSet {
 };
 
 /// The stream subcommands.
+// the "-partitioned" suffix says what they act on: `streams add` alone would
+// read as a plain stream
+#[allow(clippy::enum_variant_names)]
 #[derive(Subcommand, Debug)]
 pub enum StreamsCommand {
     /// Create a partitioned stream: a direct exchange NAME and streams NAME-0 … NAME-(N-1)

@@ -359,12 +359,13 @@ mod tests {
     }
 
     #[test]
-    fn numbered_partitions_are_named_and_keyed_from_zero() {
-        let p = SuperStreamPlan::numbered("inv", 3, PartitionArgs::default()).unwrap();
+    fn numbered_partitions_are_named_and_keyed_from_zero() -> Result<(), AmqpError> {
+        let p = SuperStreamPlan::numbered("inv", 3, PartitionArgs::default())?;
         let want: Vec<(String, String)> = (0..3)
             .map(|i| (format!("inv-{i}"), i.to_string()))
             .collect();
         assert_eq!(p.partitions, want);
+        Ok(())
     }
 
     #[test]
@@ -377,15 +378,16 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_trimmed_and_must_be_distinct() {
+    fn keys_are_trimmed_and_must_be_distinct() -> Result<(), AmqpError> {
         let keys = |ks: &[&str]| ks.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let p = SuperStreamPlan::keyed("s", &keys(&[" a", "b ", ""]), PartitionArgs::default());
-        let names: Vec<String> = p.unwrap().partitions.into_iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = p?.partitions.into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["s-a", "s-b"]);
         let dup = SuperStreamPlan::keyed("s", &keys(&["a", "a"]), PartitionArgs::default());
         assert!(text(dup).contains("Duplicate partition names found: s-a"));
         let none = SuperStreamPlan::keyed("s", &keys(&[" ", ""]), PartitionArgs::default());
         assert!(text(none).contains("greater than 0"));
+        Ok(())
     }
 
     #[test]
