@@ -26,7 +26,8 @@ use crate::commands::{
     bindings::BindingsCommand, channels::ChannelsCommand, connections::ConnectionsCommand,
     consumers::ConsumersCommand, definitions::DefinitionsCommand, exchanges::ExchangesCommand,
     health::HealthCommand, permissions::PermissionsCommand, policies::PoliciesCommand,
-    queues::QueuesCommand, status::StatusArgs, users::UsersCommand, vhosts::VhostsCommand, Output,
+    queues::QueuesCommand, status::StatusArgs, streams::StreamsCommand, users::UsersCommand,
+    vhosts::VhostsCommand, Output,
 };
 use crate::config::Overrides;
 
@@ -75,6 +76,10 @@ enum Command {
     /// Queues: list, declare, delete, purge, get messages
     #[command(subcommand)]
     Queues(QueuesCommand),
+    /// Partitioned streams (super streams): add-partitioned, delete-partitioned,
+    /// list-partitioned
+    #[command(subcommand)]
+    Streams(StreamsCommand),
     /// Exchanges: list, declare, delete
     #[command(subcommand)]
     Exchanges(ExchangesCommand),
@@ -129,6 +134,7 @@ fn run(cli: &Cli) -> Output {
     match &cli.command {
         Command::Queues(c) => commands::queues::run(&client, c),
         Command::Exchanges(c) => commands::exchanges::run(&client, c),
+        Command::Streams(c) => commands::streams::run(&client, c),
         Command::Bindings(c) => commands::bindings::run(&client, c),
         Command::Connections(c) => commands::connections::run(&client, c),
         Command::Channels(c) => commands::channels::run(&client, c),

@@ -14,6 +14,7 @@ pub mod permissions;
 pub mod policies;
 pub mod queues;
 pub mod status;
+pub mod streams;
 pub mod users;
 pub mod vhosts;
 

@@ -20,6 +20,7 @@ pub mod policies;
 pub mod publish;
 pub mod queue;
 pub mod runtime;
+pub mod super_streams;
 pub mod supervise;
 pub mod topic_perms;
 pub mod topology;

@@ -27,6 +27,7 @@ mod overview;
 mod policies;
 mod publish;
 mod queues;
+mod super_streams;
 mod topic_perms;
 mod user_limits;
 
@@ -402,6 +403,7 @@ pub fn start(
             .configure(nodes::routes)
             .configure(user_limits::routes)
             .configure(topic_perms::routes)
+            .configure(super_streams::routes)
             .configure(fault_routes)
     })
     .workers(1)
