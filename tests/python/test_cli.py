@@ -629,3 +629,18 @@ def test_definitions_export_import(cli, tmp_path, cleanup):
     bad.write_text("{not json")
     fails(cli("definitions", "import", str(bad)), EXIT_OTHER, "not valid JSON")
     fails(cli("definitions", "import", str(tmp_path / "nope.json")), EXIT_OTHER, "nope.json")
+
+
+def test_declare_a_stream_with_retention(cli, http_url, scratch):
+    """The operations guide's example: a stream with size and age limits."""
+    from httpapi import Api
+
+    api = Api(http_url)
+    q = scratch.queue("cli-stream")
+    r = cli("queues", "declare", q, "--type", "stream",
+            "--argument", "x-max-length-bytes=10000000000", "--argument", "x-max-age=7D")
+    assert r.returncode == 0, r.stderr
+    info = api.json(f"/api/queues/%2F/{q}")
+    assert info["type"] == "stream" and info["durable"] is True
+    assert info["arguments"] == {"x-queue-type": "stream", "x-max-length-bytes": 10000000000,
+                                 "x-max-age": "7D"}

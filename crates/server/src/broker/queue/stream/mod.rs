@@ -200,6 +200,14 @@ impl StreamQueue {
                 .find(|r| r.id == reader)
                 .and_then(|r| r.tracked_as.clone());
             if let Some(name) = name {
+                if self.tracked.len() >= broker_store::stream::MAX_TRACKED
+                    && !self.tracked.contains_key(&*name)
+                {
+                    // bounded: a client inventing tags pushes out an old one
+                    if let Some(old) = self.tracked.keys().next().cloned() {
+                        self.tracked.remove(&old);
+                    }
+                }
                 let e = self.tracked.entry(name.to_string()).or_insert(offset);
                 *e = (*e).max(offset);
                 self.tracked_dirty = true;
