@@ -114,7 +114,9 @@ fn stream_offset(payload: &[u8]) -> Option<i64> {
         return None;
     }
     let at = payload.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    Some(i64::from_be_bytes(payload.get(at..at + 8)?.try_into().ok()?))
+    Some(i64::from_be_bytes(
+        payload.get(at..at + 8)?.try_into().ok()?,
+    ))
 }
 
 /// One frame as the reader sees it.

@@ -161,7 +161,10 @@ fn table(label: &str, r: &Report) -> String {
         rows.push(("time to first delivery (ms)".into(), format!("{ms:.1}")));
     }
     if !r.first_offsets.is_empty() {
-        rows.push(("first x-stream-offsets".into(), format!("{:?}", r.first_offsets)));
+        rows.push((
+            "first x-stream-offsets".into(),
+            format!("{:?}", r.first_offsets),
+        ));
     }
     if let Some(rate) = r.read_rate_after_first {
         rows.push((

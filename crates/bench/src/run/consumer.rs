@@ -117,4 +117,3 @@ fn consume_args(s: &Scenario) -> Vec<(&'static str, Value)> {
         .map(|o| vec![("x-stream-offset", o.value())])
         .unwrap_or_default()
 }
-

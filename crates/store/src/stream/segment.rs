@@ -92,6 +92,7 @@ impl SegFile {
         let open = |p: &Path| {
             OpenOptions::new()
                 .create(true)
+                .truncate(false)
                 .read(true)
                 .write(true)
                 .open(p)
