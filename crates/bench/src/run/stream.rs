@@ -174,7 +174,10 @@ pub(super) async fn read(s: &Scenario) -> io::Result<Report> {
     r.read_rate_after_first = first_at
         .filter(|f| last_at > *f)
         .map(|f| consumed as f64 / ((last_at - f) as f64 / 1e9));
-    r.seconds = seconds;
+    r.seconds = r
+        .prefill_publish_rate
+        .map_or(0.0, |rate| r.published as f64 / rate)
+        + seconds;
     r.consumed = consumed;
     r.consume_rate = consumed as f64 / seconds;
     r.prefill_drain_rate = (s.consumers > 0).then_some(r.consume_rate);
