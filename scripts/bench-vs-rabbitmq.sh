@@ -10,6 +10,13 @@
 #   DURATION=3 ROUNDS=1 scripts/bench-vs-rabbitmq.sh   # quicker
 #   ONLY=backlog ROUNDS=5 scripts/bench-vs-rabbitmq.sh   # the matching scenarios only
 #       (the table then holds only those; rerun the full list for the record)
+#   ONLY=stream scripts/bench-vs-rabbitmq.sh
+#       # the stream group (issue 15), not part of the default list: confirmed publishing
+#       # into a stream, 10 consumers reading a 1M stream from first, a seek by timestamp
+#       # into a STREAM_MESSAGES-message stream (default 10,000,000 x 1 KiB, ~11 GB per
+#       # broker: one broker at a time, deleted after) and the broker's peak RSS with 10
+#       # consumers at different offsets in it; its own table between the STREAM-BENCH
+#       # markers. RabbitMQ is not restarted here (others use it)
 #   BEFORE_BIN=/path/to/old/broker scripts/bench-vs-rabbitmq.sh
 #       # this build against an older build of ours instead of RabbitMQ (a refactoring's
 #       # before and after, same machine, same run); the table goes between the
@@ -104,10 +111,10 @@ SCENARIOS=(
   "10000 idle connections|--idle-connections 10000"
 )
 
-run() { # broker-label addr pid name flags
+run() { # broker-label addr pid name flags  (RUN_DURATION overrides DURATION)
   local who=$1 addr=$2 pid=$3 name=$4 flags=$5
   # shellcheck disable=SC2086
-  if ! "$BENCH" --addr "$addr" --broker-pid "$pid" --duration "$DURATION" --json \
+  if ! "$BENCH" --addr "$addr" --broker-pid "$pid" --duration "${RUN_DURATION:-$DURATION}" --json \
       --label "$who|$name" --prefix "bench-$$" $flags >>"$OUT" 2>/tmp/bench-err.txt; then
     echo "  $who: failed: $(tail -1 /tmp/bench-err.txt)"
     echo "{\"label\": \"$who|$name\", \"failed\": true}" >>"$OUT"
@@ -134,6 +141,61 @@ for s in "${SCENARIOS[@]}"; do
     if [ -n "$BEFORE_BIN" ]; then kill "$BEFORE_PID" 2>/dev/null || true; wait "$BEFORE_PID" 2>/dev/null || true; BEFORE_PID=; fi
   done
 done
+
+# --- streams (ONLY=stream) ---
+STREAM_MESSAGES=${STREAM_MESSAGES:-10000000}
+SQ=bench-$$-0   # the stream the bench declares (prefix bench-$$, queue 0)
+STREAM_READ="--queue-type stream --size 1024 --prefetch 1000 --multiple-ack 500"
+# a 10M x 1 KiB stream is ~11 GB: make sure the disk holds it (one broker at a time)
+stream_disk_check() {
+  local need=$((STREAM_MESSAGES * 1200 / 1048576)) free
+  free=$(df -Pm . /tmp | awk 'NR > 1 {print $4}' | sort -n | head -1)
+  if [ "$free" -lt $((need + 4096)) ]; then
+    echo "need ~$need MiB free for a $STREAM_MESSAGES-message stream, have $free MiB" >&2
+    exit 1
+  fi
+}
+# fill, seek by timestamp (to 80% of the fill), 10 readers at different offsets; one
+# broker's run. The stream is deleted by the last step (and by the trap after a failure)
+stream_big() { # who addr pid
+  local who=$1 addr=$2 pid=$3 n=$STREAM_MESSAGES ts name
+  name="stream $((n / 1000000))M x 1 KiB"
+  RUN_DURATION=900 run "$who" "$addr" "$pid" "$name: fill (confirms, window 1000)" \
+    "$STREAM_READ --prefill $n --consumers 0 --keep"
+  # the fill's wall-clock start and end, from its JSON line
+  ts=$(python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print((r["prefill_started_unix_ms"] + (r["prefill_ended_unix_ms"] - r["prefill_started_unix_ms"]) * 8 // 10) // 1000)' "$OUT" 2>/dev/null || echo 0)
+  RUN_DURATION=300 run "$who" "$addr" "$pid" "$name: seek by timestamp to 80%, read 1M" \
+    "$STREAM_READ --no-publish --consumers 1 --stream-offset timestamp:$ts --count 1000000 --keep"
+  RUN_DURATION=${STREAM_RSS_SECONDS:-30} run "$who" "$addr" "$pid" "$name: 10 consumers at offsets 0, 10%, ..., 90%" \
+    "$STREAM_READ --no-publish --consumers 10 --stream-offset 0 --offset-step $((n / 10))"
+}
+if [[ "${ONLY:-}" == stream* ]]; then
+  rabbit_drop_stream() { rabbitmqctl -n ref@localhost delete_queue "$SQ" >/dev/null 2>&1 || true; }
+  trap 'kill $OURS_PID 2>/dev/null || true; rm -rf "$DATA" "$BEFORE_DATA"; rabbit_drop_stream' EXIT
+  for s in "stream confirmed publish 1 KiB (window 100)|--queue-type stream --size 1024 --confirm 100 -y 0" \
+           "stream 1M x 1 KiB, 10 consumers from first|$STREAM_READ --prefill 1000000 --consumers 10"; do
+    name=${s%%|*}; flags=${s#*|}
+    echo "== $name"
+    for _ in $(seq "$ROUNDS"); do
+      quiet_rabbit
+      fresh_ours
+      RUN_DURATION=$([[ $name == *1M* ]] && echo 600 || echo "$DURATION") run ours "127.0.0.1:$PORT" "$OURS_PID" "$name" "$flags"
+      kill "$OURS_PID" 2>/dev/null || true; wait "$OURS_PID" 2>/dev/null || true; OURS_PID=
+      RUN_DURATION=$([[ $name == *1M* ]] && echo 600 || echo "$DURATION") run rabbitmq "$OTHER_ADDR" "$RABBIT_PID" "$name" "$flags"
+    done
+  done
+  echo "== stream $STREAM_MESSAGES x 1 KiB (fill, seek, 10 readers), one round each"
+  stream_disk_check
+  quiet_rabbit
+  fresh_ours
+  stream_big ours "127.0.0.1:$PORT" "$OURS_PID"
+  kill "$OURS_PID" 2>/dev/null || true; wait "$OURS_PID" 2>/dev/null || true; OURS_PID=
+  rm -rf "$DATA"; mkdir -p "$DATA"
+  stream_disk_check
+  quiet_rabbit
+  stream_big rabbitmq "$OTHER_ADDR" "$RABBIT_PID"
+  rabbit_drop_stream
+fi
 
 COMMIT=$(git rev-parse --short HEAD)
 CPU=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs)
@@ -166,6 +228,8 @@ def fmt(v, unit=""):
         return f"{v / 1024:,.1f} KB"
     if unit == "us":
         return f"{v:,.0f} µs"
+    if unit == "ms":
+        return f"{v:,.1f} ms"
     return f"{v:,.0f}"
 
 lines = [f"| scenario | metric | ours | {versus} | ratio |", "|---|---|---|---|---|"]
@@ -181,9 +245,32 @@ def row(name, metric, o, r, unit="", higher_better=True):
             ratio = f"{o / r:.{digits}f}× higher"
     lines.append(f"| {name} | {metric} | {fmt(o, unit)} | {fmt(r, unit)} | {ratio} |")
 
+def stream_rows(name, o, r):
+    g = lambda k: (lambda x: x.get(k))
+    if "fill" in name:
+        row(name, "publish msg/s", med(o, g("prefill_publish_rate")), med(r, g("prefill_publish_rate")))
+        row(name, "broker peak RSS", med(o, g("broker_peak_rss")), med(r, g("broker_peak_rss")), "MiB", False)
+    elif "seek" in name:
+        row(name, "time to first delivery", med(o, g("first_delivery_ms")), med(r, g("first_delivery_ms")), "ms", False)
+        row(name, "read msg/s after it", med(o, g("read_rate_after_first")), med(r, g("read_rate_after_first")))
+        for who, rs in (("ours", o), ("RabbitMQ", r)):
+            offs = [x["first_offsets"][0] for x in rs if not x.get("failed") and x.get("first_offsets")]
+            if offs:
+                lines.append(f"| | first offset delivered ({who}) | {offs[0]:,} | | |")
+    elif "publish" in name:
+        row(name, "published msg/s", med(o, g("publish_rate")), med(r, g("publish_rate")))
+        row(name, "confirm latency p99", med(o, lambda x: x["confirm_latency_us"]["p99"]), med(r, lambda x: x["confirm_latency_us"]["p99"]), "us", False)
+    else:
+        if "from first" in name:
+            row(name, "fill msg/s (confirms, window 1000)", med(o, g("prefill_publish_rate")), med(r, g("prefill_publish_rate")))
+        row(name, "read msg/s (all consumers)", med(o, g("consume_rate")), med(r, g("consume_rate")))
+        row(name, "broker peak RSS", med(o, g("broker_peak_rss")), med(r, g("broker_peak_rss")), "MiB", False)
+
 for name in order:
     o, r = rows[name]["ours"], rows[name]["rabbitmq"]
-    if "backlog" in name:
+    if name.startswith("stream"):
+        stream_rows(name, o, r)
+    elif "backlog" in name:
         row(name, "publish msg/s", med(o, lambda x: x.get("prefill_publish_rate")), med(r, lambda x: x.get("prefill_publish_rate")))
         row(name, "drain msg/s", med(o, lambda x: x.get("prefill_drain_rate")), med(r, lambda x: x.get("prefill_drain_rate")))
         row(name, "broker peak RSS", med(o, lambda x: x.get("broker_peak_rss")), med(r, lambda x: x.get("broker_peak_rss")), "MiB", False)
@@ -200,7 +287,7 @@ for name in order:
         if "confirms" in name:
             row(name, "confirm latency p99", med(o, lambda x: x["confirm_latency_us"]["p99"]), med(r, lambda x: x["confirm_latency_us"]["p99"]), "us", False)
     gen = med(o + r, lambda x: x.get("generator_cpu_us_per_msg"))
-    if gen is not None and "idle" not in name:
+    if gen is not None and "idle" not in name and "seek" not in name:
         lines.append(f"| | generator CPU per message | {gen:.2f} µs | | |")
 
 stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -211,6 +298,13 @@ if before_bin:
         f"commit {before_commit or before_bin}; {rounds} rounds of {duration} s per scenario, alternating, medians.",
         "Ratio = ours / before for rates, and lower/higher for memory and latency.",
         "Command: `BEFORE_BIN=<old broker> scripts/bench-vs-rabbitmq.sh`.",
+    ]
+elif all(n.startswith("stream") for n in order):
+    marker, heading = "STREAM-BENCH", "Streams against RabbitMQ (issue 15)"
+    header = [
+        f"Run {stamp}, commit {commit}, {cores} × {cpu}, {mem}; RabbitMQ {rver} (Debian, default",
+        f"settings) beside ours; {rounds} rounds of {duration} s for the first two scenarios, one round of the big stream; medians.",
+        "Command: `ONLY=stream scripts/bench-vs-rabbitmq.sh` (broker-bench, raw AMQP, both brokers on loopback).",
     ]
 else:
     marker, heading = "BENCH", "Against RabbitMQ: every scenario"

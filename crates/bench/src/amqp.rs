@@ -66,13 +66,67 @@ pub fn publish(
     }
 }
 
+/// One value in a field table the generator sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// 'S': a long string.
+    Str(String),
+    /// 'l': a signed 64-bit integer.
+    Long(i64),
+    /// 'T': a timestamp, seconds since the epoch.
+    Timestamp(u64),
+}
+
+/// Encodes a field table (its u32 length first), for queue.declare and basic.consume
+/// arguments.
+pub fn table(out: &mut BytesMut, entries: &[(&str, Value)]) {
+    let mut t = BytesMut::new();
+    for (k, v) in entries {
+        shortstr(&mut t, k);
+        match v {
+            Value::Str(s) => {
+                t.put_u8(b'S');
+                t.put_u32(s.len() as u32);
+                t.put_slice(s.as_bytes());
+            }
+            Value::Long(n) => {
+                t.put_u8(b'l');
+                t.put_i64(*n);
+            }
+            Value::Timestamp(n) => {
+                t.put_u8(b'T');
+                t.put_u64(*n);
+            }
+        }
+    }
+    out.put_u32(t.len() as u32);
+    out.put_slice(&t);
+}
+
+/// The `x-stream-offset` header of a content header frame's payload, if its
+/// properties have headers (flag 0x2000) holding one as a long ('l'). A scan for the
+/// key rather than a table decoder: the generator publishes no headers, so a stream's
+/// is the only one, and only deliveries with headers pay for the scan.
+fn stream_offset(payload: &[u8]) -> Option<i64> {
+    const KEY: &[u8] = b"\x0fx-stream-offsetl";
+    let flags = u16::from_be_bytes([*payload.get(12)?, *payload.get(13)?]);
+    if flags & 0x2000 == 0 {
+        return None;
+    }
+    let at = payload.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    Some(i64::from_be_bytes(
+        payload.get(at..at + 8)?.try_into().ok()?,
+    ))
+}
+
 /// One frame as the reader sees it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
     /// A method: class, method, arguments.
     Method(u16, u16, Vec<u8>),
-    /// A content header: body size.
-    Header(u64),
+    /// A content header: body size, and the `x-stream-offset` header's value when the
+    /// properties carry one (a stream's deliveries).
+    Header(u64, Option<i64>),
     /// A body frame: its first 8 bytes (or fewer) and its length.
     Body([u8; 8], usize),
     /// A heartbeat.
@@ -104,16 +158,19 @@ pub fn parse(buf: &mut BytesMut) -> io::Result<Option<Frame>> {
             let m = u16::from_be_bytes([payload[2], payload[3]]);
             Frame::Method(class, m, payload[4..].to_vec())
         }
-        2 if size >= 12 => Frame::Header(u64::from_be_bytes([
-            payload[4],
-            payload[5],
-            payload[6],
-            payload[7],
-            payload[8],
-            payload[9],
-            payload[10],
-            payload[11],
-        ])),
+        2 if size >= 12 => Frame::Header(
+            u64::from_be_bytes([
+                payload[4],
+                payload[5],
+                payload[6],
+                payload[7],
+                payload[8],
+                payload[9],
+                payload[10],
+                payload[11],
+            ]),
+            stream_offset(&payload),
+        ),
         3 => {
             let mut first = [0u8; 8];
             let n = payload.len().min(8);
@@ -265,13 +322,18 @@ impl Conn {
         self.expect(class, reply).await
     }
 
-    /// queue.declare (durable or not; exclusive=false).
-    pub async fn declare_queue(&mut self, name: &str, durable: bool) -> io::Result<()> {
+    /// queue.declare (durable or not; exclusive=false) with arguments (`x-queue-type`).
+    pub async fn declare_queue(
+        &mut self,
+        name: &str,
+        durable: bool,
+        args: &[(&str, Value)],
+    ) -> io::Result<()> {
         let mut a = BytesMut::new();
         a.put_u16(0);
         shortstr(&mut a, name);
         a.put_u8(if durable { 0b10 } else { 0 });
-        a.put_u32(0);
+        table(&mut a, args);
         self.call(50, 10, &a, 11).await.map(|_| ())
     }
 
@@ -330,14 +392,19 @@ impl Conn {
         self.call(60, 10, &a, 11).await.map(|_| ())
     }
 
-    /// basic.consume.
-    pub async fn consume(&mut self, queue: &str, no_ack: bool) -> io::Result<()> {
+    /// basic.consume with arguments (a stream consumer's `x-stream-offset`).
+    pub async fn consume(
+        &mut self,
+        queue: &str,
+        no_ack: bool,
+        args: &[(&str, Value)],
+    ) -> io::Result<()> {
         let mut a = BytesMut::new();
         a.put_u16(0);
         shortstr(&mut a, queue);
         shortstr(&mut a, "");
         a.put_u8(if no_ack { 0b10 } else { 0 });
-        a.put_u32(0);
+        table(&mut a, args);
         self.call(60, 20, &a, 21).await.map(|_| ())
     }
 }
@@ -364,7 +431,7 @@ mod tests {
             frames.push(f);
         }
         assert!(matches!(frames[0], Frame::Method(60, 40, _)));
-        assert_eq!(frames[1], Frame::Header(300_000));
+        assert_eq!(frames[1], Frame::Header(300_000, None));
         let total: usize = frames[2..]
             .iter()
             .map(|f| match f {
@@ -374,6 +441,48 @@ mod tests {
             .sum();
         assert_eq!(total, 300_000);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_stream_delivery_header_gives_its_offset() {
+        // content header: class 60, weight, size 1024, flags headers + delivery-mode
+        let mut h = BytesMut::new();
+        h.put_u16(60);
+        h.put_u16(0);
+        h.put_u64(1024);
+        h.put_u16(0x2000 | 0x1000);
+        table(&mut h, &[("x-stream-offset", Value::Long(1_234_567))]);
+        h.put_u8(2);
+        let mut out = BytesMut::new();
+        out.put_u8(2);
+        out.put_u16(1);
+        out.put_u32(h.len() as u32);
+        out.put_slice(&h);
+        out.put_u8(0xce);
+        assert_eq!(
+            parse(&mut out).unwrap(),
+            Some(Frame::Header(1024, Some(1_234_567)))
+        );
+        // without the headers flag nothing is scanned
+        let mut plain = BytesMut::new();
+        publish(&mut plain, 1, "", "q", &[0; 8], true);
+        let _ = parse(&mut plain).unwrap();
+        assert_eq!(parse(&mut plain).unwrap(), Some(Frame::Header(8, None)));
+    }
+
+    #[test]
+    fn field_tables_encode_as_amqp_reads_them() {
+        let mut t = BytesMut::new();
+        table(
+            &mut t,
+            &[
+                ("x-queue-type", Value::Str("stream".into())),
+                ("x-stream-offset", Value::Timestamp(5)),
+            ],
+        );
+        let want: &[u8] = b"\x0cx-queue-typeS\x00\x00\x00\x06stream\x0fx-stream-offsetT\x00\x00\x00\x00\x00\x00\x00\x05";
+        assert_eq!(&t[..4], &(want.len() as u32).to_be_bytes());
+        assert_eq!(&t[4..], want);
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod run;
 mod stats;
 
 use clap::Parser;
-use run::{Report, Scenario};
+use run::{Report, Scenario, StreamOffset};
 use std::time::Duration;
 
 /// Command line.
@@ -78,6 +78,27 @@ struct Args {
     /// Queue name prefix
     #[arg(long, default_value = "bench")]
     prefix: String,
+    /// x-queue-type of the queues; `stream` declares durable streams (a fresh one per
+    /// run unless --no-publish), whose consumers use prefetch and manual acks
+    #[arg(long)]
+    queue_type: Option<String>,
+    /// Where stream consumers start: first, last, next, an offset, or
+    /// timestamp:<seconds since the epoch> (default next; first after --prefill)
+    #[arg(long)]
+    stream_offset: Option<StreamOffset>,
+    /// With a numeric --stream-offset, consumer i of a queue starts i × this later
+    #[arg(long, default_value_t = 0)]
+    offset_step: u64,
+    /// Publish nothing: consumers read the queues (streams) an earlier run left
+    /// (--keep); the run ends at --count per consumer or at --duration
+    #[arg(long, alias = "consumers-only")]
+    no_publish: bool,
+    /// Messages each consumer reads before it stops (0: the prefill, or --duration)
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Leave the queues at the end (for a later --no-publish run)
+    #[arg(long)]
+    keep: bool,
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
@@ -136,6 +157,21 @@ fn table(label: &str, r: &Report) -> String {
             format!("{:.1}", b as f64 / 1048576.0),
         ));
     }
+    if let Some(ms) = r.first_delivery_ms {
+        rows.push(("time to first delivery (ms)".into(), format!("{ms:.1}")));
+    }
+    if !r.first_offsets.is_empty() {
+        rows.push((
+            "first x-stream-offsets".into(),
+            format!("{:?}", r.first_offsets),
+        ));
+    }
+    if let Some(rate) = r.read_rate_after_first {
+        rows.push((
+            "read rate after the first delivery (msg/s)".into(),
+            format!("{rate:.0}"),
+        ));
+    }
     if let Some(c) = r.broker_cpu_seconds {
         rows.push(("broker CPU (s)".into(), format!("{c:.2}")));
     }
@@ -179,7 +215,17 @@ fn main() {
         idle_connections: a.idle_connections,
         broker_pid: a.broker_pid,
         prefix: a.prefix,
+        queue_type: a.queue_type,
+        stream_offset: a.stream_offset,
+        offset_step: a.offset_step,
+        no_publish: a.no_publish,
+        count: a.count,
+        keep: a.keep,
     };
+    if s.is_stream() && s.auto_ack {
+        eprintln!("broker-bench: stream consumers need manual acks (drop --auto-ack)");
+        std::process::exit(2);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -234,6 +280,9 @@ mod tests {
             "latency_us",
             "broker_peak_rss",
             "generator_cpu_us_per_msg",
+            "first_delivery_ms",
+            "read_rate_after_first",
+            "prefill_started_unix_ms",
         ] {
             assert!(v.get(k).is_some(), "{k}");
         }

@@ -3,9 +3,13 @@
 //! from the send time each body carries in its first 8 bytes.
 
 mod backlog;
+mod consumer;
+mod stream;
 use backlog::{idle, prefill};
+use consumer::consumer;
+pub use stream::StreamOffset;
 
-use crate::amqp::{self, Conn, Frame};
+use crate::amqp::{self, Conn, Frame, Value};
 use crate::stats::{self, Percentiles};
 use bytes::BytesMut;
 use serde::Serialize;
@@ -64,6 +68,27 @@ pub struct Scenario {
     pub broker_pid: Option<u32>,
     /// Queue name prefix.
     pub prefix: String,
+    /// `x-queue-type` of the declared queues (`stream`: durable, never purged, fresh
+    /// at the start unless `no_publish`; consumers use prefetch and manual acks).
+    pub queue_type: Option<String>,
+    /// Where stream consumers start (`x-stream-offset`); unset: RabbitMQ's default
+    /// (`next`), or `first` after a prefill.
+    pub stream_offset: Option<StreamOffset>,
+    /// With a numeric `stream_offset`, consumer i of a queue starts at offset + i × step.
+    pub offset_step: u64,
+    /// Publish nothing: consumers read what the queues (streams) already hold.
+    pub no_publish: bool,
+    /// Messages each consumer reads before it stops (0: read for `duration`).
+    pub count: u64,
+    /// Leave the queues in place at the end (a later run reads them).
+    pub keep: bool,
+}
+
+impl Scenario {
+    /// Whether the queues are streams.
+    pub fn is_stream(&self) -> bool {
+        self.queue_type.as_deref() == Some("stream")
+    }
 }
 
 /// What came out.
@@ -97,6 +122,17 @@ pub struct Report {
     pub broker_peak_rss: Option<u64>,
     /// Broker CPU seconds during the run.
     pub broker_cpu_seconds: Option<f64>,
+    /// From basic.consume sent to the first delivery read, the slowest consumer's (ms).
+    pub first_delivery_ms: Option<f64>,
+    /// Each consumer's first delivery's `x-stream-offset`, in the order they came.
+    pub first_offsets: Vec<i64>,
+    /// Consumed per second from the first delivery to the last (a seek's read rate).
+    pub read_rate_after_first: Option<f64>,
+    /// Prefill: wall-clock start and end of publishing (ms since the epoch), so a
+    /// later run can seek a stream by timestamp into the middle of it.
+    pub prefill_started_unix_ms: Option<u64>,
+    /// See `prefill_started_unix_ms`.
+    pub prefill_ended_unix_ms: Option<u64>,
     /// This generator's CPU microseconds per message moved.
     pub generator_cpu_us_per_msg: f64,
 }
@@ -117,6 +153,11 @@ struct Counters {
     consumed: AtomicU64,
     latencies: Mutex<Vec<u64>>,
     confirm_latencies: Mutex<Vec<u64>>,
+    /// Each consumer's (ns from consume to its first delivery, when it arrived (ns
+    /// since the epoch), its x-stream-offset).
+    firsts: Mutex<Vec<(u64, u64, Option<i64>)>>,
+    /// When the last delivery arrived (ns since the epoch).
+    last_ns: AtomicU64,
 }
 
 fn now_ns(epoch: Instant) -> u64 {
@@ -243,102 +284,6 @@ fn settle(args: &[u8], pending: &mut BTreeMap<u64, u64>, now: u64, lat: &mut Vec
     done.len() as u64
 }
 
-/// Consumes until `stop` (or `limit` messages), recording latency.
-/// One consumer; with `declare_into` (the fanout exchange's name, or "") it declares,
-/// purges and binds its queue first.
-async fn consumer(
-    s: Scenario,
-    queue: String,
-    declare_into: Option<String>,
-    epoch: Instant,
-    stop: Arc<AtomicBool>,
-    limit: Option<u64>,
-    c: Arc<Counters>,
-) -> io::Result<()> {
-    let mut conn = connect(&s).await?;
-    if let Some(exchange) = declare_into {
-        declare(&mut conn, &s, &queue, &exchange).await?;
-    }
-    if !s.auto_ack {
-        conn.qos(s.prefetch).await?;
-    }
-    conn.consume(&queue, s.auto_ack).await?;
-    let mut lat = Vec::with_capacity(1 << 16);
-    let mut got: u64 = 0;
-    let mut tag: u64 = 0;
-    let mut unacked: u64 = 0;
-    let mut remaining: u64 = 0;
-    let mut first_seen = false;
-    let mut out = BytesMut::new();
-    // when the socket read that brought the frames being parsed returned: the arrival
-    // time of every message in it (one clock read per read, not per message, so that
-    // the generator's own cost stays small)
-    let mut read_at = now_ns(epoch);
-    while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| got < l) {
-        let reads = conn.reads;
-        let Some(f) = conn.next_within(Duration::from_millis(100)).await else {
-            continue;
-        };
-        let f = f?;
-        if conn.reads != reads {
-            read_at = now_ns(epoch);
-        }
-        let mut done = false;
-        match f {
-            Frame::Method(60, 60, a) => {
-                let n = a[0] as usize;
-                tag = u64::from_be_bytes([
-                    a[1 + n],
-                    a[2 + n],
-                    a[3 + n],
-                    a[4 + n],
-                    a[5 + n],
-                    a[6 + n],
-                    a[7 + n],
-                    a[8 + n],
-                ]);
-                first_seen = false;
-            }
-            Frame::Header(size) => {
-                remaining = size;
-                done = size == 0;
-            }
-            Frame::Body(first, len) => {
-                if !first_seen && len >= 8 {
-                    first_seen = true;
-                    let ts = u64::from_be_bytes(first);
-                    lat.push(read_at.saturating_sub(ts) / 1000);
-                }
-                remaining = remaining.saturating_sub(len as u64);
-                done = remaining == 0;
-            }
-            _ => {}
-        }
-        if done {
-            got += 1;
-            c.consumed.fetch_add(1, Ordering::Relaxed);
-            if !s.auto_ack {
-                unacked += 1;
-                if unacked >= s.multiple_ack.max(1) {
-                    out.clear();
-                    amqp::ack(&mut out, tag, true);
-                    conn.wr.write_all(&out).await?;
-                    unacked = 0;
-                }
-            }
-        }
-    }
-    if unacked > 0 {
-        out.clear();
-        amqp::ack(&mut out, tag, true);
-        let _ = conn.wr.write_all(&out).await;
-    }
-    if let Ok(mut l) = c.latencies.lock() {
-        l.extend(lat);
-    }
-    Ok(())
-}
-
 /// Samples the broker's RSS every 100 ms until stopped; returns the peak.
 fn rss_sampler(pid: Option<u32>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Option<u64>> {
     tokio::spawn(async move {
@@ -370,18 +315,31 @@ async fn setup(s: &Scenario, queues: bool) -> io::Result<(String, Vec<String>)> 
     if s.fanout > 0 {
         c.declare_exchange(&exchange, "fanout").await?;
     }
-    if queues {
+    if queues || s.is_stream() {
         for q in &names {
+            if s.is_stream() && !s.no_publish {
+                // a fresh stream: what an earlier run left would be read too
+                c.delete_queue(q).await?;
+            }
             declare(&mut c, s, q, &exchange).await?;
         }
     }
     Ok((exchange, names))
 }
 
-/// Declares, purges and (fanout) binds one queue.
+/// Declares, purges and (fanout) binds one queue. A stream is declared durable with
+/// its `x-queue-type` and never purged (streams refuse queue.purge).
 async fn declare(c: &mut Conn, s: &Scenario, q: &str, exchange: &str) -> io::Result<()> {
-    c.declare_queue(q, s.persistent).await?;
-    c.purge(q).await?;
+    let args: Vec<(&str, Value)> = s
+        .queue_type
+        .iter()
+        .map(|t| ("x-queue-type", Value::Str(t.clone())))
+        .collect();
+    c.declare_queue(q, s.persistent || s.is_stream(), &args)
+        .await?;
+    if !s.is_stream() {
+        c.purge(q).await?;
+    }
     if s.fanout > 0 {
         c.bind(q, exchange, "").await?;
     }
@@ -410,6 +368,8 @@ pub async fn run(s: Scenario) -> io::Result<Report> {
     let sampler = rss_sampler(s.broker_pid, stop_rss.clone());
     let mut r = if s.idle_connections > 0 {
         idle(&s).await?
+    } else if s.no_publish || (s.prefill > 0 && s.is_stream()) {
+        stream::read(&s).await?
     } else if s.prefill > 0 {
         prefill(&s).await?
     } else {
@@ -487,7 +447,9 @@ async fn flow(s: &Scenario) -> io::Result<Report> {
     for t in tasks {
         t.await.map_err(io::Error::other)??;
     }
-    let _ = cleanup(s).await;
+    if !s.keep {
+        let _ = cleanup(s).await;
+    }
     let latencies = std::mem::take(
         &mut *c
             .latencies
