@@ -432,6 +432,33 @@ pub fn decode_message(b: &[u8], persist_id: u64) -> Result<Message, StoreError> 
     })
 }
 
+/// Decodes a stored message record held in `b` without copying it: the property bytes
+/// and the body are slices of `b` (a stream chunk read back is one buffer shared by its
+/// messages).
+pub fn decode_message_shared(b: &Bytes, persist_id: u64) -> Result<Message, StoreError> {
+    let mut r = Reader(&b[..]);
+    if r.u8()? != 1 {
+        return Err(StoreError("unknown message record version".into()));
+    }
+    let exchange = r.str()?;
+    let routing_key = r.str()?;
+    let n = r.u32()? as usize;
+    let start = b.len() - r.0.len();
+    let raw = b.slice(start..start + n.min(r.0.len()));
+    r.take(n)?;
+    let (_, properties) = parse_properties(&raw[..])
+        .map_err(|_| StoreError("bad properties in message record".into()))?;
+    Ok(Message {
+        exchange: exchange.into(),
+        routing_key: routing_key.into(),
+        properties: properties.into(),
+        raw_properties: raw,
+        body: b.slice(b.len() - r.0.len()..),
+        persist_id: Some(persist_id),
+        arrival_ms: 0,
+    })
+}
+
 /// Publisher confirms that must wait for an fsync: writes are noted as they happen, a
 /// flush takes everything noted so far, and only its completion settles them. A publish
 /// noted while a flush runs waits for the next one (group commit: many publishes, one
@@ -511,6 +538,26 @@ mod tests {
         assert_eq!(d.queues, vec![q]);
         assert_eq!(d.bindings, vec![b]);
         assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn shared_decoding_gives_the_same_message_without_copies() {
+        let m = Message {
+            exchange: "x".into(),
+            routing_key: "rk".into(),
+            properties: Default::default(),
+            raw_properties: Bytes::from_static(&[0, 0]),
+            body: Bytes::from_static(b"hello"),
+            persist_id: None,
+            arrival_ms: 0,
+        };
+        let rec = Bytes::from(encode_message(&m));
+        let d = decode_message_shared(&rec, 3).unwrap();
+        assert_eq!((&*d.exchange, &*d.routing_key), ("x", "rk"));
+        assert_eq!(&d.body[..], b"hello");
+        assert_eq!(&d.raw_properties[..], &[0, 0]);
+        assert_eq!(d.body.as_ptr(), rec[rec.len() - 5..].as_ptr());
+        assert!(decode_message_shared(&rec.slice(..rec.len() - 8), 3).is_err());
     }
 
     #[test]

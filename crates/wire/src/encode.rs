@@ -38,6 +38,50 @@ pub fn properties(props: &AMQPProperties) -> Bytes {
     }
 }
 
+/// The property bytes `raw` with one more header, `key` = `value` as a signed 64-bit
+/// integer (`l`), added without decoding and re-encoding the rest: the entry is
+/// appended to the headers table (or a table is inserted) in place. The caller makes
+/// sure the headers do not hold `key` already. `None` where the bytes are not what they
+/// should be or use a second flags word; re-encode then.
+pub fn with_long_header(raw: &[u8], key: &str, value: i64) -> Option<Bytes> {
+    const CONTENT_TYPE: u16 = 1 << 15;
+    const CONTENT_ENCODING: u16 = 1 << 14;
+    const HEADERS: u16 = 1 << 13;
+    let flags = u16::from_be_bytes(raw.get(0..2)?.try_into().ok()?);
+    if flags & 1 != 0 || key.len() > 255 {
+        return None;
+    }
+    let mut pos = 2usize;
+    for bit in [CONTENT_TYPE, CONTENT_ENCODING] {
+        if flags & bit != 0 {
+            pos += 1 + usize::from(*raw.get(pos)?);
+        }
+    }
+    let mut entry = Vec::with_capacity(1 + key.len() + 9);
+    entry.push(key.len() as u8);
+    entry.extend_from_slice(key.as_bytes());
+    entry.push(b'l');
+    entry.extend_from_slice(&value.to_be_bytes());
+    let mut out = BytesMut::with_capacity(raw.len() + entry.len() + 4);
+    if flags & HEADERS != 0 {
+        let len = u32::from_be_bytes(raw.get(pos..pos + 4)?.try_into().ok()?) as usize;
+        let end = pos + 4 + len;
+        let table = raw.get(pos + 4..end)?;
+        out.extend_from_slice(&raw[..pos]);
+        out.put_u32((len + entry.len()) as u32);
+        out.extend_from_slice(table);
+        out.extend_from_slice(&entry);
+        out.extend_from_slice(&raw[end..]);
+    } else {
+        out.put_u16(flags | HEADERS);
+        out.extend_from_slice(raw.get(2..pos)?);
+        out.put_u32(entry.len() as u32);
+        out.extend_from_slice(&entry);
+        out.extend_from_slice(&raw[pos..]);
+    }
+    Some(out.freeze())
+}
+
 /// Bytes of a content header frame carrying `raw_props_len` bytes of properties: frame
 /// header, class, weight, body size, properties, frame-end.
 pub fn header_frame_len(raw_props_len: usize) -> usize {
@@ -113,6 +157,38 @@ pub fn heartbeat(out: &mut BytesMut) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_long_header_is_spliced_in_as_a_full_encoding_would_carry_it() {
+        use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+        let mut h = FieldTable::default();
+        h.insert("a".into(), AMQPValue::LongString(LongString::from("b")));
+        let cases = [
+            AMQPProperties::default(),
+            AMQPProperties::default().with_delivery_mode(2),
+            AMQPProperties::default()
+                .with_content_type(ShortString::from("text/plain"))
+                .with_headers(h.clone())
+                .with_priority(3),
+            AMQPProperties::default()
+                .with_content_encoding(ShortString::from("gzip"))
+                .with_message_id(ShortString::from("id-1")),
+        ];
+        for props in cases {
+            let raw = super::properties(&props);
+            let spliced = super::with_long_header(&raw, "x-stream-offset", 42).unwrap();
+            let (_, back) = basic::parse_properties(&spliced[..]).unwrap();
+            let mut want = props.headers().clone().unwrap_or_default();
+            want.insert("x-stream-offset".into(), AMQPValue::LongLongInt(42));
+            assert_eq!(back.headers().as_ref(), Some(&want));
+            assert_eq!(
+                back.clone().with_headers(FieldTable::default()),
+                props.clone().with_headers(FieldTable::default())
+            );
+        }
+        assert!(super::with_long_header(&[0, 1], "k", 1).is_none());
+        assert!(super::with_long_header(&[0x20, 0, 0, 0, 0, 9], "k", 1).is_none());
+    }
+
     use super::*;
     use crate::decode::FrameDecoder;
 

@@ -133,7 +133,7 @@ fn decode(at: Cursor, next: Cursor, chunk: Chunk) -> Decoded {
     let mut filters = Vec::with_capacity(chunk.records.len());
     for (i, rec) in chunk.records.iter().enumerate() {
         let offset = chunk.first_offset + i as u64;
-        let m = broker_core::store::decode_message(rec, 0).unwrap_or_else(|e| {
+        let m = broker_core::store::decode_message_shared(rec, 0).unwrap_or_else(|e| {
             tracing::error!(offset, "a stream record cannot be decoded: {e}");
             // an empty message keeps the offsets in step
             empty_message()
@@ -152,13 +152,29 @@ fn decode(at: Cursor, next: Cursor, chunk: Chunk) -> Decoded {
 }
 
 /// The message as a stream delivers it: `x-stream-offset` in its headers (a publisher's
-/// own header of that name is overwritten, as RabbitMQ does).
+/// own header of that name is overwritten, as RabbitMQ does). The header is spliced into
+/// the property bytes (the parsed properties, which deliveries do not use, stay as
+/// published); only a message that carries the header already is re-encoded.
 fn with_offset(m: Message, offset: u64) -> Message {
+    let value = i64::try_from(offset).unwrap_or(i64::MAX);
+    let has = m
+        .properties
+        .headers()
+        .as_ref()
+        .is_some_and(|h| h.inner().contains_key("x-stream-offset"));
+    if !has {
+        if let Some(raw) =
+            broker_wire::encode::with_long_header(&m.raw_properties, "x-stream-offset", value)
+        {
+            return Message {
+                raw_properties: raw,
+                persist_id: None,
+                ..m
+            };
+        }
+    }
     let mut headers: FieldTable = m.properties.headers().clone().unwrap_or_default();
-    headers.insert(
-        "x-stream-offset".into(),
-        AMQPValue::LongLongInt(i64::try_from(offset).unwrap_or(i64::MAX)),
-    );
+    headers.insert("x-stream-offset".into(), AMQPValue::LongLongInt(value));
     let props = (*m.properties).clone().with_headers(headers);
     Message {
         raw_properties: broker_wire::encode::properties(&props),
