@@ -143,7 +143,7 @@ fn an_index_with_lost_pages_in_the_middle_is_rebuilt_from_the_chunks() {
         let log = s.open(4, Retention::default()).unwrap();
         for _ in 0..40 {
             for _ in 0..3 {
-                s.append(&log, &rec(log.next_offset())).unwrap();
+                s.append(&log, &rec(log.next_offset()), None).unwrap();
             }
             s.commit().unwrap();
         }
@@ -184,7 +184,7 @@ fn an_index_with_lost_pages_in_the_middle_is_rebuilt_from_the_chunks() {
     }
     assert_eq!(std::fs::read(&idx).unwrap(), original, "rebuilt as it was");
     // and appends go on after the rebuilt end
-    let (off, _) = s.append(&log, &rec(log.next_offset())).unwrap();
+    let (off, _) = s.append(&log, &rec(log.next_offset()), None).unwrap();
     assert_eq!(off, 120);
 }
 
