@@ -202,11 +202,16 @@ fn append_to_streams(
     msg: &broker_core::Message,
     queues: &[Arc<QueueEntry>],
 ) -> Result<bool, StoreError> {
-    let mut record: Option<Vec<u8>> = None;
+    // encoded (and its filter value looked up) once, and only when a stream is among them
+    let mut record: Option<(Vec<u8>, Option<Vec<u8>>)> = None;
     let mut any = false;
-    let filter = broker_core::stream::filter_value(msg);
     for log in queues.iter().filter_map(|q| q.stream.as_ref()) {
-        let rec = record.get_or_insert_with(|| broker_core::store::encode_message(msg));
+        let (rec, filter) = record.get_or_insert_with(|| {
+            (
+                broker_core::store::encode_message(msg),
+                broker_core::stream::filter_value(msg),
+            )
+        });
         let (_, first) = store.streams.append(log, rec, filter.as_deref())?;
         if first {
             store.flusher.request(0, 0, |_| {});

@@ -225,7 +225,7 @@ impl StreamQueue {
         self.readers.len()
     }
 
-    /// (channel, tag, ack required, exclusive, priority, active) of each consumer.
+    /// (channel, tag, ack required, exclusive, priority) of each consumer.
     pub fn consumers(&self) -> Vec<(ChannelKey, Arc<str>, bool, bool, i64)> {
         self.readers
             .iter()

@@ -54,12 +54,14 @@ impl Reader {
     /// The next message of its current chunk, moving past those its filter refuses;
     /// `None` when the chunk is done.
     pub fn next_message(&mut self) -> Option<(u64, Arc<Message>)> {
-        let chunk = self.chunk.clone()?;
-        while self.next < chunk.first_offset + chunk.count {
+        // borrowed, not cloned: this runs once per delivery
+        let chunk = self.chunk.as_ref()?;
+        let end = chunk.first_offset + chunk.count;
+        while self.next < end {
             let i = (self.next - chunk.first_offset) as usize;
             let Some(msg) = chunk.msgs.get(i) else {
                 // skipped unread: nothing in it for this reader
-                self.next = chunk.first_offset + chunk.count;
+                self.next = end;
                 break;
             };
             let ok = self
