@@ -56,19 +56,28 @@ impl Broker {
     }
 
     /// Starts a broker with extra flags.
+    ///
+    /// The port is free when it is picked, but another process (a broker's HTTP
+    /// listener, a client's ephemeral port: the same range) may take it before the broker
+    /// binds it; a broker that exits before listening is started again on a new port.
     pub fn start_with(args: &[&str]) -> Broker {
-        let port = free_port();
-        let data_dir =
-            std::env::temp_dir().join(format!("broker-test-{}-{}", std::process::id(), port));
-        let _ = std::fs::remove_dir_all(&data_dir);
-        std::fs::create_dir_all(&data_dir).unwrap();
-        let child = Self::spawn(port, &data_dir, args, None);
-        Broker {
-            child,
-            port,
-            data_dir,
-            args: args.iter().map(|a| a.to_string()).collect(),
+        for _ in 0..5 {
+            let port = free_port();
+            let data_dir =
+                std::env::temp_dir().join(format!("broker-test-{}-{}", std::process::id(), port));
+            let _ = std::fs::remove_dir_all(&data_dir);
+            std::fs::create_dir_all(&data_dir).unwrap();
+            if let Some(child) = Self::try_spawn(port, &data_dir, args, None) {
+                return Broker {
+                    child,
+                    port,
+                    data_dir,
+                    args: args.iter().map(|a| a.to_string()).collect(),
+                };
+            }
+            let _ = std::fs::remove_dir_all(&data_dir);
         }
+        panic!("broker exited before listening, five times");
     }
 
     /// Kills the broker with SIGKILL (a crash) and waits for it.
@@ -100,6 +109,16 @@ impl Broker {
         args: &[&str],
         log: Option<std::fs::File>,
     ) -> Child {
+        Self::try_spawn(port, data_dir, args, log).expect("broker exited before listening")
+    }
+
+    /// Starts the broker process and waits until it listens; `None` if it exited first.
+    fn try_spawn(
+        port: u16,
+        data_dir: &std::path::Path,
+        args: &[&str],
+        log: Option<std::fs::File>,
+    ) -> Option<Child> {
         let stderr = match log {
             Some(f) => Stdio::from(f),
             None => Stdio::inherit(),
@@ -126,12 +145,15 @@ impl Broker {
             match lines.next() {
                 Some(Ok(l)) if l.contains("listening on") => break,
                 Some(Ok(_)) => continue,
-                _ => panic!("broker exited before listening"),
+                _ => {
+                    let _ = child.wait();
+                    return None;
+                }
             }
         }
         // keep draining stdout so the broker never blocks on a full pipe
         std::thread::spawn(move || for _ in lines {});
-        child
+        Some(child)
     }
 
     /// amqp:// URI of this broker.
