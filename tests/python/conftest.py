@@ -109,7 +109,17 @@ class BrokerProcess:
         self.data_dir = tempfile.mkdtemp(prefix="broker-pika-")
         self.log_path = self.data_dir + ".log"
         self.log = open(self.log_path, "wb")
-        self._launch()
+        for attempt in range(3):
+            try:
+                self._launch()
+                return
+            except RuntimeError:
+                # the port picked was taken before the broker bound it (another broker's
+                # HTTP listener or a client's ephemeral port): start again on a new one
+                if attempt == 2 or "Address already in use" not in self.log_tail():
+                    self.stop()
+                    raise
+                self.port = free_port()
 
     def _launch(self):
         self.proc = subprocess.Popen(
@@ -126,7 +136,7 @@ class BrokerProcess:
         deadline = time.monotonic() + START_TIMEOUT
         ok = self._ready.wait(START_TIMEOUT) and wait_for_port(self.port, deadline)
         if not ok:
-            self.stop()
+            self.terminate()
             raise RuntimeError(
                 f"broker did not start on port {self.port}: stdout={self._lines!r}\n" + self.log_tail()
             )
