@@ -3,7 +3,7 @@
 
 use crate::error::AmqpError;
 use crate::names::DeliveryTag;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Deliveries awaiting ack on one channel, keyed by delivery tag. `U` is what the channel
 /// needs to settle one (which queue, which message, which consumer).
@@ -126,6 +126,10 @@ pub struct Confirms {
     outstanding: BTreeSet<u64>,
     acked: BTreeSet<u64>,
     nacked: BTreeSet<u64>,
+    /// Publishes that wait for more than one part (the store's fsync and each quorum
+    /// queue's commit, say): the parts still to come, and whether every part so far was
+    /// ok. A publish missing here has one part.
+    parts: HashMap<u64, (u32, bool)>,
 }
 
 impl Confirms {
@@ -137,8 +141,30 @@ impl Confirms {
         self.next_seq
     }
 
-    /// Settles a publish.
+    /// Says that publish `seq` is settled by `n` parts (each a [`Confirms::settle`]):
+    /// it is confirmed once all have come, and nacked if any of them nacked. A publish
+    /// has one part unless told otherwise; `n` of 0 or 1 changes nothing.
+    pub fn expect_parts(&mut self, seq: u64, n: u32) {
+        if n > 1 && self.outstanding.contains(&seq) {
+            self.parts.insert(seq, (n, true));
+        }
+    }
+
+    /// Settles one part of a publish (the whole of it, unless it has several parts).
     pub fn settle(&mut self, seq: u64, ack: bool) {
+        let ack = match self.parts.get_mut(&seq) {
+            None => ack,
+            Some((left, ok)) => {
+                *left -= 1;
+                *ok &= ack;
+                if *left > 0 {
+                    return;
+                }
+                let ok = *ok;
+                self.parts.remove(&seq);
+                ok
+            }
+        };
         if self.outstanding.remove(&seq) {
             if ack {
                 self.acked.insert(seq);
@@ -255,6 +281,46 @@ mod tests {
             .collect();
         assert_eq!(got, vec![u64::MAX - 1, u64::MAX]);
         assert!(u.is_empty());
+    }
+
+    #[test]
+    fn a_publish_of_several_parts_waits_for_all_and_any_nack_wins() {
+        let mut c = Confirms::default();
+        let (a, b, one) = (c.next(), c.next(), c.next());
+        c.expect_parts(a, 3);
+        c.expect_parts(b, 2);
+        c.expect_parts(one, 1);
+        c.settle(a, true);
+        c.settle(b, false);
+        c.settle(a, true);
+        assert!(!c.has_pending());
+        c.settle(one, true);
+        c.settle(b, true);
+        c.settle(a, true);
+        let frames = c.drain();
+        assert_eq!(
+            frames,
+            vec![
+                ConfirmFrame {
+                    ack: true,
+                    tag: a,
+                    multiple: false
+                },
+                ConfirmFrame {
+                    ack: false,
+                    tag: b,
+                    multiple: false
+                },
+                ConfirmFrame {
+                    ack: true,
+                    tag: one,
+                    multiple: false
+                },
+            ]
+        );
+        // a late part of a settled publish changes nothing
+        c.settle(a, false);
+        assert!(!c.has_pending());
     }
 
     #[test]
