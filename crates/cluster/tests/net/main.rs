@@ -71,11 +71,13 @@ pub struct Member {
     pub sm: MemSm,
 }
 
+/// Heartbeats every 50 ms, elections after 1-2 s of silence: far enough apart that a
+/// busy test machine does not depose a leader in the middle of a test's writes.
 fn raft_config() -> Arc<Config> {
     let c = Config {
         heartbeat_interval: 50,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
         ..Default::default()
     };
     Arc::new(c.validate().unwrap())
