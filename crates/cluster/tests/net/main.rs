@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use broker_cluster::net::{Bound, NetConfig, PeerAddr, RaftGroup, Transport};
 use broker_cluster::{GroupId, NodeId};
-use openraft::{BasicNode, Config, Raft};
+use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 
 use store::{MemLog, MemSm, Tc};
 
@@ -78,6 +78,11 @@ fn raft_config() -> Arc<Config> {
         heartbeat_interval: 50,
         election_timeout_min: 1000,
         election_timeout_max: 2000,
+        // Snapshot every 5 entries and keep no log behind it, so a node that was away
+        // catches up by `install_snapshot` over the wire.
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(5),
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
         ..Default::default()
     };
     Arc::new(c.validate().unwrap())

@@ -101,6 +101,24 @@ async fn three_nodes_replicate_two_groups_fail_over_and_catch_up() {
         lasts.push(last);
     }
 
+    // The leaders snapshot and purge past what the stopped node has, so it can only
+    // catch up by snapshot.
+    let mut aways = Vec::new();
+    for (g, &last) in groups.iter().zip(&lasts) {
+        let away = g[gone].raft.metrics().borrow().last_log_index.unwrap();
+        aways.push(away);
+        let leader = index_of(&nets, leader_seen_by(&g[survivors[0]], Some(gone_id)).await);
+        let past =
+            |x: &openraft::RaftMetrics<u64, BasicNode>| x.purged.is_some_and(|p| p.index > away);
+        g[leader]
+            .raft
+            .wait(Some(LIMIT))
+            .metrics(past, "purged past the stopped node")
+            .await
+            .unwrap();
+        assert!(away < last);
+    }
+
     // Restart: new Rafts over the same stores, a new transport on the same address.
     for g in &groups {
         g[gone].raft.shutdown().await.unwrap();
@@ -115,6 +133,11 @@ async fn three_nodes_replicate_two_groups_fail_over_and_catch_up() {
         let (log, sm) = (g[gone].log.clone(), g[gone].sm.clone());
         g[gone] = join_group(&nets[gone], gi as u64 + 1, log, sm).await;
         applied(&g[gone], lasts[gi], 1..=15).await;
+        let snap = g[gone].raft.metrics().borrow().snapshot;
+        assert!(
+            snap.is_some_and(|s| s.index > aways[gi]),
+            "caught up by snapshot: {snap:?}"
+        );
     }
     for g in &groups {
         for m in g {
