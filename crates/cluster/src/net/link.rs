@@ -1,0 +1,295 @@
+//! One peer as this node sees it: the outgoing connection this node dials for its own
+//! requests (the peer's replies come back on it, matched by correlation id), redialed
+//! with backoff while the peer is away, and its liveness for `/api/nodes`.
+//!
+//! A request registers its correlation id before its frame is queued, and every way a
+//! connection ends clears the registrations, so a request in flight always gets an
+//! answer: the reply, `Unreachable` or its timeout.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
+
+use super::conn::{self, FrameReader, Lane, Lanes, Out};
+use super::frame::{self, Frame, Kind, ReplyError};
+use super::handshake::{self, PeerHello};
+use super::shared::Shared;
+use super::NetError;
+use crate::{node_id, GroupId, NodeId};
+
+pub(crate) struct Link {
+    pub name: String,
+    pub id: NodeId,
+    addr: String,
+    /// The open connection's lanes; `None` while down.
+    lanes: Mutex<Option<Lanes>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Frame>>>,
+    next_corr: AtomicU64,
+    /// Permits = bytes the bulk lane may still queue (kept across reconnects).
+    bulk: Arc<Semaphore>,
+    up: watch::Sender<bool>,
+    hello: Mutex<Option<PeerHello>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is one map or slot operation: a poisoned lock still
+    // holds a consistent value.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes a request's registration however the request ends (answer, timeout, drop).
+struct PendingGuard<'a> {
+    link: &'a Link,
+    corr: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.link.pending).remove(&self.corr);
+    }
+}
+
+impl Link {
+    pub fn new(name: String, addr: String, bulk_bytes: usize) -> Link {
+        Link {
+            id: node_id(&name),
+            name,
+            addr,
+            lanes: Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            next_corr: AtomicU64::new(1),
+            bulk: Arc::new(Semaphore::new(bulk_bytes)),
+            up: watch::channel(false).0,
+            hello: Mutex::new(None),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        *self.up.borrow()
+    }
+
+    pub async fn wait_up(&self) -> Result<(), NetError> {
+        let mut rx = self.up.subscribe();
+        rx.wait_for(|up| *up)
+            .await
+            .map(|_| ())
+            .map_err(|_| NetError::Stopped)
+    }
+
+    pub fn hello(&self) -> Option<PeerHello> {
+        lock(&self.hello).clone()
+    }
+
+    pub fn bulk_queued(&self, shared: &Shared) -> usize {
+        shared
+            .cfg
+            .bulk_bytes
+            .saturating_sub(self.bulk.available_permits())
+    }
+
+    fn unreachable(&self, why: &'static str) -> NetError {
+        NetError::Unreachable {
+            peer: self.name.clone(),
+            why,
+        }
+    }
+
+    /// Waits for room on the bulk lane (backpressure); the control lane needs none.
+    async fn permit(
+        &self,
+        shared: &Shared,
+        lane: Lane,
+        size: usize,
+    ) -> Result<Option<OwnedSemaphorePermit>, NetError> {
+        if size > shared.cfg.max_frame {
+            return Err(NetError::TooLarge {
+                size,
+                max: shared.cfg.max_frame,
+            });
+        }
+        if lane == Lane::Control {
+            return Ok(None);
+        }
+        let n = (size + frame::HEADER_LEN).min(shared.cfg.bulk_bytes) as u32;
+        let p = self
+            .bulk
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        Ok(Some(p))
+    }
+
+    fn enqueue(&self, lane: Lane, out: Out) -> Result<(), NetError> {
+        let lanes = lock(&self.lanes)
+            .clone()
+            .ok_or_else(|| self.unreachable("not connected"))?;
+        if lanes.push(lane, out) {
+            Ok(())
+        } else {
+            Err(self.unreachable("connection closed"))
+        }
+    }
+
+    /// Sends a request and waits for its reply, all within `timeout`.
+    pub async fn request(
+        &self,
+        shared: &Shared,
+        kind: Kind,
+        group: GroupId,
+        payload: Bytes,
+        lane: Lane,
+        timeout: Duration,
+    ) -> Result<Bytes, NetError> {
+        if !self.is_up() {
+            return Err(self.unreachable("not connected"));
+        }
+        let timed_out = || NetError::Timeout {
+            peer: self.name.clone(),
+            after: timeout,
+        };
+        let res = tokio::time::timeout(timeout, async {
+            let permit = self.permit(shared, lane, payload.len()).await?;
+            let corr = self.next_corr.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            lock(&self.pending).insert(corr, tx);
+            let _guard = PendingGuard { link: self, corr };
+            let head = frame::header(kind, group, corr, payload.len());
+            self.enqueue(lane, Out::new(head, payload, permit))?;
+            let reply = rx
+                .await
+                .map_err(|_| self.unreachable("connection closed"))?;
+            match reply.kind {
+                Kind::ReplyErr => {
+                    let code = ReplyError::from_u8(reply.payload.first().copied().unwrap_or(0));
+                    let text = String::from_utf8_lossy(reply.payload.get(1..).unwrap_or_default())
+                        .into_owned();
+                    Err(NetError::Remote { code, text })
+                }
+                _ => Ok(reply.payload),
+            }
+        })
+        .await;
+        res.unwrap_or_else(|_| Err(timed_out()))
+    }
+
+    /// Queues a one-way message on the bulk lane, waiting while the lane is full.
+    pub async fn one_way(
+        &self,
+        shared: &Shared,
+        service: u64,
+        payload: Bytes,
+    ) -> Result<(), NetError> {
+        if !self.is_up() {
+            return Err(self.unreachable("not connected"));
+        }
+        let permit = self.permit(shared, Lane::Bulk, payload.len()).await?;
+        let head = frame::header(Kind::Send, service, 0, payload.len());
+        self.enqueue(Lane::Bulk, Out::new(head, payload, permit))
+    }
+
+    /// The connection ended: down, and every request in flight fails.
+    pub fn closed(&self) {
+        *lock(&self.lanes) = None;
+        self.up.send_replace(false);
+        lock(&self.pending).clear();
+    }
+
+    fn reply(&self, f: Frame) -> std::io::Result<()> {
+        match f.kind {
+            Kind::Reply | Kind::ReplyErr => {
+                // A reply whose request timed out meanwhile has no one waiting: dropped.
+                if let Some(tx) = lock(&self.pending).remove(&f.corr) {
+                    let _ = tx.send(f);
+                }
+                Ok(())
+            }
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a request on a dialed connection",
+            )),
+        }
+    }
+}
+
+/// Dials `link`'s peer, serves the connection until it ends, and dials again after a
+/// backoff (doubling up to the configured longest), until shutdown.
+pub(crate) async fn run(shared: Arc<Shared>, link: Arc<Link>) {
+    let (first, longest) = shared.cfg.backoff;
+    let mut wait = first;
+    loop {
+        match dial(&shared, &link).await {
+            Ok((stream, hello)) => {
+                wait = first;
+                tracing::info!(peer = %link.name, addr = %link.addr, "cluster link up");
+                *lock(&link.hello) = Some(hello);
+                serve(&shared, &link, stream).await;
+                tracing::info!(peer = %link.name, "cluster link down");
+            }
+            Err(e) => {
+                if shared.log_limit.allow(&format!("dial {}", link.name)) {
+                    tracing::warn!(peer = %link.name, addr = %link.addr, "cannot open the cluster link: {e} (logged once a minute)");
+                }
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(longest);
+    }
+}
+
+async fn dial(shared: &Shared, link: &Link) -> Result<(TcpStream, PeerHello), String> {
+    let limit = shared.cfg.handshake_timeout;
+    let attempt = async {
+        let mut s = TcpStream::connect(&link.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        let hello = handshake::dial(&mut s, &shared.cfg.secret, &shared.name, &shared.peer_names)
+            .await
+            .map_err(|e| {
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                e.to_string()
+            })?;
+        Ok::<_, String>((s, hello))
+    };
+    let (s, hello) = tokio::time::timeout(limit, attempt)
+        .await
+        .map_err(|_| format!("no handshake within {limit:?}"))??;
+    if hello.name != link.name {
+        shared.refused.fetch_add(1, Ordering::Relaxed);
+        return Err(format!(
+            "{} answered as {:?}, not {:?}",
+            link.addr, hello.name, link.name
+        ));
+    }
+    Ok((s, hello))
+}
+
+async fn serve(shared: &Shared, link: &Link, stream: TcpStream) {
+    let (r, w) = stream.into_split();
+    let (lanes, rx) = conn::lanes();
+    *lock(&link.lanes) = Some(lanes);
+    link.up.send_replace(true);
+    let mut reader = FrameReader::new(r, shared.cfg.max_frame);
+    let read = async {
+        while let Some(f) = reader.next().await? {
+            link.reply(f)?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let res = tokio::select! {
+        r = conn::write_loop(w, rx) => r,
+        r = read => r,
+    };
+    link.closed();
+    if let Err(e) = res {
+        if shared.log_limit.allow(&format!("link {}", link.name)) {
+            tracing::warn!(peer = %link.name, "cluster link closed: {e} (logged once a minute)");
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Accepts peers on `--cluster-listen`, authenticates them (`handshake.rs`) and answers
+//! their requests on the same connection: Raft RPCs go to the group named in the frame,
+//! app messages to their service. Replies take the connection's control lane.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::conn::{self, FrameReader, Lane, Lanes, Out};
+use super::frame::{self, Frame, Kind, ReplyError};
+use super::handshake;
+use super::router::RpcKind;
+use super::shared::Shared;
+use crate::{node_id, NodeId};
+
+pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => shared.spawn(serve(shared.clone(), stream, addr)),
+            Err(e) => {
+                // Out of descriptors or similar: wait for a peer's retry rather than spin.
+                if shared.log_limit.allow("accept") {
+                    tracing::warn!("cluster listener cannot accept: {e} (logged once a minute)");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let limit = shared.cfg.handshake_timeout;
+    let hs = handshake::accept(
+        &mut stream,
+        &shared.cfg.secret,
+        &shared.name,
+        &shared.peer_names,
+    );
+    let hello = match tokio::time::timeout(limit, hs).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            shared
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if shared.log_limit.allow(&format!("accept {}", addr.ip())) {
+                tracing::warn!(%addr, "refused a cluster connection: {e} (logged once a minute per address)");
+            }
+            return;
+        }
+        Err(_) => return,
+    };
+    let from = node_id(&hello.name);
+    let (r, w) = stream.into_split();
+    let (lanes, rx) = conn::lanes();
+    let reader = FrameReader::new(r, shared.cfg.max_frame);
+    let res = tokio::select! {
+        r = conn::write_loop(w, rx) => r,
+        r = dispatch(&shared, from, reader, lanes) => r,
+    };
+    if let Err(e) = res {
+        if shared.log_limit.allow(&format!("from {}", hello.name)) {
+            tracing::warn!(peer = %hello.name, "closed the cluster connection from the peer: {e} (logged once a minute)");
+        }
+    }
+}
+
+async fn dispatch(
+    shared: &Arc<Shared>,
+    from: NodeId,
+    mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    lanes: Lanes,
+) -> io::Result<()> {
+    while let Some(f) = reader.next().await? {
+        match f.kind {
+            Kind::Append | Kind::Vote | Kind::Snapshot => raft_rpc(shared, f, &lanes),
+            Kind::Call => call(shared, from, f, &lanes),
+            Kind::Send => match shared.service(f.group) {
+                // Awaited here: one peer's one-way messages are handled in order, and a
+                // slow handler stops this reader (TCP backpressure to the sender).
+                Some(svc) => {
+                    if let Err(e) = svc.handle(from, f.payload).await {
+                        tracing::debug!(service = f.group, "one-way cluster message failed: {e}");
+                    }
+                }
+                None => tracing::debug!(
+                    service = f.group,
+                    "one-way cluster message for an unknown service"
+                ),
+            },
+            Kind::Reply | Kind::ReplyErr => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a reply on an accepted connection",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn raft_rpc(shared: &Arc<Shared>, f: Frame, lanes: &Lanes) {
+    let kind = match f.kind {
+        Kind::Append => RpcKind::Append,
+        Kind::Vote => RpcKind::Vote,
+        _ => RpcKind::Snapshot,
+    };
+    let Some(group) = shared.group(f.group) else {
+        reply_err(
+            lanes,
+            f.corr,
+            ReplyError::UnknownGroup,
+            &format!("no Raft group {} on this node", f.group),
+        );
+        return;
+    };
+    let (lanes, max) = (lanes.clone(), shared.cfg.max_frame);
+    shared.spawn_request(async move {
+        match group.handle(kind, f.payload).await {
+            Ok(b) => reply(&lanes, max, f.corr, b),
+            Err(e) => reply_err(&lanes, f.corr, ReplyError::Failed, &e),
+        }
+    });
+}
+
+fn call(shared: &Arc<Shared>, from: NodeId, f: Frame, lanes: &Lanes) {
+    let Some(svc) = shared.service(f.group) else {
+        reply_err(
+            lanes,
+            f.corr,
+            ReplyError::UnknownService,
+            &format!("no service {} on this node", f.group),
+        );
+        return;
+    };
+    let (lanes, max) = (lanes.clone(), shared.cfg.max_frame);
+    shared.spawn_request(async move {
+        match svc.handle(from, f.payload).await {
+            Ok(b) => reply(&lanes, max, f.corr, b),
+            Err(e) => reply_err(&lanes, f.corr, ReplyError::Failed, &e),
+        }
+    });
+}
+
+fn reply(lanes: &Lanes, max: usize, corr: u64, payload: Bytes) {
+    if payload.len() > max {
+        let text = format!(
+            "reply of {} bytes is above the frame limit of {max}",
+            payload.len()
+        );
+        return reply_err(lanes, corr, ReplyError::Failed, &text);
+    }
+    let head = frame::header(Kind::Reply, 0, corr, payload.len());
+    // A closed connection drops the reply: the requester's link fails the request.
+    lanes.push(Lane::Control, Out::new(head, payload, None));
+}
+
+fn reply_err(lanes: &Lanes, corr: u64, code: ReplyError, text: &str) {
+    let mut b = Vec::with_capacity(1 + text.len());
+    b.put_u8(code as u8);
+    b.put_slice(text.as_bytes());
+    let head = frame::header(Kind::ReplyErr, 0, corr, b.len());
+    lanes.push(Lane::Control, Out::new(head, Bytes::from(b), None));
+}
