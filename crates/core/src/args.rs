@@ -145,6 +145,8 @@ pub struct QueueArgs {
     pub max_age_ms: Option<u64>,
     /// `x-stream-max-segment-size-bytes` (streams).
     pub stream_segment_bytes: Option<u64>,
+    /// `x-quorum-initial-group-size` (quorum queues): members of the queue's Raft group.
+    pub quorum_initial_group_size: Option<u64>,
 }
 
 /// RabbitMQ's name for a field-table type, as its error texts show it.

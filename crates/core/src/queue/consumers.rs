@@ -71,6 +71,8 @@ impl<C> QueueState<C> {
                 }
             }
         }
+        // the map's order is arbitrary; a replicated queue needs one order everywhere
+        out.sort();
         out
     }
 

@@ -10,6 +10,7 @@
 
 mod consumers;
 mod ready;
+mod returns;
 pub mod spill;
 #[cfg(test)]
 mod spill_tests;
@@ -22,6 +23,7 @@ use crate::error::AmqpError;
 use crate::message::{Message, Meta, Slot};
 use crate::names::ChannelKey;
 use ready::Ready;
+pub use returns::{QueueSnapshot, UnackedEntry};
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -12,6 +12,7 @@
 //! [`REGISTRY`].
 
 pub mod classic;
+pub mod quorum;
 pub mod stream;
 
 use crate::args::{Checker, QueueArgs};
