@@ -36,6 +36,7 @@ fn raise_nofile_limit() {
 /// Starts the worker arbiters and the listener, and serves until SIGINT or SIGTERM.
 pub fn run(config: Config) -> Result<(), String> {
     raise_nofile_limit();
+    crate::broker::node::set_node_name(&config.node_name);
     let store = Arc::new(SledStore::open(&config.data_dir)?);
     info!(dir = %config.data_dir.display(), bytes = store.size_on_disk(), "store opened");
     let storage = Storage {

@@ -70,6 +70,10 @@ pub struct Cli {
     /// Management HTTP API and /metrics address, or "none" [default: 127.0.0.1:15672]
     #[arg(long, env = "BROKER_HTTP_LISTEN")]
     pub http_listen: Option<String>,
+    /// This node's name, as the management API and the cluster know it
+    /// [default: broker@localhost]
+    #[arg(long, env = "BROKER_NODE_NAME")]
+    pub node_name: Option<String>,
     /// Largest request body the management API accepts, in bytes [default: 16777216]
     #[arg(long, env = "BROKER_HTTP_MAX_BODY")]
     pub http_max_body: Option<usize>,
@@ -150,6 +154,7 @@ pub struct FileConfig {
     handshake_timeout_ms: Option<u64>,
     consumer_timeout_ms: Option<u64>,
     http_listen: Option<String>,
+    node_name: Option<String>,
     http_max_body: Option<usize>,
     loopback_users: Option<String>,
     password_hashing: Option<String>,
@@ -199,6 +204,8 @@ pub struct Config {
     pub consumer_timeout_ms: u64,
     /// Management API address; `None` when turned off.
     pub http_listen: Option<String>,
+    /// This node's name (`--node-name`).
+    pub node_name: String,
     /// Largest management API request body.
     pub http_max_body: usize,
     /// Users restricted to loopback logins.
@@ -240,7 +247,13 @@ impl Config {
                 format!("invalid password hashing {s:?}: expected sha256 or sha512")
             })?,
         };
+        let node_name = cli
+            .node_name
+            .or(file.node_name)
+            .unwrap_or_else(|| "broker@localhost".into());
+        check_node_name(&node_name)?;
         Ok(Config {
+            node_name,
             listen,
             tls_listen,
             tls,
@@ -387,6 +400,18 @@ fn listeners(cli: &mut Cli, file: &mut FileConfig) -> Result<Listeners, String> 
         _ => return Err("--http-tls-cert and --http-tls-key go together".into()),
     };
     Ok((listen, tls_listen, tls, http_tls))
+}
+
+/// A node name is what peers and the management API call the node: 1 to 255 bytes of
+/// printable ASCII without spaces (RabbitMQ's `name@host` is the usual shape).
+fn check_node_name(name: &str) -> Result<(), String> {
+    let printable = name.bytes().all(|b| b.is_ascii_graphic());
+    if name.is_empty() || name.len() > 255 || !printable {
+        return Err(format!(
+            "invalid node name {name:?}: expected 1 to 255 printable ASCII characters without spaces, such as broker@host1"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -14,10 +14,16 @@ pub struct SetWatermarkArgs {
     pub limit: String,
 }
 
-/// Sends the new watermark.
+/// Sends the new watermark to the node the management API runs on (its name from
+/// `/api/overview`).
 pub fn run(client: &Client, args: &SetWatermarkArgs) -> Output {
+    let overview = client.get("overview", "overview")?;
+    let node = overview
+        .get("node")
+        .and_then(|n| n.as_str())
+        .unwrap_or("broker@localhost");
     client.put(
-        "nodes/broker@localhost/memory-high-watermark",
+        &format!("nodes/{}/memory-high-watermark", crate::client::seg(node)),
         &json!({ "limit": args.limit }),
         "memory high watermark",
     )?;

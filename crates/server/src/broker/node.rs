@@ -121,6 +121,19 @@ pub struct Storage {
     pub streams: Arc<broker_store::stream::Streams>,
 }
 
+/// This node's name (`--node-name`), set once at start; `broker@localhost` until then
+/// (and in tests that start no node).
+pub fn node_name() -> &'static str {
+    NODE_NAME.get().map_or("broker@localhost", String::as_str)
+}
+
+/// Sets the node's name (at start; later calls change nothing).
+pub fn set_node_name(name: &str) {
+    let _ = NODE_NAME.set(name.to_owned());
+}
+
+static NODE_NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// The wall clock in milliseconds since the epoch: TTLs and timeouts count in it, and it
 /// is what the store keeps as a message's arrival time (so expiry survives a restart).
 /// Read from a clock a background thread refreshes every millisecond: queues and channels

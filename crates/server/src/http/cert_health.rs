@@ -15,7 +15,6 @@ use serde_json::{json, Value};
 use std::path::Path;
 
 /// The node's name, as /api/nodes gives it.
-const NODE: &str = "broker@localhost";
 
 const DAY: i128 = 86_400;
 
@@ -93,7 +92,7 @@ fn listener_entry(
     }
     let path = |p: Option<&Path>| p.map(|p| p.display().to_string());
     Some(json!({
-        "node": NODE,
+        "node": crate::broker::node::node_name(),
         "protocol": protocol,
         "interface": interface,
         "port": port,

@@ -51,7 +51,7 @@ fn connection_json(c: &ConnInfo) -> Value {
     let (host, port) = local.rsplit_once(':').unwrap_or(("", "0"));
     json!({
         "name": c.name,
-        "node": "broker@localhost",
+        "node": crate::broker::node::node_name(),
         "user": c.user,
         "vhost": c.vhost,
         "peer_host": c.peer.ip().to_string(),
@@ -191,7 +191,7 @@ async fn channels(rt: &Runtime, u: &User, only: Option<&str>) -> Vec<Value> {
             "number": key.1,
             "user": c.user,
             "vhost": c.vhost,
-            "node": "broker@localhost",
+            "node": crate::broker::node::node_name(),
             "state": "running",
             "connection_details": {"name": c.name, "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port()},
             "consumer_count": per_channel.get(&key).copied().unwrap_or(0),

@@ -24,7 +24,6 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// The node's name, as /api/nodes gives it.
-const NODE: &str = "broker@localhost";
 
 /// The queue the aliveness test uses (RabbitMQ's name; kept between calls, as there).
 const ALIVENESS_QUEUE: &str = "aliveness-test";
@@ -81,10 +80,10 @@ fn failed(reason: &str, extra: Value) -> HttpResponse {
 fn alarms_in_effect(rt: &Runtime) -> Vec<Value> {
     let mut out = Vec::new();
     if rt.memory.alarm() {
-        out.push(json!({"node": NODE, "resource": "memory"}));
+        out.push(json!({"node": crate::broker::node::node_name(), "resource": "memory"}));
     }
     if rt.disk.alarm() {
-        out.push(json!({"node": NODE, "resource": "disk"}));
+        out.push(json!({"node": crate::broker::node::node_name(), "resource": "disk"}));
     }
     out
 }

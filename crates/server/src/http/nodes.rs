@@ -15,7 +15,6 @@ use broker_core::exchange::ExchangeKind;
 use serde_json::{json, Value};
 
 /// The node's name (one node; the same in `/api/overview` and the health checks).
-const NODE: &str = "broker@localhost";
 
 /// The RabbitMQ version whose API this one imitates (as `/api/overview` says).
 const RABBITMQ_VERSION: &str = "3.10.8";
@@ -46,7 +45,7 @@ async fn nodes(req: HttpRequest, rt: State) -> ApiResult {
 /// One node by name; any other name is 404 (RabbitMQ 3.10 answers 500 there).
 async fn node(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
     monitor(&req, &rt)?;
-    if path.as_str() != NODE {
+    if path.as_str() != crate::broker::node::node_name() {
         return Err(ApiError::not_found("Not Found"));
     }
     Ok(HttpResponse::Ok().json(describe(&req, &rt)))
@@ -58,7 +57,7 @@ fn describe(req: &HttpRequest, rt: &Runtime) -> Value {
     let (fd_used, fd_total) = file_descriptors();
     let sockets_total = rt.config.max_connections.unwrap_or(fd_total).min(fd_total);
     json!({
-        "name": NODE,
+        "name": crate::broker::node::node_name(),
         "type": "disc",
         "running": true,
         "being_drained": false,

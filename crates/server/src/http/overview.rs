@@ -64,7 +64,7 @@ async fn overview(req: HttpRequest, rt: State) -> ApiResult {
         "product_version": env!("CARGO_PKG_VERSION"),
         "rabbitmq_version": "3.10.8",
         "cluster_name": "broker",
-        "node": "broker@localhost",
+        "node": crate::broker::node::node_name(),
         "erlang_version": "none",
         "object_totals": {
             "connections": rt.conn_info.len(),
@@ -104,7 +104,7 @@ pub(super) fn listeners(rt: &crate::broker::runtime::Runtime) -> Vec<serde_json:
         .into_iter()
         .filter_map(|(protocol, port)| {
             let port = port?;
-            Some(json!({"node": "broker@localhost", "protocol": protocol, "ip_address": "::", "port": port}))
+            Some(json!({"node": crate::broker::node::node_name(), "protocol": protocol, "ip_address": "::", "port": port}))
         })
         .collect()
 }
@@ -129,7 +129,7 @@ async fn set_memory_high_watermark(
     body: web::Json<serde_json::Value>,
 ) -> ApiResult {
     let u = super::admin(&req, &rt)?;
-    if path.as_str() != "broker@localhost" {
+    if path.as_str() != crate::broker::node::node_name() {
         return Err(super::ApiError::not_found("Object Not Found"));
     }
     let limit = match body.get("limit") {

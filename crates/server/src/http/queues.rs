@@ -69,7 +69,7 @@ async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
         "arguments": to_json(&q.arguments),
         "type": q.queue_type().name(),
         "state": "running",
-        "node": "broker@localhost",
+        "node": crate::broker::node::node_name(),
         "messages": i.ready + i.unacked,
         "messages_ready": i.ready,
         "messages_unacknowledged": i.unacked,
@@ -80,7 +80,7 @@ async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
     });
     if let (Some(log), Some(obj)) = (q.stream.as_ref(), v.as_object_mut()) {
         // RabbitMQ's stream fields (one member: this node), and the log's files
-        let node = "broker@localhost";
+        let node = crate::broker::node::node_name();
         let (segments, bytes) = log.disk_use();
         obj.insert("members".into(), json!([node]));
         obj.insert("online".into(), json!([node]));
