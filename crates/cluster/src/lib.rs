@@ -6,6 +6,8 @@
 //!
 //! The map is docs/design/cluster.md.
 
+pub mod log;
+
 use sha2::{Digest, Sha256};
 
 /// A node's Raft identity: derived from its name by every node alone (see [`node_id`]).
