@@ -200,6 +200,7 @@ impl RaftWal {
                 (*g, cp)
             })
             .collect();
+        let earlier = !found.segs.is_empty();
         let mut w = Writer {
             id,
             file: Arc::new(file),
@@ -215,8 +216,10 @@ impl RaftWal {
             groups,
             segs: found.segs,
             floors: HashMap::new(),
+            // files from before (at least the empty one each earlier start left) are
+            // looked at by the first commit
+            reclaim_due: earlier,
             dropped: found.dropped,
-            reclaim_due: false,
         };
         w.segs.insert(id, SegInfo::default());
         Self::checkpoint(&mut w);

@@ -215,3 +215,14 @@ fn a_failed_write_fails_the_commits_it_covered_and_refuses_appends() {
     assert!(wal.append(1, Kind::Entry, 1, b"small").is_err(), "refused");
     assert!(wal.commit().is_ok(), "the classic queues' commits go on");
 }
+
+#[test]
+fn restarts_without_groups_leave_one_file() {
+    let dir = Tmp::new("restarts");
+    for _ in 0..3 {
+        let (_, wal) = open(&dir, RAFT_SEGMENT_MAX);
+        wal.commit().unwrap();
+    }
+    let files = std::fs::read_dir(dir.0.join("raft")).unwrap().count();
+    assert_eq!(files, 1);
+}
