@@ -316,6 +316,8 @@ impl RaftWal {
         w.written = 0;
         w.dir_unsynced = true;
         w.segs.insert(next, SegInfo::default());
+        // the closed file may be past every floor already
+        w.reclaim_due = true;
         self.current.store(next, Ordering::Release);
         let (groups, records) = (std::mem::take(&mut w.round_groups), w.round_records);
         Self::checkpoint(w);
@@ -392,9 +394,11 @@ impl RaftWal {
 
     /// Makes every record appended so far durable: writes out the buffer, fdatasyncs
     /// the files written since the last commit (and the directory for a new one), then
-    /// deletes the files nobody needs any more. Run by the flusher (`SledStore::commit`).
+    /// deletes the files nobody needs any more (looked at only after a floor moved, a
+    /// group was dropped, a file was closed or deleted). Run by the flusher
+    /// (`SledStore::commit`).
     pub fn commit(&self) -> Result<(), StoreError> {
-        let (files, new_entry, marks, below, floors, dropped, groups, records) = {
+        let (files, new_entry, marks, below, due, groups, records) = {
             let mut w = lock(&self.writer);
             if w.failed || (!w.dirty && w.unsynced.is_empty() && !w.reclaim_due) {
                 return Ok(());
@@ -407,14 +411,16 @@ impl RaftWal {
             if std::mem::take(&mut w.dirty) {
                 files.push(w.file.clone());
             }
-            w.reclaim_due = false;
+            // the floors and drops as they are now: what lets a file go is on disk
+            // once this commit is done
+            let due =
+                std::mem::take(&mut w.reclaim_due).then(|| (w.floors.clone(), w.dropped.clone()));
             (
                 files,
                 std::mem::take(&mut w.dir_unsynced),
                 w.marks.take(),
                 w.id,
-                w.floors.clone(),
-                w.dropped.clone(),
+                due,
                 std::mem::take(&mut w.round_groups).len(),
                 std::mem::take(&mut w.round_records),
             )
@@ -440,7 +446,9 @@ impl RaftWal {
                 self.stats.shared_rounds.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.reclaim(below, &floors, &dropped);
+        if let Some((floors, dropped)) = due {
+            self.reclaim(below, &floors, &dropped);
+        }
         Ok(())
     }
 
@@ -454,6 +462,9 @@ impl RaftWal {
                 w.segs.remove(id);
             }
             if !gone.is_empty() {
+                // a file kept for a truncation or drop that hid one of these may go
+                // next round
+                w.reclaim_due = true;
                 // a dropped group no file mentions any more is forgotten
                 let segs = &w.segs;
                 let left: HashSet<u64> = w
