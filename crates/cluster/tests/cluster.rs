@@ -175,6 +175,8 @@ async fn many_groups_share_each_nodes_commit_rounds() -> TestResult {
     // every command is appended on all three nodes: 1200 appends without sharing
     assert!(rounds < 1200, "rounds must be shared: {rounds}");
     assert!(shared > 0, "some rounds carried several groups");
+    // every member applies everything before any is shut down (a leader gone first
+    // would leave a follower without the commit index)
     for (g, ms) in groups.iter().enumerate() {
         for m in ms.values() {
             m.raft
@@ -182,6 +184,10 @@ async fn many_groups_share_each_nodes_commit_rounds() -> TestResult {
                 .applied_index_at_least(Some(last[g]), "applied")
                 .await?;
             assert_eq!(m.sm.state().messages.len(), 50);
+        }
+    }
+    for ms in &groups {
+        for m in ms.values() {
             m.raft.shutdown().await?;
         }
     }
