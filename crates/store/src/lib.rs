@@ -8,6 +8,7 @@
 pub mod compact;
 pub mod flusher;
 pub mod index;
+pub mod raft;
 pub(crate) mod recover;
 pub mod replay;
 pub mod segments;

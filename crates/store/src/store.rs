@@ -109,6 +109,8 @@ pub struct SledStore {
     pub(crate) segments: Arc<Segments>,
     /// Streams' logs (committed with the segments, numbered in their sequence).
     streams: Arc<crate::stream::Streams>,
+    /// The Raft log of every group on the node (committed with the segments too).
+    raft: Arc<crate::raft::RaftWal>,
     /// Something was written since the last flush.
     dirty: AtomicBool,
     /// Held (shared) by every index change from its start until it is noted in the
@@ -150,6 +152,11 @@ impl SledStore {
             dir.join("streams"),
             segments.clone(),
         ));
+        let raft = Arc::new(crate::raft::RaftWal::open(
+            &dir.join("raft"),
+            segments.clone(),
+            crate::raft::RAFT_SEGMENT_MAX,
+        )?);
         // the index is complete now: replay starts afresh at the new segment
         db.db
             .insert(REPLAY_FROM, &encode_position(segments.position())[..])
@@ -161,6 +168,7 @@ impl SledStore {
             db: RwLock::new(Some(Arc::new(db))),
             segments,
             streams,
+            raft,
             dirty: AtomicBool::new(false),
             gate: RwLock::new(()),
             compaction: Mutex::new(Compaction::default()),
@@ -171,6 +179,11 @@ impl SledStore {
     /// The streams kept in this data dir.
     pub fn streams(&self) -> Arc<crate::stream::Streams> {
         self.streams.clone()
+    }
+
+    /// The Raft log of every group on the node (`data/raft/`).
+    pub fn raft(&self) -> Arc<crate::raft::RaftWal> {
+        self.raft.clone()
     }
 
     /// The open database (a clone of the handle: a reopen waits for none of them).
@@ -497,10 +510,11 @@ impl MessageStore for SledStore {
     fn commit(&self) -> Result<(), StoreError> {
         // the records name their index entries: once they are on disk, recovery can put
         // back whatever the index has not made durable yet; streams' chunks are durable
-        // once their own files are fsynced
+        // once their own files are fsynced, and so are the Raft groups' records
         let segments = self.segments.sync();
         let streams = self.streams.commit();
-        segments.and(streams)
+        let raft = self.raft.commit();
+        segments.and(streams).and(raft)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
