@@ -3,6 +3,7 @@
 //! TLS), and serves until SIGINT or SIGTERM (every connection then gets connection.close
 //! 320). SIGHUP re-reads the TLS certificates.
 
+use crate::broker::cluster::ClusterNode;
 use crate::broker::runtime::{Runtime, Storage};
 use crate::config::Config;
 use crate::tls::Reloadable;
@@ -39,11 +40,14 @@ pub fn run(config: Config) -> Result<(), String> {
     crate::broker::node::set_node_name(&config.node_name);
     let store = Arc::new(SledStore::open(&config.data_dir)?);
     info!(dir = %config.data_dir.display(), bytes = store.size_on_disk(), "store opened");
+    let flusher = Flusher::start(store.clone());
+    let cluster = ClusterNode::start(&config.node_name, &store, flusher.clone())?;
     let storage = Storage {
         definitions: store.clone(),
         messages: store.clone(),
         streams: store.streams(),
-        flusher: Flusher::start(store.clone()),
+        flusher,
+        cluster,
     };
     let system = System::new();
     let workers = config.workers;

@@ -119,6 +119,9 @@ pub struct Storage {
     pub flusher: Flusher,
     /// The streams' logs (committed by the flusher with the segments).
     pub streams: Arc<broker_store::stream::Streams>,
+    /// The node in the cluster: the runtime of its Raft groups and their log (committed
+    /// by the flusher too).
+    pub cluster: Arc<crate::broker::cluster::ClusterNode>,
 }
 
 /// This node's name (`--node-name`), set once at start; `broker@localhost` until then

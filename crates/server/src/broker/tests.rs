@@ -84,11 +84,16 @@ fn a_restarted_durable_queue_reloads_its_stored_messages() {
     let dir = std::env::temp_dir().join(format!("queue-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = Arc::new(broker_store::store::SledStore::open(&dir).unwrap());
+    let flusher = broker_store::store::Flusher::start(store.clone());
+    let cluster =
+        crate::broker::cluster::ClusterNode::start("test@localhost", &store, flusher.clone())
+            .unwrap();
     let storage = crate::broker::runtime::Storage {
         definitions: store.clone(),
         messages: store.clone(),
         streams: store.streams(),
-        flusher: broker_store::store::Flusher::start(store.clone()),
+        flusher,
+        cluster,
     };
     let sys = actix::System::new();
     sys.block_on(async {

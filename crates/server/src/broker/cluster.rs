@@ -1,0 +1,83 @@
+//! The node's place in the cluster (issue 16, docs/design/cluster.md): its name and Raft
+//! id, the tokio runtime every Raft group of the node runs on, and the node-wide Raft log.
+//!
+//! openraft's cores are tokio tasks (`Raft::new` spawns one per group), so they run on a
+//! multi-threaded runtime of their own, beside the actix arbiters: a group's election
+//! timer or log I/O never waits behind a busy connection actor, and actors reach a group
+//! through its `Raft` handle, whose futures run anywhere. The log is the store's Raft
+//! WAL committed by the store's flusher, so one fsync round covers the classic queues,
+//! the streams and every group.
+
+use broker_cluster::log::NodeLog;
+use broker_cluster::{GroupId, NodeId};
+use broker_store::{Flusher, SledStore};
+use std::future::Future;
+use std::sync::Arc;
+
+/// Threads of the cluster runtime: Raft cores do little work each (the bodies are
+/// written by the flusher thread), so two serve many groups.
+const CLUSTER_THREADS: usize = 2;
+
+/// The node in the cluster: its identity, the runtime its groups run on, their log.
+pub struct ClusterNode {
+    /// This node's name (`--node-name`).
+    pub name: String,
+    /// Its Raft id, derived from the name ([`broker_cluster::node_id`]).
+    pub id: NodeId,
+    /// The runtime of every Raft group (taken at drop to shut it down without blocking).
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The node-wide Raft log.
+    pub log: Arc<NodeLog>,
+    /// Groups whose log was found on disk at start (their queues open them again).
+    pub recovered: Vec<GroupId>,
+}
+
+impl ClusterNode {
+    /// Starts the cluster runtime and opens the Raft log of `store`, committed by its
+    /// `flusher`.
+    pub fn start(name: &str, store: &SledStore, flusher: Flusher) -> Result<Arc<Self>, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(CLUSTER_THREADS)
+            .thread_name("cluster")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the cluster runtime: {e}"))?;
+        let (log, recovered) = NodeLog::open(store, flusher);
+        if !recovered.is_empty() {
+            tracing::info!(groups = recovered.len(), "raft log opened");
+        }
+        Ok(Arc::new(ClusterNode {
+            name: name.to_owned(),
+            id: broker_cluster::node_id(name),
+            runtime: Some(runtime),
+            log,
+            recovered,
+        }))
+    }
+
+    /// The cluster runtime's handle: `Raft::new` and everything that must run beside
+    /// the groups is spawned on it.
+    pub fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.runtime.as_ref().map(|r| r.handle().clone())
+    }
+
+    /// Runs `f` on the cluster runtime and returns its output, from any thread or
+    /// runtime (an actor awaits it like any future). `None` once the runtime is gone.
+    pub async fn run<F>(&self, f: F) -> Option<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handle = self.handle()?;
+        handle.spawn(f).await.ok()
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        // dropping a runtime inside another runtime's context panics; this does not wait
+        if let Some(r) = self.runtime.take() {
+            r.shutdown_background();
+        }
+    }
+}
