@@ -21,6 +21,7 @@ pub mod names;
 pub mod policy;
 pub mod queue;
 pub mod queue_type;
+pub mod replicated;
 pub mod routing;
 pub mod store;
 pub mod stream;

@@ -10,6 +10,7 @@ pub mod flusher;
 pub mod index;
 pub(crate) mod recover;
 pub mod replay;
+mod replicated;
 pub mod segments;
 pub mod spill;
 pub mod store;
