@@ -7,7 +7,7 @@ mod support;
 use broker_cluster::meta::{Guard, MetaCmd, MetaHandle, MetaRaft, MetaResp, Op, ProposeError};
 use broker_core::replicated::APPLIED_KEY;
 use broker_core::store::DefinitionStore;
-use openraft::{BasicNode, Config};
+use openraft::{BasicNode, Config, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -16,12 +16,27 @@ use support::mem_log::MemLog;
 use support::{Alone, Node1, TestResult};
 
 fn config() -> Result<Arc<Config>, Box<dyn std::error::Error>> {
-    let c = Config {
+    Ok(Arc::new(base_config().validate()?))
+}
+
+fn base_config() -> Config {
+    Config {
         cluster_name: "meta-test".into(),
         heartbeat_interval: 50,
         election_timeout_min: 150,
         election_timeout_max: 300,
         ..Default::default()
+    }
+}
+
+/// Snapshots when the test asks (openraft ignores a trigger while a build runs, so a
+/// policy would make the test's timing matter) and keeps no log behind them.
+fn compacting() -> Result<Arc<Config>, Box<dyn std::error::Error>> {
+    let c = Config {
+        snapshot_policy: SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        ..base_config()
     };
     Ok(Arc::new(c.validate()?))
 }
@@ -29,9 +44,17 @@ fn config() -> Result<Arc<Config>, Box<dyn std::error::Error>> {
 /// A member on the store in `dir` and the log `log`; initializes the group the first
 /// time, and waits until it leads.
 async fn start(dir: &Path, log: MemLog) -> Result<(MetaHandle, Node1), Box<dyn std::error::Error>> {
+    start_with(dir, log, config()?).await
+}
+
+async fn start_with(
+    dir: &Path,
+    log: MemLog,
+    config: Arc<Config>,
+) -> Result<(MetaHandle, Node1), Box<dyn std::error::Error>> {
     let node = Node1::open(dir)?;
-    let raft = MetaRaft::new(1, config()?, Alone, log.clone(), node.sm.clone()).await?;
-    if log.last_index().is_none() {
+    let raft = MetaRaft::new(1, config, Alone, log.clone(), node.sm.clone()).await?;
+    if log.is_fresh() {
         let members: BTreeMap<u64, BasicNode> = [(1, BasicNode::new("127.0.0.1:1"))].into();
         raft.initialize(members).await?;
     }
@@ -130,6 +153,57 @@ async fn a_restart_replays_the_log_past_what_the_store_kept() -> TestResult {
     assert_eq!(
         meta.propose(declare("q4", 9)).await?,
         MetaResp::Conflict { guard: 0 }
+    );
+    meta.raft().shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_the_log_was_purged_behind_a_snapshot() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = MemLog::default();
+    {
+        let (meta, _node) = start_with(dir.path(), log.clone(), compacting()?).await?;
+        for i in 0..12u8 {
+            meta.propose(declare(&format!("q{i}"), i)).await?;
+            if i == 5 {
+                // a build that runs while the next entries apply
+                meta.raft().trigger().snapshot().await?;
+            }
+        }
+        meta.raft()
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.snapshot.is_some(), "first snapshot")
+            .await?;
+        // one more covers the tail; openraft drops the log behind it
+        meta.raft().trigger().snapshot().await?;
+        let last = log.last_index().ok_or("empty log")?;
+        let m = meta
+            .raft()
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.purged.is_some_and(|p| p.index >= last), "log purged")
+            .await?;
+        assert!(m.snapshot.is_some_and(|s| s.index >= last));
+        meta.raft().shutdown().await?;
+    }
+    // the purged entries exist only in the store now: it must have them, with the
+    // applied id that says so, or openraft could not start
+    let (meta, node) = start_with(dir.path(), log.clone(), compacting()?).await?;
+    meta.wait_applied(log.last_index().ok_or("empty log")?)
+        .await?;
+    for i in 0..12u8 {
+        assert_eq!(
+            node.store.definition(format!("q{i}").as_bytes())?,
+            Some(vec![i])
+        );
+    }
+    // a snapshot is at hand for a follower that would need one
+    let m = meta.raft().metrics().borrow().clone();
+    assert!(m.snapshot.is_some_and(|s| s.index >= 13), "{m:?}");
+    let again = meta.propose(declare("q12", 12)).await?;
+    assert!(
+        matches!(again, MetaResp::Applied { index } if index > 13),
+        "{again:?}"
     );
     meta.raft().shutdown().await?;
     Ok(())

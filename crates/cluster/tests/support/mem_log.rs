@@ -31,9 +31,17 @@ impl MemLog {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The index of the last entry held.
+    /// The index of the last entry written (held, or purged behind a snapshot).
     pub fn last_index(&self) -> Option<u64> {
-        self.state().log.keys().next_back().copied()
+        let st = self.state();
+        let purged = st.purged.map(|p| p.index);
+        st.log.keys().next_back().copied().or(purged)
+    }
+
+    /// Whether nothing was ever written (the group is not initialized yet).
+    pub fn is_fresh(&self) -> bool {
+        let st = self.state();
+        st.log.is_empty() && st.purged.is_none() && st.vote.is_none()
     }
 }
 
