@@ -138,3 +138,73 @@ impl SledStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use broker_core::store::{DefinitionStore, MessageStore};
+
+    fn kv(k: &str, v: &str) -> Record {
+        (k.as_bytes().to_vec(), v.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn batches_record_the_applied_state_beside_the_records_and_survive_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("replicated-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let expected = {
+            let s = SledStore::open(&dir).unwrap();
+            s.stage_definition(b"old", b"1").unwrap();
+            let batch = DefinitionBatch {
+                writes: vec![
+                    (b"a".to_vec(), Some(b"1".to_vec())),
+                    (b"old".to_vec(), None),
+                    (b"b".to_vec(), Some(b"2".to_vec())),
+                ],
+                applied: b"A1".to_vec(),
+                membership: Some(b"M1".to_vec()),
+            };
+            s.apply_definitions(&batch).unwrap();
+            // a batch without a membership keeps the stored one
+            let next = DefinitionBatch {
+                applied: b"A2".to_vec(),
+                ..Default::default()
+            };
+            s.apply_definitions(&next).unwrap();
+            // a batch naming a reserved key is refused whole
+            let forged = DefinitionBatch {
+                writes: vec![
+                    (b"c".to_vec(), Some(b"3".to_vec())),
+                    (APPLIED_KEY.to_vec(), Some(b"forged".to_vec())),
+                ],
+                applied: b"A3".to_vec(),
+                membership: None,
+            };
+            assert!(s.apply_definitions(&forged).is_err());
+            // the reserved keys are not definitions
+            assert_eq!(s.definitions().unwrap(), vec![kv("a", "1"), kv("b", "2")]);
+            let state = s.replicated_state().unwrap();
+            assert_eq!(state.applied.as_deref(), Some(&b"A2"[..]));
+            assert_eq!(state.membership.as_deref(), Some(&b"M1"[..]));
+            s.flush().unwrap();
+            s.definitions_snapshot().unwrap()
+        };
+        let s = SledStore::open(&dir).unwrap();
+        assert_eq!(s.definitions_snapshot().unwrap(), expected);
+        // a snapshot replaces everything, its state included
+        let replacement = DefinitionSnapshot {
+            records: vec![kv("z", "9")],
+            state: ReplicatedState {
+                applied: Some(b"A9".to_vec()),
+                membership: None,
+            },
+        };
+        s.replace_definitions(&replacement).unwrap();
+        assert_eq!(s.definitions_snapshot().unwrap(), replacement);
+        assert_eq!(s.definitions_with_prefix(b"z").unwrap(), vec![kv("z", "9")]);
+        assert_eq!(s.definition(b"a").unwrap(), None);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
