@@ -11,6 +11,8 @@ pub mod net;
 
 use sha2::{Digest, Sha256};
 
+pub mod meta;
+
 /// A node's Raft identity: derived from its name by every node alone (see [`node_id`]).
 pub type NodeId = u64;
 

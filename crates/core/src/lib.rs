@@ -22,6 +22,7 @@ pub mod policy;
 pub mod queue;
 pub mod queue_type;
 pub mod quorum;
+pub mod replicated;
 pub mod routing;
 pub mod store;
 pub mod stream;

@@ -7,6 +7,7 @@
 //! as delivered once (so it comes back with redelivered set after a restart).
 
 use crate::message::Message;
+use crate::replicated::{DefinitionBatch, DefinitionSnapshot, Record, ReplicatedState};
 use crate::routing::Destination;
 use amq_protocol::protocol::basic::parse_properties;
 use amq_protocol::types::generation::gen_field_table;
@@ -118,9 +119,24 @@ pub trait DefinitionStore: Send + Sync {
     /// Removes a definition record without waiting for the disk (see `stage_definition`).
     fn unstage_definition(&self, key: &[u8]) -> Result<(), StoreError>;
     /// All definition records.
-    fn definitions(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn definitions(&self) -> Result<Vec<Record>, StoreError>;
     /// A fresh id, unique across restarts.
     fn next_id(&self) -> Result<u64, StoreError>;
+    /// One definition record (the metadata group's guards read single keys).
+    fn definition(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The definition records whose keys start with `prefix`, in key order.
+    fn definitions_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Record>, StoreError>;
+    /// Applies `batch` atomically (all of it or nothing survives a crash), staged like
+    /// `stage_definition`: a replicated apply waits for its Raft log, not for sled.
+    fn apply_definitions(&self, batch: &DefinitionBatch) -> Result<(), StoreError>;
+    /// The replicated state the last applied batch recorded.
+    fn replicated_state(&self) -> Result<ReplicatedState, StoreError>;
+    /// Every definition record with the replicated state. Consistent as long as no
+    /// other writer runs meanwhile (the metadata state machine holds its lock).
+    fn definitions_snapshot(&self) -> Result<DefinitionSnapshot, StoreError>;
+    /// Replaces every definition record and the replicated state with `snapshot`,
+    /// atomically and staged (a follower installing the leader's snapshot).
+    fn replace_definitions(&self, snapshot: &DefinitionSnapshot) -> Result<(), StoreError>;
 }
 
 /// Persistent messages, keyed by queue id and sequence.

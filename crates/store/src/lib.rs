@@ -11,6 +11,7 @@ pub mod index;
 pub mod raft;
 pub(crate) mod recover;
 pub mod replay;
+mod replicated;
 pub mod segments;
 pub mod spill;
 pub mod store;

@@ -16,6 +16,7 @@ use crate::recover::{Op, Recovery};
 use crate::replay::{self, encode_position, REPLAY_FROM};
 use crate::segments::Segments;
 use broker_core::message::Meta;
+use broker_core::replicated::{DefinitionBatch, DefinitionSnapshot, Record, ReplicatedState};
 use broker_core::store::{
     delivered_mark_key, message_key, DefinitionStore, MessageStore, StoreError, StoredMessage,
 };
@@ -308,11 +309,7 @@ impl DefinitionStore for SledStore {
     }
 
     fn definitions(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        self.db()?
-            .definitions
-            .iter()
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(err))
-            .collect()
+        self.definitions_under(&[])
     }
 
     fn next_id(&self) -> Result<u64, StoreError> {
@@ -322,6 +319,30 @@ impl DefinitionStore for SledStore {
             .generate_id()
             .map(|i| i + 1)
             .map_err(|e| self.failed(e))
+    }
+
+    fn definition(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.definition_at(key)
+    }
+
+    fn definitions_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Record>, StoreError> {
+        self.definitions_under(prefix)
+    }
+
+    fn apply_definitions(&self, batch: &DefinitionBatch) -> Result<(), StoreError> {
+        self.apply_replicated(batch)
+    }
+
+    fn replicated_state(&self) -> Result<ReplicatedState, StoreError> {
+        self.read_replicated_state()
+    }
+
+    fn definitions_snapshot(&self) -> Result<DefinitionSnapshot, StoreError> {
+        self.snapshot_definitions()
+    }
+
+    fn replace_definitions(&self, snapshot: &DefinitionSnapshot) -> Result<(), StoreError> {
+        self.replace_with(snapshot)
     }
 }
 
