@@ -14,8 +14,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 use std::path::Path;
 
-/// The node's name, as /api/nodes gives it.
-
 const DAY: i128 = 86_400;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {

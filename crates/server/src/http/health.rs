@@ -23,8 +23,6 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// The node's name, as /api/nodes gives it.
-
 /// The queue the aliveness test uses (RabbitMQ's name; kept between calls, as there).
 const ALIVENESS_QUEUE: &str = "aliveness-test";
 

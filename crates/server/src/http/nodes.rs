@@ -14,8 +14,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use broker_core::exchange::ExchangeKind;
 use serde_json::{json, Value};
 
-/// The node's name (one node; the same in `/api/overview` and the health checks).
-
 /// The RabbitMQ version whose API this one imitates (as `/api/overview` says).
 const RABBITMQ_VERSION: &str = "3.10.8";
 
