@@ -289,11 +289,8 @@ async fn the_leaders_node_stops_the_others_go_on_and_it_restarts_from_its_data_d
         })
         .collect();
     let mut last = 0;
-    for i in 0..3 {
-        let r = nodes[i]
-            .meta()
-            .propose(put(&format!("before{i}"), "x"))
-            .await;
+    for (i, n) in nodes.iter().enumerate() {
+        let r = n.meta().propose(put(&format!("before{i}"), "x")).await;
         last = last.max(index(&r.unwrap()));
     }
     for n in &nodes {
