@@ -7,6 +7,7 @@
 //! The map is docs/design/cluster.md.
 
 pub mod log;
+pub mod membership;
 pub mod net;
 
 use sha2::{Digest, Sha256};

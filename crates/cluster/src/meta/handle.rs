@@ -1,18 +1,35 @@
 //! [`MetaHandle::propose`]: how the server commits a metadata command. The command is
 //! written through this node's Raft when it leads the group; the answer comes from this
 //! node's own apply, so the caller's next read of the store (and of what the
-//! materializer built) sees the entry.
+//! materializer built) sees the entry. With a transport ([`MetaHandle::with_transport`])
+//! a follower forwards the command to the leader (`forward.rs`) and waits for its own
+//! apply of the entry; without one (a single node) it answers `ForwardToLeader`.
 
 use super::cmd::{MetaCmd, MetaResp};
+use super::forward::{decode_reply, encode, ForwardReply, META_FORWARD_SERVICE};
 use super::MetaRaft;
+use crate::net::{NetError, Transport};
 use crate::{Node, NodeId};
 use broker_core::AmqpError;
 use openraft::error::{ClientWriteError, RaftError};
 use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a forwarding attempt that failed (leader unknown or unreachable) waits for
+/// the leader to change before it tries again: ends early when the metrics change.
+const RETRY_WAIT: Duration = Duration::from_millis(100);
 
 /// How long a proposal may take before the server answers 541 (a group without a
 /// majority, or a leader that does not answer).
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How one forwarding attempt ended.
+enum Forwarded {
+    /// The leader committed the command as the entry at this index.
+    Done(u64, MetaResp),
+    /// The target does not lead; the leader it knows of.
+    NotLeader(Option<NodeId>),
+}
 
 /// Why a proposal has no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +68,8 @@ impl ProposeError {
 pub struct MetaHandle {
     raft: MetaRaft,
     timeout: Duration,
+    /// The cluster transport: proposals on a follower are forwarded over it.
+    net: Option<Transport>,
 }
 
 impl MetaHandle {
@@ -61,7 +80,18 @@ impl MetaHandle {
 
     /// A handle with another timeout (tests).
     pub fn with_timeout(raft: MetaRaft, timeout: Duration) -> MetaHandle {
-        MetaHandle { raft, timeout }
+        MetaHandle {
+            raft,
+            timeout,
+            net: None,
+        }
+    }
+
+    /// The same handle, forwarding proposals to the leader over `net` when this node
+    /// does not lead (the leader's node serves [`super::forward_service`]).
+    pub fn with_transport(mut self, net: Transport) -> MetaHandle {
+        self.net = Some(net);
+        self
     }
 
     /// The group's `Raft` (metrics, membership changes).
@@ -72,7 +102,89 @@ impl MetaHandle {
     /// Commits `cmd` and returns its answer once this node's state machine has applied
     /// it. On [`MetaResp::Conflict`] the caller's view was stale: its store is now at
     /// least as new as the entry, so it decides again from there.
+    ///
+    /// With a transport, a follower forwards the command to the leader and answers once
+    /// it has applied the entry itself; a leader change on the way is followed, all
+    /// within the timeout.
     pub async fn propose(&self, cmd: MetaCmd) -> Result<MetaResp, ProposeError> {
+        if cmd.reserved_key().is_some() {
+            return Err(ProposeError::ReservedKey);
+        }
+        let Some(net) = &self.net else {
+            return self.propose_local(cmd).await;
+        };
+        let deadline = Instant::now() + self.timeout;
+        // the node to forward to next, when the last one named it
+        let mut next: Option<NodeId> = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ProposeError::Timeout(self.timeout));
+            }
+            let target = match next.take() {
+                Some(l) if l != net.node_id() => l,
+                _ => match self.propose_local(cmd.clone()).await {
+                    Err(ProposeError::ForwardToLeader {
+                        leader: Some(l), ..
+                    }) if l != net.node_id() => l,
+                    // no leader known (or, lagging, this node): wait for another
+                    Err(ProposeError::ForwardToLeader { leader, .. }) => {
+                        self.leader_change(leader, left).await;
+                        continue;
+                    }
+                    other => return other,
+                },
+            };
+            match self.forward(net, target, &cmd, left).await {
+                Ok(Forwarded::Done(index, resp)) => {
+                    self.wait_applied(index).await?;
+                    return Ok(resp);
+                }
+                Ok(Forwarded::NotLeader(Some(l))) if l != target => next = Some(l),
+                Ok(Forwarded::NotLeader(_)) => self.leader_change(Some(target), left).await,
+                Err(e) => {
+                    tracing::debug!(leader = target, "metadata forwarding failed: {e}");
+                    self.leader_change(Some(target), left).await;
+                }
+            }
+        }
+    }
+
+    /// One forwarding attempt to `target`.
+    async fn forward(
+        &self,
+        net: &Transport,
+        target: NodeId,
+        cmd: &MetaCmd,
+        left: Duration,
+    ) -> Result<Forwarded, String> {
+        let payload = encode(cmd)?;
+        let answer = net
+            .call_timeout(target, META_FORWARD_SERVICE, payload, left)
+            .await
+            .map_err(|e: NetError| e.to_string())?;
+        Ok(match decode_reply(&answer)? {
+            ForwardReply::Done { index, resp } => Forwarded::Done(index, resp),
+            ForwardReply::NotLeader { leader } => Forwarded::NotLeader(leader),
+        })
+    }
+
+    /// Waits (at most [`RETRY_WAIT`], never past `left`) for this node to see a leader
+    /// other than `old`.
+    async fn leader_change(&self, old: Option<NodeId>, left: Duration) {
+        let _ = self
+            .raft
+            .wait(Some(RETRY_WAIT.min(left)))
+            .metrics(
+                |m| m.current_leader.is_some() && m.current_leader != old,
+                "a metadata leader",
+            )
+            .await;
+    }
+
+    /// [`MetaHandle::propose`] on this node's Raft only: `ForwardToLeader` when it does
+    /// not lead.
+    pub async fn propose_local(&self, cmd: MetaCmd) -> Result<MetaResp, ProposeError> {
         if cmd.reserved_key().is_some() {
             return Err(ProposeError::ReservedKey);
         }

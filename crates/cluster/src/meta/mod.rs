@@ -10,6 +10,7 @@
 //! Design: docs/design/cluster.md §2.
 
 mod cmd;
+mod forward;
 mod handle;
 mod sm;
 mod txn;
@@ -17,6 +18,7 @@ mod txn;
 use std::io::Cursor;
 
 pub use cmd::{Change, Guard, Key, MetaCmd, MetaResp, Op};
+pub use forward::{forward_service, META_FORWARD_SERVICE};
 pub use handle::{MetaHandle, ProposeError, PROPOSE_TIMEOUT};
 pub use sm::{Materialize, MetaSm, NoMaterialize};
 

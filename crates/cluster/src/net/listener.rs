@@ -54,6 +54,7 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
         Err(_) => return,
     };
     let from = node_id(&hello.name);
+    shared.heard(&hello.name);
     let (r, w) = stream.into_split();
     let (lanes, rx) = conn::lanes();
     let reader = FrameReader::new(r, shared.cfg.max_frame);

@@ -237,15 +237,31 @@ impl Transport {
     /// The configured peers: name and Raft id.
     pub fn peers(&self) -> Vec<(String, NodeId)> {
         self.shared
-            .links
-            .values()
+            .all_links()
+            .iter()
             .map(|l| (l.name.clone(), l.id))
             .collect()
     }
 
+    /// Adds `peer` (a node that joined the cluster after this transport started) and
+    /// starts dialing it; nothing if it has a link already or is this node. The peer set
+    /// told in handshakes stays the configured one. Returns whether it was added.
+    pub fn add_peer(&self, peer: PeerAddr) -> bool {
+        self.shared.add_link(peer)
+    }
+
+    /// The name of node `id`: a configured or added peer's, or the one it gave when it
+    /// opened a connection to this node; `None` if it never said.
+    pub fn name_of(&self, id: NodeId) -> Option<String> {
+        if id == self.shared.id {
+            return Some(self.shared.name.clone());
+        }
+        self.shared.name_of(id)
+    }
+
     /// Whether this node's connection to `peer` is open and authenticated.
     pub fn is_up(&self, peer: NodeId) -> bool {
-        self.shared.links.get(&peer).is_some_and(|l| l.is_up())
+        self.shared.find_link(peer).is_some_and(|l| l.is_up())
     }
 
     /// Waits until the connection to `peer` is open and authenticated.
@@ -255,7 +271,7 @@ impl Transport {
 
     /// What `peer` said in its last successful handshake (its name and configured peers).
     pub fn peer_hello(&self, peer: NodeId) -> Option<PeerHello> {
-        self.shared.links.get(&peer).and_then(|l| l.hello())
+        self.shared.find_link(peer).and_then(|l| l.hello())
     }
 
     /// How many handshakes failed after the TCP connection opened, on either side (a
@@ -356,8 +372,7 @@ impl Transport {
     /// Bytes now queued on `peer`'s bulk lane (at most `bulk_bytes`).
     pub fn bulk_queued(&self, peer: NodeId) -> usize {
         self.shared
-            .links
-            .get(&peer)
+            .find_link(peer)
             .map_or(0, |l| l.bulk_queued(&self.shared))
     }
 

@@ -23,8 +23,12 @@ pub(crate) struct Shared {
     pub local: Option<SocketAddr>,
     /// The configured peers' names, sorted: told to every peer in the handshake.
     pub peer_names: Vec<String>,
-    /// One link per configured peer, fixed at start.
-    pub links: HashMap<NodeId, Arc<Link>>,
+    /// One link per peer: the configured ones from start, and members added later
+    /// ([`Shared::add_link`], a node that joined the cluster).
+    links: RwLock<HashMap<NodeId, Arc<Link>>>,
+    /// The names nodes gave in handshakes they opened to this node (a node that joined
+    /// later is known by id in the membership; its name comes from here).
+    heard: Mutex<HashMap<NodeId, String>>,
     pub groups: RwLock<HashMap<GroupId, Arc<dyn GroupRpc>>>,
     pub services: RwLock<HashMap<ServiceId, Arc<dyn Service>>>,
     /// One log line per peer per minute for failed handshakes and dials.
@@ -47,7 +51,7 @@ impl Shared {
         let mut peer_names: Vec<String> = peers.iter().map(|p| p.name.clone()).collect();
         peer_names.sort();
         peer_names.dedup();
-        let links = peers
+        let links: HashMap<NodeId, Arc<Link>> = peers
             .into_iter()
             .map(|p| {
                 (
@@ -62,7 +66,8 @@ impl Shared {
             cfg,
             local,
             peer_names,
-            links,
+            links: RwLock::new(links),
+            heard: Mutex::new(HashMap::new()),
             groups: RwLock::new(HashMap::new()),
             services: RwLock::new(HashMap::new()),
             log_limit: LogLimiter::default(),
@@ -75,9 +80,56 @@ impl Shared {
     /// Spawns the listener and one dial loop per peer.
     pub fn start(self: &Arc<Self>, listener: TcpListener) {
         self.spawn(listener::run(self.clone(), listener));
-        for l in self.links.values() {
-            self.spawn(link::run(self.clone(), l.clone()));
+        for l in self.all_links() {
+            self.spawn(link::run(self.clone(), l));
         }
+    }
+
+    /// Every link, configured or added.
+    pub fn all_links(&self) -> Vec<Arc<Link>> {
+        let links = self.links.read().unwrap_or_else(|p| p.into_inner());
+        links.values().cloned().collect()
+    }
+
+    /// The link to `peer`, if there is one.
+    pub fn find_link(&self, peer: NodeId) -> Option<Arc<Link>> {
+        let links = self.links.read().unwrap_or_else(|p| p.into_inner());
+        links.get(&peer).cloned()
+    }
+
+    /// Adds a link to `peer` and starts dialing it, unless there is one already (or it
+    /// is this node). Returns whether a link was added.
+    pub fn add_link(self: &Arc<Self>, peer: PeerAddr) -> bool {
+        let id = node_id(&peer.name);
+        if id == self.id || self.is_stopped() {
+            return false;
+        }
+        let link = {
+            let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
+            if links.contains_key(&id) {
+                return false;
+            }
+            let link = Arc::new(Link::new(peer.name, peer.addr, self.cfg.bulk_bytes));
+            links.insert(id, link.clone());
+            link
+        };
+        self.spawn(link::run(self.clone(), link));
+        true
+    }
+
+    /// Records the name a node gave when it opened a connection to this node.
+    pub fn heard(&self, name: &str) {
+        let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.insert(node_id(name), name.to_string());
+    }
+
+    /// The name of node `id` as it gave it in a handshake, or as configured.
+    pub fn name_of(&self, id: NodeId) -> Option<String> {
+        if let Some(l) = self.find_link(id) {
+            return Some(l.name.clone());
+        }
+        let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.get(&id).cloned()
     }
 
     /// Spawns a task that ends at shutdown and that shutdown waits for.
@@ -116,11 +168,11 @@ impl Shared {
         *self.stop.borrow()
     }
 
-    pub fn link(&self, peer: NodeId) -> Result<&Arc<Link>, NetError> {
+    pub fn link(&self, peer: NodeId) -> Result<Arc<Link>, NetError> {
         if self.is_stopped() {
             return Err(NetError::Stopped);
         }
-        self.links.get(&peer).ok_or(NetError::UnknownPeer(peer))
+        self.find_link(peer).ok_or(NetError::UnknownPeer(peer))
     }
 
     pub fn group(&self, group: GroupId) -> Option<Arc<dyn GroupRpc>> {
@@ -143,7 +195,7 @@ impl Shared {
         self.stop.send_replace(true);
         let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         while tasks.join_next().await.is_some() {}
-        for l in self.links.values() {
+        for l in self.all_links() {
             l.closed();
         }
     }
