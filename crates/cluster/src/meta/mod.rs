@@ -9,6 +9,7 @@
 //!
 //! Design: docs/design/cluster.md §2.
 
+mod alone;
 mod cmd;
 mod handle;
 mod sm;
@@ -16,6 +17,7 @@ mod txn;
 
 use std::io::Cursor;
 
+pub use alone::{meta_config, start_alone, Alone};
 pub use cmd::{Change, Guard, Key, MetaCmd, MetaResp, Op};
 pub use handle::{MetaHandle, ProposeError, PROPOSE_TIMEOUT};
 pub use sm::{Materialize, MetaSm, NoMaterialize};
