@@ -420,27 +420,3 @@ fn dest_key(vhost: &str, dest: &Destination) -> Vec<u8> {
         Destination::Exchange(e) => ExchangeDef::key(vhost, e),
     }
 }
-
-/// Removes the stored messages of deleted durable queue `id` (its record is gone
-/// first, so a crash before the end leaves orphans, which the next start sweeps). A
-/// deleted queue's backlog can be millions of index entries: removed off the calling
-/// thread (the metadata group's apply task).
-pub(crate) fn remove_queue_messages(s: Option<&Storage>, name: &str, id: u64) {
-    let Some(s) = s else {
-        return;
-    };
-    let (messages, name) = (s.messages.clone(), name.to_string());
-    let remove = move || match messages.remove_queue(id) {
-        Ok(n) if n > 0 => info!(
-            queue = %name,
-            removed = n,
-            "removed stored messages of deleted queue"
-        ),
-        Ok(_) => {}
-        Err(e) => error!(queue = %name, "cannot remove stored messages: {e}"),
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(rt) => drop(rt.spawn_blocking(remove)),
-        Err(_) => remove(),
-    }
-}

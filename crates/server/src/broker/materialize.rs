@@ -15,14 +15,14 @@
 //! written on the old path and ignored here (§11).
 
 use crate::broker::exchange;
-use crate::broker::runtime::Runtime;
+use crate::broker::runtime::{Runtime, Storage};
 use crate::broker::vhost::{ExchangeSpec, QueueSpec, VHost};
 use broker_cluster::meta::{Change, Materialize};
 use broker_core::routing::{Binding, Destination, ExchangeKind};
 use broker_core::store::{decode_definitions, BindingDef, Definitions, ExchangeDef, QueueDef};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 /// Materializes applied metadata into the runtime's vhosts.
 pub struct Materializer {
@@ -118,7 +118,7 @@ fn removed(rt: &Runtime, d: Definitions) {
         if let Some(v) = rt.vhost(&q.vhost) {
             v.queue_unapplied(&q.name, q.id);
         }
-        crate::broker::definitions::remove_queue_messages(rt.node.store.as_ref(), &q.name, q.id);
+        remove_queue_messages(rt.node.store.as_ref(), &q.name, q.id);
     }
     for x in d.exchanges {
         if let Some(v) = rt.vhost(&x.vhost) {
@@ -246,5 +246,29 @@ impl VHost {
             x.addr.do_send(exchange::RemoveDestination(dest.clone()));
         }
         self.bump();
+    }
+}
+
+/// Removes the stored messages of deleted durable queue `id` (its record is gone
+/// first, so a crash before the end leaves orphans, which the next start sweeps). A
+/// deleted queue's backlog can be millions of index entries: removed off the calling
+/// thread (the metadata group's apply task).
+fn remove_queue_messages(s: Option<&Storage>, name: &str, id: u64) {
+    let Some(s) = s else {
+        return;
+    };
+    let (messages, name) = (s.messages.clone(), name.to_string());
+    let remove = move || match messages.remove_queue(id) {
+        Ok(n) if n > 0 => info!(
+            queue = %name,
+            removed = n,
+            "removed stored messages of deleted queue"
+        ),
+        Ok(_) => {}
+        Err(e) => error!(queue = %name, "cannot remove stored messages: {e}"),
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(remove)),
+        Err(_) => remove(),
     }
 }
