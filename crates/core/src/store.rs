@@ -349,6 +349,38 @@ impl QueueDef {
 }
 
 impl BindingDef {
+    /// The prefix of every binding record of `vhost` (a metadata proposer lists them to
+    /// delete those of a deleted queue or exchange).
+    pub fn vhost_prefix(vhost: &str) -> Vec<u8> {
+        let mut k = vec![b'b'];
+        put_str(&mut k, vhost);
+        k
+    }
+    /// The prefix of the binding records whose source is exchange `source`.
+    pub fn source_prefix(vhost: &str, source: &str) -> Vec<u8> {
+        let mut k = Self::vhost_prefix(vhost);
+        put_str(&mut k, source);
+        k
+    }
+    /// Whether the binding record `key` (of `vhost_prefix`'s form) names `dest` as its
+    /// destination: read from the key's leading fields, without decoding the rest (a
+    /// deleted queue's bindings are found among all of a vhost's this way).
+    pub fn key_has_destination(key: &[u8], dest: &Destination) -> bool {
+        fn skip_str(b: &[u8]) -> Option<&[u8]> {
+            let len = u32::from_be_bytes(b.get(..4)?.try_into().ok()?) as usize;
+            b.get(4 + len..)
+        }
+        let (kind, name) = dest_parts(dest);
+        let fields = key.strip_prefix(b"b").and_then(skip_str).and_then(skip_str);
+        let Some((&k, rest)) = fields.and_then(|f| f.split_first()) else {
+            return false;
+        };
+        let Some(len) = rest.get(..4).and_then(|l| l.try_into().ok()) else {
+            return false;
+        };
+        let len = u32::from_be_bytes(len) as usize;
+        k == kind && rest.get(4..4 + len) == Some(name.as_bytes())
+    }
     /// Definition key: a binding's identity is all of its fields.
     pub fn key(&self) -> Vec<u8> {
         let mut k = vec![b'b'];
@@ -596,6 +628,35 @@ mod tests {
         for cut in 0..rec.len() - 4 {
             assert!(decode_message(&rec[..cut], 9).is_err() || cut > 20);
         }
+    }
+
+    #[test]
+    fn a_binding_key_names_its_destination() {
+        let b = BindingDef {
+            vhost: "/".into(),
+            source: "x".into(),
+            destination: Destination::Queue("q1".into()),
+            routing_key: "k".into(),
+            arguments: FieldTable::default(),
+        };
+        let key = b.key();
+        assert!(key.starts_with(&BindingDef::source_prefix("/", "x")));
+        assert!(BindingDef::key_has_destination(
+            &key,
+            &Destination::Queue("q1".into())
+        ));
+        assert!(!BindingDef::key_has_destination(
+            &key,
+            &Destination::Queue("q".into())
+        ));
+        assert!(!BindingDef::key_has_destination(
+            &key,
+            &Destination::Exchange("q1".into())
+        ));
+        assert!(!BindingDef::key_has_destination(
+            b"b\0",
+            &Destination::Queue("q1".into())
+        ));
     }
 
     #[test]

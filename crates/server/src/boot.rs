@@ -77,6 +77,10 @@ pub fn run(config: Config) -> Result<(), String> {
         if let Some((_, local)) = plain.as_ref().or(secure.as_ref()) {
             let _ = rt.amqp_addr.set(*local);
         }
+        // the metadata group first: its replay of the log tail completes the store's
+        // definitions (and materializes them), so message recovery finds every durable
+        // queue, and none of their messages is swept as an orphan
+        crate::broker::meta::start(&rt).await?;
         // recover everything before the first connection is accepted
         crate::broker::definitions::recover_all(&rt).await?;
         if let Some(addr) = rt.config.http_listen.clone() {

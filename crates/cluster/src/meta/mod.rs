@@ -9,6 +9,7 @@
 //!
 //! Design: docs/design/cluster.md §2.
 
+mod alone;
 mod cmd;
 mod forward;
 mod handle;
@@ -17,6 +18,7 @@ mod txn;
 
 use std::io::Cursor;
 
+pub use alone::{meta_config, start_alone, Alone};
 pub use cmd::{Change, Guard, Key, MetaCmd, MetaResp, Op};
 pub use forward::{forward_service, META_FORWARD_SERVICE};
 pub use handle::{MetaHandle, ProposeError, PROPOSE_TIMEOUT};

@@ -9,10 +9,11 @@
 //! the streams and every group.
 
 use broker_cluster::log::NodeLog;
+use broker_cluster::meta::MetaHandle;
 use broker_cluster::{GroupId, NodeId};
 use broker_store::{Flusher, SledStore};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Threads of the cluster runtime: Raft cores do little work each (the bodies are
 /// written by the flusher thread), so two serve many groups.
@@ -30,6 +31,12 @@ pub struct ClusterNode {
     pub log: Arc<NodeLog>,
     /// Groups whose log was found on disk at start (their queues open them again).
     pub recovered: Vec<GroupId>,
+    /// The metadata group's handle, once started (`broker/meta.rs`): every durable
+    /// definition change is proposed through it.
+    meta: OnceLock<MetaHandle>,
+    /// The store ids this node reserved for new durable queues and has not used yet
+    /// (`broker/meta.rs`: reserved a block at a time through the metadata group).
+    pub(crate) queue_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
 }
 
 impl ClusterNode {
@@ -52,7 +59,19 @@ impl ClusterNode {
             runtime: Some(runtime),
             log,
             recovered,
+            meta: OnceLock::new(),
+            queue_ids: tokio::sync::Mutex::new(0..0),
         }))
+    }
+
+    /// The metadata group, once started.
+    pub fn meta(&self) -> Option<&MetaHandle> {
+        self.meta.get()
+    }
+
+    /// Records the started metadata group (once; a second call is ignored).
+    pub fn set_meta(&self, meta: MetaHandle) {
+        let _ = self.meta.set(meta);
     }
 
     /// The cluster runtime's handle: `Raft::new` and everything that must run beside

@@ -3,9 +3,11 @@
 //! messages) before the broker accepts connections.
 
 use crate::broker::exchange;
+use crate::broker::meta;
 use crate::broker::queue::{self, QueueEntry};
 use crate::broker::runtime::Storage;
 use crate::broker::vhost::{ExchangeSpec, QueueSpec, VHost};
+use broker_cluster::meta::{Guard, MetaCmd, Op};
 use broker_core::routing::{Binding, Destination, ExchangeKind};
 use broker_core::store::{decode_definitions, BindingDef, ExchangeDef, QueueDef, StoreError};
 use broker_core::AmqpError;
@@ -47,14 +49,19 @@ impl VHost {
         }
     }
 
-    pub(crate) fn persist_exchange(
+    /// The record of `key`, or 541 when the store cannot be read.
+    fn record(s: &Storage, key: &[u8]) -> Result<Option<Vec<u8>>, AmqpError> {
+        s.definitions.definition(key).map_err(internal)
+    }
+
+    /// Proposes a new durable exchange's record (guarded: no record of the name).
+    /// `Ok(false)`: a record appeared meanwhile, decide again.
+    pub(crate) async fn propose_exchange(
         &self,
+        s: &Storage,
         name: &str,
         spec: &ExchangeSpec,
-    ) -> Result<(), AmqpError> {
-        let Some(s) = self.storage() else {
-            return Ok(());
-        };
+    ) -> Result<bool, AmqpError> {
         let def = ExchangeDef {
             vhost: self.name.clone(),
             name: name.to_string(),
@@ -63,21 +70,24 @@ impl VHost {
             internal: spec.internal,
             arguments: spec.arguments.clone(),
         };
-        s.definitions
-            .stage_definition(&ExchangeDef::key(&self.name, name), &def.encode())
-            .map_err(internal)
+        let key = ExchangeDef::key(&self.name, name);
+        let cmd = MetaCmd::Txn {
+            guards: vec![Guard::Absent(key.clone())],
+            ops: vec![Op::Put(key, def.encode())],
+        };
+        meta::propose(s, cmd).await
     }
 
-    /// Stores a new durable queue; returns its store id.
-    pub(crate) fn persist_queue(
+    /// Proposes a new durable queue's record with a fresh store id; once applied, the
+    /// materializer has created the queue (on the declaring connection's worker).
+    /// `Ok(None)`: a record of the name appeared meanwhile, decide again.
+    pub(crate) async fn propose_queue(
         &self,
+        s: &Storage,
         name: &str,
         spec: &QueueSpec,
-    ) -> Result<Option<u64>, AmqpError> {
-        let Some(s) = self.storage() else {
-            return Ok(None);
-        };
-        let id = s.definitions.next_id().map_err(internal)?;
+    ) -> Result<Option<Arc<QueueEntry>>, AmqpError> {
+        let id = self.next_queue_id(s).await?;
         let def = QueueDef {
             vhost: self.name.clone(),
             name: name.to_string(),
@@ -85,21 +95,38 @@ impl VHost {
             auto_delete: spec.auto_delete,
             arguments: spec.arguments.clone(),
         };
-        s.definitions
-            .stage_definition(&QueueDef::key(&self.name, name), &def.encode())
-            .map_err(internal)?;
-        Ok(Some(id))
+        let key = QueueDef::key(&self.name, name);
+        let cmd = MetaCmd::Txn {
+            guards: vec![Guard::Absent(key.clone())],
+            ops: vec![Op::Put(key, def.encode())],
+        };
+        if let Some(w) = &spec.worker {
+            self.placement.insert(name.into(), w.clone());
+        }
+        let applied = meta::propose(s, cmd).await;
+        self.placement.remove(name);
+        if !applied? {
+            return Ok(None);
+        }
+        match self.queue(name) {
+            Some(q) if q.store_id == Some(id) => Ok(Some(q)),
+            _ => Err(AmqpError::internal(format!(
+                "cannot start queue '{name}' in vhost '{}'",
+                self.name
+            ))),
+        }
     }
 
-    pub(crate) fn persist_binding(
+    /// Proposes a durable binding's record (`bind`) or its removal, guarded by the
+    /// records of both ends as this node sees them. Nothing to propose (already bound,
+    /// or not bound) counts as done. `Ok(false)`: decide again.
+    pub(crate) async fn propose_binding(
         &self,
+        s: &Storage,
         source: &str,
         b: &Binding,
         bind: bool,
-    ) -> Result<(), AmqpError> {
-        let Some(s) = self.storage() else {
-            return Ok(());
-        };
+    ) -> Result<bool, AmqpError> {
         let def = BindingDef {
             vhost: self.name.clone(),
             source: source.to_string(),
@@ -107,81 +134,102 @@ impl VHost {
             routing_key: b.routing_key.to_string(),
             arguments: b.arguments.clone(),
         };
-        if bind {
-            s.definitions
-                .stage_definition(&def.key(), &def.encode())
-                .map_err(internal)
-        } else {
-            s.definitions
-                .unstage_definition(&def.key())
-                .map_err(internal)
-        }
+        let key = def.key();
+        let current = Self::record(s, &key)?;
+        let (guards, ops) = match (bind, current) {
+            (true, Some(_)) | (false, None) => return Ok(true),
+            (true, None) => {
+                let mut guards = vec![Guard::Absent(key.clone())];
+                let ends = [
+                    ExchangeDef::key(&self.name, source),
+                    dest_key(&self.name, &b.destination),
+                ];
+                for end in ends {
+                    // the predeclared exchanges have no record
+                    if let Some(rec) = Self::record(s, &end)? {
+                        guards.push(Guard::Equals(end, rec));
+                    }
+                }
+                (guards, vec![Op::Put(key, def.encode())])
+            }
+            (false, Some(rec)) => (vec![Guard::Equals(key.clone(), rec)], vec![Op::Delete(key)]),
+        };
+        meta::propose(s, MetaCmd::Txn { guards, ops }).await
     }
 
-    /// Removes the records of bindings that went with a deleted queue or exchange (each
-    /// binding with the name of its source exchange; those of transient sources were
-    /// never stored, and removing a record that is not there costs nothing).
-    fn unpersist_bindings(&self, s: &Storage, gone: &[(Arc<str>, Binding)]) {
-        for (source, b) in gone {
-            let def = BindingDef {
-                vhost: self.name.clone(),
-                source: source.to_string(),
-                destination: b.destination.clone(),
-                routing_key: b.routing_key.to_string(),
-                arguments: b.arguments.clone(),
+    /// The keys of the binding records of this vhost whose destination is `dest`.
+    fn binding_keys_to(&self, s: &Storage, dest: &Destination) -> Result<Vec<Vec<u8>>, AmqpError> {
+        let records = s
+            .definitions
+            .definitions_with_prefix(&BindingDef::vhost_prefix(&self.name))
+            .map_err(internal)?;
+        Ok(records
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| BindingDef::key_has_destination(k, dest))
+            .collect())
+    }
+
+    /// Proposes the removal of a durable queue's record (still of store id `id`) with
+    /// the records of every binding to it; the materializer forgets the queue and
+    /// removes its stored messages. `Ok(false)`: there is no such record (nothing to
+    /// propose: the caller forgets a queue the store no longer has).
+    pub(crate) async fn unpersist_queue(
+        &self,
+        s: &Storage,
+        name: &str,
+        id: u64,
+    ) -> Result<bool, AmqpError> {
+        let key = QueueDef::key(&self.name, name);
+        for _ in 0..meta::MAX_RETRIES {
+            let Some(rec) = Self::record(s, &key)? else {
+                return Ok(false);
             };
-            if let Err(e) = s.definitions.unstage_definition(&def.key()) {
-                error!("cannot delete binding record: {e}");
+            let (defs, _) = decode_definitions(vec![(key.clone(), rec.clone())]);
+            if !defs.queues.iter().any(|q| q.id == id) {
+                return Ok(false);
+            }
+            let mut ops = vec![Op::Delete(key.clone())];
+            let dest = Destination::Queue(name.into());
+            ops.extend(self.binding_keys_to(s, &dest)?.into_iter().map(Op::Delete));
+            let cmd = MetaCmd::Txn {
+                guards: vec![Guard::Equals(key.clone(), rec)],
+                ops,
+            };
+            if meta::propose(s, cmd).await? {
+                return Ok(true);
             }
         }
+        Err(meta::too_many_conflicts("queue delete"))
     }
 
-    /// A durable queue was deleted: its definition first (so a crash in the middle leaves
-    /// only orphan messages, removed at the next start), then the bindings that went
-    /// with it, then messages. Durable once the caller's `sync_definitions` returns.
-    pub(crate) fn unpersist_queue(&self, name: &str, id: u64, gone: &[(Arc<str>, Binding)]) {
-        let Some(s) = self.unpersist("queue", name, &QueueDef::key(&self.name, name), gone) else {
-            return;
-        };
-        let (messages, name) = (s.messages.clone(), name.to_string());
-        let remove = move || match messages.remove_queue(id) {
-            Ok(n) if n > 0 => info!(
-                queue = %name,
-                removed = n,
-                "removed stored messages of deleted queue"
-            ),
-            Ok(_) => {}
-            Err(e) => error!(queue = %name, "cannot remove stored messages: {e}"),
-        };
-        // a deleted queue's backlog can be millions of index entries: removed off the
-        // worker thread (a crash before the end leaves orphans, which the next start
-        // sweeps, since the queue's record is gone first)
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(remove)),
-            Err(_) => remove(),
-        }
-    }
-
-    /// Unstages the record (`key`) of a deleted queue or exchange (`what` `name`) and the
-    /// bindings that went with it; returns the storage, for what else the caller removes.
-    fn unpersist(
+    /// Proposes the removal of a durable exchange's record with its own bindings and
+    /// those to it; the materializer forgets it. `Ok(false)`: it has no record.
+    pub(crate) async fn unpersist_exchange(
         &self,
-        what: &'static str,
+        s: &Storage,
         name: &str,
-        key: &[u8],
-        gone: &[(Arc<str>, Binding)],
-    ) -> Option<Storage> {
-        let s = self.storage()?;
-        if let Err(e) = s.definitions.unstage_definition(key) {
-            error!(what, name, "cannot delete the definition record: {e}");
+    ) -> Result<bool, AmqpError> {
+        let key = ExchangeDef::key(&self.name, name);
+        for _ in 0..meta::MAX_RETRIES {
+            let Some(rec) = Self::record(s, &key)? else {
+                return Ok(false);
+            };
+            let mut ops = vec![
+                Op::Delete(key.clone()),
+                Op::DeletePrefix(BindingDef::source_prefix(&self.name, name)),
+            ];
+            let dest = Destination::Exchange(name.into());
+            ops.extend(self.binding_keys_to(s, &dest)?.into_iter().map(Op::Delete));
+            let cmd = MetaCmd::Txn {
+                guards: vec![Guard::Equals(key.clone(), rec)],
+                ops,
+            };
+            if meta::propose(s, cmd).await? {
+                return Ok(true);
+            }
         }
-        self.unpersist_bindings(&s, gone);
-        Some(s)
-    }
-
-    /// A durable exchange was deleted: its record and the bindings that went with it.
-    pub(crate) fn unpersist_exchange(&self, name: &str, gone: &[(Arc<str>, Binding)]) {
-        self.unpersist("exchange", name, &ExchangeDef::key(&self.name, name), gone);
+        Err(meta::too_many_conflicts("exchange delete"))
     }
 
     /// Rebuilds durable exchanges, queues, bindings and persistent messages from the
@@ -362,5 +410,13 @@ fn remove_orphans(s: &Storage, queues: &[QueueDef]) {
                 Err(e) => error!(queue_id = id, "cannot remove orphan messages: {e}"),
             }
         }
+    }
+}
+
+/// The record key of a binding's destination.
+fn dest_key(vhost: &str, dest: &Destination) -> Vec<u8> {
+    match dest {
+        Destination::Queue(q) => QueueDef::key(vhost, q),
+        Destination::Exchange(e) => ExchangeDef::key(vhost, e),
     }
 }

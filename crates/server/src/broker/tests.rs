@@ -100,6 +100,7 @@ fn a_restarted_durable_queue_reloads_its_stored_messages() {
         let config = Config::load(Cli::parse_from(["broker"])).unwrap();
         let arbiter = actix::Arbiter::new();
         let rt = Runtime::new(config, vec![arbiter.handle()], Some(storage)).unwrap();
+        crate::broker::meta::start(&rt).await.unwrap();
         let v = rt.vhost("/").unwrap();
         let spec = QueueSpec {
             durable: true,

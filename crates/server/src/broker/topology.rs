@@ -4,12 +4,15 @@
 //!
 //! Each holds the locks of the names it touches (`locks.rs`) for its whole course, so on
 //! one name they happen one after the other, as in RabbitMQ's metadata store. Durable
-//! changes are staged in the store and the operation answers only once the flusher
-//! thread has made them durable: never a sled flush on a worker thread, which stalled
-//! every connection and queue on it.
+//! changes go through the metadata group (`meta.rs`): the operation decides against the
+//! applied state, proposes a guarded transaction, and the group's apply writes the store
+//! and materializes the change (`materialize.rs`), after which the operation answers;
+//! on a conflict it decides again. Transient exchanges, queues and bindings stay local
+//! to the node (docs/design/cluster.md §2).
 
 use crate::broker::exchange::{self, ExchangeEntry};
 use crate::broker::locks::Resource;
+use crate::broker::meta::{too_many_conflicts, MAX_RETRIES};
 use crate::broker::queue::QueueEntry;
 use crate::broker::vhost::{ExchangeSpec, QueueSpec, VHost};
 use broker_core::declare::{self, ExchangeDeclare, QueueDeclare};
@@ -19,47 +22,34 @@ use broker_wire::types::FieldTable;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Bindings removed with a deleted queue or exchange, each with its source's name.
-type Gone = Vec<(Arc<str>, Binding)>;
-
 fn unavailable(what: &str) -> impl FnOnce(actix::MailboxError) -> AmqpError + '_ {
     move |_| AmqpError::internal(format!("{what} unavailable"))
 }
 
 impl VHost {
-    /// Waits until every staged definition change is durable (one sled flush on the
-    /// flusher thread, shared by all who wait at the time).
-    async fn sync_definitions(&self) -> Result<(), AmqpError> {
-        let Some(s) = self.storage() else {
-            return Ok(());
-        };
-        s.flusher.sync_index().await.map_err(|e| {
-            tracing::error!("store flush failed: {e}");
-            AmqpError::internal(format!("store write failed: {e}"))
-        })
-    }
-
     /// exchange.declare (non-passive): creates it, or checks an existing one is equivalent.
     pub async fn declare_exchange(&self, name: &str, spec: ExchangeSpec) -> Result<(), AmqpError> {
         let _held = self.locks.lock(&[Resource::Exchange(name)]).await;
-        if let Some(x) = self.exchange(name) {
-            if !x.dying.load(Ordering::Acquire) {
-                return self.check_exchange_equivalent(&x, name, &spec);
+        for _ in 0..MAX_RETRIES {
+            if let Some(x) = self.exchange(name) {
+                if !x.dying.load(Ordering::Acquire) {
+                    return self.check_exchange_equivalent(&x, name, &spec);
+                }
+                // auto-deleted a moment ago: finish that, then declare anew
+                self.forget_exchange_locked(&x).await?;
             }
-            // auto-deleted a moment ago: finish that, then declare anew
-            self.forget_exchange_locked(&x).await;
+            spec.kind
+                .validate_declare(&spec.arguments, name, &self.name)?;
+            let Some(s) = self.storage().filter(|_| spec.durable) else {
+                self.create_exchange(name, spec);
+                return Ok(());
+            };
+            // applied: the materializer created it
+            if self.propose_exchange(&s, name, &spec).await? {
+                return Ok(());
+            }
         }
-        spec.kind
-            .validate_declare(&spec.arguments, name, &self.name)?;
-        let durable = spec.durable;
-        if durable {
-            self.persist_exchange(name, &spec)?;
-        }
-        self.create_exchange(name, spec);
-        if durable {
-            self.sync_definitions().await?;
-        }
-        Ok(())
+        Err(too_many_conflicts("exchange declare"))
     }
 
     fn check_exchange_equivalent(
@@ -93,14 +83,29 @@ impl VHost {
         conn: u64,
     ) -> Result<Arc<QueueEntry>, AmqpError> {
         let _held = self.locks.lock(&[Resource::Queue(name)]).await;
-        if let Some(q) = self.queue(name) {
-            if !q.deleted.load(Ordering::Acquire) {
-                self.check_queue_equivalent(&q, name, &spec, conn)?;
+        for _ in 0..MAX_RETRIES {
+            if let Some(q) = self.queue(name) {
+                if !q.deleted.load(Ordering::Acquire) {
+                    self.check_queue_equivalent(&q, name, &spec, conn)?;
+                    return Ok(q);
+                }
+                // auto-deleted or expired a moment ago: finish that, then declare anew
+                self.forget_queue_locked(&q).await?;
+            }
+            self.check_queue_declare(name, &spec)?;
+            let durable = spec.durable && spec.exclusive_owner.is_none();
+            let Some(s) = self.storage().filter(|_| durable) else {
+                return self.create_queue(name, spec, None);
+            };
+            if let Some(q) = self.propose_queue(&s, name, &spec).await? {
                 return Ok(q);
             }
-            // auto-deleted or expired a moment ago: finish that, then declare anew
-            self.forget_queue_locked(&q).await;
         }
+        Err(too_many_conflicts("queue declare"))
+    }
+
+    /// What a new queue must pass: its type's rules and the vhost's queue limit.
+    fn check_queue_declare(&self, name: &str, spec: &QueueSpec) -> Result<(), AmqpError> {
         broker_core::queue_type::validate_declare(&spec.declare(name, &self.name))?;
         if let Some(max) = self
             .node
@@ -115,16 +120,7 @@ impl VHost {
                 )));
             }
         }
-        let store_id = if spec.durable && spec.exclusive_owner.is_none() {
-            self.persist_queue(name, &spec)?
-        } else {
-            None
-        };
-        let entry = self.create_queue(name, spec, store_id)?;
-        if store_id.is_some() {
-            self.sync_definitions().await?;
-        }
-        Ok(entry)
+        Ok(())
     }
 
     fn check_queue_equivalent(
@@ -163,10 +159,7 @@ impl VHost {
             .delete(if_unused, if_empty)
             .await
             .map_err(unavailable("queue"))??;
-        self.forget_queue_locked(&q).await;
-        if q.store_id.is_some() {
-            self.sync_definitions().await?;
-        }
+        self.forget_queue_locked(&q).await?;
         Ok(n)
     }
 
@@ -182,11 +175,7 @@ impl VHost {
             .send(exchange::Delete { if_unused })
             .await
             .map_err(unavailable("exchange"))??;
-        self.forget_exchange_locked(&x).await;
-        if x.durable {
-            self.sync_definitions().await?;
-        }
-        Ok(())
+        self.forget_exchange_locked(&x).await
     }
 
     /// A queue deleted itself (auto-delete, x-expires): forget it, unless a declare has
@@ -195,9 +184,12 @@ impl VHost {
         let _held = self.locks.lock(&[Resource::Queue(name)]).await;
         if let Some(q) = self.queue(name) {
             if q.deleted.load(Ordering::Acquire) {
-                self.forget_queue_locked(&q).await;
-                if q.store_id.is_some() {
-                    let _ = self.sync_definitions().await;
+                if let Err(e) = self.forget_queue_locked(&q).await {
+                    tracing::error!(
+                        queue = name,
+                        "cannot forget a deleted queue: {}",
+                        e.reply_text()
+                    );
                 }
             }
         }
@@ -209,9 +201,12 @@ impl VHost {
         let _held = self.locks.lock(&[Resource::Exchange(name)]).await;
         if let Some(x) = self.exchange(name) {
             if x.dying.load(Ordering::Acquire) {
-                self.forget_exchange_locked(&x).await;
-                if x.durable {
-                    let _ = self.sync_definitions().await;
+                if let Err(e) = self.forget_exchange_locked(&x).await {
+                    tracing::error!(
+                        exchange = name,
+                        "cannot forget an auto-deleted exchange: {}",
+                        e.reply_text()
+                    );
                 }
             }
         }
@@ -228,22 +223,23 @@ impl VHost {
         for q in mine {
             let _held = self.locks.lock(&[Resource::Queue(&q.name)]).await;
             let _ = q.delete(false, false).await;
-            self.forget_queue_locked(&q).await;
+            // exclusive queues are never durable: this is local
+            let _ = self.forget_queue_locked(&q).await;
         }
     }
 
-    /// Removes every binding to `dest` from every exchange; returns those of durable
-    /// exchanges (the ones that may have records). An exchange auto-deleted by losing
-    /// its last binding this way is forgotten in a task of its own, under its own lock
-    /// (taking it here, with the caller's held, could deadlock).
-    async fn remove_destination(&self, dest: &Destination) -> Gone {
-        let mut gone = Vec::new();
+    /// Removes every binding to `dest` from every exchange (after a durable deletion:
+    /// waits until every exchange took the materializer's removal). An exchange
+    /// auto-deleted by losing its last binding this way is forgotten in a task of its
+    /// own, under its own lock (taking it here, with the caller's held, could deadlock).
+    async fn remove_destination(&self, dest: &Destination) {
         for x in self.exchanges() {
-            let Ok(removed) = x.addr.send(exchange::RemoveDestination(dest.clone())).await else {
+            if x.addr
+                .send(exchange::RemoveDestination(dest.clone()))
+                .await
+                .is_err()
+            {
                 continue;
-            };
-            if x.durable {
-                gone.extend(removed.into_iter().map(|b| (x.name.clone(), b)));
             }
             if x.dying.load(Ordering::Acquire) {
                 if let Some(me) = self.me.upgrade() {
@@ -252,55 +248,65 @@ impl VHost {
                 }
             }
         }
-        gone
     }
 
-    /// Removes a queue from the vhost with every binding to it and its records; the
-    /// caller holds the name's lock. Nothing if `q` is no longer the vhost's queue.
-    async fn forget_queue_locked(&self, q: &Arc<QueueEntry>) {
+    /// Removes a queue from the vhost with every binding to it; the caller holds the
+    /// name's lock. A durable queue's record goes through the metadata group, whose
+    /// materializer forgets it (a failure leaves it marked deleted, so the next declare
+    /// of the name tries again). Nothing if `q` is no longer the vhost's queue.
+    async fn forget_queue_locked(&self, q: &Arc<QueueEntry>) -> Result<(), AmqpError> {
+        if let (Some(id), Some(s)) = (q.store_id, self.storage()) {
+            let gone = self.unpersist_queue(&s, &q.name, id).await;
+            if gone.as_ref().is_ok_and(|g| *g) {
+                self.remove_destination(&Destination::Queue(q.name.clone()))
+                    .await;
+                self.bump();
+                return Ok(());
+            }
+            if let Err(e) = gone {
+                q.deleted.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
         if self
             .queues
             .remove_if(&q.name, |_, v| Arc::ptr_eq(v, q))
             .is_none()
         {
-            return;
+            return Ok(());
         }
         q.deleted.store(true, Ordering::Release);
         self.bump();
-        let gone = self
-            .remove_destination(&Destination::Queue(q.name.clone()))
+        self.remove_destination(&Destination::Queue(q.name.clone()))
             .await;
-        if let Some(id) = q.store_id {
-            self.unpersist_queue(&q.name, id, &gone);
-        }
         self.bump();
+        Ok(())
     }
 
     /// Removes an exchange with its own bindings and every exchange-to-exchange binding
-    /// to it, and its records; the caller holds the name's lock.
-    async fn forget_exchange_locked(&self, x: &Arc<ExchangeEntry>) {
+    /// to it; the caller holds the name's lock. A durable exchange's record goes through
+    /// the metadata group, whose materializer forgets it.
+    async fn forget_exchange_locked(&self, x: &Arc<ExchangeEntry>) -> Result<(), AmqpError> {
+        let dest = Destination::Exchange(x.name.clone());
+        if let (true, Some(s)) = (x.durable, self.storage()) {
+            if self.unpersist_exchange(&s, &x.name).await? {
+                self.remove_destination(&dest).await;
+                self.bump();
+                return Ok(());
+            }
+        }
         if self
             .exchanges
             .remove_if(&x.name, |_, v| Arc::ptr_eq(v, x))
             .is_none()
         {
-            return;
+            return Ok(());
         }
         x.dying.store(true, Ordering::Release);
         self.bump();
-        let mut gone: Gone = Vec::new();
-        if x.durable {
-            let own = x.bindings.load();
-            gone.extend(own.all().map(|b| (x.name.clone(), b.clone())));
-        }
-        gone.extend(
-            self.remove_destination(&Destination::Exchange(x.name.clone()))
-                .await,
-        );
-        if x.durable {
-            self.unpersist_exchange(&x.name, &gone);
-        }
+        self.remove_destination(&dest).await;
         self.bump();
+        Ok(())
     }
 
     /// queue.bind and exchange.bind (bind = true) or their unbinds. An unbind of what
@@ -338,39 +344,63 @@ impl VHost {
             routing_key: routing_key.into(),
             arguments,
         };
-        let mut sync = false;
-        if bind {
-            let added = x
-                .addr
-                .send(exchange::Bind(b.clone()))
+        if let (true, Some(s)) = (durable, self.storage()) {
+            self.propose_bind(&s, &x, b, bind).await?;
+        } else if bind {
+            x.addr
+                .send(exchange::Bind(b))
                 .await
                 .map_err(unavailable("exchange"))??;
-            if added && durable {
-                if let Err(e) = self.persist_binding(source, &b, true) {
-                    let _ = x.addr.send(exchange::Unbind(b)).await;
-                    return Err(e);
-                }
-                sync = true;
-            }
         } else {
-            let removed = x
-                .addr
-                .send(exchange::Unbind(b.clone()))
+            x.addr
+                .send(exchange::Unbind(b))
                 .await
                 .map_err(unavailable("exchange"))?;
-            if removed && durable {
-                self.persist_binding(source, &b, false)?;
-                sync = true;
-            }
-            if x.dying.load(Ordering::Acquire) {
-                // its last binding went: auto-delete, in the same step as the unbind
-                self.forget_exchange_locked(&x).await;
-                sync |= x.durable;
-            }
+        }
+        if !bind && x.dying.load(Ordering::Acquire) {
+            // its last binding went: auto-delete, in the same step as the unbind
+            self.forget_exchange_locked(&x).await?;
         }
         self.bump();
-        if sync {
-            self.sync_definitions().await?;
+        Ok(())
+    }
+
+    /// A durable binding's change through the metadata group; then the same message to
+    /// the exchange, which finds the materializer's change done before it (the
+    /// exchange's mailbox is in order): the answer comes once routing has it.
+    async fn propose_bind(
+        &self,
+        s: &crate::broker::runtime::Storage,
+        x: &Arc<ExchangeEntry>,
+        b: Binding,
+        bind: bool,
+    ) -> Result<(), AmqpError> {
+        if bind && x.dying.load(Ordering::Acquire) {
+            return Err(AmqpError::not_found(format!(
+                "no exchange '{}' in vhost '{}'",
+                x.name, self.name
+            )));
+        }
+        let mut done = false;
+        for _ in 0..MAX_RETRIES {
+            if self.propose_binding(s, &x.name, &b, bind).await? {
+                done = true;
+                break;
+            }
+        }
+        if !done {
+            return Err(too_many_conflicts("binding"));
+        }
+        if bind {
+            x.addr
+                .send(exchange::Bind(b))
+                .await
+                .map_err(unavailable("exchange"))??;
+        } else {
+            x.addr
+                .send(exchange::Unbind(b))
+                .await
+                .map_err(unavailable("exchange"))?;
         }
         Ok(())
     }

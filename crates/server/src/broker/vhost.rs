@@ -30,6 +30,11 @@ const PREDECLARED: &[(&str, ExchangeKind)] = &[
     ),
 ];
 
+/// Whether `name` is one of the exchanges every vhost starts with (they have no record).
+pub(crate) fn is_predeclared(name: &str) -> bool {
+    PREDECLARED.iter().any(|(n, _)| *n == name)
+}
+
 /// Properties of an exchange.declare.
 #[derive(Debug, Clone)]
 pub struct ExchangeSpec {
@@ -96,6 +101,9 @@ pub struct VHost {
     pub(crate) me: Weak<VHost>,
     /// Open client connections (for max-connections).
     pub connections: AtomicUsize,
+    /// The worker a durable queue being declared should start on (its declaring
+    /// connection's), for the materializer that starts it (`materialize.rs`).
+    pub(crate) placement: DashMap<Arc<str>, actix::ArbiterHandle>,
 }
 
 impl VHost {
@@ -110,6 +118,7 @@ impl VHost {
             node,
             me: me.clone(),
             connections: AtomicUsize::new(0),
+            placement: DashMap::new(),
         });
         for (n, kind) in PREDECLARED {
             v.create_exchange(
