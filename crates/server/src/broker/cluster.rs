@@ -30,6 +30,8 @@ pub struct ClusterNode {
     pub log: Arc<NodeLog>,
     /// Groups whose log was found on disk at start (their queues open them again).
     pub recovered: Vec<GroupId>,
+    /// The groups' snapshot files (`data/raft/snapshots/`).
+    pub snapshots: broker_store::raft::snapshots::SnapshotFiles,
 }
 
 impl ClusterNode {
@@ -52,6 +54,7 @@ impl ClusterNode {
             runtime: Some(runtime),
             log,
             recovered,
+            snapshots: store.raft_snapshots(),
         }))
     }
 

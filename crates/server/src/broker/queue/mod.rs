@@ -13,6 +13,7 @@ mod inbox;
 mod lifecycle;
 mod ops;
 mod paging;
+mod quorum;
 mod stored;
 mod stream;
 
@@ -20,7 +21,8 @@ pub use consumer::{ConsumerCancelled, ConsumerHandle, Deliver, DeliverBatch};
 use crossbeam_utils::CachePadded;
 pub use entry::{may_refuse, QueueCounters, QueueEntry};
 pub use handlers::*;
-pub use inbox::Inbox;
+pub use inbox::{Inbox, Ticket};
+pub use quorum::{QuorumConfirmed, QuorumShell};
 pub use stored::{load_stored, Recovered};
 pub use stream::{retention, StreamCommitted, StreamQueue};
 
@@ -142,6 +144,9 @@ pub struct QueueActor {
     /// A stream (`x-queue-type: stream`): its log and readers; the handlers hand over
     /// to it, and `state` stays empty.
     stream: Option<Box<StreamQueue>>,
+    /// A quorum queue (`x-queue-type: quorum`): its Raft group; the handlers hand over
+    /// to it, and `state` stays empty (it keeps the arguments, for dead letters).
+    quorum: Option<Box<QuorumShell>>,
 }
 
 impl QueueActor {
@@ -154,6 +159,7 @@ impl QueueActor {
         host: Weak<dyn QueueHost>,
         node: Arc<Node>,
         stream: Option<Arc<broker_store::stream::StreamLog>>,
+        quorum: Option<QuorumShell>,
     ) -> Addr<QueueActor> {
         let consumer_timeout = Some(node.config.consumer_timeout_ms).filter(|t| *t > 0);
         let state = paging::spilling(QueueState::new(args), &node, &name);
@@ -183,6 +189,7 @@ impl QueueActor {
             page_in_failed: false,
             failed_read: (0, 0),
             stream: stream.map(|log| Box::new(StreamQueue::new(log))),
+            quorum: quorum.map(Box::new),
         })
     }
 
