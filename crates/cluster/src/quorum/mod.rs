@@ -117,9 +117,12 @@ impl QuorumGroup {
         let raft = QqRaft::new(me, config()?, network, store, sm.clone())
             .await
             .map_err(|e| format!("group {id}: cannot start: {e}"))?;
-        match raft.initialize(members).await {
-            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-            Err(e) => return Err(format!("group {id}: cannot initialize: {e}")),
+        if last.is_none() {
+            match raft.initialize(members).await {
+                // initialized already: a group starting again
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(format!("group {id}: cannot initialize: {e}")),
+            }
         }
         Ok(QuorumGroup {
             id,
