@@ -6,7 +6,7 @@
 use crate::broker::exchange::{ExchangeActor, ExchangeEntry};
 use crate::broker::locks::TopologyLocks;
 use crate::broker::node::Node;
-use crate::broker::queue::{PolicyChanged, QueueActor, QueueEntry};
+use crate::broker::queue::{PolicyChanged, QueueActor, QueueEntry, QueueKind};
 use broker_core::args::QueueArgs;
 use broker_core::policy::Target;
 use broker_core::routing::{Bindings, ExchangeKind, RouteSource};
@@ -220,8 +220,11 @@ impl VHost {
                         me.clone(),
                         vhost,
                         node,
-                        stream_actor,
-                        quorum,
+                        match (stream_actor, quorum) {
+                            (Some(log), _) => QueueKind::Stream(log),
+                            (None, Some(shell)) => QueueKind::Quorum(Box::new(shell)),
+                            (None, None) => QueueKind::Classic,
+                        },
                     ),
                     may_refuse: AtomicBool::new(crate::broker::queue::may_refuse(&args)),
                     args: arc_swap::ArcSwap::from_pointee(args),

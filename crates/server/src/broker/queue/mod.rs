@@ -95,6 +95,16 @@ pub trait QueueHost: Send + Sync {
     fn queue_gone(&self, name: Arc<str>);
 }
 
+/// What a queue actor carries out besides the classic queue's rules.
+pub enum QueueKind {
+    /// A classic queue: its state is the queue.
+    Classic,
+    /// A stream: its log.
+    Stream(Arc<broker_store::stream::StreamLog>),
+    /// A quorum queue: its Raft group's shell.
+    Quorum(Box<QuorumShell>),
+}
+
 /// The queue actor.
 pub struct QueueActor {
     name: Arc<str>,
@@ -158,9 +168,13 @@ impl QueueActor {
         me: Weak<QueueEntry>,
         host: Weak<dyn QueueHost>,
         node: Arc<Node>,
-        stream: Option<Arc<broker_store::stream::StreamLog>>,
-        quorum: Option<QuorumShell>,
+        kind: QueueKind,
     ) -> Addr<QueueActor> {
+        let (stream, quorum) = match kind {
+            QueueKind::Classic => (None, None),
+            QueueKind::Stream(log) => (Some(log), None),
+            QueueKind::Quorum(shell) => (None, Some(shell)),
+        };
         let consumer_timeout = Some(node.config.consumer_timeout_ms).filter(|t| *t > 0);
         let state = paging::spilling(QueueState::new(args), &node, &name);
         supervise::start_in_arbiter(arbiter, move |_| QueueActor {
@@ -189,7 +203,7 @@ impl QueueActor {
             page_in_failed: false,
             failed_read: (0, 0),
             stream: stream.map(|log| Box::new(StreamQueue::new(log))),
-            quorum: quorum.map(Box::new),
+            quorum,
         })
     }
 

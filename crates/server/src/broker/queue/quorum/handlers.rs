@@ -98,8 +98,8 @@ impl QueueActor {
                 Effect::Expired => {
                     if !self.deleted {
                         tracing::info!(queue = %self.name, "queue unused for x-expires: deleted");
+                        // forgets the queue and drops its group (`quorum_remove`)
                         self.delete_self();
-                        self.quorum_remove();
                     }
                 }
             }

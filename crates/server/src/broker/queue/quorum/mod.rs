@@ -43,6 +43,9 @@ pub struct QuorumConfirmed(pub Vec<(u64, bool)>);
 #[rtype(result = "()")]
 pub struct QuorumEffects;
 
+/// The outcomes of one channel's publishes in a batch, and where they go.
+type ChannelOutcomes = (ChanId, Recipient<QuorumConfirmed>, Vec<(u64, bool)>);
+
 /// A command's answer, or why there is none (the group stopped, this node does not lead).
 type Answer = Result<QqResp, String>;
 
@@ -163,12 +166,6 @@ impl QuorumShell {
             }
         }
         rx
-    }
-
-    /// The leader and members as the management API shows them (this node's name).
-    pub fn members(&self) -> (Option<String>, Vec<String>) {
-        let name = self.cluster.name.clone();
-        (self.group.as_ref().map(|_| name.clone()), vec![name])
     }
 }
 
@@ -343,7 +340,7 @@ impl QueueActor {
         if let Err(e) = &res {
             tracing::warn!(queue = %self.name, "publishes to a quorum queue failed: {e}");
         }
-        let mut by_chan: Vec<(ChanId, Recipient<QuorumConfirmed>, Vec<(u64, bool)>)> = Vec::new();
+        let mut by_chan: Vec<ChannelOutcomes> = Vec::new();
         for t in tickets {
             let ok = res.is_ok() && !shell.rejected.remove(&(t.publisher, t.seq));
             match by_chan.iter_mut().find(|(c, _, _)| *c == t.publisher) {
