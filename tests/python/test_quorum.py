@@ -3,26 +3,18 @@ texts, delivery limit and x-delivery-count, dead-lettering with reason delivery_
 reject-publish and drop-head overflow, TTL, single active consumer, consumer priority,
 basic.get, and where a requeued message goes.
 
-Written and checked against the reference RabbitMQ 3.10 (AMQP_TEST_PORT=5673). Our
-broker does not serve quorum queues yet (the server shell lands in a later step), so the
-module is skipped unless it runs against an external broker or QUORUM_TESTS=1 is set;
-the lead sets it when the shell lands.
+Written and checked against the reference RabbitMQ 3.10 (AMQP_TEST_PORT=5673); our
+broker serves quorum queues with one Raft group per queue (a group of one member).
 
 Where RabbitMQ 4.x changed a default the tests accept both: x-delivery-limit defaults to
 20 in 4.x (our choice) and to no limit in 3.10.
 """
-import os
 import time
 
 import pika
 import pytest
 
-from conftest import connect, external_port, get_n, pump_until, ready_count
-
-pytestmark = pytest.mark.skipif(
-    external_port() is None and os.environ.get("QUORUM_TESTS") != "1",
-    reason="quorum queues are not served by our broker yet (set QUORUM_TESTS=1 once the server shell lands)",
-)
+from conftest import connect, get_n, pump_until, ready_count
 
 QQ = {"x-queue-type": "quorum"}
 

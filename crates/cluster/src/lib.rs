@@ -13,6 +13,7 @@ pub mod net;
 use sha2::{Digest, Sha256};
 
 pub mod meta;
+pub mod quorum;
 
 /// A node's Raft identity: derived from its name by every node alone (see [`node_id`]).
 pub type NodeId = u64;

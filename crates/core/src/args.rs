@@ -377,9 +377,9 @@ mod tests {
         .ends_with("invalid_overflow"));
         assert!(text(&[(
             "x-queue-type",
-            AMQPValue::LongString(LongString::from("quorum"))
+            AMQPValue::LongString(LongString::from("fast"))
         )])
-        .contains("not supported"));
+        .contains("unsupported queue type 'fast'"));
     }
 
     #[test]

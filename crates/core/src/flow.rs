@@ -168,6 +168,18 @@ impl ConsumerGate {
         self.take_once(units)
     }
 
+    /// Takes room for one delivery of `units` whatever the limits: a quorum queue's
+    /// deliveries are decided by its replicated credit (the prefetch, in the log), so
+    /// the local gate only counts them, for the socket credit and the acks that give
+    /// them back.
+    pub fn force_take(&self, units: u32) {
+        self.outstanding.fetch_add(units, Ordering::AcqRel);
+        if !self.no_ack {
+            self.unacked.fetch_add(1, Ordering::AcqRel);
+            self.channel.unacked.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     /// Reserves up to `n` credit units at once for a no-ack consumer, whose only limit is
     /// [`MAX_OUTSTANDING`] (a queue's drain takes credit in bulk instead of one atomic
     /// update per message, and spends [`cost`] units per delivery). Returns how many; 0

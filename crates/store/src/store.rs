@@ -187,6 +187,11 @@ impl SledStore {
         self.raft.clone()
     }
 
+    /// The Raft snapshot files of the node's groups (`data/raft/snapshots/`).
+    pub fn raft_snapshots(&self) -> crate::raft::snapshots::SnapshotFiles {
+        crate::raft::snapshots::SnapshotFiles::new(&self.dir.join("raft").join("snapshots"))
+    }
+
     /// The open database (a clone of the handle: a reopen waits for none of them).
     pub(crate) fn db(&self) -> Result<Arc<Db>, StoreError> {
         self.db

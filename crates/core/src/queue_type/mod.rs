@@ -1,12 +1,11 @@
-//! Queue types, as RabbitMQ's `rabbit_queue_type`: each type (classic and stream; quorum
-//! may come) decides which declare arguments and flags it accepts, which arguments
+//! Queue types, as RabbitMQ's `rabbit_queue_type`: each type (classic, quorum, stream)
+//! decides which declare arguments and flags it accepts, which arguments
 //! must match on redeclare, and what it supports (basic.get, priorities, global qos, …),
 //! which the server asks before dispatching a method to a queue.
 //!
 //! The registry is keyed by `x-queue-type` (classic when absent). A declare naming a type
 //! that is not registered is checked by the default type's rules, which refuse it in the
-//! order RabbitMQ checks arguments with RabbitMQ's text (so `quorum` gives
-//! "not supported by this broker", anything else "unsupported queue type").
+//! order RabbitMQ checks arguments with RabbitMQ's text ("unsupported queue type").
 //!
 //! A new queue type is one new file here with a [`QueueType`] impl and one line in
 //! [`REGISTRY`].
@@ -112,7 +111,7 @@ pub trait QueueType: Send + Sync + 'static {
 }
 
 /// The registered queue types; the first is the default (no `x-queue-type`).
-pub static REGISTRY: &[&dyn QueueType] = &[&classic::Classic, &stream::Stream];
+pub static REGISTRY: &[&dyn QueueType] = &[&classic::Classic, &quorum::Quorum, &stream::Stream];
 
 /// The registered queue type of this name.
 pub fn lookup(name: &str) -> Option<&'static dyn QueueType> {
@@ -154,16 +153,10 @@ pub fn validate_declare(d: &QueueDeclare<'_>) -> Result<QueueArgs, AmqpError> {
     of_arguments(d.arguments).validate_declare(d)
 }
 
-/// The refusal of an `x-queue-type` naming a type this broker does not run: RabbitMQ's
-/// types it lacks are "not supported by this broker", other names "unsupported".
+/// The refusal of an `x-queue-type` naming a type this broker does not run (RabbitMQ's
+/// text: every type RabbitMQ has is registered here).
 pub(crate) fn unsupported_type(c: &Checker<'_>, key: &str, t: &str) -> AmqpError {
-    match t {
-        "quorum" => c.invalid(
-            key,
-            format!("\"queue type '{t}' is not supported by this broker (only 'classic' and 'stream')\""),
-        ),
-        _ => c.invalid(key, format!("\"unsupported queue type '{t}'\"")),
-    }
+    c.invalid(key, format!("\"unsupported queue type '{t}'\""))
 }
 
 #[cfg(test)]
@@ -198,7 +191,7 @@ mod tests {
     fn classic_is_the_default_and_registered_by_name() {
         assert_eq!(default_type().name(), "classic");
         assert_eq!(lookup("classic").map(|t| t.name()), Some("classic"));
-        assert!(lookup("quorum").is_none());
+        assert_eq!(lookup("quorum").map(|t| t.name()), Some("quorum"));
         assert_eq!(of_arguments(&table(&[])).name(), "classic");
         assert_eq!(
             named_in(&table(&[("x-queue-type", s("classic"))])).map(|t| t.name()),
@@ -226,11 +219,6 @@ mod tests {
 
     #[test]
     fn types_not_run_here_get_the_texts_they_always_got() {
-        assert_eq!(
-            refusal(&[("x-queue-type", s("quorum"))]),
-            "PRECONDITION_FAILED - invalid arg 'x-queue-type' for queue 'q' in vhost '/': \
-             \"queue type 'quorum' is not supported by this broker (only 'classic' and 'stream')\""
-        );
         assert!(
             refusal(&[("x-queue-type", s("fast"))]).ends_with("\"unsupported queue type 'fast'\"")
         );
@@ -243,8 +231,8 @@ mod tests {
     #[test]
     fn an_unknown_type_is_refused_in_argument_order() {
         let bad_ttl = ("x-message-ttl", AMQPValue::LongInt(-1));
-        assert!(refusal(&[bad_ttl, ("x-queue-type", s("quorum"))]).contains("x-message-ttl"));
+        assert!(refusal(&[bad_ttl, ("x-queue-type", s("fast"))]).contains("x-message-ttl"));
         let bad_sac = ("x-single-active-consumer", AMQPValue::LongInt(1));
-        assert!(refusal(&[bad_sac, ("x-queue-type", s("quorum"))]).contains("'x-queue-type'"));
+        assert!(refusal(&[bad_sac, ("x-queue-type", s("fast"))]).contains("'x-queue-type'"));
     }
 }

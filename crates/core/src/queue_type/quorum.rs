@@ -17,8 +17,8 @@
 //! - consumers: no global qos (540), `x-priority` honoured, the exclusive flag of
 //!   basic.consume is ignored (3.10 lets a second consumer in), basic.get and requeue work.
 //!
-//! The server registers this type in [`super::REGISTRY`] once it can serve it; until
-//! then `x-queue-type: quorum` keeps its "not supported by this broker" refusal.
+//! Registered in [`super::REGISTRY`]; the server serves it with one Raft group per
+//! queue (`broker_cluster::quorum`), and a broker without a data dir refuses it.
 
 use super::{unsupported_type, Capabilities, QueueDeclare, QueueType};
 use crate::args::{int_value, Checker, Overflow, QueueArgs};
@@ -30,9 +30,26 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 pub const DEFAULT_DELIVERY_LIMIT: u64 = 20;
 
 /// Quorum queue arguments whose values must match on redeclare, in the order RabbitMQ
-/// 3.10 compares them (its declare-check order: `x-dead-letter-exchange` before
-/// `x-queue-type`).
-pub const EQUIVALENCE_KEYS: &[&str] = CHECK_ORDER;
+/// 3.10 compares them (asked of it one key at a time: the dead-letter keys, x-expires,
+/// the length limits, x-overflow and single active consumer before `x-queue-type`; the
+/// others after it, where only a redeclare naming the type reaches them).
+pub const EQUIVALENCE_KEYS: &[&str] = &[
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-dead-letter-strategy",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-overflow",
+    "x-single-active-consumer",
+    "x-queue-type",
+    "x-message-ttl",
+    "x-quorum-initial-group-size",
+    "x-queue-leader-locator",
+    "x-delivery-limit",
+];
 
 /// Arguments checked for their value, in the order RabbitMQ checks them.
 const CHECK_ORDER: &[&str] = &[

@@ -279,7 +279,7 @@ fn capabilities_and_equivalence() {
 }
 
 #[test]
-fn not_registered_until_the_server_serves_it() {
-    assert!(crate::queue_type::lookup("quorum").is_none());
+fn registered_by_name() {
+    assert!(crate::queue_type::lookup("quorum").is_some());
     assert_eq!(Quorum.name(), "quorum");
 }

@@ -37,6 +37,8 @@ pub struct ClusterNode {
     /// The store ids this node reserved for new durable queues and has not used yet
     /// (`broker/meta.rs`: reserved a block at a time through the metadata group).
     pub(crate) queue_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
+    /// The groups' snapshot files (`data/raft/snapshots/`).
+    pub snapshots: broker_store::raft::snapshots::SnapshotFiles,
 }
 
 impl ClusterNode {
@@ -61,6 +63,7 @@ impl ClusterNode {
             recovered,
             meta: OnceLock::new(),
             queue_ids: tokio::sync::Mutex::new(0..0),
+            snapshots: store.raft_snapshots(),
         }))
     }
 

@@ -11,7 +11,7 @@
 //! their sockets; the management API asks it and answers 503 instead.
 
 use crate::broker::node::Storage;
-use crate::broker::queue::{QueueEntry, QueueHost};
+use crate::broker::queue::{QueueEntry, QueueHost, Ticket};
 use crate::broker::vhost::VHost;
 use broker_core::args::Overflow;
 use broker_core::deadletter::Target;
@@ -124,16 +124,34 @@ impl Routed {
 
     /// Hands the message to every queue that takes it (`each` is called after each
     /// enqueue), and to the refusing queues that dead-letter refusals.
-    pub fn deliver(&self, msg: &Arc<Message>, mut each: impl FnMut(&Arc<QueueEntry>)) {
+    pub fn deliver(&self, msg: &Arc<Message>, each: impl FnMut(&Arc<QueueEntry>)) {
+        self.deliver_ticketed(msg, None, each);
+    }
+
+    /// [`Routed::deliver`], with the ticket each quorum queue among them answers once
+    /// the message is committed in its log (a publish with confirms).
+    pub fn deliver_ticketed(
+        &self,
+        msg: &Arc<Message>,
+        ticket: Option<&Ticket>,
+        mut each: impl FnMut(&Arc<QueueEntry>),
+    ) {
         for q in &self.refused_by {
             if q.args.load().overflow == Overflow::RejectPublishDlx {
                 q.refused(msg.clone());
             }
         }
         for q in self.queues.iter() {
-            q.enqueue(msg.clone());
+            let t = if q.quorum { ticket.cloned() } else { None };
+            q.enqueue_ticketed(msg.clone(), t);
             each(q);
         }
+    }
+
+    /// How many of the queues taking the message are quorum queues (each confirms the
+    /// publish on its own commit: one part of its confirm each).
+    pub fn quorum_parts(&self) -> u32 {
+        self.queues.iter().filter(|q| q.quorum).count() as u32
     }
 }
 
@@ -169,11 +187,9 @@ fn store_message(
     queues: &[Arc<QueueEntry>],
 ) -> Result<bool, StoreError> {
     let streamed = append_to_streams(store, msg, queues)?;
-    if !msg.is_persistent()
-        || !queues
-            .iter()
-            .any(|q| q.store_id.is_some() && q.stream.is_none())
-    {
+    // a quorum queue's messages are in its Raft log
+    let stored = |q: &&Arc<QueueEntry>| q.stream.is_none() && !q.quorum;
+    if !msg.is_persistent() || !queues.iter().filter(stored).any(|q| q.store_id.is_some()) {
         return Ok(streamed);
     }
     let id = store.definitions.next_id()?;
@@ -181,7 +197,7 @@ fn store_message(
     let record = broker_core::store::encode_message(msg);
     let qids: Vec<u64> = queues
         .iter()
-        .filter(|q| q.stream.is_none())
+        .filter(stored)
         .filter_map(|q| q.store_id)
         .collect();
     let mut meta = msg.meta();

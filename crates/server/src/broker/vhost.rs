@@ -6,7 +6,7 @@
 use crate::broker::exchange::{ExchangeActor, ExchangeEntry};
 use crate::broker::locks::TopologyLocks;
 use crate::broker::node::Node;
-use crate::broker::queue::{PolicyChanged, QueueActor, QueueEntry};
+use crate::broker::queue::{PolicyChanged, QueueActor, QueueEntry, QueueKind};
 use broker_core::args::QueueArgs;
 use broker_core::policy::Target;
 use broker_core::routing::{Bindings, ExchangeKind, RouteSource};
@@ -210,6 +210,8 @@ impl VHost {
         let node = self.node.clone();
         let stream = self.open_stream(name, &spec, store_id, &args)?;
         let stream_actor = stream.clone();
+        let quorum = self.quorum_shell(name, &spec, store_id)?;
+        let is_quorum = quorum.is_some();
         let entry = self
             .queues
             .entry(qname.clone())
@@ -227,7 +229,11 @@ impl VHost {
                         me.clone(),
                         vhost,
                         node,
-                        stream_actor,
+                        match (stream_actor, quorum) {
+                            (Some(log), _) => QueueKind::Stream(log),
+                            (None, Some(shell)) => QueueKind::Quorum(Box::new(shell)),
+                            (None, None) => QueueKind::Classic,
+                        },
                     ),
                     may_refuse: AtomicBool::new(crate::broker::queue::may_refuse(&args)),
                     args: arc_swap::ArcSwap::from_pointee(args),
@@ -240,6 +246,7 @@ impl VHost {
                     ready: Default::default(),
                     counters: Default::default(),
                     stream,
+                    quorum: is_quorum,
                 })
             })
             .clone();
@@ -264,6 +271,29 @@ impl VHost {
         }
         self.bump();
         Ok(entry)
+    }
+
+    /// The shell of a quorum queue (`None` for other types): its group is the queue's
+    /// store id + 1 on the node's cluster runtime. Quorum queues need the data dir.
+    fn quorum_shell(
+        &self,
+        name: &str,
+        spec: &QueueSpec,
+        store_id: Option<u64>,
+    ) -> Result<Option<crate::broker::queue::QuorumShell>, AmqpError> {
+        if broker_core::queue_type::of_arguments(&spec.arguments).name() != "quorum" {
+            return Ok(None);
+        }
+        let (Some(id), Some(store)) = (store_id, self.node.store.as_ref()) else {
+            return Err(AmqpError::precondition_failed(format!(
+                "cannot declare quorum queue '{name}' in vhost '{}': quorum queues need a data dir (--data-dir)",
+                self.name
+            )));
+        };
+        Ok(Some(crate::broker::queue::QuorumShell::new(
+            store.cluster.clone(),
+            broker_cluster::quorum::quorum_group_id(id),
+        )))
     }
 
     /// The log of a new stream queue (`None` for other types): opened from the data

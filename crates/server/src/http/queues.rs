@@ -78,6 +78,13 @@ async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
         "message_bytes": i.bytes,
         "message_stats": message_stats(c),
     });
+    if let (true, Some(obj)) = (q.quorum, v.as_object_mut()) {
+        // RabbitMQ's quorum queue fields: a group of one, led by this node
+        let node = crate::broker::node::node_name();
+        obj.insert("leader".into(), json!(node));
+        obj.insert("members".into(), json!([node]));
+        obj.insert("online".into(), json!([node]));
+    }
     if let (Some(log), Some(obj)) = (q.stream.as_ref(), v.as_object_mut()) {
         // RabbitMQ's stream fields (one member: this node), and the log's files
         let node = crate::broker::node::node_name();

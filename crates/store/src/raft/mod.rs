@@ -20,6 +20,7 @@
 
 mod record;
 mod recover;
+pub mod snapshots;
 #[cfg(test)]
 mod tests;
 

@@ -97,6 +97,13 @@ impl ChannelActor {
                 &self.vhost.name,
             )?;
         }
+        if q.quorum && self.qos_global_last {
+            // a connection error, as RabbitMQ (540)
+            return Err(broker_core::queue_type::quorum::global_qos_refused(
+                &name,
+                &self.vhost.name,
+            ));
+        }
         let short_tag = consumer_tag(&c.consumer_tag)?;
         let tag: Arc<str> = short_tag.as_str().into();
         if self.consumers.contains_key(&tag) {
@@ -462,7 +469,8 @@ impl ChannelActor {
                 self.conn.do_send(crate::amqp::connection::FirstPublish);
             }
             self.shared.fanout.set(routed.queues.len().max(1));
-            routed.deliver(&msg, |q| {
+            let ticket = self.quorum_ticket(&routed, seq, ctx);
+            routed.deliver_ticketed(&msg, ticket.as_ref(), |q| {
                 if q.is_hot() {
                     self.shared.hot.borrow_mut().add(q);
                 }
@@ -483,6 +491,35 @@ impl ChannelActor {
             }
         }
         Ok(())
+    }
+
+    /// The ticket quorum queues answer when the publish is committed in their log, when
+    /// the publish goes to any (each is one more part of its confirm; the store's fsync
+    /// or the immediate confirm is the first part).
+    fn quorum_ticket(
+        &mut self,
+        routed: &crate::broker::publish::Routed,
+        seq: Option<u64>,
+        ctx: &mut Context<Self>,
+    ) -> Option<crate::broker::queue::Ticket> {
+        let parts = routed.quorum_parts();
+        if parts == 0 {
+            return None;
+        }
+        let seq = seq?;
+        if let Some(c) = self.confirms.as_mut() {
+            c.expect_parts(seq, parts + 1);
+        }
+        let node = self.store.as_ref().map_or(0, |s| s.cluster.id);
+        Some(crate::broker::queue::Ticket {
+            confirm: ctx.address().recipient(),
+            publisher: broker_core::quorum::ChanId {
+                node,
+                connection: self.key.connection,
+                channel: self.id,
+            },
+            seq,
+        })
     }
 
     pub(crate) fn schedule_confirms(&mut self, ctx: &mut Context<Self>) {

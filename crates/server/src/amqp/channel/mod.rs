@@ -533,6 +533,18 @@ impl Handler<FlushConfirms> for ChannelActor {
 #[rtype(result = "()")]
 pub struct StoreFlushed(pub bool);
 
+impl Handler<crate::broker::queue::QuorumConfirmed> for ChannelActor {
+    type Result = ();
+    fn handle(&mut self, m: crate::broker::queue::QuorumConfirmed, ctx: &mut Context<Self>) {
+        if let Some(c) = self.confirms.as_mut() {
+            for (seq, ok) in m.0 {
+                c.settle(seq, ok);
+            }
+        }
+        self.schedule_confirms(ctx);
+    }
+}
+
 impl Handler<StoreFlushed> for ChannelActor {
     type Result = ();
     fn handle(&mut self, m: StoreFlushed, ctx: &mut Context<Self>) {

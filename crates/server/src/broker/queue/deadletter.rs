@@ -49,7 +49,7 @@ impl QueueActor {
         }
     }
 
-    fn republish(&self, msg: &Message, reason: Reason) {
+    pub(super) fn republish(&self, msg: &Message, reason: Reason) {
         let Some(host) = self.host.upgrade() else {
             return;
         };

@@ -53,6 +53,9 @@ pub struct QueueEntry {
     /// A stream's log (`x-queue-type: stream`): publishes append to it on the
     /// publisher's thread (`broker/publish.rs`) instead of going through the inbox.
     pub stream: Option<Arc<broker_store::stream::StreamLog>>,
+    /// A quorum queue (`x-queue-type: quorum`): its messages go into its Raft log, not
+    /// the message store, and a publish's confirm waits for the queue's commit.
+    pub quorum: bool,
 }
 
 /// Message counters of a queue since it was created, and rates sampled from them.
@@ -136,7 +139,19 @@ impl QueueEntry {
     /// Sends a published message to the queue: into its inbox, waking the actor unless a
     /// wake-up is already on its way. A deleted queue drops it.
     pub fn enqueue(&self, msg: Arc<Message>) {
+        self.enqueue_ticketed(msg, None);
+    }
+
+    /// [`QueueEntry::enqueue`] with the ticket a quorum queue answers once the message
+    /// is committed (other queues never get one). A deleted queue drops it, ticket
+    /// included (the publisher's confirm then waits for the channel to close, as with
+    /// a deleted classic queue's store write).
+    pub fn enqueue_ticketed(&self, msg: Arc<Message>, ticket: Option<super::Ticket>) {
         if self.deleted.load(Ordering::Acquire) {
+            if let Some(t) = ticket {
+                t.confirm
+                    .do_send(super::QuorumConfirmed(vec![(t.seq, false)]));
+            }
             return;
         }
         if self.stream.is_some() {
@@ -144,7 +159,7 @@ impl QueueEntry {
             self.counters.published.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if self.inbox.push(msg) {
+        if self.inbox.push_ticketed(msg, ticket) {
             self.addr.do_send(TakeInbox);
         }
     }
@@ -181,7 +196,8 @@ impl QueueEntry {
     /// reject-publish-dlx) has no room for a message with `body_len` bytes. Counts the
     /// messages still on their way to the actor.
     pub fn refuses(&self, body_len: usize) -> bool {
-        if !self.may_refuse.load(Ordering::Relaxed) {
+        if !self.may_refuse.load(Ordering::Relaxed) || self.quorum {
+            // a quorum queue's state machine decides (it nacks what it refuses)
             return false;
         }
         let args = self.args.load();

@@ -25,7 +25,7 @@ pub struct Refused(pub Arc<Message>);
 impl Handler<Refused> for QueueActor {
     type Result = ();
     fn handle(&mut self, msg: Refused, ctx: &mut Context<Self>) {
-        if self.deleted {
+        if self.deleted || self.quorum.is_some() {
             return;
         }
         self.operate(ctx, |a, _| a.state.refused(msg.0));
@@ -50,6 +50,10 @@ impl Handler<PolicyChanged> for QueueActor {
         if let Some(s) = self.stream.as_ref() {
             // a stream's policy keys are its retention, applied at the next commit
             s.log.set_retention(super::retention(&args));
+            return;
+        }
+        if self.quorum.is_some() {
+            self.quorum_policy(args, ctx);
             return;
         }
         self.operate(ctx, |a, ctx| {
@@ -148,6 +152,10 @@ pub struct DeleteQueue {
 impl Handler<TakeInbox> for QueueActor {
     type Result = ();
     fn handle(&mut self, _: TakeInbox, ctx: &mut Context<Self>) {
+        if self.quorum.is_some() {
+            self.quorum_take_inbox(false, ctx);
+            return;
+        }
         // `guarded` takes the inbox in before anything else
         self.operate(ctx, |_, _| {});
     }
@@ -157,6 +165,10 @@ impl QueueActor {
     /// Takes in every published message waiting in the inbox, in order, and delivers.
     /// Connections paused on this queue's credit are woken at the end of the turn.
     pub(super) fn take_inbox(&mut self) {
+        if self.quorum.is_some() {
+            // taken in by the quorum shell, as its group's entries
+            return;
+        }
         let Some(me) = self.me.upgrade() else { return };
         let batch = me.inbox.take();
         if batch.is_empty() {
@@ -196,26 +208,29 @@ impl QueueActor {
 }
 
 impl Handler<Consume> for QueueActor {
-    type Result = Result<(), AmqpError>;
+    type Result = ResponseActFuture<Self, Result<(), AmqpError>>;
     fn handle(&mut self, msg: Consume, ctx: &mut Context<Self>) -> Self::Result {
         if self.stream.is_some() && !self.deleted {
-            return self.stream_consume(msg.0, &msg.1);
+            return Box::pin(fut::ready(self.stream_consume(msg.0, &msg.1)));
         }
         if self.deleted {
-            return Err(AmqpError::not_found(format!(
+            return Box::pin(fut::ready(Err(AmqpError::not_found(format!(
                 "no queue '{}' in vhost '{}'",
                 self.name,
                 self.vhost_name()
-            )));
+            )))));
+        }
+        if self.quorum.is_some() {
+            return self.quorum_consume(msg.0, ctx);
         }
         let name = self.name.clone();
-        self.operate(ctx, |a, _| {
+        Box::pin(fut::ready(self.operate(ctx, |a, _| {
             let vhost = a.vhost_name();
             a.state.add_consumer(msg.0, &name, &vhost)?;
             a.touch();
             a.drain();
             Ok(())
-        })
+        })))
     }
 }
 
@@ -228,6 +243,10 @@ impl Handler<Cancel> for QueueActor {
             self.stream_deliver();
             return;
         }
+        if self.quorum.is_some() {
+            self.quorum_cancel(msg.channel, msg.tag, ctx);
+            return;
+        }
         self.operate(ctx, |a, _| {
             if a.state.remove_consumer(msg.channel, &msg.tag).is_some() {
                 a.maybe_auto_delete();
@@ -237,15 +256,25 @@ impl Handler<Cancel> for QueueActor {
 }
 
 impl Handler<Get> for QueueActor {
-    type Result = Option<(Entry, Arc<Message>, u32)>;
+    type Result = ResponseActFuture<Self, Option<(Entry, Arc<Message>, u32)>>;
     fn handle(&mut self, msg: Get, ctx: &mut Context<Self>) -> Self::Result {
-        if self.stream.is_some() {
-            // refused at the channel (a stream has no basic.get)
-            return None;
+        if self.stream.is_some() || self.deleted {
+            // a stream has no basic.get (refused at the channel)
+            return Box::pin(fut::ready(None));
         }
-        if self.deleted {
-            return None;
+        if self.quorum.is_some() {
+            return self.quorum_get(msg.channel, msg.no_ack, ctx);
         }
+        Box::pin(fut::ready(self.get_classic(msg, ctx)))
+    }
+}
+
+impl QueueActor {
+    fn get_classic(
+        &mut self,
+        msg: Get,
+        ctx: &mut Context<Self>,
+    ) -> Option<(Entry, Arc<Message>, u32)> {
         self.operate(ctx, |a, _| {
             a.touch();
             let (e, m) = loop {
@@ -304,6 +333,10 @@ impl Handler<Settle> for QueueActor {
             self.stream_settle(msg, ctx);
             return;
         }
+        if self.quorum.is_some() {
+            self.quorum_settle(msg, ctx);
+            return;
+        }
         self.operate(ctx, |a, _| {
             match msg {
                 Settle::Ack(ids) => {
@@ -336,6 +369,12 @@ impl Handler<Restore> for QueueActor {
             let _ = msg;
             return;
         }
+        if self.quorum.is_some() {
+            if !msg.no_ack {
+                self.quorum_restore(msg.entries, ctx);
+            }
+            return;
+        }
         self.operate(ctx, |a, _| {
             a.state.restore(msg.entries, msg.no_ack);
             a.drain();
@@ -349,6 +388,10 @@ impl Handler<ChannelClosed> for QueueActor {
         if let Some(s) = self.stream.as_mut() {
             s.channel_closed(msg.0);
             self.stream_deliver();
+            return;
+        }
+        if self.quorum.is_some() {
+            self.quorum_channel_closed(msg.0, ctx);
             return;
         }
         self.operate(ctx, |a, _| {
@@ -367,6 +410,10 @@ impl Handler<Kick> for QueueActor {
             self.stream_deliver();
             return;
         }
+        if self.quorum.is_some() {
+            // the group's credit decides deliveries
+            return;
+        }
         self.operate(ctx, |a, _| a.drain());
     }
 }
@@ -377,6 +424,11 @@ impl Handler<Stats> for QueueActor {
         if let Some(s) = self.stream.as_ref() {
             let count = u32::try_from(s.log.message_count()).unwrap_or(u32::MAX);
             return MessageResult((count, s.consumer_count() as u32, 0));
+        }
+        if self.quorum.is_some() {
+            let (ready, consumers, unacked) = self.quorum_counts();
+            let n = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+            return MessageResult((n(ready), n(consumers), n(unacked)));
         }
         if msg.declare {
             self.touch();
@@ -392,30 +444,49 @@ impl Handler<Stats> for QueueActor {
 }
 
 impl Handler<Purge> for QueueActor {
-    type Result = u32;
-    fn handle(&mut self, _: Purge, ctx: &mut Context<Self>) -> u32 {
+    type Result = ResponseActFuture<Self, u32>;
+    fn handle(&mut self, _: Purge, ctx: &mut Context<Self>) -> Self::Result {
         if self.stream.is_some() {
             // refused at the channel; a stream is trimmed by its retention only
-            return 0;
+            return Box::pin(fut::ready(0));
         }
-        self.operate(ctx, |a, _| {
+        if self.quorum.is_some() {
+            return self.quorum_purge(ctx);
+        }
+        Box::pin(fut::ready(self.operate(ctx, |a, _| {
             let gone = a.state.purge();
             a.forget(&gone.entries);
             a.forget_ids(&gone.spilled_persisted);
             gone.count as u32
-        })
+        })))
     }
 }
 
 impl Handler<DeleteQueue> for QueueActor {
-    type Result = Result<u32, AmqpError>;
+    type Result = ResponseActFuture<Self, Result<u32, AmqpError>>;
     fn handle(&mut self, msg: DeleteQueue, ctx: &mut Context<Self>) -> Self::Result {
         if self.stream.is_some() {
             if self.deleted {
-                return Ok(0);
+                return Box::pin(fut::ready(Ok(0)));
             }
-            return self.stream_delete(msg.if_unused);
+            return Box::pin(fut::ready(self.stream_delete(msg.if_unused)));
         }
+        if self.quorum.is_some() {
+            if self.deleted {
+                return Box::pin(fut::ready(Ok(0)));
+            }
+            return self.quorum_delete(msg.if_unused, msg.if_empty, ctx);
+        }
+        Box::pin(fut::ready(self.delete_classic(msg, ctx)))
+    }
+}
+
+impl QueueActor {
+    fn delete_classic(
+        &mut self,
+        msg: DeleteQueue,
+        ctx: &mut Context<Self>,
+    ) -> Result<u32, AmqpError> {
         let name = self.name.clone();
         self.operate(ctx, |a, _| {
             let vhost = a.vhost_name();
@@ -439,6 +510,10 @@ pub struct Recover(pub Vec<Recovered>);
 impl Handler<Recover> for QueueActor {
     type Result = ();
     fn handle(&mut self, msg: Recover, ctx: &mut Context<Self>) {
+        if self.quorum.is_some() {
+            // its messages are in its group's log, not the message store
+            return;
+        }
         self.operate(ctx, |a, _| {
             for r in msg.0 {
                 a.state.publish_recovered(r.slot, r.meta, r.delivered);
@@ -463,6 +538,9 @@ impl Handler<SaveDeliveredMark> for QueueActor {
             if let Err(e) = s.log.save_offsets(s.tracked()) {
                 tracing::warn!(queue = %self.name, "{e}");
             }
+            return;
+        }
+        if self.quorum.is_some() {
             return;
         }
         self.write_delivered_mark();
@@ -512,6 +590,9 @@ impl Handler<Info> for QueueActor {
                 bytes,
                 consumers: s.consumers(),
             });
+        }
+        if self.quorum.is_some() {
+            return MessageResult(self.quorum_info());
         }
         self.operate(ctx, |a, _| a.state.expire());
         MessageResult(QueueInfo {

@@ -28,11 +28,32 @@ pub struct Inbox {
     has_waiters: AtomicBool,
 }
 
+/// A publish that waits for a quorum queue's commit to be confirmed: the publishing
+/// channel, its id as the queue's deduplication knows it, and the confirm sequence
+/// number (0 without confirms: nothing waits, nothing is deduplicated).
+#[derive(Clone)]
+pub struct Ticket {
+    /// Where the outcome goes.
+    pub confirm: Recipient<super::QuorumConfirmed>,
+    /// The publishing channel, as the queue's log names it.
+    pub publisher: broker_core::quorum::ChanId,
+    /// The publish's confirm sequence number.
+    pub seq: u64,
+}
+
+/// What waits in the inbox: the messages, oldest first, and the tickets of those that
+/// have one (by position in `msgs`).
+#[derive(Default)]
+struct Waiting {
+    msgs: Vec<Arc<Message>>,
+    tickets: Vec<(usize, Ticket)>,
+}
+
 /// The part of the inbox a publish writes.
 #[derive(Default)]
 struct Hot {
     /// The messages, oldest first.
-    msgs: Mutex<Vec<Arc<Message>>>,
+    msgs: Mutex<Waiting>,
     /// A [`super::TakeInbox`] is in the actor's mailbox and has not run yet.
     wake_sent: AtomicBool,
     /// Messages in `msgs` (readable without the lock; written only under it).
@@ -48,13 +69,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Inbox {
     /// Adds a message. Returns true if the actor must be woken (no wake-up is pending).
     pub fn push(&self, msg: Arc<Message>) -> bool {
+        self.push_ticketed(msg, None)
+    }
+
+    /// Adds a message with the ticket a quorum queue answers when its commit is done.
+    /// Returns true if the actor must be woken.
+    pub fn push_ticketed(&self, msg: Arc<Message>, ticket: Option<Ticket>) -> bool {
         let h = &*self.hot;
         {
             let body = msg.body.len() as u64;
-            let mut msgs = lock(&h.msgs);
-            msgs.push(msg);
+            let mut w = lock(&h.msgs);
+            if let Some(t) = ticket {
+                let at = w.msgs.len();
+                w.tickets.push((at, t));
+            }
+            w.msgs.push(msg);
             // plain stores: every change happens under the lock
-            h.len.store(msgs.len(), Ordering::SeqCst);
+            h.len.store(w.msgs.len(), Ordering::SeqCst);
             h.bytes
                 .store(h.bytes.load(Ordering::Relaxed) + body, Ordering::Relaxed);
         }
@@ -64,12 +95,18 @@ impl Inbox {
     /// Takes every message (called by the actor). The wake flag is cleared first, so a
     /// push that races with the take either lands in this batch or sends a new wake-up.
     pub fn take(&self) -> Vec<Arc<Message>> {
+        self.take_ticketed().0
+    }
+
+    /// Takes every message and the tickets among them (by position).
+    pub fn take_ticketed(&self) -> (Vec<Arc<Message>>, Vec<(usize, Ticket)>) {
         let h = &*self.hot;
         h.wake_sent.store(false, Ordering::Release);
-        let mut msgs = lock(&h.msgs);
+        let mut w = lock(&h.msgs);
         h.len.store(0, Ordering::SeqCst);
         h.bytes.store(0, Ordering::Relaxed);
-        std::mem::take(&mut *msgs)
+        let w = std::mem::take(&mut *w);
+        (w.msgs, w.tickets)
     }
 
     /// Messages waiting (backpressure and reject-publish read it on every publish).

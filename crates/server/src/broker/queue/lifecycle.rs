@@ -25,6 +25,7 @@ impl QueueActor {
         if let Some(v) = self.host.upgrade() {
             v.queue_gone(self.name.clone());
         }
+        self.quorum_remove();
     }
 
     pub(super) fn cancel_all_consumers(&mut self) {
@@ -32,6 +33,10 @@ impl QueueActor {
         self.flush_deliveries();
         if let Some(s) = self.stream.as_mut() {
             s.cancel_all();
+            return;
+        }
+        if self.quorum.is_some() {
+            self.quorum_cancel_all();
             return;
         }
         for c in self.state.consumers() {
@@ -46,6 +51,11 @@ impl Actor for QueueActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.quorum.is_some() {
+            // its x-expires and TTLs are the group's (`Tick`)
+            self.quorum_open(ctx);
+            return;
+        }
         self.schedule_expires(ctx);
         if self.stream.is_some() {
             self.schedule_stream_retention(ctx);

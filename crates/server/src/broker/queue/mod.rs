@@ -13,6 +13,7 @@ mod inbox;
 mod lifecycle;
 mod ops;
 mod paging;
+mod quorum;
 mod stored;
 mod stream;
 
@@ -20,7 +21,8 @@ pub use consumer::{ConsumerCancelled, ConsumerHandle, Deliver, DeliverBatch};
 use crossbeam_utils::CachePadded;
 pub use entry::{may_refuse, QueueCounters, QueueEntry};
 pub use handlers::*;
-pub use inbox::Inbox;
+pub use inbox::{Inbox, Ticket};
+pub use quorum::{QuorumConfirmed, QuorumShell};
 pub use stored::{load_stored, Recovered};
 pub use stream::{retention, StreamCommitted, StreamQueue};
 
@@ -93,6 +95,16 @@ pub trait QueueHost: Send + Sync {
     fn queue_gone(&self, name: Arc<str>);
 }
 
+/// What a queue actor carries out besides the classic queue's rules.
+pub enum QueueKind {
+    /// A classic queue: its state is the queue.
+    Classic,
+    /// A stream: its log.
+    Stream(Arc<broker_store::stream::StreamLog>),
+    /// A quorum queue: its Raft group's shell.
+    Quorum(Box<QuorumShell>),
+}
+
 /// The queue actor.
 pub struct QueueActor {
     name: Arc<str>,
@@ -142,6 +154,9 @@ pub struct QueueActor {
     /// A stream (`x-queue-type: stream`): its log and readers; the handlers hand over
     /// to it, and `state` stays empty.
     stream: Option<Box<StreamQueue>>,
+    /// A quorum queue (`x-queue-type: quorum`): its Raft group; the handlers hand over
+    /// to it, and `state` stays empty (it keeps the arguments, for dead letters).
+    quorum: Option<Box<QuorumShell>>,
 }
 
 impl QueueActor {
@@ -153,8 +168,13 @@ impl QueueActor {
         me: Weak<QueueEntry>,
         host: Weak<dyn QueueHost>,
         node: Arc<Node>,
-        stream: Option<Arc<broker_store::stream::StreamLog>>,
+        kind: QueueKind,
     ) -> Addr<QueueActor> {
+        let (stream, quorum) = match kind {
+            QueueKind::Classic => (None, None),
+            QueueKind::Stream(log) => (Some(log), None),
+            QueueKind::Quorum(shell) => (None, Some(shell)),
+        };
         let consumer_timeout = Some(node.config.consumer_timeout_ms).filter(|t| *t > 0);
         let state = paging::spilling(QueueState::new(args), &node, &name);
         supervise::start_in_arbiter(arbiter, move |_| QueueActor {
@@ -183,6 +203,7 @@ impl QueueActor {
             page_in_failed: false,
             failed_read: (0, 0),
             stream: stream.map(|log| Box::new(StreamQueue::new(log))),
+            quorum,
         })
     }
 
