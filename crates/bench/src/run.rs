@@ -387,7 +387,10 @@ pub async fn run(s: Scenario) -> io::Result<Report> {
 
 /// Producers and consumers at the same time for `duration`.
 async fn flow(s: &Scenario) -> io::Result<Report> {
-    let (exchange, queues) = setup(s, false).await?;
+    // Publish-only runs (`-y 0`) declare the queues here: without a consumer to declare
+    // them every publish would be unroutable, and confirmed without reaching any queue.
+    let publish_only = s.fanout == 0 && s.consumers == 0;
+    let (exchange, queues) = setup(s, publish_only).await?;
     let epoch = Instant::now();
     let c = Arc::new(Counters::default());
     let stop_p = Arc::new(AtomicBool::new(false));
