@@ -19,8 +19,10 @@ use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Where a group's effects go. The server's queue shell implements it; it carries the
-/// effects out only while its node leads the group (followers drop them).
+/// Where a group's effects go. The server's queue shell implements it. A replicated
+/// member's state machine ([`QqSm::open_member`]) hands it only the effects of entries
+/// this node wrote in the term it still leads, so followers and deposed leaders get
+/// none; a group of one gets every effect.
 pub trait EffectSink: Send + Sync {
     /// The effects of the entry at `index`, in apply order. Runs on the group's apply
     /// task before the proposer gets its answer: hand them to an actor, never block.
