@@ -31,6 +31,27 @@ pub const GID: u64 = 7;
 /// Elections after 1-2 s of silence (a busy machine does not depose a leader mid-test);
 /// with `snapshots`, a snapshot every 5 entries with no log kept behind it and 256 KiB
 /// chunks, so a member that was away catches up by a snapshot of several chunks.
+/// How the nodes of a test run.
+#[derive(Clone, Copy)]
+pub struct Opts {
+    /// Snapshots every 5 entries (else never).
+    pub snapshots: bool,
+    /// The transport's frame limit.
+    pub max_frame: usize,
+}
+
+/// Catch-up by log, default frames.
+pub const LOG: Opts = Opts {
+    snapshots: false,
+    max_frame: 16 << 20,
+};
+
+/// Catch-up by snapshot, default frames.
+pub const SNAPSHOTS: Opts = Opts {
+    snapshots: true,
+    max_frame: 16 << 20,
+};
+
 pub fn raft_config(snapshots: bool) -> Arc<Config> {
     let mut c = Config {
         heartbeat_interval: 50,
@@ -155,14 +176,9 @@ pub fn members(all: &[PeerAddr]) -> BTreeMap<NodeId, Node> {
 }
 
 impl TestNode {
-    pub async fn start(
-        name: &str,
-        dir: &Path,
-        listen: &str,
-        all: &[PeerAddr],
-        snaps: bool,
-    ) -> Self {
+    pub async fn start(name: &str, dir: &Path, listen: &str, all: &[PeerAddr], opts: Opts) -> Self {
         let mut nc = NetConfig::new(name, listen, b"secret".to_vec());
+        nc.max_frame = opts.max_frame;
         nc.backoff = (Duration::from_millis(20), Duration::from_millis(200));
         let bound = Transport::bind(nc).await.unwrap();
         let addr = bound.local_addr().unwrap().to_string();
@@ -186,7 +202,7 @@ impl TestNode {
         let spec = MemberSpec {
             id: GID,
             members: members(all),
-            config: raft_config(snaps),
+            config: raft_config(opts.snapshots),
         };
         let group = qn
             .start_group(spec, &log, store.raft_snapshots(), sink)
@@ -351,7 +367,7 @@ pub fn consume(node: NodeId, tag: &str, prefetch: u32) -> QqCmd {
 pub async fn start_cluster(
     names: &[&str],
     dirs: &[tempfile::TempDir],
-    snaps: bool,
+    opts: Opts,
 ) -> Vec<TestNode> {
     let held: Vec<std::net::TcpListener> = names
         .iter()
@@ -368,7 +384,7 @@ pub async fn start_cluster(
     drop(held);
     let mut nodes = Vec::new();
     for ((p, d), n) in all.iter().zip(dirs).zip(names) {
-        nodes.push(TestNode::start(n, d.path(), &p.addr, &all, snaps).await);
+        nodes.push(TestNode::start(n, d.path(), &p.addr, &all, opts).await);
     }
     nodes
 }

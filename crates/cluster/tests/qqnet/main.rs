@@ -4,7 +4,8 @@
 //! majority only, forwarding from followers, effects on the leader's node only,
 //! deliveries to a consumer's node over `QQ_DELIVER_SERVICE`, a leader's loss (the new
 //! leader's `LeaderChanged` gives checked-out messages back), and a stopped member
-//! catching up from its data dir by log and by snapshot.
+//! catching up from its data dir by log (in appends cut below the frame limit) and by
+//! snapshot.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
@@ -34,7 +35,7 @@ fn group_rpcs_fit_in_a_frame() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_on_a_majority_forwards_and_delivers_on_the_consumers_node() {
     let d = dirs(3);
-    let mut nodes = start_cluster(&["a", "b", "c"], &d, false).await;
+    let mut nodes = start_cluster(&["a", "b", "c"], &d, LOG).await;
     let l = leader_of(&mut nodes, None).await;
     let fs: Vec<usize> = (0..3).filter(|&i| i != l).collect();
     let (f, lid) = (nodes[fs[0]].id(), nodes[l].id());
@@ -111,7 +112,7 @@ async fn commits_on_a_majority_forwards_and_delivers_on_the_consumers_node() {
         name: name.clone(),
         addr: addr.clone(),
     });
-    nodes.push(TestNode::start(&name, &dir, &addr, &all, false).await);
+    nodes.push(TestNode::start(&name, &dir, &addr, &all, LOG).await);
     let p = nodes[0].handle().propose(enqueue(lid, 1..2)).await.unwrap();
     for n in &nodes {
         n.applied(p.index).await;
@@ -124,7 +125,7 @@ async fn commits_on_a_majority_forwards_and_delivers_on_the_consumers_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_leader_gives_checked_out_messages_back_and_the_old_one_catches_up() {
     let d = dirs(3);
-    let mut nodes = start_cluster(&["a", "b", "c"], &d, false).await;
+    let mut nodes = start_cluster(&["a", "b", "c"], &d, LOG).await;
     let l = leader_of(&mut nodes, None).await;
     let f = (l + 1) % 3;
     let fid = nodes[f].id();
@@ -222,7 +223,7 @@ async fn a_new_leader_gives_checked_out_messages_back_and_the_old_one_catches_up
         name: name.clone(),
         addr: addr.clone(),
     });
-    let back = TestNode::start(&name, &dir, &addr, &all, false).await;
+    let back = TestNode::start(&name, &dir, &addr, &all, LOG).await;
     back.applied(last).await;
     let leader_state = nodes[nl].group.sm.export();
     let w = nodes[nl].group.raft.wait(Some(LIMIT));
@@ -243,7 +244,7 @@ async fn a_new_leader_gives_checked_out_messages_back_and_the_old_one_catches_up
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_missed_compacted_entries_catches_up_by_snapshot() {
     let d = dirs(3);
-    let mut nodes = start_cluster(&["a", "b", "c"], &d, true).await;
+    let mut nodes = start_cluster(&["a", "b", "c"], &d, SNAPSHOTS).await;
     let l = leader_of(&mut nodes, None).await;
     let f = (l + 1) % 3;
     let gone = nodes.remove(f).stop().await;
@@ -275,7 +276,7 @@ async fn a_member_that_missed_compacted_entries_catches_up_by_snapshot() {
         name: name.clone(),
         addr: addr.clone(),
     });
-    let back = TestNode::start(&name, &dir, &addr, &all, true).await;
+    let back = TestNode::start(&name, &dir, &addr, &all, SNAPSHOTS).await;
     back.applied(last).await;
     let m = back.group.raft.metrics().borrow().clone();
     assert!(m.snapshot.is_some(), "caught up without a snapshot: {m:?}");
@@ -286,6 +287,44 @@ async fn a_member_that_missed_compacted_entries_catches_up_by_snapshot() {
         "bodies and all"
     );
 
+    nodes.push(back);
+    shutdown(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_member_catches_up_by_appends_cut_below_the_frame_limit() {
+    // 1 MiB frames: openraft sends up to 32 entries of 300 KiB in one append (~9 MiB),
+    // which the router cuts into appends of three entries
+    let opts = Opts {
+        snapshots: false,
+        max_frame: 1 << 20,
+    };
+    let d = dirs(3);
+    let mut nodes = start_cluster(&["a", "b", "c"], &d, opts).await;
+    let l = leader_of(&mut nodes, None).await;
+    let f = (l + 1) % 3;
+    let gone = nodes.remove(f).stop().await;
+    let l = nodes
+        .iter()
+        .position(|n| n.group.raft.metrics().borrow().state.is_leader());
+    let l = l.unwrap();
+    let lid = nodes[l].id();
+    let h = nodes[l].handle();
+    let mut last = 0;
+    for s in 1..=12u64 {
+        let batch = vec![publish(lid, s, vec![s as u8; 300 << 10])];
+        last = h.propose(cmd(QqOp::Enqueue { batch })).await.unwrap().index;
+    }
+    let (name, addr, dir) = gone;
+    let mut all = peers(&nodes, &[]);
+    all.push(PeerAddr {
+        name: name.clone(),
+        addr: addr.clone(),
+    });
+    let back = TestNode::start(&name, &dir, &addr, &all, opts).await;
+    back.applied(last).await;
+    assert_eq!(back.counts(), (12, 0, 0));
+    assert_eq!(back.group.sm.export(), nodes[l].group.sm.export());
     nodes.push(back);
     shutdown(nodes).await;
 }
