@@ -216,12 +216,12 @@ where
             }
         }
         for (i, part) in parts.into_iter().enumerate() {
-            let last = part.last().map(|e| e.get_log_id().clone());
+            let last = part.last().map(|e| *e.get_log_id());
             let req = AppendEntriesRequest::<C> {
-                vote: vote.clone(),
-                prev_log_id: prev_log_id.clone(),
+                vote,
+                prev_log_id,
                 entries: part,
-                leader_commit: leader_commit.clone().min(last.clone()),
+                leader_commit: leader_commit.min(last),
             };
             match self.rpc(Kind::Append, Lane::Bulk, &req, option).await? {
                 AppendEntriesResponse::Success => prev_log_id = last,
