@@ -61,6 +61,13 @@ impl<C: GroupConfig> GroupLog<C> {
         self.group
     }
 
+    /// The group's vote as last saved on this node: a quorum queue's state machine
+    /// reads it when it applies, to know whether this node leads the term that wrote an
+    /// entry (openraft saves a new vote before it appends or commits anything under it).
+    pub fn vote(&self) -> Option<openraft::Vote<u64>> {
+        self.index().vote
+    }
+
     fn index(&self) -> MutexGuard<'_, GroupIndex> {
         lock(&self.index)
     }

@@ -234,6 +234,12 @@ impl Transport {
         self.shared.local
     }
 
+    /// The largest frame payload this transport sends (`NetConfig::max_frame`): app
+    /// services that carry batches split them below it.
+    pub fn max_frame(&self) -> usize {
+        self.shared.cfg.max_frame
+    }
+
     /// The configured peers: name and Raft id.
     pub fn peers(&self) -> Vec<(String, NodeId)> {
         self.shared

@@ -5,6 +5,9 @@
 //! adapts any `openraft::Raft`), so groups of different type configs sit side by side
 //! and come and go at run time.
 //!
+//! An append above the transport's frame limit is cut into consecutive appends that fit
+//! (`GroupConn::append_split`).
+//!
 //! Failures the receiver reports (unknown group, undecodable request), a link that is
 //! down and a closed connection are all `Unreachable` to openraft, which backs off and
 //! retries; Raft's own errors travel back as `RemoteError`.
@@ -20,7 +23,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Raft, RaftTypeConfig};
+use openraft::{BasicNode, Raft, RaftLogId, RaftTypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -177,6 +180,61 @@ impl<C> GroupConn<C> {
     }
 }
 
+impl<C> GroupConn<C>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = BasicNode>,
+{
+    /// An append above the frame limit (openraft bounds appends by entry count only) is
+    /// sent as consecutive appends of whole entries that each fit, every one after the
+    /// last entry of the one before; what the follower accepted is the answer: all
+    /// (`Success`), or up to the end of the last part it took (`PartialSuccess`). An
+    /// entry above the limit on its own still fails (`Unreachable`).
+    async fn append_split(
+        &self,
+        rpc: AppendEntriesRequest<C>,
+        option: &RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        // the request's own fields (vote, log ids, lengths) take far less than this
+        let budget = self.net.max_frame().saturating_sub(4096);
+        let AppendEntriesRequest {
+            vote,
+            mut prev_log_id,
+            entries,
+            leader_commit,
+        } = rpc;
+        let mut parts: Vec<Vec<C::Entry>> = vec![Vec::new()];
+        let mut size = 0;
+        for e in entries {
+            let n = postcard::experimental::serialized_size(&e).unwrap_or(0);
+            if size + n > budget && parts.last().is_some_and(|p| !p.is_empty()) {
+                parts.push(Vec::new());
+                size = 0;
+            }
+            size += n;
+            if let Some(p) = parts.last_mut() {
+                p.push(e);
+            }
+        }
+        for (i, part) in parts.into_iter().enumerate() {
+            let last = part.last().map(|e| *e.get_log_id());
+            let req = AppendEntriesRequest::<C> {
+                vote,
+                prev_log_id,
+                entries: part,
+                leader_commit: leader_commit.min(last),
+            };
+            match self.rpc(Kind::Append, Lane::Bulk, &req, option).await? {
+                AppendEntriesResponse::Success => prev_log_id = last,
+                AppendEntriesResponse::Conflict if i > 0 => {
+                    return Ok(AppendEntriesResponse::PartialSuccess(prev_log_id))
+                }
+                other => return Ok(other),
+            }
+        }
+        Ok(AppendEntriesResponse::Success)
+    }
+}
+
 impl<C> RaftNetwork<C> for GroupConn<C>
 where
     C: RaftTypeConfig<NodeId = NodeId, Node = BasicNode>,
@@ -192,6 +250,10 @@ where
         } else {
             Lane::Bulk
         };
+        let size = postcard::experimental::serialized_size(&rpc).unwrap_or(0);
+        if size > self.net.max_frame() && rpc.entries.len() > 1 {
+            return self.append_split(rpc, &option).await;
+        }
         self.rpc(Kind::Append, lane, &rpc, &option).await
     }
 

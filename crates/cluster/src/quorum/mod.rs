@@ -8,12 +8,29 @@
 //! [`crate::log::NodeLog`], its state from its last snapshot file, a `Raft` on the
 //! caller's runtime (the cluster runtime), initialized with the given members the first
 //! time (openraft refuses a second `initialize` with `NotAllowed`: already done).
+//!
+//! Groups with several members (step 7) start through [`QuorumNode::start_group`]: the
+//! group's RPCs over the cluster [`crate::net::Transport`], a registry of this node's
+//! groups for the forwarding service ([`QQ_FORWARD_SERVICE`]), a [`QuorumHandle`] that
+//! proposes on the leader wherever it is, a [`Leadership`] watch for the shell, and
+//! [`QQ_DELIVER_SERVICE`] for deliveries to consumers on other nodes.
 
+mod deliver;
+mod forward;
+mod handle;
+mod member;
 mod sm;
 
+pub use deliver::{
+    deliver_service, send_deliveries, DeliverBatch, DeliveryReceiver, RemoteDelivery,
+    QQ_DELIVER_SERVICE,
+};
+pub use forward::QQ_FORWARD_SERVICE;
+pub use handle::{ProposeError, Proposed, QuorumHandle, PROPOSE_TIMEOUT};
+pub use member::{Leadership, MemberSpec, QuorumGroups, QuorumNode};
 pub use sm::{Counts, EffectSink, QqSm};
 
-use crate::log::NodeLog;
+use crate::log::{GroupLog, NodeLog};
 use crate::{GroupId, Node, NodeId};
 use broker_core::quorum::{QqCmd, QqResp};
 use broker_store::raft::snapshots::SnapshotFiles;
@@ -57,6 +74,15 @@ pub const SNAPSHOT_EVERY: u64 = 4096;
 /// Entries kept behind a snapshot (a lagging follower catches up from the log).
 pub const KEEP_BEHIND_SNAPSHOT: u64 = 1024;
 
+/// Entries per `append_entries` RPC: with [`MAX_BATCH_BYTES`] per entry they stay below
+/// the transport's default 16 MiB frame (openraft bounds replication by entries only).
+pub const MAX_PAYLOAD_ENTRIES: u64 = 32;
+/// The largest `Enqueue` batch the shell should gather into one entry (a single message
+/// above it is still one entry of its own; see [`MAX_PAYLOAD_ENTRIES`]).
+pub const MAX_BATCH_BYTES: usize = 256 << 10;
+/// Snapshot chunk size: one `install_snapshot` frame each, well below the frame limit.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 << 20;
+
 /// The openraft configuration of a quorum queue group.
 pub fn config() -> Result<Arc<Config>, String> {
     let c = Config {
@@ -66,6 +92,8 @@ pub fn config() -> Result<Arc<Config>, String> {
         election_timeout_max: ELECTION_MS.1,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY),
         max_in_snapshot_log_to_keep: KEEP_BEHIND_SNAPSHOT,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         ..Default::default()
     };
     c.validate()
@@ -90,7 +118,9 @@ impl QuorumGroup {
     /// Opens group `id` on this node: the log from `log`, the state from `snapshots`,
     /// effects to `sink`, the network from `network`. Call it on the cluster runtime
     /// (openraft spawns the group's core on the current runtime). `members` become the
-    /// initial membership when the group is new.
+    /// initial membership when the group is new. Every effect reaches the sink: a
+    /// group of one leads whatever it applies (replicated groups start through
+    /// [`QuorumNode::start_group`]).
     pub async fn start<N>(
         id: GroupId,
         me: NodeId,
@@ -103,6 +133,36 @@ impl QuorumGroup {
     where
         N: openraft::network::RaftNetworkFactory<QqTc>,
     {
+        let opened = Opened::open(id, log, &sink).await?;
+        let sm = QqSm::open(id, snapshots, sink)?;
+        let raft = QqRaft::new(me, config()?, network, opened.store, sm.clone())
+            .await
+            .map_err(|e| format!("group {id}: cannot start: {e}"))?;
+        let recovered = opened.last.is_some();
+        if !recovered {
+            initialize(id, &raft, members).await?;
+        }
+        Ok(QuorumGroup {
+            id,
+            raft,
+            sm,
+            recovered,
+        })
+    }
+}
+
+/// A group's log opened and its sink told what it held.
+struct Opened {
+    store: GroupLog<QqTc>,
+    last: Option<u64>,
+}
+
+impl Opened {
+    async fn open(
+        id: GroupId,
+        log: &Arc<NodeLog>,
+        sink: &Arc<dyn EffectSink>,
+    ) -> Result<Opened, String> {
         let mut store = log
             .group::<QqTc>(id)
             .map_err(|e| format!("group {id}: cannot open its log: {e}"))?;
@@ -113,23 +173,20 @@ impl QuorumGroup {
             .last_log_id
             .map(|l| l.index);
         sink.opened(last);
-        let sm = QqSm::open(id, snapshots, sink)?;
-        let raft = QqRaft::new(me, config()?, network, store, sm.clone())
-            .await
-            .map_err(|e| format!("group {id}: cannot start: {e}"))?;
-        if last.is_none() {
-            match raft.initialize(members).await {
-                // initialized already: a group starting again
-                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(e) => return Err(format!("group {id}: cannot initialize: {e}")),
-            }
-        }
-        Ok(QuorumGroup {
-            id,
-            raft,
-            sm,
-            recovered: last.is_some(),
-        })
+        Ok(Opened { store, last })
+    }
+}
+
+/// `initialize(members)` of a new group; `NotAllowed` means another member's
+/// identical initialization reached this node first, or it was done before.
+async fn initialize(
+    id: GroupId,
+    raft: &QqRaft,
+    members: BTreeMap<NodeId, Node>,
+) -> Result<(), String> {
+    match raft.initialize(members).await {
+        Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(format!("group {id}: cannot initialize: {e}")),
     }
 }
 

@@ -7,8 +7,9 @@
 #![allow(clippy::result_large_err)]
 
 use super::QqTc;
+use crate::log::GroupLog;
 use crate::meta::{LogId, StorageError, StoredMembership};
-use crate::GroupId;
+use crate::{GroupId, NodeId};
 use broker_core::quorum::{Effect, QqConfig, QqResp, QqState};
 use broker_store::raft::snapshots::SnapshotFiles;
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
@@ -18,8 +19,10 @@ use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Where a group's effects go. The server's queue shell implements it; it carries the
-/// effects out only while its node leads the group (followers drop them).
+/// Where a group's effects go. The server's queue shell implements it. A replicated
+/// member's state machine ([`QqSm::open_member`]) hands it only the effects of entries
+/// this node wrote in the term it still leads, so followers and deposed leaders get
+/// none; a group of one gets every effect.
 pub trait EffectSink: Send + Sync {
     /// The effects of the entry at `index`, in apply order. Runs on the group's apply
     /// task before the proposer gets its answer: hand them to an actor, never block.
@@ -65,8 +68,31 @@ struct Inner {
     membership: StoredMembership,
 }
 
+/// How a replicated group's state machine knows, entry by entry, whether this node
+/// carries the effects out: it does when the entry was written by this node in the term
+/// it still leads by its saved vote. openraft saves a new vote (a higher term, or the
+/// leader's committed vote) before it appends or applies anything under it, so the
+/// answer at apply time is this node's own, and a node that lost the term drops the
+/// effects of the rest: the new leader's `LeaderChanged` gives their messages back.
+struct Gate {
+    me: NodeId,
+    log: GroupLog<QqTc>,
+}
+
+impl Gate {
+    fn leads(&self, entry: &LogId) -> bool {
+        entry.leader_id.node_id == self.me
+            && self
+                .log
+                .vote()
+                .is_some_and(|v| v.committed && v.leader_id == entry.leader_id)
+    }
+}
+
 struct Shared {
     group: GroupId,
+    /// `None`: a group of one, which leads whatever it applies.
+    gate: Option<Gate>,
     inner: Mutex<Inner>,
     sink: Arc<dyn EffectSink>,
     files: SnapshotFiles,
@@ -104,6 +130,28 @@ impl QqSm {
         files: SnapshotFiles,
         sink: Arc<dyn EffectSink>,
     ) -> Result<QqSm, String> {
+        Self::open_with(group, files, sink, None)
+    }
+
+    /// The state machine of a member of a replicated group: as [`QqSm::open`], but the
+    /// sink only gets the effects of entries this node (`me`) wrote in the term it still
+    /// leads, by the vote saved in `log` (the group's log on this node).
+    pub fn open_member(
+        group: GroupId,
+        files: SnapshotFiles,
+        sink: Arc<dyn EffectSink>,
+        me: NodeId,
+        log: GroupLog<QqTc>,
+    ) -> Result<QqSm, String> {
+        Self::open_with(group, files, sink, Some(Gate { me, log }))
+    }
+
+    fn open_with(
+        group: GroupId,
+        files: SnapshotFiles,
+        sink: Arc<dyn EffectSink>,
+        gate: Option<Gate>,
+    ) -> Result<QqSm, String> {
         let found = files
             .load(group)
             .map_err(|e| format!("group {group}: cannot read its snapshot: {e}"))?;
@@ -137,6 +185,7 @@ impl QqSm {
         let sm = QqSm {
             shared: Arc::new(Shared {
                 group,
+                gate,
                 inner: Mutex::new(inner),
                 sink,
                 files,
@@ -152,6 +201,12 @@ impl QqSm {
     /// The queue's counts after the last applied entry.
     pub fn counts(&self) -> &Counts {
         &self.shared.counts
+    }
+
+    /// The state's export (`QqState::export`, bodies included): equal on members that
+    /// applied the same entries, however they got them (log or snapshot).
+    pub fn export(&self) -> Vec<u8> {
+        lock(&self.shared.inner).state.export()
     }
 
     /// The state's next message expiry (ms since the epoch), for the leader's timer.
@@ -239,7 +294,12 @@ impl RaftStateMachine<QqTc> for QqSm {
                 }
                 EntryPayload::Normal(cmd) => {
                     let (resp, effects) = inner.state.apply(index, &cmd);
-                    if !effects.is_empty() {
+                    let leads = self
+                        .shared
+                        .gate
+                        .as_ref()
+                        .is_none_or(|g| g.leads(&entry.log_id));
+                    if leads && !effects.is_empty() {
                         self.shared.sink.effects(index, effects);
                     }
                     resp

@@ -1,0 +1,205 @@
+//! [`QuorumHandle::propose`]: how the server commits a quorum queue command wherever the
+//! group's leader is. On the leader it is this node's `client_write`; elsewhere the
+//! command goes to the leader's node over [`QQ_FORWARD_SERVICE`] (`forward.rs`), and a
+//! leader change on the way (the target no longer leads, no leader known yet, the
+//! leader's node unreachable) is waited out and followed, within [`PROPOSE_TIMEOUT`].
+//! A batch stays one command, so one `Enqueue` entry per batch wherever it is proposed.
+//!
+//! A command whose answer is lost may have been committed: proposing it again may apply
+//! it twice. `Enqueue` deduplicates by (publisher, seq), settles of messages no longer
+//! checked out are ignored; other commands are idempotent or (a second consume with the
+//! same tag) refused by the state machine.
+
+use super::forward::{decode_reply, encode, ForwardOut, ForwardReply, QQ_FORWARD_SERVICE};
+use super::QqRaft;
+use crate::net::{NetError, Transport};
+use crate::{GroupId, NodeId};
+use broker_core::quorum::{QqCmd, QqResp};
+use broker_core::AmqpError;
+use openraft::error::{ClientWriteError, RaftError};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long an attempt that failed (leader unknown or unreachable) waits for the leader
+/// to change before it tries again: ends early when the metrics change.
+const RETRY_WAIT: Duration = Duration::from_millis(100);
+
+/// How long a proposal may take (a group without a majority, or a leader that does not
+/// answer), as the metadata group's.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A committed command: the entry's log index and the state machine's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposed {
+    /// The entry's log index.
+    pub index: u64,
+    /// The leader's state machine's answer.
+    pub resp: QqResp,
+}
+
+/// Why a proposal has no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// No answer within the timeout (the outcome is unknown: it may still commit).
+    #[error("quorum queue unavailable: no answer within {0:?}")]
+    Timeout(Duration),
+    /// The group stopped on this node (shutdown, or a storage failure).
+    #[error("quorum queue unavailable: {0}")]
+    Stopped(String),
+    /// The command does not fit in one cluster frame (the shell bounds its batches).
+    #[error("quorum queue command too large to forward: {0}")]
+    TooLarge(String),
+    /// The command could not be encoded or the answer decoded.
+    #[error("quorum queue forwarding failed: {0}")]
+    Codec(String),
+}
+
+impl ProposeError {
+    /// The AMQP error the server answers with: 541, as for the metadata store.
+    pub fn to_amqp(&self) -> AmqpError {
+        AmqpError::internal(self.to_string())
+    }
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Done(Proposed),
+    /// Try this node next.
+    Next(NodeId),
+    /// Wait for the leader to change from this one, then try again.
+    Wait(Option<NodeId>),
+}
+
+/// Proposes commands to one quorum queue group through this node's member.
+#[derive(Clone)]
+pub struct QuorumHandle {
+    raft: QqRaft,
+    group: GroupId,
+    timeout: Duration,
+    net: Option<Transport>,
+}
+
+impl QuorumHandle {
+    /// A handle on this node's member `raft` of `group`, local only (a group of one):
+    /// on a follower it waits for this node to lead until the timeout.
+    pub fn new(raft: QqRaft, group: GroupId) -> QuorumHandle {
+        QuorumHandle {
+            raft,
+            group,
+            timeout: PROPOSE_TIMEOUT,
+            net: None,
+        }
+    }
+
+    /// The same handle with another timeout (tests).
+    pub fn with_timeout(mut self, timeout: Duration) -> QuorumHandle {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The same handle, forwarding to the leader's node over `net`.
+    pub fn with_transport(mut self, net: Transport) -> QuorumHandle {
+        self.net = Some(net);
+        self
+    }
+
+    /// The group's member on this node.
+    pub fn raft(&self) -> &QqRaft {
+        &self.raft
+    }
+
+    /// Commits `cmd` on the group's leader and returns its answer (from the leader's
+    /// apply) with the entry's index.
+    pub async fn propose(&self, cmd: QqCmd) -> Result<Proposed, ProposeError> {
+        let deadline = Instant::now() + self.timeout;
+        let mut next: Option<NodeId> = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ProposeError::Timeout(self.timeout));
+            }
+            let attempt = match (next.take(), &self.net) {
+                (Some(target), Some(net)) if target != net.node_id() => {
+                    self.forward(net, target, &cmd, left).await?
+                }
+                _ => self.local(&cmd, left).await?,
+            };
+            match attempt {
+                Attempt::Done(p) => return Ok(p),
+                Attempt::Next(n) => next = Some(n),
+                Attempt::Wait(old) => self.leader_change(old, left).await,
+            }
+        }
+    }
+
+    /// `client_write` on this node's member.
+    async fn local(&self, cmd: &QqCmd, left: Duration) -> Result<Attempt, ProposeError> {
+        let written = tokio::time::timeout(left, self.raft.client_write(cmd.clone()))
+            .await
+            .map_err(|_| ProposeError::Timeout(self.timeout))?;
+        let me = self.raft.metrics().borrow().id;
+        match written {
+            Ok(w) => Ok(Attempt::Done(Proposed {
+                index: w.log_id.index,
+                resp: w.data,
+            })),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Ok(match f.leader_id {
+                    Some(l) if l != me && self.net.is_some() => Attempt::Next(l),
+                    other => Attempt::Wait(other),
+                })
+            }
+            Err(e) => Err(ProposeError::Stopped(e.to_string())),
+        }
+    }
+
+    /// One forwarding attempt to `target`.
+    async fn forward(
+        &self,
+        net: &Transport,
+        target: NodeId,
+        cmd: &QqCmd,
+        left: Duration,
+    ) -> Result<Attempt, ProposeError> {
+        let out = ForwardOut {
+            group: self.group,
+            cmd,
+        };
+        let payload = encode(&out).map_err(ProposeError::Codec)?;
+        let answer = match net
+            .call_timeout(target, QQ_FORWARD_SERVICE, payload, left)
+            .await
+        {
+            Ok(a) => a,
+            Err(e @ NetError::TooLarge { .. }) => {
+                return Err(ProposeError::TooLarge(e.to_string()))
+            }
+            Err(e) => {
+                tracing::debug!(
+                    group = self.group,
+                    leader = target,
+                    "forwarding failed: {e}"
+                );
+                return Ok(Attempt::Wait(Some(target)));
+            }
+        };
+        Ok(match decode_reply(&answer).map_err(ProposeError::Codec)? {
+            ForwardReply::Done { index, resp } => Attempt::Done(Proposed { index, resp }),
+            ForwardReply::NotLeader { leader: Some(l) } if l != target => Attempt::Next(l),
+            ForwardReply::NotLeader { .. } | ForwardReply::NoGroup => Attempt::Wait(Some(target)),
+        })
+    }
+
+    /// Waits (at most [`RETRY_WAIT`], never past `left`) for this node to see a leader
+    /// other than `old`.
+    async fn leader_change(&self, old: Option<NodeId>, left: Duration) {
+        let _ = self
+            .raft
+            .wait(Some(RETRY_WAIT.min(left)))
+            .metrics(
+                |m| m.current_leader.is_some() && m.current_leader != old,
+                "a quorum queue leader",
+            )
+            .await;
+    }
+}
