@@ -247,6 +247,7 @@ impl VHost {
                     counters: Default::default(),
                     stream,
                     quorum: is_quorum,
+                    home: None,
                 })
             })
             .clone();
@@ -324,7 +325,7 @@ impl VHost {
     /// The arguments a queue acts on: its declared ones combined with the policies that
     /// apply (broker-core's `policy::queue_args`). Declared arguments were checked at
     /// declare; stored ones that no longer pass are ignored, with a warning.
-    fn queue_args(&self, name: &str, declared: &FieldTable) -> QueueArgs {
+    pub(crate) fn queue_args(&self, name: &str, declared: &FieldTable) -> QueueArgs {
         let with_policy = self.node.policies.any_in(&self.name).then(|| {
             let r = self.node.policies.resolve(&self.name, name, Target::Queue);
             broker_core::policy::queue_args(declared, &r.effective, name, &self.name)
@@ -397,7 +398,7 @@ impl VHost {
             headers,
             |e| self.exchange(e),
             |q| {
-                if let Some(entry) = self.queue(q) {
+                if let Some(entry) = self.queue(q).filter(|e| e.takes_publishes()) {
                     push_once(out, &mut seen, entry);
                 }
             },
@@ -414,7 +415,7 @@ impl VHost {
         out: &mut Vec<Arc<QueueEntry>>,
     ) -> Option<bool> {
         if exchange.is_empty() {
-            if let Some(q) = self.queue(routing_key) {
+            if let Some(q) = self.queue(routing_key).filter(|e| e.takes_publishes()) {
                 if !out.iter().any(|e| Arc::ptr_eq(e, &q)) {
                     out.push(q);
                 }
