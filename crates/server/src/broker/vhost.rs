@@ -274,6 +274,44 @@ impl VHost {
         Ok(entry)
     }
 
+    /// The entry of a durable queue that lives on node `home` (queue/remote.rs): no
+    /// actor, no messages, its declared properties and the arguments policies give it
+    /// (for listings).
+    pub(crate) fn create_remote_queue(
+        &self,
+        def: &broker_core::store::QueueDef,
+        home: Arc<str>,
+    ) -> Arc<QueueEntry> {
+        let name: Arc<str> = def.name.as_str().into();
+        let args = self.queue_args(&def.name, &def.arguments);
+        // an address whose mailbox is closed at once: what is sent to it fails
+        let (tx, _closed) = actix::dev::channel::channel::<QueueActor>(0);
+        let entry = Arc::new(QueueEntry {
+            name: name.clone(),
+            durable: true,
+            auto_delete: def.auto_delete,
+            exclusive_owner: None,
+            arguments: def.arguments.clone(),
+            may_refuse: AtomicBool::new(crate::broker::queue::may_refuse(&args)),
+            args: arc_swap::ArcSwap::from_pointee(args),
+            addr: actix::Addr::new(tx),
+            inbox: Default::default(),
+            paced: AtomicBool::new(false),
+            crowded: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
+            store_id: Some(def.id),
+            vhost_name: self.name.as_str().into(),
+            ready: Default::default(),
+            counters: Default::default(),
+            stream: None,
+            quorum: broker_core::queue_type::of_arguments(&def.arguments).name() == "quorum",
+            home: Some(home),
+        });
+        let entry = self.queues.entry(name).or_insert(entry).clone();
+        self.bump();
+        entry
+    }
+
     /// The shell of a quorum queue (`None` for other types): its group is the queue's
     /// store id + 1 on the node's cluster runtime. Quorum queues need the data dir.
     fn quorum_shell(

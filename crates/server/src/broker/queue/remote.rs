@@ -10,10 +10,10 @@
 //! place: publishes route nothing to it ([`QueueEntry::takes_publishes`]), and consume,
 //! get, purge and delete answer 404 naming the home node ([`QueueEntry::local_only`]).
 //! Its actor address is one with no actor behind it, so a message sent past the fence
-//! fails (`MailboxError::Closed`) instead of reaching anything.
+//! fails (`MailboxError::Closed`) instead of reaching anything. The entry itself is made
+//! by `VHost::create_remote_queue` (vhost.rs: a queue never names its vhost).
 
 use super::*;
-use crate::broker::vhost::VHost;
 use broker_core::store::QueueDef;
 
 impl QueueEntry {
@@ -50,39 +50,4 @@ pub fn remote_home(node: &Node, def: &QueueDef) -> Option<Arc<str>> {
     node.config.cluster.as_ref()?;
     let home = def.home.as_deref()?;
     (home != crate::broker::node::node_name()).then(|| home.into())
-}
-
-impl VHost {
-    /// The entry of a durable queue that lives on node `home`: no actor, no messages,
-    /// its declared properties and the arguments policies give it (for listings).
-    pub(crate) fn create_remote_queue(&self, def: &QueueDef, home: Arc<str>) -> Arc<QueueEntry> {
-        let name: Arc<str> = def.name.as_str().into();
-        let args = self.queue_args(&def.name, &def.arguments);
-        // an address whose mailbox is closed at once: what is sent to it fails
-        let (tx, _closed) = actix::dev::channel::channel::<QueueActor>(0);
-        let entry = Arc::new(QueueEntry {
-            name: name.clone(),
-            durable: true,
-            auto_delete: def.auto_delete,
-            exclusive_owner: None,
-            arguments: def.arguments.clone(),
-            may_refuse: AtomicBool::new(may_refuse(&args)),
-            args: arc_swap::ArcSwap::from_pointee(args),
-            addr: Addr::new(tx),
-            inbox: Default::default(),
-            paced: AtomicBool::new(false),
-            crowded: AtomicBool::new(false),
-            deleted: AtomicBool::new(false),
-            store_id: Some(def.id),
-            vhost_name: self.name.as_str().into(),
-            ready: Default::default(),
-            counters: Default::default(),
-            stream: None,
-            quorum: broker_core::queue_type::of_arguments(&def.arguments).name() == "quorum",
-            home: Some(home),
-        });
-        let entry = self.queues.entry(name).or_insert(entry).clone();
-        self.bump();
-        entry
-    }
 }
