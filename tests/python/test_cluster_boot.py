@@ -136,6 +136,23 @@ def test_a_queue_of_another_node_is_fenced_until_remote_queues(cluster):
     c1.close()
 
 
+def test_a_quorum_queue_keeps_one_member_on_its_declaring_node(cluster):
+    n0, n1, _ = cluster.nodes
+    conn, ch = channel(n1)
+    ch.queue_declare("cb.qq", durable=True, arguments={"x-queue-type": "quorum"})
+    ch.confirm_delivery()
+    ch.basic_publish("", "cb.qq", b"q", mandatory=True)
+    conn.close()
+    for node in cluster.nodes:
+        q = eventually(lambda: node.api("/api/queues/%2F/cb.qq"), what=f"quorum queue on {node.name}")
+        assert (q["type"], q["node"], q["leader"], q["members"]) == ("quorum", n1.name, n1.name, [n1.name])
+    conn, ch = channel(n0)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.basic_get("cb.qq")
+    assert e.value.reply_code == 404
+    conn.close()
+
+
 def cli_bin():
     env = os.environ.get("BROKER_CLI_BIN")
     if env:
