@@ -194,8 +194,8 @@ def test_a_killed_node_rejoins_and_catches_up(cluster):
     # if it led, the other two elect one of them
     eventually(lambda: leader() not in (None, n2.name), what="a leader among the survivors")
     down = next(n for n in n0.api("/api/nodes") if n["name"] == n2.name)
-    assert down == {"name": n2.name, "type": "disc", "running": False, "being_drained": False,
-                    "metadata_member": True, "metadata_leader": False}
+    assert down == {"name": n2.name, "type": "disc", "running": False, "cluster_links": [],
+                    "being_drained": False, "metadata_member": True, "metadata_leader": False}
     conn, ch = channel(n0)
     ch.queue_declare("cb.while-away", durable=True)
     ch.exchange_declare("cb.x-away", "fanout", durable=True)

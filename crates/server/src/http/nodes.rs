@@ -73,11 +73,13 @@ fn all(req: &HttpRequest, rt: &Runtime) -> Vec<Value> {
             let mut v = if n.name == me {
                 describe(req, rt)
             } else {
-                // RabbitMQ's object for a node it has no figures of
+                // RabbitMQ's object for a node it has no figures of (3.10 checked:
+                // name, type, running, cluster_links), and 4.x's being_drained
                 json!({
                     "name": n.name,
                     "type": "disc",
                     "running": n.running,
+                    "cluster_links": [],
                     "being_drained": false,
                 })
             };
