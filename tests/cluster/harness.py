@@ -85,6 +85,17 @@ class Node:
                 time.sleep(0.05)
         raise RuntimeError(f"node {self.name} did not start:\n{self.log_tail()}")
 
+    def serves_amqp(self, timeout=1.0):
+        """Whether the node answers an AMQP protocol header with connection.start (it
+        binds its port early, but accepts clients only once it has recovered)."""
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout) as s:
+                s.settimeout(timeout)
+                s.sendall(b"AMQP\x00\x00\x09\x01")
+                return s.recv(1)[:1] == b"\x01"
+        except OSError:
+            return False
+
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
@@ -162,14 +173,17 @@ class Cluster:
             self.wait_formed(timeout)
 
     def wait_formed(self, timeout=60):
-        """Until every node's /api/nodes lists every node as running."""
+        """Until every node's /api/nodes lists every node as running and a member of the
+        metadata group, and every live node serves AMQP (a node answers its management
+        API while it waits for its peers, and clients only once it caught up)."""
         want = {n.name for n in self.nodes}
         deadline = time.monotonic() + timeout
         while True:
             try:
-                ok = all({x["name"] for x in n.api("/api/nodes") if x.get("running")} == want
+                ok = all({x["name"] for x in n.api("/api/nodes")
+                          if x.get("running") and x.get("metadata_member", True)} == want
                          for n in self.nodes if n.alive())
-                if ok:
+                if ok and all(n.serves_amqp() for n in self.nodes if n.alive()):
                     return
             except (OSError, ValueError):
                 pass

@@ -119,6 +119,9 @@ enum Command {
     /// virtual-hosts, aliveness... (exit 69 when unhealthy)
     #[command(subcommand)]
     Health(HealthCommand),
+    /// The cluster: status (nodes, running, metadata leader)
+    #[command(subcommand)]
+    Cluster(commands::cluster::ClusterCommand),
 }
 
 fn run(cli: &Cli) -> Output {
@@ -147,6 +150,7 @@ fn run(cli: &Cli) -> Output {
         Command::Status(a) => commands::status::run(&client, a),
         Command::SetMemoryHighWatermark(a) => commands::memory::run(&client, a),
         Command::Health(c) => commands::health::run(&client, c),
+        Command::Cluster(c) => commands::cluster::run(&client, c),
     }
 }
 

@@ -64,6 +64,9 @@ pub struct QueueDef {
     pub auto_delete: bool,
     /// Arguments.
     pub arguments: FieldTable,
+    /// The node the queue lives on (its actor and messages): the declaring node's name.
+    /// `None` in records written before clusters existed, which means "this node".
+    pub home: Option<String>,
 }
 
 /// A binding between durable entities.
@@ -334,6 +337,10 @@ impl QueueDef {
         v.extend_from_slice(&self.id.to_be_bytes());
         v.push(self.auto_delete as u8);
         put_table(&mut v, &self.arguments);
+        // appended last, so records of older versions (without it) still decode
+        if let Some(home) = &self.home {
+            put_str(&mut v, home);
+        }
         v
     }
     fn decode(b: &[u8]) -> Result<Self, StoreError> {
@@ -344,6 +351,7 @@ impl QueueDef {
             id: r.u64()?,
             auto_delete: r.u8()? != 0,
             arguments: r.table()?,
+            home: if r.0.is_empty() { None } else { Some(r.str()?) },
         })
     }
 }
@@ -567,6 +575,7 @@ mod tests {
             id: 7,
             auto_delete: false,
             arguments: args.clone(),
+            home: None,
         };
         let b = BindingDef {
             vhost: "/".into(),
@@ -586,6 +595,24 @@ mod tests {
         assert_eq!(d.queues, vec![q]);
         assert_eq!(d.bindings, vec![b]);
         assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn a_queue_record_keeps_its_home_node_and_older_records_have_none() {
+        let mut q = QueueDef {
+            vhost: "/".into(),
+            name: "q".into(),
+            id: 7,
+            auto_delete: true,
+            arguments: FieldTable::default(),
+            home: None,
+        };
+        let old = q.encode();
+        q.home = Some("broker-2@cluster".into());
+        let records = vec![(QueueDef::key("/", "q"), q.encode())];
+        assert_eq!(decode_definitions(records).0.queues, vec![q.clone()]);
+        let (d, _) = decode_definitions(vec![(QueueDef::key("/", "q"), old)]);
+        assert_eq!(d.queues[0].home, None);
     }
 
     #[test]

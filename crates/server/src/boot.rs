@@ -77,21 +77,21 @@ pub fn run(config: Config) -> Result<(), String> {
         if let Some((_, local)) = plain.as_ref().or(secure.as_ref()) {
             let _ = rt.amqp_addr.set(*local);
         }
+        // a node of several serves its management API while it waits for its peers, so
+        // /api/nodes and `broker-cli cluster status` show why it waits (changes answer
+        // 541 until it is a member)
+        let mut http_tls = Some(http_tls);
+        if rt.config.cluster.is_some() {
+            start_http(&rt, http_tls.take().flatten())?;
+        }
         // the metadata group first: its replay of the log tail completes the store's
         // definitions (and materializes them), so message recovery finds every durable
         // queue, and none of their messages is swept as an orphan
         crate::broker::meta::start(&rt).await?;
         // recover everything before the first connection is accepted
         crate::broker::definitions::recover_all(&rt).await?;
-        if let Some(addr) = rt.config.http_listen.clone() {
-            let scheme = if http_tls.is_some() { "https" } else { "http" };
-            match crate::http::start(rt.clone(), &addr, http_tls.map(|t| t.config())) {
-                Ok(bound) => {
-                    info!("management API listening on {scheme}://{bound}");
-                    println!("management API listening on {scheme}://{bound}");
-                }
-                Err(e) => return Err(format!("cannot start the management API on {addr}: {e}")),
-            }
+        if let Some(tls) = http_tls {
+            start_http(&rt, tls)?;
         }
         let accept_plain = serve(plain, rt.clone(), None, "broker listening on");
         let accept_tls = serve(secure, rt.clone(), amqp_tls, "broker listening for TLS on");
@@ -113,6 +113,22 @@ pub fn run(config: Config) -> Result<(), String> {
         Err(e) => error!("cannot flush the store on shutdown: {e}"),
     }
     result
+}
+
+/// Starts the management API if an address is configured.
+fn start_http(rt: &Arc<Runtime>, tls: Option<Arc<Reloadable>>) -> Result<(), String> {
+    let Some(addr) = rt.config.http_listen.clone() else {
+        return Ok(());
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    match crate::http::start(rt.clone(), &addr, tls.map(|t| t.config())) {
+        Ok(bound) => {
+            info!("management API listening on {scheme}://{bound}");
+            println!("management API listening on {scheme}://{bound}");
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot start the management API on {addr}: {e}")),
+    }
 }
 
 /// Binds a listener if an address is configured.
@@ -198,5 +214,8 @@ async fn shutdown(rt: &Arc<Runtime>) {
     let queues: Vec<_> = rt.vhosts.iter().flat_map(|v| v.value().queues()).collect();
     let save = futures::future::join_all(queues.iter().map(|q| q.save_delivered_mark()));
     let _ = tokio::time::timeout(Duration::from_secs(5), save).await;
+    if let Some(s) = rt.store.as_ref() {
+        crate::broker::membership::shutdown(s).await;
+    }
     info!(closed, "broker stopped");
 }

@@ -1,6 +1,10 @@
 //! Broker settings: defaults, overridden by a TOML file, overridden by environment
 //! variables and flags (clap reads both; flags win over the environment).
 
+mod cluster;
+
+pub use cluster::{ClusterSettings, Secret};
+
 use crate::broker::login_throttle::ThrottleSettings;
 use crate::limits::{available_memory, Limit};
 use broker_core::auth::PasswordHashing;
@@ -120,6 +124,18 @@ pub struct Cli {
     /// Seconds a throttled address is refused [default: 60]
     #[arg(long, env = "BROKER_LOGIN_FAILURE_COOLDOWN_SECS")]
     pub login_failure_cooldown_secs: Option<u64>,
+    /// Address and port other cluster nodes connect to [default: this node's entry in
+    /// --cluster-peers, else 0.0.0.0:25672]; used only with --cluster-peers
+    #[arg(long, env = "BROKER_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<String>,
+    /// The cluster's other nodes, NAME@HOST:PORT,... (an entry with this node's own name
+    /// is allowed); without it the node is a cluster of one [default: none]
+    #[arg(long, env = "BROKER_CLUSTER_PEERS")]
+    pub cluster_peers: Option<String>,
+    /// File holding the secret every node of the cluster shares (readable by its owner
+    /// only, as Erlang's cookie); required with --cluster-peers
+    #[arg(long, env = "BROKER_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 /// Where one TLS endpoint's certificate material is read from (again on SIGHUP).
@@ -168,6 +184,9 @@ pub struct FileConfig {
     login_failure_limit: Option<u32>,
     login_failure_window_secs: Option<u64>,
     login_failure_cooldown_secs: Option<u64>,
+    cluster_listen: Option<String>,
+    cluster_peers: Option<String>,
+    cluster_secret_file: Option<PathBuf>,
 }
 
 /// The resolved settings.
@@ -220,6 +239,8 @@ pub struct Config {
     pub http_tls: Option<TlsFiles>,
     /// When failed logins throttle an address (`login_failure_*`).
     pub login_throttle: ThrottleSettings,
+    /// The cluster this node forms with its peers; `None`: a cluster of one.
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Config {
@@ -252,7 +273,16 @@ impl Config {
             .or(file.node_name)
             .unwrap_or_else(|| "broker@localhost".into());
         check_node_name(&node_name)?;
+        let cluster = cluster::resolve(
+            &node_name,
+            cli.cluster_listen.take().or(file.cluster_listen.take()),
+            cli.cluster_peers.take().or(file.cluster_peers.take()),
+            cli.cluster_secret_file
+                .take()
+                .or(file.cluster_secret_file.take()),
+        )?;
         Ok(Config {
+            cluster,
             node_name,
             listen,
             tls_listen,

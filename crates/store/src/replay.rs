@@ -121,6 +121,7 @@ mod tests {
             id,
             auto_delete: false,
             arguments: Default::default(),
+            home: None,
         };
         s.put_definition(&QueueDef::key("/", name), &def.encode())
             .unwrap();

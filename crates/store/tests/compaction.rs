@@ -35,6 +35,7 @@ fn define(s: &SledStore, id: u64) {
         id,
         auto_delete: false,
         arguments: Default::default(),
+        home: None,
     };
     s.put_definition(&QueueDef::key("/", &def.name), &def.encode())
         .unwrap();

@@ -94,6 +94,7 @@ fn a_full_disk_fails_publishes_then_the_store_recovers_without_a_restart() {
             id: 1,
             auto_delete: false,
             arguments: Default::default(),
+            home: None,
         };
         s.put_definition(&QueueDef::key("/", "q"), &def.encode())
             .unwrap();

@@ -3,6 +3,7 @@
 
 pub mod bindings;
 pub mod channels;
+pub mod cluster;
 pub mod connections;
 pub mod consumers;
 pub mod definitions;

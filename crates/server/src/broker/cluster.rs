@@ -39,6 +39,9 @@ pub struct ClusterNode {
     pub(crate) queue_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
     /// The groups' snapshot files (`data/raft/snapshots/`).
     pub snapshots: broker_store::raft::snapshots::SnapshotFiles,
+    /// The transport and metadata membership of a node started with `--cluster-peers`
+    /// (`broker/membership.rs`); `None` for a cluster of one, and after shutdown.
+    pub(crate) membership: std::sync::Mutex<Option<broker_cluster::membership::ClusterMembership>>,
 }
 
 impl ClusterNode {
@@ -64,6 +67,7 @@ impl ClusterNode {
             meta: OnceLock::new(),
             queue_ids: tokio::sync::Mutex::new(0..0),
             snapshots: store.raft_snapshots(),
+            membership: std::sync::Mutex::new(None),
         }))
     }
 

@@ -94,6 +94,8 @@ impl VHost {
             id,
             auto_delete: spec.auto_delete,
             arguments: spec.arguments.clone(),
+            // the declaring node runs it; the others list it (queue/remote.rs)
+            home: Some(crate::broker::node::node_name().to_string()),
         };
         let key = QueueDef::key(&self.name, name);
         let cmd = MetaCmd::Txn {
@@ -287,6 +289,12 @@ impl VHost {
         r: &mut Recovered,
     ) -> Result<(), String> {
         for q in queues.iter().filter(|q| q.vhost == self.name) {
+            if let Some(home) = queue::remote_home(&self.node, q) {
+                // another node's queue: listed here, run there
+                self.create_remote_queue(q, home);
+                r.queues += 1;
+                continue;
+            }
             let entry = self
                 .create_queue(
                     &q.name,

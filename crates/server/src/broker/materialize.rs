@@ -204,6 +204,11 @@ impl VHost {
             }
             return;
         }
+        if let Some(home) = crate::broker::queue::remote_home(&self.node, q) {
+            // declared on another node, which runs it: this node only lists it
+            self.create_remote_queue(q, home);
+            return;
+        }
         let spec = QueueSpec {
             durable: true,
             exclusive_owner: None,

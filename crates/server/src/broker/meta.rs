@@ -31,8 +31,8 @@ pub(crate) const QUEUE_IDS_KEY: &[u8] = b"counter\0queue-id";
 /// Ids reserved per proposal: one Raft entry per 64 new durable queues, not per queue.
 const ID_BLOCK: u64 = 64;
 
-/// Starts the metadata group (a group of one: no cluster flags yet) on the cluster
-/// runtime, over the store's definitions, with the runtime's materializer as observer.
+/// Starts the metadata group (a group of one without `--cluster-peers`, else with the
+/// peers through `broker/membership.rs`) on the cluster runtime, over the store's definitions, with the runtime's materializer as observer.
 /// Returns once the group leads and has applied its whole log: a restart's replay of
 /// the entries the store had not yet flushed is materialized like any live change.
 pub async fn start(rt: &Arc<Runtime>) -> Result<(), String> {
@@ -42,6 +42,16 @@ pub async fn start(rt: &Arc<Runtime>) -> Result<(), String> {
     let begun = Instant::now();
     let observer = Arc::new(Materializer::new(Arc::downgrade(rt)));
     let sm = MetaSm::new(s.definitions.clone(), s.flusher.clone(), observer);
+    if let Some(settings) = rt.config.cluster.as_ref() {
+        // several nodes: the group formed with the peers (broker/membership.rs)
+        let meta = crate::broker::membership::start(&s, settings, sm).await?;
+        info!(
+            elapsed_ms = begun.elapsed().as_millis() as u64,
+            "metadata group joined"
+        );
+        s.cluster.set_meta(meta);
+        return Ok(());
+    }
     let log = s
         .cluster
         .log

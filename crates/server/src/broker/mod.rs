@@ -15,6 +15,7 @@ pub mod flow;
 pub mod locks;
 pub mod login_throttle;
 pub mod materialize;
+pub mod membership;
 pub mod memory;
 pub mod messages;
 pub mod meta;

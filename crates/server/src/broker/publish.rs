@@ -54,7 +54,7 @@ pub fn client_route(
     out: &mut Vec<Arc<QueueEntry>>,
 ) -> Result<bool, AmqpError> {
     if exchange.is_empty() {
-        if let Some(q) = vhost.queue(routing_key) {
+        if let Some(q) = vhost.queue(routing_key).filter(|q| q.takes_publishes()) {
             out.push(q);
         }
         return Ok(true);

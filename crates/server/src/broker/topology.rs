@@ -155,6 +155,7 @@ impl VHost {
             return Ok(0);
         };
         q.check_access(conn)?;
+        q.local_only()?;
         let n = q
             .delete(if_unused, if_empty)
             .await

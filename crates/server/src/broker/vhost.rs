@@ -247,6 +247,7 @@ impl VHost {
                     counters: Default::default(),
                     stream,
                     quorum: is_quorum,
+                    home: None,
                 })
             })
             .clone();
@@ -271,6 +272,44 @@ impl VHost {
         }
         self.bump();
         Ok(entry)
+    }
+
+    /// The entry of a durable queue that lives on node `home` (queue/remote.rs): no
+    /// actor, no messages, its declared properties and the arguments policies give it
+    /// (for listings).
+    pub(crate) fn create_remote_queue(
+        &self,
+        def: &broker_core::store::QueueDef,
+        home: Arc<str>,
+    ) -> Arc<QueueEntry> {
+        let name: Arc<str> = def.name.as_str().into();
+        let args = self.queue_args(&def.name, &def.arguments);
+        // an address whose mailbox is closed at once: what is sent to it fails
+        let (tx, _closed) = actix::dev::channel::channel::<QueueActor>(0);
+        let entry = Arc::new(QueueEntry {
+            name: name.clone(),
+            durable: true,
+            auto_delete: def.auto_delete,
+            exclusive_owner: None,
+            arguments: def.arguments.clone(),
+            may_refuse: AtomicBool::new(crate::broker::queue::may_refuse(&args)),
+            args: arc_swap::ArcSwap::from_pointee(args),
+            addr: actix::Addr::new(tx),
+            inbox: Default::default(),
+            paced: AtomicBool::new(false),
+            crowded: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
+            store_id: Some(def.id),
+            vhost_name: self.name.as_str().into(),
+            ready: Default::default(),
+            counters: Default::default(),
+            stream: None,
+            quorum: broker_core::queue_type::of_arguments(&def.arguments).name() == "quorum",
+            home: Some(home),
+        });
+        let entry = self.queues.entry(name).or_insert(entry).clone();
+        self.bump();
+        entry
     }
 
     /// The shell of a quorum queue (`None` for other types): its group is the queue's
@@ -324,7 +363,7 @@ impl VHost {
     /// The arguments a queue acts on: its declared ones combined with the policies that
     /// apply (broker-core's `policy::queue_args`). Declared arguments were checked at
     /// declare; stored ones that no longer pass are ignored, with a warning.
-    fn queue_args(&self, name: &str, declared: &FieldTable) -> QueueArgs {
+    pub(crate) fn queue_args(&self, name: &str, declared: &FieldTable) -> QueueArgs {
         let with_policy = self.node.policies.any_in(&self.name).then(|| {
             let r = self.node.policies.resolve(&self.name, name, Target::Queue);
             broker_core::policy::queue_args(declared, &r.effective, name, &self.name)
@@ -397,7 +436,7 @@ impl VHost {
             headers,
             |e| self.exchange(e),
             |q| {
-                if let Some(entry) = self.queue(q) {
+                if let Some(entry) = self.queue(q).filter(|e| e.takes_publishes()) {
                     push_once(out, &mut seen, entry);
                 }
             },
@@ -414,7 +453,7 @@ impl VHost {
         out: &mut Vec<Arc<QueueEntry>>,
     ) -> Option<bool> {
         if exchange.is_empty() {
-            if let Some(q) = self.queue(routing_key) {
+            if let Some(q) = self.queue(routing_key).filter(|e| e.takes_publishes()) {
                 if !out.iter().any(|e| Arc::ptr_eq(e, &q)) {
                     out.push(q);
                 }

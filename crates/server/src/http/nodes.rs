@@ -1,4 +1,4 @@
-//! `/api/nodes` and `/api/nodes/{node}`: the one node in RabbitMQ's shape, so
+//! `/api/nodes` and `/api/nodes/{node}`: every node of the cluster in RabbitMQ's shape, so
 //! rabbitmqadmin v2 (`list nodes`, which needs `being_drained`), the management UI's
 //! node page and monitoring written for RabbitMQ read it unchanged.
 //!
@@ -7,6 +7,12 @@
 //! (`proc_used` counts actors, `run_queue` is 0) or left out (garbage collection, I/O and
 //! Mnesia counters), and the `rabbit` application carries the RabbitMQ version the API
 //! imitates, which is what clients read to pick their behaviour.
+//!
+//! With `--cluster-peers` the list is the metadata group's members
+//! (`ClusterMembership::status`): this node with its figures, the others with what
+//! RabbitMQ shows of a node it has no statistics for (name, type, running), and on every
+//! node two fields of ours, `metadata_member` (a voter of the metadata group) and
+//! `metadata_leader` (it leads the group), so operators see the group's state.
 
 use super::{user, ApiError, ApiResult, State};
 use crate::broker::runtime::Runtime;
@@ -37,16 +43,54 @@ fn monitor(req: &HttpRequest, rt: &Runtime) -> Result<(), ApiError> {
 
 async fn nodes(req: HttpRequest, rt: State) -> ApiResult {
     monitor(&req, &rt)?;
-    Ok(HttpResponse::Ok().json(json!([describe(&req, &rt)])))
+    Ok(HttpResponse::Ok().json(all(&req, &rt)))
 }
 
 /// One node by name; any other name is 404 (RabbitMQ 3.10 answers 500 there).
 async fn node(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
     monitor(&req, &rt)?;
-    if path.as_str() != crate::broker::node::node_name() {
-        return Err(ApiError::not_found("Not Found"));
-    }
-    Ok(HttpResponse::Ok().json(describe(&req, &rt)))
+    all(&req, &rt)
+        .into_iter()
+        .find(|n| n["name"] == path.as_str())
+        .map(|n| HttpResponse::Ok().json(n))
+        .ok_or_else(|| ApiError::not_found("Not Found"))
+}
+
+/// Every node: this one alone, or the cluster's members as this node sees them.
+fn all(req: &HttpRequest, rt: &Runtime) -> Vec<Value> {
+    let status = rt
+        .store
+        .as_ref()
+        .and_then(crate::broker::membership::status);
+    let Some(status) = status else {
+        return vec![describe(req, rt)];
+    };
+    let me = crate::broker::node::node_name();
+    status
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut v = if n.name == me {
+                describe(req, rt)
+            } else {
+                // RabbitMQ's object for a node it has no figures of (3.10 checked:
+                // name, type, running, cluster_links), and 4.x's being_drained
+                json!({
+                    "name": n.name,
+                    "type": "disc",
+                    "running": n.running,
+                    "cluster_links": [],
+                    "being_drained": false,
+                })
+            };
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("metadata_member".into(), json!(n.voter));
+                let leads = status.leader.as_deref() == Some(n.name.as_str());
+                obj.insert("metadata_leader".into(), json!(leads));
+            }
+            v
+        })
+        .collect()
 }
 
 /// The node object, with RabbitMQ's field names.

@@ -52,7 +52,12 @@ pub(super) fn permitted<'a>(
 }
 
 async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
+    // a queue of another node has no actor here: its counts are zeros (step 5)
     let i = q.info().await.unwrap_or_default();
+    let home: &str = match q.home.as_deref() {
+        Some(h) => h,
+        None => crate::broker::node::node_name(),
+    };
     let c = &q.counters;
     let p = rt
         .policies
@@ -69,7 +74,7 @@ async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
         "arguments": to_json(&q.arguments),
         "type": q.queue_type().name(),
         "state": "running",
-        "node": crate::broker::node::node_name(),
+        "node": home,
         "messages": i.ready + i.unacked,
         "messages_ready": i.ready,
         "messages_unacknowledged": i.unacked,
@@ -79,11 +84,10 @@ async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
         "message_stats": message_stats(c),
     });
     if let (true, Some(obj)) = (q.quorum, v.as_object_mut()) {
-        // RabbitMQ's quorum queue fields: a group of one, led by this node
-        let node = crate::broker::node::node_name();
-        obj.insert("leader".into(), json!(node));
-        obj.insert("members".into(), json!([node]));
-        obj.insert("online".into(), json!([node]));
+        // RabbitMQ's quorum queue fields: a group of one, led by its home node
+        obj.insert("leader".into(), json!(home));
+        obj.insert("members".into(), json!([home]));
+        obj.insert("online".into(), json!([home]));
     }
     if let (Some(log), Some(obj)) = (q.stream.as_ref(), v.as_object_mut()) {
         // RabbitMQ's stream fields (one member: this node), and the log's files
@@ -236,6 +240,7 @@ async fn purge(req: HttpRequest, rt: State, path: web::Path<(String, String)>) -
     let (vhost, name) = path.into_inner();
     let q = find(&rt, &u, &vhost, &name)?;
     permitted(&rt, &u, &vhost, Access::Read, "queue", &name)?;
+    q.local_only()?;
     if q.stream.is_some() {
         return Err(ApiError::bad_request(format!(
             "queue.purge not supported by stream queues queue '{name}' in vhost '{vhost}'"
@@ -264,6 +269,7 @@ async fn get(
     let (vhost, name) = path.into_inner();
     let q = find(&rt, &u, &vhost, &name)?;
     permitted(&rt, &u, &vhost, Access::Read, "queue", &name)?;
+    q.local_only()?;
     if q.stream.is_some() {
         return Err(ApiError::bad_request(format!(
             "basic.get not supported by stream queues queue '{name}' in vhost '{vhost}'"

@@ -88,6 +88,7 @@ impl ChannelActor {
         )?;
         let name = self.queue_name(c.queue.as_str())?;
         let q = self.find_queue(&name)?;
+        q.local_only()?;
         if q.stream.is_some() {
             broker_core::queue_type::stream::check_consume(
                 c.no_ack,
@@ -187,6 +188,7 @@ impl ChannelActor {
         let name = self.queue_name(g.queue.as_str())?;
         self.allowed(broker_core::auth::Access::Read, "queue", &name)?;
         let q = self.find_queue(&name)?;
+        q.local_only()?;
         self.touch(&q);
         if q.stream.is_some() {
             return Err(broker_core::queue_type::stream::not_supported(

@@ -319,6 +319,7 @@ impl ChannelActor {
         let name = self.queue_name(p.queue.as_str())?;
         self.allowed(Access::Read, "queue", &name)?;
         let qe = self.find_queue(&name)?;
+        qe.local_only()?;
         if qe.stream.is_some() {
             return Err(broker_core::queue_type::stream::not_supported(
                 "queue.purge",
@@ -444,6 +445,10 @@ async fn declare_ok(
     entry: std::sync::Arc<queue::QueueEntry>,
 ) -> Result<(ShortString, u32, u32), AmqpError> {
     let name = shortstr("queue name", &entry.name)?;
+    if !entry.is_local() {
+        // its counts are on its home node (remote queues: step 5)
+        return Ok((name, 0, 0));
+    }
     let (ready, consumers, _) = entry
         .addr
         .send(queue::Stats { declare: true })

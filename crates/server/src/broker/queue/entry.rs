@@ -56,6 +56,9 @@ pub struct QueueEntry {
     /// A quorum queue (`x-queue-type: quorum`): its messages go into its Raft log, not
     /// the message store, and a publish's confirm waits for the queue's commit.
     pub quorum: bool,
+    /// `None`: the queue runs on this node. `Some(node)`: it lives on that node of the
+    /// cluster and this entry only describes it (`remote.rs`, docs/design/cluster.md §6).
+    pub home: Option<Arc<str>>,
 }
 
 /// Message counters of a queue since it was created, and rates sampled from them.

@@ -14,6 +14,7 @@ mod lifecycle;
 mod ops;
 mod paging;
 mod quorum;
+mod remote;
 mod stored;
 mod stream;
 
@@ -23,6 +24,7 @@ pub use entry::{may_refuse, QueueCounters, QueueEntry};
 pub use handlers::*;
 pub use inbox::{Inbox, Ticket};
 pub use quorum::{QuorumConfirmed, QuorumShell};
+pub use remote::remote_home;
 pub use stored::{load_stored, Recovered};
 pub use stream::{retention, StreamCommitted, StreamQueue};
 

@@ -1,0 +1,104 @@
+//! This node in a cluster of several (`--cluster-peers`; docs/design/cluster.md §7): the
+//! transport and the metadata group started through `broker-cluster`'s
+//! [`ClusterMembership`] instead of a group of one, the wait at start until the node is
+//! a member that has applied the group's log, the status `/api/nodes` and
+//! `broker-cli cluster status` show, and the clean stop.
+//!
+//! The node serves nothing before it is a member and caught up: its definitions are the
+//! group's, and a node that answered from an older copy would let clients declare
+//! against a state the cluster already left.
+
+use crate::broker::runtime::Storage;
+use crate::config::ClusterSettings;
+use broker_cluster::membership::{Bootstrap, ClusterMembership, ClusterStatus, MembershipConfig};
+use broker_cluster::meta::{MetaCmd, MetaHandle, MetaSm};
+use broker_cluster::net::{NetConfig, Transport};
+use tracing::{info, warn};
+
+/// Starts the transport on `--cluster-listen` and the metadata group with the peers,
+/// over `sm`; returns the forwarding handle once this node is a member (it formed the
+/// group, joined it, or had Raft state on disk) and has applied every entry the group
+/// had committed when it got there.
+pub(crate) async fn start(
+    s: &Storage,
+    settings: &ClusterSettings,
+    sm: MetaSm,
+) -> Result<MetaHandle, String> {
+    let (name, listen) = (s.cluster.name.clone(), settings.listen.clone());
+    let (secret, peers) = (settings.secret.0.clone(), settings.peers.clone());
+    let log = s.cluster.log.clone();
+    let membership = s
+        .cluster
+        .run(async move {
+            let bound = Transport::bind(NetConfig::new(name, listen.clone(), secret))
+                .await
+                .map_err(|e| format!("cannot listen for cluster peers on {listen}: {e}"))?;
+            if let Ok(addr) = bound.local_addr() {
+                info!("cluster listening on {addr}");
+            }
+            ClusterMembership::start(bound, MembershipConfig::new(peers)?, &log, sm).await
+        })
+        .await
+        .ok_or("the cluster runtime is gone")??;
+    let meta = membership.meta();
+    let boot = membership.bootstrap();
+    *lock(s) = Some(membership);
+    wait_member(boot).await?;
+    caught_up(&meta).await;
+    Ok(meta)
+}
+
+/// Until the bootstrap says the node is a member, logging each reason it waits.
+async fn wait_member(mut boot: tokio::sync::watch::Receiver<Bootstrap>) -> Result<(), String> {
+    loop {
+        let now = boot.borrow_and_update().clone();
+        match now {
+            Bootstrap::Member => return Ok(()),
+            Bootstrap::Waiting(why) => info!("waiting for peers: {why}"),
+            Bootstrap::Pending => {}
+        }
+        if boot.changed().await.is_err() && *boot.borrow() != Bootstrap::Member {
+            return Err("the metadata group stopped before this node became a member".into());
+        }
+    }
+}
+
+/// Commits an empty transaction through the group and waits for this node to apply
+/// it: everything committed before is then applied (and materialized) here. A group
+/// without a majority does not answer: the node waits, saying so.
+async fn caught_up(meta: &MetaHandle) {
+    let barrier = MetaCmd::Txn {
+        guards: Vec::new(),
+        ops: Vec::new(),
+    };
+    loop {
+        match meta.propose(barrier.clone()).await {
+            Ok(_) => return,
+            Err(e) => warn!("waiting for the metadata group to answer: {e}"),
+        }
+    }
+}
+
+fn lock(s: &Storage) -> std::sync::MutexGuard<'_, Option<ClusterMembership>> {
+    s.cluster
+        .membership
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// The members, whether each runs, and the metadata leader; `None` on a cluster of one.
+pub fn status(s: &Storage) -> Option<ClusterStatus> {
+    lock(s).as_ref().map(|m| m.status())
+}
+
+/// Stops the metadata group and the transport (at shutdown, after the connections
+/// closed), so peers see the link go at once rather than at a timeout.
+pub async fn shutdown(s: &Storage) {
+    let Some(m) = lock(s).take() else {
+        return;
+    };
+    if s.cluster.run(m.shutdown()).await.is_none() {
+        warn!("the cluster runtime was gone before the cluster stopped");
+    }
+    info!("left the cluster");
+}

@@ -1,0 +1,181 @@
+//! The cluster settings (`--cluster-listen`, `--cluster-peers`, `--cluster-secret-file`;
+//! docs/design/cluster.md §5, §7), checked before anything starts: a cluster that would
+//! form wrong (no secret, a secret others can read, a peer list naming this node at
+//! another address) is refused with a message, as Erlang refuses a readable cookie.
+
+use broker_cluster::net::PeerAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// RabbitMQ's inter-node (Erlang distribution) port, the default of `--cluster-listen`
+/// when this node is not in its own peer list.
+const DEFAULT_CLUSTER_PORT: u16 = 25672;
+
+/// The shared secret, never printed (`Config` is `Debug`).
+#[derive(Clone)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// How this node joins its cluster; absent without `--cluster-peers` (a cluster of one).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// Where other nodes reach this one (`--cluster-listen`).
+    pub listen: String,
+    /// The nodes of `--cluster-peers` (this node's own entry kept when listed: every
+    /// node must compute the same initial membership from it).
+    pub peers: Vec<PeerAddr>,
+    /// The contents of `--cluster-secret-file` (trailing whitespace removed).
+    pub secret: Secret,
+}
+
+/// Resolves the three settings. No peers: `None`, whatever else is set.
+pub fn resolve(
+    node_name: &str,
+    listen: Option<String>,
+    peers: Option<String>,
+    secret_file: Option<PathBuf>,
+) -> Result<Option<ClusterSettings>, String> {
+    let Some(peers) = peers.filter(|p| !p.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let mut parsed: Vec<PeerAddr> = Vec::new();
+    for entry in peers.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let peer: PeerAddr = entry.parse()?;
+        if parsed.iter().any(|p| p.name == peer.name) {
+            return Err(format!(
+                "cluster peer {:?} is listed twice in --cluster-peers",
+                peer.name
+            ));
+        }
+        parsed.push(peer);
+    }
+    let own = parsed.iter().find(|p| p.name == node_name);
+    let listen = match (listen, own) {
+        (Some(l), Some(o)) if l != o.addr => {
+            return Err(format!(
+                "--cluster-peers lists this node ({node_name}) at {}, but --cluster-listen is {l}",
+                o.addr
+            ))
+        }
+        (Some(l), _) => l,
+        (None, Some(o)) => o.addr.clone(),
+        (None, None) => format!("0.0.0.0:{DEFAULT_CLUSTER_PORT}"),
+    };
+    if parsed.iter().all(|p| p.name == node_name) {
+        return Err("--cluster-peers names no node other than this one".into());
+    }
+    let Some(path) = secret_file else {
+        return Err(
+            "--cluster-peers needs --cluster-secret-file (the secret the nodes share)".into(),
+        );
+    };
+    Ok(Some(ClusterSettings {
+        listen,
+        peers: parsed,
+        secret: Secret(read_secret(&path)?),
+    }))
+}
+
+/// Reads the secret file: it must exist, hold something, and be accessible by its owner
+/// only (anyone who reads it can join the cluster).
+fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read cluster secret file {shown}: {e}"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "cluster secret file {shown} must be accessible by its owner only (its mode is {mode:04o}; run chmod 600 {shown})"
+        ));
+    }
+    let mut secret =
+        std::fs::read(path).map_err(|e| format!("cannot read cluster secret file {shown}: {e}"))?;
+    while secret.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        secret.pop();
+    }
+    if secret.is_empty() {
+        return Err(format!("cluster secret file {shown} is empty"));
+    }
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file in a fresh directory under the system's temp dir, removed on drop.
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn secret_file(mode: u32, text: &str) -> (Dir, PathBuf) {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("broker-secret-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        let path = dir.join("secret");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write: {e}"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("chmod: {e}"));
+        (Dir(dir), path)
+    }
+
+    fn err(r: Result<Option<ClusterSettings>, String>) -> String {
+        r.err().unwrap_or_default()
+    }
+
+    #[test]
+    fn peers_need_a_private_non_empty_secret() {
+        let peers = Some("b@h:1,c@h:2".to_string());
+        assert!(
+            err(resolve("a", None, peers.clone(), None)).contains("needs --cluster-secret-file")
+        );
+        let (_d, open) = secret_file(0o644, "s");
+        let e = err(resolve("a", None, peers.clone(), Some(open)));
+        assert!(
+            e.contains("accessible by its owner only") && e.contains("0644"),
+            "{e}"
+        );
+        let (_d, empty) = secret_file(0o600, "\n");
+        assert!(err(resolve("a", None, peers.clone(), Some(empty))).contains("is empty"));
+        let (_d, good) = secret_file(0o400, "s3cret\n");
+        let Ok(Some(c)) = resolve("a", None, peers, Some(good)) else {
+            panic!("a valid cluster setting");
+        };
+        assert_eq!(c.secret.0, b"s3cret");
+        assert_eq!(c.listen, "0.0.0.0:25672");
+        assert_eq!(c.peers.len(), 2);
+    }
+
+    #[test]
+    fn peer_lists_are_checked() {
+        let (_d, s) = secret_file(0o600, "s");
+        let go = |listen: Option<&str>, peers: &str| {
+            resolve(
+                "a@x",
+                listen.map(String::from),
+                Some(peers.into()),
+                Some(s.clone()),
+            )
+        };
+        assert!(err(go(None, "b@h:1,nonsense")).contains("is not NAME@HOST:PORT"));
+        assert!(err(go(None, "b@h:1,b@h:2")).contains("listed twice"));
+        assert!(err(go(None, "a@x@h:1")).contains("no node other"));
+        let e = err(go(Some("h:2"), "a@x@h:1,b@h:3"));
+        assert!(e.contains("lists this node (a@x) at h:1"), "{e}");
+        let Ok(Some(c)) = go(None, "a@x@h:1,b@h:3") else {
+            panic!("the node's own entry gives its listen address");
+        };
+        assert_eq!((c.listen.as_str(), c.peers.len()), ("h:1", 2));
+        assert!(matches!(resolve("a", None, None, None), Ok(None)));
+    }
+}
