@@ -62,6 +62,9 @@ class Node:
     def argv(self):
         a = [broker_bin(), "--node-name", self.name, "--data-dir", self.data_dir,
              "--listen", f"{self.host}:{self.port}", "--http-listen", f"{self.host}:{self.http_port}"]
+        if self.net is not None:
+            # the clients reach a namespaced node through the bridge, not its loopback
+            a += ["--loopback-users", "none"]
         if self.peers:
             a += ["--cluster-listen", f"{self.host}:{self.cluster_port}",
                   "--cluster-peers", ",".join(self.peers), "--cluster-secret-file", self.secret_file]
