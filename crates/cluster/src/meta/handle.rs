@@ -159,14 +159,36 @@ impl MetaHandle {
         left: Duration,
     ) -> Result<Forwarded, String> {
         let payload = encode(cmd)?;
-        let answer = net
-            .call_timeout(target, META_FORWARD_SERVICE, payload, left)
-            .await
-            .map_err(|e: NetError| e.to_string())?;
+        let call = net.call_timeout(target, META_FORWARD_SERVICE, payload, left);
+        let answer = tokio::select! {
+            answer = call => answer.map_err(|e: NetError| e.to_string())?,
+            // a frozen leader keeps its links up and never answers: once this node
+            // follows another leader, go there (a copy the old one commits after all
+            // meets the guards as a conflict, §2 "Forwarding as built")
+            moved = self.leader_moved_from(target) => return Ok(Forwarded::NotLeader(moved)),
+        };
         Ok(match decode_reply(&answer)? {
             ForwardReply::Done { index, resp } => Forwarded::Done(index, resp),
             ForwardReply::NotLeader { leader } => Forwarded::NotLeader(leader),
         })
+    }
+
+    /// Resolves once this node's metrics name a leader other than `target` and other
+    /// than the one they named when the attempt started (so a node that hears of the
+    /// new leader from a peer before its own metrics do is not sent back); never if
+    /// the group stops (the call's timeout ends the attempt then).
+    async fn leader_moved_from(&self, target: NodeId) -> Option<NodeId> {
+        let mut metrics = self.raft.metrics();
+        let start = metrics.borrow_and_update().current_leader;
+        loop {
+            let now = metrics.borrow_and_update().current_leader;
+            if now.is_some() && now != start && now != Some(target) {
+                return now;
+            }
+            if metrics.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Waits (at most [`RETRY_WAIT`], never past `left`) for this node to see a leader
