@@ -221,8 +221,11 @@ class DefinitionsChecker:
                 unexpected += [(node, kind, x) for x in view[kind] - sent[kind]]
                 if kind != "binding":
                     resurrected += [(node, kind, x) for x in view[kind] & deleted[kind]]
+        names = list(views)
+        disagree = [(names[0], n, k, sorted(views[names[0]][k] ^ views[n][k])[:5]) for n in names[1:]
+                    for k in ("queue", "exchange", "binding") if views[names[0]][k] != views[n][k]]
         return {"acked": acked, "indeterminate": indet, "deleted": sum(len(v) for v in deleted.values()),
-                "nodes_agree": agree, "lost": lost[:20], "lost_count": len(lost),
+                "nodes_agree": agree, "disagree": disagree[:6], "lost": lost[:20], "lost_count": len(lost),
                 "unexpected": unexpected[:20], "unexpected_count": len(unexpected),
                 "resurrected": resurrected[:20], "resurrected_count": len(resurrected), "errors": errors}
 
