@@ -271,8 +271,13 @@ impl SledStore {
             op.apply(&db).map_err(fail)?;
         }
         let segdir = self.dir.join("segments");
-        let replayed =
-            replay::replay(&db.db, &db.definitions, &db.messages, &segdir).map_err(StoreError)?;
+        let replayed = replay::replay(
+            &db.db,
+            replay::Queues::Defined(&db.definitions),
+            &db.messages,
+            &segdir,
+        )
+        .map_err(StoreError)?;
         for op in journal.iter() {
             op.apply(&db).map_err(fail)?;
         }

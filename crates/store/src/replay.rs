@@ -49,12 +49,27 @@ pub struct Replayed {
     pub restored: usize,
 }
 
-/// Puts back the index entries of records from `from` on whose queue still exists.
-/// Without a replay position (a new store, or one written by a broker that flushed the
-/// index before each confirm) there is nothing to replay.
+/// Which queues a replay restores entries for.
+pub enum Queues<'a> {
+    /// Every queue a record names. At start the definitions in sled may lag: in a
+    /// cluster (even a cluster of one) a queue's record is written by the metadata
+    /// group's apply, whose Raft log is fsynced but whose sled write is flushed later,
+    /// and the group replays it only after the store is open. A record of a queue that
+    /// sled does not know yet is a confirmed message all the same, so nothing is dropped
+    /// here: the broker removes the entries of queues that really are gone once its
+    /// definitions are complete (`remove_orphans`; queue ids are never reused).
+    All,
+    /// Only queues whose record is in this tree (a reopen while running: the
+    /// definitions are current, and no orphan sweep follows).
+    Defined(&'a sled::Tree),
+}
+
+/// Puts back the index entries of records from `from` on, for `queues`. Without a
+/// replay position (a new store, or one written by a broker that flushed the index
+/// before each confirm) there is nothing to replay.
 pub fn replay(
     db: &sled::Db,
-    definitions: &sled::Tree,
+    queues: Queues<'_>,
     messages: &sled::Tree,
     dir: &Path,
 ) -> Result<Replayed, String> {
@@ -66,17 +81,10 @@ pub fn replay(
     else {
         return Ok(done);
     };
-    let records = definitions
-        .iter()
-        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot read definitions: {e}"))?;
-    let live: HashSet<u64> = decode_definitions(records)
-        .0
-        .queues
-        .iter()
-        .map(|q| q.id)
-        .collect();
+    let live: Option<HashSet<u64>> = match queues {
+        Queues::All => None,
+        Queues::Defined(definitions) => Some(defined_queues(definitions)?),
+    };
     let mut failed = None;
     segments::scan(dir, from, |at: Location, payload| {
         let Ok((Some(env), _)) = Envelope::split(payload) else {
@@ -93,7 +101,8 @@ pub fn replay(
             fanout: env.queues.len().max(1) as u32,
         }
         .encode();
-        for q in env.queues.iter().filter(|q| live.contains(q)) {
+        let wanted = |q: &&u64| live.as_ref().is_none_or(|l| l.contains(q));
+        for q in env.queues.iter().filter(wanted) {
             let key = message_key(*q, env.seq);
             match messages.compare_and_swap(key, None as Option<&[u8]>, Some(&value[..])) {
                 Ok(Ok(())) => done.restored += 1,
@@ -106,6 +115,21 @@ pub fn replay(
         return Err(format!("cannot restore the message index: {e}"));
     }
     Ok(done)
+}
+
+/// The store ids of the queues whose records are in `definitions`.
+fn defined_queues(definitions: &sled::Tree) -> Result<HashSet<u64>, String> {
+    let records = definitions
+        .iter()
+        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot read definitions: {e}"))?;
+    Ok(decode_definitions(records)
+        .0
+        .queues
+        .iter()
+        .map(|q| q.id)
+        .collect())
 }
 
 #[cfg(test)]
@@ -188,14 +212,16 @@ mod tests {
             s.index().flush().unwrap();
         }
         let s = reopen(&dir);
-        // seq 10 was removed before the replay position: it stays removed; queue 3
-        // does not exist; the rest is back, with its meta, in order
+        // seq 10 was removed before the replay position: it stays removed; the rest is
+        // back, with its meta, in order; queue 3 has no record (yet: in a cluster its
+        // record may come with the metadata group's log replay) and its message is back
+        // too, for the broker's orphan sweep to decide
         assert_eq!(seqs(&s, 1), vec![(11, b"\x01fan".to_vec())]);
         assert_eq!(
             seqs(&s, 2),
             vec![(11, b"\x01fan".to_vec()), (13, b"\x01kept".to_vec())]
         );
-        assert!(seqs(&s, 3).is_empty());
+        assert_eq!(seqs(&s, 3), vec![(12, b"\x01gone".to_vec())]);
         let mut metas = Vec::new();
         s.for_each_in_queue(2, 0, &mut |m| metas.push(m.meta))
             .unwrap();

@@ -135,7 +135,7 @@ impl SledStore {
         let path = dir.join("store");
         let db = open_db(dir, &path)?;
         let segdir = dir.join("segments");
-        let replayed = replay::replay(&db.db, &db.definitions, &db.messages, &segdir)
+        let replayed = replay::replay(&db.db, replay::Queues::All, &db.messages, &segdir)
             .map_err(|e| format!("the store in {} is damaged: {e}", path.display()))?;
         if replayed.restored > 0 {
             tracing::info!(

@@ -171,12 +171,22 @@ impl Task {
             tracing::warn!("not forming the metadata group yet: {why}");
             said.clone_from(&why);
         }
-        self.state.send_replace(Bootstrap::Waiting(why));
+        // watchers (the server logs each reason) hear of a change only
+        self.state.send_if_modified(|now| {
+            let changed = !matches!(now, Bootstrap::Waiting(w) if *w == why);
+            if changed {
+                *now = Bootstrap::Waiting(why);
+            }
+            changed
+        });
     }
 
     /// Waits until the Raft metrics change (entries from a leader) or [`RECHECK`].
     async fn pause(&self) {
         let mut m = self.raft.metrics();
+        // a new receiver may count the current value as unseen, and `changed` would
+        // return at once: the loop spun (thousands of rounds a second while waiting)
+        m.borrow_and_update();
         let _ = tokio::time::timeout(RECHECK, m.changed()).await;
     }
 }
