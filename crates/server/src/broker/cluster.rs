@@ -42,6 +42,9 @@ pub struct ClusterNode {
     /// The transport and metadata membership of a node started with `--cluster-peers`
     /// (`broker/membership.rs`); `None` for a cluster of one, and after shutdown.
     pub(crate) membership: std::sync::Mutex<Option<broker_cluster::membership::ClusterMembership>>,
+    /// The transport to the other nodes, once started (`broker/membership.rs`): queues
+    /// whose home is another node reach it through this (`broker/queue/remote/`).
+    transport: OnceLock<broker_cluster::net::Transport>,
 }
 
 impl ClusterNode {
@@ -68,6 +71,7 @@ impl ClusterNode {
             queue_ids: tokio::sync::Mutex::new(0..0),
             snapshots: store.raft_snapshots(),
             membership: std::sync::Mutex::new(None),
+            transport: OnceLock::new(),
         }))
     }
 
@@ -79,6 +83,16 @@ impl ClusterNode {
     /// Records the started metadata group (once; a second call is ignored).
     pub fn set_meta(&self, meta: MetaHandle) {
         let _ = self.meta.set(meta);
+    }
+
+    /// The transport to the other nodes; `None` on a cluster of one and before start.
+    pub fn transport(&self) -> Option<&broker_cluster::net::Transport> {
+        self.transport.get()
+    }
+
+    /// Records the started transport (once; a second call is ignored).
+    pub fn set_transport(&self, net: broker_cluster::net::Transport) {
+        let _ = self.transport.set(net);
     }
 
     /// The cluster runtime's handle: `Raft::new` and everything that must run beside

@@ -23,6 +23,7 @@ pub(crate) async fn start(
     s: &Storage,
     settings: &ClusterSettings,
     sm: MetaSm,
+    rt: std::sync::Weak<crate::broker::runtime::Runtime>,
 ) -> Result<MetaHandle, String> {
     let (name, listen) = (s.cluster.name.clone(), settings.listen.clone());
     let (secret, peers) = (settings.secret.0.clone(), settings.peers.clone());
@@ -36,10 +37,15 @@ pub(crate) async fn start(
             if let Ok(addr) = bound.local_addr() {
                 info!("cluster listening on {addr}");
             }
-            ClusterMembership::start(bound, MembershipConfig::new(peers)?, &log, sm).await
+            let m =
+                ClusterMembership::start(bound, MembershipConfig::new(peers)?, &log, sm).await?;
+            // queues used from other nodes are served from the start (broker/remote.rs)
+            crate::broker::remote::register(m.transport(), rt);
+            Ok::<_, String>(m)
         })
         .await
         .ok_or("the cluster runtime is gone")??;
+    s.cluster.set_transport(membership.transport().clone());
     let meta = membership.meta();
     let boot = membership.bootstrap();
     *lock(s) = Some(membership);

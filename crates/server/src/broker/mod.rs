@@ -23,6 +23,7 @@ pub mod node;
 pub mod policies;
 pub mod publish;
 pub mod queue;
+pub mod remote;
 pub mod runtime;
 pub mod super_streams;
 pub mod supervise;

@@ -142,16 +142,24 @@ impl Routed {
             }
         }
         for q in self.queues.iter() {
-            let t = if q.quorum { ticket.cloned() } else { None };
+            let t = if q.quorum || !q.is_local() {
+                ticket.cloned()
+            } else {
+                None
+            };
             q.enqueue_ticketed(msg.clone(), t);
             each(q);
         }
     }
 
-    /// How many of the queues taking the message are quorum queues (each confirms the
-    /// publish on its own commit: one part of its confirm each).
+    /// How many of the queues taking the message are quorum queues or queues of other
+    /// nodes (each confirms the publish on its own commit: one part of its confirm
+    /// each).
     pub fn quorum_parts(&self) -> u32 {
-        self.queues.iter().filter(|q| q.quorum).count() as u32
+        self.queues
+            .iter()
+            .filter(|q| q.quorum || !q.is_local())
+            .count() as u32
     }
 }
 
@@ -188,7 +196,8 @@ fn store_message(
 ) -> Result<bool, StoreError> {
     let streamed = append_to_streams(store, msg, queues)?;
     // a quorum queue's messages are in its Raft log
-    let stored = |q: &&Arc<QueueEntry>| q.stream.is_none() && !q.quorum;
+    // and a queue of another node's on its home
+    let stored = |q: &&Arc<QueueEntry>| q.stream.is_none() && !q.quorum && q.is_local();
     if !msg.is_persistent() || !queues.iter().filter(stored).any(|q| q.store_id.is_some()) {
         return Ok(streamed);
     }

@@ -155,11 +155,14 @@ impl VHost {
             return Ok(0);
         };
         q.check_access(conn)?;
-        q.local_only()?;
-        let n = q
-            .delete(if_unused, if_empty)
-            .await
-            .map_err(unavailable("queue"))??;
+        let n = if q.is_local() {
+            q.delete(if_unused, if_empty)
+                .await
+                .map_err(unavailable("queue"))??
+        } else {
+            // the queue's part at its home; the record goes through the group here
+            q.remote_delete(if_unused, if_empty).await?
+        };
         self.forget_queue_locked(&q).await?;
         Ok(n)
     }

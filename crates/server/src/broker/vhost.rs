@@ -248,6 +248,7 @@ impl VHost {
                     stream,
                     quorum: is_quorum,
                     home: None,
+                    remote: None,
                 })
             })
             .clone();
@@ -286,7 +287,8 @@ impl VHost {
         let args = self.queue_args(&def.name, &def.arguments);
         // an address whose mailbox is closed at once: what is sent to it fails
         let (tx, _closed) = actix::dev::channel::channel::<QueueActor>(0);
-        let entry = Arc::new(QueueEntry {
+        let cluster = self.node.store.as_ref().map(|s| s.cluster.clone());
+        let entry = Arc::new_cyclic(|me| QueueEntry {
             name: name.clone(),
             durable: true,
             auto_delete: def.auto_delete,
@@ -305,6 +307,7 @@ impl VHost {
             counters: Default::default(),
             stream: None,
             quorum: broker_core::queue_type::of_arguments(&def.arguments).name() == "quorum",
+            remote: cluster.map(|c| crate::broker::queue::Outbox::new(c, home.clone(), me.clone())),
             home: Some(home),
         });
         let entry = self.queues.entry(name).or_insert(entry).clone();

@@ -240,7 +240,10 @@ async fn purge(req: HttpRequest, rt: State, path: web::Path<(String, String)>) -
     let (vhost, name) = path.into_inner();
     let q = find(&rt, &u, &vhost, &name)?;
     permitted(&rt, &u, &vhost, Access::Read, "queue", &name)?;
-    q.local_only()?;
+    if !q.is_local() {
+        q.remote_purge().await?;
+        return Ok(no_content());
+    }
     if q.stream.is_some() {
         return Err(ApiError::bad_request(format!(
             "queue.purge not supported by stream queues queue '{name}' in vhost '{vhost}'"
@@ -269,7 +272,7 @@ async fn get(
     let (vhost, name) = path.into_inner();
     let q = find(&rt, &u, &vhost, &name)?;
     permitted(&rt, &u, &vhost, Access::Read, "queue", &name)?;
-    q.local_only()?;
+    q.local_only("the management API's get")?;
     if q.stream.is_some() {
         return Err(ApiError::bad_request(format!(
             "basic.get not supported by stream queues queue '{name}' in vhost '{vhost}'"

@@ -88,7 +88,7 @@ impl ChannelActor {
         )?;
         let name = self.queue_name(c.queue.as_str())?;
         let q = self.find_queue(&name)?;
-        q.local_only()?;
+        q.local_only("basic.consume")?;
         if q.stream.is_some() {
             broker_core::queue_type::stream::check_consume(
                 c.no_ack,
@@ -188,7 +188,6 @@ impl ChannelActor {
         let name = self.queue_name(g.queue.as_str())?;
         self.allowed(broker_core::auth::Access::Read, "queue", &name)?;
         let q = self.find_queue(&name)?;
-        q.local_only()?;
         self.touch(&q);
         if q.stream.is_some() {
             return Err(broker_core::queue_type::stream::not_supported(
@@ -207,6 +206,9 @@ impl ChannelActor {
             ));
         }
         let no_ack = g.no_ack;
+        if !q.is_local() {
+            return self.remote_get(q, no_ack, ctx);
+        }
         let get = q.get(self.key, no_ack);
         self.wait_then(
             ctx,
@@ -215,47 +217,20 @@ impl ChannelActor {
             move |act, got, ctx| match got {
                 None => act.send(AMQPClass::Basic(b::AMQPMethod::GetEmpty(b::GetEmpty {}))),
                 Some((entry, msg, remaining)) => {
-                    if let Some(e) = act.header_too_large(&msg.raw_properties) {
-                        // back to the queue unchanged; the channel closes with 406
-                        q.restore(vec![entry], no_ack);
-                        act.fail(e.on(60, 70), ctx);
-                        return;
-                    }
-                    // a message whose names do not fit a shortstr cannot be sent: 541 as
-                    // RabbitMQ (the queue takes an unacked one back when we close)
-                    let names = shortstr("exchange", &msg.exchange)
-                        .and_then(|x| Ok((x, shortstr("routing key", &msg.routing_key)?)));
-                    let (exchange, routing_key) = match names {
-                        Ok(n) => n,
-                        Err(e) => return act.fail(e.on(60, 70), ctx),
+                    let got = super::remote::Got {
+                        id: entry.id,
+                        redelivered: entry.redelivered,
+                        msg,
+                        remaining,
                     };
-                    let tag = if no_ack {
-                        act.unacked.next_tag()
-                    } else {
-                        act.unacked.record(Pending {
-                            queue: q.clone(),
-                            id: entry.id,
-                            gate: None,
-                        })
-                    };
-                    act.shared.method(
-                        act.id,
-                        &AMQPClass::Basic(b::AMQPMethod::GetOk(b::GetOk {
-                            delivery_tag: tag.0,
-                            redelivered: entry.redelivered,
-                            exchange,
-                            routing_key,
-                            message_count: remaining,
-                        })),
+                    let back = q.clone();
+                    act.get_ok(
+                        &q,
+                        got,
+                        no_ack,
+                        move || back.restore(vec![entry], no_ack),
+                        ctx,
                     );
-                    broker_wire::encode::content(
-                        &mut act.shared.out.borrow_mut(),
-                        act.id,
-                        &msg.raw_properties,
-                        &msg.body,
-                        act.shared.frame_max.get(),
-                    );
-                    act.request_flush();
                 }
             },
         );

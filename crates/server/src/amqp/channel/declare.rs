@@ -319,7 +319,6 @@ impl ChannelActor {
         let name = self.queue_name(p.queue.as_str())?;
         self.allowed(Access::Read, "queue", &name)?;
         let qe = self.find_queue(&name)?;
-        qe.local_only()?;
         if qe.stream.is_some() {
             return Err(broker_core::queue_type::stream::not_supported(
                 "queue.purge",
@@ -332,8 +331,14 @@ impl ChannelActor {
             ctx,
             (50, 30),
             {
-                let purge = qe.purge();
-                async move { purge.await.map_err(mailbox) }
+                let local = qe.is_local().then(|| qe.purge());
+                let remote = qe.remote_purge();
+                async move {
+                    match local {
+                        Some(purge) => purge.await.map_err(mailbox),
+                        None => remote.await,
+                    }
+                }
             },
             move |act, n, _| {
                 if !nowait {
@@ -446,8 +451,9 @@ async fn declare_ok(
 ) -> Result<(ShortString, u32, u32), AmqpError> {
     let name = shortstr("queue name", &entry.name)?;
     if !entry.is_local() {
-        // its counts are on its home node (remote queues: step 5)
-        return Ok((name, 0, 0));
+        // its counts are on its home node
+        let (ready, consumers) = entry.remote_stats().await?;
+        return Ok((name, ready, consumers));
     }
     let (ready, consumers, _) = entry
         .addr

@@ -7,6 +7,7 @@
 mod basic;
 mod declare;
 mod deliver;
+mod remote;
 mod route;
 mod tx;
 

@@ -59,6 +59,9 @@ pub struct QueueEntry {
     /// `None`: the queue runs on this node. `Some(node)`: it lives on that node of the
     /// cluster and this entry only describes it (`remote.rs`, docs/design/cluster.md §6).
     pub home: Option<Arc<str>>,
+    /// How a queue of another node is reached: publishes and notes leave through it
+    /// (`remote/outbox.rs`); `None` for a queue of this node.
+    pub remote: Option<super::Outbox>,
 }
 
 /// Message counters of a queue since it was created, and rates sampled from them.
@@ -157,6 +160,13 @@ impl QueueEntry {
             }
             return;
         }
+        if let Some(o) = &self.remote {
+            // to the home, through the outbox (`remote/outbox.rs`)
+            if self.inbox.push_ticketed(msg, ticket) {
+                o.wake();
+            }
+            return;
+        }
         if self.stream.is_some() {
             // appended to the log already (`Routed::store`)
             self.counters.published.fetch_add(1, Ordering::Relaxed);
@@ -199,8 +209,9 @@ impl QueueEntry {
     /// reject-publish-dlx) has no room for a message with `body_len` bytes. Counts the
     /// messages still on their way to the actor.
     pub fn refuses(&self, body_len: usize) -> bool {
-        if !self.may_refuse.load(Ordering::Relaxed) || self.quorum {
-            // a quorum queue's state machine decides (it nacks what it refuses)
+        if !self.may_refuse.load(Ordering::Relaxed) || self.quorum || !self.is_local() {
+            // a quorum queue's state machine decides (it nacks what it refuses), and a
+            // queue of another node decides at its home
             return false;
         }
         let args = self.args.load();

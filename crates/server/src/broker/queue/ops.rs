@@ -44,12 +44,40 @@ impl QueueEntry {
 
     /// basic.ack / nack / reject of deliveries from this queue.
     pub fn settle(&self, s: Settle) {
+        let (kind, ids) = match &s {
+            Settle::Ack(ids) => (0, ids),
+            Settle::Requeue(ids) => (1, ids),
+            Settle::Discard(ids) => (2, ids),
+        };
+        if self.note_remote(|vhost, queue| remote_wire::Note::Settle {
+            vhost,
+            queue,
+            kind,
+            ids: ids.clone(),
+        }) {
+            return;
+        }
         self.addr.do_send(s);
     }
 
     /// Hands deliveries back unchanged (their consumer went away on the way).
     pub fn restore(&self, entries: Vec<Entry>, no_ack: bool) {
+        if !self.is_local() {
+            // a queue of another node restores through [`QueueEntry::restore_remote`]
+            return;
+        }
         self.addr.do_send(Restore { entries, no_ack });
+    }
+
+    /// Hands a message got from a queue of another node back (its channel could not
+    /// send it): requeued at the home.
+    pub fn restore_remote(&self, id: u64) {
+        self.note_remote(|vhost, queue| remote_wire::Note::Settle {
+            vhost,
+            queue,
+            kind: 1,
+            ids: vec![id],
+        });
     }
 
     /// A consumer has room again: the queue delivers on.
@@ -59,6 +87,14 @@ impl QueueEntry {
 
     /// A channel closed: its consumers go, its unacked deliveries come back.
     pub fn channel_closed(&self, channel: ChannelKey) {
+        if self.note_remote(|vhost, queue| remote_wire::Note::ChannelClosed {
+            vhost,
+            queue,
+            connection: channel.connection,
+            channel: channel.channel,
+        }) {
+            return;
+        }
         self.addr.do_send(ChannelClosed(channel));
     }
 

@@ -1,0 +1,224 @@
+//! Queues whose home is another node of the cluster (docs/design/cluster.md §6, §11
+//! step 5).
+//!
+//! Every node materializes every durable queue's record, but only the queue's home node
+//! (the node that declared it, named in the record) runs its actor and holds its
+//! messages. The other nodes keep an entry that knows where the queue lives: it is
+//! listed (`/api/queues` with its `node`), redeclared (passively or not: equivalence is
+//! checked against the record), bound and unbound, since those are definitions of the
+//! metadata group, and it is used through the home:
+//!
+//! - publishes routed to it go to the home in batches (`outbox.rs`), and their confirms
+//!   wait for the home's answer;
+//! - basic.get, queue.purge, queue.delete and the counts of queue.declare-ok are
+//!   requests to the home ([`QueueEntry::remote_get`] and the others here); the acks,
+//!   nacks and rejects of a message got so, and its channel's close, go back as notes;
+//! - the home answers them in `broker/remote.rs`.
+//!
+//! basic.consume is still fenced ([`QueueEntry::local_only`]: 404 naming the home).
+//! A home that is down or unreachable: publishes are nacked, the rest answer 404
+//! "home node ... is down or inaccessible", as RabbitMQ does.
+
+mod outbox;
+pub mod wire;
+
+pub use outbox::Outbox;
+
+use super::*;
+use broker_cluster::net::NetError;
+use broker_core::store::QueueDef;
+use wire::{Note, OpReply, OpReq, OP_SERVICE};
+
+impl QueueEntry {
+    /// Whether this node runs the queue (its actor and messages are here).
+    pub fn is_local(&self) -> bool {
+        self.home.is_none()
+    }
+
+    /// Whether a publish routed here may enqueue: every queue of this node, and a
+    /// classic queue (or stream) of another, through its home; a quorum queue of
+    /// another node is not reached from here yet (replicated quorum queues, step 7).
+    pub fn takes_publishes(&self) -> bool {
+        self.is_local() || (!self.quorum && self.remote.is_some())
+    }
+
+    /// The fence of what does not reach another node yet (`what`: basic.consume, the
+    /// management API's get): 404 naming the queue's home node when it lives on
+    /// another node, or RabbitMQ's 404 when that node is down.
+    pub fn local_only(&self, what: &str) -> Result<(), AmqpError> {
+        match &self.home {
+            None => Ok(()),
+            Some(home) if !self.home_up() => Err(self.home_down(home)),
+            Some(home) => Err(AmqpError::not_found(format!(
+                "queue '{}' in vhost '{}' is on node '{home}': connect to that node for {what} (not yet supported through another cluster node)",
+                self.name, self.vhost_name
+            ))),
+        }
+    }
+
+    /// Whether the link to the queue's home is up (true for a local queue).
+    pub fn home_up(&self) -> bool {
+        match &self.remote {
+            None => self.is_local(),
+            Some(o) => o.cluster.transport().is_some_and(|net| net.is_up(o.home)),
+        }
+    }
+
+    /// RabbitMQ's 404 for a durable queue whose node is down.
+    fn home_down(&self, home: &str) -> AmqpError {
+        AmqpError::not_found(format!(
+            "home node '{home}' of durable queue '{}' in vhost '{}' is down or inaccessible",
+            self.name, self.vhost_name
+        ))
+    }
+
+    /// Sends a note to the queue's home (settles, a closed channel). Returns false for
+    /// a local queue.
+    pub(super) fn note_remote(&self, make: impl FnOnce(String, String) -> Note) -> bool {
+        let Some(o) = &self.remote else {
+            return false;
+        };
+        o.note(make(self.vhost_name.to_string(), self.name.to_string()));
+        true
+    }
+
+    /// The queue's vhost and name, as requests carry them.
+    fn names(&self) -> (String, String) {
+        (self.vhost_name.to_string(), self.name.to_string())
+    }
+
+    /// Asks the queue's home; a home that is down or does not answer is RabbitMQ's 404.
+    fn ask_home(
+        &self,
+        req: OpReq,
+    ) -> impl std::future::Future<Output = Result<OpReply, AmqpError>> + 'static {
+        let target = self
+            .remote
+            .as_ref()
+            .map(|o| (o.cluster.clone(), o.home, o.home_name.clone()));
+        let down = self.home.as_deref().map(|h| self.home_down(h));
+        // a quorum queue of another node is not reached from here yet (step 7)
+        let fenced = if self.quorum {
+            self.local_only("a quorum queue").err()
+        } else {
+            None
+        };
+        async move {
+            if let Some(e) = fenced {
+                return Err(e);
+            }
+            let (cluster, home, _) =
+                target.ok_or_else(|| AmqpError::internal("not a remote queue"))?;
+            let down = down.unwrap_or_else(|| AmqpError::internal("not a remote queue"));
+            let payload = wire::encode(&req).map_err(AmqpError::internal)?;
+            let net = cluster.transport().cloned().ok_or(down.clone())?;
+            let reply = cluster
+                .run(async move { net.call(home, OP_SERVICE, payload).await })
+                .await
+                .ok_or_else(|| AmqpError::internal("the cluster runtime is gone"))?;
+            let reply = match reply {
+                Ok(r) => r,
+                Err(NetError::Remote { text, .. }) => return Err(AmqpError::internal(text)),
+                Err(_) => return Err(down),
+            };
+            match wire::decode::<OpReply>(&reply).map_err(AmqpError::internal)? {
+                OpReply::Failed { code, text } => Err(AmqpError::new(
+                    broker_core::ReplyCode::from_code(code),
+                    text,
+                )),
+                r => Ok(r),
+            }
+        }
+    }
+
+    /// basic.get at the queue's home for channel `key` of this node: the message's id
+    /// there, whether it was delivered before, the message and the ready count after it.
+    pub fn remote_get(
+        &self,
+        key: ChannelKey,
+        no_ack: bool,
+    ) -> impl std::future::Future<Output = Result<Option<(u64, bool, Arc<Message>, u32)>, AmqpError>>
+           + 'static {
+        let (vhost, queue) = self.names();
+        let ask = self.ask_home(OpReq::Get {
+            vhost,
+            queue,
+            connection: key.connection,
+            channel: key.channel,
+            no_ack,
+        });
+        async move {
+            match ask.await? {
+                OpReply::Got {
+                    id,
+                    redelivered,
+                    remaining,
+                    record,
+                } => {
+                    let mut m = broker_core::store::decode_message_shared(&record.into(), 0)
+                        .map_err(|e| AmqpError::internal(e.to_string()))?;
+                    m.persist_id = None;
+                    Ok(Some((id, redelivered, Arc::new(m), remaining)))
+                }
+                _ => Ok(None),
+            }
+        }
+    }
+
+    /// queue.purge at the queue's home: how many ready messages went.
+    pub fn remote_purge(
+        &self,
+    ) -> impl std::future::Future<Output = Result<u32, AmqpError>> + 'static {
+        let (vhost, queue) = self.names();
+        let ask = self.ask_home(OpReq::Purge { vhost, queue });
+        async move { count(ask.await?) }
+    }
+
+    /// queue.delete's part in the queue at its home (if-unused, if-empty checked
+    /// there): how many messages went with it.
+    pub fn remote_delete(
+        &self,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> impl std::future::Future<Output = Result<u32, AmqpError>> + 'static {
+        let (vhost, queue) = self.names();
+        let ask = self.ask_home(OpReq::Delete {
+            vhost,
+            queue,
+            if_unused,
+            if_empty,
+        });
+        async move { count(ask.await?) }
+    }
+
+    /// The ready messages and consumers queue.declare-ok reports, from the home.
+    pub fn remote_stats(
+        &self,
+    ) -> impl std::future::Future<Output = Result<(u32, u32), AmqpError>> + 'static {
+        let (vhost, queue) = self.names();
+        let ask = self.ask_home(OpReq::Stats { vhost, queue });
+        async move {
+            match ask.await? {
+                OpReply::Stats { ready, consumers } => Ok((ready, consumers)),
+                r => Err(AmqpError::internal(format!("unexpected answer {r:?}"))),
+            }
+        }
+    }
+}
+
+fn count(r: OpReply) -> Result<u32, AmqpError> {
+    match r {
+        OpReply::Count(n) => Ok(n),
+        r => Err(AmqpError::internal(format!("unexpected answer {r:?}"))),
+    }
+}
+
+/// The node a queue record belongs to, if it is not this one: only with
+/// `--cluster-peers` (a cluster of one runs every queue it has, whatever name its
+/// records carry, so renaming a single node loses nothing), and a record without a home
+/// (written before clusters) belongs to the node reading it.
+pub fn remote_home(node: &Node, def: &QueueDef) -> Option<Arc<str>> {
+    node.config.cluster.as_ref()?;
+    let home = def.home.as_deref()?;
+    (home != crate::broker::node::node_name()).then(|| home.into())
+}

@@ -1,0 +1,203 @@
+//! The way out of a queue entry whose home is another node: publishes routed to it wait
+//! in the entry's inbox (so the publisher's credit and pause work as for a local queue,
+//! `QUEUE_CREDIT`), and one task per entry, started by the first publish, takes the inbox
+//! and sends it to the home in batches of at most [`BATCH_MESSAGES`] messages or
+//! [`BATCH_BYTES`] body bytes, one batch in flight at a time (the queue's order is the
+//! order of the batches). The home answers once it has enqueued them and fsynced the
+//! persistent ones; only then is each publish's ticket answered, so its confirm goes out
+//! after the home's commit. A home that is down or does not answer within the
+//! transport's call time nacks the batch. Publishers paused on the entry are woken
+//! after each answer: what waits for one node is bounded by the credit plus one batch.
+//!
+//! Settles and closed channels of messages got from the queue (`Note`s) go out through
+//! the same task, in order, as one-way messages.
+
+use super::wire::{self, Note, PublishReply, NOTE_SERVICE, PUBLISH_SERVICE};
+use super::*;
+use crate::broker::cluster::ClusterNode;
+use broker_cluster::NodeId;
+use tokio::sync::Notify;
+
+/// At most this many messages in one publish batch.
+pub const BATCH_MESSAGES: usize = 1024;
+
+/// At most this many body bytes in one publish batch (a single larger message goes
+/// alone: it is below the frame limit, which is above `max_message_size`).
+pub const BATCH_BYTES: usize = 4 << 20;
+
+/// Notes waiting to go: past this many the oldest settles are still sent, but a
+/// channel's note waits for room (bounded by the channel's own unacked gets).
+const NOTES_MAX: usize = 65_536;
+
+/// Where a remote entry's publishes and notes leave from.
+pub struct Outbox {
+    /// The node's cluster part: its transport and runtime.
+    pub(super) cluster: Arc<ClusterNode>,
+    /// The queue's home node.
+    pub(super) home: NodeId,
+    /// Its name.
+    pub(super) home_name: Arc<str>,
+    /// The entry (weak: the task ends with it).
+    entry: Weak<QueueEntry>,
+    /// Wakes the task.
+    wake: Arc<Notify>,
+    /// The task runs.
+    started: AtomicBool,
+    /// Settles and closed channels waiting to go, oldest first.
+    notes: Arc<std::sync::Mutex<Vec<Note>>>,
+}
+
+impl Outbox {
+    /// The outbox of `entry`, a queue on node `home`.
+    pub fn new(cluster: Arc<ClusterNode>, home: Arc<str>, entry: Weak<QueueEntry>) -> Outbox {
+        Outbox {
+            cluster,
+            home: broker_cluster::node_id(&home),
+            home_name: home,
+            entry,
+            wake: Arc::new(Notify::new()),
+            started: AtomicBool::new(false),
+            notes: Default::default(),
+        }
+    }
+
+    /// The entry's inbox has messages (or a note waits): start the task or wake it.
+    pub(crate) fn wake(&self) {
+        if !self.started.swap(true, Ordering::AcqRel) {
+            let task = Task {
+                cluster: self.cluster.clone(),
+                home: self.home,
+                entry: self.entry.clone(),
+                wake: self.wake.clone(),
+                notes: self.notes.clone(),
+            };
+            match self.cluster.handle() {
+                Some(h) => {
+                    h.spawn(task.run());
+                }
+                None => self.started.store(false, Ordering::Release),
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Queues a note for the home (sent in order with the others).
+    pub(super) fn note(&self, n: Note) {
+        {
+            let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
+            if notes.len() >= NOTES_MAX {
+                tracing::warn!(home = %self.home_name, "too many notes waiting for a queue's home: one dropped");
+                return;
+            }
+            notes.push(n);
+        }
+        self.wake();
+    }
+}
+
+/// The sending task of one entry.
+struct Task {
+    cluster: Arc<ClusterNode>,
+    home: NodeId,
+    entry: Weak<QueueEntry>,
+    wake: Arc<Notify>,
+    notes: Arc<std::sync::Mutex<Vec<Note>>>,
+}
+
+impl Task {
+    async fn run(self) {
+        loop {
+            self.wake.notified().await;
+            loop {
+                let Some(q) = self.entry.upgrade() else {
+                    return;
+                };
+                let notes =
+                    std::mem::take(&mut *self.notes.lock().unwrap_or_else(|p| p.into_inner()));
+                self.send_notes(notes).await;
+                let (msgs, tickets) = q.inbox.take_ticketed();
+                if msgs.is_empty() {
+                    q.inbox.wake_waiters();
+                    break;
+                }
+                self.send_publishes(&q, msgs, tickets).await;
+                q.inbox.wake_waiters();
+            }
+        }
+    }
+
+    async fn send_notes(&self, notes: Vec<Note>) {
+        let Some(net) = self.cluster.transport() else {
+            return;
+        };
+        for n in notes {
+            let sent = match wire::encode(&n) {
+                Ok(b) => net
+                    .send(self.home, NOTE_SERVICE, b)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                // the home requeues what the lost link's channels held
+                tracing::debug!("note to a queue's home not sent: {e}");
+            }
+        }
+    }
+
+    /// Sends the messages in batches, one at a time, and answers their tickets.
+    async fn send_publishes(
+        &self,
+        q: &Arc<QueueEntry>,
+        msgs: Vec<Arc<Message>>,
+        tickets: Vec<(usize, Ticket)>,
+    ) {
+        let mut tickets = tickets.into_iter().peekable();
+        let mut start = 0;
+        while start < msgs.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < msgs.len()
+                && end - start < BATCH_MESSAGES
+                && (end == start || bytes + msgs[end].body.len() <= BATCH_BYTES)
+            {
+                bytes += msgs[end].body.len();
+                end += 1;
+            }
+            let outcome = self.publish(q, &msgs[start..end]).await;
+            while let Some((at, _)) = tickets.peek() {
+                if *at >= end {
+                    break;
+                }
+                if let Some((at, t)) = tickets.next() {
+                    let ok = match &outcome {
+                        Ok(refused) => !refused.contains(&((at - start) as u32)),
+                        Err(_) => false,
+                    };
+                    t.confirm.do_send(QuorumConfirmed(vec![(t.seq, ok)]));
+                }
+            }
+            if let Err(e) = outcome {
+                tracing::debug!(queue = %q.name, "publishes to the queue's home nacked: {e}");
+            }
+            start = end;
+        }
+    }
+
+    /// One batch: the positions the home refused, or why none was taken.
+    async fn publish(&self, q: &QueueEntry, msgs: &[Arc<Message>]) -> Result<Vec<u32>, String> {
+        let net = self
+            .cluster
+            .transport()
+            .ok_or("the cluster transport is not started")?;
+        let payload = wire::encode_publish(&q.vhost_name, &q.name, msgs)?;
+        let reply = net
+            .call(self.home, PUBLISH_SERVICE, payload)
+            .await
+            .map_err(|e| e.to_string())?;
+        match wire::decode::<PublishReply>(&reply)? {
+            PublishReply::Taken { refused } => Ok(refused),
+            PublishReply::Failed(why) => Err(why),
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The home node's side of its classic queues used from other nodes
+//! (docs/design/cluster.md §6): the services `broker/queue/remote/` calls.
+//!
+//! - Publish batches ([`wire::PUBLISH_SERVICE`]): each message goes through the publish
+//!   path's own split and store (`publish.rs`: a full reject-publish queue refuses it,
+//!   a persistent one is written for a durable queue) and into the queue's inbox; the
+//!   answer waits for the fsync that covers the batch, so the publisher's confirm on
+//!   the other node follows the commit. A queue over its credit holds the batch back
+//!   (the sender's inbox then fills and its publishers pause, as they would here).
+//! - Requests ([`wire::OP_SERVICE`]): basic.get, queue.purge, queue.delete's part in
+//!   the queue, and declare-ok's counts, answered with RabbitMQ's codes and texts.
+//! - Notes ([`wire::NOTE_SERVICE`]): settles of messages got from another node, and
+//!   the close of its channel. A message got without no-ack is held at the home under
+//!   the asking channel's proxy key ([`wire::proxy_key`]); when the link to that node
+//!   goes (its node stopped or was cut off), every such channel counts as closed, so
+//!   the messages come back to the queue, as RabbitMQ requeues a dead channel's.
+
+use crate::broker::publish::Routed;
+use crate::broker::queue::remote_wire::{self as wire, Note, OpReply, OpReq, PublishReply};
+use crate::broker::queue::{self, QueueEntry};
+use crate::broker::runtime::Runtime;
+use broker_cluster::net::{BoxFut, Service, Transport};
+use broker_cluster::NodeId;
+use broker_core::names::ChannelKey;
+use broker_core::AmqpError;
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// How long a publish batch waits at most for a queue over its credit to take in what
+/// it has before the batch goes in anyway (the queue is then slow, not stuck).
+const CREDIT_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the links of nodes holding messages got from here are looked at.
+const LINK_CHECK: Duration = Duration::from_millis(250);
+
+/// Channels of other nodes holding unacked messages of queues here: by node, the
+/// (vhost, queue, proxy key) of each.
+type Held = Arc<Mutex<HashMap<NodeId, HashSet<(String, String, ChannelKey)>>>>;
+
+/// Registers the services on `net` and starts the task that requeues the messages of
+/// nodes whose link went down; runs on the cluster runtime.
+pub fn register(net: &Transport, rt: Weak<Runtime>) {
+    let held: Held = Default::default();
+    net.add_service(
+        wire::PUBLISH_SERVICE,
+        Arc::new(Home {
+            rt: rt.clone(),
+            held: held.clone(),
+            kind: Kind::Publish,
+        }),
+    );
+    net.add_service(
+        wire::OP_SERVICE,
+        Arc::new(Home {
+            rt: rt.clone(),
+            held: held.clone(),
+            kind: Kind::Op,
+        }),
+    );
+    net.add_service(
+        wire::NOTE_SERVICE,
+        Arc::new(Home {
+            rt: rt.clone(),
+            held: held.clone(),
+            kind: Kind::Note,
+        }),
+    );
+    tokio::spawn(watch_links(net.clone(), rt, held));
+}
+
+/// Which service a [`Home`] answers.
+#[derive(Clone, Copy)]
+enum Kind {
+    Publish,
+    Op,
+    Note,
+}
+
+/// One of the services, with what they share.
+struct Home {
+    rt: Weak<Runtime>,
+    held: Held,
+    kind: Kind,
+}
+
+impl Service for Home {
+    fn handle(&self, from: NodeId, payload: Bytes) -> BoxFut<Result<Bytes, String>> {
+        let (rt, held, kind) = (self.rt.clone(), self.held.clone(), self.kind);
+        Box::pin(async move {
+            let rt = rt.upgrade().ok_or("the broker is stopping")?;
+            match kind {
+                Kind::Publish => wire::encode(&take_publishes(&rt, &payload).await),
+                Kind::Op => {
+                    let req: OpReq = wire::decode(&payload)?;
+                    let reply = match op(&rt, from, req, &held).await {
+                        Ok(r) => r,
+                        Err(e) => OpReply::Failed {
+                            code: e.code.code(),
+                            text: e.text,
+                        },
+                    };
+                    wire::encode(&reply)
+                }
+                Kind::Note => {
+                    note(&rt, from, wire::decode(&payload)?, &held);
+                    Ok(Bytes::new())
+                }
+            }
+        })
+    }
+}
+
+/// The local queue `name` of `vhost`, or RabbitMQ's 404.
+fn local_queue(rt: &Runtime, vhost: &str, name: &str) -> Result<Arc<QueueEntry>, AmqpError> {
+    rt.vhost(vhost)
+        .and_then(|v| v.queue(name))
+        .filter(|q| q.is_local() && !q.deleted.load(std::sync::atomic::Ordering::Acquire))
+        .ok_or_else(|| AmqpError::not_found(format!("no queue '{name}' in vhost '{vhost}'")))
+}
+
+/// Enqueues a publish batch; answers once the persistent ones are fsynced.
+async fn take_publishes(rt: &Runtime, payload: &Bytes) -> PublishReply {
+    let (head, msgs) = match wire::decode_publish(payload) {
+        Ok(b) => b,
+        Err(e) => return PublishReply::Failed(e),
+    };
+    let q = match local_queue(rt, &head.vhost, &head.queue) {
+        Ok(q) if !q.quorum => q,
+        Ok(_) => return PublishReply::Failed("a quorum queue takes no remote publishes".into()),
+        Err(e) => return PublishReply::Failed(e.text),
+    };
+    let deadline = tokio::time::Instant::now() + CREDIT_WAIT;
+    while q.over_credit() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let store = rt.node.store.as_ref();
+    let since = store.map_or(0, |s| s.messages.mark());
+    let mut refused = Vec::new();
+    let mut stored = false;
+    let one: Arc<[Arc<QueueEntry>]> = Arc::from(vec![q.clone()]);
+    for (i, mut msg) in msgs.into_iter().enumerate() {
+        msg.persist_id = None;
+        msg.arrival_ms = crate::broker::runtime::now_ms();
+        let routed = Routed::new(one.clone(), msg.body.len());
+        if routed.refused() {
+            refused.push(i as u32);
+        }
+        match routed.store(store, &mut msg) {
+            Ok(s) => stored |= s,
+            Err(e) => {
+                tracing::error!(queue = %q.name, "cannot store a message from another node: {e}");
+                refused.push(i as u32);
+                continue;
+            }
+        }
+        routed.deliver(&Arc::new(msg), |_| {});
+    }
+    if let (true, Some(s)) = (stored, store) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        s.flusher.request(since, s.messages.mark(), move |res| {
+            let _ = tx.send(res);
+        });
+        match rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return PublishReply::Failed(format!("store commit failed: {e}")),
+            Err(_) => return PublishReply::Failed("the flusher stopped".into()),
+        }
+    }
+    PublishReply::Taken { refused }
+}
+
+/// Answers a request of node `from`.
+async fn op(rt: &Runtime, from: NodeId, req: OpReq, held: &Held) -> Result<OpReply, AmqpError> {
+    let gone = |_| AmqpError::internal("queue unavailable");
+    match req {
+        OpReq::Get {
+            vhost,
+            queue,
+            connection,
+            channel,
+            no_ack,
+        } => {
+            let q = local_queue(rt, &vhost, &queue)?;
+            let key = wire::proxy_key(from, connection, channel);
+            if !no_ack {
+                lock(held)
+                    .entry(from)
+                    .or_default()
+                    .insert((vhost, queue, key));
+            }
+            let got = q.get(key, no_ack).await.map_err(gone)?;
+            Ok(match got {
+                None => OpReply::Empty,
+                Some((entry, msg, remaining)) => OpReply::Got {
+                    id: entry.id,
+                    redelivered: entry.redelivered,
+                    remaining,
+                    record: broker_core::store::encode_message(&msg),
+                },
+            })
+        }
+        OpReq::Purge { vhost, queue } => {
+            let q = local_queue(rt, &vhost, &queue)?;
+            Ok(OpReply::Count(q.purge().await.map_err(gone)?))
+        }
+        OpReq::Delete {
+            vhost,
+            queue,
+            if_unused,
+            if_empty,
+        } => match local_queue(rt, &vhost, &queue) {
+            Ok(q) => Ok(OpReply::Count(
+                q.delete(if_unused, if_empty).await.map_err(gone)??,
+            )),
+            // deleting a queue that is gone already succeeds, as in RabbitMQ
+            Err(_) => Ok(OpReply::Count(0)),
+        },
+        OpReq::Stats { vhost, queue } => {
+            let q = local_queue(rt, &vhost, &queue)?;
+            let (ready, consumers, _) = q
+                .addr
+                .send(queue::Stats { declare: true })
+                .await
+                .map_err(gone)?;
+            Ok(OpReply::Stats { ready, consumers })
+        }
+    }
+}
+
+/// Carries out a note of node `from`.
+fn note(rt: &Runtime, from: NodeId, n: Note, held: &Held) {
+    match n {
+        Note::Settle {
+            vhost,
+            queue,
+            kind,
+            ids,
+        } => {
+            if let Ok(q) = local_queue(rt, &vhost, &queue) {
+                q.settle(match kind {
+                    0 => queue::Settle::Ack(ids),
+                    1 => queue::Settle::Requeue(ids),
+                    _ => queue::Settle::Discard(ids),
+                });
+            }
+        }
+        Note::ChannelClosed {
+            vhost,
+            queue,
+            connection,
+            channel,
+        } => {
+            let key = wire::proxy_key(from, connection, channel);
+            if let Some(set) = lock(held).get_mut(&from) {
+                set.remove(&(vhost.clone(), queue.clone(), key));
+            }
+            if let Ok(q) = local_queue(rt, &vhost, &queue) {
+                q.channel_closed(key);
+            }
+        }
+    }
+}
+
+/// Requeues what the channels of a node hold once its link is down.
+async fn watch_links(net: Transport, rt: Weak<Runtime>, held: Held) {
+    loop {
+        tokio::time::sleep(LINK_CHECK).await;
+        let Some(rt) = rt.upgrade() else {
+            return;
+        };
+        let down: Vec<_> = {
+            let mut h = lock(&held);
+            let gone: Vec<NodeId> = h.keys().filter(|n| !net.is_up(**n)).copied().collect();
+            gone.into_iter().filter_map(|n| h.remove(&n)).collect()
+        };
+        for (vhost, queue, key) in down.into_iter().flatten() {
+            if let Ok(q) = local_queue(&rt, &vhost, &queue) {
+                q.channel_closed(key);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

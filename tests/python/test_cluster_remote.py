@@ -1,0 +1,215 @@
+"""Classic queues used from another node of a three-node cluster (issue 16, step 5;
+docs/design/cluster.md §6): a queue declared on node 1 takes confirmed publishes from
+nodes 2 and 3 (the confirm follows the home's commit), answers basic.get (with ack, nack
+and requeue), queue.purge, queue.delete and passive declares from node 2 with the
+home's figures, and requeues what a closed channel of another node held. With its home
+killed (SIGKILL) publishers elsewhere get basic.nack and the other operations RabbitMQ's
+404 "home node ... is down or inaccessible"; once the home is back every confirmed
+persistent message is there. basic.consume from another node is still refused with 404
+naming the home node."""
+import os
+import sys
+import time
+
+import pika
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cluster"))
+from harness import Cluster  # noqa: E402
+
+pytestmark = [pytest.mark.ours_only, pytest.mark.own_broker]
+
+PERSISTENT = pika.BasicProperties(delivery_mode=2)
+
+
+def eventually(check, timeout=20.0, what="condition"):
+    """Polls `check` until it returns a truthy value (returned) or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (OSError, ValueError, KeyError, pika.exceptions.AMQPError) as e:
+            last = e
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster(3)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.close()
+
+
+def channel(node):
+    conn = pika.BlockingConnection(pika.ConnectionParameters(node.host, node.port, connection_attempts=3))
+    return conn, conn.channel()
+
+
+def declare_on(home, others, name, **kw):
+    conn, ch = channel(home)
+    ch.queue_declare(name, durable=True, **kw)
+    conn.close()
+    for node in others:
+        eventually(lambda: any(q["name"] == name for q in node.api("/api/queues/%2F")), what=f"{name} on {node.name}")
+
+
+def test_confirmed_publishes_from_two_nodes_arrive_in_order_with_headers(cluster):
+    n1, n2, n3 = cluster.nodes
+    declare_on(n1, (n2, n3), "rq.pub")
+    for node, tag in ((n2, "two"), (n3, "three")):
+        conn, ch = channel(node)
+        ch.confirm_delivery()
+        for i in range(200):
+            props = pika.BasicProperties(delivery_mode=2, headers={"from": tag, "i": i}, content_type="text/plain")
+            ch.basic_publish("", "rq.pub", f"{tag}-{i}".encode(), props, mandatory=True)
+        conn.close()
+    # the home has them all: node 2's in its order, then node 3's
+    conn, ch = channel(n1)
+    got = []
+    while True:
+        m, props, body = ch.basic_get("rq.pub", auto_ack=True)
+        if m is None:
+            break
+        got.append((body.decode(), props.headers, props.content_type, props.delivery_mode))
+    conn.close()
+    assert [g[0] for g in got] == [f"two-{i}" for i in range(200)] + [f"three-{i}" for i in range(200)]
+    assert got[5][1] == {"from": "two", "i": 5} and got[5][2] == "text/plain" and got[5][3] == 2
+
+
+def test_get_ack_nack_requeue_purge_and_delete_from_another_node(cluster):
+    n1, n2, _ = cluster.nodes
+    declare_on(n1, (n2,), "rq.ops")
+    conn, ch = channel(n2)
+    ch.confirm_delivery()
+    for i in range(5):
+        ch.basic_publish("", "rq.ops", f"m{i}".encode(), pika.BasicProperties(headers={"k": i}))
+    # passive declare on node 2 counts the home's messages
+    assert ch.queue_declare("rq.ops", passive=True).method.message_count == 5
+    m, props, body = ch.basic_get("rq.ops")
+    assert (body, m.redelivered, m.message_count, props.headers) == (b"m0", False, 4, {"k": 0})
+    ch.basic_nack(m.delivery_tag, requeue=True)
+    m, _, body = ch.basic_get("rq.ops")
+    assert (body, m.redelivered) == (b"m0", True)
+    ch.basic_ack(m.delivery_tag)
+    m, _, body = ch.basic_get("rq.ops")
+    assert body == b"m1"
+    ch.basic_reject(m.delivery_tag, requeue=False)
+    eventually(lambda: ch.queue_declare("rq.ops", passive=True).method.message_count == 3, what="ack and reject at home")
+    # queue.delete if-empty refused with the home's 406, on a channel of its own
+    ch2 = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch2.queue_delete("rq.ops", if_empty=True)
+    assert e.value.reply_code == 406
+    assert ch.queue_purge("rq.ops").method.message_count == 3
+    m, _, _ = ch.basic_get("rq.ops")
+    assert m is None
+    ch.basic_publish("", "rq.ops", b"last")
+    assert ch.queue_delete("rq.ops").method.message_count == 1
+    conn.close()
+    for node in cluster.nodes:
+        eventually(lambda: all(q["name"] != "rq.ops" for q in node.api("/api/queues/%2F")), what=f"delete on {node.name}")
+
+
+def test_a_closed_channel_of_another_node_gives_its_messages_back(cluster):
+    n1, _, n3 = cluster.nodes
+    declare_on(n1, (n3,), "rq.close")
+    conn, ch = channel(n3)
+    ch.confirm_delivery()
+    ch.basic_publish("", "rq.close", b"held")
+    m, _, body = ch.basic_get("rq.close")
+    assert body == b"held"
+    assert ch.queue_declare("rq.close", passive=True).method.message_count == 0
+    conn.close()
+    conn, ch = channel(n1)
+    got = eventually(lambda: ch.basic_get("rq.close", auto_ack=True)[0] is not None and True, what="requeued at home")
+    assert got
+    conn.close()
+
+
+def test_many_unconfirmed_publishes_are_paced_and_all_arrive(cluster):
+    n1, n2, _ = cluster.nodes
+    declare_on(n1, (n2,), "rq.flow")
+    conn, ch = channel(n2)
+    body = b"x" * 1024
+    for _ in range(20000):
+        ch.basic_publish("", "rq.flow", body)
+    ch.confirm_delivery()
+    ch.basic_publish("", "rq.flow", b"end")
+    count = ch.queue_declare("rq.flow", passive=True).method.message_count
+    assert count == 20001
+    ch.queue_delete("rq.flow")
+    conn.close()
+
+
+def test_consume_from_another_node_is_refused_naming_the_home(cluster):
+    n1, n2, _ = cluster.nodes
+    declare_on(n1, (n2,), "rq.consume")
+    conn, ch = channel(n2)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.basic_consume("rq.consume", lambda *a: None)
+        conn.process_data_events(time_limit=1)
+    assert e.value.reply_code == 404 and f"is on node '{n1.name}'" in e.value.reply_text
+    conn.close()
+
+
+def test_home_killed_nacks_publishes_404s_and_keeps_confirmed_messages(cluster):
+    n1, n2, n3 = cluster.nodes
+    declare_on(n1, (n2, n3), "rq.loss")
+    conn, ch = channel(n2)
+    ch.confirm_delivery()
+    confirmed = 0
+    for i in range(300):
+        ch.basic_publish("", "rq.loss", f"p{i}".encode(), PERSISTENT)
+        confirmed += 1
+    conn.close()
+    n1.kill9()
+    eventually(lambda: not {n["name"]: n["running"] for n in n2.api("/api/nodes")}[n1.name], what="home seen down")
+    conn, ch = channel(n2)
+    ch.confirm_delivery()
+    with pytest.raises(pika.exceptions.NackError):
+        ch.basic_publish("", "rq.loss", b"lost", PERSISTENT)
+    conn.close()
+    conn, ch = channel(n3)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.basic_get("rq.loss")
+    want = f"home node '{n1.name}' of durable queue 'rq.loss' in vhost '/' is down or inaccessible"
+    assert e.value.reply_code == 404 and want in e.value.reply_text, e.value.reply_text
+    ch = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.queue_declare("rq.loss", passive=True)
+    assert e.value.reply_code == 404 and want in e.value.reply_text
+    ch = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.basic_consume("rq.loss", lambda *a: None)
+        conn.process_data_events(time_limit=1)
+    assert e.value.reply_code == 404 and want in e.value.reply_text
+    conn.close()
+    n1.start()
+    cluster.wait_formed()
+
+    def count():
+        c, chan = channel(n3)
+        try:
+            return chan.queue_declare("rq.loss", passive=True).method.message_count
+        finally:
+            c.close()
+
+    assert eventually(lambda: count() == confirmed, timeout=30, what="confirmed messages back")
+    conn, ch = channel(n3)
+    bodies = []
+    while True:
+        m, _, body = ch.basic_get("rq.loss", auto_ack=True)
+        if m is None:
+            break
+        bodies.append(body.decode())
+    conn.close()
+    lost = set(f"p{i}" for i in range(confirmed)) - set(bodies)
+    assert not lost, f"lost {len(lost)}"
+    assert bodies == [f"p{i}" for i in range(confirmed)]
