@@ -14,6 +14,9 @@
 //!   the asking channel's proxy key ([`wire::proxy_key`]); when the link to that node
 //!   goes (its node stopped or was cut off), every such channel counts as closed, so
 //!   the messages come back to the queue, as RabbitMQ requeues a dead channel's.
+//!   The ids handed out carry this run's epoch ([`tag`]): a settle sent to an earlier
+//!   run of the node (the message came back redelivered when it restarted) is ignored
+//!   rather than settling whatever the restarted queue numbers so.
 
 use crate::broker::publish::Routed;
 use crate::broker::queue::remote_wire::{self as wire, Note, OpReply, OpReq, PublishReply};
@@ -38,6 +41,25 @@ const LINK_CHECK: Duration = Duration::from_millis(250);
 /// Channels of other nodes holding unacked messages of queues here: by node, the
 /// (vhost, queue, proxy key) of each.
 type Held = Arc<Mutex<HashMap<NodeId, HashSet<(String, String, ChannelKey)>>>>;
+
+/// Bits of a handed-out message id below the epoch.
+const EPOCH_SHIFT: u32 = 48;
+
+/// This run's epoch: 16 random bits, drawn once.
+fn epoch() -> u64 {
+    static EPOCH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(|| rand::random::<u16>() as u64)
+}
+
+/// A queue's message id as another node gets it: this run's epoch above it.
+fn tag(id: u64) -> u64 {
+    epoch() << EPOCH_SHIFT | (id & ((1 << EPOCH_SHIFT) - 1))
+}
+
+/// The queue's message id of a handed-out one, if it was handed out by this run.
+fn untag(id: u64) -> Option<u64> {
+    (id >> EPOCH_SHIFT == epoch()).then_some(id & ((1 << EPOCH_SHIFT) - 1))
+}
 
 /// Registers the services on `net` and starts the task that requeues the messages of
 /// nodes whose link went down; runs on the cluster runtime.
@@ -194,7 +216,7 @@ async fn op(rt: &Runtime, from: NodeId, req: OpReq, held: &Held) -> Result<OpRep
             Ok(match got {
                 None => OpReply::Empty,
                 Some((entry, msg, remaining)) => OpReply::Got {
-                    id: entry.id,
+                    id: tag(entry.id),
                     redelivered: entry.redelivered,
                     remaining,
                     record: broker_core::store::encode_message(&msg),
@@ -238,7 +260,8 @@ fn note(rt: &Runtime, from: NodeId, n: Note, held: &Held) {
             kind,
             ids,
         } => {
-            if let Ok(q) = local_queue(rt, &vhost, &queue) {
+            let ids: Vec<u64> = ids.into_iter().filter_map(untag).collect();
+            if let (Ok(q), false) = (local_queue(rt, &vhost, &queue), ids.is_empty()) {
                 q.settle(match kind {
                     0 => queue::Settle::Ack(ids),
                     1 => queue::Settle::Requeue(ids),
