@@ -137,8 +137,7 @@ impl QueueEntry {
         &self,
         key: ChannelKey,
         no_ack: bool,
-    ) -> impl std::future::Future<Output = Result<Option<(u64, bool, Arc<Message>, u32)>, AmqpError>>
-           + 'static {
+    ) -> impl std::future::Future<Output = Result<Option<RemoteGot>, AmqpError>> + 'static {
         let (vhost, queue) = self.names();
         let ask = self.ask_home(OpReq::Get {
             vhost,
@@ -205,6 +204,10 @@ impl QueueEntry {
         }
     }
 }
+
+/// What basic.get got at the home: the message's id there, whether it was delivered
+/// before, the message, and the ready count after it.
+pub type RemoteGot = (u64, bool, Arc<Message>, u32);
 
 fn count(r: OpReply) -> Result<u32, AmqpError> {
     match r {
