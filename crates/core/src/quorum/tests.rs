@@ -515,3 +515,25 @@ fn export_import_round_trip() {
 
 #[path = "determinism_tests.rs"]
 mod determinism;
+
+/// The refusal is in the command's answer too: a publisher on a member node that does
+/// not lead (which gets no effects) nacks from it.
+#[test]
+fn a_refused_enqueue_answers_with_the_refused_publishes() {
+    let mut t = T::new(QqConfig {
+        max_length: Some(1),
+        reject_publish: true,
+        ..QqConfig::default()
+    });
+    let batch = ["0", "1", "2"]
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Publish {
+            publisher: chan(9),
+            seq: i as u64 + 1,
+            message: encoded(b, None),
+        })
+        .collect();
+    let (resp, _) = t.run(QqOp::Enqueue { batch });
+    assert_eq!(resp, QqResp::Rejected(vec![(chan(9), vec![3])]));
+}

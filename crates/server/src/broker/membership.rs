@@ -13,6 +13,7 @@ use crate::config::ClusterSettings;
 use broker_cluster::membership::{Bootstrap, ClusterMembership, ClusterStatus, MembershipConfig};
 use broker_cluster::meta::{MetaCmd, MetaHandle, MetaSm};
 use broker_cluster::net::{NetConfig, Transport};
+use broker_cluster::quorum::QuorumNode;
 use tracing::{info, warn};
 
 /// Starts the transport on `--cluster-listen` and the metadata group with the peers,
@@ -27,6 +28,7 @@ pub(crate) async fn start(
     let (name, listen) = (s.cluster.name.clone(), settings.listen.clone());
     let (secret, peers) = (settings.secret.0.clone(), settings.peers.clone());
     let log = s.cluster.log.clone();
+    let cluster = s.cluster.clone();
     let membership = s
         .cluster
         .run(async move {
@@ -36,7 +38,14 @@ pub(crate) async fn start(
             if let Ok(addr) = bound.local_addr() {
                 info!("cluster listening on {addr}");
             }
-            ClusterMembership::start(bound, MembershipConfig::new(peers)?, &log, sm).await
+            let m =
+                ClusterMembership::start(bound, MembershipConfig::new(peers)?, &log, sm).await?;
+            // quorum queues with several members: forwarding, deliveries and cancels
+            // between nodes, before any queue starts (recovery runs after this)
+            let net = m.transport().clone();
+            crate::broker::qq_inbound::register(&net, &cluster);
+            cluster.set_quorum(QuorumNode::new(net));
+            Ok::<_, String>(m)
         })
         .await
         .ok_or("the cluster runtime is gone")??;

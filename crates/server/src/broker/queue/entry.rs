@@ -59,6 +59,9 @@ pub struct QueueEntry {
     /// `None`: the queue runs on this node. `Some(node)`: it lives on that node of the
     /// cluster and this entry only describes it (`remote.rs`, docs/design/cluster.md §6).
     pub home: Option<Arc<str>>,
+    /// A quorum queue's member nodes from its record (empty: a group of one on its
+    /// home node, as on a cluster of one).
+    pub quorum_members: Vec<Arc<str>>,
 }
 
 /// Message counters of a queue since it was created, and rates sampled from them.
