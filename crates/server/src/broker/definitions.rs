@@ -89,7 +89,9 @@ impl VHost {
     ) -> Result<Option<Arc<QueueEntry>>, AmqpError> {
         let id = self.next_queue_id(s).await?;
         let members = if broker_core::queue_type::of_arguments(&spec.arguments).name() == "quorum" {
-            let size = self.queue_args(name, &spec.arguments).quorum_initial_group_size;
+            let size = self
+                .queue_args(name, &spec.arguments)
+                .quorum_initial_group_size;
             quorum_placement(s, id, size)
         } else {
             Vec::new()

@@ -39,7 +39,11 @@ struct Receiver(Weak<ClusterNode>);
 
 impl DeliveryReceiver for Receiver {
     fn delivered(&self, _from: NodeId, batch: DeliverBatch) -> BoxFut<()> {
-        hand(&self.0, batch.group, QqInbound::Deliveries(batch.deliveries));
+        hand(
+            &self.0,
+            batch.group,
+            QqInbound::Deliveries(batch.deliveries),
+        );
         Box::pin(async {})
     }
 }

@@ -102,9 +102,9 @@ async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
             .iter()
             .copied()
             .filter(|m| {
-                status.as_ref().is_none_or(|st| {
-                    st.nodes.iter().any(|n| n.name == *m && n.running)
-                })
+                status
+                    .as_ref()
+                    .is_none_or(|st| st.nodes.iter().any(|n| n.name == *m && n.running))
             })
             .collect();
         obj.insert("node".into(), json!(leader));

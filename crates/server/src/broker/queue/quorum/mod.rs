@@ -291,11 +291,7 @@ impl QueueActor {
         }));
     }
 
-    fn quorum_opened(
-        &mut self,
-        res: Result<replicated::Started, String>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn quorum_opened(&mut self, res: Result<replicated::Started, String>, ctx: &mut Context<Self>) {
         let args = self.state.args().clone();
         let Some(shell) = self.quorum.as_mut() else {
             return;

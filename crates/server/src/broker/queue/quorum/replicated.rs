@@ -161,11 +161,27 @@ async fn run_proposer(handle: QuorumHandle, mut rx: mpsc::UnboundedReceiver<Prop
 /// otherwise gives `c` back.
 fn merge(cmd: &mut QqCmd, c: QqCmd) -> Option<QqCmd> {
     match (&mut cmd.op, &c.op) {
-        (QqOp::Settle { channel, ids }, QqOp::Settle { channel: ch, ids: more })
-        | (QqOp::Return { channel, ids }, QqOp::Return { channel: ch, ids: more })
-        | (QqOp::Discard { channel, ids }, QqOp::Discard { channel: ch, ids: more })
-            if channel == ch =>
-        {
+        (
+            QqOp::Settle { channel, ids },
+            QqOp::Settle {
+                channel: ch,
+                ids: more,
+            },
+        )
+        | (
+            QqOp::Return { channel, ids },
+            QqOp::Return {
+                channel: ch,
+                ids: more,
+            },
+        )
+        | (
+            QqOp::Discard { channel, ids },
+            QqOp::Discard {
+                channel: ch,
+                ids: more,
+            },
+        ) if channel == ch => {
             ids.extend_from_slice(more);
             cmd.ts_ms = cmd.ts_ms.max(c.ts_ms);
             None
@@ -190,7 +206,10 @@ async fn run_outbound(
             }
         };
         if let Err(e) = r {
-            tracing::debug!(group = gid, "quorum queue message to a member node lost: {e}");
+            tracing::debug!(
+                group = gid,
+                "quorum queue message to a member node lost: {e}"
+            );
         }
     }
 }
@@ -266,7 +285,11 @@ async fn links(
     for (peer, was) in up.iter_mut() {
         let is = net.is_up(*peer);
         if *was && !is {
-            tracing::info!(group = group.id, node = *peer, "member node lost: its consumers' messages return");
+            tracing::info!(
+                group = group.id,
+                node = *peer,
+                "member node lost: its consumers' messages return"
+            );
             let cmd = QqCmd {
                 ts_ms: now_ms(),
                 op: QqOp::Down(Down::Node(*peer)),
@@ -352,5 +375,4 @@ impl QueueActor {
             );
         }
     }
-
 }
