@@ -263,6 +263,9 @@ pub enum QqResp {
 pub enum CancelReason {
     /// A new leader took over.
     LeaderChanged,
+    /// The consumer's node was seen lost (`Down::Node`): if it still runs (its link
+    /// came back), its client is told and can subscribe again.
+    NodeDown,
 }
 
 /// What the leader's node carries out after a command.

@@ -121,7 +121,7 @@ impl QqState {
                 QqResp::Ok
             }
             QqOp::Down(d) => {
-                self.down(*d);
+                self.down(*d, &mut fx);
                 QqResp::Ok
             }
             QqOp::Tick => {
@@ -333,7 +333,7 @@ impl QqState {
         }
     }
 
-    fn down(&mut self, d: Down) {
+    fn down(&mut self, d: Down, fx: &mut Vec<Effect>) {
         let gone: Vec<ChanId> = self
             .channels
             .keys()
@@ -344,6 +344,19 @@ impl QqState {
             })
             .collect();
         for chan in gone {
+            if matches!(d, Down::Node(_)) {
+                // its consumers are told, in id order (the map is ordered)
+                let lost: Vec<ConsumerId> = self
+                    .consumers
+                    .keys()
+                    .filter(|c| c.chan == chan)
+                    .cloned()
+                    .collect();
+                fx.extend(lost.into_iter().map(|consumer| Effect::ConsumerCancelled {
+                    consumer,
+                    reason: CancelReason::NodeDown,
+                }));
+            }
             let key = self.key(chan);
             self.q.channel_closed(key);
             self.consumers.retain(|c, _| c.chan != chan);

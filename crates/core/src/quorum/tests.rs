@@ -537,3 +537,19 @@ fn a_refused_enqueue_answers_with_the_refused_publishes() {
     let (resp, _) = t.run(QqOp::Enqueue { batch });
     assert_eq!(resp, QqResp::Rejected(vec![(chan(9), vec![3])]));
 }
+
+/// A lost node's consumers are cancelled (told, if the node still runs) and what they
+/// held comes back, redelivered.
+#[test]
+fn a_lost_node_cancels_its_consumers_and_returns_their_deliveries() {
+    let mut t = T::new(QqConfig::default());
+    t.publish(&["0"]);
+    t.consume(1, "c", 1, 0);
+    let fx = t.run(QqOp::Down(Down::Node(NODE))).1;
+    assert!(
+        matches!(&fx[..], [Effect::ConsumerCancelled { consumer, reason: CancelReason::NodeDown }] if consumer.tag == "c")
+    );
+    assert_eq!(t.s.consumer_count(), 0);
+    let g = t.get(2).unwrap();
+    assert_eq!((got_body(&g).as_str(), g.redelivered), ("0", true));
+}
