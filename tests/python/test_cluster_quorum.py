@@ -189,6 +189,29 @@ def test_reject_publish_nacks_a_publisher_on_a_follower(cluster):
     c.close()
 
 
+def test_a_message_of_the_largest_size_replicates(cluster):
+    # max_message_size (16 MiB) plus the entry's own fields is above the transport's
+    # default frame: the node raises its frame limit to fit it
+    n0 = cluster.nodes[0]
+    c, ch = channel(n0)
+    ch.queue_declare("qq.big", durable=True, arguments=QQ)
+    leader = eventually(lambda: leader_known(cluster, "qq.big"), what="a leader")
+    c.close()
+    follower, other = [n for n in cluster.nodes if n.name != leader]
+    body = os.urandom(16 * 1024 * 1024 - 4096)
+    c, ch = channel(follower)
+    ch.confirm_delivery()
+    ch.basic_publish("", "qq.big", body, pika.BasicProperties(delivery_mode=2))
+    c.close()
+    eventually(lambda: all(queue_on(n, "qq.big")["messages_ready"] == 1 for n in cluster.nodes),
+               what="on every member")
+    c, ch = channel(other)
+    m, _, got = ch.basic_get("qq.big", auto_ack=True)
+    assert m is not None and got == body
+    ch.queue_delete("qq.big")
+    c.close()
+
+
 def test_kill_of_the_leader_loses_nothing_confirmed(cluster):
     n0 = cluster.nodes[0]
     c, ch = channel(n0)
