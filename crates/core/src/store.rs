@@ -67,6 +67,10 @@ pub struct QueueDef {
     /// The node the queue lives on (its actor and messages): the declaring node's name.
     /// `None` in records written before clusters existed, which means "this node".
     pub home: Option<String>,
+    /// A quorum queue's member nodes in a cluster (the declaring node first), chosen
+    /// when it was declared; empty for other queues, for a cluster of one and in older
+    /// records (a group of one on `home`).
+    pub members: Vec<String>,
 }
 
 /// A binding between durable entities.
@@ -340,6 +344,13 @@ impl QueueDef {
         // appended last, so records of older versions (without it) still decode
         if let Some(home) = &self.home {
             put_str(&mut v, home);
+            // after the home, for the same reason (a record with members has a home)
+            if !self.members.is_empty() {
+                v.extend_from_slice(&(self.members.len() as u32).to_be_bytes());
+                for m in &self.members {
+                    put_str(&mut v, m);
+                }
+            }
         }
         v
     }
@@ -352,6 +363,12 @@ impl QueueDef {
             auto_delete: r.u8()? != 0,
             arguments: r.table()?,
             home: if r.0.is_empty() { None } else { Some(r.str()?) },
+            members: if r.0.is_empty() {
+                Vec::new()
+            } else {
+                let n = r.u32()?;
+                (0..n).map(|_| r.str()).collect::<Result<_, _>>()?
+            },
         })
     }
 }
@@ -576,6 +593,7 @@ mod tests {
             auto_delete: false,
             arguments: args.clone(),
             home: None,
+            members: Vec::new(),
         };
         let b = BindingDef {
             vhost: "/".into(),
@@ -606,6 +624,7 @@ mod tests {
             auto_delete: true,
             arguments: FieldTable::default(),
             home: None,
+            members: Vec::new(),
         };
         let old = q.encode();
         q.home = Some("broker-2@cluster".into());
@@ -613,6 +632,13 @@ mod tests {
         assert_eq!(decode_definitions(records).0.queues, vec![q.clone()]);
         let (d, _) = decode_definitions(vec![(QueueDef::key("/", "q"), old)]);
         assert_eq!(d.queues[0].home, None);
+        // a quorum queue's members follow the home; a record without them has none
+        let home_only = q.encode();
+        q.members = vec!["broker-2@cluster".into(), "broker-1@cluster".into()];
+        let records = vec![(QueueDef::key("/", "q"), q.encode())];
+        assert_eq!(decode_definitions(records).0.queues, vec![q.clone()]);
+        let (d, _) = decode_definitions(vec![(QueueDef::key("/", "q"), home_only)]);
+        assert!(d.queues[0].members.is_empty());
     }
 
     #[test]

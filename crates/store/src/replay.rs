@@ -146,6 +146,7 @@ mod tests {
             auto_delete: false,
             arguments: Default::default(),
             home: None,
+            members: Vec::new(),
         };
         s.put_definition(&QueueDef::key("/", name), &def.encode())
             .unwrap();

@@ -36,6 +36,7 @@ fn define(s: &SledStore, id: u64) {
         auto_delete: false,
         arguments: Default::default(),
         home: None,
+        members: Vec::new(),
     };
     s.put_definition(&QueueDef::key("/", &def.name), &def.encode())
         .unwrap();

@@ -95,6 +95,7 @@ fn a_full_disk_fails_publishes_then_the_store_recovers_without_a_restart() {
             auto_delete: false,
             arguments: Default::default(),
             home: None,
+            members: Vec::new(),
         };
         s.put_definition(&QueueDef::key("/", "q"), &def.encode())
             .unwrap();

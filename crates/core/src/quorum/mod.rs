@@ -251,6 +251,11 @@ pub enum QqResp {
     Got(Option<Got>),
     /// queue.purge's answer: messages dropped.
     Purged(u64),
+    /// An `Enqueue` some of whose publishes were refused (reject-publish overflow, or a
+    /// record that does not decode): their publishers and sequence numbers. In the
+    /// answer, not only in the leader's effects, so a publisher on any member node
+    /// gets its basic.nack from the answer of its forwarded proposal.
+    Rejected(Vec<(PublisherId, Vec<u64>)>),
 }
 
 /// Why a consumer was cancelled by the queue.
@@ -258,6 +263,9 @@ pub enum QqResp {
 pub enum CancelReason {
     /// A new leader took over.
     LeaderChanged,
+    /// The consumer's node was seen lost (`Down::Node`): if it still runs (its link
+    /// came back), its client is told and can subscribe again.
+    NodeDown,
 }
 
 /// What the leader's node carries out after a command.

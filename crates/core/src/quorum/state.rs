@@ -97,10 +97,7 @@ impl QqState {
         }
         let mut fx = Vec::new();
         let resp = match &cmd.op {
-            QqOp::Enqueue { batch } => {
-                self.enqueue(batch, &mut fx);
-                QqResp::Ok
-            }
+            QqOp::Enqueue { batch } => self.enqueue(batch, &mut fx),
             QqOp::Checkout { consumer, spec } => self.checkout(consumer, spec),
             QqOp::Credit { consumer, credit } => {
                 if let Some(c) = self.consumers.get_mut(consumer) {
@@ -124,7 +121,7 @@ impl QqState {
                 QqResp::Ok
             }
             QqOp::Down(d) => {
-                self.down(*d);
+                self.down(*d, &mut fx);
                 QqResp::Ok
             }
             QqOp::Tick => {
@@ -177,7 +174,7 @@ impl QqState {
         }
     }
 
-    fn enqueue(&mut self, batch: &[Publish], fx: &mut Vec<Effect>) {
+    fn enqueue(&mut self, batch: &[Publish], fx: &mut Vec<Effect>) -> QqResp {
         let mut rejected: BTreeMap<PublisherId, Vec<u64>> = BTreeMap::new();
         for p in batch {
             let last = self.enqueuers.entry(p.publisher).or_insert(0);
@@ -201,8 +198,16 @@ impl QqState {
             self.q.publish(msg);
             self.evaluate_limit();
         }
-        for (publisher, seqs) in rejected {
-            fx.push(Effect::Rejected { publisher, seqs });
+        for (publisher, seqs) in &rejected {
+            fx.push(Effect::Rejected {
+                publisher: *publisher,
+                seqs: seqs.clone(),
+            });
+        }
+        if rejected.is_empty() {
+            QqResp::Ok
+        } else {
+            QqResp::Rejected(rejected.into_iter().collect())
         }
     }
 
@@ -328,7 +333,7 @@ impl QqState {
         }
     }
 
-    fn down(&mut self, d: Down) {
+    fn down(&mut self, d: Down, fx: &mut Vec<Effect>) {
         let gone: Vec<ChanId> = self
             .channels
             .keys()
@@ -339,6 +344,19 @@ impl QqState {
             })
             .collect();
         for chan in gone {
+            if matches!(d, Down::Node(_)) {
+                // its consumers are told, in id order (the map is ordered)
+                let lost: Vec<ConsumerId> = self
+                    .consumers
+                    .keys()
+                    .filter(|c| c.chan == chan)
+                    .cloned()
+                    .collect();
+                fx.extend(lost.into_iter().map(|consumer| Effect::ConsumerCancelled {
+                    consumer,
+                    reason: CancelReason::NodeDown,
+                }));
+            }
             let key = self.key(chan);
             self.q.channel_closed(key);
             self.consumers.retain(|c, _| c.chan != chan);

@@ -515,3 +515,41 @@ fn export_import_round_trip() {
 
 #[path = "determinism_tests.rs"]
 mod determinism;
+
+/// The refusal is in the command's answer too: a publisher on a member node that does
+/// not lead (which gets no effects) nacks from it.
+#[test]
+fn a_refused_enqueue_answers_with_the_refused_publishes() {
+    let mut t = T::new(QqConfig {
+        max_length: Some(1),
+        reject_publish: true,
+        ..QqConfig::default()
+    });
+    let batch = ["0", "1", "2"]
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Publish {
+            publisher: chan(9),
+            seq: i as u64 + 1,
+            message: encoded(b, None),
+        })
+        .collect();
+    let (resp, _) = t.run(QqOp::Enqueue { batch });
+    assert_eq!(resp, QqResp::Rejected(vec![(chan(9), vec![3])]));
+}
+
+/// A lost node's consumers are cancelled (told, if the node still runs) and what they
+/// held comes back, redelivered.
+#[test]
+fn a_lost_node_cancels_its_consumers_and_returns_their_deliveries() {
+    let mut t = T::new(QqConfig::default());
+    t.publish(&["0"]);
+    t.consume(1, "c", 1, 0);
+    let fx = t.run(QqOp::Down(Down::Node(NODE))).1;
+    assert!(
+        matches!(&fx[..], [Effect::ConsumerCancelled { consumer, reason: CancelReason::NodeDown }] if consumer.tag == "c")
+    );
+    assert_eq!(t.s.consumer_count(), 0);
+    let g = t.get(2).unwrap();
+    assert_eq!((got_body(&g).as_str(), g.redelivered), ("0", true));
+}

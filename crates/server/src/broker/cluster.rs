@@ -10,7 +10,21 @@
 
 use broker_cluster::log::NodeLog;
 use broker_cluster::meta::MetaHandle;
+use broker_cluster::quorum::QuorumNode;
 use broker_cluster::{GroupId, NodeId};
+use std::collections::HashMap;
+
+/// What a group's leader on another node sends this node for its consumers
+/// (`qq_inbound.rs` receives it).
+pub enum QqInbound {
+    /// Deliveries, in the order the leader decided them.
+    Deliveries(Vec<broker_cluster::quorum::RemoteDelivery>),
+    /// These consumers were cancelled by the group (a new leader took over).
+    Cancelled(Vec<broker_core::quorum::ConsumerId>),
+}
+
+/// How a queue's shell takes what arrives for it (it forwards to its actor).
+pub type QqInboundFn = std::sync::Arc<dyn Fn(QqInbound) + Send + Sync>;
 use broker_store::{Flusher, SledStore};
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -45,6 +59,12 @@ pub struct ClusterNode {
     /// The transport to the other nodes, once started (`broker/membership.rs`): queues
     /// whose home is another node reach it through this (`broker/queue/remote/`).
     transport: OnceLock<broker_cluster::net::Transport>,
+    /// The quorum queue side of a node started with `--cluster-peers` (its groups'
+    /// forwarding and deliveries over the transport); unset for a cluster of one.
+    quorum: OnceLock<QuorumNode>,
+    /// This node's quorum queue members by group: where deliveries and cancels that a
+    /// leader on another node sends for this node's consumers go (`qq_inbound.rs`).
+    pub(crate) qq_local: std::sync::Mutex<HashMap<GroupId, QqInboundFn>>,
 }
 
 impl ClusterNode {
@@ -72,6 +92,8 @@ impl ClusterNode {
             snapshots: store.raft_snapshots(),
             membership: std::sync::Mutex::new(None),
             transport: OnceLock::new(),
+            quorum: OnceLock::new(),
+            qq_local: std::sync::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -93,6 +115,16 @@ impl ClusterNode {
     /// Records the started transport (once; a second call is ignored).
     pub fn set_transport(&self, net: broker_cluster::net::Transport) {
         let _ = self.transport.set(net);
+    }
+
+    /// The quorum queue side (replicated groups), once the transport is up.
+    pub fn quorum(&self) -> Option<&QuorumNode> {
+        self.quorum.get()
+    }
+
+    /// Records the node's quorum queue side (once; a second call is ignored).
+    pub fn set_quorum(&self, q: QuorumNode) {
+        let _ = self.quorum.set(q);
     }
 
     /// The cluster runtime's handle: `Raft::new` and everything that must run beside

@@ -217,7 +217,7 @@ impl VHost {
             worker,
         };
         // the record stays: the next start (or a retry of the declare) tries again
-        if let Err(e) = self.create_queue(&q.name, spec, Some(q.id)) {
+        if let Err(e) = self.create_queue_with(&q.name, spec, Some(q.id), &q.members) {
             error!(queue = %q.name, "cannot start the applied queue: {}", e.reply_text());
         }
     }
@@ -228,6 +228,10 @@ impl VHost {
         let gone = self.queues.remove_if(name, |_, v| v.store_id == Some(id));
         if let Some((_, q)) = gone {
             q.deleted.store(true, Ordering::Release);
+            if q.quorum && q.is_local() {
+                // a member here: stopped with its log, whichever node deleted the queue
+                q.addr.do_send(crate::broker::queue::QuorumDeleted);
+            }
             self.bump();
             self.remove_destination_now(&Destination::Queue(q.name.clone()));
         }

@@ -13,25 +13,42 @@ use crate::config::ClusterSettings;
 use broker_cluster::membership::{Bootstrap, ClusterMembership, ClusterStatus, MembershipConfig};
 use broker_cluster::meta::{MetaCmd, MetaHandle, MetaSm};
 use broker_cluster::net::{NetConfig, Transport};
+use broker_cluster::quorum::QuorumNode;
 use tracing::{info, warn};
+
+/// What a frame between nodes may hold beyond the largest message: the entry's and the
+/// RPC's own fields (ids, properties, routing key, exchange).
+const FRAME_HEADROOM: usize = 1 << 20;
 
 /// Starts the transport on `--cluster-listen` and the metadata group with the peers,
 /// over `sm`; returns the forwarding handle once this node is a member (it formed the
 /// group, joined it, or had Raft state on disk) and has applied every entry the group
 /// had committed when it got there.
+///
+/// `max_message` is `max_message_size`: a quorum queue entry holding one message of that
+/// size must fit one frame between nodes, so frames are allowed [`FRAME_HEADROOM`] more
+/// (and a peer's bulk lane at least four of them).
 pub(crate) async fn start(
     s: &Storage,
     settings: &ClusterSettings,
     sm: MetaSm,
     rt: std::sync::Weak<crate::broker::runtime::Runtime>,
+    max_message: u64,
 ) -> Result<MetaHandle, String> {
     let (name, listen) = (s.cluster.name.clone(), settings.listen.clone());
     let (secret, peers) = (settings.secret.0.clone(), settings.peers.clone());
     let log = s.cluster.log.clone();
+    let cluster = s.cluster.clone();
     let membership = s
         .cluster
         .run(async move {
-            let bound = Transport::bind(NetConfig::new(name, listen.clone(), secret))
+            let mut cfg = NetConfig::new(name, listen.clone(), secret);
+            let need = usize::try_from(max_message)
+                .unwrap_or(usize::MAX)
+                .saturating_add(FRAME_HEADROOM);
+            cfg.max_frame = cfg.max_frame.max(need);
+            cfg.bulk_bytes = cfg.bulk_bytes.max(cfg.max_frame.saturating_mul(4));
+            let bound = Transport::bind(cfg)
                 .await
                 .map_err(|e| format!("cannot listen for cluster peers on {listen}: {e}"))?;
             if let Ok(addr) = bound.local_addr() {
@@ -41,6 +58,11 @@ pub(crate) async fn start(
                 ClusterMembership::start(bound, MembershipConfig::new(peers)?, &log, sm).await?;
             // queues used from other nodes are served from the start (broker/remote.rs)
             crate::broker::remote::register(m.transport(), rt);
+            // quorum queues with several members: forwarding, deliveries and cancels
+            // between nodes, before any queue starts (recovery runs after this)
+            let net = m.transport().clone();
+            crate::broker::qq_inbound::register(&net, &cluster);
+            cluster.set_quorum(QuorumNode::new(net));
             Ok::<_, String>(m)
         })
         .await

@@ -44,7 +44,14 @@ pub async fn start(rt: &Arc<Runtime>) -> Result<(), String> {
     let sm = MetaSm::new(s.definitions.clone(), s.flusher.clone(), observer);
     if let Some(settings) = rt.config.cluster.as_ref() {
         // several nodes: the group formed with the peers (broker/membership.rs)
-        let meta = crate::broker::membership::start(&s, settings, sm, Arc::downgrade(rt)).await?;
+        let meta = crate::broker::membership::start(
+            &s,
+            settings,
+            sm,
+            Arc::downgrade(rt),
+            rt.config.max_message_size,
+        )
+        .await?;
         info!(
             elapsed_ms = begun.elapsed().as_millis() as u64,
             "metadata group joined"

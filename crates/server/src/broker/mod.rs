@@ -22,6 +22,7 @@ pub mod meta;
 pub mod node;
 pub mod policies;
 pub mod publish;
+pub mod qq_inbound;
 pub mod queue;
 pub mod remote;
 pub mod runtime;

@@ -199,6 +199,18 @@ impl VHost {
         spec: QueueSpec,
         store_id: Option<u64>,
     ) -> Result<Arc<QueueEntry>, AmqpError> {
+        self.create_queue_with(name, spec, store_id, &[])
+    }
+
+    /// [`VHost::create_queue`] of a queue record: a quorum queue's `members` (node
+    /// names) are its Raft group's, and this node runs one of them.
+    pub(crate) fn create_queue_with(
+        &self,
+        name: &str,
+        spec: QueueSpec,
+        store_id: Option<u64>,
+        members: &[String],
+    ) -> Result<Arc<QueueEntry>, AmqpError> {
         let arbiter = match &spec.worker {
             Some(w) => w.clone(),
             None => self.node.next_arbiter(),
@@ -210,7 +222,7 @@ impl VHost {
         let node = self.node.clone();
         let stream = self.open_stream(name, &spec, store_id, &args)?;
         let stream_actor = stream.clone();
-        let quorum = self.quorum_shell(name, &spec, store_id)?;
+        let quorum = self.quorum_shell(name, &spec, store_id, members)?;
         let is_quorum = quorum.is_some();
         let entry = self
             .queues
@@ -249,6 +261,7 @@ impl VHost {
                     quorum: is_quorum,
                     home: None,
                     remote: None,
+                    quorum_members: members.iter().map(|m| m.as_str().into()).collect(),
                 })
             })
             .clone();
@@ -309,6 +322,7 @@ impl VHost {
             quorum: broker_core::queue_type::of_arguments(&def.arguments).name() == "quorum",
             remote: cluster.map(|c| crate::broker::queue::Outbox::new(c, home.clone(), me.clone())),
             home: Some(home),
+            quorum_members: def.members.iter().map(|m| m.as_str().into()).collect(),
         });
         let entry = self.queues.entry(name).or_insert(entry).clone();
         self.bump();
@@ -322,6 +336,7 @@ impl VHost {
         name: &str,
         spec: &QueueSpec,
         store_id: Option<u64>,
+        members: &[String],
     ) -> Result<Option<crate::broker::queue::QuorumShell>, AmqpError> {
         if broker_core::queue_type::of_arguments(&spec.arguments).name() != "quorum" {
             return Ok(None);
@@ -335,6 +350,7 @@ impl VHost {
         Ok(Some(crate::broker::queue::QuorumShell::new(
             store.cluster.clone(),
             broker_cluster::quorum::quorum_group_id(id),
+            members.to_vec(),
         )))
     }
 

@@ -84,10 +84,33 @@ async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
         "message_stats": message_stats(c),
     });
     if let (true, Some(obj)) = (q.quorum, v.as_object_mut()) {
-        // RabbitMQ's quorum queue fields: a group of one, led by its home node
-        obj.insert("leader".into(), json!(home));
-        obj.insert("members".into(), json!([home]));
-        obj.insert("online".into(), json!([home]));
+        // RabbitMQ's quorum queue fields: the group's members (a group of one on its
+        // home node unless the record names several), the leader this node knows (the
+        // first member when it knows none) as `node`, and the members whose node runs
+        let members: Vec<&str> = if q.quorum_members.is_empty() {
+            vec![home]
+        } else {
+            q.quorum_members.iter().map(|m| m.as_ref()).collect()
+        };
+        let leader = i.leader.clone().unwrap_or_else(|| members[0].to_owned());
+        let status = rt
+            .node
+            .store
+            .as_ref()
+            .and_then(crate::broker::membership::status);
+        let online: Vec<&str> = members
+            .iter()
+            .copied()
+            .filter(|m| {
+                status
+                    .as_ref()
+                    .is_none_or(|st| st.nodes.iter().any(|n| n.name == *m && n.running))
+            })
+            .collect();
+        obj.insert("node".into(), json!(leader));
+        obj.insert("leader".into(), json!(leader));
+        obj.insert("members".into(), json!(members));
+        obj.insert("online".into(), json!(online));
     }
     if let (Some(log), Some(obj)) = (q.stream.as_ref(), v.as_object_mut()) {
         // RabbitMQ's stream fields (one member: this node), and the log's files

@@ -62,6 +62,9 @@ pub struct QueueEntry {
     /// How a queue of another node is reached: publishes and notes leave through it
     /// (`remote/outbox.rs`); `None` for a queue of this node.
     pub remote: Option<super::Outbox>,
+    /// A quorum queue's member nodes from its record (empty: a group of one on its
+    /// home node, as on a cluster of one).
+    pub quorum_members: Vec<Arc<str>>,
 }
 
 /// Message counters of a queue since it was created, and rates sampled from them.

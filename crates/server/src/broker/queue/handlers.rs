@@ -572,6 +572,9 @@ pub struct QueueInfo {
     pub bytes: u64,
     /// Consumers: (channel key, tag, ack required, exclusive, priority).
     pub consumers: Vec<(ChannelKey, Arc<str>, bool, bool, i64)>,
+    /// A quorum queue's leader as this node knows it (`None`: not known, or not a
+    /// quorum queue).
+    pub leader: Option<String>,
 }
 
 /// Asks for a [`QueueInfo`].
@@ -589,6 +592,7 @@ impl Handler<Info> for QueueActor {
                 unacked: 0,
                 bytes,
                 consumers: s.consumers(),
+                leader: None,
             });
         }
         if self.quorum.is_some() {
@@ -605,6 +609,7 @@ impl Handler<Info> for QueueActor {
                 .iter()
                 .map(|c| (c.channel, c.tag.clone(), !c.no_ack, c.exclusive, c.priority))
                 .collect(),
+            leader: None,
         })
     }
 }

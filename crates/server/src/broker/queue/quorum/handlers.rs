@@ -55,8 +55,16 @@ impl QueueActor {
             return;
         };
         let mut credit: Vec<(ConsumerId, u32)> = Vec::new();
+        let me = self.quorum.as_ref().map_or(0, |s| s.cluster.id);
+        let mut remote = super::remote::Remote::default();
         for e in buffer.take() {
             match e {
+                Effect::Deliver { ref consumer, .. } if consumer.chan.node != me => {
+                    remote.deliver(&e);
+                }
+                Effect::ConsumerCancelled { consumer, .. } if consumer.chan.node != me => {
+                    remote.cancel(consumer);
+                }
                 Effect::Deliver {
                     consumer,
                     msg_id,
@@ -77,23 +85,10 @@ impl QueueActor {
                         self.republish(&message, reason);
                     }
                 }
-                Effect::Rejected { publisher, seqs } => {
-                    if let Some(s) = self.quorum.as_mut() {
-                        s.rejected
-                            .extend(seqs.into_iter().filter(|s| *s > 0).map(|s| (publisher, s)));
-                    }
-                }
+                // the proposer takes them from the command's answer (`quorum_enqueued`)
+                Effect::Rejected { .. } => {}
                 Effect::ConsumerCancelled { consumer, .. } => {
-                    self.flush_deliveries();
-                    if let Some(l) = self
-                        .quorum
-                        .as_mut()
-                        .and_then(|s| s.consumers.remove(&consumer))
-                    {
-                        l.handle.cancel.do_send(ConsumerCancelled {
-                            consumer_tag: l.tag,
-                        });
-                    }
+                    self.quorum_consumer_cancelled(&consumer);
                 }
                 Effect::Expired => {
                     if !self.deleted {
@@ -103,6 +98,9 @@ impl QueueActor {
                     }
                 }
             }
+        }
+        if let Some(out) = self.quorum.as_ref().and_then(|s| s.outbound.as_ref()) {
+            remote.send(out);
         }
         // a no-ack consumer's credit comes back as its deliveries go out
         for (consumer, n) in credit {
@@ -116,9 +114,23 @@ impl QueueActor {
         }
     }
 
+    /// The group cancelled a consumer of this node: basic.cancel to its channel.
+    pub(super) fn quorum_consumer_cancelled(&mut self, consumer: &ConsumerId) {
+        self.flush_deliveries();
+        if let Some(l) = self
+            .quorum
+            .as_mut()
+            .and_then(|s| s.consumers.remove(consumer))
+        {
+            l.handle.cancel.do_send(ConsumerCancelled {
+                consumer_tag: l.tag,
+            });
+        }
+    }
+
     /// Sends one delivery to a local consumer. Returns true for a no-ack consumer (its
     /// credit is granted again).
-    fn quorum_deliver(
+    pub(super) fn quorum_deliver(
         &mut self,
         consumer: &ConsumerId,
         msg_id: MsgId,
@@ -174,13 +186,25 @@ impl QueueActor {
             return;
         };
         shell.proposer = None;
+        shell.outbound = None;
         let Some(group) = shell.group.take() else {
             return;
         };
         let cluster = shell.cluster.clone();
+        cluster
+            .qq_local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&group.id);
         let name = self.name.clone();
         let stop = async move {
-            let _ = group.raft.shutdown().await;
+            match cluster.quorum() {
+                // unregistered from the transport too: no RPC or forward reaches it
+                Some(qn) if qn.groups().get(group.id).is_some() => qn.stop_group(group.id).await,
+                _ => {
+                    let _ = group.raft.shutdown().await;
+                }
+            }
             if let Err(e) = cluster.log.drop_group(group.id) {
                 tracing::warn!(queue = %name, "cannot drop the quorum queue's log: {e}");
             }
@@ -474,6 +498,7 @@ impl QueueActor {
             unacked,
             bytes: 0,
             consumers,
+            leader: self.quorum.as_ref().and_then(|s| s.leader_name()),
         }
     }
 

@@ -17,6 +17,11 @@
 //! before any other command, so a channel's publish and its basic.get stay in order).
 
 mod handlers;
+mod remote;
+mod replicated;
+
+pub use replicated::QuorumDeleted;
+use replicated::QuorumInbound;
 
 use super::{ConsumerHandle, QueueActor, Ticket};
 use crate::broker::cluster::ClusterNode;
@@ -47,14 +52,14 @@ pub struct QuorumEffects;
 type ChannelOutcomes = (ChanId, Recipient<QuorumConfirmed>, Vec<(u64, bool)>);
 
 /// A command's answer, or why there is none (the group stopped, this node does not lead).
-type Answer = Result<QqResp, String>;
+pub(super) type Answer = Result<QqResp, String>;
 
 /// A proposal for the group's proposer task.
-type Proposal = (QqCmd, oneshot::Sender<Answer>);
+pub(super) type Proposal = (QqCmd, oneshot::Sender<Answer>);
 
 /// Where the group's apply task leaves effects for the actor (shared; the actor drains
 /// it before it looks at a command's answer, so an answer never overtakes its effects).
-struct EffectBuffer {
+pub(super) struct EffectBuffer {
     effects: Mutex<Vec<Effect>>,
     /// A wake-up is on its way to the actor.
     woken: AtomicBool,
@@ -119,11 +124,19 @@ pub struct QuorumShell {
     tick: Option<(u64, SpawnHandle)>,
     /// When a client last used the queue (for the x-expires tick).
     last_used: u64,
+    /// The member nodes from the queue's record (empty: a group of one on this node).
+    members: Vec<String>,
+    /// A replicated group: deliveries and cancels for consumers on other nodes, sent in
+    /// order (`replicated.rs`). `None` for a group of one.
+    outbound: Option<mpsc::UnboundedSender<replicated::Outbound>>,
+    /// This node's leadership of a replicated group, as last reported.
+    leadership: Option<broker_cluster::quorum::Leadership>,
 }
 
 impl QuorumShell {
-    /// The shell of group `gid` on `cluster` (opened when the actor starts).
-    pub fn new(cluster: Arc<ClusterNode>, gid: GroupId) -> QuorumShell {
+    /// The shell of group `gid` on `cluster` (opened when the actor starts), whose
+    /// members are the nodes `members` names (empty or one: a group of one here).
+    pub fn new(cluster: Arc<ClusterNode>, gid: GroupId, members: Vec<String>) -> QuorumShell {
         QuorumShell {
             cluster,
             gid,
@@ -136,7 +149,27 @@ impl QuorumShell {
             delivered: HashMap::new(),
             tick: None,
             last_used: now_ms(),
+            members,
+            outbound: None,
+            leadership: None,
         }
+    }
+
+    /// Whether the group has members on other nodes (started over the transport).
+    fn replicated(&self) -> bool {
+        self.members.len() > 1 && self.cluster.quorum().is_some()
+    }
+
+    /// The name of the node this node knows to lead the group (a group of one: this).
+    pub(super) fn leader_name(&self) -> Option<String> {
+        if !self.replicated() {
+            return Some(self.cluster.name.clone());
+        }
+        let leader = self.leadership.and_then(|l| l.leader)?;
+        self.members
+            .iter()
+            .find(|m| broker_cluster::node_id(m) == leader)
+            .cloned()
     }
 
     /// This node's name for a channel.
@@ -215,6 +248,19 @@ impl QueueActor {
         shell.buffer = Some(buffer.clone());
         let cluster = shell.cluster.clone();
         let gid = shell.gid;
+        if shell.replicated() {
+            let open = replicated::start(cluster.clone(), gid, shell.members.clone(), buffer);
+            let fut = async move {
+                cluster
+                    .run(open)
+                    .await
+                    .unwrap_or_else(|| Err("the cluster runtime is gone".into()))
+            };
+            ctx.wait(actix::fut::wrap_future(fut).map(|res, a: &mut Self, ctx| {
+                a.quorum_opened(res, ctx);
+            }));
+            return;
+        }
         let open = {
             let cluster = cluster.clone();
             async move {
@@ -231,7 +277,7 @@ impl QueueActor {
                 .await?;
                 let (tx, rx) = mpsc::unbounded_channel();
                 tokio::spawn(run_proposer(group.raft.clone(), rx));
-                Ok::<_, String>((group, tx))
+                Ok::<_, String>((group, tx, None))
             }
         };
         let fut = async move {
@@ -245,16 +291,12 @@ impl QueueActor {
         }));
     }
 
-    fn quorum_opened(
-        &mut self,
-        res: Result<(QuorumGroup, mpsc::UnboundedSender<Proposal>), String>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn quorum_opened(&mut self, res: Result<replicated::Started, String>, ctx: &mut Context<Self>) {
         let args = self.state.args().clone();
         let Some(shell) = self.quorum.as_mut() else {
             return;
         };
-        let (group, tx) = match res {
+        let (group, tx, outbound) = match res {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(queue = %self.name, "quorum queue cannot start: {e}");
@@ -266,7 +308,27 @@ impl QueueActor {
         let stale = group.sm.config() != config;
         shell.group = Some(group);
         shell.proposer = Some(tx);
-        if recovered {
+        if outbound.is_some() {
+            shell.outbound = outbound;
+            // what the leader on another node sends this node's consumers
+            let addr = ctx.address();
+            let inbound: crate::broker::cluster::QqInboundFn =
+                Arc::new(move |what| addr.do_send(QuorumInbound(what)));
+            shell
+                .cluster
+                .qq_local
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(shell.gid, inbound);
+            if recovered {
+                // this node's channels of the earlier process are gone (the leader,
+                // whichever node it is, gives their messages back); a new leader's
+                // `LeaderChanged` is the leadership follower's (`replicated.rs`)
+                drop(shell.propose(QqOp::Down(broker_core::quorum::Down::Node(
+                    shell.cluster.id,
+                ))));
+            }
+        } else if recovered {
             // the answers are not awaited: the proposer keeps them in order before
             // anything a client asks next
             drop(shell.propose(QqOp::LeaderChanged));
@@ -339,6 +401,15 @@ impl QueueActor {
         shell.writing = false;
         if let Err(e) = &res {
             tracing::warn!(queue = %self.name, "publishes to a quorum queue failed: {e}");
+        }
+        // the publishes the state machine refused, from the answer (the proposer's
+        // node may not be the leader, whose effects say the same)
+        if let Ok(QqResp::Rejected(r)) = &res {
+            for (publisher, seqs) in r {
+                shell
+                    .rejected
+                    .extend(seqs.iter().filter(|s| **s > 0).map(|s| (*publisher, *s)));
+            }
         }
         let mut by_chan: Vec<ChannelOutcomes> = Vec::new();
         for t in tickets {

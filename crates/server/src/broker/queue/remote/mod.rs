@@ -220,8 +220,15 @@ fn count(r: OpReply) -> Result<u32, AmqpError> {
 /// `--cluster-peers` (a cluster of one runs every queue it has, whatever name its
 /// records carry, so renaming a single node loses nothing), and a record without a home
 /// (written before clusters) belongs to the node reading it.
+///
+/// A quorum queue with members runs on each of them (its Raft group's members); a node
+/// that is not one lists it with the first member as its home.
 pub fn remote_home(node: &Node, def: &QueueDef) -> Option<Arc<str>> {
     node.config.cluster.as_ref()?;
+    if let Some(first) = def.members.first() {
+        let me = crate::broker::node::node_name();
+        return (!def.members.iter().any(|m| m == me)).then(|| first.as_str().into());
+    }
     let home = def.home.as_deref()?;
     (home != crate::broker::node::node_name()).then(|| home.into())
 }

@@ -1,0 +1,378 @@
+//! A quorum queue with several members (docs/design/cluster.md §3, step 7, server
+//! part): this node's member of the group is started from the queue's record (its
+//! `members`) over the cluster transport; commands go to the leader wherever it is
+//! (`QuorumHandle`, forwarded over `QQ_FORWARD_SERVICE`), so every member node serves
+//! publishes, gets, consumers, settles, purges and deletes; the leader's node carries
+//! the effects out and sends deliveries and cancels for consumers on other nodes to
+//! them (`qq_inbound.rs` receives them there).
+//!
+//! Leadership (from the group's Raft metrics) is followed by a task on the cluster
+//! runtime: when this node takes over in a new term it waits until it has applied
+//! every entry of the terms before ([`openraft::Raft::ensure_linearizable`]) and, if
+//! anything was checked out or subscribed under them, proposes `LeaderChanged` (their
+//! messages come back, redelivered, and every consumer is cancelled with basic.cancel);
+//! while it leads, a member node whose link goes down gets a `Down { node }` (its
+//! consumers' messages come back).
+
+use super::{Answer, EffectBuffer, Proposal, QueueActor};
+use crate::broker::cluster::{ClusterNode, QqInbound};
+use crate::broker::node::now_ms;
+use actix::prelude::*;
+use broker_cluster::quorum::{
+    config, send_deliveries, Leadership, MemberSpec, QqSm, QuorumGroup, QuorumHandle,
+    RemoteDelivery,
+};
+use broker_cluster::{node_id, GroupId, Node, NodeId};
+use broker_core::quorum::{ConsumerId, Down, QqCmd, QqOp};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How often the leader looks at the links to the other members (a link that went down
+/// is a member node lost: `Down { node }`).
+const LINK_CHECK: Duration = Duration::from_millis(250);
+
+/// Most settles of one channel merged into one command.
+const MERGE_MAX: usize = 4096;
+
+/// This node's leadership of the group, for the actor (the management API's `leader`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct QuorumLeadership(pub Leadership);
+
+/// Deliveries or cancels for this node's consumers from the leader on another node.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct QuorumInbound(pub QqInbound);
+
+/// The queue's record went (deleted through another node): stop the member here and
+/// drop its log.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct QuorumDeleted;
+
+/// What the leader sends other nodes, in order.
+pub(super) enum Outbound {
+    Deliveries(NodeId, Vec<RemoteDelivery>),
+    Cancels(NodeId, Vec<ConsumerId>),
+}
+
+/// A started member: the group, the forwarding proposer's queue, the outbound queue.
+pub(super) type Started = (
+    QuorumGroup,
+    mpsc::UnboundedSender<Proposal>,
+    Option<mpsc::UnboundedSender<Outbound>>,
+);
+
+/// The initial membership of a group, identical on every member: ids from the names.
+fn membership(members: &[String]) -> std::collections::BTreeMap<NodeId, Node> {
+    members
+        .iter()
+        .map(|m| (node_id(m), Node::new(m.clone())))
+        .collect()
+}
+
+/// Starts this node's member of a replicated group (on the cluster runtime), its
+/// proposer, its leadership follower and its outbound sender.
+pub(super) async fn start(
+    cluster: Arc<ClusterNode>,
+    gid: GroupId,
+    members: Vec<String>,
+    buffer: Arc<EffectBuffer>,
+) -> Result<Started, String> {
+    let qn = cluster
+        .quorum()
+        .cloned()
+        .ok_or("this node has no cluster transport")?;
+    let spec = MemberSpec {
+        id: gid,
+        members: membership(&members),
+        config: config()?,
+    };
+    let actor = buffer.actor.clone();
+    let group = qn
+        .start_group(spec, &cluster.log, cluster.snapshots.clone(), buffer)
+        .await?;
+    if !group.recovered && members.first().map(|m| node_id(m)) == Some(cluster.id) {
+        // the declaring node asks for the first election: it usually leads, so leaders
+        // spread as declarations do, and the queue serves without an election timeout
+        if let Err(e) = group.raft.trigger().elect().await {
+            tracing::debug!(group = gid, "first election not triggered: {e}");
+        }
+    }
+    let handle = qn.handle(&group);
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run_proposer(handle, rx));
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    tokio::spawn(run_outbound(qn.transport().clone(), gid, out_rx));
+    let peers: Vec<NodeId> = members
+        .iter()
+        .map(|m| node_id(m))
+        .filter(|n| *n != cluster.id)
+        .collect();
+    tokio::spawn(follow_leadership(
+        group.clone(),
+        qn.transport().clone(),
+        peers,
+        actor,
+    ));
+    Ok((group, tx, Some(out_tx)))
+}
+
+/// Proposes the group's commands one after the other through the forwarding handle
+/// (in order: a channel's publish before its basic.get), merging consecutive settles
+/// of one channel into one command.
+async fn run_proposer(handle: QuorumHandle, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+    let mut next: Option<Proposal> = None;
+    loop {
+        let first = match next.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let (cmd, mut answers) = (first.0, vec![first.1]);
+        let mut cmd = cmd;
+        while answers.len() < MERGE_MAX {
+            let Ok((c, tx)) = rx.try_recv() else { break };
+            match merge(&mut cmd, c) {
+                None => answers.push(tx),
+                Some(c) => {
+                    next = Some((c, tx));
+                    break;
+                }
+            }
+        }
+        let r: Answer = handle
+            .propose(cmd)
+            .await
+            .map(|p| p.resp)
+            .map_err(|e| e.to_string());
+        for tx in answers {
+            let _ = tx.send(r.clone());
+        }
+    }
+}
+
+/// Adds `c` to `cmd` when both settle (the same way) deliveries of one channel;
+/// otherwise gives `c` back.
+fn merge(cmd: &mut QqCmd, c: QqCmd) -> Option<QqCmd> {
+    match (&mut cmd.op, &c.op) {
+        (
+            QqOp::Settle { channel, ids },
+            QqOp::Settle {
+                channel: ch,
+                ids: more,
+            },
+        )
+        | (
+            QqOp::Return { channel, ids },
+            QqOp::Return {
+                channel: ch,
+                ids: more,
+            },
+        )
+        | (
+            QqOp::Discard { channel, ids },
+            QqOp::Discard {
+                channel: ch,
+                ids: more,
+            },
+        ) if channel == ch => {
+            ids.extend_from_slice(more);
+            cmd.ts_ms = cmd.ts_ms.max(c.ts_ms);
+            None
+        }
+        _ => Some(c),
+    }
+}
+
+/// Sends deliveries and cancels to other nodes in the order the leader decided them.
+/// A send that fails (the node's link is down) is dropped: its messages stay checked
+/// out until that node's `Down` or the next `LeaderChanged`.
+async fn run_outbound(
+    net: broker_cluster::net::Transport,
+    gid: GroupId,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+) {
+    while let Some(o) = rx.recv().await {
+        let r = match o {
+            Outbound::Deliveries(node, ds) => send_deliveries(&net, node, gid, ds).await,
+            Outbound::Cancels(node, cs) => {
+                crate::broker::qq_inbound::send_cancels(&net, node, gid, cs).await
+            }
+        };
+        if let Err(e) = r {
+            tracing::debug!(
+                group = gid,
+                "quorum queue message to a member node lost: {e}"
+            );
+        }
+    }
+}
+
+/// Follows this node's leadership of the group: tells the actor, proposes
+/// `LeaderChanged` when it takes over, and `Down { node }` for a member whose link goes
+/// down while it leads. Ends with the group.
+async fn follow_leadership(
+    group: QuorumGroup,
+    net: broker_cluster::net::Transport,
+    peers: Vec<NodeId>,
+    actor: Addr<QueueActor>,
+) {
+    let mut lead = group.leadership();
+    let mut handled_term = 0;
+    let mut up: HashMap<NodeId, bool> = HashMap::new();
+    let mut tick = tokio::time::interval(LINK_CHECK);
+    loop {
+        let now = *lead.borrow_and_update();
+        actor.do_send(QuorumLeadership(now));
+        if now.leading && now.term != handled_term {
+            handled_term = now.term;
+            take_over(&group).await;
+            up = peers.iter().map(|p| (*p, net.is_up(*p))).collect();
+        }
+        tokio::select! {
+            changed = lead.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = tick.tick() => {
+                if now.leading {
+                    links(&group, &net, &mut up).await;
+                }
+            }
+        }
+    }
+}
+
+/// A new leader's first act (design §3 "Leader change"): once every entry of older
+/// terms is applied here, `LeaderChanged` if they left consumers or checked-out
+/// messages.
+async fn take_over(group: &QuorumGroup) {
+    if let Err(e) = group.raft.ensure_linearizable().await {
+        tracing::debug!(group = group.id, "lost the lead while taking over: {e}");
+        return;
+    }
+    if !holds_anything(&group.sm) {
+        return;
+    }
+    let cmd = QqCmd {
+        ts_ms: now_ms(),
+        op: QqOp::LeaderChanged,
+    };
+    match group.raft.client_write(cmd).await {
+        Ok(_) => tracing::info!(group = group.id, "quorum queue leader took over"),
+        Err(e) => tracing::debug!(group = group.id, "LeaderChanged not committed: {e}"),
+    }
+}
+
+fn holds_anything(sm: &QqSm) -> bool {
+    let c = sm.counts();
+    c.consumers.load(Ordering::Relaxed) > 0 || c.unacked.load(Ordering::Relaxed) > 0
+}
+
+/// `Down { node }` for each member whose link went down since the last look.
+async fn links(
+    group: &QuorumGroup,
+    net: &broker_cluster::net::Transport,
+    up: &mut HashMap<NodeId, bool>,
+) {
+    for (peer, was) in up.iter_mut() {
+        let is = net.is_up(*peer);
+        if *was && !is {
+            tracing::info!(
+                group = group.id,
+                node = *peer,
+                "member node lost: its consumers' messages return"
+            );
+            let cmd = QqCmd {
+                ts_ms: now_ms(),
+                op: QqOp::Down(Down::Node(*peer)),
+            };
+            if let Err(e) = group.raft.client_write(cmd).await {
+                tracing::debug!(group = group.id, "Down not committed: {e}");
+                continue; // looked at again on the next tick
+            }
+        }
+        *was = is;
+    }
+}
+
+impl Handler<QuorumLeadership> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, m: QuorumLeadership, _: &mut Context<Self>) {
+        if let Some(s) = self.quorum.as_mut() {
+            s.leadership = Some(m.0);
+        }
+    }
+}
+
+impl Handler<QuorumInbound> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, m: QuorumInbound, ctx: &mut Context<Self>) {
+        match m.0 {
+            QqInbound::Deliveries(ds) => self.quorum_remote_deliveries(ds, ctx),
+            QqInbound::Cancelled(cs) => {
+                for c in cs {
+                    self.quorum_consumer_cancelled(&c);
+                }
+            }
+        }
+        self.quorum_after(ctx);
+    }
+}
+
+impl Handler<QuorumDeleted> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, _: QuorumDeleted, _: &mut Context<Self>) {
+        if self.deleted {
+            return;
+        }
+        self.cancel_all_consumers();
+        self.deleted = true;
+        self.quorum_remove();
+    }
+}
+
+impl QueueActor {
+    /// Deliveries the leader on another node made to this node's consumers.
+    fn quorum_remote_deliveries(&mut self, ds: Vec<RemoteDelivery>, ctx: &mut Context<Self>) {
+        let mut credit: Vec<(ConsumerId, u32)> = Vec::new();
+        for d in ds {
+            let m = match d.decode() {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(queue = %self.name, "a delivery from the leader does not decode: {e}");
+                    continue;
+                }
+            };
+            let no_ack = self.quorum_deliver(
+                &d.consumer,
+                d.msg_id,
+                Arc::new(m),
+                d.redelivered,
+                d.delivery_count,
+            );
+            if no_ack {
+                match credit.iter_mut().find(|(c, _)| *c == d.consumer) {
+                    Some((_, n)) => *n += 1,
+                    None => credit.push((d.consumer, 1)),
+                }
+            }
+        }
+        for (consumer, n) in credit {
+            self.quorum_cast(
+                QqOp::Credit {
+                    consumer,
+                    credit: n,
+                },
+                ctx,
+            );
+        }
+    }
+}
