@@ -119,7 +119,8 @@ impl Registry {
         };
         r.reload(&records);
         if !r.is_initialised() {
-            for (k, v) in defaults() {
+            // not the marker: the store does not have them yet
+            for (k, v) in defaults().into_iter().filter(|(k, _)| k != INIT) {
                 r.apply_record(&k, v.as_deref());
             }
         }
