@@ -152,7 +152,10 @@ impl Registry {
     pub fn apply_record(&self, key: &str, value: Option<&[u8]>) {
         let parsed: Result<(), String> = if let Some(name) = key.strip_prefix(USER) {
             match value {
-                None => Ok(drop(self.users.remove(name))),
+                None => {
+                    self.users.remove(name);
+                    Ok(())
+                }
                 Some(v) => serde_json::from_slice::<User>(v)
                     .map(|u| drop(self.users.insert(name.to_owned(), u)))
                     .map_err(|e| e.to_string()),
@@ -161,7 +164,10 @@ impl Registry {
             let (vhost, user) = rest.split_once('\0').unwrap_or((rest, ""));
             let k = (vhost.to_owned(), user.to_owned());
             let r = match value {
-                None => Ok(drop(self.perms.remove(&k))),
+                None => {
+                    self.perms.remove(&k);
+                    Ok(())
+                }
                 Some(v) => serde_json::from_slice::<PermRecord>(v)
                     .map_err(|e| e.to_string())
                     .and_then(|p| Permission::new(&p.configure, &p.write, &p.read))
@@ -177,7 +183,10 @@ impl Registry {
             self.topic_perms.apply(rest, value)
         } else if let Some(name) = key.strip_prefix(VHOST) {
             match value {
-                None => Ok(drop(self.vhosts.remove(name))),
+                None => {
+                    self.vhosts.remove(name);
+                    Ok(())
+                }
                 Some(v) => serde_json::from_slice::<VhostRecord>(v)
                     .map(|mut rec| {
                         rec.name = name.to_owned();
