@@ -87,9 +87,12 @@ pub fn run(config: Config) -> Result<(), String> {
         // the metadata group first: its replay of the log tail completes the store's
         // definitions (and materializes them), so message recovery finds every durable
         // queue, and none of their messages is swept as an orphan
+        crate::broker::materialize::defer(&rt);
         crate::broker::meta::start(&rt).await?;
-        // recover everything before the first connection is accepted
+        // recover everything before the first connection is accepted; the topology
+        // changes applied meanwhile (a cluster runs on) are materialized after it
         crate::broker::definitions::recover_all(&rt).await?;
+        crate::broker::materialize::recovered(&rt);
         if let Some(tls) = http_tls {
             start_http(&rt, tls)?;
         }

@@ -1,10 +1,15 @@
 //! Users, permissions and vhost limits: the broker's access registry. Kept in memory
-//! (looked up once per connection and per declare, never per publish) and in the
-//! definitions store, so users, vhosts and permissions are durable.
+//! (looked up once per connection and per declare, never per publish); the records are
+//! the metadata group's (docs/design/cluster.md §2), so a change is committed through
+//! the group and every node's materializer applies it here ([`Registry::apply_record`]):
+//! a user created on one node logs in on all of them.
 //!
-//! A fresh data dir gets RabbitMQ's defaults: vhost "/", user guest/guest tagged
-//! administrator with full permissions on "/". guest may log in from loopback only.
+//! RabbitMQ's defaults (vhost "/", user guest/guest tagged administrator with full
+//! permissions on "/") are created once for the cluster, at its first formation, by a
+//! guarded transaction (`access_apply.rs`); until a fresh node is a member it knows them
+//! in memory only. guest may log in from loopback only.
 
+use crate::broker::cluster::{commit_records, ClusterNode, RecordWrite};
 use broker_core::auth::{Access, Permission, User};
 use broker_core::deadletter::Reach;
 use broker_core::store::{DefinitionStore, StoreError};
@@ -21,10 +26,11 @@ use std::sync::Arc;
 /// every name, so the rule takes RabbitMQ's usual spellings of "everything").
 pub const READ_ALL: &[&str] = &[".*", "^.*", ".*$", "^.*$"];
 
-const USER: &str = "user\0";
-const PERM: &str = "perm\0";
-const VHOST: &str = "vhost\0";
-const INIT: &str = "init";
+pub(crate) const USER: &str = "user\0";
+pub(crate) const PERM: &str = "perm\0";
+pub(crate) const VHOST: &str = "vhost\0";
+/// Present once the cluster's defaults were created (the guard of that transaction).
+pub(crate) const INIT: &str = "init";
 
 /// Limits of a vhost (`max-connections`, `max-queues`); `None` is unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +73,10 @@ pub struct Registry {
     perms: DashMap<(String, String), Permission>,
     vhosts: DashMap<String, VhostRecord>,
     store: Option<Arc<dyn DefinitionStore>>,
+    /// The node in the cluster, whose metadata group changes go through (with a store).
+    cluster: Option<Arc<ClusterNode>>,
+    /// Whether the records include [`INIT`] (the defaults exist in the store).
+    initialised: std::sync::atomic::AtomicBool,
     /// Bumped whenever a permission changes (channels cache their checks against it).
     version: AtomicU64,
     /// Users that may log in from loopback addresses only (RabbitMQ's `loopback_users`).
@@ -82,13 +92,20 @@ fn salt() -> [u8; 4] {
 }
 
 impl Registry {
-    /// Loads the registry from the store; a fresh store gets "/" and guest.
-    pub fn load(store: Option<Arc<dyn DefinitionStore>>) -> Result<Registry, String> {
+    /// Loads the registry from the store's records. A store without the defaults (a
+    /// fresh data dir) gets them in memory only, until the group commits them
+    /// (`access_apply::defaults`) and the registry is reloaded from the store.
+    pub fn load(
+        store: Option<Arc<dyn DefinitionStore>>,
+        cluster: Option<Arc<ClusterNode>>,
+    ) -> Result<Registry, String> {
         let r = Registry {
             users: DashMap::new(),
             perms: DashMap::new(),
             vhosts: DashMap::new(),
             store,
+            cluster,
+            initialised: Default::default(),
             version: AtomicU64::new(1),
             loopback_users: vec!["guest".into()],
             user_limits: Default::default(),
@@ -100,115 +117,152 @@ impl Registry {
                 .map_err(|e| format!("cannot read users and vhosts: {e}"))?,
             None => Vec::new(),
         };
-        let mut initialised = false;
-        for (k, v) in records {
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let parsed: Result<(), serde_json::Error> = if let Some(name) = key.strip_prefix(USER) {
-                serde_json::from_slice::<User>(&v).map(|u| {
-                    r.users.insert(name.to_owned(), u);
-                })
-            } else if let Some(rest) = key.strip_prefix(PERM) {
-                let (vhost, user) = rest.split_once('\0').unwrap_or((rest, ""));
-                serde_json::from_slice::<PermRecord>(&v).map(|p| {
-                    match Permission::new(&p.configure, &p.write, &p.read) {
-                        Ok(perm) => {
-                            r.perms.insert((vhost.to_owned(), user.to_owned()), perm);
-                        }
-                        Err(e) => tracing::error!(vhost, user, "stored permission skipped: {e}"),
-                    }
-                })
-            } else if let Some(name) = key.strip_prefix(super::user_limits::KEY) {
-                r.user_limits.load(name, &v)
-            } else if let Some(rest) = key.strip_prefix(super::topic_perms::KEY) {
-                if let Err(e) = r.topic_perms.load(rest, &v) {
-                    tracing::error!(key = %key.replace('\0', "/"), "stored topic permission skipped: {e}");
-                }
-                Ok(())
-            } else if let Some(name) = key.strip_prefix(VHOST) {
-                serde_json::from_slice::<VhostRecord>(&v).map(|mut rec| {
-                    rec.name = name.to_owned();
-                    r.vhosts.insert(name.to_owned(), rec);
-                })
-            } else {
-                if key == INIT {
-                    initialised = true;
-                }
-                Ok(())
-            };
-            if let Err(e) = parsed {
-                tracing::error!(key = %key.replace('\0', "/"), "damaged access record skipped: {e}");
-            }
-        }
-        if !initialised {
-            r.put_vhost(VhostRecord {
-                name: "/".into(),
-                ..Default::default()
-            })
-            .map_err(|e| e.to_string())?;
-            r.put_user(User::new(
-                "guest",
-                "guest",
-                vec!["administrator".into()],
-                salt(),
-            ))
-            .map_err(|e| e.to_string())?;
-            r.set_permission("/", "guest", Permission::all())
-                .map_err(|e| e.to_string())?;
-            if let Some(s) = &r.store {
-                s.put_definition(INIT.as_bytes(), b"1")
-                    .map_err(|e| e.to_string())?;
+        r.reload(&records);
+        if !r.is_initialised() {
+            // not the marker: the store does not have them yet
+            for (k, v) in defaults().into_iter().filter(|(k, _)| k != INIT) {
+                r.apply_record(&k, v.as_deref());
             }
         }
         Ok(r)
     }
 
-    fn put(&self, key: String, value: Vec<u8>) -> Result<(), StoreError> {
-        match &self.store {
-            Some(s) => s.put_definition(key.as_bytes(), &value),
-            None => Ok(()),
+    /// Whether the store's records include the defaults' marker.
+    pub fn is_initialised(&self) -> bool {
+        self.initialised.load(Ordering::Acquire)
+    }
+
+    /// Replaces everything with `records` (every definition record: those of other
+    /// tables are skipped), after a snapshot install or once the node is a member.
+    pub fn reload(&self, records: &[(Vec<u8>, Vec<u8>)]) {
+        self.users.clear();
+        self.perms.clear();
+        self.vhosts.clear();
+        self.user_limits.clear_all();
+        self.topic_perms.clear_all();
+        self.initialised.store(false, Ordering::Release);
+        for (k, v) in records {
+            self.apply_record(&String::from_utf8_lossy(k), Some(v));
+        }
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Applies one committed record (`None`: removed); a key of another table is
+    /// ignored, a damaged record logged and skipped.
+    pub fn apply_record(&self, key: &str, value: Option<&[u8]>) {
+        let parsed: Result<(), String> = if let Some(name) = key.strip_prefix(USER) {
+            match value {
+                None => {
+                    self.users.remove(name);
+                    Ok(())
+                }
+                Some(v) => serde_json::from_slice::<User>(v)
+                    .map(|u| drop(self.users.insert(name.to_owned(), u)))
+                    .map_err(|e| e.to_string()),
+            }
+        } else if let Some(rest) = key.strip_prefix(PERM) {
+            let (vhost, user) = rest.split_once('\0').unwrap_or((rest, ""));
+            let k = (vhost.to_owned(), user.to_owned());
+            let r = match value {
+                None => {
+                    self.perms.remove(&k);
+                    Ok(())
+                }
+                Some(v) => serde_json::from_slice::<PermRecord>(v)
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| Permission::new(&p.configure, &p.write, &p.read))
+                    .map(|perm| drop(self.perms.insert(k, perm))),
+            };
+            self.version.fetch_add(1, Ordering::AcqRel);
+            r
+        } else if let Some(name) = key.strip_prefix(super::user_limits::KEY) {
+            self.user_limits
+                .apply(name, value)
+                .map_err(|e| e.to_string())
+        } else if let Some(rest) = key.strip_prefix(super::topic_perms::KEY) {
+            self.topic_perms.apply(rest, value)
+        } else if let Some(name) = key.strip_prefix(VHOST) {
+            match value {
+                None => {
+                    self.vhosts.remove(name);
+                    Ok(())
+                }
+                Some(v) => serde_json::from_slice::<VhostRecord>(v)
+                    .map(|mut rec| {
+                        rec.name = name.to_owned();
+                        self.vhosts.insert(name.to_owned(), rec);
+                    })
+                    .map_err(|e| e.to_string()),
+            }
+        } else {
+            if key == INIT {
+                self.initialised.store(value.is_some(), Ordering::Release);
+            }
+            Ok(())
+        };
+        if let Err(e) = parsed {
+            tracing::error!(key = %key.replace('\0', "/"), "damaged access record skipped: {e}");
         }
     }
 
-    fn del(&self, key: String) -> Result<(), StoreError> {
-        match &self.store {
-            Some(s) => s.delete_definition(key.as_bytes()),
-            None => Ok(()),
-        }
+    /// Commits `writes` (through the metadata group when there is a store).
+    async fn commit(&self, writes: Vec<RecordWrite>) -> Result<(), StoreError> {
+        commit_records(self.cluster.as_ref(), writes, |k, v| {
+            self.apply_record(k, v)
+        })
+        .await
     }
 
     /// Sets (or with `None` clears) limit `name` of `user` (`max-connections`,
     /// `max-channels`); `Ok(false)` if `name` is no limit.
-    pub fn set_user_limit(
+    pub async fn set_user_limit(
         &self,
         user: &str,
         name: &str,
         value: Option<i64>,
     ) -> Result<bool, StoreError> {
-        self.user_limits.set(self.store.as_ref(), user, name, value)
+        let Some(w) = self.user_limits.set_write(user, name, value) else {
+            return Ok(false);
+        };
+        self.commit(vec![w]).await?;
+        Ok(true)
     }
 
     /// Replaces all of a user's limits (definitions import).
-    pub fn replace_user_limits(
+    pub async fn replace_user_limits(
         &self,
         user: &str,
         l: super::user_limits::UserLimits,
     ) -> Result<(), StoreError> {
-        self.user_limits.replace(self.store.as_ref(), user, l)
+        let w = super::user_limits::UserLimitTable::write(user, l);
+        self.commit(vec![w]).await
     }
 
-    /// Sets a topic permission (see [`super::topic_perms::TopicPermTable::set`]).
-    pub fn set_topic_permission(
+    /// Sets a topic permission; `Ok(true)` if the user had none in the vhost. A pattern
+    /// that is no regex is `Err(Ok(reason))`, a store failure `Err(Err(e))`.
+    pub async fn set_topic_permission(
         &self,
         vhost: &str,
         user: &str,
         p: super::topic_perms::TopicPermission,
     ) -> Result<bool, Result<String, StoreError>> {
-        self.topic_perms.set(self.store.as_ref(), vhost, user, p)
+        let (new, w) = self.topic_perms.set_write(vhost, user, p).map_err(Ok)?;
+        self.commit(vec![w]).await.map_err(Err)?;
+        Ok(new)
     }
 
     /// Removes a user's topic permissions in a vhost; whether it had any.
-    pub fn clear_topic_permissions(&self, vhost: &str, user: &str) -> Result<bool, StoreError> {
-        self.topic_perms.clear(self.store.as_ref(), vhost, user)
+    pub async fn clear_topic_permissions(
+        &self,
+        vhost: &str,
+        user: &str,
+    ) -> Result<bool, StoreError> {
+        let writes = self.topic_perms.clear_writes(Some(vhost), Some(user));
+        if writes.is_empty() {
+            return Ok(false);
+        }
+        self.commit(writes).await?;
+        Ok(true)
     }
 
     /// Sets the users restricted to loopback logins (default: guest).
@@ -256,33 +310,31 @@ impl Registry {
     }
 
     /// Creates or replaces a user.
-    pub fn put_user(&self, u: User) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(&u).map_err(|e| StoreError(e.to_string()))?;
-        self.put(format!("{USER}{}", u.name), json)?;
-        self.users.insert(u.name.clone(), u);
-        Ok(())
+    pub async fn put_user(&self, u: User) -> Result<(), StoreError> {
+        self.commit(vec![user_write(&u)?]).await
     }
 
-    /// Deletes a user and its permissions. Returns whether it existed.
-    pub fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
-        if self.users.remove(name).is_none() {
+    /// Deletes a user with its permissions, topic permissions and limits (one
+    /// transaction). Returns whether it existed.
+    pub async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+        if self.user(name).is_none() {
             return Ok(false);
         }
-        self.del(format!("{USER}{name}"))?;
-        self.user_limits
-            .replace(self.store.as_ref(), name, Default::default())?;
-        self.topic_perms
-            .clear_where(self.store.as_ref(), None, Some(name))?;
-        let keys: Vec<(String, String)> = self
-            .perms
-            .iter()
-            .filter(|p| p.key().1 == name)
-            .map(|p| p.key().clone())
-            .collect();
-        for (vhost, user) in keys {
-            self.clear_permission(&vhost, &user)?;
-        }
+        let mut writes = vec![(format!("{USER}{name}"), None)];
+        writes.push((format!("{}{name}", super::user_limits::KEY), None));
+        writes.extend(self.topic_perms.clear_writes(None, Some(name)));
+        writes.extend(self.perm_writes(|_, u| u == name));
+        self.commit(writes).await?;
         Ok(true)
+    }
+
+    /// The writes that remove the permissions `which(vhost, user)` selects.
+    fn perm_writes(&self, which: impl Fn(&str, &str) -> bool) -> Vec<RecordWrite> {
+        self.perms
+            .iter()
+            .filter(|p| which(&p.key().0, &p.key().1))
+            .map(|p| (format!("{PERM}{}\0{}", p.key().0, p.key().1), None))
+            .collect()
     }
 
     /// A user's permission in a vhost.
@@ -304,27 +356,20 @@ impl Registry {
     }
 
     /// Sets a user's permission in a vhost.
-    pub fn set_permission(&self, vhost: &str, user: &str, p: Permission) -> Result<(), StoreError> {
-        let rec = PermRecord {
-            configure: p.configure.clone(),
-            write: p.write.clone(),
-            read: p.read.clone(),
-        };
-        let json = serde_json::to_vec(&rec).map_err(|e| StoreError(e.to_string()))?;
-        self.put(format!("{PERM}{vhost}\0{user}"), json)?;
-        self.perms.insert((vhost.to_owned(), user.to_owned()), p);
-        self.version.fetch_add(1, Ordering::AcqRel);
-        Ok(())
+    pub async fn set_permission(
+        &self,
+        vhost: &str,
+        user: &str,
+        p: Permission,
+    ) -> Result<(), StoreError> {
+        self.commit(vec![perm_write(vhost, user, &p)?]).await
     }
 
     /// Removes a user's permission in a vhost. Returns whether it existed.
-    pub fn clear_permission(&self, vhost: &str, user: &str) -> Result<bool, StoreError> {
-        let existed = self
-            .perms
-            .remove(&(vhost.to_owned(), user.to_owned()))
-            .is_some();
-        self.del(format!("{PERM}{vhost}\0{user}"))?;
-        self.version.fetch_add(1, Ordering::AcqRel);
+    pub async fn clear_permission(&self, vhost: &str, user: &str) -> Result<bool, StoreError> {
+        let existed = self.permission(vhost, user).is_some();
+        self.commit(vec![(format!("{PERM}{vhost}\0{user}"), None)])
+            .await?;
         Ok(existed)
     }
 
@@ -390,41 +435,79 @@ impl Registry {
     }
 
     /// Creates or updates a vhost record.
-    pub fn put_vhost(&self, rec: VhostRecord) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(&rec).map_err(|e| StoreError(e.to_string()))?;
-        self.put(format!("{VHOST}{}", rec.name), json)?;
-        self.vhosts.insert(rec.name.clone(), rec);
-        Ok(())
+    pub async fn put_vhost(&self, rec: VhostRecord) -> Result<(), StoreError> {
+        self.commit(vec![vhost_write(&rec)?]).await
     }
 
-    /// Deletes a vhost record and every permission in it.
-    pub fn delete_vhost(&self, name: &str) -> Result<bool, StoreError> {
-        if self.vhosts.remove(name).is_none() {
+    /// Deletes a vhost record with every permission and topic permission in it (one
+    /// transaction).
+    pub async fn delete_vhost(&self, name: &str) -> Result<bool, StoreError> {
+        if self.vhost(name).is_none() {
             return Ok(false);
         }
-        self.del(format!("{VHOST}{name}"))?;
-        self.topic_perms
-            .clear_where(self.store.as_ref(), Some(name), None)?;
-        let keys: Vec<(String, String)> = self
-            .perms
-            .iter()
-            .filter(|p| p.key().0 == name)
-            .map(|p| p.key().clone())
-            .collect();
-        for (vhost, user) in keys {
-            self.clear_permission(&vhost, &user)?;
-        }
+        let mut writes = vec![(format!("{VHOST}{name}"), None)];
+        writes.extend(self.topic_perms.clear_writes(Some(name), None));
+        writes.extend(self.perm_writes(|v, _| v == name));
+        self.commit(writes).await?;
         Ok(true)
     }
+}
+
+fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// A user's record.
+fn user_write(u: &User) -> Result<RecordWrite, StoreError> {
+    let json = serde_json::to_vec(u).map_err(json_err)?;
+    Ok((format!("{USER}{}", u.name), Some(json)))
+}
+
+/// A permission's record.
+fn perm_write(vhost: &str, user: &str, p: &Permission) -> Result<RecordWrite, StoreError> {
+    let rec = PermRecord {
+        configure: p.configure.clone(),
+        write: p.write.clone(),
+        read: p.read.clone(),
+    };
+    let json = serde_json::to_vec(&rec).map_err(json_err)?;
+    Ok((format!("{PERM}{vhost}\0{user}"), Some(json)))
+}
+
+/// A vhost's record.
+fn vhost_write(rec: &VhostRecord) -> Result<RecordWrite, StoreError> {
+    let json = serde_json::to_vec(rec).map_err(json_err)?;
+    Ok((format!("{VHOST}{}", rec.name), Some(json)))
+}
+
+/// RabbitMQ's defaults as records: vhost "/", guest/guest (administrator) with every
+/// permission on "/", and the [`INIT`] marker that guards their creation.
+pub(crate) fn defaults() -> Vec<RecordWrite> {
+    let vhost = VhostRecord {
+        name: "/".into(),
+        ..Default::default()
+    };
+    let guest = User::new("guest", "guest", vec!["administrator".into()], salt());
+    let mut out: Vec<RecordWrite> = [
+        vhost_write(&vhost),
+        user_write(&guest),
+        perm_write("/", "guest", &Permission::all()),
+    ]
+    .into_iter()
+    .filter_map(Result::ok)
+    .collect();
+    out.push((INIT.to_owned(), Some(b"1".to_vec())));
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::executor::block_on;
 
     #[test]
     fn fresh_registry_has_guest_on_loopback_only() {
-        let r = Registry::load(None).unwrap();
+        let r = Registry::load(None, None).unwrap();
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let remote: IpAddr = "10.1.2.3".parse().unwrap();
         assert!(r.authenticate("guest", "guest", lo).is_some());
@@ -432,22 +515,21 @@ mod tests {
         assert!(r.authenticate("guest", "wrong", lo).is_none());
         assert!(r.allows("/", "guest", Access::Configure, "anything"));
         let bob = User::new("bob", "pw", vec![], [9, 9, 9, 9]);
-        r.put_user(bob).unwrap();
+        block_on(r.put_user(bob)).unwrap();
         assert!(r.authenticate("bob", "pw", remote).is_some());
         assert!(!r.allows("/", "bob", Access::Read, "q"));
         let v = r.version();
-        r.set_permission("/", "bob", Permission::new("", "", "^q$").unwrap())
-            .unwrap();
+        block_on(r.set_permission("/", "bob", Permission::new("", "", "^q$").unwrap())).unwrap();
         assert!(r.version() > v);
         assert!(r.allows("/", "bob", Access::Read, "q"));
         assert!(!r.allows("/", "bob", Access::Write, "q"));
-        r.delete_user("bob").unwrap();
+        block_on(r.delete_user("bob")).unwrap();
         assert!(r.permission("/", "bob").is_none());
     }
 
     #[test]
     fn loopback_users_can_be_lifted() {
-        let mut r = Registry::load(None).unwrap();
+        let mut r = Registry::load(None, None).unwrap();
         let remote: IpAddr = "10.1.2.3".parse().unwrap();
         assert!(r.authenticate("guest", "guest", remote).is_none());
         r.set_loopback_users(vec![]);
@@ -456,7 +538,7 @@ mod tests {
 
     #[test]
     fn mapped_loopback_counts_as_loopback() {
-        let r = Registry::load(None).unwrap();
+        let r = Registry::load(None, None).unwrap();
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         let remote: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
         assert!(r.may_log_in_from("guest", mapped));
@@ -466,15 +548,15 @@ mod tests {
 
     #[test]
     fn the_reserved_name_never_logs_in() {
-        let r = Registry::load(None).unwrap();
+        let r = Registry::load(None, None).unwrap();
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let internal = broker_core::auth::INTERNAL_USER;
-        r.put_user(User::new(
+        block_on(r.put_user(User::new(
             internal,
             "pw",
             vec!["administrator".into()],
             [1, 2, 3, 4],
-        ))
+        )))
         .unwrap();
         assert!(r.authenticate(internal, "pw", lo).is_none());
         assert!(r.check_password(internal, "pw").is_none());

@@ -9,9 +9,10 @@
 //! the streams and every group.
 
 use broker_cluster::log::NodeLog;
-use broker_cluster::meta::MetaHandle;
+use broker_cluster::meta::{MetaCmd, MetaHandle, Op};
 use broker_cluster::quorum::QuorumNode;
 use broker_cluster::{GroupId, NodeId};
+use broker_core::store::StoreError;
 use std::collections::HashMap;
 
 /// What a group's leader on another node sends this node for its consumers
@@ -28,6 +29,28 @@ pub type QqInboundFn = std::sync::Arc<dyn Fn(QqInbound) + Send + Sync>;
 use broker_store::{Flusher, SledStore};
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
+
+/// One write of an access definition: the record's key and its new value (`None`
+/// removes it).
+pub type RecordWrite = (String, Option<Vec<u8>>);
+
+/// Commits `writes` through the metadata group when the node has a store (`cluster`),
+/// else applies them straight to memory with `local` (a broker without a data dir).
+pub(crate) async fn commit_records(
+    cluster: Option<&Arc<ClusterNode>>,
+    writes: Vec<RecordWrite>,
+    local: impl Fn(&str, Option<&[u8]>),
+) -> Result<(), StoreError> {
+    match cluster {
+        Some(c) => c.commit_records(writes).await,
+        None => {
+            for (k, v) in &writes {
+                local(k, v.as_deref());
+            }
+            Ok(())
+        }
+    }
+}
 
 /// Threads of the cluster runtime: Raft cores do little work each (the bodies are
 /// written by the flusher thread), so two serve many groups.
@@ -125,6 +148,36 @@ impl ClusterNode {
     /// Records the node's quorum queue side (once; a second call is ignored).
     pub fn set_quorum(&self, q: QuorumNode) {
         let _ = self.quorum.set(q);
+    }
+
+    /// Commits access-definition writes (users, vhosts, permissions, limits, policies)
+    /// through the metadata group, answered once applied on this node, so the
+    /// registries its materializer updates show the change. These records are
+    /// last-writer-wins, as in RabbitMQ, so the transaction has no guards.
+    pub async fn commit_records(&self, writes: Vec<RecordWrite>) -> Result<(), StoreError> {
+        let Some(meta) = self.meta() else {
+            return Err(StoreError(
+                "metadata store unavailable: not started (this node is not a member yet)".into(),
+            ));
+        };
+        let ops = writes
+            .into_iter()
+            .map(|(k, v)| match v {
+                Some(v) => Op::Put(k.into_bytes(), v),
+                None => Op::Delete(k.into_bytes()),
+            })
+            .collect();
+        let cmd = MetaCmd::Txn {
+            guards: Vec::new(),
+            ops,
+        };
+        match meta.propose(cmd).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!("metadata proposal failed: {e}");
+                Err(StoreError(e.to_amqp().reply_text()))
+            }
+        }
     }
 
     /// The cluster runtime's handle: `Raft::new` and everything that must run beside

@@ -11,17 +11,25 @@
 //! that each exchange takes in order, so a proposer that sends to the same exchange next
 //! finds them done. It never fails: a record it cannot use is logged and skipped.
 //!
-//! Records outside the topology (users, vhosts, permissions, limits, policies) are still
-//! written on the old path and ignored here (§11).
+//! Records of users, vhosts, permissions, limits and policies go to `access_apply.rs`.
+//!
+//! At start, topology changes wait (bounded) while the recovery rebuilds the durable
+//! topology from the store, and are applied after it ([`recovered`]): a change applied
+//! between the recovery's read of the store and its creating what it read would
+//! otherwise be undone (a queue deleted meanwhile created again, from the stale read).
+//! Applying a change twice is harmless (an entity that exists is not created again, a
+//! removal only removes the entity of that record), so those that the recovery's read
+//! already held are simply applied again. Access records apply at once: the recovery
+//! needs the vhosts they create.
 
 use crate::broker::exchange;
-use crate::broker::runtime::{Runtime, Storage};
+use crate::broker::runtime::{Deferred, Runtime, Storage};
 use crate::broker::vhost::{ExchangeSpec, QueueSpec, VHost};
 use broker_cluster::meta::{Change, Materialize};
 use broker_core::routing::{Binding, Destination, ExchangeKind};
 use broker_core::store::{decode_definitions, BindingDef, Definitions, ExchangeDef, QueueDef};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, MutexGuard, Weak};
 use tracing::{error, info, warn};
 
 /// Materializes applied metadata into the runtime's vhosts.
@@ -36,20 +44,69 @@ impl Materializer {
     }
 }
 
+/// Most topology changes held back during the recovery; past this the recovery is
+/// followed by a full reload instead (the changes are in the store already).
+const MAX_DEFERRED: usize = 10_000;
+
+/// The materializer's lock (poison is ignored: every section leaves the registries
+/// usable). Held by every apply and reload, so they never interleave.
+pub(crate) fn lock(rt: &Runtime) -> MutexGuard<'_, Option<Deferred>> {
+    rt.materializing.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Holds topology changes back from now until [`recovered`] (at start, before the
+/// metadata group starts replaying its log).
+pub fn defer(rt: &Runtime) {
+    *lock(rt) = Some(Deferred::default());
+}
+
+/// The recovery is done: the changes held back are applied, in order, or everything is
+/// reloaded from the store if they were too many or a snapshot replaced the keyspace.
+pub fn recovered(rt: &Runtime) {
+    let mut gate = lock(rt);
+    let Some(d) = gate.take() else {
+        return;
+    };
+    if d.reload {
+        reload(rt);
+    } else {
+        for c in &d.changes {
+            topology_changed(rt, c);
+        }
+    }
+}
+
+fn topology_changed(rt: &Runtime, c: &Change) {
+    if let Some(old) = &c.old {
+        for_record(&c.key, old, |d| removed(rt, d));
+    }
+    if let Some(new) = &c.new {
+        for_record(&c.key, new, |d| added(rt, d));
+    }
+}
+
 impl Materialize for Materializer {
     fn applied(&self, _index: u64, changes: &[Change]) {
         let Some(rt) = self.rt.upgrade() else {
             return;
         };
+        let mut gate = lock(&rt);
         for c in changes {
+            if crate::broker::access_apply::is_access_key(&c.key) {
+                crate::broker::access_apply::applied(&rt, c);
+                continue;
+            }
             if !matches!(c.key.first(), Some(b'e' | b'q' | b'b')) {
                 continue;
             }
-            if let Some(old) = &c.old {
-                for_record(&c.key, old, |d| removed(&rt, d));
-            }
-            if let Some(new) = &c.new {
-                for_record(&c.key, new, |d| added(&rt, d));
+            match gate.as_mut() {
+                Some(d) if d.reload => {}
+                Some(d) if d.changes.len() >= MAX_DEFERRED => {
+                    d.changes = Vec::new();
+                    d.reload = true;
+                }
+                Some(d) => d.changes.push(c.clone()),
+                None => topology_changed(&rt, c),
             }
         }
     }
@@ -58,7 +115,19 @@ impl Materialize for Materializer {
         let Some(rt) = self.rt.upgrade() else {
             return;
         };
-        reload(&rt);
+        let mut gate = lock(&rt);
+        match rt.node.store.as_ref().map(|s| s.definitions.definitions()) {
+            Some(Ok(records)) => crate::broker::access_apply::reload(&rt, &records),
+            Some(Err(e)) => error!("cannot reload users and vhosts after a snapshot: {e}"),
+            None => {}
+        }
+        match gate.as_mut() {
+            Some(d) => {
+                d.changes = Vec::new();
+                d.reload = true;
+            }
+            None => reload(&rt),
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! A declare-ok therefore waits for the entry to be in the Raft log on disk (a majority,
 //! later) and applied on this node: the log, not sled, is the durability point.
 
+use crate::broker::access::INIT;
 use crate::broker::materialize::Materializer;
 use crate::broker::runtime::{Runtime, Storage};
 use crate::broker::vhost::VHost;
@@ -16,8 +17,9 @@ use broker_cluster::meta::{Guard, MetaCmd, MetaResp, MetaSm, MetaTc, Op};
 use broker_cluster::META_GROUP;
 use broker_core::AmqpError;
 use std::sync::Arc;
+use std::time::Duration;
 use std::time::Instant;
-use tracing::info;
+use tracing::{info, warn};
 
 /// How many times a proposer decides again after a conflict before it gives up with
 /// 541: each conflict means another change of the same names was applied meanwhile.
@@ -57,7 +59,7 @@ pub async fn start(rt: &Arc<Runtime>) -> Result<(), String> {
             "metadata group joined"
         );
         s.cluster.set_meta(meta);
-        return Ok(());
+        return defaults_once(rt, &s).await;
     }
     let log = s
         .cluster
@@ -83,7 +85,7 @@ pub async fn start(rt: &Arc<Runtime>) -> Result<(), String> {
         "metadata group started"
     );
     s.cluster.set_meta(meta);
-    Ok(())
+    defaults_once(rt, &s).await
 }
 
 fn unavailable(why: impl std::fmt::Display) -> AmqpError {
@@ -154,4 +156,49 @@ impl VHost {
         }
         Err(too_many_conflicts("queue id"))
     }
+}
+
+/// How long a node waits between attempts to create the defaults (no majority yet).
+const DEFAULTS_RETRY: Duration = Duration::from_secs(1);
+
+/// Once the node is a member that has applied the group's log: creates RabbitMQ's
+/// defaults unless the keyspace has them (a guarded transaction, so of the nodes that
+/// form a cluster together exactly one creates them, once), then makes the registries
+/// the store's (a fresh node knew the defaults in memory only until now).
+pub(crate) async fn defaults_once(rt: &Runtime, s: &Storage) -> Result<(), String> {
+    if rt.registry.is_initialised() {
+        return Ok(());
+    }
+    let read = |e| format!("cannot read the definitions: {e}");
+    while s
+        .definitions
+        .definition(INIT.as_bytes())
+        .map_err(read)?
+        .is_none()
+    {
+        let ops = crate::broker::access::defaults()
+            .into_iter()
+            .map(|(k, v)| Op::Put(k.into_bytes(), v.unwrap_or_default()))
+            .collect();
+        let cmd = MetaCmd::Txn {
+            guards: vec![Guard::Absent(INIT.as_bytes().to_vec())],
+            ops,
+        };
+        match propose(s, cmd).await {
+            Ok(true) => info!("created the default vhost '/' and user 'guest'"),
+            // another node created them first: this node has applied that by now
+            Ok(false) => {}
+            Err(e) => {
+                warn!(
+                    "cannot create the defaults yet: {}; trying again",
+                    e.reply_text()
+                );
+                tokio::time::sleep(DEFAULTS_RETRY).await;
+            }
+        }
+    }
+    let _materializing = crate::broker::materialize::lock(rt);
+    let records = s.definitions.definitions().map_err(read)?;
+    crate::broker::access_apply::reload(rt, &records);
+    Ok(())
 }

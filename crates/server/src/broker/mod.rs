@@ -5,6 +5,7 @@
 //! connection is a message defined in [`messages`], which those actors handle.
 
 pub mod access;
+pub mod access_apply;
 pub mod cluster;
 pub mod definitions;
 pub mod disk;

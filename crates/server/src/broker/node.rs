@@ -57,10 +57,11 @@ impl Node {
     ) -> Result<Node, String> {
         let memory = MemoryMonitor::new(config.memory_high_watermark);
         memory.watch();
-        let mut registry = Registry::load(store.as_ref().map(|s| s.definitions.clone()))?;
+        let definitions = store.as_ref().map(|s| s.definitions.clone());
+        let cluster = store.as_ref().map(|s| s.cluster.clone());
+        let mut registry = Registry::load(definitions.clone(), cluster.clone())?;
         registry.set_loopback_users(config.loopback_users.clone());
-        let policies =
-            crate::broker::policies::Policies::load(store.as_ref().map(|s| s.definitions.clone()))?;
+        let policies = crate::broker::policies::Policies::load(definitions, cluster)?;
         let disk = DiskMonitor::new(config.disk_free_limit);
         let spills = match &store {
             Some(_) => {

@@ -1,8 +1,10 @@
 //! Policies and operator policies of every vhost (the rules are broker-core's
-//! `policy`): kept in memory, written through to the definitions store as JSON under
-//! `policy\0vhost\0name` and `oppolicy\0vhost\0name`, so they are durable, and applied
-//! live to the queues and exchanges they match (`VHost::apply_policies`).
+//! `policy`): kept in memory, committed through the metadata group as JSON records under
+//! `policy\0vhost\0name` and `oppolicy\0vhost\0name` (every node's materializer applies
+//! them here, [`Policies::apply_record`]), and applied live to the queues and exchanges
+//! they match (`VHost::apply_policies`) on every node.
 
+use crate::broker::cluster::{commit_records, ClusterNode, RecordWrite};
 use broker_core::policy::{self, Kind, Policy, Target};
 use broker_core::store::{DefinitionStore, StoreError};
 use serde_json::{Map, Value};
@@ -31,6 +33,8 @@ pub struct Policies {
     policies: Table,
     operator: Table,
     store: Option<Arc<dyn DefinitionStore>>,
+    /// The node in the cluster, whose metadata group changes go through (with a store).
+    cluster: Option<Arc<ClusterNode>>,
     /// Held from a change until it is applied, so two changes at once cannot leave a
     /// queue with the arguments of the older one.
     pub changing: tokio::sync::Mutex<()>,
@@ -51,13 +55,28 @@ fn key(kind: Kind, vhost: &str, name: &str) -> String {
     format!("{}{vhost}\0{name}", prefix(kind))
 }
 
+/// The kind and (vhost, name) of a policy record's key.
+fn parse_key(k: &str) -> Option<(Kind, &str, &str)> {
+    let (kind, rest) = if let Some(rest) = k.strip_prefix(POLICY) {
+        (Kind::Policy, rest)
+    } else {
+        (Kind::Operator, k.strip_prefix(OPERATOR)?)
+    };
+    let (vhost, name) = rest.split_once('\0').unwrap_or((rest, ""));
+    Some((kind, vhost, name))
+}
+
 impl Policies {
     /// Loads the stored policies; a damaged record is logged and skipped.
-    pub fn load(store: Option<Arc<dyn DefinitionStore>>) -> Result<Policies, String> {
+    pub fn load(
+        store: Option<Arc<dyn DefinitionStore>>,
+        cluster: Option<Arc<ClusterNode>>,
+    ) -> Result<Policies, String> {
         let p = Policies {
             policies: Default::default(),
             operator: Default::default(),
             store,
+            cluster,
             changing: Default::default(),
             generation: Default::default(),
         };
@@ -67,30 +86,53 @@ impl Policies {
                 .map_err(|e| format!("cannot read policies: {e}"))?,
             None => Vec::new(),
         };
+        p.reload(&records);
+        Ok(p)
+    }
+
+    /// Replaces every policy with those among `records` (a snapshot install, or the
+    /// node's first view as a member).
+    pub fn reload(&self, records: &[(Vec<u8>, Vec<u8>)]) {
+        for kind in [Kind::Policy, Kind::Operator] {
+            self.table(kind)
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
         for (k, v) in records {
-            let k = String::from_utf8_lossy(&k).into_owned();
-            let (kind, rest) = if let Some(rest) = k.strip_prefix(POLICY) {
-                (Kind::Policy, rest)
-            } else if let Some(rest) = k.strip_prefix(OPERATOR) {
-                (Kind::Operator, rest)
-            } else {
-                continue;
-            };
-            let (vhost, name) = rest.split_once('\0').unwrap_or((rest, ""));
-            let parsed = serde_json::from_slice::<Value>(&v)
-                .map_err(|e| e.to_string())
-                .and_then(|body| Policy::parse(kind, vhost, name, &body));
-            match parsed {
-                Ok(pol) => {
-                    p.table(kind)
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert((vhost.to_owned(), name.to_owned()), Arc::new(pol));
+            self.apply_record(&String::from_utf8_lossy(k), Some(v));
+        }
+        self.changed();
+    }
+
+    /// Applies one committed record (`None`: removed); returns the vhost whose policies
+    /// changed (`None` for a key of another table).
+    pub fn apply_record(&self, key: &str, value: Option<&[u8]>) -> Option<String> {
+        let (kind, vhost, name) = parse_key(key)?;
+        let k = (vhost.to_owned(), name.to_owned());
+        let mut t = self.table(kind).write().unwrap_or_else(|e| e.into_inner());
+        match value {
+            None => drop(t.remove(&k)),
+            Some(v) => {
+                let parsed = serde_json::from_slice::<Value>(v)
+                    .map_err(|e| e.to_string())
+                    .and_then(|body| Policy::parse(kind, vhost, name, &body));
+                match parsed {
+                    Ok(pol) => drop(t.insert(k, Arc::new(pol))),
+                    Err(e) => tracing::error!(vhost, name, "damaged policy record skipped: {e}"),
                 }
-                Err(e) => tracing::error!(vhost, name, "damaged policy record skipped: {e}"),
             }
         }
-        Ok(p)
+        drop(t);
+        self.changed();
+        Some(vhost.to_owned())
+    }
+
+    async fn commit(&self, writes: Vec<RecordWrite>) -> Result<(), StoreError> {
+        commit_records(self.cluster.as_ref(), writes, |k, v| {
+            self.apply_record(k, v);
+        })
+        .await
     }
 
     fn table(&self, kind: Kind) -> &Table {
@@ -100,26 +142,18 @@ impl Policies {
         }
     }
 
-    /// Sets a policy (durably first). Returns whether it is new.
-    pub fn put(&self, kind: Kind, p: Policy) -> Result<bool, StoreError> {
-        if let Some(s) = &self.store {
-            let stored = serde_json::json!({
-                "pattern": p.pattern,
-                "apply-to": p.apply_to.as_str(),
-                "definition": p.definition,
-                "priority": p.priority,
-            });
-            s.put_definition(
-                key(kind, &p.vhost, &p.name).as_bytes(),
-                stored.to_string().as_bytes(),
-            )?;
-        }
-        let mut t = self.table(kind).write().unwrap_or_else(|e| e.into_inner());
-        let new = t
-            .insert((p.vhost.clone(), p.name.clone()), Arc::new(p))
-            .is_none();
-        drop(t);
-        self.changed();
+    /// Sets a policy (committed through the metadata group). Returns whether it is new.
+    pub async fn put(&self, kind: Kind, p: Policy) -> Result<bool, StoreError> {
+        let new = self.get(kind, &p.vhost, &p.name).is_none();
+        let stored = serde_json::json!({
+            "pattern": p.pattern,
+            "apply-to": p.apply_to.as_str(),
+            "definition": p.definition,
+            "priority": p.priority,
+        });
+        let k = key(kind, &p.vhost, &p.name);
+        self.commit(vec![(k, Some(stored.to_string().into_bytes()))])
+            .await?;
         Ok(new)
     }
 
@@ -136,34 +170,26 @@ impl Policies {
     }
 
     /// Removes a policy. Returns whether there was one.
-    pub fn delete(&self, kind: Kind, vhost: &str, name: &str) -> Result<bool, StoreError> {
-        let k = (vhost.to_owned(), name.to_owned());
-        if !self
-            .table(kind)
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&k)
-        {
+    pub async fn delete(&self, kind: Kind, vhost: &str, name: &str) -> Result<bool, StoreError> {
+        if self.get(kind, vhost, name).is_none() {
             return Ok(false);
         }
-        if let Some(s) = &self.store {
-            s.delete_definition(key(kind, vhost, name).as_bytes())?;
-        }
-        let mut t = self.table(kind).write().unwrap_or_else(|e| e.into_inner());
-        let removed = t.remove(&k).is_some();
-        drop(t);
-        self.changed();
-        Ok(removed)
+        self.commit(vec![(key(kind, vhost, name), None)]).await?;
+        Ok(true)
     }
 
-    /// Removes every policy of a deleted vhost.
-    pub fn delete_vhost(&self, vhost: &str) -> Result<(), StoreError> {
+    /// Removes every policy of a deleted vhost (one transaction).
+    pub async fn delete_vhost(&self, vhost: &str) -> Result<(), StoreError> {
+        let mut writes = Vec::new();
         for kind in [Kind::Policy, Kind::Operator] {
             for p in self.list(kind, Some(vhost)) {
-                self.delete(kind, vhost, &p.name)?;
+                writes.push((key(kind, vhost, &p.name), None));
             }
         }
-        Ok(())
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.commit(writes).await
     }
 
     /// One policy.

@@ -37,6 +37,19 @@ pub struct Runtime {
     pub amqp_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// When the broker started (the node's `uptime` in `/api/nodes`).
     pub started: std::time::Instant,
+    /// The metadata materializer's lock, with the topology changes it holds back while
+    /// the recovery runs (`broker/materialize.rs`).
+    pub materializing: std::sync::Mutex<Option<Deferred>>,
+}
+
+/// Topology changes the materializer holds back while the recovery runs (see
+/// `broker/materialize.rs`).
+#[derive(Default)]
+pub struct Deferred {
+    /// The changes, in the order they were applied.
+    pub changes: Vec<broker_cluster::meta::Change>,
+    /// Too many to hold, or the keyspace was replaced: reload everything instead.
+    pub reload: bool,
 }
 
 /// Counters a channel keeps up to date for the management API.
@@ -102,6 +115,7 @@ impl Runtime {
             channel_info: DashMap::new(),
             amqp_addr: std::sync::OnceLock::new(),
             started: std::time::Instant::now(),
+            materializing: std::sync::Mutex::new(None),
             #[cfg(feature = "fault-injection")]
             fault_targets: DashMap::new(),
             bytes_in: AtomicU64::new(0),

@@ -9,7 +9,6 @@
 //! and a channel whose user has no topic permission in its vhost skips even the lookup
 //! (it caches the user's table against [`TopicPermTable::version`]).
 
-use broker_core::store::{DefinitionStore, StoreError};
 use broker_core::AmqpError;
 use dashmap::DashMap;
 use regex::Regex;
@@ -152,63 +151,69 @@ impl TopicPermTable {
         self.version.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Sets a permission; `Ok(true)` if the user had none in the vhost. A pattern
-    /// that is no regex is `Err(Ok(reason))`, a store failure `Err(Err(e))`.
-    pub fn set(
+    /// The record write that sets a permission, and whether the user had none in the
+    /// vhost (RabbitMQ's 201); a pattern that is no regex is `Err(reason)`.
+    pub fn set_write(
         &self,
-        store: Option<&Arc<dyn DefinitionStore>>,
         vhost: &str,
         user: &str,
         perm: TopicPermission,
-    ) -> Result<bool, Result<String, StoreError>> {
-        let c = Compiled::new(vhost, user, perm.clone()).map_err(Ok)?;
-        // new as RabbitMQ counts it (201): the user had no topic permission in the vhost
+    ) -> Result<(bool, crate::broker::cluster::RecordWrite), String> {
+        Compiled::new(vhost, user, perm.clone())?;
         let new = self.of(vhost, user).is_none();
-        if let Some(s) = store {
-            let json = serde_json::to_vec(&perm).map_err(|e| Err(StoreError(e.to_string())))?;
-            let key = format!("{KEY}{vhost}\0{user}\0{}", perm.exchange);
-            s.put_definition(key.as_bytes(), &json).map_err(Err)?;
-        }
-        self.insert(vhost, user, c);
-        Ok(new)
+        let json = serde_json::to_vec(&perm).map_err(|e| e.to_string())?;
+        let key = format!("{KEY}{vhost}\0{user}\0{}", perm.exchange);
+        Ok((new, (key, Some(json))))
     }
 
-    /// Removes all of a user's topic permissions in a vhost; whether there were any.
-    pub fn clear(
+    /// The record writes that remove every topic permission of a user (`vhost` None), in
+    /// a vhost (`user` None), or of a user in a vhost (both).
+    pub fn clear_writes(
         &self,
-        store: Option<&Arc<dyn DefinitionStore>>,
-        vhost: &str,
-        user: &str,
-    ) -> Result<bool, StoreError> {
-        let Some((_, old)) = self.by_user.remove(&(vhost.to_owned(), user.to_owned())) else {
-            return Ok(false);
-        };
-        self.version.fetch_add(1, Ordering::AcqRel);
-        if let Some(s) = store {
-            for x in old.keys() {
-                s.delete_definition(format!("{KEY}{vhost}\0{user}\0{x}").as_bytes())?;
-            }
-        }
-        Ok(true)
-    }
-
-    /// Removes every topic permission of a user (`vhost` None) or in a vhost (`user` None).
-    pub fn clear_where(
-        &self,
-        store: Option<&Arc<dyn DefinitionStore>>,
         vhost: Option<&str>,
         user: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let keys: Vec<(String, String)> = self
-            .by_user
-            .iter()
-            .map(|e| e.key().clone())
-            .filter(|(v, u)| vhost.is_none_or(|x| x == v) && user.is_none_or(|x| x == u))
-            .collect();
-        for (v, u) in keys {
-            self.clear(store, &v, &u)?;
+    ) -> Vec<crate::broker::cluster::RecordWrite> {
+        let mut out = Vec::new();
+        for e in self.by_user.iter() {
+            let (v, u) = e.key();
+            if vhost.is_none_or(|x| x == v) && user.is_none_or(|x| x == u) {
+                for x in e.value().keys() {
+                    out.push((format!("{KEY}{v}\0{u}\0{x}"), None));
+                }
+            }
         }
-        Ok(())
+        out
+    }
+
+    /// Applies a committed record (`rest`: the key after [`KEY`]; `None`: removed).
+    pub fn apply(&self, rest: &str, json: Option<&[u8]>) -> Result<(), String> {
+        let Some(json) = json else {
+            let mut parts = rest.splitn(3, '\0');
+            let (Some(vhost), Some(user), Some(x)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err("malformed key".into());
+            };
+            let key = (vhost.to_owned(), user.to_owned());
+            let Some(old) = self.by_user.get(&key).map(|t| t.clone()) else {
+                return Ok(());
+            };
+            let mut map: HashMap<String, Compiled> = (*old).clone();
+            map.remove(x);
+            if map.is_empty() {
+                self.by_user.remove(&key);
+            } else {
+                self.by_user.insert(key, Arc::new(map));
+            }
+            self.version.fetch_add(1, Ordering::AcqRel);
+            return Ok(());
+        };
+        self.load(rest, json)
+    }
+
+    /// Forgets every topic permission (a reload from the store follows).
+    pub fn clear_all(&self) {
+        self.by_user.clear();
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Every topic permission: (vhost, user, permission), sorted.
@@ -234,6 +239,21 @@ impl TopicPermTable {
 mod tests {
     use super::*;
 
+    fn set(t: &TopicPermTable, v: &str, u: &str, p: TopicPermission) -> Result<bool, String> {
+        let (new, (k, json)) = t.set_write(v, u, p)?;
+        t.apply(k.strip_prefix(KEY).unwrap(), json.as_deref())?;
+        Ok(new)
+    }
+
+    fn clear(t: &TopicPermTable, v: &str, u: &str) -> bool {
+        let writes = t.clear_writes(Some(v), Some(u));
+        for (k, json) in &writes {
+            t.apply(k.strip_prefix(KEY).unwrap(), json.as_deref())
+                .unwrap();
+        }
+        !writes.is_empty()
+    }
+
     fn perm(x: &str, w: &str, r: &str) -> TopicPermission {
         TopicPermission {
             exchange: x.into(),
@@ -247,12 +267,10 @@ mod tests {
         let t = TopicPermTable::default();
         assert!(t.of("/", "bob").is_none());
         let v = t.version();
-        assert!(t
-            .set(None, "/", "bob", perm("amq.topic", "^a\\.{username}$", ""))
-            .unwrap());
+        assert!(set(&t, "/", "bob", perm("amq.topic", "^a\\.{username}$", "")).unwrap());
         assert!(t.version() > v);
-        assert!(!t.set(None, "/", "bob", perm("other", "", "")).unwrap());
-        assert!(!t.set(None, "/", "bob", perm("other", "^z", "")).unwrap());
+        assert!(!set(&t, "/", "bob", perm("other", "", "")).unwrap());
+        assert!(!set(&t, "/", "bob", perm("other", "^z", "")).unwrap());
         let topics = t.of("/", "bob").unwrap();
         assert!(check(&topics, true, "amq.topic", "a.bob", "/", "bob").is_ok());
         let e = check(&topics, true, "amq.topic", "a.eve", "/", "bob").unwrap_err();
@@ -263,10 +281,10 @@ mod tests {
         // an empty pattern matches every key; other exchanges are not restricted
         assert!(check(&topics, false, "amq.topic", "anything", "/", "bob").is_ok());
         assert!(check(&topics, true, "x", "zz", "/", "bob").is_ok());
-        assert!(t.set(None, "/", "bob", perm("x", "(", "")).is_err());
+        assert!(set(&t, "/", "bob", perm("x", "(", "")).is_err());
         assert_eq!(t.all().len(), 2);
-        assert!(t.clear(None, "/", "bob").unwrap());
-        assert!(!t.clear(None, "/", "bob").unwrap());
+        assert!(clear(&t, "/", "bob"));
+        assert!(!clear(&t, "/", "bob"));
         assert!(t.of("/", "bob").is_none());
     }
 }

@@ -6,7 +6,6 @@
 //! As in RabbitMQ a negative value means "no limit" but is kept and shown as set, and 0
 //! refuses every connection (or channel) of the user.
 
-use broker_core::store::{DefinitionStore, StoreError};
 use broker_core::AmqpError;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -99,46 +98,40 @@ impl UserLimitTable {
         v
     }
 
-    /// Sets (or with `None` clears) limit `name` of `user`; `Ok(false)` for a name that is
-    /// no limit.
-    pub fn set(
+    /// The record write that sets (or with `None` clears) limit `name` of `user`, from
+    /// its current limits; `None` for a name that is no limit.
+    pub fn set_write(
         &self,
-        store: Option<&Arc<dyn DefinitionStore>>,
         user: &str,
         name: &str,
         value: Option<i64>,
-    ) -> Result<bool, StoreError> {
+    ) -> Option<crate::broker::cluster::RecordWrite> {
         let mut l = self.get(user);
-        let Some(slot) = l.slot(name) else {
-            return Ok(false);
-        };
-        *slot = value;
-        self.replace(store, user, l)?;
-        Ok(true)
+        *l.slot(name)? = value;
+        Some(Self::write(user, l))
     }
 
-    /// Replaces all of a user's limits (definitions import, user deletion).
-    pub fn replace(
-        &self,
-        store: Option<&Arc<dyn DefinitionStore>>,
-        user: &str,
-        l: UserLimits,
-    ) -> Result<(), StoreError> {
-        let key = format!("{KEY}{user}");
-        if let Some(s) = store {
-            if l.is_empty() {
-                s.delete_definition(key.as_bytes())?;
-            } else {
-                let json = serde_json::to_vec(&l).map_err(|e| StoreError(e.to_string()))?;
-                s.put_definition(key.as_bytes(), &json)?;
+    /// The record write that replaces all of a user's limits (definitions import, user
+    /// deletion): no record when none is set.
+    pub fn write(user: &str, l: UserLimits) -> crate::broker::cluster::RecordWrite {
+        let json = (!l.is_empty()).then(|| serde_json::to_vec(&l).unwrap_or_default());
+        (format!("{KEY}{user}"), json)
+    }
+
+    /// Applies a committed record of `user` (`None`: removed).
+    pub fn apply(&self, user: &str, json: Option<&[u8]>) -> Result<(), serde_json::Error> {
+        match json {
+            Some(j) => self.load(user, j),
+            None => {
+                self.limits.remove(user);
+                Ok(())
             }
         }
-        if l.is_empty() {
-            self.limits.remove(user);
-        } else {
-            self.limits.insert(user.to_owned(), l);
-        }
-        Ok(())
+    }
+
+    /// Forgets every limit (a reload from the store follows).
+    pub fn clear_all(&self) {
+        self.limits.clear();
     }
 
     /// The usage counters of a user (shared by all its connections).
@@ -189,8 +182,16 @@ mod tests {
     #[test]
     fn limits_count_and_refuse() {
         let t = UserLimitTable::default();
-        assert!(t.set(None, "u", "max-connections", Some(1)).unwrap());
-        assert!(!t.set(None, "u", "bogus", Some(1)).unwrap());
+        let set = |name: &str, v: Option<i64>| {
+            let Some((k, json)) = t.set_write("u", name, v) else {
+                return false;
+            };
+            t.apply(k.strip_prefix(KEY).unwrap(), json.as_deref())
+                .unwrap();
+            true
+        };
+        assert!(set("max-connections", Some(1)));
+        assert!(!set("bogus", Some(1)));
         let u = t.usage("u");
         assert!(t.open_connection("u", &u).is_ok());
         let e = t.open_connection("u", &u).unwrap_err();
@@ -199,12 +200,12 @@ mod tests {
             .contains("user connection limit (1) is reached"));
         assert_eq!(u.connections.load(Ordering::Acquire), 1);
         // negative: no limit, but shown as set
-        t.set(None, "u", "max-connections", Some(-1)).unwrap();
+        set("max-connections", Some(-1));
         assert!(t.open_connection("u", &u).is_ok());
         assert_eq!(t.all().len(), 1);
-        t.set(None, "u", "max-connections", None).unwrap();
+        set("max-connections", None);
         assert!(t.all().is_empty());
-        t.set(None, "u", "max-channels", Some(0)).unwrap();
+        set("max-channels", Some(0));
         assert!(t.open_channel("u", &u).is_err());
         assert!(t.open_node_connection(Some(1)).is_ok());
         assert!(t.open_node_connection(Some(1)).is_err());

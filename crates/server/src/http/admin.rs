@@ -92,7 +92,7 @@ pub(super) struct VhostBody {
 }
 
 /// Creates a vhost (registry, store, and its exchanges).
-pub(super) fn create_vhost(
+pub(super) async fn create_vhost(
     rt: &Arc<Runtime>,
     name: &str,
     description: String,
@@ -108,6 +108,7 @@ pub(super) fn create_vhost(
             limits,
             tags: existed.as_ref().map(|r| r.tags.clone()).unwrap_or_default(),
         })
+        .await
         .map_err(store_err)?;
     if rt.vhost(name).is_none() {
         rt.vhosts
@@ -125,17 +126,18 @@ async fn put_vhost(
     let me = admin(&req, &rt)?;
     let name = path.into_inner();
     let body: VhostBody = super::json_body::<VhostBody>(&body)?.unwrap_or_default();
-    let new = create_vhost(&rt, &name, body.description)?;
+    let new = create_vhost(&rt, &name, body.description).await?;
     if let Some(tags) = body.tags {
         if let Some(mut r) = rt.registry.vhost(&name) {
             r.tags = parse_tags(Some(&tags));
-            rt.registry.put_vhost(r).map_err(store_err)?;
+            rt.registry.put_vhost(r).await.map_err(store_err)?;
         }
     }
     // as RabbitMQ: the creating user gets full permissions in a new vhost
     if new {
         rt.registry
             .set_permission(&name, &me.name, Permission::all())
+            .await
             .map_err(store_err)?;
     }
     Ok(if new { created() } else { no_content() })
@@ -163,8 +165,8 @@ async fn delete_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> A
             let _ = v.delete_exchange(&x.name, false).await;
         }
     }
-    rt.registry.delete_vhost(&name).map_err(store_err)?;
-    rt.policies.delete_vhost(&name).map_err(store_err)?;
+    rt.policies.delete_vhost(&name).await.map_err(store_err)?;
+    rt.registry.delete_vhost(&name).await.map_err(store_err)?;
     rt.vhosts.remove(&name);
     Ok(no_content())
 }
@@ -215,7 +217,7 @@ pub(super) fn parse_tags(v: Option<&Value>) -> Vec<String> {
 
 /// Creates or updates a user from a RabbitMQ user object (password or password_hash).
 /// The reserved `rmq-internal` and names over 255 bytes are refused (400).
-pub(super) fn apply_user(rt: &Runtime, name: &str, body: &Value) -> Result<bool, ApiError> {
+pub(super) async fn apply_user(rt: &Runtime, name: &str, body: &Value) -> Result<bool, ApiError> {
     broker_core::auth::check_user_name(name)?;
     let existing = rt.registry.user(name);
     if body.get("tags").is_none() {
@@ -261,6 +263,7 @@ pub(super) fn apply_user(rt: &Runtime, name: &str, body: &Value) -> Result<bool,
             hashing_algorithm,
             tags,
         })
+        .await
         .map_err(store_err)?;
     Ok(existing.is_none())
 }
@@ -272,14 +275,14 @@ async fn put_user(
     body: web::Json<Value>,
 ) -> ApiResult {
     admin(&req, &rt)?;
-    let new = apply_user(&rt, &path.into_inner(), &body)?;
+    let new = apply_user(&rt, &path.into_inner(), &body).await?;
     Ok(if new { created() } else { no_content() })
 }
 
 async fn delete_user(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
     admin(&req, &rt)?;
     let name = path.into_inner();
-    if !rt.registry.delete_user(&name).map_err(store_err)? {
+    if !rt.registry.delete_user(&name).await.map_err(store_err)? {
         return Err(ApiError::not_found(format!("user '{name}' not found")));
     }
     for c in rt.conn_info.iter().filter(|c| c.user == name) {
@@ -346,7 +349,7 @@ async fn get_permission(
 }
 
 /// Sets a permission from a RabbitMQ permission object.
-pub(super) fn apply_permission(
+pub(super) async fn apply_permission(
     rt: &Runtime,
     vhost: &str,
     user: &str,
@@ -366,6 +369,7 @@ pub(super) fn apply_permission(
     let new = rt.registry.permission(vhost, user).is_none();
     rt.registry
         .set_permission(vhost, user, p)
+        .await
         .map_err(store_err)?;
     Ok(new)
 }
@@ -378,7 +382,7 @@ async fn put_permission(
 ) -> ApiResult {
     admin(&req, &rt)?;
     let (vhost, user) = path.into_inner();
-    let new = apply_permission(&rt, &vhost, &user, &body)?;
+    let new = apply_permission(&rt, &vhost, &user, &body).await?;
     Ok(if new { created() } else { no_content() })
 }
 
@@ -392,6 +396,7 @@ async fn delete_permission(
     if !rt
         .registry
         .clear_permission(&vhost, &user)
+        .await
         .map_err(store_err)?
     {
         return Err(ApiError::not_found("permission not found"));
@@ -431,7 +436,7 @@ async fn vhost_limits(req: HttpRequest, rt: State, path: web::Path<String>) -> A
 }
 
 /// Sets (or with `None` lifts) one vhost limit.
-fn set_limit(rt: &Runtime, vhost: &str, name: &str, value: Option<u64>) -> ApiResult {
+async fn set_limit(rt: &Runtime, vhost: &str, name: &str, value: Option<u64>) -> ApiResult {
     let mut r = rt
         .registry
         .vhost(vhost)
@@ -441,7 +446,7 @@ fn set_limit(rt: &Runtime, vhost: &str, name: &str, value: Option<u64>) -> ApiRe
         "max-queues" => r.limits.max_queues = value,
         other => return Err(ApiError::bad_request(format!("unknown limit '{other}'"))),
     }
-    rt.registry.put_vhost(r).map_err(store_err)?;
+    rt.registry.put_vhost(r).await.map_err(store_err)?;
     Ok(no_content())
 }
 
@@ -458,11 +463,11 @@ async fn put_limit(
         .and_then(Value::as_i64)
         .ok_or_else(|| ApiError::bad_request("value must be an integer"))?;
     // a negative limit means no limit, as in RabbitMQ
-    set_limit(&rt, &vhost, &name, u64::try_from(value).ok())
+    set_limit(&rt, &vhost, &name, u64::try_from(value).ok()).await
 }
 
 async fn delete_limit(req: HttpRequest, rt: State, path: web::Path<(String, String)>) -> ApiResult {
     admin(&req, &rt)?;
     let (vhost, name) = path.into_inner();
-    set_limit(&rt, &vhost, &name, None)
+    set_limit(&rt, &vhost, &name, None).await
 }

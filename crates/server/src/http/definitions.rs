@@ -233,7 +233,7 @@ fn items<'a>(body: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
 
 /// A user's `limits` object, as RabbitMQ exports it (`{"max-connections": 10}`); empty
 /// or null lifts them, absent (older exports) leaves them as they are.
-fn import_user_limits(
+async fn import_user_limits(
     rt: &crate::broker::runtime::Runtime,
     name: &str,
     u: &Value,
@@ -246,6 +246,7 @@ fn import_user_limits(
     };
     rt.registry
         .replace_user_limits(name, limits)
+        .await
         .map_err(|e| ApiError::internal(format!("cannot store the change: {e}")))
 }
 
@@ -262,21 +263,28 @@ async fn import(req: HttpRequest, rt: State, body: web::Json<Value>) -> ApiResul
     for v in items(&body, "vhosts") {
         let name = text(v, "name");
         create_vhost(&rt, name, text(v, "description").to_owned())
+            .await
             .map_err(|e| fail(format!("vhost '{name}'"), e))?;
     }
     for u in items(&body, "users") {
         let name = text(u, "name");
-        apply_user(&rt, name, u).map_err(|e| fail(format!("user '{name}'"), e))?;
-        import_user_limits(&rt, name, u).map_err(|e| fail(format!("user '{name}'"), e))?;
+        apply_user(&rt, name, u)
+            .await
+            .map_err(|e| fail(format!("user '{name}'"), e))?;
+        import_user_limits(&rt, name, u)
+            .await
+            .map_err(|e| fail(format!("user '{name}'"), e))?;
     }
     for p in items(&body, "permissions") {
         let (vh, user) = (text(p, "vhost"), text(p, "user"));
         apply_permission(&rt, vh, user, p)
+            .await
             .map_err(|e| fail(format!("permission of '{user}' in '{vh}'"), e))?;
     }
     for p in items(&body, "topic_permissions") {
         let (vh, user) = (text(p, "vhost"), text(p, "user"));
         super::topic_perms::apply_topic_permission(&rt, vh, user, p)
+            .await
             .map_err(|e| fail(format!("topic permission of '{user}' in '{vh}'"), e))?;
     }
     import_policies(&rt, &body).await?;

@@ -126,7 +126,7 @@ pub(super) async fn set_policy(
     };
     let p = Policy::parse(kind, vhost, name, body).map_err(ApiError::bad_request)?;
     let _changing = rt.policies.changing.lock().await;
-    let new = rt.policies.put(kind, p).map_err(store_err)?;
+    let new = rt.policies.put(kind, p).await.map_err(store_err)?;
     v.apply_policies().await;
     Ok(new)
 }
@@ -135,7 +135,12 @@ async fn delete(req: HttpRequest, rt: State, kind: Kind, path: Names) -> ApiResu
     let (vhost, name) = path.into_inner();
     may_change(&req, &rt, kind, &vhost)?;
     let _changing = rt.policies.changing.lock().await;
-    if !rt.policies.delete(kind, &vhost, &name).map_err(store_err)? {
+    if !rt
+        .policies
+        .delete(kind, &vhost, &name)
+        .await
+        .map_err(store_err)?
+    {
         return Err(ApiError::not_found("Not Found"));
     }
     if let Some(v) = rt.vhost(&vhost) {

@@ -75,7 +75,7 @@ async fn of_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiRe
 }
 
 /// Sets a topic permission from a RabbitMQ topic permission object; whether it is new.
-pub(super) fn apply_topic_permission(
+pub(super) async fn apply_topic_permission(
     rt: &Runtime,
     vhost: &str,
     user: &str,
@@ -101,6 +101,7 @@ pub(super) fn apply_topic_permission(
     };
     rt.registry
         .set_topic_permission(vhost, user, p)
+        .await
         .map_err(|e| match e {
             Ok(reason) => ApiError::bad_request(reason),
             Err(e) => ApiError::internal(format!("cannot store the change: {e}")),
@@ -115,7 +116,7 @@ async fn put(
 ) -> ApiResult {
     admin(&req, &rt)?;
     let (vhost, user) = path.into_inner();
-    let new = apply_topic_permission(&rt, &vhost, &user, &body)?;
+    let new = apply_topic_permission(&rt, &vhost, &user, &body).await?;
     Ok(if new { created() } else { no_content() })
 }
 
@@ -125,6 +126,7 @@ async fn delete(req: HttpRequest, rt: State, path: web::Path<(String, String)>) 
     let existed = rt
         .registry
         .clear_topic_permissions(&vhost, &user)
+        .await
         .map_err(|e| ApiError::internal(format!("cannot store the change: {e}")))?;
     if !existed {
         return Err(ApiError::not_found("topic permission not found"));

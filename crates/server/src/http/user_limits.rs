@@ -68,6 +68,7 @@ async fn put(
     if !rt
         .registry
         .set_user_limit(&user, &name, Some(v))
+        .await
         .map_err(store_err)?
     {
         return Err(ApiError::bad_request(format!(
@@ -86,6 +87,7 @@ async fn delete(req: HttpRequest, rt: State, path: web::Path<(String, String)>) 
     // clearing a limit that is not set (or no limit at all) is 204, as in RabbitMQ
     rt.registry
         .set_user_limit(&user, &name, None)
+        .await
         .map_err(store_err)?;
     Ok(no_content())
 }
