@@ -59,6 +59,9 @@ struct Snap {
     channels: Vec<(ChanId, u64)>,
     next_chan: u64,
     enqueuers: Vec<(PublisherId, u64)>,
+    /// Absent in snapshots written before refused publishes were remembered.
+    #[serde(default)]
+    refused: Vec<(PublisherId, Vec<u64>)>,
     blocked: bool,
     last_used: u64,
     now: u64,
@@ -141,6 +144,11 @@ impl QqState {
             channels: self.channels.iter().map(|(k, v)| (*k, *v)).collect(),
             next_chan: self.next_chan,
             enqueuers: self.enqueuers.iter().map(|(k, v)| (*k, *v)).collect(),
+            refused: self
+                .refused
+                .iter()
+                .map(|(k, v)| (*k, v.iter().copied().collect()))
+                .collect(),
             blocked: self.blocked,
             last_used: self.last_used,
             now: self.now,
@@ -195,6 +203,11 @@ impl QqState {
             channels: s.channels.into_iter().collect(),
             next_chan: s.next_chan,
             enqueuers: s.enqueuers.into_iter().collect(),
+            refused: s
+                .refused
+                .into_iter()
+                .map(|(k, v)| (k, v.into_iter().collect()))
+                .collect(),
             blocked: s.blocked,
             last_used: s.last_used,
             now: s.now,

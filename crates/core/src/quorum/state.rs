@@ -5,7 +5,13 @@ use crate::names::ChannelKey;
 use crate::queue::{Consumer, Entry, QueueState};
 use crate::store::decode_message_shared;
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+
+/// How many refused sequence numbers a publisher's record keeps: a retry of a refused
+/// publish (its answer lost with a leader) must be refused again, never taken for a
+/// duplicate of a stored one and confirmed. A publisher has at most a queue inbox's
+/// credit of publishes in flight, far fewer than this.
+pub(super) const REFUSED_KEPT: usize = 4096;
 
 /// A consumer's replicated settings and credit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +39,10 @@ pub struct QqState {
     pub(super) next_chan: u64,
     /// The highest sequence number applied per publisher (deduplication).
     pub(super) enqueuers: BTreeMap<PublisherId, u64>,
+    /// The latest refused sequence numbers per publisher (at most [`REFUSED_KEPT`]):
+    /// a retried publish at or below the publisher's highest is a duplicate to skip,
+    /// unless it is one of these, which is refused again.
+    pub(super) refused: BTreeMap<PublisherId, VecDeque<u64>>,
     /// reject-publish: the queue went over its limit and refuses publishes until it is
     /// below 80% of it (rabbit_fifo's soft limit).
     pub(super) blocked: bool,
@@ -53,6 +63,7 @@ impl QqState {
             channels: BTreeMap::new(),
             next_chan: 1,
             enqueuers: BTreeMap::new(),
+            refused: BTreeMap::new(),
             blocked: false,
             last_used: 0,
             now: 0,
@@ -179,7 +190,15 @@ impl QqState {
         for p in batch {
             let last = self.enqueuers.entry(p.publisher).or_insert(0);
             if p.seq != 0 && p.seq <= *last {
-                continue; // a retry of a publish already applied
+                // a retry of a publish already applied: refused again if it was refused
+                if self
+                    .refused
+                    .get(&p.publisher)
+                    .is_some_and(|r| r.contains(&p.seq))
+                {
+                    rejected.entry(p.publisher).or_default().push(p.seq);
+                }
+                continue;
             }
             *last = (*last).max(p.seq);
             let decoded = decode_message_shared(&Bytes::copy_from_slice(&p.message), 0);
@@ -187,6 +206,13 @@ impl QqState {
                 Ok(m) if !self.blocked => m,
                 _ => {
                     rejected.entry(p.publisher).or_default().push(p.seq);
+                    if p.seq != 0 {
+                        let kept = self.refused.entry(p.publisher).or_default();
+                        if kept.len() == REFUSED_KEPT {
+                            kept.pop_front();
+                        }
+                        kept.push_back(p.seq);
+                    }
                     continue;
                 }
             };
@@ -365,10 +391,12 @@ impl QqState {
             self.last_used = self.now;
         }
         // a node that comes back numbers its connections anew: forget its publishers
-        self.enqueuers.retain(|p, _| match d {
+        let kept = |p: &PublisherId| match d {
             Down::Channel(x) => *p != x,
             Down::Node(n) => p.node != n,
-        });
+        };
+        self.enqueuers.retain(|p, _| kept(p));
+        self.refused.retain(|p, _| kept(p));
     }
 
     fn leader_changed(&mut self, fx: &mut Vec<Effect>) {

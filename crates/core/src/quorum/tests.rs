@@ -538,6 +538,38 @@ fn a_refused_enqueue_answers_with_the_refused_publishes() {
     assert_eq!(resp, QqResp::Rejected(vec![(chan(9), vec![3])]));
 }
 
+/// A refused publish retried (its answer lost with a leader, the shell proposes it
+/// again) is refused again, not skipped as a duplicate and confirmed; a retried stored
+/// one is skipped; and the memory of refusals survives a snapshot.
+#[test]
+fn a_retried_refused_publish_is_refused_again() {
+    let mut t = T::new(QqConfig {
+        max_length: Some(1),
+        reject_publish: true,
+        ..QqConfig::default()
+    });
+    let publish = |seqs: &[u64]| QqOp::Enqueue {
+        batch: seqs
+            .iter()
+            .map(|s| Publish {
+                publisher: chan(9),
+                seq: *s,
+                message: encoded("m", None),
+            })
+            .collect(),
+    };
+    let (resp, _) = t.run(publish(&[1, 2, 3]));
+    assert_eq!(resp, QqResp::Rejected(vec![(chan(9), vec![3])]));
+    let (resp, _) = t.run(publish(&[1, 2, 3]));
+    assert_eq!(resp, QqResp::Rejected(vec![(chan(9), vec![3])]));
+    assert_eq!(t.s.ready_count(), 2);
+    let copy = QqState::import(&t.s.export()).unwrap();
+    t.s = copy;
+    let (resp, _) = t.run(publish(&[3]));
+    assert_eq!(resp, QqResp::Rejected(vec![(chan(9), vec![3])]));
+    assert_eq!(t.s.ready_count(), 2);
+}
+
 /// A lost node's consumers are cancelled (told, if the node still runs) and what they
 /// held comes back, redelivered.
 #[test]
