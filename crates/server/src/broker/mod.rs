@@ -24,6 +24,7 @@ pub mod policies;
 pub mod publish;
 pub mod queue;
 pub mod remote;
+pub mod remote_consume;
 pub mod runtime;
 pub mod super_streams;
 pub mod supervise;

@@ -15,7 +15,9 @@
 //!   nacks and rejects of a message got so, and its channel's close, go back as notes;
 //! - the home answers them in `broker/remote.rs`.
 //!
-//! basic.consume is still fenced ([`QueueEntry::local_only`]: 404 naming the home).
+//! - basic.consume adds a proxy consumer at the home ([`QueueEntry::remote_consume`],
+//!   `broker/remote_consume.rs`), and basic.cancel removes it.
+//!
 //! A home that is down or unreachable: publishes are nacked, the rest answer 404
 //! "home node ... is down or inaccessible", as RabbitMQ does.
 
@@ -162,6 +164,53 @@ impl QueueEntry {
                 _ => Ok(None),
             }
         }
+    }
+
+    /// The id of the queue's home node, for a queue of another node.
+    pub fn home_id(&self) -> Option<broker_cluster::NodeId> {
+        self.remote.as_ref().map(|o| o.home)
+    }
+
+    /// basic.consume at the queue's home for channel `key` of this node: the home adds
+    /// a proxy consumer that sends the deliveries here (`broker/remote_consume.rs`).
+    pub fn remote_consume(
+        &self,
+        key: ChannelKey,
+        tag: &str,
+        (no_ack, exclusive): (bool, bool),
+        priority: i64,
+        prefetch: u32,
+    ) -> impl std::future::Future<Output = Result<(), AmqpError>> + 'static {
+        let (vhost, queue) = self.names();
+        let ask = self.ask_home(OpReq::Consume {
+            vhost,
+            queue,
+            connection: key.connection,
+            channel: key.channel,
+            tag: tag.to_owned(),
+            no_ack,
+            exclusive,
+            priority,
+            prefetch,
+        });
+        async move { count(ask.await?).map(|_| ()) }
+    }
+
+    /// basic.cancel at the queue's home of a consumer of channel `key` of this node.
+    pub fn remote_cancel(
+        &self,
+        key: ChannelKey,
+        tag: &str,
+    ) -> impl std::future::Future<Output = Result<(), AmqpError>> + 'static {
+        let (vhost, queue) = self.names();
+        let ask = self.ask_home(OpReq::Cancel {
+            vhost,
+            queue,
+            connection: key.connection,
+            channel: key.channel,
+            tag: tag.to_owned(),
+        });
+        async move { count(ask.await?).map(|_| ()) }
     }
 
     /// queue.purge at the queue's home: how many ready messages went.
