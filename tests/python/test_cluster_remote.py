@@ -265,6 +265,45 @@ def test_nack_requeue_redelivers_and_cancel_leaves_the_rest(cluster):
     assert bodies == [f"n{i}" for i in range(2, 10)]
 
 
+def test_exclusive_and_single_active_consumers_across_nodes(cluster):
+    n1, n2, n3 = cluster.nodes
+    declare_on(n1, (n2,), "rq.excl")
+    c1, ch1 = channel(n1)
+    ch1.basic_consume("rq.excl", lambda *a: None, exclusive=True)
+    c2, ch2 = channel(n2)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch2.basic_consume("rq.excl", lambda *a: None)
+    assert e.value.reply_code == 403 and "in exclusive use" in e.value.reply_text, e.value.reply_text
+    c1.close()
+    ch2 = c2.channel()
+    ch2.basic_consume("rq.excl", lambda *a: None, exclusive=True)
+    c1, ch1 = channel(n1)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch1.basic_consume("rq.excl", lambda *a: None)
+    assert e.value.reply_code == 403
+    c1.close()
+    c2.close()
+    # single active consumer: the first subscribed (on node 3) gets everything
+    declare_on(n1, (n2, n3), "rq.sac", arguments={"x-single-active-consumer": True})
+    c3, ch3 = channel(n3)
+    first = Collector(ch3)
+    ch3.basic_consume("rq.sac", first, auto_ack=True)
+    eventually(lambda: n1.api("/api/queues/%2F/rq.sac")["consumers"] == 1, what="remote consumer at the home")
+    c1, ch1 = channel(n1)
+    second = Collector(ch1)
+    ch1.basic_consume("rq.sac", second, auto_ack=True)
+    publish_from(n2, "rq.sac", [f"s{i}" for i in range(20)])
+    first.wait(20)
+    c1.process_data_events(time_limit=0.2)
+    assert second.got == []
+    # it goes: the next one takes over
+    c3.close()
+    publish_from(n2, "rq.sac", ["after"])
+    second.wait(1)
+    assert second.got[0][2] == b"after"
+    c1.close()
+
+
 def test_home_killed_cancels_consumers_of_other_nodes_and_loses_nothing(cluster):
     n1, n2, n3 = cluster.nodes
     declare_on(n1, (n2, n3), "rq.ckill")
