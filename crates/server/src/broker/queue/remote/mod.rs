@@ -31,6 +31,9 @@ use broker_cluster::net::NetError;
 use broker_core::store::QueueDef;
 use wire::{Note, OpReply, OpReq, OP_SERVICE};
 
+/// How long a request to a queue's home waits at most for the notes queued before it.
+const NOTES_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl QueueEntry {
     /// Whether this node runs the queue (its actor and messages are here).
     pub fn is_local(&self) -> bool {
@@ -97,7 +100,7 @@ impl QueueEntry {
         let target = self
             .remote
             .as_ref()
-            .map(|o| (o.cluster.clone(), o.home, o.home_name.clone()));
+            .map(|o| (o.cluster.clone(), o.home, o.notes_sent(NOTES_WAIT)));
         let down = self.home.as_deref().map(|h| self.home_down(h));
         // a quorum queue of another node is not reached from here yet (step 7)
         let fenced = if self.quorum {
@@ -109,13 +112,17 @@ impl QueueEntry {
             if let Some(e) = fenced {
                 return Err(e);
             }
-            let (cluster, home, _) =
+            let (cluster, home, notes_sent) =
                 target.ok_or_else(|| AmqpError::internal("not a remote queue"))?;
             let down = down.unwrap_or_else(|| AmqpError::internal("not a remote queue"));
             let payload = wire::encode(&req).map_err(AmqpError::internal)?;
             let net = cluster.transport().cloned().ok_or(down.clone())?;
             let reply = cluster
-                .run(async move { net.call(home, OP_SERVICE, payload).await })
+                .run(async move {
+                    // after this channel's settles, as one node orders them
+                    notes_sent.await;
+                    net.call(home, OP_SERVICE, payload).await
+                })
                 .await
                 .ok_or_else(|| AmqpError::internal("the cluster runtime is gone"))?;
             let reply = match reply {
