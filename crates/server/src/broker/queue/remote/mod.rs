@@ -47,8 +47,8 @@ impl QueueEntry {
         self.is_local() || (!self.quorum && self.remote.is_some())
     }
 
-    /// The fence of what does not reach another node yet (`what`: basic.consume, the
-    /// management API's get): 404 naming the queue's home node when it lives on
+    /// The fence of what does not reach another node yet (`what`: the management API's
+    /// get, basic.consume on a quorum queue): 404 naming the queue's home node when it lives on
     /// another node, or RabbitMQ's 404 when that node is down.
     pub fn local_only(&self, what: &str) -> Result<(), AmqpError> {
         match &self.home {
