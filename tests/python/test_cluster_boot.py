@@ -119,11 +119,16 @@ def test_a_queue_of_another_node_is_used_through_its_home(cluster):
         ch.confirm_delivery()
         ch.basic_publish("", "cb.home1", b"m", mandatory=True)
         assert ch.basic_get("cb.home1", auto_ack=True)[2] == b"m"
-        # consuming from another node is not supported yet: 404 naming the home
-        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
-            ch.basic_consume("cb.home1", lambda *a: None)
-            conn.process_data_events(time_limit=1)
-        assert e.value.reply_code == 404 and f"is on node '{n1.name}'" in e.value.reply_text
+        # and a consumer on another node gets what is published (test_cluster_remote.py has more)
+        got = []
+        tag = ch.basic_consume("cb.home1", lambda c, m, p, b: got.append(b), auto_ack=True)
+        ch.basic_publish("", "cb.home1", b"c", mandatory=True)
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            conn.process_data_events(time_limit=0.1)
+        assert got == [b"c"]
+        # cancel-ok comes after the home removed the consumer
+        ch.basic_cancel(tag)
     finally:
         conn.close()
     # on its home node it works

@@ -5,8 +5,9 @@ and requeue), queue.purge, queue.delete and passive declares from node 2 with th
 home's figures, and requeues what a closed channel of another node held. With its home
 killed (SIGKILL) publishers elsewhere get basic.nack and the other operations RabbitMQ's
 404 "home node ... is down or inaccessible"; once the home is back every confirmed
-persistent message is there. basic.consume from another node is still refused with 404
-naming the home node."""
+persistent message is there. basic.consume from another node works through a proxy
+consumer at the home: in order, with the channel's prefetch, nack/requeue, cancel and
+close; the home's death cancels the consumer (basic.cancel) and loses nothing."""
 import os
 import sys
 import time
@@ -148,14 +149,194 @@ def test_many_unconfirmed_publishes_are_paced_and_all_arrive(cluster):
     conn.close()
 
 
-def test_consume_from_another_node_is_refused_naming_the_home(cluster):
-    n1, n2, _ = cluster.nodes
-    declare_on(n1, (n2,), "rq.consume")
+class Collector:
+    """Deliveries of a consumer, in arrival order."""
+
+    def __init__(self, ch):
+        self.ch = ch
+        self.got = []
+        self.cancelled = []
+
+    def __call__(self, ch, method, props, body):
+        self.got.append((method, props, body))
+
+    def on_cancel(self, frame):
+        self.cancelled.append(frame.method.consumer_tag)
+
+    def wait(self, n, timeout=20.0):
+        """Polls until at least `n` deliveries arrived."""
+        deadline = time.monotonic() + timeout
+        while len(self.got) < n and time.monotonic() < deadline:
+            self.ch.connection.process_data_events(time_limit=0.1)
+        assert len(self.got) >= n, f"{len(self.got)} of {n} deliveries within {timeout}s"
+
+
+def home_counts(node, name):
+    q = node.api(f"/api/queues/%2F/{name}")
+    return q.get("messages_ready"), q.get("messages_unacknowledged")
+
+
+def publish_from(node, name, bodies, persistent=False):
+    conn, ch = channel(node)
+    ch.confirm_delivery()
+    for i, b in enumerate(bodies):
+        props = pika.BasicProperties(delivery_mode=2 if persistent else 1, headers={"i": i}, content_type="text/plain")
+        ch.basic_publish("", name, b.encode(), props, mandatory=True)
+    conn.close()
+
+
+def test_consume_on_a_third_node_gets_publishes_of_a_second_in_order(cluster):
+    n1, n2, n3 = cluster.nodes
+    declare_on(n1, (n2, n3), "rq.consume")
+    conn, ch = channel(n3)
+    c = Collector(ch)
+    tag = ch.basic_consume("rq.consume", c)
+    publish_from(n2, "rq.consume", [f"c{i}" for i in range(300)])
+    c.wait(300)
+    assert [b.decode() for _, _, b in c.got] == [f"c{i}" for i in range(300)]
+    m, props, _ = c.got[7]
+    assert (m.consumer_tag, m.redelivered, m.exchange, m.routing_key) == (tag, False, "", "rq.consume")
+    assert props.headers == {"i": 7} and props.content_type == "text/plain"
+    # this channel's own delivery tags, 1 up
+    assert [m.delivery_tag for m, _, _ in c.got] == list(range(1, 301))
+    ch.basic_ack(c.got[-1][0].delivery_tag, multiple=True)
+    eventually(lambda: home_counts(n1, "rq.consume") == (0, 0), what="acks at the home")
+    # the home counts the proxy as a consumer
+    assert n1.api("/api/queues/%2F/rq.consume")["consumers"] == 1
+    conn.close()
+    eventually(lambda: n1.api("/api/queues/%2F/rq.consume")["consumers"] == 0, what="proxy gone with the channel")
+
+
+def test_prefetch_limits_what_a_consumer_of_another_node_holds(cluster):
+    n1, n2, n3 = cluster.nodes
+    declare_on(n1, (n2, n3), "rq.prefetch")
+    publish_from(n2, "rq.prefetch", [f"p{i}" for i in range(20)])
+    conn, ch = channel(n3)
+    ch.basic_qos(prefetch_count=5)
+    c = Collector(ch)
+    ch.basic_consume("rq.prefetch", c)
+    c.wait(5)
+    eventually(lambda: home_counts(n1, "rq.prefetch") == (15, 5), what="5 unacked at the home")
+    conn.process_data_events(time_limit=0.5)
+    assert len(c.got) == 5
+    ch.basic_ack(c.got[4][0].delivery_tag, multiple=True)
+    c.wait(10)
+    eventually(lambda: home_counts(n1, "rq.prefetch") == (10, 5), what="the next 5 unacked at the home")
+    assert len(c.got) == 10
+    assert [b.decode() for _, _, b in c.got] == [f"p{i}" for i in range(10)]
+    ch.queue_delete("rq.prefetch")
+    conn.close()
+
+
+def test_nack_requeue_redelivers_and_cancel_leaves_the_rest(cluster):
+    n1, n2, n3 = cluster.nodes
+    declare_on(n1, (n2, n3), "rq.nack")
+    publish_from(n2, "rq.nack", [f"n{i}" for i in range(10)])
+    conn, ch = channel(n3)
+    ch.basic_qos(prefetch_count=1)
+    c = Collector(ch)
+    tag = ch.basic_consume("rq.nack", c)
+    c.wait(1)
+    m, _, body = c.got[0]
+    assert (body, m.redelivered) == (b"n0", False)
+    ch.basic_nack(m.delivery_tag, requeue=True)
+    c.wait(2)
+    m, _, body = c.got[1]
+    assert (body, m.redelivered) == (b"n0", True)
+    ch.basic_ack(m.delivery_tag)
+    c.wait(3)
+    ch.basic_reject(c.got[2][0].delivery_tag, requeue=False)
+    c.wait(4)
+    assert c.got[3][2] == b"n2"
+    ch.basic_cancel(tag)
+    eventually(lambda: n1.api("/api/queues/%2F/rq.nack")["consumers"] == 0, what="proxy cancelled at the home")
+    # the unacked one stays with the channel until it closes, as in RabbitMQ
+    assert home_counts(n1, "rq.nack") == (7, 1)
+    conn.close()
+    eventually(lambda: home_counts(n1, "rq.nack") == (8, 0), what="the channel's unacked requeued")
     conn, ch = channel(n2)
+    bodies = []
+    while True:
+        m, _, body = ch.basic_get("rq.nack", auto_ack=True)
+        if m is None:
+            break
+        bodies.append(body.decode())
+    conn.close()
+    assert bodies == [f"n{i}" for i in range(2, 10)]
+
+
+def test_exclusive_and_single_active_consumers_across_nodes(cluster):
+    n1, n2, n3 = cluster.nodes
+    declare_on(n1, (n2,), "rq.excl")
+    c1, ch1 = channel(n1)
+    ch1.basic_consume("rq.excl", lambda *a: None, exclusive=True)
+    c2, ch2 = channel(n2)
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
-        ch.basic_consume("rq.consume", lambda *a: None)
-        conn.process_data_events(time_limit=1)
-    assert e.value.reply_code == 404 and f"is on node '{n1.name}'" in e.value.reply_text
+        ch2.basic_consume("rq.excl", lambda *a: None)
+    assert e.value.reply_code == 403 and "in exclusive use" in e.value.reply_text, e.value.reply_text
+    c1.close()
+    ch2 = c2.channel()
+    ch2.basic_consume("rq.excl", lambda *a: None, exclusive=True)
+    c1, ch1 = channel(n1)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch1.basic_consume("rq.excl", lambda *a: None)
+    assert e.value.reply_code == 403
+    c1.close()
+    c2.close()
+    # single active consumer: the first subscribed (on node 3) gets everything
+    declare_on(n1, (n2, n3), "rq.sac", arguments={"x-single-active-consumer": True})
+    c3, ch3 = channel(n3)
+    first = Collector(ch3)
+    ch3.basic_consume("rq.sac", first, auto_ack=True)
+    eventually(lambda: n1.api("/api/queues/%2F/rq.sac")["consumers"] == 1, what="remote consumer at the home")
+    c1, ch1 = channel(n1)
+    second = Collector(ch1)
+    ch1.basic_consume("rq.sac", second, auto_ack=True)
+    publish_from(n2, "rq.sac", [f"s{i}" for i in range(20)])
+    first.wait(20)
+    c1.process_data_events(time_limit=0.2)
+    assert second.got == []
+    # it goes: the next one takes over
+    c3.close()
+    publish_from(n2, "rq.sac", ["after"])
+    second.wait(1)
+    assert second.got[0][2] == b"after"
+    c1.close()
+
+
+def test_home_killed_cancels_consumers_of_other_nodes_and_loses_nothing(cluster):
+    n1, n2, n3 = cluster.nodes
+    declare_on(n1, (n2, n3), "rq.ckill")
+    bodies = [f"k{i}" for i in range(200)]
+    publish_from(n2, "rq.ckill", bodies, persistent=True)
+    conn, ch = channel(n3)
+    ch.basic_qos(prefetch_count=10)
+    c = Collector(ch)
+    ch.add_on_cancel_callback(c.on_cancel)
+    tag = ch.basic_consume("rq.ckill", c)
+    c.wait(10)
+    ch.basic_ack(c.got[4][0].delivery_tag, multiple=True)
+    eventually(lambda: sum(home_counts(n1, "rq.ckill")) == 195, what="acks at home")
+    n1.kill9()
+    deadline = time.monotonic() + 20
+    while not c.cancelled and time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.1)
+    assert c.cancelled == [tag]
+    # acks of what the dead home delivered are not a channel error
+    ch.basic_ack(c.got[-1][0].delivery_tag, multiple=True)
+    ch.basic_qos(prefetch_count=10)
+    assert ch.is_open
+    conn.close()
+    n1.start()
+    cluster.wait_formed()
+    eventually(lambda: home_counts(n1, "rq.ckill")[0] >= 190, timeout=30, what="messages back at the home")
+    conn, ch = channel(n3)
+    c = Collector(ch)
+    ch.basic_consume("rq.ckill", c)
+    c.wait(190, timeout=30)
+    got = [b.decode() for _, _, b in c.got]
+    lost = set(bodies[5:]) - set(got)
+    assert not lost, f"lost {len(lost)}"
     conn.close()
 
 

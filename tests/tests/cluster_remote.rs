@@ -1,11 +1,11 @@
 //! Two brokers started as one cluster (`--cluster-peers`, docs/design/cluster.md §6): a
 //! durable queue declared through the first takes confirmed persistent publishes made
 //! through the second, and the second gets them back (basic.get, acked) in order with
-//! their headers; the first sees the queue empty afterwards. Consuming (basic.consume)
-//! from a node other than the queue's home is not supported yet, so the messages are
-//! taken with basic.get here.
+//! their headers, half with basic.get and half through a consumer (basic.consume with a
+//! prefetch, acked); the first sees the queue empty afterwards.
 
 use broker_tests::*;
+use futures::StreamExt;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::BasicProperties;
@@ -46,7 +46,7 @@ fn two_nodes() -> (Broker, Broker) {
 }
 
 #[tokio::test]
-async fn publish_through_one_node_get_through_it_from_a_queue_on_the_other() {
+async fn publish_through_one_node_get_and_consume_through_it_from_a_queue_on_the_other() {
     let (a, b) = two_nodes();
     let (_ca, cha) = a.channel().await;
     cha.queue_declare(
@@ -96,7 +96,7 @@ async fn publish_through_one_node_get_through_it_from_a_queue_on_the_other() {
         passive_queue(&cha, "remote").await.unwrap().message_count(),
         100
     );
-    for i in 0..100 {
+    for i in 0..50 {
         let m = chb
             .basic_get("remote".into(), BasicGetOptions::default())
             .await
@@ -106,6 +106,30 @@ async fn publish_through_one_node_get_through_it_from_a_queue_on_the_other() {
         let h = m.delivery.properties.headers().clone().unwrap();
         assert_eq!(h.inner().get("i"), Some(&AMQPValue::LongInt(i)));
         m.delivery.ack(Default::default()).await.unwrap();
+    }
+    // the rest through a consumer on b, 10 unacked at a time
+    chb.basic_qos(10, Default::default()).await.unwrap();
+    let mut consumer = chb
+        .basic_consume(
+            "remote".into(),
+            "across".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for i in 50..100 {
+        let d = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next())
+            .await
+            .expect("a delivery within 10s")
+            .expect("the consumer is open")
+            .unwrap();
+        assert_eq!(d.data, format!("m{i}").as_bytes());
+        assert!(!d.redelivered);
+        assert_eq!(d.routing_key.as_str(), "remote");
+        let h = d.properties.headers().clone().unwrap();
+        assert_eq!(h.inner().get("i"), Some(&AMQPValue::LongInt(i)));
+        d.ack(Default::default()).await.unwrap();
     }
     let mut left = u32::MAX;
     for _ in 0..100 {

@@ -113,6 +113,9 @@ pub struct ConnShared {
     pub fanout: Cell<usize>,
     /// Delivery credit held back while the write buffer was full.
     pub deferred: RefCell<Vec<Deferred>>,
+    /// Deliveries of queues of other nodes written while the buffer was full: their
+    /// home is answered once it drains (`broker/remote_consume.rs`).
+    pub deferred_remote: RefCell<Vec<tokio::sync::oneshot::Sender<()>>>,
     /// Whether any channel published (memory alarms only block publishers).
     pub published: Cell<bool>,
     /// Negotiated frame_max, for splitting bodies.
@@ -133,6 +136,7 @@ impl ConnShared {
             hot: RefCell::new(HotQueues::default()),
             fanout: Cell::new(1),
             deferred: RefCell::new(Vec::new()),
+            deferred_remote: RefCell::new(Vec::new()),
             published: Cell::new(false),
             frame_max: Cell::new(frame_max),
             user: RefCell::new(String::new()),
@@ -193,6 +197,9 @@ impl ConnShared {
     pub fn release_deferred(&self) {
         if self.out_len() >= OUT_LOW {
             return;
+        }
+        for done in std::mem::take(&mut *self.deferred_remote.borrow_mut()) {
+            let _ = done.send(());
         }
         let held = std::mem::take(&mut *self.deferred.borrow_mut());
         for (gate, queue, units) in held {

@@ -26,6 +26,7 @@ pub mod publish;
 pub mod qq_inbound;
 pub mod queue;
 pub mod remote;
+pub mod remote_consume;
 pub mod runtime;
 pub mod super_streams;
 pub mod supervise;

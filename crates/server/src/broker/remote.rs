@@ -21,6 +21,7 @@
 use crate::broker::publish::Routed;
 use crate::broker::queue::remote_wire::{self as wire, Note, OpReply, OpReq, PublishReply};
 use crate::broker::queue::{self, QueueEntry};
+use crate::broker::remote_consume::{self, Gates};
 use crate::broker::runtime::Runtime;
 use broker_cluster::net::{BoxFut, Service, Transport};
 use broker_cluster::NodeId;
@@ -52,7 +53,7 @@ fn epoch() -> u64 {
 }
 
 /// A queue's message id as another node gets it: this run's epoch above it.
-fn tag(id: u64) -> u64 {
+pub(crate) fn tag(id: u64) -> u64 {
     epoch() << EPOCH_SHIFT | (id & ((1 << EPOCH_SHIFT) - 1))
 }
 
@@ -65,31 +66,22 @@ fn untag(id: u64) -> Option<u64> {
 /// nodes whose link went down; runs on the cluster runtime.
 pub fn register(net: &Transport, rt: Weak<Runtime>) {
     let held: Held = Default::default();
-    net.add_service(
-        wire::PUBLISH_SERVICE,
+    let gates: Gates = Default::default();
+    let home = |kind| {
         Arc::new(Home {
             rt: rt.clone(),
             held: held.clone(),
-            kind: Kind::Publish,
-        }),
-    );
-    net.add_service(
-        wire::OP_SERVICE,
-        Arc::new(Home {
-            rt: rt.clone(),
-            held: held.clone(),
-            kind: Kind::Op,
-        }),
-    );
-    net.add_service(
-        wire::NOTE_SERVICE,
-        Arc::new(Home {
-            rt: rt.clone(),
-            held: held.clone(),
-            kind: Kind::Note,
-        }),
-    );
-    tokio::spawn(watch_links(net.clone(), rt, held));
+            gates: gates.clone(),
+            net: net.clone(),
+            kind,
+        })
+    };
+    net.add_service(wire::PUBLISH_SERVICE, home(Kind::Publish));
+    net.add_service(wire::OP_SERVICE, home(Kind::Op));
+    net.add_service(wire::NOTE_SERVICE, home(Kind::Note));
+    net.add_service(wire::CONSUMER_SERVICE, home(Kind::Consumer));
+    tokio::spawn(watch_links(net.clone(), rt.clone(), held, gates));
+    tokio::spawn(remote_consume::watch_homes(net.clone()));
 }
 
 /// Which service a [`Home`] answers.
@@ -98,25 +90,33 @@ enum Kind {
     Publish,
     Op,
     Note,
+    /// Deliveries to consumers of this node (`remote_consume.rs`).
+    Consumer,
 }
 
 /// One of the services, with what they share.
 struct Home {
     rt: Weak<Runtime>,
     held: Held,
+    gates: Gates,
+    net: Transport,
     kind: Kind,
 }
 
 impl Service for Home {
     fn handle(&self, from: NodeId, payload: Bytes) -> BoxFut<Result<Bytes, String>> {
         let (rt, held, kind) = (self.rt.clone(), self.held.clone(), self.kind);
+        let (gates, net) = (self.gates.clone(), self.net.clone());
         Box::pin(async move {
+            if let Kind::Consumer = kind {
+                return remote_consume::to_consumer(payload).await;
+            }
             let rt = rt.upgrade().ok_or("the broker is stopping")?;
             match kind {
                 Kind::Publish => wire::encode(&take_publishes(&rt, &payload).await),
                 Kind::Op => {
                     let req: OpReq = wire::decode(&payload)?;
-                    let reply = match op(&rt, from, req, &held).await {
+                    let reply = match op(&rt, from, req, (&held, &gates, net)).await {
                         Ok(r) => r,
                         Err(e) => OpReply::Failed {
                             code: e.code.code(),
@@ -126,9 +126,10 @@ impl Service for Home {
                     wire::encode(&reply)
                 }
                 Kind::Note => {
-                    note(&rt, from, wire::decode(&payload)?, &held);
+                    note(&rt, from, wire::decode(&payload)?, (&held, &gates));
                     Ok(Bytes::new())
                 }
+                Kind::Consumer => Ok(Bytes::new()),
             }
         })
     }
@@ -194,7 +195,12 @@ async fn take_publishes(rt: &Runtime, payload: &Bytes) -> PublishReply {
 }
 
 /// Answers a request of node `from`.
-async fn op(rt: &Runtime, from: NodeId, req: OpReq, held: &Held) -> Result<OpReply, AmqpError> {
+async fn op(
+    rt: &Runtime,
+    from: NodeId,
+    req: OpReq,
+    (held, gates, net): (&Held, &Gates, Transport),
+) -> Result<OpReply, AmqpError> {
     let gone = |_| AmqpError::internal("queue unavailable");
     match req {
         OpReq::Get {
@@ -222,6 +228,48 @@ async fn op(rt: &Runtime, from: NodeId, req: OpReq, held: &Held) -> Result<OpRep
                     record: broker_core::store::encode_message(&msg),
                 },
             })
+        }
+        OpReq::Consume {
+            vhost,
+            queue,
+            connection,
+            channel,
+            tag,
+            no_ack,
+            exclusive,
+            priority,
+            prefetch,
+        } => {
+            let q = local_queue(rt, &vhost, &queue)?;
+            let key = wire::proxy_key(from, connection, channel);
+            lock(held)
+                .entry(from)
+                .or_default()
+                .insert((vhost.clone(), queue.clone(), key));
+            let req = remote_consume::ConsumeReq {
+                vhost,
+                queue,
+                key,
+                connection,
+                tag,
+                no_ack,
+                exclusive,
+                priority,
+                prefetch,
+            };
+            remote_consume::consume(rt, net, from, q, req, gates.clone()).await
+        }
+        OpReq::Cancel {
+            vhost,
+            queue,
+            connection,
+            channel,
+            tag,
+        } => {
+            let q = local_queue(rt, &vhost, &queue)?;
+            let key = wire::proxy_key(from, connection, channel);
+            q.cancel(key, tag.into()).await.map_err(gone)?;
+            Ok(OpReply::Count(0))
         }
         OpReq::Purge { vhost, queue } => {
             let q = local_queue(rt, &vhost, &queue)?;
@@ -252,7 +300,7 @@ async fn op(rt: &Runtime, from: NodeId, req: OpReq, held: &Held) -> Result<OpRep
 }
 
 /// Carries out a note of node `from`.
-fn note(rt: &Runtime, from: NodeId, n: Note, held: &Held) {
+fn note(rt: &Runtime, from: NodeId, n: Note, (held, gates): (&Held, &Gates)) {
     match n {
         Note::Settle {
             vhost,
@@ -261,6 +309,8 @@ fn note(rt: &Runtime, from: NodeId, n: Note, held: &Held) {
             ids,
         } => {
             let ids: Vec<u64> = ids.into_iter().filter_map(untag).collect();
+            // a proxy's prefetch credit comes back before the queue looks for room
+            remote_consume::settled(gates, from, &vhost, &queue, &ids);
             if let (Ok(q), false) = (local_queue(rt, &vhost, &queue), ids.is_empty()) {
                 q.settle(match kind {
                     0 => queue::Settle::Ack(ids),
@@ -276,6 +326,7 @@ fn note(rt: &Runtime, from: NodeId, n: Note, held: &Held) {
             channel,
         } => {
             let key = wire::proxy_key(from, connection, channel);
+            remote_consume::channel_closed(gates, from, key);
             if let Some(set) = lock(held).get_mut(&from) {
                 set.remove(&(vhost.clone(), queue.clone(), key));
             }
@@ -287,7 +338,7 @@ fn note(rt: &Runtime, from: NodeId, n: Note, held: &Held) {
 }
 
 /// Requeues what the channels of a node hold once its link is down.
-async fn watch_links(net: Transport, rt: Weak<Runtime>, held: Held) {
+async fn watch_links(net: Transport, rt: Weak<Runtime>, held: Held, gates: Gates) {
     loop {
         tokio::time::sleep(LINK_CHECK).await;
         let Some(rt) = rt.upgrade() else {
@@ -296,6 +347,9 @@ async fn watch_links(net: Transport, rt: Weak<Runtime>, held: Held) {
         let down: Vec<_> = {
             let mut h = lock(&held);
             let gone: Vec<NodeId> = h.keys().filter(|n| !net.is_up(**n)).copied().collect();
+            for n in &gone {
+                remote_consume::node_down(&gates, *n);
+            }
             gone.into_iter().filter_map(|n| h.remove(&n)).collect()
         };
         for (vhost, queue, key) in down.into_iter().flatten() {

@@ -88,7 +88,10 @@ impl ChannelActor {
         )?;
         let name = self.queue_name(c.queue.as_str())?;
         let q = self.find_queue(&name)?;
-        q.local_only("basic.consume")?;
+        if q.quorum {
+            // a quorum queue of another node is not reached from here yet (step 7)
+            q.local_only("basic.consume")?;
+        }
         if q.stream.is_some() {
             broker_core::queue_type::stream::check_consume(
                 c.no_ack,
@@ -117,12 +120,18 @@ impl ChannelActor {
             c.no_ack,
             self.gate.clone(),
         ));
+        let priority = consumer_priority(&c.arguments, &name)?;
+        if !q.is_local() {
+            let flags = (c.no_ack, c.exclusive);
+            self.remote_consume(q, short_tag, flags, priority, c.nowait, gate, ctx);
+            return Ok(());
+        }
         let consumer = Consumer {
             channel: self.key,
             tag: tag.clone(),
             no_ack: c.no_ack,
             exclusive: c.exclusive,
-            priority: consumer_priority(&c.arguments, &name)?,
+            priority,
             data: ConsumerHandle {
                 deliver: ctx.address().recipient(),
                 cancel: ctx.address().recipient(),
@@ -174,6 +183,12 @@ impl ChannelActor {
             reply(self);
             return Ok(());
         };
+        if !rec.queue.is_local() {
+            crate::broker::remote_consume::registry().remove(self.key, &tag);
+            let cancel = rec.queue.remote_cancel(self.key, &tag);
+            self.wait_then(ctx, (60, 30), cancel, move |act, (), _| reply(act));
+            return Ok(());
+        }
         let cancel = rec.queue.cancel(self.key, tag);
         self.wait_then(
             ctx,

@@ -128,8 +128,15 @@ impl ChannelActor {
 impl Handler<ConsumerCancelled> for ChannelActor {
     type Result = ();
     fn handle(&mut self, m: ConsumerCancelled, ctx: &mut Context<Self>) {
-        if self.closing || self.consumers.remove(&m.consumer_tag).is_none() {
+        let Some(rec) = self
+            .consumers
+            .remove(&m.consumer_tag)
+            .filter(|_| !self.closing)
+        else {
             return;
+        };
+        if !rec.queue.is_local() {
+            crate::broker::remote_consume::registry().remove(self.key, &m.consumer_tag);
         }
         match broker_core::names::shortstr("consumer tag", &m.consumer_tag) {
             Ok(consumer_tag) => self.send(AMQPClass::Basic(b::AMQPMethod::Cancel(b::Cancel {

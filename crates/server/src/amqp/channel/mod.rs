@@ -248,6 +248,9 @@ impl ChannelActor {
     /// Releases everything the channel holds: queues requeue its unacked deliveries and
     /// drop its consumers.
     pub(crate) fn cleanup(&mut self) {
+        if self.consumers.values().any(|c| !c.queue.is_local()) {
+            crate::broker::remote_consume::registry().forget(self.key);
+        }
         self.consumers.clear();
         let _ = self.unacked.take_all();
         self.tx = None;

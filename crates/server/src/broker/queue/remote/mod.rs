@@ -15,7 +15,9 @@
 //!   nacks and rejects of a message got so, and its channel's close, go back as notes;
 //! - the home answers them in `broker/remote.rs`.
 //!
-//! basic.consume is still fenced ([`QueueEntry::local_only`]: 404 naming the home).
+//! - basic.consume adds a proxy consumer at the home ([`QueueEntry::remote_consume`],
+//!   `broker/remote_consume.rs`), and basic.cancel removes it.
+//!
 //! A home that is down or unreachable: publishes are nacked, the rest answer 404
 //! "home node ... is down or inaccessible", as RabbitMQ does.
 
@@ -28,6 +30,9 @@ use super::*;
 use broker_cluster::net::NetError;
 use broker_core::store::QueueDef;
 use wire::{Note, OpReply, OpReq, OP_SERVICE};
+
+/// How long a request to a queue's home waits at most for the notes queued before it.
+const NOTES_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl QueueEntry {
     /// Whether this node runs the queue (its actor and messages are here).
@@ -42,8 +47,8 @@ impl QueueEntry {
         self.is_local() || (!self.quorum && self.remote.is_some())
     }
 
-    /// The fence of what does not reach another node yet (`what`: basic.consume, the
-    /// management API's get): 404 naming the queue's home node when it lives on
+    /// The fence of what does not reach another node yet (`what`: the management API's
+    /// get, basic.consume on a quorum queue): 404 naming the queue's home node when it lives on
     /// another node, or RabbitMQ's 404 when that node is down.
     pub fn local_only(&self, what: &str) -> Result<(), AmqpError> {
         match &self.home {
@@ -95,7 +100,7 @@ impl QueueEntry {
         let target = self
             .remote
             .as_ref()
-            .map(|o| (o.cluster.clone(), o.home, o.home_name.clone()));
+            .map(|o| (o.cluster.clone(), o.home, o.notes_sent(NOTES_WAIT)));
         let down = self.home.as_deref().map(|h| self.home_down(h));
         // a quorum queue of another node is not reached from here yet (step 7)
         let fenced = if self.quorum {
@@ -107,13 +112,17 @@ impl QueueEntry {
             if let Some(e) = fenced {
                 return Err(e);
             }
-            let (cluster, home, _) =
+            let (cluster, home, notes_sent) =
                 target.ok_or_else(|| AmqpError::internal("not a remote queue"))?;
             let down = down.unwrap_or_else(|| AmqpError::internal("not a remote queue"));
             let payload = wire::encode(&req).map_err(AmqpError::internal)?;
             let net = cluster.transport().cloned().ok_or(down.clone())?;
             let reply = cluster
-                .run(async move { net.call(home, OP_SERVICE, payload).await })
+                .run(async move {
+                    // after this channel's settles, as one node orders them
+                    notes_sent.await;
+                    net.call(home, OP_SERVICE, payload).await
+                })
                 .await
                 .ok_or_else(|| AmqpError::internal("the cluster runtime is gone"))?;
             let reply = match reply {
@@ -162,6 +171,53 @@ impl QueueEntry {
                 _ => Ok(None),
             }
         }
+    }
+
+    /// The id of the queue's home node, for a queue of another node.
+    pub fn home_id(&self) -> Option<broker_cluster::NodeId> {
+        self.remote.as_ref().map(|o| o.home)
+    }
+
+    /// basic.consume at the queue's home for channel `key` of this node: the home adds
+    /// a proxy consumer that sends the deliveries here (`broker/remote_consume.rs`).
+    pub fn remote_consume(
+        &self,
+        key: ChannelKey,
+        tag: &str,
+        (no_ack, exclusive): (bool, bool),
+        priority: i64,
+        prefetch: u32,
+    ) -> impl std::future::Future<Output = Result<(), AmqpError>> + 'static {
+        let (vhost, queue) = self.names();
+        let ask = self.ask_home(OpReq::Consume {
+            vhost,
+            queue,
+            connection: key.connection,
+            channel: key.channel,
+            tag: tag.to_owned(),
+            no_ack,
+            exclusive,
+            priority,
+            prefetch,
+        });
+        async move { count(ask.await?).map(|_| ()) }
+    }
+
+    /// basic.cancel at the queue's home of a consumer of channel `key` of this node.
+    pub fn remote_cancel(
+        &self,
+        key: ChannelKey,
+        tag: &str,
+    ) -> impl std::future::Future<Output = Result<(), AmqpError>> + 'static {
+        let (vhost, queue) = self.names();
+        let ask = self.ask_home(OpReq::Cancel {
+            vhost,
+            queue,
+            connection: key.connection,
+            channel: key.channel,
+            tag: tag.to_owned(),
+        });
+        async move { count(ask.await?).map(|_| ()) }
     }
 
     /// queue.purge at the queue's home: how many ready messages went.

@@ -44,7 +44,20 @@ pub struct Outbox {
     /// The task runs.
     started: AtomicBool,
     /// Settles and closed channels waiting to go, oldest first.
-    notes: Arc<std::sync::Mutex<Vec<Note>>>,
+    notes: Arc<Notes>,
+}
+
+/// Notes waiting to go, and how many have gone: a request to the home waits for the
+/// notes queued before it ([`Outbox::notes_sent`]), so a nack with requeue followed by
+/// basic.get finds the message back, as on one node.
+#[derive(Default)]
+struct Notes {
+    /// Waiting, oldest first, and how many were ever queued.
+    list: std::sync::Mutex<(Vec<Note>, u64)>,
+    /// How many went out (or were given up).
+    sent: AtomicU64,
+    /// Woken after each batch went.
+    went: Notify,
 }
 
 impl Outbox {
@@ -81,15 +94,40 @@ impl Outbox {
         self.wake.notify_one();
     }
 
+    /// Resolves once every note queued so far went out (at most `limit` later): a
+    /// request sent after it follows them on the link.
+    pub(super) fn notes_sent(
+        &self,
+        limit: std::time::Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let notes = self.notes.clone();
+        let target = notes.list.lock().unwrap_or_else(|p| p.into_inner()).1;
+        async move {
+            let deadline = tokio::time::Instant::now() + limit;
+            while notes.sent.load(Ordering::Acquire) < target {
+                let went = notes.went.notified();
+                tokio::pin!(went);
+                went.as_mut().enable();
+                if notes.sent.load(Ordering::Acquire) >= target {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, went).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
     /// Queues a note for the home (sent in order with the others).
     pub(super) fn note(&self, n: Note) {
         {
-            let mut notes = self.notes.lock().unwrap_or_else(|p| p.into_inner());
-            if notes.len() >= NOTES_MAX {
+            let mut notes = self.notes.list.lock().unwrap_or_else(|p| p.into_inner());
+            if notes.0.len() >= NOTES_MAX {
                 tracing::warn!(home = %self.home_name, "too many notes waiting for a queue's home: one dropped");
                 return;
             }
-            notes.push(n);
+            notes.0.push(n);
+            notes.1 += 1;
         }
         self.wake();
     }
@@ -101,7 +139,7 @@ struct Task {
     home: NodeId,
     entry: Weak<QueueEntry>,
     wake: Arc<Notify>,
-    notes: Arc<std::sync::Mutex<Vec<Note>>>,
+    notes: Arc<Notes>,
 }
 
 impl Task {
@@ -112,9 +150,15 @@ impl Task {
                 let Some(q) = self.entry.upgrade() else {
                     return;
                 };
-                let notes =
-                    std::mem::take(&mut *self.notes.lock().unwrap_or_else(|p| p.into_inner()));
+                let notes = std::mem::take(
+                    &mut self.notes.list.lock().unwrap_or_else(|p| p.into_inner()).0,
+                );
+                let n = notes.len() as u64;
                 self.send_notes(notes).await;
+                if n > 0 {
+                    self.notes.sent.fetch_add(n, Ordering::AcqRel);
+                    self.notes.went.notify_waiters();
+                }
                 let (msgs, tickets) = q.inbox.take_ticketed();
                 if msgs.is_empty() {
                     q.inbox.wake_waiters();

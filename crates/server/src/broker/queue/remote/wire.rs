@@ -21,6 +21,11 @@ pub const OP_SERVICE: ServiceId = 0x5251_0000_0002;
 /// One-way notes to a queue of the called node ([`Note`]): in order per sender.
 pub const NOTE_SERVICE: ServiceId = 0x5251_0000_0003;
 
+/// Deliveries and cancels for consumers of the called node ([`ToConsumer`]), from the
+/// queue's home; answered (empty) once the consumer's channel has written them, so the
+/// home releases the consumer's credit only then.
+pub const CONSUMER_SERVICE: ServiceId = 0x5251_0000_0004;
+
 /// The head of a publish batch: the queue, and the length of each message record that
 /// follows it (`broker_core::store::encode_message`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -79,6 +84,40 @@ pub enum OpReq {
         if_unused: bool,
         /// Refuse if it has ready messages.
         if_empty: bool,
+    },
+    /// basic.consume for the channel of the asking node: the home adds a proxy consumer.
+    Consume {
+        /// The queue's vhost.
+        vhost: String,
+        /// The queue.
+        queue: String,
+        /// The consuming channel's connection on the asking node.
+        connection: u64,
+        /// Its channel number.
+        channel: u16,
+        /// The consumer tag.
+        tag: String,
+        /// Settled on delivery.
+        no_ack: bool,
+        /// Exclusive consumer.
+        exclusive: bool,
+        /// `x-priority`.
+        priority: i64,
+        /// The channel's per-consumer prefetch (0: none).
+        prefetch: u32,
+    },
+    /// basic.cancel of a consumer added by [`OpReq::Consume`].
+    Cancel {
+        /// The queue's vhost.
+        vhost: String,
+        /// The queue.
+        queue: String,
+        /// The channel's connection on the asking node.
+        connection: u64,
+        /// Its channel number.
+        channel: u16,
+        /// The consumer tag.
+        tag: String,
     },
     /// The counts queue.declare-ok reports.
     Stats {
@@ -147,6 +186,46 @@ pub enum Note {
         connection: u64,
         /// Its number.
         channel: u16,
+    },
+}
+
+/// One delivery to a consumer of another node.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Delivered {
+    /// Its id at the home (what settles name).
+    pub id: u64,
+    /// Delivered before.
+    pub redelivered: bool,
+    /// The message record.
+    pub record: Vec<u8>,
+}
+
+/// What a queue's home tells the node of one of its consumers.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToConsumer {
+    /// Deliveries, in the queue's order.
+    Deliver {
+        /// The queue's vhost.
+        vhost: String,
+        /// The queue.
+        queue: String,
+        /// The consumer's connection.
+        connection: u64,
+        /// Its channel.
+        channel: u16,
+        /// The consumer tag.
+        tag: String,
+        /// The messages.
+        messages: Vec<Delivered>,
+    },
+    /// The queue cancelled the consumer (deleted, consumer timeout): basic.cancel.
+    Cancel {
+        /// The consumer's connection.
+        connection: u64,
+        /// Its channel.
+        channel: u16,
+        /// The consumer tag.
+        tag: String,
     },
 }
 
