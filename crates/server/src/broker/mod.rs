@@ -27,6 +27,7 @@ pub mod qq_inbound;
 pub mod queue;
 pub mod remote;
 pub mod remote_consume;
+pub mod remote_ids;
 pub mod runtime;
 pub mod super_streams;
 pub mod supervise;

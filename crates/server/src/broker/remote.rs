@@ -22,6 +22,7 @@ use crate::broker::publish::Routed;
 use crate::broker::queue::remote_wire::{self as wire, Note, OpReply, OpReq, PublishReply};
 use crate::broker::queue::{self, QueueEntry};
 use crate::broker::remote_consume::{self, Gates};
+use crate::broker::remote_ids::{tag, untag};
 use crate::broker::runtime::Runtime;
 use broker_cluster::net::{BoxFut, Service, Transport};
 use broker_cluster::NodeId;
@@ -42,25 +43,6 @@ const LINK_CHECK: Duration = Duration::from_millis(250);
 /// Channels of other nodes holding unacked messages of queues here: by node, the
 /// (vhost, queue, proxy key) of each.
 type Held = Arc<Mutex<HashMap<NodeId, HashSet<(String, String, ChannelKey)>>>>;
-
-/// Bits of a handed-out message id below the epoch.
-const EPOCH_SHIFT: u32 = 48;
-
-/// This run's epoch: 16 random bits, drawn once.
-fn epoch() -> u64 {
-    static EPOCH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *EPOCH.get_or_init(|| rand::random::<u16>() as u64)
-}
-
-/// A queue's message id as another node gets it: this run's epoch above it.
-pub(crate) fn tag(id: u64) -> u64 {
-    epoch() << EPOCH_SHIFT | (id & ((1 << EPOCH_SHIFT) - 1))
-}
-
-/// The queue's message id of a handed-out one, if it was handed out by this run.
-fn untag(id: u64) -> Option<u64> {
-    (id >> EPOCH_SHIFT == epoch()).then_some(id & ((1 << EPOCH_SHIFT) - 1))
-}
 
 /// Registers the services on `net` and starts the task that requeues the messages of
 /// nodes whose link went down; runs on the cluster runtime.

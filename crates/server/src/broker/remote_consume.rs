@@ -240,7 +240,7 @@ impl Handler<DeliverBatch> for Proxy {
                     held.insert(d.entry.id, (self.key, d.gate.clone()));
                 }
                 messages.push(Delivered {
-                    id: crate::broker::remote::tag(d.entry.id),
+                    id: crate::broker::remote_ids::tag(d.entry.id),
                     redelivered: d.entry.redelivered,
                     record: broker_core::store::encode_message(&d.msg),
                 });
