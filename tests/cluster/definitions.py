@@ -25,7 +25,7 @@ import time
 import uuid
 
 import pika
-from pika.exceptions import AMQPChannelError, AMQPConnectionError, ChannelClosedByBroker
+from pika.exceptions import AMQPChannelError, ChannelClosedByBroker
 
 
 def connect(node, heartbeat=2):

@@ -14,20 +14,7 @@ Faults by name (`FAULTS`):
   partition-follower a follower cut off the network (likewise)"""
 import time
 
-
-def eventually(check, timeout=20.0, what="condition", interval=0.05):
-    """Polls `check` until it returns a truthy value (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (OSError, ValueError, KeyError) as e:
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+from harness import eventually  # noqa: F401 (the schedules import it from here)
 
 
 def leader_seen_by(node):

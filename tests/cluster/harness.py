@@ -16,6 +16,12 @@ import tempfile
 import time
 import urllib.request
 
+import pika
+
+# what a poll may meet while a cluster changes: a node not answering yet, a listing
+# without the entry yet, a connection refused or closed, a check not true yet
+POLL_ERRORS = (OSError, ValueError, KeyError, AssertionError, pika.exceptions.AMQPError)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -28,6 +34,28 @@ def broker_bin():
         if os.path.exists(p):
             return p
     raise RuntimeError("broker binary not found: build it or set BROKER_BIN")
+
+
+def eventually(check, timeout=20.0, what="condition", interval=0.05):
+    """Polls `check` until it returns a truthy value (returned) or the deadline passes
+    (then AssertionError naming `what` and the last value or error)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except POLL_ERRORS as e:
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+def channel(node):
+    """A pika connection to `node` and a channel on it."""
+    conn = pika.BlockingConnection(pika.ConnectionParameters(node.host, node.port, connection_attempts=3))
+    return conn, conn.channel()
 
 
 def free_port():

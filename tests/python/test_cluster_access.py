@@ -7,7 +7,6 @@ goes everywhere with its queues, and a vhost limit set on one node holds on anot
 """
 import os
 import sys
-import time
 
 import pika
 import pytest
@@ -15,25 +14,10 @@ from pika.exceptions import AMQPConnectionError, ChannelClosedByBroker
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cluster"))
-from harness import Cluster  # noqa: E402
-from httpapi import Api, q  # noqa: E402
+from harness import Cluster, eventually  # noqa: E402
+from httpapi import Api  # noqa: E402
 
 pytestmark = [pytest.mark.ours_only, pytest.mark.own_broker]
-
-
-def eventually(check, timeout=20.0, what="condition"):
-    """Polls `check` until it returns a truthy value (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (OSError, ValueError, KeyError, AMQPConnectionError, AssertionError) as e:
-            last = e
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
 
 @pytest.fixture(scope="module")

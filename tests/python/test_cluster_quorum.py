@@ -7,7 +7,6 @@ over with nothing confirmed lost; a consumer's node killed gives its unacked mes
 back; a member that was down catches up."""
 import os
 import sys
-import threading
 import time
 
 import pika
@@ -15,6 +14,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cluster"))
 from harness import Cluster  # noqa: E402
+from harness import eventually as poll  # noqa: E402
 from jepsen import Checker  # noqa: E402
 
 pytestmark = [pytest.mark.ours_only, pytest.mark.own_broker]
@@ -23,18 +23,8 @@ QQ = {"x-queue-type": "quorum"}
 
 
 def eventually(check, timeout=30.0, what="condition"):
-    """Polls `check` until it returns a truthy value (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (OSError, ValueError, KeyError, pika.exceptions.AMQPError) as e:
-            last = e
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+    """The harness's poll with this file's longer default (elections and catch-up)."""
+    return poll(check, timeout, what)
 
 
 @pytest.fixture(scope="module")

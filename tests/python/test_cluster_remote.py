@@ -16,26 +16,11 @@ import pika
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cluster"))
-from harness import Cluster  # noqa: E402
+from harness import Cluster, channel, eventually  # noqa: E402
 
 pytestmark = [pytest.mark.ours_only, pytest.mark.own_broker]
 
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
-
-
-def eventually(check, timeout=20.0, what="condition"):
-    """Polls `check` until it returns a truthy value (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (OSError, ValueError, KeyError, pika.exceptions.AMQPError) as e:
-            last = e
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +31,6 @@ def cluster():
         yield c
     finally:
         c.close()
-
-
-def channel(node):
-    conn = pika.BlockingConnection(pika.ConnectionParameters(node.host, node.port, connection_attempts=3))
-    return conn, conn.channel()
 
 
 def declare_on(home, others, name, **kw):

@@ -114,6 +114,31 @@ pub(crate) fn too_many_conflicts(what: &str) -> AmqpError {
 }
 
 impl VHost {
+    /// Whether this node runs with `--cluster-peers` (definitions come from other nodes
+    /// too).
+    pub(crate) fn clustered(&self) -> bool {
+        self.node.config.cluster.is_some()
+    }
+
+    /// With `--cluster-peers`: waits until this node has applied everything the
+    /// metadata group committed before now (an empty transaction through the group),
+    /// so that a lookup which found nothing can look again before it answers 404 (a
+    /// queue declared through another node is committed there before this node applies
+    /// it). False on a cluster of one, or when the group does not answer.
+    pub(crate) async fn catch_up(&self) -> bool {
+        if !self.clustered() {
+            return false;
+        }
+        let Some(s) = self.storage() else {
+            return false;
+        };
+        let barrier = MetaCmd::Txn {
+            guards: Vec::new(),
+            ops: Vec::new(),
+        };
+        propose(&s, barrier).await.is_ok()
+    }
+
     /// A store id for a new durable queue: from this node's reserved block, reserving
     /// the next block through the group when it is used up (the first reservation
     /// starts above every id the store handed out before, so a data dir of an older

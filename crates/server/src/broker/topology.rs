@@ -335,7 +335,13 @@ impl VHost {
             .locks
             .lock(&[Resource::Exchange(source), dest_name])
             .await;
-        let Some(x) = self.bind_ends(source, &dest, bind)? else {
+        let mut ends = self.bind_ends(source, &dest, bind);
+        if !matches!(ends, Ok(Some(_))) && self.catch_up().await {
+            // an end declared through another node a moment ago may not be applied
+            // here yet: look again once this node has applied what the group committed
+            ends = self.bind_ends(source, &dest, bind);
+        }
+        let Some(x) = ends? else {
             // unbinding what does not exist succeeds, as in RabbitMQ
             return Ok(());
         };

@@ -251,7 +251,38 @@ impl ChannelActor {
             "exchange",
             broker_core::auth::exchange_resource(bd.exchange.as_str()),
         )?;
-        let q = self.find_queue(&name)?;
+        match self.find_queue(&name) {
+            Ok(q) => self.queue_bind_to(bd, name, q, ctx),
+            Err(_) if self.vhost.clustered() => {
+                // a queue declared through another node a moment ago may not be applied
+                // here yet: look again once this node applied what the group committed
+                let vhost = self.vhost.clone();
+                let catch_up = async move {
+                    vhost.catch_up().await;
+                    Ok(())
+                };
+                self.wait_then(ctx, (50, 20), catch_up, move |act, (), ctx| {
+                    let bound = act
+                        .find_queue(&name)
+                        .and_then(|q| act.queue_bind_to(bd, name, q, ctx));
+                    if let Err(e) = bound {
+                        act.fail(e.on(50, 20), ctx);
+                    }
+                });
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// queue.bind once its queue is found.
+    fn queue_bind_to(
+        &mut self,
+        bd: q::Bind,
+        name: String,
+        q: std::sync::Arc<queue::QueueEntry>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), AmqpError> {
         let rk = if bd.routing_key.as_str().is_empty() && bd.queue.as_str().is_empty() {
             name.clone()
         } else {
@@ -377,14 +408,36 @@ impl ChannelActor {
         let nowait = d.nowait;
         if d.passive {
             let name = self.queue_name(d.queue.as_str())?;
-            let entry = self.find_queue(&name)?;
-            self.last_queue = Some(entry.name.to_string());
-            self.wait_then(
-                ctx,
-                (50, 10),
-                async move { declare_ok(entry).await },
-                move |act, ok, _| act.reply_declare_ok(ok, nowait),
-            );
+            let vhost = self.vhost.clone();
+            let entry = match self.find_queue(&name) {
+                Ok(entry) => Some(entry),
+                // declared through another node a moment ago: look again once caught up
+                Err(_) if vhost.clustered() => None,
+                Err(e) => return Err(e),
+            };
+            let key = self.key.connection;
+            let found = async move {
+                let entry = match entry {
+                    Some(entry) => entry,
+                    None => {
+                        vhost.catch_up().await;
+                        let q = vhost.queue(&name).ok_or_else(|| {
+                            AmqpError::not_found(format!(
+                                "no queue '{name}' in vhost '{}'",
+                                vhost.name
+                            ))
+                        })?;
+                        q.check_access(key)?;
+                        q
+                    }
+                };
+                let name = entry.name.to_string();
+                Ok((name, declare_ok(entry).await?))
+            };
+            self.wait_then(ctx, (50, 10), found, move |act, (name, ok), _| {
+                act.last_queue = Some(name);
+                act.reply_declare_ok(ok, nowait)
+            });
             return Ok(());
         }
         let name = if d.queue.as_str().is_empty() {
