@@ -35,6 +35,7 @@ pub struct RemoteDelivery {
     /// The id the consumer settles it by.
     pub msg_id: MsgId,
     /// The message, as `broker_core::store::encode_message` writes it.
+    #[serde(with = "serde_bytes")]
     pub message: Vec<u8>,
     /// Whether it was delivered before.
     pub redelivered: bool,

@@ -59,6 +59,7 @@ struct Body {
     membership: StoredMembership,
     snapshot_id: String,
     /// [`QqState::export`].
+    #[serde(with = "serde_bytes")]
     state: Vec<u8>,
 }
 

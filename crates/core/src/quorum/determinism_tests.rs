@@ -103,3 +103,31 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A `Batch` entry is the same as its commands as entries of their own at the
+    /// batch's time: the same answers, effects and state.
+    #[test]
+    fn a_batch_is_its_commands_in_order(
+        rounds in prop::collection::vec((prop::collection::vec(op_strategy(), 1..6), 0u64..30), 1..20)
+    ) {
+        let cfg = QqConfig { delivery_limit: Some(2), ..QqConfig::default() };
+        let (mut one, mut batched) = (QqState::new(cfg.clone()), QqState::new(cfg));
+        let mut ts = 1_000;
+        for (i, (ops, dt)) in rounds.iter().enumerate() {
+            ts += dt;
+            let (mut resps, mut fx) = (Vec::new(), Vec::new());
+            for op in ops {
+                let (r, f) = one.apply(i as u64, &QqCmd { ts_ms: ts, op: op.clone() });
+                resps.push(r);
+                fx.extend(f);
+            }
+            let (r, f) = batched.apply(i as u64, &QqCmd { ts_ms: ts, op: QqOp::Batch(ops.clone()) });
+            prop_assert_eq!(r, QqResp::Batch(resps));
+            prop_assert_eq!(format!("{f:?}"), format!("{fx:?}"));
+            prop_assert_eq!(one.export(), batched.export());
+        }
+    }
+}

@@ -67,6 +67,7 @@ pub struct Publish {
     /// The publisher's sequence number: a (publisher, seq) applied before is dropped.
     pub seq: u64,
     /// The message, as `store::encode_message` writes it.
+    #[serde(with = "serde_bytes")]
     pub message: Vec<u8>,
 }
 
@@ -223,6 +224,11 @@ pub enum QqOp {
     /// A new leader: every delivery comes back (redelivered, count unchanged) and every
     /// consumer is cancelled.
     LeaderChanged,
+    /// Several commands of one proposer round in one log entry (one Raft round and one
+    /// fsync for all of them), applied in order exactly as if each were an entry of its
+    /// own at the batch's time. Answered with [`QqResp::Batch`], one answer per command.
+    /// A batch inside a batch is not applied (answered `Ok`): proposers never nest them.
+    Batch(Vec<QqOp>),
 }
 
 /// A message basic.get took.
@@ -231,6 +237,7 @@ pub struct Got {
     /// Its id (to settle it).
     pub msg_id: MsgId,
     /// The message, encoded as in the log.
+    #[serde(with = "serde_bytes")]
     pub message: Vec<u8>,
     /// When it arrived (ms).
     pub arrival_ms: u64,
@@ -256,6 +263,8 @@ pub enum QqResp {
     /// answer, not only in the leader's effects, so a publisher on any member node
     /// gets its basic.nack from the answer of its forwarded proposal.
     Rejected(Vec<(PublisherId, Vec<u64>)>),
+    /// The answers of a [`QqOp::Batch`], in its order.
+    Batch(Vec<QqResp>),
 }
 
 /// Why a consumer was cancelled by the queue.

@@ -19,6 +19,7 @@ pub struct SnapshotError(String);
 #[derive(Serialize, Deserialize)]
 struct SnapEntry {
     id: MsgId,
+    #[serde(with = "serde_bytes")]
     message: Vec<u8>,
     arrival_ms: u64,
     redelivered: bool,

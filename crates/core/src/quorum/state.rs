@@ -108,7 +108,23 @@ impl QqState {
         }
         let mut fx = Vec::new();
         let resp = match &cmd.op {
-            QqOp::Enqueue { batch } => self.enqueue(batch, &mut fx),
+            QqOp::Batch(ops) => QqResp::Batch(
+                ops.iter()
+                    .map(|op| match op {
+                        QqOp::Batch(_) => QqResp::Ok,
+                        op => self.apply_op(op, &mut fx),
+                    })
+                    .collect(),
+            ),
+            op => self.apply_op(op, &mut fx),
+        };
+        (resp, fx)
+    }
+
+    /// One command (of an entry, or of a batch): its answer; its effects go to `fx`.
+    fn apply_op(&mut self, op: &QqOp, fx: &mut Vec<Effect>) -> QqResp {
+        let resp = match op {
+            QqOp::Enqueue { batch } => self.enqueue(batch, fx),
             QqOp::Checkout { consumer, spec } => self.checkout(consumer, spec),
             QqOp::Credit { consumer, credit } => {
                 if let Some(c) = self.consumers.get_mut(consumer) {
@@ -132,12 +148,12 @@ impl QqState {
                 QqResp::Ok
             }
             QqOp::Down(d) => {
-                self.down(*d, &mut fx);
+                self.down(*d, fx);
                 QqResp::Ok
             }
             QqOp::Tick => {
                 self.q.expire();
-                self.check_expires(&mut fx);
+                self.check_expires(fx);
                 QqResp::Ok
             }
             QqOp::Purge => QqResp::Purged(self.q.purge().count as u64),
@@ -147,12 +163,13 @@ impl QqState {
                 QqResp::Ok
             }
             QqOp::LeaderChanged => {
-                self.leader_changed(&mut fx);
+                self.leader_changed(fx);
                 QqResp::Ok
             }
+            QqOp::Batch(_) => QqResp::Ok,
         };
-        self.deliver(&mut fx);
-        if matches!(cmd.op, QqOp::Enqueue { .. }) {
+        self.deliver(fx);
+        if matches!(op, QqOp::Enqueue { .. }) {
             // a TTL of 0 still lets a waiting consumer have the message, then it dies
             self.q.expire_due();
         }
@@ -165,7 +182,7 @@ impl QqState {
                 });
             }
         }
-        (resp, fx)
+        resp
     }
 
     /// The ChannelKey of `chan` in the inner state, numbered on first use.

@@ -19,6 +19,7 @@
 mod handlers;
 mod remote;
 mod replicated;
+mod round;
 
 pub use replicated::QuorumDeleted;
 use replicated::QuorumInbound;

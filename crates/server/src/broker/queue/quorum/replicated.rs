@@ -14,6 +14,7 @@
 //! while it leads, a member node whose link goes down gets a `Down { node }` (its
 //! consumers' messages come back).
 
+use super::round::Round;
 use super::{Answer, EffectBuffer, Proposal, QueueActor};
 use crate::broker::cluster::{ClusterNode, QqInbound};
 use crate::broker::node::now_ms;
@@ -33,9 +34,6 @@ use tokio::sync::mpsc;
 /// How often the leader looks at the links to the other members (a link that went down
 /// is a member node lost: `Down { node }`).
 const LINK_CHECK: Duration = Duration::from_millis(250);
-
-/// Most settles of one channel merged into one command.
-const MERGE_MAX: usize = 4096;
 
 /// This node's leadership of the group, for the actor (the management API's `leader`).
 #[derive(Message)]
@@ -121,9 +119,9 @@ pub(super) async fn start(
     Ok((group, tx, Some(out_tx)))
 }
 
-/// Proposes the group's commands one after the other through the forwarding handle
-/// (in order: a channel's publish before its basic.get), merging consecutive settles
-/// of one channel into one command.
+/// Proposes the group's commands in rounds through the forwarding handle: everything
+/// waiting when a round is answered goes as the next one (`round.rs`: one entry, one
+/// commit), in the order the actor proposed it.
 async fn run_proposer(handle: QuorumHandle, mut rx: mpsc::UnboundedReceiver<Proposal>) {
     let mut next: Option<Proposal> = None;
     loop {
@@ -134,59 +132,20 @@ async fn run_proposer(handle: QuorumHandle, mut rx: mpsc::UnboundedReceiver<Prop
                 None => return,
             },
         };
-        let (cmd, mut answers) = (first.0, vec![first.1]);
-        let mut cmd = cmd;
-        while answers.len() < MERGE_MAX {
-            let Ok((c, tx)) = rx.try_recv() else { break };
-            match merge(&mut cmd, c) {
-                None => answers.push(tx),
-                Some(c) => {
-                    next = Some((c, tx));
-                    break;
-                }
+        let mut round = Round::new(first);
+        while let Ok(p) = rx.try_recv() {
+            if let Err(p) = round.add(p) {
+                next = Some(p);
+                break;
             }
         }
+        let (cmd, waiting) = round.into_cmd();
         let r: Answer = handle
             .propose(cmd)
             .await
             .map(|p| p.resp)
             .map_err(|e| e.to_string());
-        for tx in answers {
-            let _ = tx.send(r.clone());
-        }
-    }
-}
-
-/// Adds `c` to `cmd` when both settle (the same way) deliveries of one channel;
-/// otherwise gives `c` back.
-fn merge(cmd: &mut QqCmd, c: QqCmd) -> Option<QqCmd> {
-    match (&mut cmd.op, &c.op) {
-        (
-            QqOp::Settle { channel, ids },
-            QqOp::Settle {
-                channel: ch,
-                ids: more,
-            },
-        )
-        | (
-            QqOp::Return { channel, ids },
-            QqOp::Return {
-                channel: ch,
-                ids: more,
-            },
-        )
-        | (
-            QqOp::Discard { channel, ids },
-            QqOp::Discard {
-                channel: ch,
-                ids: more,
-            },
-        ) if channel == ch => {
-            ids.extend_from_slice(more);
-            cmd.ts_ms = cmd.ts_ms.max(c.ts_ms);
-            None
-        }
-        _ => Some(c),
+        waiting.answer(r);
     }
 }
 

@@ -142,6 +142,7 @@ pub enum OpReply {
         /// Ready messages left.
         remaining: u32,
         /// The message record.
+        #[serde(with = "serde_bytes")]
         record: Vec<u8>,
     },
     /// Messages purged or deleted with the queue.
@@ -197,6 +198,7 @@ pub struct Delivered {
     /// Delivered before.
     pub redelivered: bool,
     /// The message record.
+    #[serde(with = "serde_bytes")]
     pub record: Vec<u8>,
 }
 
