@@ -9,12 +9,14 @@
 #
 #   scripts/bench-quorum.sh [SECONDS] [ROUNDS]            # ours only
 #   RABBIT=1 scripts/bench-quorum.sh [SECONDS] [ROUNDS]   # also the reference RabbitMQ 3.10
+#   CONFIRM=1000 scripts/bench-quorum.sh ...               # the publishers' confirm window (100)
 #   BENCH_ARGS="--producers 4 --consumers 4" ...           # other flows (default 1p1c)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 ROUNDS=${2:-3}
 FLOW=${BENCH_ARGS:---producers 1 --consumers 1}
+CONFIRM=${CONFIRM:-100}
 BASE=${PORT:-5810}
 DIR=$(mktemp -d /tmp/bench-quorum.XXXXXX)
 PIDS=()
@@ -55,7 +57,7 @@ wait_amqp() { # port: until the node answers an AMQP header
 bench() { # label, port, extra args...
   local label=$1 port=$2; shift 2
   # shellcheck disable=SC2086
-  "$BENCH" --addr "127.0.0.1:$port" $FLOW -s 1024 --persistent --confirm 100 -z "$SECS" --json \
+  "$BENCH" --addr "127.0.0.1:$port" $FLOW -s 1024 --persistent --confirm "$CONFIRM" -z "$SECS" --json \
     --label "$label" "$@" | tee -a "$DIR/results.jsonl" >/dev/null
 }
 
