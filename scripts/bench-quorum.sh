@@ -20,7 +20,9 @@ CONFIRM=${CONFIRM:-100}
 BASE=${PORT:-5810}
 DIR=$(mktemp -d /tmp/bench-quorum.XXXXXX)
 PIDS=()
-stop_all() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; PIDS=(); }
+stop_all() { # and wait, so the next broker can bind the same ports
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; PIDS=()
+}
 trap 'stop_all; rm -rf "$DIR"' EXIT
 
 cargo build --release -q -p broker-server -p broker-bench
@@ -42,12 +44,12 @@ start_node() { # i, cluster(0|1)
   PIDS+=($!)
 }
 
-wait_amqp() { # port: until the node answers an AMQP header
+wait_amqp() { # port: until the node answers an AMQP header (in a subshell: an exec
+  # redirection there cannot touch this shell's descriptors)
   for _ in $(seq 600); do
-    if exec 3<>"/dev/tcp/127.0.0.1/$1" 2>/dev/null; then
-      printf 'AMQP\0\0\x09\x01' >&3
-      if timeout 1 head -c 4 <&3 2>/dev/null | grep -q .; then exec 3>&-; return 0; fi
-      exec 3>&-
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'AMQP\0\0\x09\x01' >&3 &&
+        timeout 1 head -c 4 <&3 | grep -q .) 2>/dev/null; then
+      return 0
     fi
     sleep 0.1
   done
