@@ -6,6 +6,7 @@
 //!
 //! The map is docs/design/cluster.md.
 
+mod group;
 pub mod log;
 pub mod membership;
 pub mod net;

@@ -3,33 +3,23 @@
 //! node's own apply, so the caller's next read of the store (and of what the
 //! materializer built) sees the entry. With a transport ([`MetaHandle::with_transport`])
 //! a follower forwards the command to the leader (`forward.rs`) and waits for its own
-//! apply of the entry; without one (a single node) it answers `ForwardToLeader`.
+//! apply of the entry; without one (a single node) it answers `ForwardToLeader`. The
+//! retry loop that follows leader changes is every group's (`crate::group::propose`).
 
 use super::cmd::{MetaCmd, MetaResp};
-use super::forward::{decode_reply, encode, ForwardReply, META_FORWARD_SERVICE};
+use super::forward::{META_FORWARD_SERVICE, WHAT};
 use super::MetaRaft;
+use crate::group::forward::{decode_reply, encode, ForwardReply};
+use crate::group::propose::{until_done, Attempt};
 use crate::net::{NetError, Transport};
 use crate::{Node, NodeId};
 use broker_core::AmqpError;
 use openraft::error::{ClientWriteError, RaftError};
 use std::time::Duration;
-use tokio::time::Instant;
-
-/// How long a forwarding attempt that failed (leader unknown or unreachable) waits for
-/// the leader to change before it tries again: ends early when the metrics change.
-const RETRY_WAIT: Duration = Duration::from_millis(100);
 
 /// How long a proposal may take before the server answers 541 (a group without a
 /// majority, or a leader that does not answer).
 pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How one forwarding attempt ended.
-enum Forwarded {
-    /// The leader committed the command as the entry at this index.
-    Done(u64, MetaResp),
-    /// The target does not lead; the leader it knows of.
-    NotLeader(Option<NodeId>),
-}
 
 /// Why a proposal has no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,64 +103,87 @@ impl MetaHandle {
         let Some(net) = &self.net else {
             return self.propose_local(cmd).await;
         };
-        let deadline = Instant::now() + self.timeout;
-        // the node to forward to next, when the last one named it
-        let mut next: Option<NodeId> = None;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ProposeError::Timeout(self.timeout));
-            }
-            let target = match next.take() {
-                Some(l) if l != net.node_id() => l,
-                _ => match self.propose_local(cmd.clone()).await {
-                    Err(ProposeError::ForwardToLeader {
-                        leader: Some(l), ..
-                    }) if l != net.node_id() => l,
-                    // no leader known (or, lagging, this node): wait for another
-                    Err(ProposeError::ForwardToLeader { leader, .. }) => {
-                        self.leader_change(leader, left).await;
-                        continue;
+        let (this, cmd) = (self, &cmd);
+        let timed_out = ProposeError::Timeout(self.timeout);
+        until_done(
+            &self.raft,
+            "a metadata leader",
+            self.timeout,
+            timed_out,
+            |next, left| async move {
+                match next {
+                    Some(target) if target != net.node_id() => {
+                        this.forward(net, target, cmd, left).await
                     }
-                    other => return other,
-                },
-            };
-            match self.forward(net, target, &cmd, left).await {
-                Ok(Forwarded::Done(index, resp)) => {
-                    self.wait_applied(index).await?;
-                    return Ok(resp);
+                    _ => this.local_attempt(net, cmd).await,
                 }
-                Ok(Forwarded::NotLeader(Some(l))) if l != target => next = Some(l),
-                Ok(Forwarded::NotLeader(_)) => self.leader_change(Some(target), left).await,
-                Err(e) => {
-                    tracing::debug!(leader = target, "metadata forwarding failed: {e}");
-                    self.leader_change(Some(target), left).await;
-                }
-            }
+            },
+        )
+        .await
+    }
+
+    /// An attempt on this node's Raft: done if it leads, else the leader it names (or,
+    /// none known or lagging, this node: wait for another).
+    async fn local_attempt(
+        &self,
+        net: &Transport,
+        cmd: &MetaCmd,
+    ) -> Result<Attempt<MetaResp>, ProposeError> {
+        match self.propose_local(cmd.clone()).await {
+            Ok(resp) => Ok(Attempt::Done(resp)),
+            Err(ProposeError::ForwardToLeader {
+                leader: Some(l), ..
+            }) if l != net.node_id() => Ok(Attempt::Next(l)),
+            Err(ProposeError::ForwardToLeader { leader, .. }) => Ok(Attempt::Wait(leader)),
+            Err(e) => Err(e),
         }
     }
 
-    /// One forwarding attempt to `target`.
+    /// One forwarding attempt to `target`: once it committed, this node waits for its
+    /// own apply of the entry; a failed call waits for the leader to change.
     async fn forward(
         &self,
         net: &Transport,
         target: NodeId,
         cmd: &MetaCmd,
         left: Duration,
-    ) -> Result<Forwarded, String> {
-        let payload = encode(cmd)?;
+    ) -> Result<Attempt<MetaResp>, ProposeError> {
+        let reply = match self.call(net, target, cmd, left).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::debug!(leader = target, "metadata forwarding failed: {e}");
+                return Ok(Attempt::Wait(Some(target)));
+            }
+        };
+        match reply.attempt(target) {
+            Attempt::Done((index, resp)) => {
+                self.wait_applied(index).await?;
+                Ok(Attempt::Done(resp))
+            }
+            other => Ok(other.map(|(_, resp)| resp)),
+        }
+    }
+
+    /// Calls `target` with `cmd` and decodes its reply.
+    async fn call(
+        &self,
+        net: &Transport,
+        target: NodeId,
+        cmd: &MetaCmd,
+        left: Duration,
+    ) -> Result<ForwardReply<MetaResp>, String> {
+        let payload = encode(cmd, WHAT)?;
         let call = net.call_timeout(target, META_FORWARD_SERVICE, payload, left);
         let answer = tokio::select! {
             answer = call => answer.map_err(|e: NetError| e.to_string())?,
             // a frozen leader keeps its links up and never answers: once this node
             // follows another leader, go there (a copy the old one commits after all
             // meets the guards as a conflict, §2 "Forwarding as built")
-            moved = self.leader_moved_from(target) => return Ok(Forwarded::NotLeader(moved)),
+            moved = self.leader_moved_from(target) => {
+                return Ok(ForwardReply::NotLeader { leader: moved })
+            }
         };
-        Ok(match decode_reply(&answer)? {
-            ForwardReply::Done { index, resp } => Forwarded::Done(index, resp),
-            ForwardReply::NotLeader { leader } => Forwarded::NotLeader(leader),
-        })
+        decode_reply(&answer)
     }
 
     /// Resolves once this node's metrics name a leader other than `target` and other
@@ -189,19 +202,6 @@ impl MetaHandle {
                 std::future::pending::<()>().await;
             }
         }
-    }
-
-    /// Waits (at most [`RETRY_WAIT`], never past `left`) for this node to see a leader
-    /// other than `old`.
-    async fn leader_change(&self, old: Option<NodeId>, left: Duration) {
-        let _ = self
-            .raft
-            .wait(Some(RETRY_WAIT.min(left)))
-            .metrics(
-                |m| m.current_leader.is_some() && m.current_leader != old,
-                "a metadata leader",
-            )
-            .await;
     }
 
     /// [`MetaHandle::propose`] on this node's Raft only: `ForwardToLeader` when it does

@@ -8,15 +8,15 @@
 use super::cmd::{Change, MetaResp};
 use super::txn::{evaluate, Outcome};
 use super::{LogId, MetaEntry, MetaTc, StorageError, StoredMembership};
+use crate::group::snapshot::{lock, read_err, write_err, Meta, SnapshotSlot};
 use broker_core::replicated::{DefinitionBatch, DefinitionSnapshot, ReplicatedState};
 use broker_core::store::DefinitionStore;
 use broker_store::Flusher;
-use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 /// What the server does with applied changes: update its in-memory registries,
 /// topology and actors from the records.
@@ -47,8 +47,6 @@ struct Body {
     membership: StoredMembership,
 }
 
-type Meta = SnapshotMeta<crate::NodeId, crate::Node>;
-
 struct Shared {
     store: Arc<dyn DefinitionStore>,
     flusher: Flusher,
@@ -57,28 +55,13 @@ struct Shared {
     /// one applied state (openraft builds snapshots on a task of their own).
     apply: Mutex<()>,
     /// The last snapshot built or installed (openraft sends it to lagging followers).
-    current: Mutex<Option<(Meta, Vec<u8>)>>,
-    builds: AtomicU64,
+    snapshots: SnapshotSlot,
 }
 
 /// The metadata group's state machine (clones share it; the snapshot builder is one).
 #[derive(Clone)]
 pub struct MetaSm {
     shared: Arc<Shared>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // every critical section is one store call or one assignment: a panic cannot leave
-    // the data half changed
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write_err(e: impl std::error::Error + 'static) -> StorageError {
-    StorageIOError::write_state_machine(AnyError::new(&e)).into()
-}
-
-fn read_err(e: impl std::error::Error + 'static) -> StorageError {
-    StorageIOError::read_state_machine(AnyError::new(&e)).into()
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
@@ -109,8 +92,7 @@ impl MetaSm {
                 flusher,
                 observer,
                 apply: Mutex::new(()),
-                current: Mutex::new(None),
-                builds: AtomicU64::new(0),
+                snapshots: SnapshotSlot::default(),
             }),
         }
     }
@@ -159,13 +141,6 @@ impl MetaSm {
         let applied: Option<LogId> = decode(&state.applied)?;
         Ok((applied, decode(&state.membership)?))
     }
-
-    fn snapshot_of(meta: &Meta, data: Vec<u8>) -> Snapshot<MetaTc> {
-        Snapshot {
-            meta: meta.clone(),
-            snapshot: Box::new(Cursor::new(data)),
-        }
-    }
 }
 
 impl RaftSnapshotBuilder<MetaTc> for MetaSm {
@@ -184,18 +159,12 @@ impl RaftSnapshotBuilder<MetaTc> for MetaSm {
             membership: membership.clone(),
         };
         let data = encode(&body)?;
-        let n = self.shared.builds.fetch_add(1, Ordering::Relaxed) + 1;
-        let snapshot_id = match applied {
-            Some(l) => format!("{}-{}-{n}", l.leader_id, l.index),
-            None => format!("--{n}"),
-        };
         let meta = Meta {
             last_log_id: applied,
             last_membership: membership,
-            snapshot_id,
+            snapshot_id: self.shared.snapshots.next_id(applied),
         };
-        *lock(&self.shared.current) = Some((meta.clone(), data.clone()));
-        Ok(Self::snapshot_of(&meta, data))
+        Ok(self.shared.snapshots.keep(meta, data))
     }
 }
 
@@ -255,13 +224,12 @@ impl RaftStateMachine<MetaTc> for MetaSm {
         }
         // openraft drops the log up to the snapshot next: the keyspace must be on disk
         self.shared.flusher.sync_index().await.map_err(write_err)?;
-        *lock(&self.shared.current) = Some((meta.clone(), data));
+        self.shared.snapshots.set(meta.clone(), data);
         self.shared.observer.reset();
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<MetaTc>>, StorageError> {
-        let current = lock(&self.shared.current).clone();
-        Ok(current.map(|(meta, data)| Self::snapshot_of(&meta, data)))
+        Ok(self.shared.snapshots.current())
     }
 }

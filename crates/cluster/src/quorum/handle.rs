@@ -4,25 +4,23 @@
 //! leader change on the way (the target no longer leads, no leader known yet, the
 //! leader's node unreachable) is waited out and followed, within [`PROPOSE_TIMEOUT`].
 //! A batch stays one command, so one `Enqueue` entry per batch wherever it is proposed.
+//! The retry loop is every group's (`crate::group::propose`).
 //!
 //! A command whose answer is lost may have been committed: proposing it again may apply
 //! it twice. `Enqueue` deduplicates by (publisher, seq), settles of messages no longer
 //! checked out are ignored; other commands are idempotent or (a second consume with the
 //! same tag) refused by the state machine.
 
-use super::forward::{decode_reply, encode, ForwardOut, ForwardReply, QQ_FORWARD_SERVICE};
+use super::forward::{ForwardOut, QQ_FORWARD_SERVICE, WHAT};
 use super::QqRaft;
+use crate::group::forward::{decode_reply, encode, ForwardReply};
+use crate::group::propose::{until_done, Attempt};
 use crate::net::{NetError, Transport};
 use crate::{GroupId, NodeId};
 use broker_core::quorum::{QqCmd, QqResp};
 use broker_core::AmqpError;
 use openraft::error::{ClientWriteError, RaftError};
 use std::time::Duration;
-use tokio::time::Instant;
-
-/// How long an attempt that failed (leader unknown or unreachable) waits for the leader
-/// to change before it tries again: ends early when the metrics change.
-const RETRY_WAIT: Duration = Duration::from_millis(100);
 
 /// How long a proposal may take (a group without a majority, or a leader that does not
 /// answer), as the metadata group's.
@@ -59,15 +57,6 @@ impl ProposeError {
     pub fn to_amqp(&self) -> AmqpError {
         AmqpError::internal(self.to_string())
     }
-}
-
-/// How one attempt ended.
-enum Attempt {
-    Done(Proposed),
-    /// Try this node next.
-    Next(NodeId),
-    /// Wait for the leader to change from this one, then try again.
-    Wait(Option<NodeId>),
 }
 
 /// Proposes commands to one quorum queue group through this node's member.
@@ -111,29 +100,27 @@ impl QuorumHandle {
     /// Commits `cmd` on the group's leader and returns its answer (from the leader's
     /// apply) with the entry's index.
     pub async fn propose(&self, cmd: QqCmd) -> Result<Proposed, ProposeError> {
-        let deadline = Instant::now() + self.timeout;
-        let mut next: Option<NodeId> = None;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ProposeError::Timeout(self.timeout));
-            }
-            let attempt = match (next.take(), &self.net) {
-                (Some(target), Some(net)) if target != net.node_id() => {
-                    self.forward(net, target, &cmd, left).await?
+        let (this, cmd) = (self, &cmd);
+        let timed_out = ProposeError::Timeout(self.timeout);
+        until_done(
+            &self.raft,
+            "a quorum queue leader",
+            self.timeout,
+            timed_out,
+            |next, left| async move {
+                match (next, &this.net) {
+                    (Some(target), Some(net)) if target != net.node_id() => {
+                        this.forward(net, target, cmd, left).await
+                    }
+                    _ => this.local(cmd, left).await,
                 }
-                _ => self.local(&cmd, left).await?,
-            };
-            match attempt {
-                Attempt::Done(p) => return Ok(p),
-                Attempt::Next(n) => next = Some(n),
-                Attempt::Wait(old) => self.leader_change(old, left).await,
-            }
-        }
+            },
+        )
+        .await
     }
 
     /// `client_write` on this node's member.
-    async fn local(&self, cmd: &QqCmd, left: Duration) -> Result<Attempt, ProposeError> {
+    async fn local(&self, cmd: &QqCmd, left: Duration) -> Result<Attempt<Proposed>, ProposeError> {
         let written = tokio::time::timeout(left, self.raft.client_write(cmd.clone()))
             .await
             .map_err(|_| ProposeError::Timeout(self.timeout))?;
@@ -160,12 +147,12 @@ impl QuorumHandle {
         target: NodeId,
         cmd: &QqCmd,
         left: Duration,
-    ) -> Result<Attempt, ProposeError> {
+    ) -> Result<Attempt<Proposed>, ProposeError> {
         let out = ForwardOut {
             group: self.group,
             cmd,
         };
-        let payload = encode(&out).map_err(ProposeError::Codec)?;
+        let payload = encode(&out, WHAT).map_err(ProposeError::Codec)?;
         let answer = match net
             .call_timeout(target, QQ_FORWARD_SERVICE, payload, left)
             .await
@@ -183,23 +170,9 @@ impl QuorumHandle {
                 return Ok(Attempt::Wait(Some(target)));
             }
         };
-        Ok(match decode_reply(&answer).map_err(ProposeError::Codec)? {
-            ForwardReply::Done { index, resp } => Attempt::Done(Proposed { index, resp }),
-            ForwardReply::NotLeader { leader: Some(l) } if l != target => Attempt::Next(l),
-            ForwardReply::NotLeader { .. } | ForwardReply::NoGroup => Attempt::Wait(Some(target)),
-        })
-    }
-
-    /// Waits (at most [`RETRY_WAIT`], never past `left`) for this node to see a leader
-    /// other than `old`.
-    async fn leader_change(&self, old: Option<NodeId>, left: Duration) {
-        let _ = self
-            .raft
-            .wait(Some(RETRY_WAIT.min(left)))
-            .metrics(
-                |m| m.current_leader.is_some() && m.current_leader != old,
-                "a quorum queue leader",
-            )
-            .await;
+        let reply: ForwardReply<QqResp> = decode_reply(&answer).map_err(ProposeError::Codec)?;
+        Ok(reply
+            .attempt(target)
+            .map(|(index, resp)| Proposed { index, resp }))
     }
 }

@@ -7,17 +7,18 @@
 #![allow(clippy::result_large_err)]
 
 use super::QqTc;
+use crate::group::snapshot::{lock, read_err, write_err, Meta, SnapshotSlot};
 use crate::log::GroupLog;
 use crate::meta::{LogId, StorageError, StoredMembership};
 use crate::{GroupId, NodeId};
 use broker_core::quorum::{Effect, QqConfig, QqResp, QqState};
 use broker_store::raft::snapshots::SnapshotFiles;
-use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
-use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 /// Where a group's effects go. The server's queue shell implements it. A replicated
 /// member's state machine ([`QqSm::open_member`]) hands it only the effects of entries
@@ -49,8 +50,6 @@ pub struct Counts {
     /// Consumers.
     pub consumers: AtomicU64,
 }
-
-type Meta = SnapshotMeta<crate::NodeId, crate::Node>;
 
 /// What a snapshot file and a snapshot sent to a follower hold.
 #[derive(Serialize, Deserialize)]
@@ -98,29 +97,14 @@ struct Shared {
     sink: Arc<dyn EffectSink>,
     files: SnapshotFiles,
     /// The last snapshot built, saved or installed (its meta and [`Body`] bytes).
-    current: Mutex<Option<(Meta, Vec<u8>)>>,
+    snapshots: SnapshotSlot,
     counts: Counts,
-    builds: AtomicU64,
 }
 
 /// A quorum queue's state machine (clones share it; the snapshot builder is one).
 #[derive(Clone)]
 pub struct QqSm {
     shared: Arc<Shared>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // every critical section is one apply or one assignment: a panic inside apply
-    // stops the group anyway (openraft sees no answer), so the value is never reused
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn read_err(e: impl std::error::Error + 'static) -> StorageError {
-    StorageIOError::read_state_machine(AnyError::new(&e)).into()
-}
-
-fn write_err(e: impl std::error::Error + 'static) -> StorageError {
-    StorageIOError::write_state_machine(AnyError::new(&e)).into()
 }
 
 impl QqSm {
@@ -190,9 +174,8 @@ impl QqSm {
                 inner: Mutex::new(inner),
                 sink,
                 files,
-                current: Mutex::new(current),
+                snapshots: SnapshotSlot::new(current),
                 counts: Counts::default(),
-                builds: AtomicU64::new(0),
             }),
         };
         sm.count(&lock(&sm.shared.inner).state);
@@ -227,28 +210,16 @@ impl QqSm {
         c.consumers
             .store(s.consumer_count() as u64, Ordering::Relaxed);
     }
-
-    fn snapshot_of(meta: &Meta, data: Vec<u8>) -> Snapshot<QqTc> {
-        Snapshot {
-            meta: meta.clone(),
-            snapshot: Box::new(Cursor::new(data)),
-        }
-    }
 }
 
 impl RaftSnapshotBuilder<QqTc> for QqSm {
     async fn build_snapshot(&mut self) -> Result<Snapshot<QqTc>, StorageError> {
-        let n = self.shared.builds.fetch_add(1, Ordering::Relaxed) + 1;
         let body = {
             let inner = lock(&self.shared.inner);
-            let snapshot_id = match inner.applied {
-                Some(l) => format!("{}-{}-{n}", l.leader_id, l.index),
-                None => format!("--{n}"),
-            };
             Body {
                 applied: inner.applied,
                 membership: inner.membership.clone(),
-                snapshot_id,
+                snapshot_id: self.shared.snapshots.next_id(inner.applied),
                 state: inner.state.export(),
             }
         };
@@ -264,8 +235,7 @@ impl RaftSnapshotBuilder<QqTc> for QqSm {
             last_membership: body.membership,
             snapshot_id: body.snapshot_id,
         };
-        *lock(&self.shared.current) = Some((meta.clone(), data.clone()));
-        Ok(Self::snapshot_of(&meta, data))
+        Ok(self.shared.snapshots.keep(meta, data))
     }
 }
 
@@ -340,12 +310,11 @@ impl RaftStateMachine<QqTc> for QqSm {
             inner.membership = meta.last_membership.clone();
             self.count(&inner.state);
         }
-        *lock(&self.shared.current) = Some((meta.clone(), data));
+        self.shared.snapshots.set(meta.clone(), data);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<QqTc>>, StorageError> {
-        let current = lock(&self.shared.current).clone();
-        Ok(current.map(|(meta, data)| Self::snapshot_of(&meta, data)))
+        Ok(self.shared.snapshots.current())
     }
 }

@@ -356,16 +356,8 @@ impl VHost {
         };
         if let (true, Some(s)) = (durable, self.storage()) {
             self.propose_bind(&s, &x, b, bind).await?;
-        } else if bind {
-            x.addr
-                .send(exchange::Bind(b))
-                .await
-                .map_err(unavailable("exchange"))??;
         } else {
-            x.addr
-                .send(exchange::Unbind(b))
-                .await
-                .map_err(unavailable("exchange"))?;
+            send_binding(&x, b, bind).await?;
         }
         if !bind && x.dying.load(Ordering::Acquire) {
             // its last binding went: auto-delete, in the same step as the unbind
@@ -401,18 +393,7 @@ impl VHost {
         if !done {
             return Err(too_many_conflicts("binding"));
         }
-        if bind {
-            x.addr
-                .send(exchange::Bind(b))
-                .await
-                .map_err(unavailable("exchange"))??;
-        } else {
-            x.addr
-                .send(exchange::Unbind(b))
-                .await
-                .map_err(unavailable("exchange"))?;
-        }
-        Ok(())
+        send_binding(x, b, bind).await
     }
 
     /// The source exchange of a bind or unbind, once both ends are known to exist: 404
@@ -449,4 +430,21 @@ impl VHost {
             ))),
         }
     }
+}
+
+/// Hands a binding (bind) or its removal (unbind) to the source exchange's actor; the
+/// answer comes once routing has it.
+async fn send_binding(x: &ExchangeEntry, b: Binding, bind: bool) -> Result<(), AmqpError> {
+    if bind {
+        x.addr
+            .send(exchange::Bind(b))
+            .await
+            .map_err(unavailable("exchange"))??;
+    } else {
+        x.addr
+            .send(exchange::Unbind(b))
+            .await
+            .map_err(unavailable("exchange"))?;
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! basic.* methods: publish, consume and cancel, get, ack/nack/reject/recover (routing
 //! is in `route.rs`; confirm.* and tx.* in `tx.rs`).
 
+use super::send_message::Carrier;
 use super::{ChannelActor, ConsumerRec, FlushConfirms, Pending, SettleKind, StoreFlushed};
 use crate::broker::flow::ConsumerGate;
 use crate::broker::queue::{self, ConsumerHandle, QueueEntry};
@@ -436,23 +437,13 @@ impl ChannelActor {
         let msg = Arc::new(msg);
         if routed.unroutable() {
             if p.mandatory {
-                self.shared.method(
-                    self.id,
-                    &AMQPClass::Basic(b::AMQPMethod::Return(b::Return {
-                        reply_code: 312,
-                        reply_text: "NO_ROUTE".into(),
-                        exchange: p.exchange.clone(),
-                        routing_key: p.routing_key.clone(),
-                    })),
-                );
-                broker_wire::encode::content(
-                    &mut self.shared.out.borrow_mut(),
-                    self.id,
-                    &msg.raw_properties,
-                    &msg.body,
-                    self.shared.frame_max.get(),
-                );
-                self.request_flush();
+                let ret = AMQPClass::Basic(b::AMQPMethod::Return(b::Return {
+                    reply_code: 312,
+                    reply_text: "NO_ROUTE".into(),
+                    exchange: p.exchange.clone(),
+                    routing_key: p.routing_key.clone(),
+                }));
+                self.send_message(Carrier::Method(ret), &msg);
             }
         } else {
             if !self.shared.published.replace(true) {

@@ -2,6 +2,7 @@
 //! connection's buffer with the next delivery tag, or handed back to its queue when its
 //! consumer is gone or it cannot be sent; a queue's basic.cancel for a consumer.
 
+use super::send_message::Carrier;
 use super::*;
 
 impl Handler<DeliverBatch> for ChannelActor {
@@ -93,26 +94,12 @@ impl ChannelActor {
                 gate: Some(d.gate.clone()),
             })
         };
-        let msg = &d.msg;
-        {
-            let mut out = self.shared.out.borrow_mut();
-            broker_wire::encode::deliver(
-                &mut out,
-                self.id,
-                &d.consumer_tag,
-                tag.0,
-                d.entry.redelivered,
-                &msg.exchange,
-                &msg.routing_key,
-            );
-            broker_wire::encode::content(
-                &mut out,
-                self.id,
-                &msg.raw_properties,
-                &msg.body,
-                self.shared.frame_max.get(),
-            );
-        }
+        let carrier = Carrier::Deliver {
+            consumer_tag: &d.consumer_tag,
+            delivery_tag: tag.0,
+            redelivered: d.entry.redelivered,
+        };
+        self.send_message(carrier, &d.msg);
         if self.shared.out_len() > OUT_HIGH {
             self.shared
                 .deferred

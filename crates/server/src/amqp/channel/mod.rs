@@ -9,6 +9,7 @@ mod declare;
 mod deliver;
 mod remote;
 mod route;
+mod send_message;
 mod tx;
 
 use crate::amqp::connection::{ChannelClosing, Connection, ConnectionFail, Flush, ResumeRead};

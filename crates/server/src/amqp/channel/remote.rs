@@ -7,6 +7,7 @@
 //! and get this channel's delivery tags. Acks, nacks and rejects go back as notes through
 //! the queue entry (`ops.rs`), and so does this channel's close.
 
+use super::send_message::Carrier;
 use super::{ChannelActor, ConsumerRec, Pending};
 use crate::amqp::connection::ConnectionFail;
 use crate::amqp::shared::OUT_HIGH;
@@ -155,24 +156,14 @@ impl ChannelActor {
                 gate: None,
             })
         };
-        self.shared.method(
-            self.id,
-            &AMQPClass::Basic(b::AMQPMethod::GetOk(b::GetOk {
-                delivery_tag: tag.0,
-                redelivered: got.redelivered,
-                exchange,
-                routing_key,
-                message_count: got.remaining,
-            })),
-        );
-        broker_wire::encode::content(
-            &mut self.shared.out.borrow_mut(),
-            self.id,
-            &msg.raw_properties,
-            &msg.body,
-            self.shared.frame_max.get(),
-        );
-        self.request_flush();
+        let get_ok = AMQPClass::Basic(b::AMQPMethod::GetOk(b::GetOk {
+            delivery_tag: tag.0,
+            redelivered: got.redelivered,
+            exchange,
+            routing_key,
+            message_count: got.remaining,
+        }));
+        self.send_message(Carrier::Method(get_ok), msg);
     }
 }
 
@@ -246,22 +237,11 @@ impl ChannelActor {
                 gate: None,
             })
         };
-        let mut out = self.shared.out.borrow_mut();
-        broker_wire::encode::deliver(
-            &mut out,
-            self.id,
+        let carrier = Carrier::Deliver {
             consumer_tag,
-            tag.0,
+            delivery_tag: tag.0,
             redelivered,
-            &msg.exchange,
-            &msg.routing_key,
-        );
-        broker_wire::encode::content(
-            &mut out,
-            self.id,
-            &msg.raw_properties,
-            &msg.body,
-            self.shared.frame_max.get(),
-        );
+        };
+        self.send_message(carrier, msg);
     }
 }
