@@ -1,6 +1,7 @@
 """The long Jepsen-style run on three nodes (scripts/jepsen.sh runs it): the workloads
 run for `--duration` seconds while faults from `--faults` are injected in turn (each held
-for `--hold` seconds, then healed, then a quiet `--gap`); at the end every fault is
+for `--hold` seconds, longer while a workload has not resumed through the other nodes
+yet, up to FAILOVER_WAIT, then healed, then a quiet `--gap`); at the end every fault is
 healed, the workloads are checked, their counts printed as JSON, and the exit code is 1
 if anything acknowledged was lost or anything unexpected appeared (2 on a harness error).
 
@@ -107,6 +108,24 @@ def partitions_possible(wanted):
     return None, [f for f in wanted if not f.startswith("partition-")]
 
 
+# how long a fault is held past `--hold` while a workload has not resumed through the
+# survivors yet (so its failover is measured, not cut short by the heal)
+FAILOVER_WAIT = 20.0
+
+
+def failovers(fault, workloads, names):
+    """Each workload's failover for `fault` (None: not resumed within the wait)."""
+    def took():
+        return {n: w.failover_after(fault.at, fault.victim.name)
+                for n, w in zip(names, workloads) if hasattr(w, "failover_after")}
+    deadline = time.monotonic() + FAILOVER_WAIT
+    t = took()
+    while None in t.values() and time.monotonic() < deadline:
+        time.sleep(0.1)
+        t = took()
+    return t
+
+
 def run_faults(cluster, net, names, workloads, args, rng):
     """Injects faults until the duration is over; returns each one's failover time."""
     log = []
@@ -119,8 +138,7 @@ def run_faults(cluster, net, names, workloads, args, rng):
         queue = targets[len(log) % len(targets)]
         fault = faults.inject(cluster, name, net, queue=queue)
         time.sleep(args.hold)
-        took = {n: w.failover_after(fault.at, fault.victim.name)
-                for n, w in zip(args.workloads, workloads) if hasattr(w, "failover_after")}
+        took = failovers(fault, workloads, args.workloads)
         fault.heal()
         cluster.wait_formed(120)
         took = {n: None if t is None else round(t, 2) for n, t in took.items()}
