@@ -5,12 +5,14 @@
 # unexpected appeared, 2 on a harness error.
 #
 #   scripts/jepsen.sh [--duration SECONDS] [--faults kill-leader,kill-follower,stop-leader,
-#                     partition-leader,partition-follower] [--workloads definitions]
+#                     partition-leader,partition-follower] [--workloads definitions,queues]
 #                     [--hold SECONDS] [--gap SECONDS] [--seed N]
 #
 # Partition faults need root and network namespaces; elsewhere they are skipped with the
 # reason printed. The workloads are tests/cluster/longrun.py's WORKLOADS: `definitions`
-# today; the quorum-queue workload (tests/cluster/jepsen.py) plugs in there as `queues`.
+# (metadata changes) and `queues` (tests/cluster/jepsen.py's checker on a three-member
+# quorum queue), both by default; faults alternate between the metadata leader and the
+# queue's leader.
 # BROKER_BIN picks the broker binary (default: target/debug/broker, built if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -11,7 +11,11 @@ Faults by name (`FAULTS`):
   stop-leader       SIGSTOP of the leader (held by the caller for longer than an
                     election), SIGCONT on heal
   partition-leader  the leader cut off the network (needs a cluster on netns.Net)
-  partition-follower a follower cut off the network (likewise)"""
+  partition-follower a follower cut off the network (likewise)
+
+"Leader" is the metadata leader, or with `queue=` the leader of that quorum queue
+(`queue_leader`): the quorum-queue schedules (tests/python/test_cluster_qq_faults.py)
+and longrun.py's `queues` workload aim the same faults at a queue's leader node."""
 import time
 
 from harness import eventually  # noqa: F401 (the schedules import it from here)
@@ -47,6 +51,23 @@ def shown_down(survivors, dead, timeout=20.0):
     eventually(down, timeout=timeout, what=f"{dead.name} shown down")
 
 
+def queue_leader_seen_by(node, queue, vhost="%2F"):
+    """The leader of quorum queue `queue` that `node`'s /api/queues names (None if none)."""
+    return node.api(f"/api/queues/{vhost}/{queue}", timeout=3).get("leader")
+
+
+def queue_leader(cluster, queue, timeout=20.0, exclude=(), among=None):
+    """The node leading quorum queue `queue` as every node of `among` (default: every
+    live node) reports it, once they agree (and it is not one of the names in
+    `exclude`); waits for it. Pass the survivors as `among` while a node is frozen or
+    cut off: its API does not answer."""
+    def agreed():
+        seen = {queue_leader_seen_by(n, queue) for n in (among or cluster.nodes) if n.alive()}
+        one = seen.pop() if len(seen) == 1 else None
+        return one if one is not None and one not in exclude else None
+    return cluster.node_named(eventually(agreed, timeout=timeout, what=f"one leader of {queue}"))
+
+
 class Fault:
     """One injected fault: `victim` is the node it hit, `heal()` undoes it."""
 
@@ -61,9 +82,10 @@ class Fault:
         self._heal()
 
 
-def inject(cluster, name, net=None):
-    """Injects the fault `name` (see `FAULTS`) and returns it."""
-    lead = leader(cluster)
+def inject(cluster, name, net=None, queue=None):
+    """Injects the fault `name` (see `FAULTS`) and returns it. "Leader" is the metadata
+    leader, or the leader of quorum queue `queue` when one is given."""
+    lead = leader(cluster) if queue is None else queue_leader(cluster, queue)
     follower = next(n for n in cluster.nodes if n is not lead)
     victim = lead if name.endswith("-leader") else follower
     if name.startswith("kill-"):

@@ -33,12 +33,18 @@ class Checker:
         self.publishing = threading.Event()
         self.consuming = threading.Event()
         self.last_delivery = time.monotonic()
+        # (sent at, confirmed at, node) of recent confirms, for `failover_after`
+        self.confirms = collections.deque(maxlen=100_000)
         self.threads = []
 
     # ------------------------------------------------------------------ connections
 
     def connect(self, start):
         """A connection to the first live node from `start` on (round robin)."""
+        return self.connect_node(start)[1]
+
+    def connect_node(self, start):
+        """(node, connection) to the first live node from `start` on (round robin)."""
         nodes = self.cluster.nodes
         last = None
         for k in range(len(nodes)):
@@ -46,7 +52,7 @@ class Checker:
             if not n.alive():
                 continue
             try:
-                return pika.BlockingConnection(pika.ConnectionParameters(
+                return n, pika.BlockingConnection(pika.ConnectionParameters(
                     n.host, n.port, credentials=pika.PlainCredentials("guest", "guest"),
                     connection_attempts=1, socket_timeout=3, blocked_connection_timeout=20,
                     heartbeat=5))
@@ -67,7 +73,7 @@ class Checker:
         seq = 0
         while self.publishing.is_set():
             try:
-                c = self.connect(k)
+                node, c = self.connect_node(k)
                 ch = c.channel()
                 ch.confirm_delivery()
                 props = pika.BasicProperties(delivery_mode=2)
@@ -76,6 +82,7 @@ class Checker:
                     mid = f"p{k}-{seq}"
                     with self.lock:
                         self.sent.add(mid)
+                    at = time.monotonic()
                     try:
                         ch.basic_publish("", self.queue, mid.encode() + b"|" + self.body_pad, props)
                     except pika.exceptions.NackError:
@@ -88,6 +95,7 @@ class Checker:
                         raise
                     with self.lock:
                         self.acked.add(mid)
+                        self.confirms.append((at, time.monotonic(), node.name))
                 c.close()
             except Exception as e:
                 self.errors[f"publisher: {type(e).__name__}"] += 1
@@ -113,6 +121,15 @@ class Checker:
             except Exception as e:
                 self.errors[f"consumer: {type(e).__name__}"] += 1
                 time.sleep(0.2)
+
+    def failover_after(self, t, faulted):
+        """Seconds from `t` (a fault) to the first confirm of a publish sent after it
+        through a node other than `faulted`, or None if none came yet. A publisher waits
+        for each confirm before it sends again, so this is how long publishing through
+        the survivors stalled."""
+        with self.lock:
+            done = [c for a, c, n in self.confirms if a > t and n != faulted]
+        return min(done) - t if done else None
 
     def start(self, consumers=True):
         """Declares the queue and starts the publishers, and the consumers unless told

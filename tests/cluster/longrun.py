@@ -1,15 +1,18 @@
 """The long Jepsen-style run on three nodes (scripts/jepsen.sh runs it): the workloads
 run for `--duration` seconds while faults from `--faults` are injected in turn (each held
-for `--hold` seconds, then healed, then a quiet `--gap`); at the end every fault is
+for `--hold` seconds, longer while a workload has not resumed through the other nodes
+yet, up to FAILOVER_WAIT, then healed, then a quiet `--gap`); at the end every fault is
 healed, the workloads are checked, their counts printed as JSON, and the exit code is 1
 if anything acknowledged was lost or anything unexpected appeared (2 on a harness error).
 
-Workloads (`WORKLOADS`): `definitions` (tests/cluster/definitions.py). The hook for the
-next one is `WORKLOADS` itself: a workload is a class with `start()`, `stop()` and
-`check() -> dict` whose dict carries `lost_count` and `unexpected_count`; the
-quorum-queue workload (tests/cluster/jepsen.py's Checker: confirming publishers with
-unique ids, consumers recording deliveries, `finish()` as its check) plugs in as
-`"queues"` once quorum queues have three members (docs/design/cluster.md §11 step 7)."""
+Workloads (`WORKLOADS`; a class with `start()`, `stop()` and `check() -> dict` whose
+dict carries `lost_count` and `unexpected_count`): `definitions`
+(tests/cluster/definitions.py) and `queues` (tests/cluster/jepsen.py's Checker on the
+durable quorum queue `jepsen.qq` with three members: confirming publishers with unique
+ids, consumers recording deliveries, `finish()` as its check). A workload with a
+`target` queue gets faults aimed at that queue's leader: the faults named `*-leader`
+(and the follower of `*-follower`) alternate between the metadata leader and the queue's
+leader, one fault each in turn (the `target` column of the printed log)."""
 import argparse
 import json
 import os
@@ -21,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import faults  # noqa: E402
 import netns  # noqa: E402
 from definitions import DefinitionsChecker  # noqa: E402
+from jepsen import Checker  # noqa: E402
 from harness import Cluster  # noqa: E402
 
 
@@ -43,8 +47,32 @@ class DefinitionsWorkload:
         return self.chk.failover_after(t, faulted)
 
 
-# name -> class(cluster); "queues" (jepsen.Checker on a quorum queue) goes here next
-WORKLOADS = {"definitions": DefinitionsWorkload}
+class QueuesWorkload:
+    """tests/cluster/jepsen.py's Checker on a durable quorum queue with three members
+    (one confirming publisher and one recording consumer per node). Faults aimed at a
+    leader take this queue's leader (`target`), not the metadata leader."""
+
+    QUEUE = "jepsen.qq"
+
+    def __init__(self, cluster):
+        self.chk = Checker(cluster, self.QUEUE, arguments={"x-queue-type": "quorum"})
+        self.target = self.QUEUE
+
+    def start(self):
+        self.chk.start()
+
+    def stop(self):
+        self.chk.stop_publishing()
+
+    def check(self):
+        return self.chk.finish(quiet=3.0, timeout=120)
+
+    def failover_after(self, t, faulted):
+        return self.chk.failover_after(t, faulted)
+
+
+# name -> class(cluster)
+WORKLOADS = {"definitions": DefinitionsWorkload, "queues": QueuesWorkload}
 
 
 def parse_args(argv):
@@ -52,7 +80,7 @@ def parse_args(argv):
     p.add_argument("--duration", type=float, default=300, help="seconds of faults (default 300)")
     p.add_argument("--faults", default="kill-leader,kill-follower,stop-leader,partition-leader",
                    help=f"comma-separated, injected in random order; known: {', '.join(faults.FAULTS)}")
-    p.add_argument("--workloads", default="definitions", help=f"comma-separated; known: {', '.join(WORKLOADS)}")
+    p.add_argument("--workloads", default="definitions,queues", help=f"comma-separated; known: {', '.join(WORKLOADS)}")
     p.add_argument("--hold", type=float, default=5.0, help="seconds each fault lasts (default 5)")
     p.add_argument("--gap", type=float, default=3.0, help="seconds between a heal and the next fault (default 3)")
     p.add_argument("--seed", type=int, default=None)
@@ -80,21 +108,44 @@ def partitions_possible(wanted):
     return None, [f for f in wanted if not f.startswith("partition-")]
 
 
+# how long a fault is held past `--hold` while a workload has not resumed through the
+# survivors yet (so its failover is measured, not cut short by the heal)
+FAILOVER_WAIT = 20.0
+
+
+def failovers(fault, workloads, names):
+    """Each workload's failover for `fault` (None: not resumed within the wait)."""
+    def took():
+        return {n: w.failover_after(fault.at, fault.victim.name)
+                for n, w in zip(names, workloads) if hasattr(w, "failover_after")}
+    deadline = time.monotonic() + FAILOVER_WAIT
+    t = took()
+    while None in t.values() and time.monotonic() < deadline:
+        time.sleep(0.1)
+        t = took()
+    return t
+
+
 def run_faults(cluster, net, names, workloads, args, rng):
     """Injects faults until the duration is over; returns each one's failover time."""
     log = []
     end = time.monotonic() + args.duration
     while time.monotonic() < end and names:
         name = rng.choice(names)
-        fault = faults.inject(cluster, name, net)
+        # faults aimed at a leader alternate between the metadata leader and the leader
+        # of a workload's quorum queue (each fault in turn, when a workload has one)
+        targets = [None] + [w.target for w in workloads if getattr(w, "target", None)]
+        queue = targets[len(log) % len(targets)]
+        fault = faults.inject(cluster, name, net, queue=queue)
         time.sleep(args.hold)
-        took = [w.failover_after(fault.at, fault.victim.name) for w in workloads if hasattr(w, "failover_after")]
+        took = failovers(fault, workloads, args.workloads)
         fault.heal()
         cluster.wait_formed(120)
-        took = min((t for t in took if t is not None), default=None)
-        log.append({"fault": name, "victim": fault.victim.name, "failover_s": None if took is None else round(took, 2)})
-        print(f"jepsen: {name} on {fault.victim.name}: first declare-ok through a survivor after "
-              f"{'-' if took is None else f'{took:.2f}s'}", flush=True)
+        took = {n: None if t is None else round(t, 2) for n, t in took.items()}
+        log.append({"fault": name, "target": queue or "metadata", "victim": fault.victim.name, "failover_s": took})
+        print(f"jepsen: {name} ({queue or 'metadata'} leader) on {fault.victim.name}: "
+              + ", ".join(f"{n} resumed through a survivor after {'-' if t is None else f'{t:.2f}s'}"
+                          for n, t in took.items()), flush=True)
         time.sleep(args.gap)
     return log
 

@@ -16,6 +16,11 @@ RabbitMQ 3.10 (amq.dead-letter, x-delivery-limit on classic queues, consumer tim
 basic.cancel, ...): they are skipped when AMQP_TEST_PORT is set.
 
 Tests marked `slow` are skipped unless RUN_SLOW=1 or `--runslow` is given.
+
+The cluster tests (tests/python/test_cluster_*.py) share two fixtures over
+tests/cluster/harness.py: `cluster` (three broker processes for a whole module) and
+`fresh_cluster` (three new ones per test, for fault schedules that leave a node
+restarted or a leader moved).
 """
 import os
 import pathlib
@@ -382,3 +387,33 @@ def round_trip(conn_or_ch):
     method, _, body = ch.basic_get(q, auto_ack=True)
     assert method is not None and body == token, "connection/channel no longer works"
     ch.queue_delete(q)
+
+
+# --------------------------------------------------------------------------- clusters
+
+
+def _three_nodes():
+    """Three broker processes formed into a cluster (tests/cluster/harness.py), removed
+    afterwards with their data dirs."""
+    import sys
+    sys.path.insert(0, str(ROOT / "tests" / "cluster"))
+    from harness import Cluster
+
+    c = Cluster(3)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A three-node cluster shared by the tests of one module."""
+    yield from _three_nodes()
+
+
+@pytest.fixture
+def fresh_cluster():
+    """A three-node cluster of its own for one test (fault schedules)."""
+    yield from _three_nodes()

@@ -14,20 +14,11 @@ from pika.exceptions import AMQPConnectionError, ChannelClosedByBroker
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cluster"))
-from harness import Cluster, eventually  # noqa: E402
+from harness import eventually  # noqa: E402
 from httpapi import Api  # noqa: E402
 
 pytestmark = [pytest.mark.ours_only, pytest.mark.own_broker]
 
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = Cluster(3)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
 
 
 def api(node, user="guest", password="guest"):

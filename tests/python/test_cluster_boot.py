@@ -15,19 +15,10 @@ import pika
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cluster"))
-from harness import Cluster, Node, broker_bin, channel, eventually, free_port  # noqa: E402
+from harness import Node, broker_bin, channel, eventually, free_port  # noqa: E402
 
 pytestmark = [pytest.mark.ours_only, pytest.mark.own_broker]
 
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = Cluster(3)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
 
 
 def running(node):

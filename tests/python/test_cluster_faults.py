@@ -57,13 +57,9 @@ def settle_and_check(cluster, chk, more=30):
 
 
 @pytest.fixture
-def cluster():
-    c = Cluster(3)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
+def cluster(fresh_cluster):
+    """A fresh three-node cluster per schedule (conftest's `fresh_cluster`)."""
+    return fresh_cluster
 
 
 def started(cluster, warmup=30):

@@ -13,7 +13,6 @@ import pika
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cluster"))
-from harness import Cluster  # noqa: E402
 from harness import eventually as poll  # noqa: E402
 from jepsen import Checker  # noqa: E402
 
@@ -26,15 +25,6 @@ def eventually(check, timeout=30.0, what="condition"):
     """The harness's poll with this file's longer default (elections and catch-up)."""
     return poll(check, timeout, what)
 
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = Cluster(3)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
 
 
 def connect(node):

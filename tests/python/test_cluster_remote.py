@@ -16,21 +16,12 @@ import pika
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cluster"))
-from harness import Cluster, channel, eventually  # noqa: E402
+from harness import channel, eventually  # noqa: E402
 
 pytestmark = [pytest.mark.ours_only, pytest.mark.own_broker]
 
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
 
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = Cluster(3)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
 
 
 def declare_on(home, others, name, **kw):

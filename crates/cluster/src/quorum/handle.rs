@@ -6,6 +6,12 @@
 //! A batch stays one command, so one `Enqueue` entry per batch wherever it is proposed.
 //! The retry loop is every group's (`crate::group::propose`).
 //!
+//! A leader that stops answering without dropping its links (a frozen process, a
+//! partition before TCP gives up) would hold a forwarded command until the timeout, and
+//! the shell's proposals of that queue behind it: a forwarding attempt is abandoned as
+//! soon as this node's member sees a newer term with another leader, and the command
+//! goes to that one (the same dedup makes the retry safe).
+//!
 //! A command whose answer is lost may have been committed: proposing it again may apply
 //! it twice. `Enqueue` deduplicates by (publisher, seq), settles of messages no longer
 //! checked out are ignored; other commands are idempotent or (a second consume with the
@@ -153,10 +159,16 @@ impl QuorumHandle {
             cmd,
         };
         let payload = encode(&out, WHAT).map_err(ProposeError::Codec)?;
-        let answer = match net
-            .call_timeout(target, QQ_FORWARD_SERVICE, payload, left)
-            .await
-        {
+        let call = net.call_timeout(target, QQ_FORWARD_SERVICE, payload, left);
+        let answer = tokio::select! {
+            a = call => a,
+            l = self.deposed(target, left) => {
+                tracing::debug!(group = self.group, old = target, leader = l,
+                    "leader changed while forwarding: trying the new one");
+                return Ok(Attempt::Next(l));
+            }
+        };
+        let answer = match answer {
             Ok(a) => a,
             Err(e @ NetError::TooLarge { .. }) => {
                 return Err(ProposeError::TooLarge(e.to_string()))
@@ -174,5 +186,24 @@ impl QuorumHandle {
         Ok(reply
             .attempt(target)
             .map(|(index, resp)| Proposed { index, resp }))
+    }
+
+    /// Resolves with the new leader once this node's member sees a term newer than now
+    /// led by a node other than `target` (so `target`'s answer may never come: frozen
+    /// or cut off); never resolves otherwise (the call's own timeout answers then).
+    async fn deposed(&self, target: NodeId, left: Duration) -> NodeId {
+        let term = self.raft.metrics().borrow().current_term;
+        let moved = self
+            .raft
+            .wait(Some(left))
+            .metrics(
+                |m| m.current_term > term && m.current_leader.is_some_and(|l| l != target),
+                "a newer quorum queue leader",
+            )
+            .await;
+        match moved.ok().and_then(|m| m.current_leader) {
+            Some(l) => l,
+            None => std::future::pending().await,
+        }
     }
 }
