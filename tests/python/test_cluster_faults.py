@@ -151,10 +151,9 @@ def test_a_partition_isolating_the_leader():
         net.cut(old.index)
         failover(chk, t0, old.name)
         new_leader_among(survivors, old)
-        # not checked here: the survivors' /api/nodes shows the cut node running=false.
-        # Links have no liveness timeout yet (crates/cluster/src/net), so a node whose
-        # packets are dropped stays "running" until TCP gives up (minutes); see
-        # docs/compatibility.md, "Clusters". Killed nodes are shown down (tests above).
+        # its packets are dropped, its sockets stay open: the links' liveness timeout
+        # (--cluster-link-timeout, 5 s) shows it down
+        shown_down(survivors, old)
         net.heal(old.index)
         eventually(lambda: leader_seen_by(old) not in (None, old.name), timeout=30,
                    what="the isolated leader following the new one")

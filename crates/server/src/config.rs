@@ -136,6 +136,10 @@ pub struct Cli {
     /// only, as Erlang's cookie); required with --cluster-peers
     #[arg(long, env = "BROKER_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// Seconds a link to another node may stay silent before that node is taken as
+    /// down (frozen or cut off), 1 to 600; heartbeats go every fifth of it [default: 5]
+    #[arg(long, env = "BROKER_CLUSTER_LINK_TIMEOUT")]
+    pub cluster_link_timeout: Option<u64>,
 }
 
 /// Where one TLS endpoint's certificate material is read from (again on SIGHUP).
@@ -187,6 +191,7 @@ pub struct FileConfig {
     cluster_listen: Option<String>,
     cluster_peers: Option<String>,
     cluster_secret_file: Option<PathBuf>,
+    cluster_link_timeout: Option<u64>,
 }
 
 /// The resolved settings.
@@ -280,6 +285,7 @@ impl Config {
             cli.cluster_secret_file
                 .take()
                 .or(file.cluster_secret_file.take()),
+            cli.cluster_link_timeout.or(file.cluster_link_timeout),
         )?;
         Ok(Config {
             cluster,

@@ -5,14 +5,21 @@
 //! control lane (votes, heartbeats, replies) first, so a heartbeat never waits behind a
 //! snapshot. The bulk lane's bytes are bounded by the link's semaphore: each queued bulk
 //! frame holds permits for its size until it is written.
+//!
+//! Liveness (docs/design/cluster.md §5): a writer with nothing to write for the
+//! heartbeat interval writes a heartbeat frame, so a live peer is never silent for long;
+//! the reader gives up on a peer from which no byte arrived for the link timeout while
+//! it was waiting for one (time spent in a handler it awaits does not count: a slow
+//! handler is this node's doing, not a sign that the peer is gone).
 
 use std::io::{self, IoSlice};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::frame::{self, Frame, HEADER_LEN};
+use super::frame::{self, Frame, Kind, HEADER_LEN};
 
 /// Frames written per round at most (two slices each: the kernel takes up to 1024).
 const ROUND_FRAMES: usize = 256;
@@ -96,14 +103,21 @@ impl Lanes {
 }
 
 /// Writes what the lanes bring until they close (every `Lanes` dropped) or the socket
-/// fails.
-pub async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: LaneRx) -> io::Result<()> {
+/// fails, and a heartbeat frame whenever nothing was written for `heartbeat`.
+pub async fn write_loop<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: LaneRx,
+    heartbeat: Duration,
+) -> io::Result<()> {
     let mut round: Vec<Out> = Vec::with_capacity(ROUND_FRAMES);
     loop {
         let first = tokio::select! {
             biased;
             Some(o) = rx.control.recv() => o,
             Some(o) = rx.bulk.recv() => o,
+            () = tokio::time::sleep(heartbeat) => {
+                Out::new(frame::header(Kind::Heartbeat, 0, 0, 0), bytes::Bytes::new(), None)
+            }
             else => return Ok(()),
         };
         let mut bytes = first.len();
@@ -148,20 +162,25 @@ pub struct FrameReader<R> {
     r: R,
     buf: BytesMut,
     max: usize,
+    /// How long a read may wait for the peer's next byte (the link timeout).
+    idle: Duration,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    /// A reader over `r` for frames of at most `max` payload bytes.
-    pub fn new(r: R, max: usize) -> Self {
+    /// A reader over `r` for frames of at most `max` payload bytes, from a peer that
+    /// sends something (a heartbeat at least) more often than every `idle`.
+    pub fn new(r: R, max: usize, idle: Duration) -> Self {
         FrameReader {
             r,
             buf: BytesMut::with_capacity(64 * 1024),
             max,
+            idle,
         }
     }
 
     /// The next frame; `None` at a clean end of stream. An oversized or malformed frame
-    /// is an `InvalidData` error: the caller closes the connection.
+    /// is an `InvalidData` error, a peer silent for the idle time a `TimedOut` one: the
+    /// caller closes the connection.
     pub async fn next(&mut self) -> io::Result<Option<Frame>> {
         loop {
             match frame::decode(&mut self.buf, self.max) {
@@ -169,7 +188,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Ok(None) => {}
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
             }
-            if self.r.read_buf(&mut self.buf).await? == 0 {
+            let read = tokio::time::timeout(self.idle, self.r.read_buf(&mut self.buf)).await;
+            let n = read.map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("nothing received for {:?}", self.idle),
+                )
+            })??;
+            if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {

@@ -30,6 +30,10 @@ pub enum Kind {
     /// The request with the same `corr` failed on the receiver (first payload byte: a
     /// [`ReplyError`] code, then a UTF-8 text).
     ReplyErr = 7,
+    /// Nothing: written by a connection's writer when it had nothing else to write for
+    /// the heartbeat interval, so the reader at the other end can tell a quiet peer from
+    /// a frozen or cut-off one (no payload, group and corr 0).
+    Heartbeat = 8,
 }
 
 impl Kind {
@@ -42,6 +46,7 @@ impl Kind {
             5 => Kind::Send,
             6 => Kind::Reply,
             7 => Kind::ReplyErr,
+            8 => Kind::Heartbeat,
             _ => return None,
         })
     }

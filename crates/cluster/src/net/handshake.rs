@@ -27,7 +27,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 type HmacSha256 = Hmac<Sha256>;
 
 const MAGIC: &[u8; 4] = b"BRKC";
-const VERSION: u16 = 1;
+/// 2: heartbeat frames (a node of version 1 would close the connection at the first).
+const VERSION: u16 = 2;
 /// The largest hello or proof accepted: a name and a peer list, never more.
 const MAX_MSG: usize = 64 * 1024;
 

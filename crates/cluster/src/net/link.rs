@@ -5,6 +5,13 @@
 //! A request registers its correlation id before its frame is queued, and every way a
 //! connection ends clears the registrations, so a request in flight always gets an
 //! answer: the reply, `Unreachable` or its timeout.
+//!
+//! The link's state is its session: `Some(n)` while its n-th connection is up, `None`
+//! while down. A connection ends when the peer closes it, when it fails, or when nothing
+//! came from the peer for the link timeout (frozen, or cut off with packets dropped:
+//! TCP alone would take minutes to notice). The connections the peer dialed to this node
+//! are closed with it (`listener.rs`), so the peer sees the loss too and both sides
+//! act on it (requeues, cancels) even when only one side noticed first.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +39,10 @@ pub(crate) struct Link {
     next_corr: AtomicU64,
     /// Permits = bytes the bulk lane may still queue (kept across reconnects).
     bulk: Arc<Semaphore>,
-    up: watch::Sender<bool>,
+    /// `Some(n)` while the n-th connection is up (see the module's header).
+    session: watch::Sender<Option<u64>>,
+    /// Connections opened so far.
+    opened: AtomicU64,
     hello: Mutex<Option<PeerHello>>,
 }
 
@@ -64,21 +74,44 @@ impl Link {
             pending: Mutex::new(HashMap::new()),
             next_corr: AtomicU64::new(1),
             bulk: Arc::new(Semaphore::new(bulk_bytes)),
-            up: watch::channel(false).0,
+            session: watch::channel(None).0,
+            opened: AtomicU64::new(0),
             hello: Mutex::new(None),
         }
     }
 
     pub fn is_up(&self) -> bool {
-        *self.up.borrow()
+        self.session.borrow().is_some()
+    }
+
+    pub fn session(&self) -> Option<u64> {
+        *self.session.borrow()
     }
 
     pub async fn wait_up(&self) -> Result<(), NetError> {
-        let mut rx = self.up.subscribe();
-        rx.wait_for(|up| *up)
+        let mut rx = self.session.subscribe();
+        rx.wait_for(|s| s.is_some())
             .await
             .map(|_| ())
             .map_err(|_| NetError::Stopped)
+    }
+
+    /// Resolves when a connection of this link that is up now, or that comes up later,
+    /// goes down: a connection the peer dialed to this node ends then (it would outlive
+    /// a loss the peer must see too). Never resolves while the link stays up or down.
+    pub async fn lost(&self) {
+        let mut rx = self.session.subscribe();
+        let mut seen = *rx.borrow_and_update();
+        loop {
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let now = *rx.borrow_and_update();
+            if seen.is_some() && now != seen {
+                return;
+            }
+            seen = now;
+        }
     }
 
     pub fn hello(&self) -> Option<PeerHello> {
@@ -196,12 +229,13 @@ impl Link {
     /// The connection ended: down, and every request in flight fails.
     pub fn closed(&self) {
         *lock(&self.lanes) = None;
-        self.up.send_replace(false);
+        self.session.send_replace(None);
         lock(&self.pending).clear();
     }
 
     fn reply(&self, f: Frame) -> std::io::Result<()> {
         match f.kind {
+            Kind::Heartbeat => Ok(()),
             Kind::Reply | Kind::ReplyErr => {
                 // A reply whose request timed out meanwhile has no one waiting: dropped.
                 if let Some(tx) = lock(&self.pending).remove(&f.corr) {
@@ -228,8 +262,16 @@ pub(crate) async fn run(shared: Arc<Shared>, link: Arc<Link>) {
                 wait = first;
                 tracing::info!(peer = %link.name, addr = %link.addr, "cluster link up");
                 *lock(&link.hello) = Some(hello);
-                serve(&shared, &link, stream).await;
-                tracing::info!(peer = %link.name, "cluster link down");
+                match serve(&shared, &link, stream).await {
+                    Ok(()) => {
+                        tracing::info!(peer = %link.name, "cluster link down: closed by the peer")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => tracing::warn!(
+                        peer = %link.name,
+                        "cluster link down: {e} (the peer is frozen, overloaded or cut off)"
+                    ),
+                    Err(e) => tracing::info!(peer = %link.name, "cluster link down: {e}"),
+                }
             }
             Err(e) => {
                 if shared.log_limit.allow(&format!("dial {}", link.name)) {
@@ -270,12 +312,14 @@ async fn dial(shared: &Shared, link: &Link) -> Result<(TcpStream, PeerHello), St
     Ok((s, hello))
 }
 
-async fn serve(shared: &Shared, link: &Link, stream: TcpStream) {
+/// Serves one connection of `link` until it ends; the link is down when this returns.
+async fn serve(shared: &Shared, link: &Link, stream: TcpStream) -> std::io::Result<()> {
     let (r, w) = stream.into_split();
     let (lanes, rx) = conn::lanes();
     *lock(&link.lanes) = Some(lanes);
-    link.up.send_replace(true);
-    let mut reader = FrameReader::new(r, shared.cfg.max_frame);
+    let n = link.opened.fetch_add(1, Ordering::Relaxed) + 1;
+    link.session.send_replace(Some(n));
+    let mut reader = FrameReader::new(r, shared.cfg.max_frame, shared.cfg.link_timeout);
     let read = async {
         while let Some(f) = reader.next().await? {
             link.reply(f)?;
@@ -283,13 +327,9 @@ async fn serve(shared: &Shared, link: &Link, stream: TcpStream) {
         Ok::<_, std::io::Error>(())
     };
     let res = tokio::select! {
-        r = conn::write_loop(w, rx) => r,
+        r = conn::write_loop(w, rx, shared.cfg.heartbeat) => r,
         r = read => r,
     };
     link.closed();
-    if let Err(e) = res {
-        if shared.log_limit.allow(&format!("link {}", link.name)) {
-            tracing::warn!(peer = %link.name, "cluster link closed: {e} (logged once a minute)");
-        }
-    }
+    res
 }

@@ -1,6 +1,11 @@
 //! Accepts peers on `--cluster-listen`, authenticates them (`handshake.rs`) and answers
 //! their requests on the same connection: Raft RPCs go to the group named in the frame,
 //! app messages to their service. Replies take the connection's control lane.
+//!
+//! Such a connection ends with the peer's (it closes it, or is silent for the link
+//! timeout), and also when this node's own link to that peer goes down: a node that
+//! lost the peer closes everything it has with it, so that the peer, whose own link
+//! then drops, sees the loss as well and acts on it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -42,6 +47,12 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
     );
     let hello = match tokio::time::timeout(limit, hs).await {
         Ok(Ok(h)) => h,
+        Ok(Err(handshake::HandshakeError::Io(e))) if dialer_gone(&e) => {
+            // a dialer that gave up while this node was not accepting (frozen, or
+            // busy): nothing was refused
+            tracing::debug!(%addr, "a cluster connection closed before its handshake: {e}");
+            return;
+        }
         Ok(Err(e)) => {
             shared
                 .refused
@@ -57,16 +68,35 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
     shared.heard(&hello.name);
     let (r, w) = stream.into_split();
     let (lanes, rx) = conn::lanes();
-    let reader = FrameReader::new(r, shared.cfg.max_frame);
+    let reader = FrameReader::new(r, shared.cfg.max_frame, shared.cfg.link_timeout);
+    let link = shared.find_link(from);
+    let lost = async {
+        match &link {
+            Some(l) => l.lost().await,
+            None => std::future::pending().await,
+        }
+    };
     let res = tokio::select! {
-        r = conn::write_loop(w, rx) => r,
+        r = conn::write_loop(w, rx, shared.cfg.heartbeat) => r,
         r = dispatch(&shared, from, reader, lanes) => r,
+        () = lost => {
+            tracing::debug!(peer = %hello.name, "closed the cluster connection from the peer: the link to it went down");
+            Ok(())
+        }
     };
     if let Err(e) = res {
         if shared.log_limit.allow(&format!("from {}", hello.name)) {
             tracing::warn!(peer = %hello.name, "closed the cluster connection from the peer: {e} (logged once a minute)");
         }
     }
+}
+
+/// Whether a handshake failed because the dialer had already closed the connection.
+fn dialer_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    )
 }
 
 async fn dispatch(
@@ -78,6 +108,7 @@ async fn dispatch(
     while let Some(f) = reader.next().await? {
         match f.kind {
             Kind::Append | Kind::Vote | Kind::Snapshot => raft_rpc(shared, f, &lanes),
+            Kind::Heartbeat => {}
             Kind::Call => call(shared, from, f, &lanes),
             Kind::Send => match shared.service(f.group) {
                 // Awaited here: one peer's one-way messages are handled in order, and a

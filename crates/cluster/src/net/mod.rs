@@ -155,11 +155,18 @@ pub struct NetConfig {
     pub handshake_timeout: Duration,
     /// The first and the longest wait between two dials of a peer that is down.
     pub backoff: (Duration, Duration),
+    /// How long a connection may be silent before it is closed as dead (its peer frozen
+    /// or cut off): the link is then down, as if the peer had closed it.
+    pub link_timeout: Duration,
+    /// How often a connection with nothing else to send sends a heartbeat frame (kept
+    /// below half the link timeout).
+    pub heartbeat: Duration,
 }
 
 impl NetConfig {
     /// A configuration with the default limits: 16 MiB frames, 64 MiB of bulk per peer,
-    /// 10 s calls, 5 s handshakes, redial after 50 ms doubling up to 2 s.
+    /// 10 s calls, 5 s handshakes, redial after 50 ms doubling up to 2 s, links dead
+    /// after [`DEFAULT_LINK_TIMEOUT`] of silence with a heartbeat every fifth of it.
     pub fn new(
         name: impl Into<String>,
         listen: impl Into<String>,
@@ -174,9 +181,19 @@ impl NetConfig {
             call_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
             backoff: (Duration::from_millis(50), Duration::from_secs(2)),
+            link_timeout: DEFAULT_LINK_TIMEOUT,
+            heartbeat: DEFAULT_LINK_TIMEOUT / 5,
         }
     }
 }
+
+/// The default link timeout. RabbitMQ's `net_ticktime` is 60 s; this is far shorter so
+/// that a frozen or cut-off node is shown down, and its consumers' messages come back,
+/// within seconds. It is still well above what a loaded machine delays a heartbeat by:
+/// the writer sends one after a second of quiet, the reader counts only time spent
+/// waiting for bytes, and Raft's own elections (1-3 s) already assume the runtime
+/// answers within a second.
+pub const DEFAULT_LINK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A transport whose listener is bound (so its address is known) but that dials no one
 /// yet: tests bind every node on port 0 first, then start each with the others' addresses.
@@ -268,6 +285,20 @@ impl Transport {
     /// Whether this node's connection to `peer` is open and authenticated.
     pub fn is_up(&self, peer: NodeId) -> bool {
         self.shared.find_link(peer).is_some_and(|l| l.is_up())
+    }
+
+    /// Which connection to `peer` is up: `Some(n)` while the link's n-th connection is
+    /// open and authenticated, `None` while it is down. Whoever acts on the loss of a
+    /// peer keeps what it saw and compares: any other value later means the link went
+    /// down since, even if it came back in between (a connection that dropped took its
+    /// requests, replies and one-way messages with it).
+    pub fn link_session(&self, peer: NodeId) -> Option<u64> {
+        self.shared.find_link(peer).and_then(|l| l.session())
+    }
+
+    /// How long a silent connection is kept (`NetConfig::link_timeout`).
+    pub fn link_timeout(&self) -> Duration {
+        self.shared.cfg.link_timeout
     }
 
     /// Waits until the connection to `peer` is open and authenticated.

@@ -46,6 +46,12 @@ impl Shared {
             .bulk_bytes
             .max(cfg.max_frame + super::HEADER_LEN)
             .min(u32::MAX as usize);
+        // A peer must hear from this node at least twice per timeout.
+        cfg.link_timeout = cfg.link_timeout.max(std::time::Duration::from_millis(100));
+        cfg.heartbeat = cfg
+            .heartbeat
+            .max(std::time::Duration::from_millis(10))
+            .min(cfg.link_timeout / 2);
         let id = node_id(&cfg.name);
         let peers: Vec<PeerAddr> = peers.into_iter().filter(|p| p.name != cfg.name).collect();
         let mut peer_names: Vec<String> = peers.iter().map(|p| p.name.clone()).collect();

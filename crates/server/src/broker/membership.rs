@@ -37,12 +37,15 @@ pub(crate) async fn start(
 ) -> Result<MetaHandle, String> {
     let (name, listen) = (s.cluster.name.clone(), settings.listen.clone());
     let (secret, peers) = (settings.secret.0.clone(), settings.peers.clone());
+    let link_timeout = settings.link_timeout;
     let log = s.cluster.log.clone();
     let cluster = s.cluster.clone();
     let membership = s
         .cluster
         .run(async move {
             let mut cfg = NetConfig::new(name, listen.clone(), secret);
+            cfg.link_timeout = link_timeout;
+            cfg.heartbeat = link_timeout / 5;
             let need = usize::try_from(max_message)
                 .unwrap_or(usize::MAX)
                 .saturating_add(FRAME_HEADROOM);

@@ -12,8 +12,11 @@
 //! - Notes ([`wire::NOTE_SERVICE`]): settles of messages got from another node, and
 //!   the close of its channel. A message got without no-ack is held at the home under
 //!   the asking channel's proxy key ([`wire::proxy_key`]); when the link to that node
-//!   goes (its node stopped or was cut off), every such channel counts as closed, so
-//!   the messages come back to the queue, as RabbitMQ requeues a dead channel's.
+//!   goes (its node stopped, froze or was cut off: the transport's link timeout), every
+//!   such channel counts as closed, so the messages come back to the queue, as RabbitMQ
+//!   requeues a dead channel's. What is held is tagged with the link's session when it
+//!   was taken, so a link that dropped and came back between two looks is a loss too
+//!   (deliveries sent on the dropped connection never reached the node).
 //!   The ids handed out carry this run's epoch ([`tag`]): a settle sent to an earlier
 //!   run of the node (the message came back redelivered when it restarted) is ignored
 //!   rather than settling whatever the restarted queue numbers so.
@@ -40,9 +43,72 @@ const CREDIT_WAIT: Duration = Duration::from_secs(5);
 /// How often the links of nodes holding messages got from here are looked at.
 const LINK_CHECK: Duration = Duration::from_millis(250);
 
-/// Channels of other nodes holding unacked messages of queues here: by node, the
-/// (vhost, queue, proxy key) of each.
-type Held = Arc<Mutex<HashMap<NodeId, HashSet<(String, String, ChannelKey)>>>>;
+/// Channels of other nodes holding unacked messages of queues here, by node.
+type Held = Arc<Mutex<HashMap<NodeId, NodeHeld>>>;
+
+/// The (vhost, queue, proxy key) of a channel of another node holding messages here.
+type HeldChannel = (String, String, ChannelKey);
+
+/// What the channels of one node hold here, and the session of the link to that node
+/// ([`Transport::link_session`]) they took it under.
+struct NodeHeld {
+    session: Option<u64>,
+    channels: HashSet<HeldChannel>,
+}
+
+/// Takes out what node `n`'s channels hold if the link to it is not in the session they
+/// took it under (it went down since, maybe up again), and forgets the gates of its
+/// proxies: the caller requeues (`requeue`). Called under the `Held` lock, so a request
+/// of the node's new session cannot slip its gates in between.
+fn take_lost(
+    h: &mut HashMap<NodeId, NodeHeld>,
+    gates: &Gates,
+    n: NodeId,
+    now: Option<u64>,
+) -> Option<HashSet<HeldChannel>> {
+    let lost = h.get(&n).is_some_and(|e| now.is_none() || e.session != now);
+    if !lost {
+        return None;
+    }
+    remote_consume::node_down(gates, n);
+    h.remove(&n).map(|e| e.channels)
+}
+
+/// Closes the lost channels at their queues: their unacked messages come back.
+fn requeue(rt: &Runtime, lost: HashSet<HeldChannel>) {
+    for (vhost, queue, key) in lost {
+        if let Ok(q) = local_queue(rt, &vhost, &queue) {
+            q.channel_closed(key);
+        }
+    }
+}
+
+/// Records that a channel of node `from` holds messages of a queue here (before it is
+/// given any), under the link's session now; what the node held under an earlier one
+/// is requeued first.
+fn hold(
+    rt: &Runtime,
+    (held, gates, net): (&Held, &Gates, &Transport),
+    from: NodeId,
+    ch: HeldChannel,
+) {
+    let now = net.link_session(from);
+    let lost = {
+        let mut h = lock(held);
+        let lost = take_lost(&mut h, gates, from, now);
+        h.entry(from)
+            .or_insert_with(|| NodeHeld {
+                session: now,
+                channels: HashSet::new(),
+            })
+            .channels
+            .insert(ch);
+        lost
+    };
+    if let Some(lost) = lost {
+        requeue(rt, lost);
+    }
+}
 
 /// Registers the services on `net` and starts the task that requeues the messages of
 /// nodes whose link went down; runs on the cluster runtime.
@@ -195,10 +261,7 @@ async fn op(
             let q = local_queue(rt, &vhost, &queue)?;
             let key = wire::proxy_key(from, connection, channel);
             if !no_ack {
-                lock(held)
-                    .entry(from)
-                    .or_default()
-                    .insert((vhost, queue, key));
+                hold(rt, (held, gates, &net), from, (vhost, queue, key));
             }
             let got = q.get(key, no_ack).await.map_err(gone)?;
             Ok(match got {
@@ -224,10 +287,12 @@ async fn op(
         } => {
             let q = local_queue(rt, &vhost, &queue)?;
             let key = wire::proxy_key(from, connection, channel);
-            lock(held)
-                .entry(from)
-                .or_default()
-                .insert((vhost.clone(), queue.clone(), key));
+            hold(
+                rt,
+                (held, gates, &net),
+                from,
+                (vhost.clone(), queue.clone(), key),
+            );
             let req = remote_consume::ConsumeReq {
                 vhost,
                 queue,
@@ -309,8 +374,8 @@ fn note(rt: &Runtime, from: NodeId, n: Note, (held, gates): (&Held, &Gates)) {
         } => {
             let key = wire::proxy_key(from, connection, channel);
             remote_consume::channel_closed(gates, from, key);
-            if let Some(set) = lock(held).get_mut(&from) {
-                set.remove(&(vhost.clone(), queue.clone(), key));
+            if let Some(e) = lock(held).get_mut(&from) {
+                e.channels.remove(&(vhost.clone(), queue.clone(), key));
             }
             if let Ok(q) = local_queue(rt, &vhost, &queue) {
                 q.channel_closed(key);
@@ -319,25 +384,24 @@ fn note(rt: &Runtime, from: NodeId, n: Note, (held, gates): (&Held, &Gates)) {
     }
 }
 
-/// Requeues what the channels of a node hold once its link is down.
+/// Requeues what the channels of a node hold once its link is down, or went down and
+/// came back, since they took it.
 async fn watch_links(net: Transport, rt: Weak<Runtime>, held: Held, gates: Gates) {
     loop {
         tokio::time::sleep(LINK_CHECK).await;
         let Some(rt) = rt.upgrade() else {
             return;
         };
-        let down: Vec<_> = {
+        let lost: Vec<_> = {
             let mut h = lock(&held);
-            let gone: Vec<NodeId> = h.keys().filter(|n| !net.is_up(**n)).copied().collect();
-            for n in &gone {
-                remote_consume::node_down(&gates, *n);
-            }
-            gone.into_iter().filter_map(|n| h.remove(&n)).collect()
+            let nodes: Vec<NodeId> = h.keys().copied().collect();
+            nodes
+                .into_iter()
+                .filter_map(|n| take_lost(&mut h, &gates, n, net.link_session(n)))
+                .collect()
         };
-        for (vhost, queue, key) in down.into_iter().flatten() {
-            if let Ok(q) = local_queue(&rt, &vhost, &queue) {
-                q.channel_closed(key);
-            }
+        for l in lost {
+            requeue(&rt, l);
         }
     }
 }

@@ -14,7 +14,9 @@
 //! On the consumer's node a [`Registry`] maps each channel with such consumers to its
 //! actor: deliveries go to it ([`RemoteDeliver`]), and a task cancels (basic.cancel) the
 //! consumers of a home whose link went down, as RabbitMQ cancels the consumers of a
-//! queue whose node is gone. Their unacked deliveries stay on the channel: acks of them
+//! queue whose node is gone. Each consumer keeps the link's session it was registered
+//! under, so a link that dropped and came back between two looks cancels it too (the
+//! home requeued what it had sent, and forgot its proxy). Their unacked deliveries stay on the channel: acks of them
 //! go to a home that ignores them (the ids carry its run's epoch), as RabbitMQ ignores
 //! acks for a dead queue.
 
@@ -34,7 +36,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// How often the consumer's node looks at the links to the homes of its consumers.
+/// How often the consumer's node looks at the links to the homes of its consumers (a
+/// loss is not missed between looks: sessions are compared, not up or down).
 const LINK_CHECK: Duration = Duration::from_millis(250);
 
 /// Gates of proxies holding unacked deliveries, by (node, vhost, queue): per message
@@ -290,6 +293,8 @@ pub struct RemoteDeliver {
 struct Remote {
     tag: Arc<str>,
     home: NodeId,
+    /// The link's session to the home when the consumer was registered.
+    session: Option<u64>,
     queue: Arc<QueueEntry>,
     no_ack: bool,
 }
@@ -325,6 +330,7 @@ impl Registry {
         queue: Arc<QueueEntry>,
         no_ack: bool,
     ) {
+        let session = queue.home_session();
         lock(&self.0)
             .entry(key)
             .or_insert_with(|| Reg {
@@ -336,6 +342,7 @@ impl Registry {
             .push(Remote {
                 tag,
                 home,
+                session,
                 queue,
                 no_ack,
             });
@@ -420,7 +427,8 @@ pub async fn to_consumer(payload: Bytes) -> Result<Bytes, String> {
     Ok(Bytes::new())
 }
 
-/// Cancels the consumers of homes whose link is down (basic.cancel to the client).
+/// Cancels the consumers of homes whose link is down, or is on another connection than
+/// the one they were registered under (basic.cancel to the client).
 pub async fn watch_homes(net: Transport) {
     loop {
         tokio::time::sleep(LINK_CHECK).await;
@@ -429,7 +437,8 @@ pub async fn watch_homes(net: Transport) {
             let mut r = lock(&registry().0);
             for reg in r.values_mut() {
                 reg.consumers.retain(|c| {
-                    let up = net.is_up(c.home);
+                    let now = net.link_session(c.home);
+                    let up = now.is_some() && now == c.session;
                     if !up {
                         gone.push((reg.cancel.clone(), c.tag.clone()));
                     }

@@ -1,15 +1,21 @@
-//! The cluster settings (`--cluster-listen`, `--cluster-peers`, `--cluster-secret-file`;
-//! docs/design/cluster.md §5, §7), checked before anything starts: a cluster that would
+//! The cluster settings (`--cluster-listen`, `--cluster-peers`, `--cluster-secret-file`,
+//! `--cluster-link-timeout`; docs/design/cluster.md §5, §7), checked before anything starts: a cluster that would
 //! form wrong (no secret, a secret others can read, a peer list naming this node at
 //! another address) is refused with a message, as Erlang refuses a readable cookie.
 
 use broker_cluster::net::PeerAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// RabbitMQ's inter-node (Erlang distribution) port, the default of `--cluster-listen`
 /// when this node is not in its own peer list.
 const DEFAULT_CLUSTER_PORT: u16 = 25672;
+
+/// The range of `--cluster-link-timeout`, in seconds: below one second a busy machine
+/// would take live nodes for dead ones; above ten minutes a lost node goes unnoticed
+/// for longer than TCP itself would take.
+const LINK_TIMEOUT_SECS: std::ops::RangeInclusive<u64> = 1..=600;
 
 /// The shared secret, never printed (`Config` is `Debug`).
 #[derive(Clone)]
@@ -31,17 +37,29 @@ pub struct ClusterSettings {
     pub peers: Vec<PeerAddr>,
     /// The contents of `--cluster-secret-file` (trailing whitespace removed).
     pub secret: Secret,
+    /// How long a silent link to another node is kept (`--cluster-link-timeout`).
+    pub link_timeout: Duration,
 }
 
-/// Resolves the three settings. No peers: `None`, whatever else is set.
+/// Resolves the settings. No peers: `None`, whatever else is set.
 pub fn resolve(
     node_name: &str,
     listen: Option<String>,
     peers: Option<String>,
     secret_file: Option<PathBuf>,
+    link_timeout_secs: Option<u64>,
 ) -> Result<Option<ClusterSettings>, String> {
     let Some(peers) = peers.filter(|p| !p.trim().is_empty()) else {
         return Ok(None);
+    };
+    let link_timeout = match link_timeout_secs {
+        None => broker_cluster::net::DEFAULT_LINK_TIMEOUT,
+        Some(s) if LINK_TIMEOUT_SECS.contains(&s) => Duration::from_secs(s),
+        Some(s) => {
+            return Err(format!(
+                "--cluster-link-timeout {s} is out of range: 1 to 600 seconds"
+            ))
+        }
     };
     let mut parsed: Vec<PeerAddr> = Vec::new();
     for entry in peers.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -78,6 +96,7 @@ pub fn resolve(
         listen,
         peers: parsed,
         secret: Secret(read_secret(&path)?),
+        link_timeout,
     }))
 }
 
@@ -136,24 +155,38 @@ mod tests {
     #[test]
     fn peers_need_a_private_non_empty_secret() {
         let peers = Some("b@h:1,c@h:2".to_string());
-        assert!(
-            err(resolve("a", None, peers.clone(), None)).contains("needs --cluster-secret-file")
-        );
+        assert!(err(resolve("a", None, peers.clone(), None, None))
+            .contains("needs --cluster-secret-file"));
         let (_d, open) = secret_file(0o644, "s");
-        let e = err(resolve("a", None, peers.clone(), Some(open)));
+        let e = err(resolve("a", None, peers.clone(), Some(open), None));
         assert!(
             e.contains("accessible by its owner only") && e.contains("0644"),
             "{e}"
         );
         let (_d, empty) = secret_file(0o600, "\n");
-        assert!(err(resolve("a", None, peers.clone(), Some(empty))).contains("is empty"));
+        assert!(err(resolve("a", None, peers.clone(), Some(empty), None)).contains("is empty"));
         let (_d, good) = secret_file(0o400, "s3cret\n");
-        let Ok(Some(c)) = resolve("a", None, peers, Some(good)) else {
+        let Ok(Some(c)) = resolve("a", None, peers.clone(), Some(good.clone()), None) else {
             panic!("a valid cluster setting");
         };
         assert_eq!(c.secret.0, b"s3cret");
         assert_eq!(c.listen, "0.0.0.0:25672");
         assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.link_timeout, Duration::from_secs(5));
+        let Ok(Some(c)) = resolve("a", None, peers.clone(), Some(good.clone()), Some(12)) else {
+            panic!("a valid link timeout");
+        };
+        assert_eq!(c.link_timeout, Duration::from_secs(12));
+        for bad in [0, 601] {
+            let e = err(resolve(
+                "a",
+                None,
+                peers.clone(),
+                Some(good.clone()),
+                Some(bad),
+            ));
+            assert!(e.contains("--cluster-link-timeout"), "{e}");
+        }
     }
 
     #[test]
@@ -165,6 +198,7 @@ mod tests {
                 listen.map(String::from),
                 Some(peers.into()),
                 Some(s.clone()),
+                None,
             )
         };
         assert!(err(go(None, "b@h:1,nonsense")).contains("is not NAME@HOST:PORT"));
@@ -176,6 +210,6 @@ mod tests {
             panic!("the node's own entry gives its listen address");
         };
         assert_eq!((c.listen.as_str(), c.peers.len()), ("h:1", 2));
-        assert!(matches!(resolve("a", None, None, None), Ok(None)));
+        assert!(matches!(resolve("a", None, None, None, None), Ok(None)));
     }
 }

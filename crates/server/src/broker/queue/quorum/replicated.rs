@@ -12,7 +12,8 @@
 //! anything was checked out or subscribed under them, proposes `LeaderChanged` (their
 //! messages come back, redelivered, and every consumer is cancelled with basic.cancel);
 //! while it leads, a member node whose link goes down gets a `Down { node }` (its
-//! consumers' messages come back).
+//! consumers' messages come back). Links are compared by session, so one that dropped
+//! and came back between two looks is a loss too (what was sent on it may be gone).
 
 use super::round::Round;
 use super::{Answer, EffectBuffer, Proposal, QueueActor};
@@ -184,7 +185,7 @@ async fn follow_leadership(
 ) {
     let mut lead = group.leadership();
     let mut handled_term = 0;
-    let mut up: HashMap<NodeId, bool> = HashMap::new();
+    let mut up: HashMap<NodeId, Option<u64>> = HashMap::new();
     let mut tick = tokio::time::interval(LINK_CHECK);
     loop {
         let now = *lead.borrow_and_update();
@@ -192,7 +193,7 @@ async fn follow_leadership(
         if now.leading && now.term != handled_term {
             handled_term = now.term;
             take_over(&group).await;
-            up = peers.iter().map(|p| (*p, net.is_up(*p))).collect();
+            up = peers.iter().map(|p| (*p, net.link_session(*p))).collect();
         }
         tokio::select! {
             changed = lead.changed() => {
@@ -235,15 +236,16 @@ fn holds_anything(sm: &QqSm) -> bool {
     c.consumers.load(Ordering::Relaxed) > 0 || c.unacked.load(Ordering::Relaxed) > 0
 }
 
-/// `Down { node }` for each member whose link went down since the last look.
+/// `Down { node }` for each member whose link went down since the last look (is down,
+/// or on another connection than the one seen then).
 async fn links(
     group: &QuorumGroup,
     net: &broker_cluster::net::Transport,
-    up: &mut HashMap<NodeId, bool>,
+    up: &mut HashMap<NodeId, Option<u64>>,
 ) {
     for (peer, was) in up.iter_mut() {
-        let is = net.is_up(*peer);
-        if *was && !is {
+        let is = net.link_session(*peer);
+        if was.is_some() && *was != is {
             tracing::info!(
                 group = group.id,
                 node = *peer,
