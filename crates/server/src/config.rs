@@ -6,6 +6,7 @@ mod cluster;
 pub use cluster::{ClusterSettings, Secret};
 
 use crate::broker::login_throttle::ThrottleSettings;
+use crate::broker::placement::LeaderLocator;
 use crate::limits::{available_memory, Limit};
 use broker_core::auth::PasswordHashing;
 use clap::Parser;
@@ -136,6 +137,11 @@ pub struct Cli {
     /// only, as Erlang's cookie); required with --cluster-peers
     #[arg(long, env = "BROKER_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// Where a new quorum queue's leader goes when neither a policy's
+    /// queue-leader-locator nor its x-queue-leader-locator says: client-local (the
+    /// declaring node) or balanced (the node leading the fewest) [default: client-local]
+    #[arg(long, env = "BROKER_QUEUE_LEADER_LOCATOR")]
+    pub queue_leader_locator: Option<LeaderLocator>,
 }
 
 /// Where one TLS endpoint's certificate material is read from (again on SIGHUP).
@@ -187,6 +193,7 @@ pub struct FileConfig {
     cluster_listen: Option<String>,
     cluster_peers: Option<String>,
     cluster_secret_file: Option<PathBuf>,
+    queue_leader_locator: Option<String>,
 }
 
 /// The resolved settings.
@@ -241,6 +248,8 @@ pub struct Config {
     pub login_throttle: ThrottleSettings,
     /// The cluster this node forms with its peers; `None`: a cluster of one.
     pub cluster: Option<ClusterSettings>,
+    /// The default queue leader locator of new quorum queues (`broker/placement.rs`).
+    pub queue_leader_locator: LeaderLocator,
 }
 
 impl Config {
@@ -281,8 +290,16 @@ impl Config {
                 .take()
                 .or(file.cluster_secret_file.take()),
         )?;
+        let queue_leader_locator = match cli.queue_leader_locator {
+            Some(l) => l,
+            None => match file.queue_leader_locator.take() {
+                Some(s) => s.parse()?,
+                None => LeaderLocator::ClientLocal,
+            },
+        };
         Ok(Config {
             cluster,
+            queue_leader_locator,
             node_name,
             listen,
             tls_listen,
