@@ -220,11 +220,16 @@ def test_reject_publish_nacks_a_publisher_on_a_node_that_is_no_member(cluster):
 
 
 def test_methods_right_after_a_declare_through_another_node(cluster):
-    n0, n1, _ = cluster.nodes
+    # declared through the metadata leader (it applies an entry as soon as it commits
+    # it), used through a follower (which applies it once it hears of the commit)
+    leads = eventually(lambda: [x["name"] for x in cluster.nodes[0].api("/api/nodes") if x["metadata_leader"]],
+                       what="a metadata leader")
+    n0 = cluster.node_named(leads[0])
+    n1 = next(n for n in cluster.nodes if n is not n0)
     c0, ch0 = channel(n0)
     c1, ch1 = channel(n1)
     ch1.confirm_delivery()
-    for i in range(5):
+    for i in range(10):
         x, q = f"race.x{i}", f"race.q{i}"
         ch0.exchange_declare(x, "direct", durable=True)
         ch1.exchange_declare(x, "direct", passive=True)
@@ -250,7 +255,7 @@ def test_methods_right_after_a_declare_through_another_node(cluster):
         eventually(lambda: n0.api(f"/api/bindings/%2F/e/{x}/q/{q}") == [], what="queue unbound")
         eventually(lambda: n0.api(f"/api/bindings/%2F/e/{x}.2/e/{x}.3") == [], what="exchange unbound")
         assert n0.api(f"/api/bindings/%2F/e/{x}/e/{x}.3") != []
-    for i in range(5):
+    for i in range(10):
         for q in (f"race.q{i}", f"race.q{i}.p", f"race.q{i}.c"):
             ch0.queue_delete(q)
         for x in (f"race.x{i}", f"race.x{i}.2", f"race.x{i}.3"):
