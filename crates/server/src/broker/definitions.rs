@@ -147,7 +147,12 @@ impl VHost {
             arguments: b.arguments.clone(),
         };
         let key = def.key();
-        let current = Self::record(s, &key)?;
+        let mut current = Self::record(s, &key)?;
+        if current.is_none() && !bind && self.catch_up().await {
+            // a binding made through another node a moment ago may not be applied
+            // here yet: an unbind that found nothing looks again once it is
+            current = Self::record(s, &key)?;
+        }
         let (guards, ops) = match (bind, current) {
             (true, Some(_)) | (false, None) => return Ok(true),
             (true, None) => {
