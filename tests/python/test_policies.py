@@ -240,6 +240,8 @@ def test_api_shapes_and_listing(api, pol):
     ({"max-length": "abc"}, '<<"abc">> is not a valid maximum length'),
     ({"overflow": "nope"}, '<<"nope">> is not a valid overflow value'),
     ({"expires": 0}, "0 is not a valid queue expiry"),
+    ({"queue-leader-locator": "nope"}, '<<"nope">> is not a valid queue leader locator value'),
+    ({"queue-leader-locator": 5}, "5 is not a valid queue leader locator value"),
     ({"nope": 1}, '[{<<"nope">>,1}] are not recognised policy settings'),
     ({"max-priority": 5}, '[{<<"max-priority">>,5}] are not recognised policy settings'),
     ({}, "no policy provided"),

@@ -95,6 +95,10 @@ def test_accepted_arguments_and_redeclare(conn, scratch):
     }
     declare(ch, q, args)
     declare(ch, q, args)
+    # every queue leader locator RabbitMQ 3.10 takes (the last two: older names of balanced)
+    for locator in ("client-local", "balanced", "random", "least-leaders"):
+        other = scratch.queue("qq")
+        declare(ch, other, {"x-queue-leader-locator": locator})
     changed = dict(args, **{"x-delivery-limit": 6})
     assert refusal(conn, q, changed) == (
         406, f"PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue '{q}' in vhost '/': "

@@ -224,6 +224,13 @@ fn check_value(key: &str, v: &Value) -> Result<(), String> {
             matches!(v.as_i64(), Some(1 | 2)),
             "is not a valid queue-version value",
         ),
+        "queue-leader-locator" => (
+            matches!(
+                v.as_str(),
+                Some("client-local" | "balanced" | "random" | "least-leaders")
+            ),
+            "is not a valid queue leader locator value",
+        ),
         _ => (v.is_string(), "invalid queue-master-locator value"),
     };
     if ok {

@@ -6,6 +6,7 @@ mod cluster;
 pub use cluster::{ClusterSettings, Secret};
 
 use crate::broker::login_throttle::ThrottleSettings;
+use crate::broker::placement::LeaderLocator;
 use crate::limits::{available_memory, Limit};
 use broker_core::auth::PasswordHashing;
 use clap::Parser;
@@ -140,6 +141,11 @@ pub struct Cli {
     /// down (frozen or cut off), 1 to 600; heartbeats go every fifth of it [default: 5]
     #[arg(long, env = "BROKER_CLUSTER_LINK_TIMEOUT")]
     pub cluster_link_timeout: Option<u64>,
+    /// Where a new quorum queue's leader goes when neither a policy's
+    /// queue-leader-locator nor its x-queue-leader-locator says: client-local (the
+    /// declaring node) or balanced (the node leading the fewest) [default: client-local]
+    #[arg(long, env = "BROKER_QUEUE_LEADER_LOCATOR")]
+    pub queue_leader_locator: Option<LeaderLocator>,
 }
 
 /// Where one TLS endpoint's certificate material is read from (again on SIGHUP).
@@ -192,6 +198,7 @@ pub struct FileConfig {
     cluster_peers: Option<String>,
     cluster_secret_file: Option<PathBuf>,
     cluster_link_timeout: Option<u64>,
+    queue_leader_locator: Option<String>,
 }
 
 /// The resolved settings.
@@ -246,6 +253,8 @@ pub struct Config {
     pub login_throttle: ThrottleSettings,
     /// The cluster this node forms with its peers; `None`: a cluster of one.
     pub cluster: Option<ClusterSettings>,
+    /// The default queue leader locator of new quorum queues (`broker/placement.rs`).
+    pub queue_leader_locator: LeaderLocator,
 }
 
 impl Config {
@@ -287,8 +296,16 @@ impl Config {
                 .or(file.cluster_secret_file.take()),
             cli.cluster_link_timeout.or(file.cluster_link_timeout),
         )?;
+        let queue_leader_locator = match cli.queue_leader_locator {
+            Some(l) => l,
+            None => match file.queue_leader_locator.take() {
+                Some(s) => s.parse()?,
+                None => LeaderLocator::ClientLocal,
+            },
+        };
         Ok(Config {
             cluster,
+            queue_leader_locator,
             node_name,
             listen,
             tls_listen,

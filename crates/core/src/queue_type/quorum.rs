@@ -222,7 +222,11 @@ fn apply(
         }
         "x-queue-leader-locator" => {
             let l = c.string(key, v)?;
-            if !matches!(l.as_str(), "client-local" | "balanced" | "random") {
+            // RabbitMQ 3.10 takes the older names of balanced too
+            if !matches!(
+                l.as_str(),
+                "client-local" | "balanced" | "random" | "least-leaders"
+            ) {
                 return Err(c.invalid(key, "invalid_queue_locator_arg".into()));
             }
         }

@@ -103,7 +103,7 @@ fn accepted_arguments_are_read() {
     assert_eq!(a.dead_letter_exchange.as_deref(), Some("dlx"));
     assert_eq!(a.dead_letter_routing_key.as_deref(), Some("k"));
     assert!(a.single_active_consumer);
-    for l in ["client-local", "balanced", "random"] {
+    for l in ["client-local", "balanced", "random", "least-leaders"] {
         ok(&[("x-queue-leader-locator", s(l))]);
     }
 }

@@ -92,7 +92,8 @@ impl VHost {
             let size = self
                 .queue_args(name, &spec.arguments)
                 .quorum_initial_group_size;
-            quorum_placement(s, id, size)
+            let locator = self.leader_locator(name, &spec.arguments);
+            crate::broker::placement::quorum_members(s, id, size, locator)
         } else {
             Vec::new()
         };
@@ -146,7 +147,12 @@ impl VHost {
             arguments: b.arguments.clone(),
         };
         let key = def.key();
-        let current = Self::record(s, &key)?;
+        let mut current = Self::record(s, &key)?;
+        if current.is_none() && !bind && self.catch_up().await {
+            // a binding made through another node a moment ago may not be applied
+            // here yet: an unbind that found nothing looks again once it is
+            current = Self::record(s, &key)?;
+        }
         let (guards, ops) = match (bind, current) {
             (true, Some(_)) | (false, None) => return Ok(true),
             (true, None) => {
@@ -437,32 +443,4 @@ fn dest_key(vhost: &str, dest: &Destination) -> Vec<u8> {
         Destination::Queue(q) => QueueDef::key(vhost, q),
         Destination::Exchange(e) => ExchangeDef::key(vhost, e),
     }
-}
-
-/// The member nodes of a new quorum queue (docs/design/cluster.md §3): the declaring
-/// node first (it asks for the first election, so it usually leads), then
-/// `x-quorum-initial-group-size` (default 3) - 1 of the other voting nodes, taken from
-/// the name-sorted list at an offset that turns with the queue's store id, so the
-/// followers of many queues, and the leaders once leaders move, spread over the nodes.
-/// Empty on a cluster of one: the queue is a group of one on this node, as before.
-fn quorum_placement(s: &Storage, id: u64, size: Option<u64>) -> Vec<String> {
-    let Some(status) = crate::broker::membership::status(s) else {
-        return Vec::new();
-    };
-    let me = crate::broker::node::node_name();
-    let mut others: Vec<String> = status
-        .nodes
-        .iter()
-        .filter(|n| n.voter && n.name != me)
-        .map(|n| n.name.clone())
-        .collect();
-    others.sort();
-    if !others.is_empty() {
-        let k = usize::try_from(id).unwrap_or(0) % others.len();
-        others.rotate_left(k);
-    }
-    let want = usize::try_from(size.unwrap_or(3).max(1)).unwrap_or(usize::MAX);
-    let mut members = vec![me.to_string()];
-    members.extend(others.into_iter().take(want - 1));
-    members
 }

@@ -1,5 +1,8 @@
 //! The home node's side of its classic queues used from other nodes
-//! (docs/design/cluster.md §6): the services `broker/queue/remote/` calls.
+//! (docs/design/cluster.md §6): the services `broker/queue/remote/` calls. A member
+//! of a quorum queue is the home of the nodes that are no member of it: it serves
+//! their requests through its member as it serves its own clients (publishes:
+//! `remote_quorum.rs`).
 //!
 //! - Publish batches ([`wire::PUBLISH_SERVICE`]): each message goes through the publish
 //!   path's own split and store (`publish.rs`: a full reject-publish queue refuses it,
@@ -191,15 +194,34 @@ fn local_queue(rt: &Runtime, vhost: &str, name: &str) -> Result<Arc<QueueEntry>,
         .ok_or_else(|| AmqpError::not_found(format!("no queue '{name}' in vhost '{vhost}'")))
 }
 
+/// [`local_queue`], looked for again once this node applied what the metadata group
+/// committed when it is not found: a node that declared the queue a moment ago may ask
+/// before this one applied the record.
+async fn caught_up_queue(
+    rt: &Runtime,
+    vhost: &str,
+    name: &str,
+) -> Result<Arc<QueueEntry>, AmqpError> {
+    let found = local_queue(rt, vhost, name);
+    match (found, rt.vhost(vhost)) {
+        (Err(_), Some(v)) if v.catch_up().await => local_queue(rt, vhost, name),
+        (found, _) => found,
+    }
+}
+
 /// Enqueues a publish batch; answers once the persistent ones are fsynced.
 async fn take_publishes(rt: &Runtime, payload: &Bytes) -> PublishReply {
     let (head, msgs) = match wire::decode_publish(payload) {
         Ok(b) => b,
         Err(e) => return PublishReply::Failed(e),
     };
-    let q = match local_queue(rt, &head.vhost, &head.queue) {
-        Ok(q) if !q.quorum => q,
-        Ok(_) => return PublishReply::Failed("a quorum queue takes no remote publishes".into()),
+    let q = match caught_up_queue(rt, &head.vhost, &head.queue).await {
+        Ok(q) if q.quorum => {
+            // this node is a member: its shell commits them (`remote_quorum.rs`)
+            let refused = crate::broker::remote_quorum::take(rt, &q, msgs).await;
+            return PublishReply::Taken { refused };
+        }
+        Ok(q) => q,
         Err(e) => return PublishReply::Failed(e.text),
     };
     let deadline = tokio::time::Instant::now() + CREDIT_WAIT;
@@ -258,7 +280,7 @@ async fn op(
             channel,
             no_ack,
         } => {
-            let q = local_queue(rt, &vhost, &queue)?;
+            let q = caught_up_queue(rt, &vhost, &queue).await?;
             let key = wire::proxy_key(from, connection, channel);
             if !no_ack {
                 hold(rt, (held, gates, &net), from, (vhost, queue, key));
@@ -285,7 +307,7 @@ async fn op(
             priority,
             prefetch,
         } => {
-            let q = local_queue(rt, &vhost, &queue)?;
+            let q = caught_up_queue(rt, &vhost, &queue).await?;
             let key = wire::proxy_key(from, connection, channel);
             hold(
                 rt,
@@ -313,13 +335,13 @@ async fn op(
             channel,
             tag,
         } => {
-            let q = local_queue(rt, &vhost, &queue)?;
+            let q = caught_up_queue(rt, &vhost, &queue).await?;
             let key = wire::proxy_key(from, connection, channel);
             q.cancel(key, tag.into()).await.map_err(gone)?;
             Ok(OpReply::Count(0))
         }
         OpReq::Purge { vhost, queue } => {
-            let q = local_queue(rt, &vhost, &queue)?;
+            let q = caught_up_queue(rt, &vhost, &queue).await?;
             Ok(OpReply::Count(q.purge().await.map_err(gone)?))
         }
         OpReq::Delete {
@@ -327,7 +349,7 @@ async fn op(
             queue,
             if_unused,
             if_empty,
-        } => match local_queue(rt, &vhost, &queue) {
+        } => match caught_up_queue(rt, &vhost, &queue).await {
             Ok(q) => Ok(OpReply::Count(
                 q.delete(if_unused, if_empty).await.map_err(gone)??,
             )),
@@ -335,7 +357,7 @@ async fn op(
             Err(_) => Ok(OpReply::Count(0)),
         },
         OpReq::Stats { vhost, queue } => {
-            let q = local_queue(rt, &vhost, &queue)?;
+            let q = caught_up_queue(rt, &vhost, &queue).await?;
             let (ready, consumers, _) = q
                 .addr
                 .send(queue::Stats { declare: true })

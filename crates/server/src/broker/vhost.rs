@@ -301,6 +301,7 @@ impl VHost {
         // an address whose mailbox is closed at once: what is sent to it fails
         let (tx, _closed) = actix::dev::channel::channel::<QueueActor>(0);
         let cluster = self.node.store.as_ref().map(|s| s.cluster.clone());
+        let members: Vec<Arc<str>> = def.members.iter().map(|m| m.as_str().into()).collect();
         let entry = Arc::new_cyclic(|me| QueueEntry {
             name: name.clone(),
             durable: true,
@@ -320,9 +321,10 @@ impl VHost {
             counters: Default::default(),
             stream: None,
             quorum: broker_core::queue_type::of_arguments(&def.arguments).name() == "quorum",
-            remote: cluster.map(|c| crate::broker::queue::Outbox::new(c, home.clone(), me.clone())),
+            remote: cluster
+                .map(|c| crate::broker::queue::Outbox::new(c, home.clone(), &members, me.clone())),
             home: Some(home),
-            quorum_members: def.members.iter().map(|m| m.as_str().into()).collect(),
+            quorum_members: members.clone(),
         });
         let entry = self.queues.entry(name).or_insert(entry).clone();
         self.bump();

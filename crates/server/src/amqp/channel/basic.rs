@@ -89,10 +89,6 @@ impl ChannelActor {
         )?;
         let name = self.queue_name(c.queue.as_str())?;
         let q = self.find_queue(&name)?;
-        if q.quorum {
-            // a quorum queue of another node is not reached from here yet (step 7)
-            q.local_only("basic.consume")?;
-        }
         if q.stream.is_some() {
             broker_core::queue_type::stream::check_consume(
                 c.no_ack,

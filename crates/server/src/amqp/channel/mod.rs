@@ -5,6 +5,7 @@
 //! deliveries into the connection's shared write buffer.
 
 mod basic;
+mod catch_up;
 mod declare;
 mod deliver;
 mod remote;
@@ -282,14 +283,24 @@ impl ChannelActor {
     }
 
     fn dispatch(&mut self, cmd: Command, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
-        let m = match cmd {
-            Command::Publish(p, content) => {
-                return self
-                    .basic_publish(p, content, ctx)
-                    .map_err(|e| e.on(60, 40));
+        match cmd {
+            Command::Publish(p, content) if self.publishes_to_unknown(&p) => {
+                self.publish_after_catch_up(p, content, ctx);
+                Ok(())
             }
-            Command::Method(m) => *m,
-        };
+            Command::Publish(p, content) => self
+                .basic_publish(p, content, ctx)
+                .map_err(|e| e.on(60, 40)),
+            Command::Method(m) if self.names_unknown(&m) => {
+                self.method_after_catch_up(*m, ctx);
+                Ok(())
+            }
+            Command::Method(m) => self.dispatch_method(*m, ctx),
+        }
+    }
+
+    /// Runs a method (its errors name it).
+    fn dispatch_method(&mut self, m: AMQPClass, ctx: &mut Context<Self>) -> Result<(), AmqpError> {
         let cm = (m.get_amqp_class_id(), m.get_amqp_method_id());
         let res = match m {
             AMQPClass::Channel(channel::AMQPMethod::Flow(f)) => {

@@ -95,11 +95,17 @@ pub(super) async fn start(
         .start_group(spec, &cluster.log, cluster.snapshots.clone(), buffer)
         .await?;
     if !group.recovered && members.first().map(|m| node_id(m)) == Some(cluster.id) {
-        // the declaring node asks for the first election: it usually leads, so leaders
-        // spread as declarations do, and the queue serves without an election timeout
+        // the member placed to lead (`broker/placement.rs`) asks for the first
+        // election, so the queue serves without an election timeout
         if let Err(e) = group.raft.trigger().elect().await {
             tracing::debug!(group = gid, "first election not triggered: {e}");
         }
+    } else if !group.recovered {
+        // the others leave it the first election (a leader's lease would then keep
+        // it from taking the lead: 0.9 cannot transfer leadership), unless it does not
+        // lead within PLACED_LEADER_WAIT (its node down)
+        group.raft.runtime_config().elect(false);
+        tokio::spawn(elect_once_led(group.clone()));
     }
     let handle = qn.handle(&group);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -208,6 +214,19 @@ async fn follow_leadership(
             }
         }
     }
+}
+
+/// How long the members of a new group that were not placed to lead leave the first
+/// election to the one that was.
+const PLACED_LEADER_WAIT: Duration = Duration::from_secs(5);
+
+/// Lets this member stand for election again once the group has a leader, or after
+/// [`PLACED_LEADER_WAIT`].
+async fn elect_once_led(group: QuorumGroup) {
+    let mut lead = group.leadership();
+    let led = lead.wait_for(|l| l.leader.is_some());
+    let _ = tokio::time::timeout(PLACED_LEADER_WAIT, led).await;
+    group.raft.runtime_config().elect(true);
 }
 
 /// A new leader's first act (design §3 "Leader change"): once every entry of older

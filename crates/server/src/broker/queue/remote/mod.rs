@@ -20,6 +20,10 @@
 //!
 //! A home that is down or unreachable: publishes are nacked, the rest answer 404
 //! "home node ... is down or inaccessible", as RabbitMQ does.
+//!
+//! A quorum queue of which this node is no member is used the same way, through one of
+//! its members (`outbox.rs` `Homes`), which serves it through its own member of the
+//! queue's group.
 
 mod outbox;
 pub mod wire;
@@ -41,15 +45,14 @@ impl QueueEntry {
     }
 
     /// Whether a publish routed here may enqueue: every queue of this node, and a
-    /// classic queue (or stream) of another, through its home; a quorum queue of
-    /// another node is not reached from here yet (replicated quorum queues, step 7).
+    /// queue of other nodes through its home (a quorum queue: one of its members).
     pub fn takes_publishes(&self) -> bool {
-        self.is_local() || (!self.quorum && self.remote.is_some())
+        self.is_local() || self.remote.is_some()
     }
 
     /// The fence of what does not reach another node yet (`what`: the management API's
-    /// get, basic.consume on a quorum queue): 404 naming the queue's home node when it lives on
-    /// another node, or RabbitMQ's 404 when that node is down.
+    /// get): 404 naming the queue's home node when it lives on another node, or
+    /// RabbitMQ's 404 when that node is down.
     pub fn local_only(&self, what: &str) -> Result<(), AmqpError> {
         match &self.home {
             None => Ok(()),
@@ -61,11 +64,12 @@ impl QueueEntry {
         }
     }
 
-    /// Whether the link to the queue's home is up (true for a local queue).
+    /// Whether the link to the queue's home (to any member of a quorum queue) is up
+    /// (true for a local queue).
     pub fn home_up(&self) -> bool {
         match &self.remote {
             None => self.is_local(),
-            Some(o) => o.cluster.transport().is_some_and(|net| net.is_up(o.home)),
+            Some(o) => o.homes.any_up(&o.cluster),
         }
     }
 
@@ -106,21 +110,15 @@ impl QueueEntry {
         &self,
         req: OpReq,
     ) -> impl std::future::Future<Output = Result<OpReply, AmqpError>> + 'static {
-        let target = self
-            .remote
-            .as_ref()
-            .map(|o| (o.cluster.clone(), o.home, o.notes_sent(NOTES_WAIT)));
+        let target = self.remote.as_ref().map(|o| {
+            (
+                o.cluster.clone(),
+                o.homes.pick(&o.cluster),
+                o.notes_sent(NOTES_WAIT),
+            )
+        });
         let down = self.home.as_deref().map(|h| self.home_down(h));
-        // a quorum queue of another node is not reached from here yet (step 7)
-        let fenced = if self.quorum {
-            self.local_only("a quorum queue").err()
-        } else {
-            None
-        };
         async move {
-            if let Some(e) = fenced {
-                return Err(e);
-            }
             let (cluster, home, notes_sent) =
                 target.ok_or_else(|| AmqpError::internal("not a remote queue"))?;
             let down = down.unwrap_or_else(|| AmqpError::internal("not a remote queue"));
@@ -182,9 +180,10 @@ impl QueueEntry {
         }
     }
 
-    /// The id of the queue's home node, for a queue of another node.
+    /// The id of the queue's home node (the member in use, for a quorum queue), for a
+    /// queue of another node.
     pub fn home_id(&self) -> Option<broker_cluster::NodeId> {
-        self.remote.as_ref().map(|o| o.home)
+        self.remote.as_ref().map(|o| o.homes.pick(&o.cluster))
     }
 
     /// basic.consume at the queue's home for channel `key` of this node: the home adds

@@ -11,6 +11,12 @@
 //!
 //! Settles and closed channels of messages got from the queue (`Note`s) go out through
 //! the same task, in order, as one-way messages.
+//!
+//! A quorum queue of which this node is no member has several possible homes, its
+//! member nodes: the entry uses one of them ([`Homes`]), the first in the record's
+//! order (the member placed to lead) while its link is up, and the next live one when
+//! it goes, so a member that dies costs the publishes in flight to it (nacked) and its
+//! consumers (basic.cancel), not the queue.
 
 use super::wire::{self, Note, PublishReply, NOTE_SERVICE, PUBLISH_SERVICE};
 use super::*;
@@ -29,13 +35,52 @@ pub const BATCH_BYTES: usize = 4 << 20;
 /// channel's note waits for room (bounded by the channel's own unacked gets).
 const NOTES_MAX: usize = 65_536;
 
+/// The nodes that can serve a remote entry: its home, or a quorum queue's members (in
+/// the record's order), and the one in use.
+pub(super) struct Homes {
+    /// The candidates, by id and name.
+    nodes: Vec<(NodeId, Arc<str>)>,
+    /// The id of the one in use.
+    current: AtomicU64,
+}
+
+impl Homes {
+    /// The node requests go to: the one in use while its link is up, else the first
+    /// candidate whose link is up (kept from then on), else the one in use (whose
+    /// request then fails as a home that is down).
+    pub(super) fn pick(&self, cluster: &ClusterNode) -> NodeId {
+        let current = self.current.load(Ordering::Acquire);
+        let Some(net) = cluster.transport() else {
+            return current;
+        };
+        if self.nodes.len() < 2 || net.is_up(current) {
+            return current;
+        }
+        match self.nodes.iter().find(|(id, _)| net.is_up(*id)) {
+            Some((id, name)) => {
+                tracing::debug!(node = %name, "a queue of other nodes is now used through another member");
+                self.current.store(*id, Ordering::Release);
+                *id
+            }
+            None => current,
+        }
+    }
+
+    /// Whether any candidate's link is up.
+    pub(super) fn any_up(&self, cluster: &ClusterNode) -> bool {
+        cluster
+            .transport()
+            .is_some_and(|net| self.nodes.iter().any(|(id, _)| net.is_up(*id)))
+    }
+}
+
 /// Where a remote entry's publishes and notes leave from.
 pub struct Outbox {
     /// The node's cluster part: its transport and runtime.
     pub(super) cluster: Arc<ClusterNode>,
-    /// The queue's home node.
-    pub(super) home: NodeId,
-    /// Its name.
+    /// The nodes that serve the queue, and the one in use.
+    pub(super) homes: Arc<Homes>,
+    /// The name of the queue's home (a quorum queue's first member).
     pub(super) home_name: Arc<str>,
     /// The entry (weak: the task ends with it).
     entry: Weak<QueueEntry>,
@@ -61,11 +106,27 @@ struct Notes {
 }
 
 impl Outbox {
-    /// The outbox of `entry`, a queue on node `home`.
-    pub fn new(cluster: Arc<ClusterNode>, home: Arc<str>, entry: Weak<QueueEntry>) -> Outbox {
+    /// The outbox of `entry`, a queue on node `home`, or a quorum queue whose member
+    /// nodes are `members` (none of them this node; `home` is the first).
+    pub fn new(
+        cluster: Arc<ClusterNode>,
+        home: Arc<str>,
+        members: &[Arc<str>],
+        entry: Weak<QueueEntry>,
+    ) -> Outbox {
+        let mut nodes: Vec<(NodeId, Arc<str>)> = members
+            .iter()
+            .map(|m| (broker_cluster::node_id(m), m.clone()))
+            .collect();
+        if nodes.is_empty() {
+            nodes.push((broker_cluster::node_id(&home), home.clone()));
+        }
         Outbox {
             cluster,
-            home: broker_cluster::node_id(&home),
+            homes: Arc::new(Homes {
+                current: AtomicU64::new(nodes[0].0),
+                nodes,
+            }),
             home_name: home,
             entry,
             wake: Arc::new(Notify::new()),
@@ -79,7 +140,7 @@ impl Outbox {
         if !self.started.swap(true, Ordering::AcqRel) {
             let task = Task {
                 cluster: self.cluster.clone(),
-                home: self.home,
+                homes: self.homes.clone(),
                 entry: self.entry.clone(),
                 wake: self.wake.clone(),
                 notes: self.notes.clone(),
@@ -136,7 +197,7 @@ impl Outbox {
 /// The sending task of one entry.
 struct Task {
     cluster: Arc<ClusterNode>,
-    home: NodeId,
+    homes: Arc<Homes>,
     entry: Weak<QueueEntry>,
     wake: Arc<Notify>,
     notes: Arc<Notes>,
@@ -174,10 +235,11 @@ impl Task {
         let Some(net) = self.cluster.transport() else {
             return;
         };
+        let home = self.homes.pick(&self.cluster);
         for n in notes {
             let sent = match wire::encode(&n) {
                 Ok(b) => net
-                    .send(self.home, NOTE_SERVICE, b)
+                    .send(home, NOTE_SERVICE, b)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
@@ -236,7 +298,7 @@ impl Task {
             .ok_or("the cluster transport is not started")?;
         let payload = wire::encode_publish(&q.vhost_name, &q.name, msgs)?;
         let reply = net
-            .call(self.home, PUBLISH_SERVICE, payload)
+            .call(self.homes.pick(&self.cluster), PUBLISH_SERVICE, payload)
             .await
             .map_err(|e| e.to_string())?;
         match wire::decode::<PublishReply>(&reply)? {
