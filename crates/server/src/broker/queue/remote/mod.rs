@@ -73,13 +73,14 @@ impl QueueEntry {
         }
     }
 
-    /// The session of the link to the queue's home ([`Transport::link_session`]):
+    /// The session of the link to the queue's home (for a quorum queue of which this
+    /// node is no member: the member in use) ([`Transport::link_session`]):
     /// `None` while it is down or for a local queue.
     ///
     /// [`Transport::link_session`]: broker_cluster::net::Transport::link_session
     pub fn home_session(&self) -> Option<u64> {
         let o = self.remote.as_ref()?;
-        o.cluster.transport()?.link_session(o.home)
+        o.cluster.transport()?.link_session(o.homes.pick(&o.cluster))
     }
 
     /// RabbitMQ's 404 for a durable queue whose node is down.
