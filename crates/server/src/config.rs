@@ -3,10 +3,9 @@
 
 mod cluster;
 
-pub use cluster::{ClusterSettings, Secret};
+pub use cluster::{ClusterSettings, LeaderLocator, Secret};
 
 use crate::broker::login_throttle::ThrottleSettings;
-use crate::broker::placement::LeaderLocator;
 use crate::limits::{available_memory, Limit};
 use broker_core::auth::PasswordHashing;
 use clap::Parser;

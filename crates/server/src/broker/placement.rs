@@ -17,6 +17,7 @@
 
 use crate::broker::runtime::Storage;
 use crate::broker::vhost::VHost;
+pub use crate::config::LeaderLocator;
 use broker_cluster::membership::NodeStatus;
 use broker_core::policy::Target;
 use broker_core::store::decode_definitions;
@@ -26,36 +27,6 @@ use std::collections::HashMap;
 /// From this many queues in the cluster on, `balanced` picks a random node (counting
 /// leaders would cost too much, as in RabbitMQ).
 pub const RANDOM_FROM: usize = 1000;
-
-/// A queue leader locator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaderLocator {
-    /// The declaring node leads.
-    ClientLocal,
-    /// The node that leads the fewest quorum queues (a random one past
-    /// [`RANDOM_FROM`] queues).
-    Balanced,
-}
-
-impl LeaderLocator {
-    /// A locator by RabbitMQ's name (`random` and `least-leaders` are `balanced`).
-    pub fn parse(s: &str) -> Option<LeaderLocator> {
-        match s {
-            "client-local" => Some(LeaderLocator::ClientLocal),
-            "balanced" | "random" | "least-leaders" => Some(LeaderLocator::Balanced),
-            _ => None,
-        }
-    }
-}
-
-impl std::str::FromStr for LeaderLocator {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        LeaderLocator::parse(s.trim()).ok_or_else(|| {
-            format!("invalid queue leader locator {s:?}: expected client-local or balanced")
-        })
-    }
-}
 
 impl VHost {
     /// The leader locator of a new queue `name` declared with `arguments`.

@@ -123,6 +123,36 @@ fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
     Ok(secret)
 }
 
+/// A queue leader locator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaderLocator {
+    /// The declaring node leads.
+    ClientLocal,
+    /// The node that leads the fewest quorum queues (a random one past
+    /// 1000 (`broker/placement.rs`) queues).
+    Balanced,
+}
+
+impl LeaderLocator {
+    /// A locator by RabbitMQ's name (`random` and `least-leaders` are `balanced`).
+    pub fn parse(s: &str) -> Option<LeaderLocator> {
+        match s {
+            "client-local" => Some(LeaderLocator::ClientLocal),
+            "balanced" | "random" | "least-leaders" => Some(LeaderLocator::Balanced),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for LeaderLocator {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        LeaderLocator::parse(s.trim()).ok_or_else(|| {
+            format!("invalid queue leader locator {s:?}: expected client-local or balanced")
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
