@@ -8,7 +8,7 @@ use actix::prelude::*;
 use broker_core::message::Slot;
 use broker_core::names::ChannelKey;
 use broker_core::queue::{Consumer, Entry, MsgId};
-use broker_core::quorum::{Checkout, ConsumerId, Down, Effect, Got, QqOp, QqResp};
+use broker_core::quorum::{ChanId, Checkout, ConsumerId, Down, Effect, Got, QqOp, QqResp};
 use broker_core::{AmqpError, Message};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -112,6 +112,29 @@ impl QueueActor {
                 ctx,
             );
         }
+        self.quorum_return_orphans(ctx);
+    }
+
+    /// Gives back the deliveries whose consumer was cancelled here before they came
+    /// (one `Return` per channel; the state machine ignores any no longer checked out
+    /// to that channel, e.g. a no-ack delivery).
+    pub(super) fn quorum_return_orphans(&mut self, ctx: &mut Context<Self>) {
+        let Some(shell) = self.quorum.as_mut() else {
+            return;
+        };
+        if shell.orphaned.is_empty() {
+            return;
+        }
+        let mut by_chan: Vec<(ChanId, Vec<MsgId>)> = Vec::new();
+        for (chan, id) in shell.orphaned.drain(..) {
+            match by_chan.iter_mut().find(|(c, _)| *c == chan) {
+                Some((_, ids)) => ids.push(id),
+                None => by_chan.push((chan, vec![id])),
+            }
+        }
+        for (channel, ids) in by_chan {
+            self.quorum_cast(QqOp::Return { channel, ids }, ctx);
+        }
     }
 
     /// The group cancelled a consumer of this node: basic.cancel to its channel.
@@ -144,9 +167,10 @@ impl QueueActor {
         let Some(shell) = self.quorum.as_mut() else {
             return false;
         };
-        // a consumer of an earlier process, or one cancelled meanwhile: the message
-        // comes back with its channel's `Down` or the next `LeaderChanged`
+        // a consumer cancelled meanwhile (or of an earlier process): the message goes
+        // back now (`quorum_return_orphans`), not when its channel closes
         let Some(l) = shell.consumers.get(consumer) else {
+            shell.orphaned.push((consumer.chan, msg_id));
             return false;
         };
         let msg = if count > 0 {

@@ -121,6 +121,11 @@ pub struct QuorumShell {
     consumers: HashMap<ConsumerId, Local>,
     /// Which channel each delivery awaiting a settle went to (the channel settles by id).
     delivered: HashMap<MsgId, ChanId>,
+    /// Deliveries that found their consumer cancelled here meanwhile (the group decided
+    /// them before it applied the cancel): given back with a `Return` on their channel
+    /// after this turn, as rabbit_fifo's client returns deliveries for a consumer it no
+    /// longer has. Until then they are checked out to a channel that never saw them.
+    orphaned: Vec<(ChanId, MsgId)>,
     /// The tick timer: when it fires, and its handle.
     tick: Option<(u64, SpawnHandle)>,
     /// When a client last used the queue (for the x-expires tick).
@@ -148,6 +153,7 @@ impl QuorumShell {
             rejected: HashSet::new(),
             consumers: HashMap::new(),
             delivered: HashMap::new(),
+            orphaned: Vec::new(),
             tick: None,
             last_used: now_ms(),
             members,

@@ -354,5 +354,6 @@ impl QueueActor {
                 ctx,
             );
         }
+        self.quorum_return_orphans(ctx);
     }
 }

@@ -80,7 +80,9 @@ impl QueueEntry {
     /// [`Transport::link_session`]: broker_cluster::net::Transport::link_session
     pub fn home_session(&self) -> Option<u64> {
         let o = self.remote.as_ref()?;
-        o.cluster.transport()?.link_session(o.homes.pick(&o.cluster))
+        o.cluster
+            .transport()?
+            .link_session(o.homes.pick(&o.cluster))
     }
 
     /// RabbitMQ's 404 for a durable queue whose node is down.
