@@ -74,10 +74,7 @@ impl QueueActor {
                 } => {
                     if self.quorum_deliver(&consumer, msg_id, message, redelivered, delivery_count)
                     {
-                        match credit.iter_mut().find(|(c, _)| *c == consumer) {
-                            Some((_, n)) => *n += 1,
-                            None => credit.push((consumer, 1)),
-                        }
+                        count_credit(&mut credit, consumer);
                     }
                 }
                 Effect::DeadLetter { message, reason } => {
@@ -102,7 +99,17 @@ impl QueueActor {
         if let Some(out) = self.quorum.as_ref().and_then(|s| s.outbound.as_ref()) {
             remote.send(out);
         }
-        // a no-ack consumer's credit comes back as its deliveries go out
+        self.quorum_after_deliveries(credit, ctx);
+    }
+
+    /// After a turn of deliveries: a no-ack consumer's credit comes back as its
+    /// deliveries go out (`credit`: how many each had), and deliveries that found their
+    /// consumer cancelled go back.
+    pub(super) fn quorum_after_deliveries(
+        &mut self,
+        credit: Vec<(ConsumerId, u32)>,
+        ctx: &mut Context<Self>,
+    ) {
         for (consumer, n) in credit {
             self.quorum_cast(
                 QqOp::Credit {
@@ -118,7 +125,7 @@ impl QueueActor {
     /// Gives back the deliveries whose consumer was cancelled here before they came
     /// (one `Return` per channel; the state machine ignores any no longer checked out
     /// to that channel, e.g. a no-ack delivery).
-    pub(super) fn quorum_return_orphans(&mut self, ctx: &mut Context<Self>) {
+    fn quorum_return_orphans(&mut self, ctx: &mut Context<Self>) {
         let Some(shell) = self.quorum.as_mut() else {
             return;
         };
@@ -535,5 +542,13 @@ impl QueueActor {
         let config = broker_core::quorum::QqConfig::from_args(&args);
         self.state.set_args(args);
         self.quorum_cast(QqOp::UpdateConfig(config), ctx);
+    }
+}
+
+/// Counts one more no-ack delivery to `consumer` (its credit to grant back).
+pub(super) fn count_credit(credit: &mut Vec<(ConsumerId, u32)>, consumer: ConsumerId) {
+    match credit.iter_mut().find(|(c, _)| *c == consumer) {
+        Some((_, n)) => *n += 1,
+        None => credit.push((consumer, 1)),
     }
 }

@@ -339,21 +339,9 @@ impl QueueActor {
                 d.delivery_count,
             );
             if no_ack {
-                match credit.iter_mut().find(|(c, _)| *c == d.consumer) {
-                    Some((_, n)) => *n += 1,
-                    None => credit.push((d.consumer, 1)),
-                }
+                super::handlers::count_credit(&mut credit, d.consumer);
             }
         }
-        for (consumer, n) in credit {
-            self.quorum_cast(
-                QqOp::Credit {
-                    consumer,
-                    credit: n,
-                },
-                ctx,
-            );
-        }
-        self.quorum_return_orphans(ctx);
+        self.quorum_after_deliveries(credit, ctx);
     }
 }
