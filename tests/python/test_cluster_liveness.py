@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cluster"))
 from faults import leader, shown_down  # noqa: E402
-from harness import Cluster, channel, eventually  # noqa: E402
+from harness import channel, eventually  # noqa: E402
 
 pytestmark = [pytest.mark.ours_only, pytest.mark.own_broker]
 
@@ -26,13 +26,9 @@ SLACK = 5.0
 
 
 @pytest.fixture
-def cluster():
-    c = Cluster(3)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
+def cluster(fresh_cluster):
+    """Three new nodes per test (conftest's `fresh_cluster`): each freezes one."""
+    return fresh_cluster
 
 
 def running_seen_by(node, name):

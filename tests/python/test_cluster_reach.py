@@ -81,16 +81,6 @@ def placed(cluster, name, size):
     return members, leader, others
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = Cluster(3)
-    try:
-        c.start()
-        yield c
-    finally:
-        c.close()
-
-
 def test_balanced_puts_the_leaders_of_one_nodes_declares_on_every_node(cluster):
     # first in the module: no other quorum queue leads anywhere yet
     n0 = cluster.nodes[0]

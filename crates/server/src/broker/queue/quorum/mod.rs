@@ -257,15 +257,7 @@ impl QueueActor {
         let gid = shell.gid;
         if shell.replicated() {
             let open = replicated::start(cluster.clone(), gid, shell.members.clone(), buffer);
-            let fut = async move {
-                cluster
-                    .run(open)
-                    .await
-                    .unwrap_or_else(|| Err("the cluster runtime is gone".into()))
-            };
-            ctx.wait(actix::fut::wrap_future(fut).map(|res, a: &mut Self, ctx| {
-                a.quorum_opened(res, ctx);
-            }));
+            Self::quorum_open_on(cluster, open, ctx);
             return;
         }
         let open = {
@@ -287,6 +279,16 @@ impl QueueActor {
                 Ok::<_, String>((group, tx, None))
             }
         };
+        Self::quorum_open_on(cluster, open, ctx);
+    }
+
+    /// Runs `open` (the group's start) on the cluster runtime; the actor takes no other
+    /// message until it is done and `quorum_opened` has its outcome.
+    fn quorum_open_on(
+        cluster: Arc<ClusterNode>,
+        open: impl std::future::Future<Output = Result<replicated::Started, String>> + Send + 'static,
+        ctx: &mut Context<Self>,
+    ) {
         let fut = async move {
             cluster
                 .run(open)
