@@ -12,8 +12,10 @@
 //! The leader's node is the first member; `x-quorum-initial-group-size` (default 3,
 //! at most the number of voters) - 1 other voters follow it, from the name-sorted list
 //! at an offset that turns with the queue's store id, so followers spread too. The
-//! first member asks for the group's first election (`queue/quorum/replicated.rs`) and
-//! asks again while another member leads a group it was placed to lead.
+//! first member asks for the group's first election (`queue/quorum/replicated.rs`);
+//! the others stand only once the group has a leader, the first member's node is
+//! down, or 30 s have passed. A later election (the leader's node lost) may move the
+//! lead for good: openraft 0.9 cannot hand leadership back.
 
 use crate::broker::runtime::Storage;
 use crate::broker::vhost::VHost;

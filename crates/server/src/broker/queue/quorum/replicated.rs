@@ -102,10 +102,15 @@ pub(super) async fn start(
         }
     } else if !group.recovered {
         // the others leave it the first election (a leader's lease would then keep
-        // it from taking the lead: 0.9 cannot transfer leadership), unless it does not
-        // lead within PLACED_LEADER_WAIT (its node down)
+        // it from taking the lead: 0.9 cannot transfer leadership), unless its node
+        // is down or it does not lead within PLACED_LEADER_WAIT
         group.raft.runtime_config().elect(false);
-        tokio::spawn(elect_once_led(group.clone()));
+        let placed = members.first().map(|m| node_id(m));
+        tokio::spawn(elect_once_led(
+            group.clone(),
+            qn.transport().clone(),
+            placed,
+        ));
     }
     let handle = qn.handle(&group);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -217,15 +222,43 @@ async fn follow_leadership(
 }
 
 /// How long the members of a new group that were not placed to lead leave the first
-/// election to the one that was.
-const PLACED_LEADER_WAIT: Duration = Duration::from_secs(5);
+/// election to the one that was while its node is up (it may be starting the group
+/// late: a node applies the queue's declaration when it gets to it).
+const PLACED_LEADER_WAIT: Duration = Duration::from_secs(30);
 
-/// Lets this member stand for election again once the group has a leader, or after
-/// [`PLACED_LEADER_WAIT`].
-async fn elect_once_led(group: QuorumGroup) {
+/// Lets this member stand for election again once the group has a leader, once the
+/// link to the node placed to lead is down (a node that is down never starts the
+/// group), or after [`PLACED_LEADER_WAIT`]. A fixed short wait let a member whose node
+/// applied the declaration a few seconds before the placed node's take the lead.
+async fn elect_once_led(
+    group: QuorumGroup,
+    net: broker_cluster::net::Transport,
+    placed: Option<NodeId>,
+) {
     let mut lead = group.leadership();
-    let led = lead.wait_for(|l| l.leader.is_some());
-    let _ = tokio::time::timeout(PLACED_LEADER_WAIT, led).await;
+    let deadline = tokio::time::Instant::now() + PLACED_LEADER_WAIT;
+    let mut tick = tokio::time::interval(LINK_CHECK);
+    loop {
+        if lead.borrow_and_update().leader.is_some() {
+            break;
+        }
+        if placed.map_or(true, |p| net.link_session(p).is_none()) {
+            tracing::info!(
+                group = group.id,
+                "the node placed to lead is down: electing"
+            );
+            break;
+        }
+        tokio::select! {
+            changed = lead.changed() => {
+                if changed.is_err() {
+                    return; // the group stopped
+                }
+            }
+            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
     group.raft.runtime_config().elect(true);
 }
 
