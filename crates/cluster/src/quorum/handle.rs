@@ -26,7 +26,10 @@ use crate::{GroupId, NodeId};
 use broker_core::quorum::{QqCmd, QqResp};
 use broker_core::AmqpError;
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::ClientWriteResult;
+use openraft::ServerState;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// How long a proposal may take (a group without a majority, or a leader that does not
 /// answer), as the metadata group's.
@@ -96,6 +99,26 @@ impl QuorumHandle {
     pub fn with_transport(mut self, net: Transport) -> QuorumHandle {
         self.net = Some(net);
         self
+    }
+
+    /// How long a proposal may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Hands `cmd` to this node's member without waiting for its commit, when that member
+    /// leads; `None` when it does not (or stopped): [`QuorumHandle::propose`] then. Commands
+    /// submitted one after the other are entries in that order, so a proposer may keep
+    /// several in flight and still see them commit in order (the log of one leader).
+    pub async fn submit(&self, cmd: QqCmd) -> Option<Pending> {
+        {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            if m.state != ServerState::Leader || m.current_leader != Some(m.id) {
+                return None;
+            }
+        }
+        self.raft.client_write_ff(cmd).await.ok().map(Pending)
     }
 
     /// The group's member on this node.
@@ -204,6 +227,25 @@ impl QuorumHandle {
         match moved.ok().and_then(|m| m.current_leader) {
             Some(l) => l,
             None => std::future::pending().await,
+        }
+    }
+}
+
+/// A command submitted to this node's leading member ([`QuorumHandle::submit`]).
+pub struct Pending(oneshot::Receiver<ClientWriteResult<super::QqTc>>);
+
+impl Pending {
+    /// The command's answer once applied; `None` when it was not committed by this
+    /// member (it lost the lead, or stopped): its outcome is unknown, as for any lost
+    /// answer, and the caller proposes it again or gives up. Cancelling the wait loses
+    /// nothing: wait again.
+    pub async fn outcome(&mut self) -> Option<Proposed> {
+        match (&mut self.0).await {
+            Ok(Ok(w)) => Some(Proposed {
+                index: w.log_id.index,
+                resp: w.data,
+            }),
+            Ok(Err(_)) | Err(_) => None,
         }
     }
 }

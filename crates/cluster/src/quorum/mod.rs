@@ -26,7 +26,7 @@ pub use deliver::{
     QQ_DELIVER_SERVICE,
 };
 pub use forward::QQ_FORWARD_SERVICE;
-pub use handle::{ProposeError, Proposed, QuorumHandle, PROPOSE_TIMEOUT};
+pub use handle::{Pending, ProposeError, Proposed, QuorumHandle, PROPOSE_TIMEOUT};
 pub use member::{Leadership, MemberSpec, QuorumGroups, QuorumNode};
 pub use sm::{Counts, EffectSink, QqSm};
 

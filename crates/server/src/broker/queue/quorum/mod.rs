@@ -17,6 +17,7 @@
 //! before any other command, so a channel's publish and its basic.get stay in order).
 
 mod handlers;
+mod proposer;
 mod remote;
 mod replicated;
 mod round;

@@ -15,14 +15,13 @@
 //! consumers' messages come back). Links are compared by session, so one that dropped
 //! and came back between two looks is a loss too (what was sent on it may be gone).
 
-use super::round::Round;
-use super::{Answer, EffectBuffer, Proposal, QueueActor};
+use super::proposer::run_proposer;
+use super::{EffectBuffer, Proposal, QueueActor};
 use crate::broker::cluster::{ClusterNode, QqInbound};
 use crate::broker::node::now_ms;
 use actix::prelude::*;
 use broker_cluster::quorum::{
-    config, send_deliveries, Leadership, MemberSpec, QqSm, QuorumGroup, QuorumHandle,
-    RemoteDelivery,
+    config, send_deliveries, Leadership, MemberSpec, QqSm, QuorumGroup, RemoteDelivery,
 };
 use broker_cluster::{node_id, GroupId, Node, NodeId};
 use broker_core::quorum::{ConsumerId, Down, QqCmd, QqOp};
@@ -129,36 +128,6 @@ pub(super) async fn start(
         actor,
     ));
     Ok((group, tx, Some(out_tx)))
-}
-
-/// Proposes the group's commands in rounds through the forwarding handle: everything
-/// waiting when a round is answered goes as the next one (`round.rs`: one entry, one
-/// commit), in the order the actor proposed it.
-async fn run_proposer(handle: QuorumHandle, mut rx: mpsc::UnboundedReceiver<Proposal>) {
-    let mut next: Option<Proposal> = None;
-    loop {
-        let first = match next.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
-        };
-        let mut round = Round::new(first);
-        while let Ok(p) = rx.try_recv() {
-            if let Err(p) = round.add(p) {
-                next = Some(p);
-                break;
-            }
-        }
-        let (cmd, waiting) = round.into_cmd();
-        let r: Answer = handle
-            .propose(cmd)
-            .await
-            .map(|p| p.resp)
-            .map_err(|e| e.to_string());
-        waiting.answer(r);
-    }
 }
 
 /// Sends deliveries and cancels to other nodes in the order the leader decided them.

@@ -2,10 +2,8 @@
 //! previous round was answered goes into one log entry (`QqOp::Batch`), so a round
 //! costs one Raft commit (one fsync on a majority, one forward when this node does not
 //! lead) however many commands it carries. Commands stay in the order the actor
-//! proposed them (a batch applies them in order), and the proposer still waits for a
-//! round's answer before the next, so a failed round is retried whole and in order:
-//! a retried publish can never land after a later one (publisher sequence numbers
-//! deduplicate retries, and they must not go backwards).
+//! proposed them (a batch applies them in order); `proposer.rs` keeps several rounds
+//! in flight on the leader's node and commits them in order.
 //!
 //! Before batching, each command was a round of its own: with a consumer acking, every
 //! settle forced the inbox out as a separate `Enqueue` before it, and a three-node
