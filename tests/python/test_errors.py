@@ -678,6 +678,40 @@ def test_tx_publish_commit_and_rollback(conn):
     assert ready_count(observer, q) == 0
 
 
+def tx_to_a_full_queue(conn, queue_type):
+    """A transaction of three publishes to a queue that takes one (x-max-length 1,
+    reject-publish): its commit, and what the queue holds after."""
+    ch = conn.channel()
+    q = uniq(f"tx.full.{queue_type}")
+    ch.queue_declare(q, durable=True, arguments={
+        "x-queue-type": queue_type, "x-max-length": 1, "x-overflow": "reject-publish"})
+
+    def action(tx):
+        tx.tx_select()
+        for i in range(3):
+            tx.basic_publish("", q, b"m%d" % i)
+        tx.tx_commit()
+
+    expect_channel_error(conn, action, 406, "PRECONDITION_FAILED - partial tx completion")
+    (m, _, body), = get_n(ch, q, 1)
+    assert body == b"m0"
+    ch.queue_delete(q)
+
+
+def test_406_partial_tx_completion_when_a_classic_queue_refuses(conn):
+    # RabbitMQ completes a commit only once its publishes are confirmed; a refused one
+    # fails it (the queue keeps what it took)
+    tx_to_a_full_queue(conn, "classic")
+
+
+@pytest.mark.ours_only
+def test_406_partial_tx_completion_when_a_quorum_queue_refuses(conn):
+    # the commit waits for the quorum queue's log (before, commit-ok came at once and
+    # the refusal was lost); RabbitMQ 3.10's quorum queue applies reject-publish
+    # lazily and took all three (docs/compatibility.md)
+    tx_to_a_full_queue(conn, "quorum")
+
+
 def test_tx_acks_apply_on_commit_only(conn):
     ch = conn.channel()
     q = ch.queue_declare("", exclusive=True).method.queue

@@ -455,6 +455,9 @@ impl ChannelActor {
                 }
             });
         }
+        if let (true, Some(t)) = (routed.refused(), self.tx_commit.as_mut()) {
+            t.refused = true;
+        }
         if let Some(seq) = seq {
             if routed.refused() {
                 if let Some(c) = self.confirms.as_mut() {
@@ -485,13 +488,20 @@ impl ChannelActor {
         if parts == 0 {
             return None;
         }
-        let seq = seq?;
-        if let Some(c) = self.confirms.as_mut() {
-            c.expect_parts(seq, parts + 1);
-        }
+        let (seq, confirm) = match (seq, self.confirms.as_mut(), self.tx_commit.as_mut()) {
+            (Some(seq), Some(c), _) => {
+                c.expect_parts(seq, parts + 1);
+                (seq, ctx.address().recipient())
+            }
+            (None, None, Some(t)) => {
+                self.tx_seq += 1;
+                (self.tx_seq, t.expect(parts))
+            }
+            _ => return None,
+        };
         let node = self.store.as_ref().map_or(0, |s| s.cluster.id);
         Some(crate::broker::queue::Ticket {
-            confirm: ctx.address().recipient(),
+            confirm,
             publisher: broker_core::quorum::ChanId {
                 node,
                 connection: self.key.connection,

@@ -12,6 +12,7 @@ mod remote;
 mod route;
 mod send_message;
 mod tx;
+mod tx_outcome;
 
 use crate::amqp::connection::{ChannelClosing, Connection, ConnectionFail, Flush, ResumeRead};
 use crate::amqp::shared::{ConnShared, OUT_HIGH};
@@ -121,6 +122,11 @@ pub struct ChannelActor {
     pub(crate) confirms: Option<Confirms>,
     pub(crate) confirm_flush_scheduled: bool,
     pub(crate) tx: Option<TxBuffer>,
+    /// The tx.commit whose publishes are being routed (their queues' outcomes).
+    pub(crate) tx_commit: Option<tx_outcome::TxCommit>,
+    /// The last sequence number a transactional publish to a quorum or remote queue
+    /// took (they name a publish in the queue's log, so they grow across commits).
+    pub(crate) tx_seq: u64,
     pub(crate) routes: RouteCache,
     /// What the management API shows of this channel.
     pub(crate) stats: Arc<crate::broker::runtime::ChannelStats>,
@@ -184,6 +190,8 @@ impl ChannelActor {
             backlog: Default::default(),
             backlog_scheduled: false,
             tx: None,
+            tx_commit: None,
+            tx_seq: 0,
             routes: RouteCache::default(),
             stats: Default::default(),
             perm_cache: (0, HashMap::new()),

@@ -1,5 +1,7 @@
-//! confirm.select and tx.*: publisher confirms and transactions.
+//! confirm.select and tx.*: publisher confirms and transactions (a commit's wait for
+//! its queues: `tx_outcome.rs`).
 
+use super::tx_outcome::TxCommit;
 use super::{ChannelActor, TxBuffer};
 use actix::prelude::*;
 use broker_core::channel::Confirms;
@@ -59,38 +61,57 @@ impl ChannelActor {
                     .any(|(_, c)| matches!(c.properties.delivery_mode(), Some(2)));
                 let since = self.store.as_ref().map_or(0, |s| s.messages.mark());
                 self.store_failed = false;
-                for (p, c) in buf.publishes {
-                    self.publish_now(p, c, ctx)?;
-                }
+                self.tx_commit = Some(TxCommit::default());
+                let routed: Result<(), AmqpError> = buf
+                    .publishes
+                    .into_iter()
+                    .try_for_each(|(p, c)| self.publish_now(p, c, ctx));
+                let commit = self.tx_commit.take();
+                routed?;
                 if std::mem::take(&mut self.store_failed) {
                     // a persistent message of the transaction could not be stored
                     return Err(AmqpError::internal("store write failed"));
                 }
                 self.apply_settles(buf.settles.into_iter().map(|(_, p, k)| (p, k)).collect());
-                match (persistent, self.store.as_ref()) {
-                    // commit-ok only once the transaction's persistent messages are on disk
+                // commit-ok once the transaction's persistent messages are on disk and
+                // every quorum or remote queue took its publishes (`tx_outcome.rs`)
+                let flushed = match (persistent, self.store.as_ref()) {
                     (true, Some(store)) => {
                         let (tx_done, rx_done) = tokio::sync::oneshot::channel();
                         let upto = store.messages.mark();
                         store.flusher.request(since, upto, move |res| {
                             let _ = tx_done.send(res);
                         });
-                        self.wait_then(
-                            ctx,
-                            (90, 20),
-                            async move {
-                                match rx_done.await {
-                                    Ok(Ok(())) => Ok(()),
-                                    _ => Err(AmqpError::internal("store flush failed")),
-                                }
-                            },
-                            |act, (), _| {
-                                act.send(AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
-                            },
-                        );
+                        Some(rx_done)
                     }
-                    _ => self.send(AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}))),
-                }
+                    _ => None,
+                };
+                self.wait_then(
+                    ctx,
+                    (90, 20),
+                    async move {
+                        if let Some(rx) = flushed {
+                            match rx.await {
+                                Ok(Ok(())) => {}
+                                _ => return Err(AmqpError::internal("store flush failed")),
+                            }
+                        }
+                        let taken = match commit {
+                            Some(c) => c.outcome().await,
+                            None => Ok(true),
+                        };
+                        match taken {
+                            Ok(true) => Ok(()),
+                            Ok(false) => {
+                                Err(AmqpError::precondition_failed("partial tx completion"))
+                            }
+                            Err(()) => Err(AmqpError::internal(
+                                "a queue stopped before taking the transaction's publishes",
+                            )),
+                        }
+                    },
+                    |act, (), _| act.send(AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {}))),
+                );
                 Ok(())
             }
             tx::AMQPMethod::Rollback(_) => {
