@@ -1,7 +1,7 @@
 //! Accepts peers on `--cluster-listen`, authenticates them (`tls.rs` when configured,
-//! then `handshake.rs`) and answers
-//! their requests on the same connection: Raft RPCs go to the group named in the frame,
-//! app messages to their service. Replies take the connection's control lane.
+//! then `handshake.rs`) and answers their requests on the same connection: Raft RPCs go
+//! to the group named in the frame, app messages to their service. Replies take the
+//! connection's control lane.
 //!
 //! Such a connection ends with the peer's (it closes it, or is silent for the link
 //! timeout), and also when this node's own link to that peer goes down: a node that
@@ -109,7 +109,13 @@ async fn open(shared: &Shared, tcp: TcpStream) -> Result<(Conn, PeerHello), Refu
             Ok((Conn::Plain(s), hello))
         }
         Some(tls) => {
-            let mut s = tls.accept(tcp).await.map_err(Refusal::Refused)?;
+            let mut s = tls.accept(tcp).await.map_err(|e| {
+                if dialer_gone(&e) {
+                    Refusal::Gone(e.to_string())
+                } else {
+                    Refusal::Refused(e.to_string())
+                }
+            })?;
             let hello = authenticate(shared, &mut s).await?;
             Ok((Conn::Accepted(s), hello))
         }

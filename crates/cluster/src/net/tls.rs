@@ -141,16 +141,23 @@ impl NodeTls {
     }
 
     /// The acceptor's TLS handshake. A dialer that speaks the plain handshake instead
-    /// is told apart, for the log line.
-    pub(crate) async fn accept(&self, tcp: TcpStream) -> Result<Accepted, String> {
+    /// is told apart, for the log line; one that closed the connection before the end
+    /// is an `UnexpectedEof`, `ConnectionReset` or `BrokenPipe` error (it gave up: not
+    /// a refusal).
+    pub(crate) async fn accept(&self, tcp: TcpStream) -> io::Result<Accepted> {
         if plain_dialer(&tcp).await {
-            return Err("the peer dialed without TLS, and this node requires it (is cluster TLS configured on the peer?)".into());
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the peer dialed without TLS, and this node requires it (is cluster TLS configured on the peer?)",
+            ));
         }
-        self.acceptor
-            .accept(tcp)
-            .await
-            .map(Box::new)
-            .map_err(|e| format!("TLS handshake failed: {e}"))
+        match self.acceptor.accept(tcp).await {
+            Ok(s) => Ok(Box::new(s)),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("TLS handshake failed: {e}"),
+            )),
+        }
     }
 }
 
