@@ -191,6 +191,46 @@ async fn a_certificate_for_another_host_is_refused_by_the_dialer() {
 }
 
 #[tokio::test]
+async fn a_frozen_tls_peer_is_declared_down_and_comes_back() {
+    // a reaches b through a proxy that stops moving bytes (liveness.rs): TLS records
+    // pass it untouched, so a dials 127.0.0.1 and b's certificate names it
+    let ca = Ca::new("cluster CA");
+    let tls = |n: &str| Some(ca.node(n, &["127.0.0.1"], false));
+    let a = Transport::bind(fast("a", tls("a"))).await.unwrap();
+    let b = Transport::bind(fast("b", tls("b"))).await.unwrap();
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let (via, frozen) = super::liveness::proxy(b_addr.to_string()).await;
+    let peer = |name: &str, addr: String| broker_cluster::net::PeerAddr {
+        name: name.into(),
+        addr,
+    };
+    let a = a.start(vec![peer("b", via)]);
+    let b = b.start(vec![peer("a", a_addr.to_string())]);
+    echo(&[a.clone(), b.clone()]);
+    all_up(&[a.clone(), b.clone()]).await;
+    let (ai, bi) = (a.node_id(), b.node_id());
+    let sa = a.link_session(bi);
+    frozen.send_replace(true);
+    let t0 = std::time::Instant::now();
+    until("a's link to b down", || !a.is_up(bi)).await;
+    assert!(t0.elapsed() >= TIMEOUT / 2, "down after {:?}", t0.elapsed());
+    frozen.send_replace(false);
+    tokio::time::timeout(LIMIT, a.wait_up(bi))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(a.link_session(bi), sa);
+    let back = a.call(bi, ECHO, Bytes::from_static(b"y")).await.unwrap();
+    assert_eq!(&back[..], b"y");
+    tokio::time::timeout(LIMIT, b.wait_up(ai))
+        .await
+        .unwrap()
+        .unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_cluster_port_speaks_only_tls_and_drops_the_silent() {
     let ca = Ca::new("cluster CA");
     let tls = Some(ca.node("a", &["127.0.0.1"], false));
