@@ -67,8 +67,10 @@ def free_port():
 class Node:
     """One broker process of the cluster."""
 
-    def __init__(self, index, name, host, secret_file=None, net=None):
+    def __init__(self, index, name, host, secret_file=None, net=None, extra_args=()):
         self.index = index
+        # appended to the command line (e.g. --cluster-tls-* files)
+        self.extra_args = list(extra_args)
         self.name = name
         self.host = host
         self.net = net
@@ -96,7 +98,7 @@ class Node:
         if self.peers:
             a += ["--cluster-listen", f"{self.host}:{self.cluster_port}",
                   "--cluster-peers", ",".join(self.peers), "--cluster-secret-file", self.secret_file]
-        return a
+        return a + self.extra_args
 
     def start(self, timeout=30):
         argv = self.argv()
@@ -180,9 +182,10 @@ class Node:
 
 class Cluster:
     """`n` nodes named broker-<i>@cluster, started together (each lists the others as
-    peers when n > 1). With `net` (a netns.Net of n nodes) each runs in its namespace."""
+    peers when n > 1). With `net` (a netns.Net of n nodes) each runs in its namespace.
+    `node_args(i)`, when given, is the list of extra arguments of node i."""
 
-    def __init__(self, n, net=None):
+    def __init__(self, n, net=None, node_args=None):
         self.net = net
         self.secret_dir = tempfile.mkdtemp(prefix="broker-cluster-secret-")
         secret = os.path.join(self.secret_dir, "secret")
@@ -192,7 +195,8 @@ class Cluster:
         self.nodes = []
         for i in range(n):
             host = net.addr(i) if net else "127.0.0.1"
-            self.nodes.append(Node(i, f"broker-{i}@cluster", host, secret, net))
+            extra = node_args(i) if node_args else ()
+            self.nodes.append(Node(i, f"broker-{i}@cluster", host, secret, net, extra))
         if n > 1:
             for node in self.nodes:
                 node.peers = [f"{o.name}@{o.host}:{o.cluster_port}" for o in self.nodes if o is not node]

@@ -54,13 +54,17 @@ class Ca:
             f.write(data)
         return path
 
-    def issue(self, cn, server=False, expired=False, prefix=None, days=30):
+    def issue(self, cn, server=False, expired=False, prefix=None, days=30, node=False):
         """Signs a certificate for `cn`; returns (cert_path, key_path). A server
-        certificate names localhost and 127.0.0.1; an expired one ended yesterday, any
-        other one ends `days` from now."""
+        certificate names localhost and 127.0.0.1; a node one (cluster TLS: a node dials
+        and accepts) does too, for both server and client use; an expired one ended
+        yesterday, any other one ends `days` from now."""
         key = ec.generate_private_key(ec.SECP256R1())
         start, end = (_now() - 10 * DAY, _now() - DAY) if expired else (_now() - DAY, _now() + days * DAY)
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        if node:
+            usage = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        else:
+            usage = [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
         b = (
             x509.CertificateBuilder()
             .subject_name(_name(cn))
@@ -70,9 +74,9 @@ class Ca:
             .not_valid_before(start)
             .not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         )
-        if server:
+        if server or node:
             b = b.add_extension(
                 x509.SubjectAlternativeName(
                     [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]

@@ -140,6 +140,18 @@ pub struct Cli {
     /// down (frozen or cut off), 1 to 600; heartbeats go every fifth of it [default: 5]
     #[arg(long, env = "BROKER_CLUSTER_LINK_TIMEOUT")]
     pub cluster_link_timeout: Option<u64>,
+    /// PEM certificate (and chain) this node presents on cluster links, dialed and
+    /// accepted; with --cluster-tls-key and --cluster-tls-ca every link runs TLS
+    /// [default: none, plain TCP]
+    #[arg(long, env = "BROKER_CLUSTER_TLS_CERT")]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// PEM private key of --cluster-tls-cert
+    #[arg(long, env = "BROKER_CLUSTER_TLS_KEY")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// PEM CA certificates that sign the cluster's node certificates: a peer whose
+    /// certificate they do not verify is refused
+    #[arg(long, env = "BROKER_CLUSTER_TLS_CA")]
+    pub cluster_tls_ca: Option<PathBuf>,
     /// Where a new quorum queue's leader goes when neither a policy's
     /// queue-leader-locator nor its x-queue-leader-locator says: client-local (the
     /// declaring node) or balanced (the node leading the fewest) [default: client-local]
@@ -197,6 +209,9 @@ pub struct FileConfig {
     cluster_peers: Option<String>,
     cluster_secret_file: Option<PathBuf>,
     cluster_link_timeout: Option<u64>,
+    cluster_tls_cert: Option<PathBuf>,
+    cluster_tls_key: Option<PathBuf>,
+    cluster_tls_ca: Option<PathBuf>,
     queue_leader_locator: Option<String>,
 }
 
@@ -294,6 +309,11 @@ impl Config {
                 .take()
                 .or(file.cluster_secret_file.take()),
             cli.cluster_link_timeout.or(file.cluster_link_timeout),
+            cluster::TlsPaths {
+                cert: cli.cluster_tls_cert.take().or(file.cluster_tls_cert.take()),
+                key: cli.cluster_tls_key.take().or(file.cluster_tls_key.take()),
+                ca: cli.cluster_tls_ca.take().or(file.cluster_tls_ca.take()),
+            },
         )?;
         let queue_leader_locator = match cli.queue_leader_locator {
             Some(l) => l,

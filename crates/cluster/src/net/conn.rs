@@ -189,12 +189,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
             }
             let read = tokio::time::timeout(self.idle, self.r.read_buf(&mut self.buf)).await;
-            let n = read.map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("nothing received for {:?}", self.idle),
-                )
-            })??;
+            let n = match read {
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("nothing received for {:?}", self.idle),
+                    ))
+                }
+                // TLS reports a close without its close_notify (a peer that exited or was
+                // killed) as an error; between two frames it is a clean end all the
+                // same: the framing, not TLS, tells a cut frame.
+                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof && self.buf.is_empty() => {
+                    return Ok(None)
+                }
+                Ok(r) => r?,
+            };
             if n == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)

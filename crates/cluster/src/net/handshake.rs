@@ -26,7 +26,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 type HmacSha256 = Hmac<Sha256>;
 
-const MAGIC: &[u8; 4] = b"BRKC";
+/// The hello's first bytes (`tls.rs` tells a plain dialer apart by them).
+pub(crate) const MAGIC: &[u8; 4] = b"BRKC";
 /// 2: heartbeat frames (a node of version 1 would close the connection at the first).
 const VERSION: u16 = 2;
 /// The largest hello or proof accepted: a name and a peer list, never more.
@@ -148,6 +149,13 @@ async fn write_msg<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8]) -> std::io::R
 
 async fn read_msg<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, HandshakeError> {
     let n = s.read_u32().await? as usize;
+    // A TLS record starts 0x16 (handshake) 0x03 (version): a peer with cluster TLS
+    // dialing this node, which has none.
+    if n >> 16 == 0x1603 {
+        return Err(HandshakeError::Protocol(
+            "the peer speaks TLS, and this node has no cluster TLS configured".into(),
+        ));
+    }
     if n > MAX_MSG {
         return Err(HandshakeError::Protocol(format!(
             "handshake message of {n} bytes"

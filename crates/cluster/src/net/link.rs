@@ -26,6 +26,7 @@ use super::conn::{self, FrameReader, Lane, Lanes, Out};
 use super::frame::{self, Frame, Kind, ReplyError};
 use super::handshake::{self, PeerHello};
 use super::shared::Shared;
+use super::tls::Conn;
 use super::NetError;
 use crate::{node_id, GroupId, NodeId};
 
@@ -284,20 +285,29 @@ pub(crate) async fn run(shared: Arc<Shared>, link: Arc<Link>) {
     }
 }
 
-async fn dial(shared: &Shared, link: &Link) -> Result<(TcpStream, PeerHello), String> {
+async fn dial(shared: &Shared, link: &Link) -> Result<(Conn, PeerHello), String> {
     let limit = shared.cfg.handshake_timeout;
     let attempt = async {
-        let mut s = TcpStream::connect(&link.addr)
+        let s = TcpStream::connect(&link.addr)
             .await
             .map_err(|e| e.to_string())?;
         s.set_nodelay(true).map_err(|e| e.to_string())?;
-        let hello = handshake::dial(&mut s, &shared.cfg.secret, &shared.name, &shared.peer_names)
-            .await
-            .map_err(|e| {
-                shared.refused.fetch_add(1, Ordering::Relaxed);
-                e.to_string()
-            })?;
-        Ok::<_, String>((s, hello))
+        let refused = |e: String| {
+            shared.refused.fetch_add(1, Ordering::Relaxed);
+            e
+        };
+        match &shared.cfg.tls {
+            None => {
+                let mut s = s;
+                let hello = authenticate(shared, &mut s).await.map_err(refused)?;
+                Ok::<_, String>((Conn::Plain(s), hello))
+            }
+            Some(tls) => {
+                let mut s = tls.connect(&link.addr, s).await.map_err(refused)?;
+                let hello = authenticate(shared, &mut s).await.map_err(refused)?;
+                Ok((Conn::Dialed(s), hello))
+            }
+        }
     };
     let (s, hello) = tokio::time::timeout(limit, attempt)
         .await
@@ -312,9 +322,33 @@ async fn dial(shared: &Shared, link: &Link) -> Result<(TcpStream, PeerHello), St
     Ok((s, hello))
 }
 
+/// The secret handshake, as dialer, on a plain or TLS stream.
+async fn authenticate<S>(shared: &Shared, s: &mut S) -> Result<PeerHello, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    handshake::dial(s, &shared.cfg.secret, &shared.name, &shared.peer_names)
+        .await
+        .map_err(|e| match e {
+            handshake::HandshakeError::Io(ref io) if shared.cfg.tls.is_none() && eof(io) => {
+                format!(
+                    "{e} (the peer closed it: it holds another secret, or requires cluster TLS)"
+                )
+            }
+            e => e.to_string(),
+        })
+}
+
+fn eof(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+    )
+}
+
 /// Serves one connection of `link` until it ends; the link is down when this returns.
-async fn serve(shared: &Shared, link: &Link, stream: TcpStream) -> std::io::Result<()> {
-    let (r, w) = stream.into_split();
+async fn serve(shared: &Shared, link: &Link, stream: Conn) -> std::io::Result<()> {
+    let (r, w) = stream.split();
     let (lanes, rx) = conn::lanes();
     *lock(&link.lanes) = Some(lanes);
     let n = link.opened.fetch_add(1, Ordering::Relaxed) + 1;

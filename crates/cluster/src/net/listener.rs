@@ -1,6 +1,7 @@
-//! Accepts peers on `--cluster-listen`, authenticates them (`handshake.rs`) and answers
-//! their requests on the same connection: Raft RPCs go to the group named in the frame,
-//! app messages to their service. Replies take the connection's control lane.
+//! Accepts peers on `--cluster-listen`, authenticates them (`tls.rs` when configured,
+//! then `handshake.rs`) and answers their requests on the same connection: Raft RPCs go
+//! to the group named in the frame, app messages to their service. Replies take the
+//! connection's control lane.
 //!
 //! Such a connection ends with the peer's (it closes it, or is silent for the link
 //! timeout), and also when this node's own link to that peer goes down: a node that
@@ -16,9 +17,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::conn::{self, FrameReader, Lane, Lanes, Out};
 use super::frame::{self, Frame, Kind, ReplyError};
-use super::handshake;
+use super::handshake::{self, PeerHello};
 use super::router::RpcKind;
 use super::shared::Shared;
+use super::tls::{Conn, ReadHalf};
 use crate::{node_id, NodeId};
 
 pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener) {
@@ -36,24 +38,18 @@ pub(crate) async fn run(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-async fn serve(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
+async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let limit = shared.cfg.handshake_timeout;
-    let hs = handshake::accept(
-        &mut stream,
-        &shared.cfg.secret,
-        &shared.name,
-        &shared.peer_names,
-    );
-    let hello = match tokio::time::timeout(limit, hs).await {
-        Ok(Ok(h)) => h,
-        Ok(Err(handshake::HandshakeError::Io(e))) if dialer_gone(&e) => {
+    let (conn, hello) = match tokio::time::timeout(limit, open(&shared, stream)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(Refusal::Gone(e))) => {
             // a dialer that gave up while this node was not accepting (frozen, or
             // busy): nothing was refused
             tracing::debug!(%addr, "a cluster connection closed before its handshake: {e}");
             return;
         }
-        Ok(Err(e)) => {
+        Ok(Err(Refusal::Refused(e))) => {
             shared
                 .refused
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -62,11 +58,16 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
             }
             return;
         }
-        Err(_) => return,
+        Err(_) => {
+            if shared.log_limit.allow(&format!("slow {}", addr.ip())) {
+                tracing::info!(%addr, "closed a cluster connection: no handshake within {limit:?} (logged once a minute per address)");
+            }
+            return;
+        }
     };
     let from = node_id(&hello.name);
     shared.heard(&hello.name);
-    let (r, w) = stream.into_split();
+    let (r, w) = conn.split();
     let (lanes, rx) = conn::lanes();
     let reader = FrameReader::new(r, shared.cfg.max_frame, shared.cfg.link_timeout);
     let link = shared.find_link(from);
@@ -91,6 +92,48 @@ async fn serve(shared: Arc<Shared>, mut stream: TcpStream, addr: SocketAddr) {
     }
 }
 
+/// Why an accepted connection did not open.
+enum Refusal {
+    /// The dialer closed it before the handshake ended: nothing to report.
+    Gone(String),
+    /// The dialer failed TLS or the secret handshake.
+    Refused(String),
+}
+
+/// The TLS handshake (when configured), then the secret handshake as acceptor.
+async fn open(shared: &Shared, tcp: TcpStream) -> Result<(Conn, PeerHello), Refusal> {
+    match &shared.cfg.tls {
+        None => {
+            let mut s = tcp;
+            let hello = authenticate(shared, &mut s).await?;
+            Ok((Conn::Plain(s), hello))
+        }
+        Some(tls) => {
+            let mut s = tls.accept(tcp).await.map_err(|e| {
+                if dialer_gone(&e) {
+                    Refusal::Gone(e.to_string())
+                } else {
+                    Refusal::Refused(e.to_string())
+                }
+            })?;
+            let hello = authenticate(shared, &mut s).await?;
+            Ok((Conn::Accepted(s), hello))
+        }
+    }
+}
+
+async fn authenticate<S>(shared: &Shared, s: &mut S) -> Result<PeerHello, Refusal>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    handshake::accept(s, &shared.cfg.secret, &shared.name, &shared.peer_names)
+        .await
+        .map_err(|e| match e {
+            handshake::HandshakeError::Io(io) if dialer_gone(&io) => Refusal::Gone(io.to_string()),
+            e => Refusal::Refused(e.to_string()),
+        })
+}
+
 /// Whether a handshake failed because the dialer had already closed the connection.
 fn dialer_gone(e: &io::Error) -> bool {
     matches!(
@@ -102,7 +145,7 @@ fn dialer_gone(e: &io::Error) -> bool {
 async fn dispatch(
     shared: &Arc<Shared>,
     from: NodeId,
-    mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    mut reader: FrameReader<ReadHalf>,
     lanes: Lanes,
 ) -> io::Result<()> {
     while let Some(f) = reader.next().await? {

@@ -1,9 +1,10 @@
-//! The transport between cluster nodes (docs/design/cluster.md §5): plain tokio TCP, run
-//! on the cluster's own runtime. [`Transport`] owns it all:
+//! The transport between cluster nodes (docs/design/cluster.md §5): tokio TCP, with TLS
+//! when configured, run on the cluster's own runtime. [`Transport`] owns it all:
 //!
 //! - `listener.rs` accepts peers on `--cluster-listen` and answers their requests;
 //! - `link.rs` keeps one outgoing connection per peer for this node's own requests
 //!   (replies come back on it by correlation id), reconnecting with backoff;
+//! - `tls.rs` wraps every connection in mutual TLS when [`NetConfig::tls`] is set;
 //! - `handshake.rs` authenticates both sides with the shared secret (HMAC-SHA256);
 //! - `frame.rs` and `conn.rs` frame, batch and bound what goes over a connection;
 //! - `router.rs` carries every Raft group's RPCs over the same links (multi-raft) and
@@ -19,6 +20,7 @@ mod link;
 mod listener;
 mod router;
 mod shared;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,6 +36,7 @@ pub use conn::Lane;
 pub use frame::{ReplyError, HEADER_LEN};
 pub use handshake::PeerHello;
 pub use router::{GroupConn, GroupRpc, RaftGroup, Router, RpcKind};
+pub use tls::NodeTls;
 
 use crate::{node_id, GroupId, NodeId};
 use shared::Shared;
@@ -145,13 +148,16 @@ pub struct NetConfig {
     pub listen: String,
     /// The shared secret (the contents of `--cluster-secret-file`).
     pub secret: Vec<u8>,
+    /// TLS for every link, dialed and accepted (`--cluster-tls-*`); `None`: plain TCP.
+    /// A node with TLS and one without cannot talk: each refuses the other's handshake.
+    pub tls: Option<NodeTls>,
     /// The largest frame payload sent or accepted; a peer announcing more is cut off.
     pub max_frame: usize,
     /// Bytes of bulk frames queued per peer before senders wait (at least `max_frame`).
     pub bulk_bytes: usize,
     /// The time limit of [`Transport::call`].
     pub call_timeout: Duration,
-    /// The time limit of a connect plus handshake.
+    /// The time limit of a connect plus the TLS (if any) and secret handshakes.
     pub handshake_timeout: Duration,
     /// The first and the longest wait between two dials of a peer that is down.
     pub backoff: (Duration, Duration),
@@ -176,6 +182,7 @@ impl NetConfig {
             name: name.into(),
             listen: listen.into(),
             secret: secret.into(),
+            tls: None,
             max_frame: 16 << 20,
             bulk_bytes: 64 << 20,
             call_timeout: Duration::from_secs(10),

@@ -33,7 +33,7 @@ fn fast(name: &str) -> NetConfig {
 
 /// A TCP proxy to `target` that can be frozen: while frozen it neither accepts nor
 /// moves a byte, and its sockets stay open.
-async fn proxy(target: String) -> (String, watch::Sender<bool>) {
+pub(super) async fn proxy(target: String) -> (String, watch::Sender<bool>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let (frozen, rx) = watch::channel(false);

@@ -7,6 +7,7 @@ mod liveness;
 mod raft;
 mod services;
 mod store;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -37,7 +37,7 @@ pub(crate) async fn start(
 ) -> Result<MetaHandle, String> {
     let (name, listen) = (s.cluster.name.clone(), settings.listen.clone());
     let (secret, peers) = (settings.secret.0.clone(), settings.peers.clone());
-    let link_timeout = settings.link_timeout;
+    let (link_timeout, tls) = (settings.link_timeout, settings.tls.clone());
     let log = s.cluster.log.clone();
     let cluster = s.cluster.clone();
     let membership = s
@@ -45,6 +45,8 @@ pub(crate) async fn start(
         .run(async move {
             let mut cfg = NetConfig::new(name, listen.clone(), secret);
             cfg.link_timeout = link_timeout;
+            let mode = if tls.is_some() { "TLS" } else { "plain TCP" };
+            cfg.tls = tls;
             cfg.heartbeat = link_timeout / 5;
             let need = usize::try_from(max_message)
                 .unwrap_or(usize::MAX)
@@ -55,7 +57,7 @@ pub(crate) async fn start(
                 .await
                 .map_err(|e| format!("cannot listen for cluster peers on {listen}: {e}"))?;
             if let Ok(addr) = bound.local_addr() {
-                info!("cluster listening on {addr}");
+                info!("cluster listening on {addr} ({mode})");
             }
             let m =
                 ClusterMembership::start(bound, MembershipConfig::new(peers)?, &log, sm).await?;

@@ -1,9 +1,11 @@
 //! The cluster settings (`--cluster-listen`, `--cluster-peers`, `--cluster-secret-file`,
-//! `--cluster-link-timeout`; docs/design/cluster.md §5, §7), checked before anything starts: a cluster that would
-//! form wrong (no secret, a secret others can read, a peer list naming this node at
-//! another address) is refused with a message, as Erlang refuses a readable cookie.
+//! `--cluster-link-timeout`, `--cluster-tls-*`; docs/design/cluster.md §5, §7), checked
+//! before anything starts: a cluster that would form wrong (no secret, a secret others
+//! can read, a peer list naming this node at another address, half a TLS setting or
+//! certificate files that do not load) is refused with a message, as Erlang refuses a
+//! readable cookie.
 
-use broker_cluster::net::PeerAddr;
+use broker_cluster::net::{NodeTls, PeerAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,6 +41,35 @@ pub struct ClusterSettings {
     pub secret: Secret,
     /// How long a silent link to another node is kept (`--cluster-link-timeout`).
     pub link_timeout: Duration,
+    /// TLS on every link (`--cluster-tls-*`), loaded; `None`: plain TCP.
+    pub tls: Option<NodeTls>,
+}
+
+/// The files of `--cluster-tls-cert`, `--cluster-tls-key` and `--cluster-tls-ca`: all
+/// three or none (TLS between nodes is mutual, so each node needs all three).
+#[derive(Debug, Default)]
+pub struct TlsPaths {
+    /// This node's certificate chain.
+    pub cert: Option<PathBuf>,
+    /// Its private key.
+    pub key: Option<PathBuf>,
+    /// The CA that signs every node's certificate.
+    pub ca: Option<PathBuf>,
+}
+
+impl TlsPaths {
+    /// Reads the files when all three are set; half a setting is an error rather than
+    /// a cluster that silently runs in plain text.
+    fn load(self) -> Result<Option<NodeTls>, String> {
+        match (self.cert, self.key, self.ca) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), Some(ca)) => NodeTls::load(&cert, &key, &ca).map(Some),
+            _ => Err(
+                "--cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca go together: set all three or none"
+                    .into(),
+            ),
+        }
+    }
 }
 
 /// Resolves the settings. No peers: `None`, whatever else is set.
@@ -48,6 +79,7 @@ pub fn resolve(
     peers: Option<String>,
     secret_file: Option<PathBuf>,
     link_timeout_secs: Option<u64>,
+    tls: TlsPaths,
 ) -> Result<Option<ClusterSettings>, String> {
     let Some(peers) = peers.filter(|p| !p.trim().is_empty()) else {
         return Ok(None);
@@ -97,6 +129,7 @@ pub fn resolve(
         peers: parsed,
         secret: Secret(read_secret(&path)?),
         link_timeout,
+        tls: tls.load()?,
     }))
 }
 
@@ -185,25 +218,61 @@ mod tests {
     #[test]
     fn peers_need_a_private_non_empty_secret() {
         let peers = Some("b@h:1,c@h:2".to_string());
-        assert!(err(resolve("a", None, peers.clone(), None, None))
-            .contains("needs --cluster-secret-file"));
+        assert!(err(resolve(
+            "a",
+            None,
+            peers.clone(),
+            None,
+            None,
+            TlsPaths::default()
+        ))
+        .contains("needs --cluster-secret-file"));
         let (_d, open) = secret_file(0o644, "s");
-        let e = err(resolve("a", None, peers.clone(), Some(open), None));
+        let e = err(resolve(
+            "a",
+            None,
+            peers.clone(),
+            Some(open),
+            None,
+            TlsPaths::default(),
+        ));
         assert!(
             e.contains("accessible by its owner only") && e.contains("0644"),
             "{e}"
         );
         let (_d, empty) = secret_file(0o600, "\n");
-        assert!(err(resolve("a", None, peers.clone(), Some(empty), None)).contains("is empty"));
+        assert!(err(resolve(
+            "a",
+            None,
+            peers.clone(),
+            Some(empty),
+            None,
+            TlsPaths::default()
+        ))
+        .contains("is empty"));
         let (_d, good) = secret_file(0o400, "s3cret\n");
-        let Ok(Some(c)) = resolve("a", None, peers.clone(), Some(good.clone()), None) else {
+        let Ok(Some(c)) = resolve(
+            "a",
+            None,
+            peers.clone(),
+            Some(good.clone()),
+            None,
+            TlsPaths::default(),
+        ) else {
             panic!("a valid cluster setting");
         };
         assert_eq!(c.secret.0, b"s3cret");
         assert_eq!(c.listen, "0.0.0.0:25672");
         assert_eq!(c.peers.len(), 2);
         assert_eq!(c.link_timeout, Duration::from_secs(5));
-        let Ok(Some(c)) = resolve("a", None, peers.clone(), Some(good.clone()), Some(12)) else {
+        let Ok(Some(c)) = resolve(
+            "a",
+            None,
+            peers.clone(),
+            Some(good.clone()),
+            Some(12),
+            TlsPaths::default(),
+        ) else {
             panic!("a valid link timeout");
         };
         assert_eq!(c.link_timeout, Duration::from_secs(12));
@@ -214,6 +283,7 @@ mod tests {
                 peers.clone(),
                 Some(good.clone()),
                 Some(bad),
+                TlsPaths::default(),
             ));
             assert!(e.contains("--cluster-link-timeout"), "{e}");
         }
@@ -229,6 +299,7 @@ mod tests {
                 Some(peers.into()),
                 Some(s.clone()),
                 None,
+                TlsPaths::default(),
             )
         };
         assert!(err(go(None, "b@h:1,nonsense")).contains("is not NAME@HOST:PORT"));
@@ -240,6 +311,28 @@ mod tests {
             panic!("the node's own entry gives its listen address");
         };
         assert_eq!((c.listen.as_str(), c.peers.len()), ("h:1", 2));
-        assert!(matches!(resolve("a", None, None, None, None), Ok(None)));
+        assert!(matches!(
+            resolve("a", None, None, None, None, TlsPaths::default()),
+            Ok(None)
+        ));
+    }
+
+    #[test]
+    fn cluster_tls_needs_all_three_files_that_load() {
+        let (_d, s) = secret_file(0o600, "s");
+        let go =
+            |tls: TlsPaths| resolve("a", None, Some("b@h:1".into()), Some(s.clone()), None, tls);
+        let e = err(go(TlsPaths {
+            cert: Some("c.pem".into()),
+            ..TlsPaths::default()
+        }));
+        assert!(e.contains("go together"), "{e}");
+        let e = err(go(TlsPaths {
+            cert: Some("/nonexistent/c.pem".into()),
+            key: Some("/nonexistent/k.pem".into()),
+            ca: Some("/nonexistent/ca.pem".into()),
+        }));
+        assert!(e.contains("cannot read /nonexistent/c.pem"), "{e}");
+        assert!(matches!(go(TlsPaths::default()), Ok(Some(c)) if c.tls.is_none()));
     }
 }
