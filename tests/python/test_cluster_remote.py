@@ -120,6 +120,31 @@ def test_many_unconfirmed_publishes_are_paced_and_all_arrive(cluster):
     conn.close()
 
 
+def test_tx_commit_from_another_node_waits_for_the_home(cluster):
+    n1, n2, _ = cluster.nodes
+    declare_on(n1, (n2,), "rq.tx")
+    declare_on(n1, (n2,), "rq.tx.full", arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    conn, ch = channel(n2)
+    ch.tx_select()
+    for i in range(50):
+        ch.basic_publish("", "rq.tx", f"t{i}".encode(), PERSISTENT)
+    ch.tx_commit()
+    # commit-ok came after the home enqueued them: the home counts them at once
+    home, hch = channel(n1)
+    assert hch.queue_declare("rq.tx", passive=True).method.message_count == 50
+    # a publish the home refuses fails the commit, as a local queue's would
+    for i in range(3):
+        ch.basic_publish("", "rq.tx.full", f"f{i}".encode())
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as ei:
+        ch.tx_commit()
+    assert (ei.value.reply_code, ei.value.reply_text) == (406, "PRECONDITION_FAILED - partial tx completion")
+    assert hch.queue_declare("rq.tx.full", passive=True).method.message_count == 1
+    for q in ("rq.tx", "rq.tx.full"):
+        hch.queue_delete(q)
+    conn.close()
+    home.close()
+
+
 class Collector:
     """Deliveries of a consumer, in arrival order."""
 

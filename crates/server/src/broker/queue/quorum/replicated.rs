@@ -211,7 +211,7 @@ async fn elect_once_led(
         if lead.borrow_and_update().leader.is_some() {
             break;
         }
-        if placed.map_or(true, |p| net.link_session(p).is_none()) {
+        if placed.is_none_or(|p| net.link_session(p).is_none()) {
             tracing::info!(
                 group = group.id,
                 "the node placed to lead is down: electing"
