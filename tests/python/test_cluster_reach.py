@@ -142,6 +142,13 @@ def test_a_quorum_queue_serves_every_operation_on_a_node_that_is_no_member(clust
     for i in range(20):
         cha.basic_publish("", "reach.one", f"m{i}".encode(), pika.BasicProperties(delivery_mode=2))
     assert cha.queue_declare("reach.one", passive=True).method.message_count == 20
+    # the management API of a node that is no member shows the member's figures
+    for n in others:
+        q = queue_on(n, "reach.one")
+        assert (q["messages"], q["messages_ready"], q["messages_unacknowledged"]) == (20, 20, 0), q
+        assert q["leader"] == n0.name, q
+        listed = [x for x in n.api("/api/queues/%2F") if x["name"] == "reach.one"]
+        assert [x["messages_ready"] for x in listed] == [20], listed
     # basic.get: ack, nack with requeue (back, redelivered), reject without requeue
     m, _, body = cha.basic_get("reach.one")
     assert body == b"m0" and not m.redelivered

@@ -120,6 +120,31 @@ def test_many_unconfirmed_publishes_are_paced_and_all_arrive(cluster):
     conn.close()
 
 
+def test_the_management_api_of_every_node_shows_the_homes_figures(cluster):
+    n1, n2, n3 = cluster.nodes
+    declare_on(n1, (n2, n3), "rq.api")
+    conn, ch = channel(n1)
+    ch.confirm_delivery()
+    for i in range(5):
+        ch.basic_publish("", "rq.api", b"x" * 100)
+    ch.basic_qos(prefetch_count=2)
+    held = []
+    ch.basic_consume("rq.api", lambda c, m, p, b: held.append(m))
+    eventually(lambda: ch.connection.process_data_events(0.1) or len(held) == 2, what="two held")
+    for node in (n1, n2, n3):
+        q = node.api("/api/queues/%2F/rq.api")
+        assert q["node"] == n1.name, q
+        got = (q["messages"], q["messages_ready"], q["messages_unacknowledged"], q["consumers"])
+        assert got == (5, 3, 2, 1), (node.name, q)
+        listed = [x for x in node.api("/api/queues") if x["name"] == "rq.api"]
+        assert [(x["messages_ready"], x["messages_unacknowledged"]) for x in listed] == [(3, 2)], listed
+    # the cluster-wide totals of /api/overview include it on every node
+    totals = [node.api("/api/overview")["queue_totals"] for node in (n1, n2, n3)]
+    assert all(t["messages_unacknowledged"] >= 2 and t["messages_ready"] >= 3 for t in totals), totals
+    ch.queue_delete("rq.api")
+    conn.close()
+
+
 def test_tx_commit_from_another_node_waits_for_the_home(cluster):
     n1, n2, _ = cluster.nodes
     declare_on(n1, (n2,), "rq.tx")

@@ -54,6 +54,12 @@ pub struct MemberSpec {
     pub members: BTreeMap<NodeId, Node>,
     /// The openraft configuration ([`super::config`]; tests shorten it).
     pub config: Arc<Config>,
+    /// This member initializes the group when its log is empty. openraft's
+    /// `initialize` starts an election at once, so when every member initialized, they
+    /// all stood together and any could win: only the member placed to lead does, and
+    /// the others take the membership from its first entries (or initialize later,
+    /// [`QuorumGroup::initialize`], once it is found down).
+    pub initialize: bool,
 }
 
 /// Whether this node leads a group, as its Raft metrics say.
@@ -116,7 +122,7 @@ impl QuorumNode {
         self.net.add_group(id, Arc::new(RaftGroup(raft.clone())));
         self.groups.insert(id, raft.clone());
         let recovered = opened.last.is_some();
-        if !recovered {
+        if !recovered && spec.initialize {
             if let Err(e) = initialize(id, &raft, spec.members).await {
                 self.stop_group(id).await;
                 return Err(e);

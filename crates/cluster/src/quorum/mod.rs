@@ -151,6 +151,15 @@ impl QuorumGroup {
     }
 }
 
+impl QuorumGroup {
+    /// `initialize(members)` of a new group on this member, when it was started without
+    /// (the member placed to lead is down): it stands for election at once. Nothing
+    /// happens when the group has a membership already (another member's reached it).
+    pub async fn initialize(&self, members: BTreeMap<NodeId, Node>) -> Result<(), String> {
+        initialize(self.id, &self.raft, members).await
+    }
+}
+
 /// A group's log opened and its sink told what it held.
 struct Opened {
     store: GroupLog<QqTc>,

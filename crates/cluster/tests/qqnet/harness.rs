@@ -203,6 +203,7 @@ impl TestNode {
             id: GID,
             members: members(all),
             config: raft_config(opts.snapshots),
+            initialize: true,
         };
         let group = qn
             .start_group(spec, &log, store.raft_snapshots(), sink)

@@ -25,7 +25,9 @@
 //!   rather than settling whatever the restarted queue numbers so.
 
 use crate::broker::publish::Routed;
-use crate::broker::queue::remote_wire::{self as wire, Note, OpReply, OpReq, PublishReply};
+use crate::broker::queue::remote_wire::{
+    self as wire, Note, OpReply, OpReq, PublishReply, RemoteInfo,
+};
 use crate::broker::queue::{self, QueueEntry};
 use crate::broker::remote_consume::{self, Gates};
 use crate::broker::remote_ids::{tag, untag};
@@ -365,6 +367,17 @@ async fn op(
                 .map_err(gone)?;
             Ok(OpReply::Stats { ready, consumers })
         }
+        OpReq::Info { vhost, queue } => {
+            let q = caught_up_queue(rt, &vhost, &queue).await?;
+            let i = q.info().await.map_err(gone)?;
+            Ok(OpReply::Info(RemoteInfo {
+                ready: i.ready,
+                unacked: i.unacked,
+                bytes: i.bytes,
+                consumers: i.consumers.len() as u64,
+                leader: i.leader,
+            }))
+        }
     }
 }
 
@@ -378,14 +391,22 @@ fn note(rt: &Runtime, from: NodeId, n: Note, (held, gates): (&Held, &Gates)) {
             ids,
         } => {
             let ids: Vec<u64> = ids.into_iter().filter_map(untag).collect();
-            // a proxy's prefetch credit comes back before the queue looks for room
-            remote_consume::settled(gates, from, &vhost, &queue, &ids);
-            if let (Ok(q), false) = (local_queue(rt, &vhost, &queue), ids.is_empty()) {
-                q.settle(match kind {
-                    0 => queue::Settle::Ack(ids),
-                    1 => queue::Settle::Requeue(ids),
-                    _ => queue::Settle::Discard(ids),
-                });
+            // a proxy's prefetch credit comes back in the queue's handling of the
+            // settle: released here, a delivery pass of the queue in between could
+            // give the next message before a requeued one is back
+            let release = remote_consume::settled(gates, from, &vhost, &queue, &ids);
+            match (local_queue(rt, &vhost, &queue), ids.is_empty()) {
+                (Ok(q), false) => q.addr.do_send(queue::SettleReleasing {
+                    settle: match kind {
+                        0 => queue::Settle::Ack(ids),
+                        1 => queue::Settle::Requeue(ids),
+                        _ => queue::Settle::Discard(ids),
+                    },
+                    release,
+                }),
+                _ => release.iter().for_each(|g| {
+                    g.settled();
+                }),
             }
         }
         Note::ChannelClosed {

@@ -122,17 +122,22 @@ pub async fn consume(
     Ok(OpReply::Count(0))
 }
 
-/// Gives back the prefetch credit of settled deliveries of proxies of node `from`.
-pub fn settled(gates: &Gates, from: NodeId, vhost: &str, queue: &str, ids: &[u64]) {
+/// The gates of settled deliveries of proxies of node `from`, to give their prefetch
+/// credit back with the settle ([`crate::broker::queue::SettleReleasing`]).
+pub fn settled(
+    gates: &Gates,
+    from: NodeId,
+    vhost: &str,
+    queue: &str,
+    ids: &[u64],
+) -> Vec<Arc<ConsumerGate>> {
     let mut g = lock(gates);
     let Some(held) = g.get_mut(&(from, vhost.to_owned(), queue.to_owned())) else {
-        return;
+        return Vec::new();
     };
-    for id in ids {
-        if let Some((_, gate)) = held.remove(id) {
-            gate.settled();
-        }
-    }
+    ids.iter()
+        .filter_map(|id| held.remove(id).map(|(_, gate)| gate))
+        .collect()
 }
 
 /// Forgets the unacked deliveries of a closed channel (the queue requeues them).

@@ -36,17 +36,22 @@ async fn overview(req: HttpRequest, rt: State) -> ApiResult {
     let mut ready = 0u64;
     let mut unacked = 0u64;
     let (mut published, mut delivered, mut acked, mut redelivered) = (0u64, 0u64, 0u64, 0u64);
-    let queues = all_queues(&rt);
+    let queues: Vec<_> = all_queues(&rt)
+        .into_iter()
+        .filter(|(vh, _)| super::sees(&rt, &u, vh))
+        .collect();
     let mut consumers = 0usize;
-    for (vh, q) in &queues {
-        if !super::sees(&rt, &u, vh) {
-            continue;
-        }
-        if let Ok(i) = q.info().await {
-            ready += i.ready;
-            unacked += i.unacked;
-            consumers += i.consumers.len();
-        }
+    let counts: Vec<_> = {
+        use futures::StreamExt;
+        futures::stream::iter(queues.iter().map(|(_, q)| super::queues::counts(q)))
+            .buffered(super::queues::LIST_CONCURRENCY)
+            .collect()
+            .await
+    };
+    for ((_, q), i) in queues.iter().zip(counts) {
+        ready += i.ready;
+        unacked += i.unacked;
+        consumers += i.consumers as usize;
         published += q.counters.published.load(Ordering::Relaxed);
         delivered += q.counters.delivered.load(Ordering::Relaxed);
         acked += q.counters.acked.load(Ordering::Relaxed);

@@ -4,6 +4,7 @@
 use super::fields::{properties_json, table, to_json};
 use super::overview::all_queues;
 use super::{created, in_vhost, no_content, user, Actor, ApiError, ApiResult, State};
+use crate::broker::queue::remote_wire::RemoteInfo;
 use crate::broker::queue::{self, QueueEntry, Settle};
 use crate::broker::runtime::Runtime;
 use crate::broker::vhost::QueueSpec;
@@ -52,8 +53,7 @@ pub(super) fn permitted<'a>(
 }
 
 async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
-    // a queue of another node has no actor here: its counts are zeros (step 5)
-    let i = q.info().await.unwrap_or_default();
+    let i = counts(q).await;
     let home: &str = match q.home.as_deref() {
         Some(h) => h,
         None => crate::broker::node::node_name(),
@@ -78,7 +78,7 @@ async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
         "messages": i.ready + i.unacked,
         "messages_ready": i.ready,
         "messages_unacknowledged": i.unacked,
-        "consumers": i.consumers.len(),
+        "consumers": i.consumers,
         "memory": i.bytes,
         "message_bytes": i.bytes,
         "message_stats": message_stats(c),
@@ -118,7 +118,7 @@ async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
         let (segments, bytes) = log.disk_use();
         obj.insert("members".into(), json!([node]));
         obj.insert("online".into(), json!([node]));
-        obj.insert("readers".into(), json!({ node: i.consumers.len() }));
+        obj.insert("readers".into(), json!({ node: i.consumers }));
         obj.insert("memory".into(), json!(0));
         obj.insert("message_bytes".into(), json!(bytes));
         obj.insert("segments".into(), json!(segments));
@@ -127,6 +127,33 @@ async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
         obj.insert("committed_offset".into(), json!(log.end_offset()));
     }
     v
+}
+
+/// How long the counts of a queue of another node are waited for (its node down or
+/// slow: the queue is listed with zeros rather than holding the whole list).
+const REMOTE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A queue's counts: from its actor on this node, else from its home (for a quorum
+/// queue without a member here, a member's), as RabbitMQ's API shows every queue's
+/// figures on every node.
+pub(super) async fn counts(q: &Arc<QueueEntry>) -> RemoteInfo {
+    if q.is_local() {
+        let i = q.info().await.unwrap_or_default();
+        return RemoteInfo {
+            ready: i.ready,
+            unacked: i.unacked,
+            bytes: i.bytes,
+            consumers: i.consumers.len() as u64,
+            leader: i.leader,
+        };
+    }
+    match q.remote_info(REMOTE_WAIT).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::debug!(queue = %q.name, "no counts from the queue's home: {e}");
+            RemoteInfo::default()
+        }
+    }
 }
 
 /// RabbitMQ's message_stats object: counters and `*_details.rate` (per second, sampled
@@ -142,15 +169,20 @@ pub(super) fn message_stats(c: &crate::broker::queue::QueueCounters) -> Value {
     })
 }
 
+/// Queues whose counts are asked for at once while listing (those of other nodes
+/// are a round trip each).
+pub(super) const LIST_CONCURRENCY: usize = 32;
+
 async fn list(rt: &Runtime, u: &User, vhost: Option<&str>) -> Vec<Value> {
-    let mut out = Vec::new();
-    for (vh, q) in all_queues(rt) {
-        if vhost.is_some_and(|v| v != vh) || !super::sees(rt, u, &vh) {
-            continue;
-        }
-        out.push(queue_json(rt, &vh, &q).await);
-    }
-    out
+    use futures::StreamExt;
+    let shown: Vec<_> = all_queues(rt)
+        .into_iter()
+        .filter(|(vh, _)| vhost.is_none_or(|v| v == vh) && super::sees(rt, u, vh))
+        .collect();
+    futures::stream::iter(shown.iter().map(|(vh, q)| queue_json(rt, vh, q)))
+        .buffered(LIST_CONCURRENCY)
+        .collect()
+        .await
 }
 
 async fn list_all(req: HttpRequest, rt: State) -> ApiResult {

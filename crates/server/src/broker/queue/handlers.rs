@@ -325,6 +325,28 @@ impl QueueActor {
     }
 }
 
+/// A settle from a consumer of another node, with the gates whose prefetch credit it
+/// gives back: released here, just before the settle is carried out and the queue
+/// looks for room, so a requeued message is back before the credit can take another.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SettleReleasing {
+    /// The settle.
+    pub settle: Settle,
+    /// One gate per settled delivery.
+    pub release: Vec<Arc<crate::broker::flow::ConsumerGate>>,
+}
+
+impl Handler<SettleReleasing> for QueueActor {
+    type Result = ();
+    fn handle(&mut self, m: SettleReleasing, ctx: &mut Context<Self>) {
+        for g in &m.release {
+            g.settled();
+        }
+        <Self as Handler<Settle>>::handle(self, m.settle, ctx);
+    }
+}
+
 impl Handler<Settle> for QueueActor {
     type Result = ();
     fn handle(&mut self, msg: Settle, ctx: &mut Context<Self>) {

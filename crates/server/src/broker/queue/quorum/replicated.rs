@@ -84,31 +84,29 @@ pub(super) async fn start(
         .quorum()
         .cloned()
         .ok_or("this node has no cluster transport")?;
+    let placed = members.first().map(|m| node_id(m));
     let spec = MemberSpec {
         id: gid,
         members: membership(&members),
         config: config()?,
+        // only the member placed to lead initializes (and so stands) at once
+        initialize: placed == Some(cluster.id),
     };
     let actor = buffer.actor.clone();
     let group = qn
         .start_group(spec, &cluster.log, cluster.snapshots.clone(), buffer)
         .await?;
-    if !group.recovered && members.first().map(|m| node_id(m)) == Some(cluster.id) {
-        // the member placed to lead (`broker/placement.rs`) asks for the first
-        // election, so the queue serves without an election timeout
-        if let Err(e) = group.raft.trigger().elect().await {
-            tracing::debug!(group = gid, "first election not triggered: {e}");
-        }
-    } else if !group.recovered {
-        // the others leave it the first election (a leader's lease would then keep
-        // it from taking the lead: 0.9 cannot transfer leadership), unless its node
-        // is down or it does not lead within PLACED_LEADER_WAIT
+    if !group.recovered && placed != Some(cluster.id) {
+        // the member placed to lead (`broker/placement.rs`) initialized the group and
+        // stood at once; the others leave it the first election (a leader's lease
+        // would then keep it from taking the lead: 0.9 cannot transfer leadership),
+        // unless its node is down or it does not lead within PLACED_LEADER_WAIT
         group.raft.runtime_config().elect(false);
-        let placed = members.first().map(|m| node_id(m));
         tokio::spawn(elect_once_led(
             group.clone(),
             qn.transport().clone(),
             placed,
+            membership(&members),
         ));
     }
     let handle = qn.handle(&group);
@@ -197,12 +195,15 @@ const PLACED_LEADER_WAIT: Duration = Duration::from_secs(30);
 
 /// Lets this member stand for election again once the group has a leader, once the
 /// link to the node placed to lead is down (a node that is down never starts the
-/// group), or after [`PLACED_LEADER_WAIT`]. A fixed short wait let a member whose node
-/// applied the declaration a few seconds before the placed node's take the lead.
+/// group), or after [`PLACED_LEADER_WAIT`]; then, when no leader's entries brought the
+/// group's membership meanwhile, initializes the group here (which stands at once).
+/// Every member used to initialize, and openraft's `initialize` stands for election at
+/// once: the members stood together and any could win.
 async fn elect_once_led(
     group: QuorumGroup,
     net: broker_cluster::net::Transport,
     placed: Option<NodeId>,
+    members: std::collections::BTreeMap<NodeId, Node>,
 ) {
     let mut lead = group.leadership();
     let deadline = tokio::time::Instant::now() + PLACED_LEADER_WAIT;
@@ -229,6 +230,13 @@ async fn elect_once_led(
         }
     }
     group.raft.runtime_config().elect(true);
+    if lead.borrow().leader.is_none() {
+        // started without the membership: initialize (and stand) unless another
+        // member's first entries brought it meanwhile
+        if let Err(e) = group.initialize(members).await {
+            tracing::warn!(group = group.id, "{e}");
+        }
+    }
 }
 
 /// A new leader's first act (design §3 "Leader change"): once every entry of older

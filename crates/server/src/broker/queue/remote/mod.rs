@@ -272,6 +272,28 @@ impl QueueEntry {
     }
 }
 
+impl QueueEntry {
+    /// The counts the management API shows, from the queue's home (a quorum queue's
+    /// member), within `wait`.
+    pub fn remote_info(
+        &self,
+        wait: std::time::Duration,
+    ) -> impl std::future::Future<Output = Result<wire::RemoteInfo, AmqpError>> + 'static {
+        let (vhost, queue) = self.names();
+        let ask = self.ask_home(OpReq::Info { vhost, queue });
+        async move {
+            match tokio::time::timeout(wait, ask).await {
+                Ok(Ok(OpReply::Info(i))) => Ok(i),
+                Ok(Ok(r)) => Err(AmqpError::internal(format!("unexpected answer {r:?}"))),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(AmqpError::internal(
+                    "the queue's home did not answer in time",
+                )),
+            }
+        }
+    }
+}
+
 /// What basic.get got at the home: the message's id there, whether it was delivered
 /// before, the message, and the ready count after it.
 pub type RemoteGot = (u64, bool, Arc<Message>, u32);

@@ -126,6 +126,14 @@ pub enum OpReq {
         /// The queue.
         queue: String,
     },
+    /// The counts the management API shows (`/api/queues` on a node that does not run
+    /// the queue).
+    Info {
+        /// The queue's vhost.
+        vhost: String,
+        /// The queue.
+        queue: String,
+    },
 }
 
 /// The home's answer to an [`OpReq`].
@@ -154,6 +162,8 @@ pub enum OpReply {
         /// Consumers.
         consumers: u32,
     },
+    /// The management API's counts of a queue.
+    Info(RemoteInfo),
     /// Refused, with the AMQP reply code and text the client gets.
     Failed {
         /// The reply code.
@@ -292,4 +302,19 @@ pub fn decode_publish(payload: &Bytes) -> Result<(PublishHead, Vec<Message>), St
         at = end;
     }
     Ok((head, msgs))
+}
+
+/// A queue's counts as its home (or a member of a quorum queue) has them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RemoteInfo {
+    /// Ready messages.
+    pub ready: u64,
+    /// Unacked deliveries.
+    pub unacked: u64,
+    /// Bytes held.
+    pub bytes: u64,
+    /// Consumers.
+    pub consumers: u64,
+    /// A quorum queue's leader as that node knows it.
+    pub leader: Option<String>,
 }
