@@ -8,9 +8,11 @@ killed (SIGKILL) publishers elsewhere get basic.nack and the other operations Ra
 persistent message is there. basic.consume from another node works through a proxy
 consumer at the home: in order, with the channel's prefetch, nack/requeue, cancel and
 close; the home's death cancels the consumer (basic.cancel) and loses nothing."""
+import json
 import os
 import sys
 import time
+import urllib.request
 
 import pika
 import pytest
@@ -142,6 +144,34 @@ def test_the_management_api_of_every_node_shows_the_homes_figures(cluster):
     totals = [node.api("/api/overview")["queue_totals"] for node in (n1, n2, n3)]
     assert all(t["messages_unacknowledged"] >= 2 and t["messages_ready"] >= 3 for t in totals), totals
     ch.queue_delete("rq.api")
+    conn.close()
+
+
+def api_get(node, name, count, ackmode):
+    """POST /api/queues/%2F/{name}/get on `node` (the management UI's "Get messages")."""
+    body = json.dumps({"count": count, "ackmode": ackmode, "encoding": "auto"}).encode()
+    req = urllib.request.Request(f"{node.http_url}/api/queues/%2F/{name}/get", data=body, method="POST")
+    req.add_header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")
+    req.add_header("content-type", "application/json")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_the_management_apis_get_through_another_node(cluster):
+    n1, n2, _ = cluster.nodes
+    declare_on(n1, (n2,), "rq.apiget")
+    publish_from(n1, "rq.apiget", [f"g{i}" for i in range(4)])
+    # requeued: the messages stay, redelivered after
+    got = api_get(n2, "rq.apiget", 2, "ack_requeue_true")
+    assert [(m["payload"], m["redelivered"]) for m in got] == [("g0", False), ("g1", False)], got
+    assert got[0]["message_count"] == 3 and got[0]["routing_key"] == "rq.apiget"
+    eventually(lambda: home_counts(n1, "rq.apiget") == (4, 0), what="requeued at the home")
+    # taken: gone from the home
+    got = api_get(n2, "rq.apiget", 3, "ack_requeue_false")
+    assert sorted(m["payload"] for m in got) == ["g0", "g1", "g2"], got
+    assert home_counts(n1, "rq.apiget") == (1, 0)
+    conn, ch = channel(n1)
+    ch.queue_delete("rq.apiget")
     conn.close()
 
 

@@ -197,6 +197,29 @@ async fn list_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> Api
     Ok(HttpResponse::Ok().json(list(&rt, &u, Some(&vhost)).await))
 }
 
+/// One basic.get for the management API's channel `key`: from the queue's actor here,
+/// or through its home (a quorum queue's member) as a client's basic.get on this node
+/// would; its id (the home's, for a settle there), redelivered flag, message and the
+/// ready count after it.
+async fn get_one(
+    q: &Arc<QueueEntry>,
+    key: ChannelKey,
+    no_ack: bool,
+) -> Result<Option<crate::broker::queue::RemoteGot>, ApiError> {
+    if !q.is_local() {
+        return Ok(q.remote_get(key, no_ack).await?);
+    }
+    let got = q
+        .addr
+        .send(queue::Get {
+            channel: key,
+            no_ack,
+        })
+        .await
+        .map_err(|_| ApiError::internal("queue unavailable"))?;
+    Ok(got.map(|(entry, msg, remaining)| (entry.id, entry.redelivered, msg, remaining)))
+}
+
 fn find(rt: &Runtime, u: &User, vhost: &str, name: &str) -> Result<Arc<QueueEntry>, ApiError> {
     let v = in_vhost(rt, u, vhost)?;
     v.queue(name)
@@ -327,7 +350,6 @@ async fn get(
     let (vhost, name) = path.into_inner();
     let q = find(&rt, &u, &vhost, &name)?;
     permitted(&rt, &u, &vhost, Access::Read, "queue", &name)?;
-    q.local_only("the management API's get")?;
     if q.stream.is_some() {
         return Err(ApiError::bad_request(format!(
             "basic.get not supported by stream queues queue '{name}' in vhost '{vhost}'"
@@ -353,15 +375,7 @@ async fn get(
     let mut out = Vec::new();
     let mut taken = Vec::new();
     for _ in 0..count {
-        let got = q
-            .addr
-            .send(queue::Get {
-                channel: key,
-                no_ack: !requeue,
-            })
-            .await
-            .map_err(|_| ApiError::internal("queue unavailable"))?;
-        let Some((entry, msg, remaining)) = got else {
+        let Some((id, redelivered, msg, remaining)) = get_one(&q, key, !requeue).await? else {
             break;
         };
         let mut payload = msg.body.to_vec();
@@ -375,7 +389,7 @@ async fn get(
         };
         out.push(json!({
             "payload_bytes": msg.body.len(),
-            "redelivered": entry.redelivered,
+            "redelivered": redelivered,
             "exchange": msg.exchange.as_ref(),
             "routing_key": msg.routing_key.as_ref(),
             "message_count": remaining,
@@ -383,7 +397,7 @@ async fn get(
             "payload": payload,
             "payload_encoding": encoding,
         }));
-        taken.push(entry.id);
+        taken.push(id);
     }
     if requeue && !taken.is_empty() {
         q.settle(Settle::Requeue(taken));

@@ -495,7 +495,7 @@ impl ChannelActor {
             }
             (None, None, Some(t)) => {
                 self.tx_seq += 1;
-                (self.tx_seq, t.expect(parts))
+                (self.tx_seq, t.sink_for(parts))
             }
             _ => return None,
         };

@@ -28,7 +28,7 @@ pub(crate) struct TxCommit {
 
 impl TxCommit {
     /// Where a publish going to `parts` quorum or remote queues sends its outcomes.
-    pub(crate) fn expect(&mut self, parts: u32) -> Recipient<QuorumConfirmed> {
+    pub(crate) fn sink_for(&mut self, parts: u32) -> Recipient<QuorumConfirmed> {
         self.parts += parts as usize;
         let (sink, _) = self.sink.get_or_insert_with(|| {
             let (tx, done) = oneshot::channel();

@@ -24,7 +24,7 @@ pub use entry::{may_refuse, QueueCounters, QueueEntry};
 pub use handlers::*;
 pub use inbox::{Inbox, Ticket};
 pub use quorum::{QuorumConfirmed, QuorumDeleted, QuorumShell};
-pub use remote::{remote_home, wire as remote_wire, Outbox};
+pub use remote::{remote_home, wire as remote_wire, Outbox, RemoteGot};
 pub use stored::{load_stored, Recovered};
 pub use stream::{retention, StreamCommitted, StreamQueue};
 
