@@ -52,9 +52,10 @@ def eventually(check, timeout=20.0, what="condition", interval=0.05):
     raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
 
 
-def channel(node):
-    """A pika connection to `node` and a channel on it."""
-    conn = pika.BlockingConnection(pika.ConnectionParameters(node.host, node.port, connection_attempts=3))
+def channel(node, **params):
+    """A pika connection to `node` (more `pika.ConnectionParameters` in `params`) and a
+    channel on it."""
+    conn = pika.BlockingConnection(pika.ConnectionParameters(node.host, node.port, connection_attempts=3, **params))
     return conn, conn.channel()
 
 

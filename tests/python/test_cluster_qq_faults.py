@@ -95,6 +95,26 @@ def checked(cluster, chk, queue):
     return report
 
 
+def leader_lost(cluster, chk, queue, old, fault, heal, what):
+    """The leader's node `old` faulted (`fault`) for longer than an election: the
+    survivors elect a new leader and confirms resume within the bound; then `heal`, and
+    `old` follows the new leader and the checker's counts hold."""
+    survivors = [n for n in cluster.nodes if n is not old]
+    t0 = time.monotonic()
+    fault()
+    try:
+        new, _ = new_leader(cluster, queue, old, survivors, t0)
+        took = confirms_resume(chk, t0)
+        print(f"confirms through the survivors {took:.2f}s after {what} {old.name}")
+        assert took < CONFIRMS_BOUND, took
+        # faulted for longer than an election: a time-based fault, so a sleep
+        time.sleep(max(0.0, HOLD_SECONDS - (time.monotonic() - t0)))
+    finally:
+        heal()
+    follows(old, queue, new)
+    checked(cluster, chk, queue)
+
+
 def test_kill9_of_a_follower_node(fresh_cluster):
     cluster = fresh_cluster
     chk, lead = started(cluster, "qq.kf")
@@ -115,20 +135,7 @@ def test_kill9_of_a_follower_node(fresh_cluster):
 def test_sigstop_of_the_leader_node_longer_than_an_election(fresh_cluster):
     cluster = fresh_cluster
     chk, old = started(cluster, "qq.stop")
-    survivors = [n for n in cluster.nodes if n is not old]
-    t0 = time.monotonic()
-    old.stop()
-    try:
-        new, _ = new_leader(cluster, "qq.stop", old, survivors, t0)
-        took = confirms_resume(chk, t0)
-        print(f"confirms through the survivors {took:.2f}s after SIGSTOP of {old.name}")
-        assert took < CONFIRMS_BOUND, took
-        # frozen for longer than an election: a time-based fault, so a sleep
-        time.sleep(max(0.0, HOLD_SECONDS - (time.monotonic() - t0)))
-    finally:
-        old.cont()
-    follows(old, "qq.stop", new)
-    checked(cluster, chk, "qq.stop")
+    leader_lost(cluster, chk, "qq.stop", old, old.stop, old.cont, "SIGSTOP of")
 
 
 def test_a_partition_isolating_the_leader_node():
@@ -140,19 +147,8 @@ def test_a_partition_isolating_the_leader_node():
     try:
         cluster.start()
         chk, old = started(cluster, "qq.part")
-        survivors = [n for n in cluster.nodes if n is not old]
-        t0 = time.monotonic()
-        net.cut(old.index)
-        try:
-            new, _ = new_leader(cluster, "qq.part", old, survivors, t0)
-            took = confirms_resume(chk, t0)
-            print(f"confirms through the survivors {took:.2f}s after cutting {old.name} off")
-            assert took < CONFIRMS_BOUND, took
-            time.sleep(max(0.0, HOLD_SECONDS - (time.monotonic() - t0)))
-        finally:
-            net.heal(old.index)
-        follows(old, "qq.part", new)
-        checked(cluster, chk, "qq.part")
+        leader_lost(cluster, chk, "qq.part", old, lambda: net.cut(old.index),
+                    lambda: net.heal(old.index), "cutting off")
     finally:
         for n in cluster.nodes:
             n.kill9()

@@ -27,6 +27,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cluster"))
 from harness import Cluster  # noqa: E402
+from harness import channel as harness_channel  # noqa: E402
 from harness import eventually as poll  # noqa: E402
 
 pytestmark = [pytest.mark.ours_only, pytest.mark.own_broker]
@@ -40,9 +41,8 @@ def eventually(check, timeout=30.0, what="condition"):
 
 
 def channel(node):
-    conn = pika.BlockingConnection(pika.ConnectionParameters(
-        node.host, node.port, connection_attempts=3, heartbeat=5, blocked_connection_timeout=30))
-    return conn, conn.channel()
+    """The harness's channel with a short heartbeat (a member node gets killed here)."""
+    return harness_channel(node, heartbeat=5, blocked_connection_timeout=30)
 
 
 def queue_on(node, name):
