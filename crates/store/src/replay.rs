@@ -152,23 +152,9 @@ mod tests {
             .unwrap();
     }
 
-    /// Reopens the store in this process. sled releases its directory lock when the last
-    /// of its own threads lets go of the database, a moment after the drop; a busy
-    /// machine made the immediate reopen fail now and then ("in use by another broker
-    /// process"), so the lock is waited for (a broker restart is another process, whose
-    /// exit releases the lock at once).
+    /// Reopens the store in this process, waiting for the dropped one's lock.
     fn reopen(dir: &std::path::Path) -> SledStore {
-        let mut tries = 0;
-        loop {
-            match SledStore::open(dir) {
-                Ok(s) => return s,
-                Err(e) if e.contains("in use") && tries < 100 => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(e) => panic!("cannot reopen the store: {e}"),
-            }
-        }
+        SledStore::open_waiting(dir, std::time::Duration::from_secs(5)).unwrap()
     }
 
     fn seqs(s: &SledStore, queue: u64) -> Vec<(u64, Vec<u8>)> {

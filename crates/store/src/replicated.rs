@@ -190,7 +190,8 @@ mod tests {
             s.flush().unwrap();
             s.definitions_snapshot().unwrap()
         };
-        let s = SledStore::open(&dir).unwrap();
+        // the first store's sled threads may hold its lock a moment after the drop
+        let s = SledStore::open_waiting(&dir, std::time::Duration::from_secs(5)).unwrap();
         assert_eq!(s.definitions_snapshot().unwrap(), expected);
         // a snapshot replaces everything, its state included
         let replacement = DefinitionSnapshot {

@@ -127,6 +127,23 @@ pub struct SledStore {
 }
 
 impl SledStore {
+    /// Opens the store in `dir` like [`SledStore::open`], waiting up to `wait` while the
+    /// directory is locked. sled lets go of its lock when the last of its own threads
+    /// drops the database, a moment after the last handle is dropped, so a reopen in the
+    /// same process (tests, tools) can find it still held on a busy machine; a broker
+    /// restart is another process, whose exit releases the lock at once.
+    pub fn open_waiting(dir: &Path, wait: std::time::Duration) -> Result<SledStore, String> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match SledStore::open(dir) {
+                Err(e) if e.contains("in use") && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Opens (or creates) the store in `dir`. A directory locked by another broker is a
     /// clear error.
     pub fn open(dir: &Path) -> Result<SledStore, String> {

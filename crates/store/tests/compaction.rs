@@ -16,16 +16,7 @@ fn tmp(name: &str) -> PathBuf {
 
 /// Opens the store, waiting for a dropped one's sled threads to let go of its lock.
 fn open(dir: &Path) -> SledStore {
-    for _ in 0..100 {
-        match SledStore::open(dir) {
-            Ok(s) => return s,
-            Err(e) if e.contains("in use") => {
-                std::thread::sleep(std::time::Duration::from_millis(50))
-            }
-            Err(e) => panic!("cannot open the store: {e}"),
-        }
-    }
-    panic!("the store stayed locked");
+    SledStore::open_waiting(dir, std::time::Duration::from_secs(5)).unwrap()
 }
 
 fn define(s: &SledStore, id: u64) {

@@ -52,14 +52,7 @@ fn fill(path: &Path) {
 }
 
 fn open(dir: &Path) -> SledStore {
-    for _ in 0..100 {
-        match SledStore::open(dir) {
-            Ok(s) => return s,
-            Err(e) if e.contains("in use") => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => panic!("cannot open the store: {e}"),
-        }
-    }
-    panic!("the store stayed locked");
+    SledStore::open_waiting(dir, std::time::Duration::from_secs(5)).unwrap()
 }
 
 fn record(seq: u64) -> Vec<u8> {

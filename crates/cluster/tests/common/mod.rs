@@ -63,21 +63,9 @@ pub struct Node {
 impl Node {
     /// Opens the store in `dir` with its flusher, and the node's log on them.
     pub fn open(dir: &Path) -> Result<Node, String> {
-        // sled lets go of its directory lock when the last of its own threads drops the
-        // database, a moment after `close` saw the store released: a reopen on a busy
-        // machine now and then found it still held ("in use by another broker process",
-        // recovery.rs), so the lock is waited for, as broker-store's own reopen tests do
-        let mut tries = 0;
-        let store = loop {
-            match SledStore::open(dir) {
-                Ok(s) => break Arc::new(s),
-                Err(e) if e.contains("in use") && tries < 100 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        // sled lets go of its directory lock a moment after `close` saw the store
+        // released, so the reopen waits for it
+        let store = Arc::new(SledStore::open_waiting(dir, Duration::from_secs(5))?);
         let flusher = Flusher::start(store.clone());
         let (log, recovered) = NodeLog::open(&store, flusher);
         Ok(Node {

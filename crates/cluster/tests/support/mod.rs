@@ -18,7 +18,7 @@ use openraft::raft::{
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -79,15 +79,7 @@ impl Node1 {
 /// lock (sled's threads let go of it a moment after the last handle goes, and nothing
 /// announces it).
 pub fn open_store(dir: &Path) -> Result<SledStore, String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match SledStore::open(dir) {
-            Err(e) if e.contains("in use") && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            other => return other,
-        }
-    }
+    SledStore::open_waiting(dir, Duration::from_secs(10))
 }
 
 pub fn log_id(index: u64) -> LogId<NodeId> {
