@@ -23,6 +23,17 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 
+echo "== headless Chromium for tests/python/test_ui.py (Debian's chromium and chromium-driver;"
+echo "   the UI tests are skipped, with the reason, where they cannot be installed)"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; } \
+      || echo "warning: chromium could not be installed: the UI tests will be skipped"
+  else
+    echo "warning: no chromium and no apt-get as root: the UI tests will be skipped"
+  fi
+fi
+
 echo "== amqplib (Node) for tests/python/test_amqplib.py: npm ci from the committed lockfile,"
 echo "   skipped while node_modules matches it (its hash is kept in node_modules/.lock-sha256)"
 if command -v npm >/dev/null; then

@@ -29,6 +29,7 @@ mod publish;
 mod queues;
 mod super_streams;
 mod topic_perms;
+mod ui;
 mod user_limits;
 
 use crate::broker::runtime::Runtime;
@@ -404,6 +405,7 @@ pub fn start(
             .configure(user_limits::routes)
             .configure(topic_perms::routes)
             .configure(super_streams::routes)
+            .configure(ui::routes)
             .configure(fault_routes)
     })
     .workers(1)
