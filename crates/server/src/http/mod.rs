@@ -261,11 +261,15 @@ async fn gate(
     ) else {
         return Ok(req.error_response(ApiError::internal("API state missing")));
     };
+    let quiet = from_script(req.request());
     let u = match authenticate(req.request(), &rt) {
         Ok(u) => u,
-        Err(e) => return Ok(req.error_response(e)),
+        Err(e) => return Ok(without_prompt(req.error_response(e), quiet)),
     };
     req.extensions_mut().insert(Authenticated(u));
+    if let Err(e) = json_only(&req) {
+        return Ok(req.error_response(e));
+    }
     let _slot = if has_body(&req) {
         match slots.0.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
@@ -274,7 +278,68 @@ async fn gate(
     } else {
         None
     };
-    next.call(req).await.map(|r| r.map_into_boxed_body())
+    next.call(req)
+        .await
+        .map(|r| without_prompt(r, quiet).map_into_boxed_body())
+}
+
+/// Whether the caller is a page's script (it sends `X-Requested-With`, as the UI does):
+/// its 401s must not make the browser pop up its own login dialog, which would then
+/// cache the credentials and send them with any later request to the broker.
+fn from_script(req: &HttpRequest) -> bool {
+    req.headers().contains_key("x-requested-with")
+}
+
+/// Drops `WWW-Authenticate` from a 401 answered to a script (see [`from_script`]), and
+/// tells browsers never to take an answer for anything but the JSON it says it is.
+fn without_prompt<B>(mut r: ServiceResponse<B>, quiet: bool) -> ServiceResponse<B> {
+    let h = r.headers_mut();
+    if quiet {
+        h.remove("www-authenticate");
+    }
+    h.insert(
+        actix_web::http::header::X_CONTENT_TYPE_OPTIONS,
+        actix_web::http::header::HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// Refuses (415) a state-changing call whose body is not declared as JSON, so that no
+/// page of another site can make a browser change anything here: a cross-site form or
+/// a `no-cors` fetch can only send a POST (with a form's or text content type, or none),
+/// and a JSON content type or a PUT, PATCH or DELETE needs a CORS preflight, which this
+/// API never grants. So a POST always needs `Content-Type: application/json`, and a PUT,
+/// PATCH or DELETE that has a body needs it too. Stricter than RabbitMQ, which takes any
+/// content type (docs/compatibility.md).
+fn json_only(req: &ServiceRequest) -> Result<(), ApiError> {
+    use actix_web::http::Method;
+    let m = req.method();
+    let needs = *m == Method::POST
+        || ((*m == Method::PUT || *m == Method::PATCH || *m == Method::DELETE) && has_body(req));
+    if !needs {
+        return Ok(());
+    }
+    let ct = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("application/json") {
+        return Ok(());
+    }
+    let got = if ct.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("'{}'", ct.chars().take(100).collect::<String>())
+    };
+    Err(ApiError {
+        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        error: "unsupported_media_type",
+        reason: format!(
+            "{m} requests must send a JSON body with 'Content-Type: application/json' (got {got})"
+        ),
+    })
 }
 
 /// The permits of `BODY_SLOTS`, shared by the API's workers.
