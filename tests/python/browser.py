@@ -56,6 +56,15 @@ def driver():
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.fixture
+def ui(driver, http_url):
+    """The UI on the suite's broker in the module's browser; the session is forgotten after
+    each test."""
+    u = Ui(driver, http_url)
+    yield u
+    u.logout()
+
+
 class Ui:
     """The UI in the browser: open pages, log in and out, wait for what the page shows."""
 

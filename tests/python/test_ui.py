@@ -11,16 +11,9 @@ import urllib.parse
 import pika
 import pytest
 
-from browser import Ui, driver  # noqa: F401  (the fixture)
+from browser import Ui, driver, ui  # noqa: F401  (the fixtures)
 from conftest import uniq
 from httpapi import ALL, Api, Registry, q  # noqa: F401
-
-
-@pytest.fixture
-def ui(driver, http_url):  # noqa: F811
-    u = Ui(driver, http_url)
-    yield u
-    u.logout()
 
 
 @pytest.fixture

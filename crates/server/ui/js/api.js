@@ -62,9 +62,10 @@ export function query(params) {
 /**
  * Calls the API. `url` starts with /api; `body` (if any) is sent as JSON. Returns the
  * parsed JSON answer (null for 204/empty). Throws ApiError with the API's reason.
+ * `extra` adds request headers (never the auth or X-Requested-With ones).
  */
-export async function request(method, url, body) {
-  const headers = { 'X-Requested-With': 'XMLHttpRequest', Accept: 'application/json' };
+export async function request(method, url, body, extra) {
+  const headers = { ...(extra || {}), 'X-Requested-With': 'XMLHttpRequest', Accept: 'application/json' };
   const cred = sessionStorage.getItem(KEY);
   if (cred) headers.Authorization = `Basic ${cred}`;
   const init = { method, headers, credentials: 'omit', cache: 'no-store' };
@@ -103,5 +104,5 @@ export const get = (url) => request('GET', url);
 export const put = (url, body) => request('PUT', url, body === undefined ? {} : body);
 /** POST with a JSON body. */
 export const post = (url, body) => request('POST', url, body === undefined ? {} : body);
-/** DELETE (no body). */
-export const del = (url) => request('DELETE', url);
+/** DELETE (no body); `headers` adds request headers (X-Reason when closing a connection). */
+export const del = (url, headers) => request('DELETE', url, undefined, headers);

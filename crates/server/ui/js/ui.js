@@ -320,20 +320,30 @@ export function kvTable(obj, rows) {
 /**
  * An editor of typed arguments (queue arguments, binding arguments, headers): rows of
  * key, value and type (String, Number, Boolean, List or object as JSON).
- * Returns {el, value()}; value() throws an Error naming a bad row.
+ * Returns {el, value(), set(obj)}; value() throws an Error naming a bad row; set(obj)
+ * fills the rows from an object (editing an existing policy's definition).
  */
 export function argsEditor(label = 'Arguments') {
   const rows = h('div', { class: 'args-rows' });
-  const add = () => {
-    const k = h('input', { type: 'text', placeholder: 'key', 'data-role': 'arg-key' });
-    const v = h('input', { type: 'text', placeholder: 'value', 'data-role': 'arg-value' });
-    const t = select([['string', 'String'], ['number', 'Number'], ['boolean', 'Boolean'], ['json', 'List/object (JSON)']], 'string', { 'data-role': 'arg-type' });
+  const add = (key = '', val = '', type = 'string') => {
+    const k = h('input', { type: 'text', placeholder: 'key', 'data-role': 'arg-key', value: key });
+    const v = h('input', { type: 'text', placeholder: 'value', 'data-role': 'arg-value', value: val });
+    const t = select([['string', 'String'], ['number', 'Number'], ['boolean', 'Boolean'], ['json', 'List/object (JSON)']], type, { 'data-role': 'arg-type' });
     const rm = h('button', { type: 'button', class: 'link', onclick: () => row.remove() }, 'remove');
     const row = h('div', { class: 'args-row' }, k, ' = ', v, t, rm);
     rows.append(row);
   };
   add();
-  const el = h('div', { class: 'args' }, h('span', { class: 'field-label' }, label), rows, h('button', { type: 'button', class: 'link', onclick: add }, '+ add'));
+  const el = h('div', { class: 'args' }, h('span', { class: 'field-label' }, label), rows, h('button', { type: 'button', class: 'link', 'data-role': 'arg-add', onclick: () => add() }, '+ add'));
+  /** Replaces the rows with an object's entries (typed by their JSON type). */
+  function set(obj) {
+    rows.replaceChildren();
+    for (const [k, v] of Object.entries(obj || {})) {
+      const type = typeof v === 'number' ? 'number' : typeof v === 'boolean' ? 'boolean' : typeof v === 'string' ? 'string' : 'json';
+      add(k, type === 'json' ? JSON.stringify(v) : String(v), type);
+    }
+    add();
+  }
   function value() {
     const out = {};
     for (const row of rows.children) {
@@ -343,7 +353,7 @@ export function argsEditor(label = 'Arguments') {
     }
     return out;
   }
-  return { el, value };
+  return { el, value, set };
 }
 
 function typed(key, v, type) {
