@@ -93,8 +93,17 @@ class Ui:
         return self.wait(lambda: (self.css(selector) or [None])[0], timeout, f"no {selector}")
 
     def text(self, selector):
-        els = self.css(selector)
-        return els[0].text if els else ""
+        """The first match's text ("" when none); read again when a redraw replaced the
+        element between finding and reading it (pages redraw on each 5 s refresh)."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        for _ in range(20):
+            els = self.css(selector)
+            try:
+                return els[0].text if els else ""
+            except StaleElementReferenceException:
+                continue
+        return ""
 
     def login(self, user="guest", password="guest", expect_ok=True):
         self.open()

@@ -53,12 +53,17 @@ export async function render(root, ctx) {
     const cp = { ...(c.client_properties || {}) };
     const caps = cp.capabilities;
     delete cp.capabilities;
-    replace(props, kvTable(cp), caps ? h('div', {}, h('h3', {}, 'Capabilities'), kvTable(caps, Object.keys(caps).map((k) => [k, k, fmtValue]))) : null);
+    replace(props, plainKv(cp), caps ? h('div', {}, h('h3', {}, 'Capabilities'), plainKv(caps)) : null);
     drawList(channels, CHANNEL_HEADS, chs.map(channelRow), 'No channels.');
   }
 
   await refresh();
   return { refresh };
+}
+
+/** A key/value table whose keys are taken as they are (`basic.nack` is one key, not a path). */
+function plainKv(obj) {
+  return h('table', { class: 'kv' }, h('tbody', {}, Object.keys(obj).sort().map((k) => h('tr', {}, h('th', {}, k), h('td', {}, fmtValue(obj[k]))))));
 }
 
 function closeForm(name, cpath, ctx) {
