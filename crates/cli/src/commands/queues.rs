@@ -1,10 +1,10 @@
-//! `queues list|declare|delete|purge|get`.
+//! `queues list|declare|delete|purge|get|peek|move`.
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::{
-    arguments_object, in_vhost, list, messages, parse_argument, ListArgs, Output, VhostArg,
+    arguments_object, browse, in_vhost, list, messages, parse_argument, ListArgs, Output, VhostArg,
 };
 use crate::client::{seg, Client};
 use crate::columns::{col, Column, ColumnSet};
@@ -82,6 +82,10 @@ pub enum QueuesCommand {
     Purge(NameArgs),
     /// Fetch messages from a queue (requeued by default)
     Get(messages::GetArgs),
+    /// Show messages without taking them (the queue is left exactly as it was)
+    Peek(browse::PeekArgs),
+    /// Move messages back to where they were dead-lettered from, or to another queue
+    Move(browse::MoveArgs),
 }
 
 /// Arguments of `queues declare`.
@@ -139,6 +143,8 @@ pub fn run(client: &Client, cmd: &QueuesCommand) -> Output {
         QueuesCommand::Delete(args) => delete(client, args),
         QueuesCommand::Purge(args) => purge(client, args),
         QueuesCommand::Get(args) => messages::get(client, args),
+        QueuesCommand::Peek(args) => browse::peek(client, args),
+        QueuesCommand::Move(args) => browse::move_messages(client, args),
     }
 }
 
