@@ -113,6 +113,7 @@ def test_browse_shows_a_message_without_taking_it(ui, ch, reg):
     ui.one("[data-role=browse-result] [data-mode=hex]").click()
     ui.wait(lambda: ui.text("[data-role=browse-result] [data-role=payload]").startswith("00000000  7b 22"), message="hex view")
     ui.one("[data-role=browse-result] [data-mode=json]").click()
+    ui.d.execute_script("document.querySelector('[data-role=browse]').closest('section').scrollIntoView()")
     ui.screenshot("queue-browse")
     method, props, got = ch.basic_get(name, auto_ack=True)
     assert method is not None and method.redelivered is False
@@ -140,6 +141,7 @@ def test_dead_letters_move_back_to_their_origin(ui, ch, reg, api):
     ui.one("[data-role=move-submit]").click()
     ui.wait(lambda: ui.text("[data-role=move-status]").startswith("moved 5 of 5"), message="move finished")
     assert "stopped" not in ui.text("[data-role=move-status]")
+    ui.d.execute_script("document.querySelector('[data-role=move]').closest('section').scrollIntoView()")
     ui.screenshot("queue-move")
     got = []
     deadline = time.monotonic() + 10
