@@ -5,6 +5,8 @@
 # message count, and the whole list (median of 5 each).
 #
 #   scripts/bench-api-paging.sh [N]     # BROKER_BIN (default target/release/broker)
+#   RABBIT=1 scripts/bench-api-paging.sh [N]   # then the same against the reference RabbitMQ
+#                                              # (../shared/scripts/reference-rabbitmq.sh start)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}
@@ -19,3 +21,7 @@ PID=$!
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$DATA" "$DATA.log"' EXIT
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$HTTP/api/overview" && break; sleep 0.1; done
 "$PY" scripts/bench_api_paging.py "$PORT" "http://127.0.0.1:$HTTP" "$N"
+if [ "${RABBIT:-0}" = 1 ]; then
+  echo "== RabbitMQ (127.0.0.1:5673, management 15673)"
+  "$PY" scripts/bench_api_paging.py 5673 "http://127.0.0.1:15673" "$N"
+fi

@@ -29,3 +29,7 @@ for path in ["/api/queues?page=1&page_size=100", f"/api/queues?page={max(1, n //
     print(f"{path}: median {times[2]:.1f} ms (min {times[0]:.1f}, max {times[-1]:.1f}), {len(body)} bytes")
 dt, body = get("/api/queues?page=1&page_size=1&sort=messages&sort_reverse=true&columns=name,messages")
 print(json.loads(body)["items"])
+# a shared broker (the reference RabbitMQ) gets its queues back
+for i in range(n):
+    ch.queue_delete(f"bench-{i:05d}")
+c.close()
