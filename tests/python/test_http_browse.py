@@ -329,3 +329,18 @@ def test_cli_peek_and_move(api, reg, amqp, cli):
     assert r.stdout == f"moved 1 message(s) from queue '{dlq}' in vhost '/' to queue '{other}' (0 left)\n"
     assert [b for b, _, _ in drain(ch, work, 3)] == [b"c0", b"c1", b"c2"]
     assert [b for b, _, _ in drain(ch, other, 1)] == [b"no-death"]
+
+
+def test_cli_queues_list_filter_and_sort(reg, cli):
+    prefix = uniq("cli-filter")
+    for suffix in ["a", "B", "c"]:
+        reg.queues.append(("/", f"{prefix}-{suffix}"))
+        r = cli("queues", "declare", f"{prefix}-{suffix}")
+        assert r.returncode == 0, r.stderr
+    r = cli("queues", "list", "--name", prefix.upper(), "--sort", "name", "--sort-reverse",
+            "--columns", "name", "--format", "tsv")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1:] == [f"{prefix}-c", f"{prefix}-a", f"{prefix}-B"]
+    r = cli("queues", "list", "--name", f"^{prefix}-[ab]$", "--regex", "--columns", "name", "--format", "tsv")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1:] == [f"{prefix}-B", f"{prefix}-a"]

@@ -163,3 +163,18 @@ def test_connections_and_channels_pages(api, amqp, broker):
         assert page["items"] == [{"name": f"{mine} (1)", "number": 1}]
 
     eventually(channel_listed, conns=[c])
+
+
+@pytest.mark.ours_only
+def test_hostile_regexes_cost_nothing(api, vh):
+    """Rust's regex crate matches in linear time (no catastrophic backtracking) and its
+    compiled size is bounded: a pattern that would compile huge is refused."""
+    import time
+    t = time.monotonic()
+    page = api.json(f"/api/queues/{q(vh)}?page=1&name=%5E(a%2B)%2B%24&use_regex=true")
+    assert page["filtered_count"] == 0
+    r = api.get(f"/api/queues/{q(vh)}?page=1&name=(a%7B1000%7D)%7B1000%7D&use_regex=true")
+    assert r.status == 400 and r.reason() == "Pagination parameters are invalid"
+    r = api.get(f"/api/queues/{q(vh)}?page=1&name={'a' * 2000}")
+    assert r.status == 400
+    assert time.monotonic() - t < 5
