@@ -47,6 +47,8 @@ def driver():
     for f in FLAGS:
         opts.add_argument(f)
     opts.add_argument(f"--user-data-dir={profile}")
+    # the console, so tests can see Content-Security-Policy violations
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     d = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
     d.set_window_size(1280, 800)
     try:
@@ -115,6 +117,10 @@ class Ui:
 
     def logout(self):
         self.d.execute_script("sessionStorage.clear()")
+
+    def csp_violations(self):
+        """Console messages about the Content-Security-Policy since the last call."""
+        return [e["message"] for e in self.d.get_log("browser") if "Content Security Policy" in e["message"]]
 
     def banner(self):
         return self.text("#banner.error .banner-text")

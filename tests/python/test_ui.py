@@ -59,6 +59,47 @@ def test_login_and_logout(ui):
     assert ui.css("#top.hidden")
 
 
+def test_assets_carry_the_security_and_caching_headers(http_url):
+    import urllib.error
+    import urllib.request
+
+    with urllib.request.urlopen(http_url + "/") as r:
+        assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["X-Frame-Options"] == "DENY"
+        assert r.headers["Referrer-Policy"] == "no-referrer"
+        assert r.headers["Cache-Control"] == "no-cache"
+        assert b"<script" in r.read() and r.headers["Content-Type"].startswith("text/html")
+    with urllib.request.urlopen(http_url + "/ui/js/app.js") as r:
+        etag = r.headers["ETag"]
+        assert r.headers["Content-Type"].startswith("text/javascript")
+    req = urllib.request.Request(http_url + "/ui/js/app.js", headers={"If-None-Match": etag})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req)
+    assert e.value.code == 304
+    for missing in ("/ui/js/nope.js", "/ui/README.md", "/ui/../Cargo.toml"):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(http_url + missing)
+        assert e.value.code == 404, missing
+        assert "script-src 'self'" in e.value.headers["Content-Security-Policy"]
+
+
+def test_pages_raise_no_content_security_policy_violation(ui, ch, reg):
+    name = reg.queue("uicsp")
+    ch.queue_declare(name)
+    ch.basic_publish("", name, b"<script>alert(1)</script>", pika.BasicProperties(headers={"h": "<img src=x onerror=alert(2)>"}))
+    ui.login()
+    ui.csp_violations()
+    for page in ("", "queues", queue_hash(name)):
+        ui.open(page)
+        ui.one("#view .heading")
+    ui.one("[data-role=browse]").click()
+    ui.wait(lambda: "<script>" in ui.text("[data-role=browse-result] [data-role=payload]"), message="body shown as text")
+    assert not ui.css("[data-role=browse-result] img, [data-role=browse-result] script")
+    assert ui.csp_violations() == []
+
+
 def test_wrong_password_shows_the_apis_error(ui):
     ui.login("guest", "not-the-password", expect_ok=False)
     ui.wait(lambda: ui.text("#login-error") != "", message="no login error shown")
@@ -106,6 +147,7 @@ def test_browse_shows_a_message_without_taking_it(ui, ch, reg):
     ui.one("[data-role=browse-result] [data-mode=hex]").click()
     ui.wait(lambda: ui.text("[data-role=browse-result] [data-role=payload]").startswith("00000000  7b 22"), message="hex view")
     ui.one("[data-role=browse-result] [data-mode=json]").click()
+    ui.d.execute_script("document.querySelector('[data-role=browse]').closest('section').scrollIntoView()")
     ui.screenshot("queue-browse")
     method, props, got = ch.basic_get(name, auto_ack=True)
     assert method is not None and method.redelivered is False
@@ -133,6 +175,7 @@ def test_dead_letters_move_back_to_their_origin(ui, ch, reg, api):
     ui.one("[data-role=move-submit]").click()
     ui.wait(lambda: ui.text("[data-role=move-status]").startswith("moved 5 of 5"), message="move finished")
     assert "stopped" not in ui.text("[data-role=move-status]")
+    ui.d.execute_script("document.querySelector('[data-role=move]').closest('section').scrollIntoView()")
     ui.screenshot("queue-move")
     got = []
     deadline = time.monotonic() + 10

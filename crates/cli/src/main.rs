@@ -208,9 +208,9 @@ mod tests {
         assert_eq!(cli.global.url.as_deref(), Some("http://x:1"));
         match cli.command {
             Command::Queues(QueuesCommand::List(args)) => {
-                assert_eq!(args.vhost.as_deref(), Some("/"));
+                assert_eq!(args.list.vhost.as_deref(), Some("/"));
                 assert_eq!(
-                    args.columns,
+                    args.list.columns,
                     Some(vec!["name".to_string(), "messages".to_string()])
                 );
             }

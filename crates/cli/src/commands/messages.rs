@@ -78,7 +78,7 @@ pub fn get(client: &Client, args: &GetArgs) -> Output {
 }
 
 /// RabbitMQ sends empty properties as `[]`; make them `{}`.
-fn normalize(mut message: Value) -> Value {
+pub(crate) fn normalize(mut message: Value) -> Value {
     if let Some(props) = message.get_mut("properties") {
         if props.as_array().is_some_and(Vec::is_empty) || props.is_null() {
             *props = json!({});
@@ -88,7 +88,7 @@ fn normalize(mut message: Value) -> Value {
 }
 
 /// The message with a base64 payload decoded when the bytes are UTF-8.
-fn decoded(message: &Value) -> Value {
+pub(crate) fn decoded(message: &Value) -> Value {
     let mut message = message.clone();
     let is_base64 = message.get("payload_encoding").and_then(Value::as_str) == Some("base64");
     let payload = message

@@ -2,6 +2,7 @@
 //! what they share: the list flags, `--argument key=value` parsing, list fetching.
 
 pub mod bindings;
+pub mod browse;
 pub mod channels;
 pub mod cluster;
 pub mod connections;

@@ -1,10 +1,10 @@
-//! `queues list|declare|delete|purge|get`.
+//! `queues list|declare|delete|purge|get|peek|move`.
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::{
-    arguments_object, in_vhost, list, messages, parse_argument, ListArgs, Output, VhostArg,
+    arguments_object, browse, in_vhost, list, messages, parse_argument, ListArgs, Output, VhostArg,
 };
 use crate::client::{seg, Client};
 use crate::columns::{col, Column, ColumnSet};
@@ -73,7 +73,7 @@ pub const COLUMNS: ColumnSet = ColumnSet {
 #[derive(Subcommand, Debug)]
 pub enum QueuesCommand {
     /// List queues: name, messages, ready, unacked, consumers, durability, arguments
-    List(ListArgs),
+    List(QueueListArgs),
     /// Declare a queue (succeeds if an equivalent queue exists)
     Declare(DeclareArgs),
     /// Delete a queue
@@ -82,6 +82,54 @@ pub enum QueuesCommand {
     Purge(NameArgs),
     /// Fetch messages from a queue (requeued by default)
     Get(messages::GetArgs),
+    /// Show messages without taking them (the queue is left exactly as it was)
+    Peek(browse::PeekArgs),
+    /// Move messages back to where they were dead-lettered from, or to another queue
+    Move(browse::MoveArgs),
+}
+
+/// Arguments of `queues list`: the common list flags, and the API's filter and sort
+/// (RabbitMQ's `name`, `use_regex`, `sort`, `sort_reverse` query parameters).
+#[derive(Args, Debug)]
+pub struct QueueListArgs {
+    #[command(flatten)]
+    pub list: ListArgs,
+    /// Only queues whose name contains this (case-insensitive)
+    #[arg(long, value_name = "TEXT")]
+    pub name: Option<String>,
+    /// --name is a regular expression (case-insensitive)
+    #[arg(long, requires = "name")]
+    pub regex: bool,
+    /// Sort by this field (dotted for nested fields, e.g. message_stats.publish)
+    #[arg(long, value_name = "FIELD")]
+    pub sort: Option<String>,
+    /// Sort in descending order
+    #[arg(long)]
+    pub sort_reverse: bool,
+}
+
+impl QueueListArgs {
+    /// The query string for the filter and sort asked for ("" when none).
+    fn query(&self) -> String {
+        let mut q = Vec::new();
+        if let Some(n) = &self.name {
+            q.push(format!("name={}", seg(n)));
+            if self.regex {
+                q.push("use_regex=true".to_owned());
+            }
+        }
+        if let Some(s) = &self.sort {
+            q.push(format!("sort={}", seg(s)));
+        }
+        if self.sort_reverse {
+            q.push("sort_reverse=true".to_owned());
+        }
+        if q.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", q.join("&"))
+        }
+    }
 }
 
 /// Arguments of `queues declare`.
@@ -133,12 +181,21 @@ pub struct NameArgs {
 pub fn run(client: &Client, cmd: &QueuesCommand) -> Output {
     match cmd {
         QueuesCommand::List(args) => {
-            list(client, &COLUMNS, args, "queues", |v| format!("queues/{v}"))
+            let query = args.query();
+            list(
+                client,
+                &COLUMNS,
+                &args.list,
+                &format!("queues{query}"),
+                |v| format!("queues/{v}{query}"),
+            )
         }
         QueuesCommand::Declare(args) => declare(client, args),
         QueuesCommand::Delete(args) => delete(client, args),
         QueuesCommand::Purge(args) => purge(client, args),
         QueuesCommand::Get(args) => messages::get(client, args),
+        QueuesCommand::Peek(args) => browse::peek(client, args),
+        QueuesCommand::Move(args) => browse::move_messages(client, args),
     }
 }
 

@@ -193,6 +193,21 @@ impl QqSm {
         lock(&self.shared.inner).state.export()
     }
 
+    /// The ready count and copies of up to `count` ready messages from position
+    /// `offset` of the state as this member applied it (the management API's browse;
+    /// a follower may be an entry or two behind its leader).
+    pub fn peek(
+        &self,
+        offset: usize,
+        count: usize,
+    ) -> Result<(u64, Vec<broker_core::queue::Entry>), String> {
+        let inner = lock(&self.shared.inner);
+        Ok((
+            inner.state.ready_count() as u64,
+            inner.state.peek(offset, count)?,
+        ))
+    }
+
     /// The state's next message expiry (ms since the epoch), for the leader's timer.
     pub fn next_expiry(&self) -> Option<u64> {
         lock(&self.shared.inner).state.next_expiry()

@@ -289,6 +289,14 @@ impl<C> QueueState<C> {
         std::mem::take(&mut self.dead)
     }
 
+    /// Copies of up to `count` ready messages from position `offset` in delivery
+    /// order, the queue unchanged (the management API's browse). Spilled messages
+    /// come back as their spill holds them (a persisted one paged: the caller reads
+    /// it from the store).
+    pub fn peek(&self, offset: usize, count: usize) -> Result<Vec<Entry>, String> {
+        self.ready.peek(offset, count)
+    }
+
     /// Messages ready for delivery.
     pub fn ready_count(&self) -> usize {
         self.ready.len()

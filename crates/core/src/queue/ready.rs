@@ -97,6 +97,41 @@ impl Ready {
         self.levels.iter().rev().flat_map(|l| l.head.iter())
     }
 
+    /// Copies of up to `count` entries from position `offset` in delivery order (highest
+    /// priority level first; within a level its head, then its spill), leaving every
+    /// one where it is: the management API's browse. Spilled entries are read from the
+    /// spill without taking them; a level whose spill cannot be read fails the browse.
+    pub fn peek(&self, offset: usize, count: usize) -> Result<Vec<Entry>, String> {
+        let mut skip = offset;
+        let mut out = Vec::new();
+        for level in self.levels.iter().rev() {
+            if out.len() >= count {
+                break;
+            }
+            let head = level.head.len();
+            if skip >= head {
+                skip -= head;
+            } else {
+                let want = count - out.len();
+                out.extend(level.head.iter().skip(skip).take(want).cloned());
+                skip = 0;
+            }
+            let Some(tail) = level.tail.as_ref() else {
+                continue;
+            };
+            let spilled = tail.len();
+            if skip >= spilled {
+                skip -= spilled;
+                continue;
+            }
+            if out.len() < count {
+                out.extend(tail.peek(skip, count - out.len())?);
+                skip = 0;
+            }
+        }
+        Ok(out)
+    }
+
     /// Appends a newly published message: to its level's head while that is under the
     /// window and nothing is spilled, else to the spill.
     pub fn push_back(&mut self, e: Entry) {

@@ -54,6 +54,13 @@ pub trait Spill: Send + std::fmt::Debug {
     /// Forgets every entry (purge, delete); returns the store ids of the persisted ones
     /// (so the queue removes them from the store).
     fn clear(&mut self) -> Vec<u64>;
+    /// Copies of up to `max` entries after the `skip` oldest, in order, leaving the
+    /// spill as it is (the management API's browse). A spill that cannot read without
+    /// taking says so.
+    fn peek(&self, skip: usize, max: usize) -> Result<Vec<Entry>, String> {
+        let _ = (skip, max);
+        Err("this spill cannot be read without taking its entries".into())
+    }
 }
 
 /// Makes spills for a queue's levels, when a level first needs one.
@@ -83,6 +90,9 @@ impl Spill for MemorySpill {
     }
     fn len(&self) -> usize {
         self.0.len()
+    }
+    fn peek(&self, skip: usize, max: usize) -> Result<Vec<Entry>, String> {
+        Ok(self.0.iter().skip(skip).take(max).cloned().collect())
     }
     fn clear(&mut self) -> Vec<u64> {
         self.0

@@ -228,3 +228,49 @@ fn a_failed_read_loses_nothing_and_is_retried_and_a_damaged_record_is_counted_ou
     assert_eq!(take_all(&mut q), ["2", "3"]);
     assert_eq!((q.ready_count(), q.bytes()), (0, 0));
 }
+
+#[test]
+fn peek_copies_from_head_and_spill_without_taking() {
+    let mut q = spilling(4);
+    for i in 0..10 {
+        q.publish(msg(i));
+    }
+    let body = |e: &Entry| String::from_utf8(e.msg.loaded().unwrap().body.to_vec()).unwrap();
+    // across the head (0..4) and the spill (4..10)
+    let seen: Vec<String> = q.peek(2, 5).unwrap().iter().map(body).collect();
+    assert_eq!(seen, ["2", "3", "4", "5", "6"]);
+    assert_eq!(q.peek(9, 5).unwrap().len(), 1);
+    assert!(q.peek(10, 5).unwrap().is_empty());
+    assert_eq!(q.ready_count(), 10);
+    assert_eq!(q.ready_in_memory(), 4);
+    q.add_consumer(consumer(), "q", "/").unwrap();
+    assert_eq!(
+        take_all(&mut q),
+        (0..10).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn peek_follows_priority_order() {
+    let args = QueueArgs {
+        max_priority: Some(2),
+        ..QueueArgs::default()
+    };
+    let mut q: QueueState<()> = QueueState::new(args);
+    q.tick(1000);
+    for (i, p) in [(0u32, 0u8), (1, 2), (2, 1), (3, 2)] {
+        let props = broker_wire::protocol::basic::AMQPProperties::default().with_priority(p);
+        q.publish(Arc::new(Message {
+            properties: crate::message::Properties::new(props),
+            body: Bytes::from(i.to_string()),
+            ..Arc::into_inner(msg(i)).unwrap()
+        }));
+    }
+    let seen: Vec<String> = q
+        .peek(0, 10)
+        .unwrap()
+        .iter()
+        .map(|e| String::from_utf8(e.msg.loaded().unwrap().body.to_vec()).unwrap())
+        .collect();
+    assert_eq!(seen, ["1", "3", "2", "0"]);
+}

@@ -80,6 +80,12 @@ impl QqState {
         self.q.ready_count()
     }
 
+    /// Copies of up to `count` ready messages from position `offset`, with their
+    /// delivery counts (`QueueState::peek`): the management API's browse.
+    pub fn peek(&self, offset: usize, count: usize) -> Result<Vec<Entry>, String> {
+        self.q.peek(offset, count)
+    }
+
     /// Deliveries awaiting ack.
     pub fn unacked_count(&self) -> usize {
         self.q.unacked_count()

@@ -367,6 +367,28 @@ async fn op(
                 .map_err(gone)?;
             Ok(OpReply::Stats { ready, consumers })
         }
+        OpReq::Peek {
+            vhost,
+            queue,
+            offset,
+            count,
+        } => {
+            let q = caught_up_queue(rt, &vhost, &queue).await?;
+            let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+            let p = q.peek(offset, count as usize).await?;
+            Ok(OpReply::Peeked {
+                total: p.total,
+                items: p
+                    .items
+                    .iter()
+                    .map(|(redelivered, m)| wire::Delivered {
+                        id: 0,
+                        redelivered: *redelivered,
+                        record: broker_core::store::encode_message(m),
+                    })
+                    .collect(),
+            })
+        }
         OpReq::Info { vhost, queue } => {
             let q = caught_up_queue(rt, &vhost, &queue).await?;
             let i = q.info().await.map_err(gone)?;

@@ -73,11 +73,12 @@ fn connection_json(c: &ConnInfo) -> Value {
 
 async fn list_connections(req: HttpRequest, rt: State) -> ApiResult {
     let u = user(&req, &rt)?;
+    let query = super::paging::ListQuery::parse(&req)?;
     let list: Vec<Value> = visible(&rt, &u)
         .iter()
         .map(|c| connection_json(c))
         .collect();
-    Ok(HttpResponse::Ok().json(list))
+    Ok(HttpResponse::Ok().json(query.answer(list)?))
 }
 
 async fn vhost_connections(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
@@ -128,7 +129,8 @@ async fn close_connection(req: HttpRequest, rt: State, path: web::Path<String>) 
 
 async fn list_channels(req: HttpRequest, rt: State) -> ApiResult {
     let u = user(&req, &rt)?;
-    Ok(HttpResponse::Ok().json(channels(&rt, &u, None).await))
+    let query = super::paging::ListQuery::parse(&req)?;
+    Ok(HttpResponse::Ok().json(query.answer(channels(&rt, &u, None).await)?))
 }
 
 async fn show_channel(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {

@@ -104,14 +104,16 @@ fn list(rt: &Runtime, u: &User, only: Option<&str>) -> Vec<Value> {
 
 async fn list_all(req: HttpRequest, rt: State) -> ApiResult {
     let u = user(&req, &rt)?;
-    Ok(HttpResponse::Ok().json(list(&rt, &u, None)))
+    let query = super::paging::ListQuery::parse(&req)?;
+    Ok(HttpResponse::Ok().json(query.answer(list(&rt, &u, None))?))
 }
 
 async fn list_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
     let u = user(&req, &rt)?;
     let vhost = path.into_inner();
     in_vhost(&rt, &u, &vhost)?;
-    Ok(HttpResponse::Ok().json(list(&rt, &u, Some(&vhost))))
+    let query = super::paging::ListQuery::parse(&req)?;
+    Ok(HttpResponse::Ok().json(query.answer(list(&rt, &u, Some(&vhost)))?))
 }
 
 /// The API names the default exchange `amq.default`.

@@ -13,6 +13,7 @@
 //! uploads cannot take the broker's memory.
 
 mod admin;
+mod browse;
 mod cert_health;
 mod connections;
 mod definitions;
@@ -22,8 +23,10 @@ mod fault;
 mod fields;
 pub mod fuzzing;
 mod health;
+mod move_messages;
 mod nodes;
 mod overview;
+mod paging;
 mod policies;
 mod publish;
 mod queues;
@@ -115,6 +118,15 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             error: "bad_request",
             reason: reason.into(),
+        }
+    }
+    /// An error with RabbitMQ's own `error` word for the case (paging's
+    /// `page_out_of_range`, say).
+    pub fn with_error(status: StatusCode, error: &'static str, reason: String) -> ApiError {
+        ApiError {
+            status,
+            error,
+            reason,
         }
     }
     /// 503: every body slot is taken; the client may try again.
@@ -459,6 +471,8 @@ pub fn start(
             .configure(overview::routes)
             .configure(admin::routes)
             .configure(queues::routes)
+            .configure(browse::routes)
+            .configure(move_messages::routes)
             .configure(exchanges::routes)
             .configure(publish::routes)
             .configure(connections::routes)

@@ -1,16 +1,15 @@
 //! `/api/queues`: list, show, declare (PUT), delete, purge (DELETE …/contents) and get
 //! messages (POST …/get).
 
-use super::fields::{properties_json, table, to_json};
+use super::fields::{table, to_json};
 use super::overview::all_queues;
+use super::paging::ListQuery;
 use super::{created, in_vhost, no_content, user, Actor, ApiError, ApiResult, State};
 use crate::broker::queue::remote_wire::RemoteInfo;
 use crate::broker::queue::{self, QueueEntry, Settle};
 use crate::broker::runtime::Runtime;
 use crate::broker::vhost::QueueSpec;
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use broker_core::auth::{Access, User};
 use broker_core::names::{check_shortstr, ChannelKey};
 use serde::Deserialize;
@@ -173,35 +172,47 @@ pub(super) fn message_stats(c: &crate::broker::queue::QueueCounters) -> Value {
 /// are a round trip each).
 pub(super) const LIST_CONCURRENCY: usize = 32;
 
-async fn list(rt: &Runtime, u: &User, vhost: Option<&str>) -> Vec<Value> {
-    use futures::StreamExt;
+/// The queues the user may see (of one vhost, or all), by vhost and name, paged,
+/// sorted and filtered as asked: only the page's queues are asked for their counts
+/// unless the sort needs every queue's.
+async fn list(
+    req: &HttpRequest,
+    rt: &Runtime,
+    u: &User,
+    vhost: Option<&str>,
+) -> Result<Value, ApiError> {
+    let query = ListQuery::parse(req)?;
     let shown: Vec<_> = all_queues(rt)
         .into_iter()
         .filter(|(vh, _)| vhost.is_none_or(|v| v == vh) && super::sees(rt, u, vh))
         .collect();
-    futures::stream::iter(shown.iter().map(|(vh, q)| queue_json(rt, vh, q)))
-        .buffered(LIST_CONCURRENCY)
-        .collect()
+    query
+        .answer_lazy(
+            shown,
+            |(vh, q)| (vh.as_str(), q.name.as_ref()),
+            |(vh, q)| async move { queue_json(rt, &vh, &q).await },
+            LIST_CONCURRENCY,
+        )
         .await
 }
 
 async fn list_all(req: HttpRequest, rt: State) -> ApiResult {
     let u = user(&req, &rt)?;
-    Ok(HttpResponse::Ok().json(list(&rt, &u, None).await))
+    Ok(HttpResponse::Ok().json(list(&req, &rt, &u, None).await?))
 }
 
 async fn list_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiResult {
     let u = user(&req, &rt)?;
     let vhost = path.into_inner();
     in_vhost(&rt, &u, &vhost)?;
-    Ok(HttpResponse::Ok().json(list(&rt, &u, Some(&vhost)).await))
+    Ok(HttpResponse::Ok().json(list(&req, &rt, &u, Some(&vhost)).await?))
 }
 
 /// One basic.get for the management API's channel `key`: from the queue's actor here,
 /// or through its home (a quorum queue's member) as a client's basic.get on this node
 /// would; its id (the home's, for a settle there), redelivered flag, message and the
 /// ready count after it.
-async fn get_one(
+pub(super) async fn get_one(
     q: &Arc<QueueEntry>,
     key: ChannelKey,
     no_ack: bool,
@@ -220,7 +231,13 @@ async fn get_one(
     Ok(got.map(|(entry, msg, remaining)| (entry.id, entry.redelivered, msg, remaining)))
 }
 
-fn find(rt: &Runtime, u: &User, vhost: &str, name: &str) -> Result<Arc<QueueEntry>, ApiError> {
+/// The queue `name` of `vhost`, if the user may act in the vhost (404 if none).
+pub(super) fn find(
+    rt: &Runtime,
+    u: &User,
+    vhost: &str,
+    name: &str,
+) -> Result<Arc<QueueEntry>, ApiError> {
     let v = in_vhost(rt, u, vhost)?;
     v.queue(name)
         .ok_or_else(|| ApiError::not_found(format!("no queue '{name}' in vhost '{vhost}'")))
@@ -378,25 +395,11 @@ async fn get(
         let Some((id, redelivered, msg, remaining)) = get_one(&q, key, !requeue).await? else {
             break;
         };
-        let mut payload = msg.body.to_vec();
-        if let Some(t) = truncate {
-            payload.truncate(t);
+        let mut v = super::browse::message_json(&msg, redelivered, truncate, base64_only);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("message_count".into(), json!(remaining));
         }
-        let (payload, encoding) = match String::from_utf8(payload) {
-            Ok(s) if !base64_only => (s, "string"),
-            Ok(s) => (B64.encode(s), "base64"),
-            Err(e) => (B64.encode(e.into_bytes()), "base64"),
-        };
-        out.push(json!({
-            "payload_bytes": msg.body.len(),
-            "redelivered": redelivered,
-            "exchange": msg.exchange.as_ref(),
-            "routing_key": msg.routing_key.as_ref(),
-            "message_count": remaining,
-            "properties": properties_json(&msg.properties),
-            "payload": payload,
-            "payload_encoding": encoding,
-        }));
+        out.push(v);
         taken.push(id);
     }
     if requeue && !taken.is_empty() {

@@ -10,7 +10,7 @@ import { clock } from './fmt.js';
 export const PALETTE = ['#2f6fb3', '#e07b00', '#2e9d52', '#c0392b', '#8e44ad', '#7f8c8d'];
 
 /**
- * lineChart({title, series: ['publish', 'deliver'], format: (v) => string, keep: 120})
+ * lineChart({title, series: ['publish', 'deliver'], format: (v) => string, keep: 120, integer})
  * → {el, push(t, values), points}. `values` holds one number (or null: a gap) per series.
  */
 export function lineChart(opts) {
@@ -53,7 +53,8 @@ export function lineChart(opts) {
     const right = cssW - 8;
     let max = 0;
     for (const p of points) for (const v of p.v) if (v !== null && v > max) max = v;
-    max = niceMax(max);
+    // counts get whole-number ticks (four steps), rates a round bound
+    max = opts.integer ? Math.max(4, Math.ceil(max / 4) * 4) : niceMax(max);
     g.font = '11px sans-serif';
     g.fillStyle = '#666';
     g.strokeStyle = '#e4e4e4';

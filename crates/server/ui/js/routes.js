@@ -25,6 +25,6 @@ export const routes = [
   { path: 'permissions', module: 'pages/permissions.js', title: 'Permissions', nav: 'Permissions', tags: ADMIN },
   { path: 'limits', module: 'pages/limits.js', title: 'Limits', nav: 'Limits', tags: ADMIN },
   { path: 'policies', module: 'pages/policies.js', title: 'Policies', nav: 'Policies', tags: POLICY },
-  { path: 'operator-policies', module: 'pages/operator-policies.js', title: 'Operator policies', nav: 'Operator policies', tags: ADMIN },
+  { path: 'operator-policies', module: 'pages/operator-policies.js', title: 'Operator policies', nav: 'Op. policies', tags: ADMIN },
   { path: 'definitions', module: 'pages/definitions.js', title: 'Definitions', nav: 'Definitions', tags: ADMIN },
 ];

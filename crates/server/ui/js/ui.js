@@ -225,7 +225,7 @@ export function table(opts) {
     replace(tbody, rows);
     const filtered = pg.filtered_count === undefined ? pg.items.length : pg.filtered_count;
     const total = pg.total_count === undefined ? filtered : pg.total_count;
-    info.textContent = filtered === total ? `${num(total)} items` : `${num(filtered)} of ${num(total)} items match`;
+    info.textContent = filtered === total ? `${num(total)} item${total === 1 ? '' : 's'}` : `${num(filtered)} of ${num(total)} items match`;
     pageText.textContent = `Page ${num(pg.page || 1)} of ${num(pageCount)}`;
     prev.disabled = state.page <= 1;
     next.disabled = state.page >= pageCount;

@@ -357,6 +357,10 @@ impl Spill for FileSpill {
         self.len
     }
 
+    fn peek(&self, skip: usize, max: usize) -> Result<Vec<Entry>, String> {
+        self.peek_entries(skip, max)
+    }
+
     fn clear(&mut self) -> Vec<u64> {
         let ids: Vec<u64> = self.stored.drain(..).collect();
         for s in self.segments.drain(..) {
@@ -440,6 +444,7 @@ impl FileSpill {
     }
 }
 
+mod peek;
 mod record;
 #[cfg(test)]
 mod tests;

@@ -168,3 +168,32 @@ fn a_damaged_record_loses_the_rest_of_its_segment_and_says_how_much() {
     }
     let _ = std::fs::remove_dir_all(p);
 }
+
+#[test]
+fn peek_reads_entries_across_segments_without_taking_them() {
+    let (p, d) = dir();
+    let mut s = spill(&d);
+    // bodies large enough that the spill spans several segments and chunks, one of
+    // them larger than a read chunk
+    for i in 0..300u64 {
+        let len = if i == 150 { 3 * READ_CHUNK } else { 400_000 };
+        s.push(entry(i, vec![(i % 251) as u8; len], None)).unwrap();
+    }
+    let popped = s.pop(10, usize::MAX);
+    assert_eq!(popped.entries.len(), 10);
+    let seen = s.peek(140, 20).unwrap();
+    let ids: Vec<u64> = seen.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (150..170).collect::<Vec<u64>>());
+    assert_eq!(body_of(&seen[0]).len(), 3 * READ_CHUNK);
+    assert_eq!(body_of(&seen[1]), vec![151u8; 400_000]);
+    assert!(seen[0].redelivered);
+    assert_eq!(s.peek(289, 5).unwrap().len(), 1);
+    assert!(s.peek(290, 5).unwrap().is_empty());
+    // nothing was taken: popping gives the same entries, in order
+    assert_eq!(s.len(), 290);
+    let all = s.pop(usize::MAX, usize::MAX);
+    let ids: Vec<u64> = all.entries.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (10..300).collect::<Vec<u64>>());
+    drop(s);
+    let _ = std::fs::remove_dir_all(p);
+}

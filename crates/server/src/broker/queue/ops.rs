@@ -112,6 +112,30 @@ impl QueueEntry {
         })
     }
 
+    /// The management API's browse: copies of up to `count` ready messages from
+    /// `offset` (at most [`PEEK_MAX`]), from the actor here or from the queue's home;
+    /// the queue unchanged.
+    pub fn peek(
+        &self,
+        offset: usize,
+        count: usize,
+    ) -> impl std::future::Future<Output = Result<Peeked, AmqpError>> + 'static {
+        let count = count.min(PEEK_MAX);
+        let local = self
+            .is_local()
+            .then(|| self.addr.send(Peek { offset, count }));
+        let remote = (!self.is_local()).then(|| self.remote_peek(offset, count));
+        async move {
+            match (local, remote) {
+                (Some(ask), _) => ask
+                    .await
+                    .map_err(|_| AmqpError::internal("queue unavailable"))?,
+                (None, Some(ask)) => ask.await,
+                (None, None) => Err(AmqpError::internal("queue unavailable")),
+            }
+        }
+    }
+
     /// What the management API shows of the queue.
     pub fn info(&self) -> Request<QueueActor, Info> {
         self.addr.send(Info)

@@ -17,8 +17,8 @@ const RATE_KEYS = ['publish', 'deliver_get', 'ack', 'redeliver'];
 /** Draws the overview. */
 export async function render(root) {
   const stats = h('div', { class: 'stats' });
-  const rateChart = lineChart({ title: 'Message rates', series: ['publish', 'deliver', 'ack', 'redeliver'], format: (v) => rate(v), points: history.rates });
-  const msgChart = lineChart({ title: 'Queued messages', series: ['ready', 'unacked', 'total'], format: (v) => num(Math.round(v)), points: history.messages });
+  const rateChart = lineChart({ series: ['publish', 'deliver', 'ack', 'redeliver'], format: (v) => rate(v), points: history.rates });
+  const msgChart = lineChart({ series: ['ready', 'unacked', 'total'], integer: true, format: (v) => num(Math.round(v)), points: history.messages });
   const nodes = h('div', { 'data-role': 'nodes' });
   const listeners = h('div', { 'data-role': 'listeners' });
   replace(

@@ -27,7 +27,7 @@ export async function render(root, ctx) {
   const hist = histories.get(key);
   let q = await api.get(qpath);
   const details = h('div', { 'data-role': 'details' });
-  const msgChart = lineChart({ title: 'Messages', series: ['ready', 'unacked'], format: (v) => num(Math.round(v)), points: hist.msgs });
+  const msgChart = lineChart({ title: 'Messages', series: ['ready', 'unacked'], integer: true, format: (v) => num(Math.round(v)), points: hist.msgs });
   const rateChart = lineChart({ title: 'Rates', series: ['publish', 'deliver/get', 'ack', 'redeliver'], format: (v) => rate(v), points: hist.rates });
   const consumers = h('div', { 'data-role': 'consumers' });
   const bindings = h('div', { 'data-role': 'bindings' });

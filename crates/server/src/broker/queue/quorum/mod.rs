@@ -141,6 +141,11 @@ pub struct QuorumShell {
 }
 
 impl QuorumShell {
+    /// The group on this node, once it is open.
+    pub(crate) fn group(&self) -> Option<&QuorumGroup> {
+        self.group.as_ref()
+    }
+
     /// The shell of group `gid` on `cluster` (opened when the actor starts), whose
     /// members are the nodes `members` names (empty or one: a group of one here).
     pub fn new(cluster: Arc<ClusterNode>, gid: GroupId, members: Vec<String>) -> QuorumShell {

@@ -294,6 +294,39 @@ impl QueueEntry {
     }
 }
 
+impl QueueEntry {
+    /// A browse at the queue's home (a quorum queue's member): copies of ready
+    /// messages from `offset`, the queue unchanged.
+    pub fn remote_peek(
+        &self,
+        offset: usize,
+        count: usize,
+    ) -> impl std::future::Future<Output = Result<super::Peeked, AmqpError>> + 'static {
+        let (vhost, queue) = self.names();
+        let ask = self.ask_home(OpReq::Peek {
+            vhost,
+            queue,
+            offset: offset as u64,
+            count: u32::try_from(count).unwrap_or(u32::MAX),
+        });
+        async move {
+            match ask.await? {
+                OpReply::Peeked { total, items } => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for d in items {
+                        let mut m = broker_core::store::decode_message_shared(&d.record.into(), 0)
+                            .map_err(|e| AmqpError::internal(e.to_string()))?;
+                        m.persist_id = None;
+                        out.push((d.redelivered, Arc::new(m)));
+                    }
+                    Ok(super::Peeked { total, items: out })
+                }
+                r => Err(AmqpError::internal(format!("unexpected answer {r:?}"))),
+            }
+        }
+    }
+}
+
 /// What basic.get got at the home: the message's id there, whether it was delivered
 /// before, the message, and the ready count after it.
 pub type RemoteGot = (u64, bool, Arc<Message>, u32);

@@ -134,6 +134,17 @@ pub enum OpReq {
         /// The queue.
         queue: String,
     },
+    /// Copies of ready messages, the queue unchanged (the management API's browse).
+    Peek {
+        /// The queue's vhost.
+        vhost: String,
+        /// The queue.
+        queue: String,
+        /// Position of the first.
+        offset: u64,
+        /// How many at most.
+        count: u32,
+    },
 }
 
 /// The home's answer to an [`OpReq`].
@@ -164,6 +175,13 @@ pub enum OpReply {
     },
     /// The management API's counts of a queue.
     Info(RemoteInfo),
+    /// A browse's messages (their `id` is 0: nothing is delivered) and the ready count.
+    Peeked {
+        /// Ready messages in the queue.
+        total: u64,
+        /// The messages, in delivery order.
+        items: Vec<Delivered>,
+    },
     /// Refused, with the AMQP reply code and text the client gets.
     Failed {
         /// The reply code.
