@@ -273,7 +273,7 @@ def test_monitoring_user_has_no_admin_pages_and_sees_refusals(ui, api, reg):
     ui.login(user, "pw")
     nav = [a.text for a in ui.css("#nav a")]
     assert "Exchanges" in nav and "Connections" in nav
-    for admin in ("Users", "Vhosts", "Permissions", "Limits", "Policies", "Operator policies", "Definitions"):
+    for admin in ("Users", "Vhosts", "Permissions", "Limits", "Policies", "Op. policies", "Operator policies", "Definitions"):
         assert admin not in nav, nav
     ui.open("users")
     ui.wait(lambda: "This page is for users tagged administrator" in ui.text("#view"), message="users page refused")
