@@ -114,11 +114,19 @@ def test_pika_amqps_round_trip(own_broker_factory, pki, version):
 def test_pika_amqps_url(own_broker_factory, pki):
     ca, server, _ = pki
     port = free_port()
-    own_broker_factory(*tls_args(ca, server, port))
+    b = own_broker_factory(*tls_args(ca, server, port))
     params = pika.URLParameters(f"amqps://guest:guest@localhost:{port}/%2F?connection_attempts=1")
     params.ssl_options = pika.SSLOptions(context(ca.path), "localhost")
     conn = pika.BlockingConnection(params)
     publish_and_get(conn)
+    plain = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", b.port))
+    # the management API (and so the UI's TLS column) tells the two apart: RabbitMQ's `ssl`
+    req = urllib.request.Request(b.http_url + "/api/connections")
+    req.add_header("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q=")  # guest:guest
+    with urllib.request.urlopen(req, timeout=5) as r:
+        by_port = {c["port"]: c["ssl"] for c in json.load(r)}
+    assert by_port == {port: True, b.port: False}
+    plain.close()
     conn.close()
 
 

@@ -88,6 +88,8 @@ pub struct ConnInfo {
     pub frame_max: u32,
     /// Negotiated heartbeat (s).
     pub heartbeat: u16,
+    /// Whether the client came over TLS (RabbitMQ's `ssl` field).
+    pub tls: bool,
 }
 
 impl std::ops::Deref for Runtime {

@@ -68,6 +68,7 @@ fn connection_json(c: &ConnInfo) -> Value {
         "client_properties": super::fields::to_json(&c.client),
         "user_provided_name": c.client.inner().get("connection_name").and_then(broker_core::args::str_value),
         "type": "network",
+        "ssl": c.tls,
     })
 }
 

@@ -1,11 +1,10 @@
 // Small pieces shared by the exchange, connection, channel, consumer and admin pages:
 // a plain list table for small lists that need no paging (bindings, a user's
-// permissions), the vhost choice of a form, a rate cell, a "delete with confirmation"
+// permissions), the vhost choice of a form, a "delete with confirmation"
 // button and a form that runs its action through `act`.
 
 import * as api from './api.js';
 import { h, replace } from './dom.js';
-import { rate } from './fmt.js';
 import { act, confirmDialog, select, showNotice } from './ui.js';
 
 /** A table of rows built by the caller (arrays of cells), with a text when empty. */
@@ -33,18 +32,6 @@ export async function vhostNames() {
 export async function vhostSelect(role) {
   const names = await vhostNames();
   return select(names, names.includes('/') ? '/' : names[0], { 'data-role': role });
-}
-
-/** The rate of a `message_stats` key (`publish_in`…), or '' when the API gives none. */
-export function statRate(obj, key) {
-  const s = obj && obj.message_stats && obj.message_stats[`${key}_details`];
-  return s ? rate(s.rate) : '';
-}
-
-/** A byte rate of a `*_details` field of a connection (`recv_oct_details`), or ''. */
-export function detailRate(obj, key) {
-  const s = obj && obj[`${key}_details`];
-  return s ? rate(s.rate) : '';
 }
 
 /**

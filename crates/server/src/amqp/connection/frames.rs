@@ -253,6 +253,7 @@ impl Connection {
                 channels: Default::default(),
                 frame_max: self.decoder.frame_max,
                 heartbeat: self.heartbeat,
+                tls: self.tls,
             }),
         );
         let _e = self.span.enter();

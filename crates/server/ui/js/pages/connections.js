@@ -1,7 +1,7 @@
 // The connections list (`#/connections`): paged, sorted and filtered by the server (the
 // API's `page`, `page_size`, `name`, `use_regex`, `sort`, `sort_reverse`), with the user,
 // vhost, the client's product and version (from its client properties), peer, channels,
-// TLS, state and the byte rates when the API gives them. A monitoring user sees every
+// TLS and state (the API keeps no per-connection byte rates yet). A monitoring user sees every
 // connection, others their own (the API decides).
 
 import * as api from '../api.js';
@@ -9,7 +9,6 @@ import { h, replace } from '../dom.js';
 import { href } from '../router.js';
 import { num } from '../fmt.js';
 import { heading, section, table } from '../ui.js';
-import { detailRate } from '../lists.js';
 
 /** The client's product and version from its client properties ("pika 1.3.2"). */
 export function client(c) {
@@ -36,8 +35,6 @@ export async function render(root) {
       { label: 'Channels', sort: 'channels', cls: 'num', value: (c) => num(c.channels) },
       { label: 'TLS', sort: 'ssl', value: tls },
       { label: 'State', sort: 'state' },
-      { label: 'From client', sort: 'recv_oct_details.rate', cls: 'num', value: (c) => detailRate(c, 'recv_oct') },
-      { label: 'To client', sort: 'send_oct_details.rate', cls: 'num', value: (c) => detailRate(c, 'send_oct') },
     ],
     load: (params) => api.get('/api/connections' + api.query(params)),
     empty: 'No connections.',

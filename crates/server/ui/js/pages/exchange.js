@@ -10,7 +10,7 @@ import { href } from '../router.js';
 import { value as fmtValue } from '../fmt.js';
 import { act, argsEditor, confirmDialog, heading, kvTable, labelled, section, select, showNotice } from '../ui.js';
 import { publishForm } from '../messages.js';
-import { actionForm, drawList, statRate } from '../lists.js';
+import { actionForm, drawList } from '../lists.js';
 import { exchangeFeatures, exchangeLabel } from './exchanges.js';
 
 /** Draws the exchange page. */
@@ -55,8 +55,6 @@ export async function render(root, ctx) {
     replace(details, kvTable(x, [
       ['type', 'Type'], ['durable', 'Features', () => exchangeFeatures(x)],
       ['policy', 'Policy'], ['arguments', 'Arguments'],
-      ['message_stats', 'Message rate in', () => statRate(x, 'publish_in')],
-      ['message_stats', 'Message rate out', () => statRate(x, 'publish_out')],
     ]));
     drawBindings(source, src, vhost, 'destination', refresh);
     drawBindings(destination, dst, vhost, 'source', refresh);

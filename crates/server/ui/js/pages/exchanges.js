@@ -1,6 +1,6 @@
 // The exchanges list (`#/exchanges`): paged, sorted and filtered by the server (the API's
 // `page`, `page_size`, `name`, `use_regex`, `sort`, `sort_reverse`), with type, feature
-// badges, policy and the publish rates when the API gives them; and the form that
+// badges and policy (the API keeps no per-exchange message rates yet); and the form that
 // declares an exchange (vhost, name, a type from /api/overview's `exchange_types`,
 // durability, auto-delete, internal, typed arguments).
 
@@ -8,7 +8,7 @@ import * as api from '../api.js';
 import { h, replace } from '../dom.js';
 import { href } from '../router.js';
 import { argsEditor, heading, labelled, section, select, showError, table } from '../ui.js';
-import { actionForm, statRate, vhostSelect } from '../lists.js';
+import { actionForm, vhostSelect } from '../lists.js';
 
 /** The exchange's name as shown: the default exchange has none. */
 export function exchangeLabel(name) {
@@ -38,8 +38,6 @@ export async function render(root) {
       { label: 'Type', sort: 'type' },
       { label: 'Features', value: exchangeFeatures },
       { label: 'Policy', sort: 'policy', value: (x) => x.policy || '' },
-      { label: 'Message rate in', sort: 'message_stats.publish_in_details.rate', cls: 'num', value: (x) => statRate(x, 'publish_in') },
-      { label: 'Message rate out', sort: 'message_stats.publish_out_details.rate', cls: 'num', value: (x) => statRate(x, 'publish_out') },
     ],
     load: (params) => api.get('/api/exchanges' + api.query(params)),
     empty: 'No exchanges.',
