@@ -14,14 +14,12 @@
 //! one lock), as the group's deduplication (a sequence number at or below the
 //! publisher's last is a duplicate) requires.
 
-use crate::broker::queue::{QueueEntry, QuorumConfirmed, Ticket};
+use crate::broker::queue::{outcome_channel, QueueEntry, Ticket};
 use crate::broker::runtime::Runtime;
-use actix::prelude::*;
 use broker_core::quorum::ChanId;
 use broker_core::Message;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
 
 /// The connection number of the publisher that stands for other nodes' publishes in
 /// this node's tickets (no client connection has it: theirs count up from 1, proxy
@@ -31,26 +29,10 @@ pub const PUBLISHER: u64 = u64::MAX;
 /// The last sequence number handed out (the lock also orders the inbox pushes).
 static LAST_SEQ: Mutex<u64> = Mutex::new(0);
 
-/// Collects the outcomes of one batch's tickets for the task that waits for them.
-struct Outcomes(mpsc::UnboundedSender<Vec<(u64, bool)>>);
-
-impl Actor for Outcomes {
-    type Context = Context<Self>;
-}
-
-impl Handler<QuorumConfirmed> for Outcomes {
-    type Result = ();
-    fn handle(&mut self, m: QuorumConfirmed, _: &mut Context<Self>) {
-        // the batch's task may have given up waiting
-        let _ = self.0.send(m.0);
-    }
-}
-
 /// Enqueues a batch of another node's messages into the local quorum queue `q`;
 /// answers, once every one is committed or refused, the positions refused.
 pub async fn take(rt: &Runtime, q: &Arc<QueueEntry>, msgs: Vec<Message>) -> Vec<u32> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let confirm = Outcomes::start_in_arbiter(&rt.node.next_arbiter(), |_| Outcomes(tx)).recipient();
+    let (confirm, mut rx) = outcome_channel(&rt.node.next_arbiter());
     let publisher = ChanId {
         node: rt.node.store.as_ref().map_or(0, |s| s.cluster.id),
         connection: PUBLISHER,

@@ -16,10 +16,9 @@
 use super::queues::{counts, find, get_one, permitted};
 use super::{user, ApiError, ApiResult, State};
 use crate::broker::publish::{client_route, Routed};
-use crate::broker::queue::{QueueEntry, QuorumConfirmed, Settle, Ticket};
+use crate::broker::queue::{outcome_channel, QueueEntry, Settle, Ticket};
 use crate::broker::runtime::Runtime;
 use crate::broker::vhost::VHost;
-use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
 use broker_core::auth::{exchange_resource, Access, User};
 use broker_core::names::ChannelKey;
@@ -206,8 +205,7 @@ async fn batch(
         empty: false,
     };
     let since = rt.store.as_ref().map_or(0, |s| s.messages.mark());
-    let (tx, mut outcomes) = mpsc::unbounded_channel();
-    let sink = Outcomes(tx).start().recipient();
+    let (sink, mut outcomes) = outcome_channel(&rt.node.next_arbiter());
     // source id of each message published, with its ticket's seq and parts to await
     let mut published: Vec<(u64, u64, u32)> = Vec::new();
     let mut stored = false;
@@ -416,19 +414,4 @@ fn republish(
     let parts = routed.quorum_parts();
     routed.deliver_ticketed(&Arc::new(m), (parts > 0).then_some(&ticket), |_| {});
     Ok((stored, parts))
-}
-
-/// Hands the outcomes quorum and remote queues send for a move's tickets to the
-/// waiting move.
-struct Outcomes(mpsc::UnboundedSender<Vec<(u64, bool)>>);
-
-impl Actor for Outcomes {
-    type Context = Context<Self>;
-}
-
-impl Handler<QuorumConfirmed> for Outcomes {
-    type Result = ();
-    fn handle(&mut self, m: QuorumConfirmed, _: &mut Context<Self>) {
-        let _ = self.0.send(m.0);
-    }
 }

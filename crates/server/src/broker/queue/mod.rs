@@ -25,7 +25,7 @@ pub use entry::{may_refuse, QueueCounters, QueueEntry};
 pub use handlers::*;
 pub use inbox::{Inbox, Ticket};
 pub use peek::{Peek, Peeked, PEEK_MAX};
-pub use quorum::{QuorumConfirmed, QuorumDeleted, QuorumShell};
+pub use quorum::{outcome_channel, QuorumConfirmed, QuorumDeleted, QuorumShell};
 pub use remote::{remote_home, wire as remote_wire, Outbox, RemoteGot};
 pub use stored::{load_stored, Recovered};
 pub use stream::{retention, StreamCommitted, StreamQueue};

@@ -45,6 +45,36 @@ use tokio::sync::{mpsc, oneshot};
 #[rtype(result = "()")]
 pub struct QuorumConfirmed(pub Vec<(u64, bool)>);
 
+/// The outcomes of tickets, for a task (not an actor) that waits for them: a move of
+/// messages, a batch from another node. Tickets name the recipient; the task reads the
+/// batches of outcomes from the receiver (started on `arbiter`, it ends when the last
+/// ticket holding the recipient is gone).
+pub fn outcome_channel(
+    arbiter: &actix::ArbiterHandle,
+) -> (
+    Recipient<QuorumConfirmed>,
+    mpsc::UnboundedReceiver<Vec<(u64, bool)>>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sink = OutcomeSink::start_in_arbiter(arbiter, |_| OutcomeSink(tx));
+    (sink.recipient(), rx)
+}
+
+/// Hands each [`QuorumConfirmed`] to the task of [`outcome_channel`].
+struct OutcomeSink(mpsc::UnboundedSender<Vec<(u64, bool)>>);
+
+impl Actor for OutcomeSink {
+    type Context = Context<Self>;
+}
+
+impl Handler<QuorumConfirmed> for OutcomeSink {
+    type Result = ();
+    fn handle(&mut self, m: QuorumConfirmed, _: &mut Context<Self>) {
+        // the task may have given up waiting
+        let _ = self.0.send(m.0);
+    }
+}
+
 /// Wakes the actor: its group applied entries whose effects wait in the buffer.
 #[derive(Message)]
 #[rtype(result = "()")]
