@@ -81,9 +81,15 @@ class Ui:
         self.d.get(f"{self.base}/#/{hash_path}")
 
     def wait(self, cond, timeout=15, message=""):
+        """Polls `cond` until it gives a true value. A condition that read an element the
+        page's 5 s refresh replaced meanwhile (StaleElementReferenceException) has not
+        seen the page yet: it runs again on the next poll, on the new element."""
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(self.d, timeout, poll_frequency=0.1).until(lambda d: cond(), message)
+        return WebDriverWait(self.d, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: cond(), message)
 
     def css(self, selector):
         from selenium.webdriver.common.by import By
@@ -93,6 +99,16 @@ class Ui:
     def one(self, selector, timeout=15):
         """The first element matching `selector`, waited for."""
         return self.wait(lambda: (self.css(selector) or [None])[0], timeout, f"no {selector}")
+
+    def click(self, selector):
+        """Clicks the first match once it is there, again if a refresh replaced it between
+        finding and clicking (tables redraw their rows on each 5 s refresh and after a
+        filter change)."""
+        def attempt():
+            self.one(selector).click()
+            return True
+
+        self.wait(attempt, message=f"cannot click {selector}")
 
     def text(self, selector):
         """The first match's text ("" when none); read again when a redraw replaced the

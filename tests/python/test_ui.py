@@ -13,19 +13,7 @@ import pytest
 
 from browser import Ui, driver, ui  # noqa: F401  (the fixtures)
 from conftest import uniq
-from httpapi import ALL, Api, Registry, q  # noqa: F401
-
-
-@pytest.fixture
-def api(http_url):
-    return Api(http_url)
-
-
-@pytest.fixture
-def reg(api):
-    r = Registry(api)
-    yield r
-    r.cleanup()
+from httpapi import ALL, Api, Registry, api, q, reg  # noqa: F401
 
 
 @pytest.fixture
@@ -53,7 +41,7 @@ def test_login_and_logout(ui):
     assert "guest" not in stored[2]
     ui.wait(lambda: ui.css("[data-stat=queues] .stat-value"), message="overview counts")
     ui.screenshot("overview")
-    ui.one("#logout").click()
+    ui.click("#logout")
     ui.one("#login-form")
     assert ui.d.execute_script("return sessionStorage.length") == 0
     assert ui.css("#top.hidden")
@@ -94,7 +82,7 @@ def test_pages_raise_no_content_security_policy_violation(ui, ch, reg):
     for page in ("", "queues", queue_hash(name)):
         ui.open(page)
         ui.one("#view .heading")
-    ui.one("[data-role=browse]").click()
+    ui.click("[data-role=browse]")
     ui.wait(lambda: "<script>" in ui.text("[data-role=browse-result] [data-role=payload]"), message="body shown as text")
     assert not ui.css("[data-role=browse-result] img, [data-role=browse-result] script")
     assert ui.csp_violations() == []
@@ -138,15 +126,15 @@ def test_browse_shows_a_message_without_taking_it(ui, ch, reg):
     ch.basic_publish("", name, json.dumps(body).encode(), pika.BasicProperties(content_type="application/json", headers={"x-trace": "trace-7"}))
     ui.login()
     ui.open(queue_hash(name))
-    ui.one("[data-role=browse]").click()
+    ui.click("[data-role=browse]")
     ui.wait(lambda: '"order": 42' in ui.text("[data-role=browse-result] [data-role=payload]"), message="browsed body")
     assert "<b>tea</b>" in ui.text("[data-role=browse-result] [data-role=payload]")  # as text, not markup
     assert "trace-7" in ui.text("[data-role=browse-result] [data-role=headers]")
     assert ui.text("[data-role=browse-result] [data-role=redelivered]") == "no"
     # hex view of the same body
-    ui.one("[data-role=browse-result] [data-mode=hex]").click()
+    ui.click("[data-role=browse-result] [data-mode=hex]")
     ui.wait(lambda: ui.text("[data-role=browse-result] [data-role=payload]").startswith("00000000  7b 22"), message="hex view")
-    ui.one("[data-role=browse-result] [data-mode=json]").click()
+    ui.click("[data-role=browse-result] [data-mode=json]")
     ui.d.execute_script("document.querySelector('[data-role=browse]').closest('section').scrollIntoView()")
     ui.screenshot("queue-browse")
     method, props, got = ch.basic_get(name, auto_ack=True)
@@ -172,7 +160,7 @@ def test_dead_letters_move_back_to_their_origin(ui, ch, reg, api):
     ui.login()
     ui.open(queue_hash(dlq))
     ui.wait(lambda: ui.one("[data-role=move-count]").get_attribute("value") == "5", message="move count preset to ready")
-    ui.one("[data-role=move-submit]").click()
+    ui.click("[data-role=move-submit]")
     ui.wait(lambda: ui.text("[data-role=move-status]").startswith("moved 5 of 5"), message="move finished")
     assert "stopped" not in ui.text("[data-role=move-status]")
     ui.d.execute_script("document.querySelector('[data-role=move]').closest('section').scrollIntoView()")
@@ -194,7 +182,7 @@ def test_move_from_a_queue_without_x_death_shows_the_stop_reason(ui, ch, reg):
     ui.login()
     ui.open(queue_hash(name))
     ui.wait(lambda: ui.one("[data-role=move-count]").get_attribute("value") == "1", message="count preset")
-    ui.one("[data-role=move-submit]").click()
+    ui.click("[data-role=move-submit]")
     ui.wait(lambda: "stopped" in ui.text("[data-role=move-status]"), message="stop reason shown")
     assert ui.text("[data-role=move-status]").startswith("moved 0 of 1")
     assert ch.queue_declare(name, passive=True).method.message_count == 1
@@ -211,9 +199,9 @@ def test_monitoring_user_sees_queues_but_a_delete_is_refused(ui, ch, reg, api):
     assert "Queues" in nav and "Users" not in nav
     ui.open("queues")
     ui.one("[data-table=queues] [data-role=filter]").send_keys(name)
-    ui.one(f"[data-table=queues] a[data-queue='{name}']").click()
-    ui.one("[data-role=delete]").click()
-    ui.one("[data-role=confirm-ok]").click()
+    ui.click(f"[data-table=queues] a[data-queue='{name}']")
+    ui.click("[data-role=delete]")
+    ui.click("[data-role=confirm-ok]")
     ui.wait(lambda: ui.banner() != "", message="refusal shown")
     shown = ui.banner()
     refused = api.as_user(user, "pw").delete(f"/api/queues/%2F/{q(name)}")

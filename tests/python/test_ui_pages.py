@@ -43,19 +43,6 @@ def squash(text):
     return " ".join((text or "").split())
 
 
-def click(ui, selector):
-    """Clicks the element once it is there, again if a refresh replaced it meanwhile (the
-    tables redraw their rows on each 5 s refresh and after a filter change)."""
-    from selenium.common.exceptions import StaleElementReferenceException
-
-    def attempt():
-        try:
-            ui.one(selector).click()
-            return True
-        except StaleElementReferenceException:
-            return False
-
-    ui.wait(attempt, message=f"cannot click {selector}")
 
 
 def rows(ui, table):
@@ -67,7 +54,7 @@ def rows(ui, table):
 
 
 def confirm(ui):
-    click(ui, "[data-role=confirm-ok]")
+    ui.click("[data-role=confirm-ok]")
 
 
 def test_exchange_declare_bind_publish_and_delete(ui, api, reg, amqp):  # noqa: F811
@@ -78,7 +65,7 @@ def test_exchange_declare_bind_publish_and_delete(ui, api, reg, amqp):  # noqa: 
     ui.open("exchanges")
     fill(ui, "[data-role=declare-name]", x)
     choose(ui, "[data-role=declare-type]", "direct")
-    click(ui, "[data-role=declare-exchange-submit]")
+    ui.click("[data-role=declare-exchange-submit]")
     ui.wait(lambda: api.get(f"/api/exchanges/%2F/{q(x)}").status == 200, message="exchange declared")
     got = api.json(f"/api/exchanges/%2F/{q(x)}")
     assert (got["type"], got["durable"], got["auto_delete"], got["internal"]) == ("direct", True, False, False)
@@ -88,12 +75,12 @@ def test_exchange_declare_bind_publish_and_delete(ui, api, reg, amqp):  # noqa: 
     fill(ui, "[data-table=exchanges] [data-role=filter]", "uix")
     ui.wait(lambda: all("uix" in r for r in rows(ui, "exchanges")), message="filtered")
 
-    click(ui, f"[data-table=exchanges] a[data-exchange='{x}']")
+    ui.click(f"[data-table=exchanges] a[data-exchange='{x}']")
     ui.one("[data-role=bindings-source]")
     choose(ui, "[data-role=bind-kind]", "q")
     fill(ui, "[data-role=bind-destination]", qn)
     fill(ui, "[data-role=bind-routing-key]", "to-q")
-    click(ui, "[data-role=bind-submit]")
+    ui.click("[data-role=bind-submit]")
     ui.wait(lambda: f"queue {qn}" in ui.text("[data-role=bindings-source]"), message="binding shown")
     bs = api.json(f"/api/bindings/%2F/e/{q(x)}/q/{q(qn)}")
     assert [b["routing_key"] for b in bs] == ["to-q"]
@@ -101,7 +88,7 @@ def test_exchange_declare_bind_publish_and_delete(ui, api, reg, amqp):  # noqa: 
     # publish through it: routed to the queue, then one that nothing takes
     fill(ui, "[data-role=publish-routing-key]", "to-q")
     fill(ui, "[data-role=publish-payload]", "hello from the ui")
-    click(ui, "[data-role=publish-submit]")
+    ui.click("[data-role=publish-submit]")
     ui.wait(lambda: notice(ui) == "Message published.", message="published")
     def got():
         m, _, b = ch.basic_get(qn, auto_ack=True)
@@ -111,13 +98,13 @@ def test_exchange_declare_bind_publish_and_delete(ui, api, reg, amqp):  # noqa: 
     method, body = eventually(got)
     assert body == b"hello from the ui" and method.exchange == x and method.routing_key == "to-q"
     fill(ui, "[data-role=publish-routing-key]", "nowhere")
-    click(ui, "[data-role=publish-submit]")
+    ui.click("[data-role=publish-submit]")
     ui.wait(lambda: ui.banner() == "Message published, but not routed.", message="unroutable shown")
 
-    click(ui, "[data-role=delete]")
-    click(ui, "[data-role=confirm-cancel]")
+    ui.click("[data-role=delete]")
+    ui.click("[data-role=confirm-cancel]")
     assert api.get(f"/api/exchanges/%2F/{q(x)}").status == 200
-    click(ui, "[data-role=delete]")
+    ui.click("[data-role=delete]")
     confirm(ui)
     ui.wait(lambda: ui.d.current_url.endswith("#/exchanges"), message="back to the list")
     assert api.get(f"/api/exchanges/%2F/{q(x)}").status == 404
@@ -136,13 +123,13 @@ def test_connection_listed_and_closed_with_a_reason(ui, api, amqp):  # noqa: F81
     row = [r for r in rows(ui, "connections") if label in r][0]
     assert "pika python client library" in row.lower() and "guest" in row
     ui.screenshot("connections")
-    click(ui, link)
+    ui.click(link)
     ui.wait(lambda: "Pika Python Client Library" in ui.text("[data-role=client-properties]"), message="client properties")
     assert "publisher_confirms" in ui.text("[data-role=client-properties]")  # its capabilities
     ui.wait(lambda: not ui.css("[data-role=channels] tbody tr.empty"), message="its channel listed")
     ui.screenshot("connection")
     fill(ui, "[data-role=close-reason]", "maintenance from the ui")
-    click(ui, "[data-role=close-submit]")
+    ui.click("[data-role=close-submit]")
     confirm(ui)
     closed = wait_closed(conn)
     assert closed.reply_code == 320
@@ -160,7 +147,7 @@ def test_add_a_user_and_its_permissions_then_it_logs_in(ui, api, reg, broker):
     fill(ui, "[data-role=user-password]", "s3cret")
     fill(ui, "[data-role=user-password2]", "s3cret")
     fill(ui, "[data-role=user-tags]", "management")
-    click(ui, "[data-role=add-user-submit]")
+    ui.click("[data-role=add-user-submit]")
     ui.wait(lambda: api.get(f"/api/users/{q(name)}").status == 200, message="user added")
     assert api.json(f"/api/users/{q(name)}")["tags"] in (["management"], "management")
     ui.one(f"[data-table=users] a[data-user='{name}']")
@@ -169,11 +156,11 @@ def test_add_a_user_and_its_permissions_then_it_logs_in(ui, api, reg, broker):
     params = pika.ConnectionParameters("127.0.0.1", broker, "/", pika.PlainCredentials(name, "s3cret"), connection_attempts=1)
     with pytest.raises(pika.exceptions.AMQPConnectionError):
         pika.BlockingConnection(params).close()
-    click(ui, f"[data-table=users] a[data-user='{name}']")
+    ui.click(f"[data-table=users] a[data-user='{name}']")
     ui.wait(lambda: "No permissions" in ui.text("[data-role=permissions]"), message="user page")
     choose(ui, "[data-role=perm-vhost]", "/")
     fill(ui, "[data-role=perm-configure]", "^ui-")
-    click(ui, "[data-role=set-permission-submit]")
+    ui.click("[data-role=set-permission-submit]")
     ui.wait(lambda: "^ui-" in ui.text("[data-role=permissions]"), message="permission shown")
     assert api.json(f"/api/permissions/%2F/{q(name)}")["configure"] == "^ui-"
     c = pika.BlockingConnection(params)
@@ -198,25 +185,25 @@ def test_policy_added_edited_and_deleted(ui, api):
         fill(ui, "[data-role=policy] [data-role=arg-key]", "max-length")
         fill(ui, "[data-role=policy] [data-role=arg-value]", "10")
         choose(ui, "[data-role=policy] [data-role=arg-type]", "number")
-        click(ui, "[data-role=policy-submit]")
+        ui.click("[data-role=policy-submit]")
         ui.wait(lambda: api.get(f"/api/policies/%2F/{q(name)}").status == 200, message="policy added")
         p = api.json(f"/api/policies/%2F/{q(name)}")
         assert (p["pattern"], p["apply-to"], p["priority"], p["definition"]) == ("^ui-pol-", "queues", 3, {"max-length": 10})
         ui.one(f"[data-table=policies] [data-policy='{name}']")
         ui.screenshot("policies")
         # edit: the form is filled from the row; change the number and save
-        click(ui, f"[data-table=policies] tr:has([data-policy='{name}']) [data-role=edit-policy]")
+        ui.click(f"[data-table=policies] tr:has([data-policy='{name}']) [data-role=edit-policy]")
         ui.wait(lambda: ui.one("[data-role=policy-pattern]").get_attribute("value") == "^ui-pol-", message="form filled")
         fill(ui, "[data-role=policy] [data-role=arg-value]", "20")
-        click(ui, "[data-role=policy-submit]")
+        ui.click("[data-role=policy-submit]")
         ui.wait(lambda: api.json(f"/api/policies/%2F/{q(name)}")["definition"] == {"max-length": 20}, message="policy updated")
         # a bad definition: the API's reason in the banner
         fill(ui, "[data-role=policy] [data-role=arg-key]", "no-such-key")
-        click(ui, "[data-role=policy-submit]")
+        ui.click("[data-role=policy-submit]")
         ui.wait(lambda: ui.banner() != "", message="refusal shown")
         bad = api.put(f"/api/policies/%2F/{q(name)}", {"pattern": "^ui-pol-", "apply-to": "queues", "priority": 3, "definition": {"no-such-key": 20}})
         assert bad.status == 400 and squash(ui.banner()) == squash(bad.reason())
-        click(ui, f"[data-table=policies] tr:has([data-policy='{name}']) [data-role=delete-policy]")
+        ui.click(f"[data-table=policies] tr:has([data-policy='{name}']) [data-role=delete-policy]")
         confirm(ui)
         ui.wait(lambda: api.get(f"/api/policies/%2F/{q(name)}").status == 404, message="policy deleted")
     finally:
@@ -231,7 +218,7 @@ def test_export_and_import_definitions(ui, api, reg, amqp, tmp_path):  # noqa: F
     ui.login()
     ui.open("definitions")
     fill(ui, "[data-role=export-file-name]", "defs-test.json")
-    click(ui, "[data-role=export]")
+    ui.click("[data-role=export]")
     ui.one("[data-role=export-link]")
     # the file the browser saved (the page's CSP keeps its own scripts from reading the
     # Blob back: connect-src 'self')
@@ -245,7 +232,7 @@ def test_export_and_import_definitions(ui, api, reg, amqp, tmp_path):  # noqa: F
     f = tmp_path / "import.json"
     f.write_text(json.dumps({"queues": [{"name": imported, "vhost": "/", "durable": True, "auto_delete": False, "arguments": {}}]}))
     ui.one("[data-role=import-file]").send_keys(str(f))
-    click(ui, "[data-role=import-submit]")
+    ui.click("[data-role=import-submit]")
     ui.wait(lambda: api.get(f"/api/queues/%2F/{q(imported)}").status == 200, message="imported queue")
     ui.wait(lambda: notice(ui) == "Definitions imported.", message="notice")
 
@@ -256,14 +243,14 @@ def test_export_and_import_definitions(ui, api, reg, amqp, tmp_path):  # noqa: F
     refused = api.post("/api/definitions", bad_doc)
     assert refused.status >= 400
     ui.one("[data-role=import-file]").send_keys(str(bad))
-    click(ui, "[data-role=import-submit]")
+    ui.click("[data-role=import-submit]")
     ui.wait(lambda: ui.banner() != "", message="refusal shown")
     assert squash(ui.banner()) == squash(refused.reason())
     # not JSON at all: said before anything is sent
     junk = tmp_path / "junk.json"
     junk.write_text("{not json")
     ui.one("[data-role=import-file]").send_keys(str(junk))
-    click(ui, "[data-role=import-submit]")
+    ui.click("[data-role=import-submit]")
     ui.wait(lambda: ui.banner().startswith("junk.json is not JSON"), message="not JSON shown")
 
 
@@ -280,7 +267,7 @@ def test_monitoring_user_has_no_admin_pages_and_sees_refusals(ui, api, reg):
     assert not ui.css("[data-table=users]")
     ui.open("exchanges")
     fill(ui, "[data-role=declare-name]", x)
-    click(ui, "[data-role=declare-exchange-submit]")
+    ui.click("[data-role=declare-exchange-submit]")
     ui.wait(lambda: ui.banner() != "", message="refusal shown")
     refused = api.as_user(user, "pw").put(f"/api/exchanges/%2F/{q(x)}", {"type": "direct", "durable": True, "auto_delete": False, "internal": False, "arguments": {}})
     assert refused.status in (401, 403)
@@ -300,7 +287,7 @@ def test_vhost_page_sets_a_limit_and_the_channels_and_consumers_lists(ui, api, r
     ui.wait(lambda: "No limits" in ui.text("[data-role=vhost-limits]"), message="vhost page")
     choose(ui, "[data-role=vhost-limit-name]", "max-queues")
     fill(ui, "[data-role=vhost-limit-value]", "5")
-    click(ui, "[data-role=set-vhost-limit-submit]")
+    ui.click("[data-role=set-vhost-limit-submit]")
     ui.wait(lambda: api.json(f"/api/vhost-limits/{q(v)}")[0]["value"].get("max-queues") == 5, message="limit set")
     ui.wait(lambda: "max-queues" in ui.text("[data-role=vhost-limits]"), message="limit shown")
     ui.open("consumers")
