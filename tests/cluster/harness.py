@@ -59,6 +59,15 @@ def channel(node, **params):
     return conn, conn.channel()
 
 
+def declare_on(home, others, name, **kw):
+    """Declares a durable queue on `home` and waits until each of `others` lists it."""
+    conn, ch = channel(home)
+    ch.queue_declare(name, durable=True, **kw)
+    conn.close()
+    for node in others:
+        eventually(lambda: any(q["name"] == name for q in node.api("/api/queues/%2F")), what=f"{name} on {node.name}")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,7 +12,7 @@ import pika
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cluster"))
-from harness import channel, eventually  # noqa: E402
+from harness import channel, declare_on, eventually  # noqa: E402
 
 pytestmark = [pytest.mark.ours_only, pytest.mark.own_broker]
 
@@ -25,14 +25,6 @@ def call(node, method, path, body=None):
         req.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read() or b"null")
-
-
-def declare_on(home, others, name, **kw):
-    conn, ch = channel(home)
-    ch.queue_declare(name, durable=True, **kw)
-    conn.close()
-    for node in others:
-        eventually(lambda: any(q["name"] == name for q in node.api("/api/queues/%2F")), what=f"{name} on {node.name}")
 
 
 def take_all(node, queue, n):

@@ -18,20 +18,11 @@ import pika
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cluster"))
-from harness import channel, eventually  # noqa: E402
+from harness import channel, declare_on, eventually  # noqa: E402
 
 pytestmark = [pytest.mark.ours_only, pytest.mark.own_broker]
 
 PERSISTENT = pika.BasicProperties(delivery_mode=2)
-
-
-
-def declare_on(home, others, name, **kw):
-    conn, ch = channel(home)
-    ch.queue_declare(name, durable=True, **kw)
-    conn.close()
-    for node in others:
-        eventually(lambda: any(q["name"] == name for q in node.api("/api/queues/%2F")), what=f"{name} on {node.name}")
 
 
 def test_confirmed_publishes_from_two_nodes_arrive_in_order_with_headers(cluster):
