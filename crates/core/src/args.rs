@@ -147,6 +147,8 @@ pub struct QueueArgs {
     pub stream_segment_bytes: Option<u64>,
     /// `x-quorum-initial-group-size` (quorum queues): members of the queue's Raft group.
     pub quorum_initial_group_size: Option<u64>,
+    /// Delayed retry (`x-delayed-retry-*`): returned messages wait out a back-off.
+    pub retry: Option<crate::queue::retry::RetryPolicy>,
 }
 
 /// RabbitMQ's name for a field-table type, as its error texts show it.

@@ -157,6 +157,11 @@ const POLICY_KEYS: &[&str] = &[
     "max-in-memory-bytes",
     "max-age",
     "stream-max-segment-size-bytes",
+    "delayed-retry-type",
+    "delayed-retry-min",
+    "delayed-retry-max",
+    "delayed-retry-multiplier",
+    "delayed-retry-jitter",
 ];
 
 /// A value as Erlang's `~p` prints the decoded JSON (RabbitMQ's texts show it so).
@@ -191,6 +196,20 @@ fn check_value(key: &str, v: &Value) -> Result<(), String> {
         "max-length-bytes" => (int_at_least(0), "is not a valid maximum length in bytes"),
         "delivery-limit" => (int_at_least(0), "is not a valid delivery limit"),
         "consumer-timeout" => (int_at_least(0), "is not a valid consumer timeout"),
+        "delayed-retry-type" => (
+            matches!(v.as_str(), Some("disabled" | "all" | "failed" | "returned")),
+            "is not a valid delayed retry type",
+        ),
+        "delayed-retry-min" | "delayed-retry-max" => (
+            v.as_i64()
+                .is_some_and(|i| (1..=MAX_MILLIS as i64).contains(&i)),
+            "is not a valid delay",
+        ),
+        "delayed-retry-multiplier" => (int_at_least(1), "is not a valid multiplier"),
+        "delayed-retry-jitter" => (
+            v.as_i64().is_some_and(|i| (0..=100).contains(&i)),
+            "is not a valid jitter percentage",
+        ),
         "max-in-memory-length" | "max-in-memory-bytes" => {
             (int_at_least(0), "is not a valid maximum memory in bytes")
         }
@@ -393,6 +412,11 @@ const QUEUE_KEYS: &[&str] = &[
     "dead-letter-exchange",
     "dead-letter-routing-key",
     "delivery-limit",
+    "delayed-retry-type",
+    "delayed-retry-min",
+    "delayed-retry-max",
+    "delayed-retry-multiplier",
+    "delayed-retry-jitter",
 ];
 
 /// Policy keys that become a stream's arguments (a stream refuses the others as
@@ -467,12 +491,29 @@ pub fn queue_args(
         }
         merged = without;
     }
-    let mut args = QueueArgs::parse(&merged, queue, vhost)?;
+    let mut args = match QueueArgs::parse(&merged, queue, vhost) {
+        Ok(a) => a,
+        // the policy's back-off does not fit the declared one (its max under the
+        // declared min): the declared arguments hold
+        Err(_) => QueueArgs::parse(&without_policy_retry(&merged, declared), queue, vhost)?,
+    };
     args.consumer_timeout = effective
         .get("consumer-timeout")
         .and_then(Value::as_u64)
         .filter(|t| *t > 0);
     Ok(args)
+}
+
+/// `merged` without the delayed-retry arguments a policy added.
+fn without_policy_retry(merged: &FieldTable, declared: &FieldTable) -> FieldTable {
+    let mut out = FieldTable::default();
+    for (k, v) in merged.inner().iter() {
+        let from_policy = !declared.inner().contains_key(k.as_str());
+        if !(from_policy && crate::queue::retry::RETRY_ARGS.contains(&k.as_str())) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// The alternate exchange of an exchange: its declared argument, else its policy's.

@@ -49,6 +49,8 @@ pub struct Counts {
     pub unacked: AtomicU64,
     /// Consumers.
     pub consumers: AtomicU64,
+    /// Returned messages waiting out their retry back-off.
+    pub delayed: AtomicU64,
 }
 
 /// What a snapshot file and a snapshot sent to a follower hold.
@@ -224,6 +226,7 @@ impl QqSm {
         c.unacked.store(s.unacked_count() as u64, Ordering::Relaxed);
         c.consumers
             .store(s.consumer_count() as u64, Ordering::Relaxed);
+        c.delayed.store(s.delayed_count() as u64, Ordering::Relaxed);
     }
 }
 

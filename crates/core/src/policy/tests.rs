@@ -152,3 +152,21 @@ fn declared_alternate_exchange_wins() {
     );
     assert_eq!(alternate_exchange(None, &eff).as_deref(), Some("pol"));
 }
+
+#[test]
+fn delayed_retry_keys_are_checked_and_fill_in_the_declared_arguments() {
+    let d = |def: Value| reason(Kind::Policy, json!({"pattern": "^q", "definition": def}));
+    assert!(d(json!({"delayed-retry-type": "often"})).contains("is not a valid delayed retry type"));
+    assert!(d(json!({"delayed-retry-min": 0})).contains("0 is not a valid delay"));
+    assert!(d(json!({"delayed-retry-jitter": 101})).contains("is not a valid jitter percentage"));
+    let def =
+        json!({"delayed-retry-type": "all", "delayed-retry-min": 100, "delayed-retry-max": 400});
+    let a = queue_args(&table(&[]), def.as_object().unwrap(), "q", "/").unwrap();
+    let r = a.retry.unwrap();
+    assert_eq!((r.min_ms, r.max_ms), (100, Some(400)));
+    // a declared minimum over the policy's maximum: the declared arguments hold
+    let declared = table(&[("x-delayed-retry-min", AMQPValue::LongInt(1000))]);
+    let a = queue_args(&declared, def.as_object().unwrap(), "q", "/").unwrap();
+    let r = a.retry.unwrap();
+    assert_eq!((r.min_ms, r.max_ms), (1000, None));
+}

@@ -10,6 +10,7 @@
 
 mod consumers;
 mod ready;
+pub mod retry;
 mod returns;
 pub mod spill;
 #[cfg(test)]
@@ -23,6 +24,7 @@ use crate::error::AmqpError;
 use crate::message::{Message, Meta, Slot};
 use crate::names::ChannelKey;
 use ready::Ready;
+use retry::{Delayed, Waiting};
 pub use returns::{QueueSnapshot, UnackedEntry};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -104,6 +106,8 @@ pub struct QueueState<C> {
     args: QueueArgs,
     /// Messages waiting for a consumer, in delivery order.
     ready: Ready,
+    /// Returned messages waiting out their retry back-off (`x-delayed-retry-*`).
+    delayed: Delayed,
     /// Delivered messages awaiting ack, by id.
     unacked: HashMap<MsgId, Unacked>,
     /// Bytes held by `unacked`.
@@ -135,6 +139,7 @@ impl<C> QueueState<C> {
     pub fn new(args: QueueArgs) -> Self {
         Self {
             ready: Ready::new(args.max_priority),
+            delayed: Delayed::default(),
             args,
             unacked: HashMap::new(),
             unacked_bytes: 0,
@@ -171,6 +176,11 @@ impl<C> QueueState<C> {
             max_priority,
             ..args
         };
+        if self.args.retry.is_none() {
+            // retry turned off: nothing waits any more
+            let all = self.delayed.take_all();
+            self.release(all);
+        }
         self.enforce_limits();
     }
 
@@ -263,8 +273,13 @@ impl<C> QueueState<C> {
         }
     }
 
-    /// Moves ready messages whose TTL has passed (at the head) to the outbox.
+    /// Moves ready messages whose TTL has passed (at the head) to the outbox, after
+    /// making ready the returned messages whose retry back-off is over.
     pub fn expire(&mut self) {
+        if !self.delayed.is_empty() {
+            let due = self.delayed.take_due(self.now);
+            self.release(due);
+        }
         for e in self.ready.pop_expired(self.now) {
             self.dead.push((e, Reason::Expired));
         }
@@ -279,9 +294,55 @@ impl<C> QueueState<C> {
         }
     }
 
-    /// When the next ready message at a head expires, for the actor's timer.
+    /// When the state next needs the clock (a ready message at a head expires, or a
+    /// retry back-off is over), for the actor's timer: [`QueueState::expire`] then.
     pub fn next_expiry(&self) -> Option<u64> {
-        self.ready.next_expiry()
+        match (self.ready.next_expiry(), self.delayed.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Returned messages waiting out their retry back-off.
+    pub fn delayed_count(&self) -> usize {
+        self.delayed.len()
+    }
+
+    /// A returned message waits out its back-off if the queue's retry policy says so
+    /// (`counted`: the return counted against the delivery limit); otherwise it is
+    /// handed back to be queued at once.
+    fn delay(&mut self, e: Entry, counted: bool, to_back: bool) -> Option<Entry> {
+        match self.args.retry {
+            Some(p) if p.applies(counted) => {
+                let due = self.now.saturating_add(p.delay(e.returns, e.id));
+                self.delayed.insert(Waiting {
+                    due,
+                    to_back,
+                    entry: e,
+                });
+                None
+            }
+            _ => Some(e),
+        }
+    }
+
+    /// Makes waiting messages ready: to their place, or (a quorum queue's return) to
+    /// the back with a new id.
+    fn release(&mut self, waiting: Vec<Waiting>) {
+        if waiting.is_empty() {
+            return;
+        }
+        for w in waiting {
+            let mut e = w.entry;
+            if w.to_back {
+                e.id = self.next_id;
+                self.next_id += 1;
+                self.ready.push_back(e);
+            } else {
+                self.ready.put_back(e);
+            }
+        }
+        self.enforce_limits();
     }
 
     /// Takes the messages that died since the last call, with the reason.
@@ -318,15 +379,17 @@ impl<C> QueueState<C> {
     pub fn delivered_persist_ids(&self) -> std::collections::HashSet<u64> {
         let unacked = self.unacked.values().map(|u| &u.entry);
         let ready = self.ready.iter().filter(|e| e.redelivered);
+        let delayed = self.delayed.iter().map(|w| &w.entry);
         unacked
             .chain(ready)
+            .chain(delayed)
             .filter_map(|e| e.msg.persist_id())
             .collect()
     }
 
-    /// Bytes of ready and unacked messages.
+    /// Bytes of ready, delayed and unacked messages.
     pub fn bytes(&self) -> usize {
-        self.ready.bytes() + self.unacked_bytes
+        self.ready.bytes() + self.delayed.bytes() + self.unacked_bytes
     }
 
     /// A single-active-consumer queue hands over to the longest-waiting consumer.
@@ -482,6 +545,11 @@ impl<C> QueueState<C> {
                         self.dead.push((e, Reason::DeliveryLimit));
                         continue;
                     }
+                    let Some(e) = self.delay(e, true, false) else {
+                        continue;
+                    };
+                    back.push(e);
+                    continue;
                 }
                 back.push(e);
             }
@@ -533,11 +601,13 @@ impl<C> QueueState<C> {
         before - self.consumers.len()
     }
 
-    /// Drops every ready message: returns how many, the ones that were in memory, and
-    /// the store ids of the spilled persisted ones.
+    /// Drops every ready message and every one waiting out a retry back-off: returns
+    /// how many, the ones that were in memory, and the store ids of the spilled
+    /// persisted ones.
     pub fn purge(&mut self) -> Purged {
-        let count = self.ready.len();
-        let (entries, spilled_persisted) = self.ready.drain_all();
+        let count = self.ready.len() + self.delayed.len();
+        let (mut entries, spilled_persisted) = self.ready.drain_all();
+        entries.extend(self.delayed.take_all().into_iter().map(|w| w.entry));
         Purged {
             count,
             entries,
@@ -595,7 +665,7 @@ impl<C> QueueState<C> {
                 "queue '{name}' in vhost '{vhost}' in use"
             )));
         }
-        if if_empty && !self.ready.is_empty() {
+        if if_empty && !(self.ready.is_empty() && self.delayed.is_empty()) {
             return Err(AmqpError::precondition_failed(format!(
                 "queue '{name}' in vhost '{vhost}' not empty"
             )));

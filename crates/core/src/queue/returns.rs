@@ -42,6 +42,8 @@ pub struct QueueSnapshot<C> {
     pub had_consumer: bool,
     /// The clock.
     pub now: u64,
+    /// Returned messages waiting out their retry back-off, earliest first.
+    pub delayed: Vec<retry::Waiting>,
 }
 
 impl<C: Clone> QueueState<C> {
@@ -68,6 +70,7 @@ impl<C: Clone> QueueState<C> {
             active: self.active.clone(),
             had_consumer: self.had_consumer,
             now: self.now,
+            delayed: self.delayed.iter().cloned().collect(),
         }
     }
 
@@ -93,6 +96,9 @@ impl<C: Clone> QueueState<C> {
         q.active = s.active;
         q.had_consumer = s.had_consumer;
         q.now = s.now;
+        for w in s.delayed {
+            q.delayed.insert(w);
+        }
         q
     }
 }
@@ -118,6 +124,10 @@ impl<C> QueueState<C> {
                 self.dead.push((e, Reason::DeliveryLimit));
                 continue;
             }
+            let Some(mut e) = self.delay(e, true, true) else {
+                n += 1;
+                continue;
+            };
             e.id = self.next_id;
             self.next_id += 1;
             self.ready.push_back(e);
@@ -135,7 +145,7 @@ impl<C> QueueState<C> {
             if let Some(u) = self.take_unacked(id) {
                 let mut e = u.entry;
                 e.redelivered = true;
-                back.push(e);
+                back.extend(self.delay(e, false, false));
             }
         }
         self.put_back(back)

@@ -24,6 +24,11 @@ pub const EQUIVALENCE_KEYS: &[&str] = &[
     "x-single-active-consumer",
     "x-queue-master-locator",
     "x-delivery-limit",
+    "x-delayed-retry-type",
+    "x-delayed-retry-min",
+    "x-delayed-retry-max",
+    "x-delayed-retry-multiplier",
+    "x-delayed-retry-jitter",
 ];
 
 /// The classic queue type.
@@ -51,6 +56,10 @@ impl QueueType for Classic {
                 "x-dead-letter-routing-key",
                 "routing_key_but_no_dlx_defined".into(),
             ));
+        }
+        out.retry = crate::queue::retry::parse(&c, arguments)?;
+        if out.retry.is_some() && out.delivery_limit.is_none() {
+            out.delivery_limit = Some(crate::queue::retry::RETRY_DELIVERY_LIMIT);
         }
         Ok(out)
     }

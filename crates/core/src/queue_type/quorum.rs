@@ -49,6 +49,11 @@ pub const EQUIVALENCE_KEYS: &[&str] = &[
     "x-quorum-initial-group-size",
     "x-queue-leader-locator",
     "x-delivery-limit",
+    "x-delayed-retry-type",
+    "x-delayed-retry-min",
+    "x-delayed-retry-max",
+    "x-delayed-retry-multiplier",
+    "x-delayed-retry-jitter",
 ];
 
 /// Arguments checked for their value, in the order RabbitMQ checks them.
@@ -111,6 +116,7 @@ impl QueueType for Quorum {
                 k.as_str()
             )));
         }
+        out.retry = crate::queue::retry::parse(&c, arguments)?;
         Ok(out)
     }
 

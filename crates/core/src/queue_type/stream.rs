@@ -144,6 +144,11 @@ const REFUSED: &[&str] = &[
     "x-quorum-initial-group-size",
     "x-max-in-memory-length",
     "x-max-in-memory-bytes",
+    "x-delayed-retry-type",
+    "x-delayed-retry-min",
+    "x-delayed-retry-max",
+    "x-delayed-retry-multiplier",
+    "x-delayed-retry-jitter",
 ];
 
 /// What a stream asks of a basic.consume (RabbitMQ's checks and texts): manual acks

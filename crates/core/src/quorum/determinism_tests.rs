@@ -61,16 +61,24 @@ fn op_strategy() -> impl Strategy<Value = QqOp> {
         Just(QqOp::Tick),
         Just(QqOp::Purge),
         Just(QqOp::LeaderChanged),
-        (0u64..4, any::<bool>(), any::<bool>()).prop_map(|(len, reject, sac)| QqOp::UpdateConfig(
-            QqConfig {
+        (0u64..4, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(len, reject, sac, retry)| QqOp::Configure(QqConfig {
                 max_length: Some(len + 1),
                 reject_publish: reject,
                 single_active_consumer: sac,
                 delivery_limit: Some(1),
                 message_ttl: Some(40),
+                // back-off with jitter: replicas must draw the same delays
+                retry: retry.then_some(crate::queue::retry::RetryPolicy {
+                    kind: crate::queue::retry::RetryKind::All,
+                    min_ms: 5,
+                    max_ms: Some(30),
+                    multiplier: Some(2),
+                    jitter_pct: 50,
+                }),
                 ..QqConfig::default()
-            }
-        )),
+            })
+        ),
     ]
 }
 

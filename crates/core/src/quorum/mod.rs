@@ -122,6 +122,46 @@ pub struct QqConfig {
     pub single_active_consumer: bool,
     /// `x-delivery-limit` (`None`: no limit).
     pub delivery_limit: Option<u64>,
+    /// Delayed retry (`x-delayed-retry-*`). Absent in snapshots written before it.
+    #[serde(default)]
+    pub retry: Option<crate::queue::retry::RetryPolicy>,
+}
+
+/// [`QqConfig`] as log entries written before delayed retry hold it
+/// ([`QqOp::UpdateConfig`]): the log's encoding has no optional fields, so a field
+/// added to the config is a new command ([`QqOp::Configure`]) and old entries still
+/// read as they were written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QqConfigV1 {
+    /// `x-message-ttl`.
+    pub message_ttl: Option<u64>,
+    /// `x-expires`.
+    pub expires: Option<u64>,
+    /// `x-max-length`.
+    pub max_length: Option<u64>,
+    /// `x-max-length-bytes`.
+    pub max_length_bytes: Option<u64>,
+    /// `x-overflow` reject-publish (else drop-head).
+    pub reject_publish: bool,
+    /// `x-single-active-consumer`.
+    pub single_active_consumer: bool,
+    /// `x-delivery-limit` (`None`: no limit).
+    pub delivery_limit: Option<u64>,
+}
+
+impl From<&QqConfigV1> for QqConfig {
+    fn from(c: &QqConfigV1) -> QqConfig {
+        QqConfig {
+            message_ttl: c.message_ttl,
+            expires: c.expires,
+            max_length: c.max_length,
+            max_length_bytes: c.max_length_bytes,
+            reject_publish: c.reject_publish,
+            single_active_consumer: c.single_active_consumer,
+            delivery_limit: c.delivery_limit,
+            retry: None,
+        }
+    }
 }
 
 impl QqConfig {
@@ -135,6 +175,7 @@ impl QqConfig {
             reject_publish: a.overflow == crate::args::Overflow::RejectPublish,
             single_active_consumer: a.single_active_consumer,
             delivery_limit: a.delivery_limit,
+            retry: a.retry,
         }
     }
 
@@ -153,6 +194,7 @@ impl QqConfig {
             max_length_bytes,
             single_active_consumer: self.single_active_consumer,
             delivery_limit: self.delivery_limit,
+            retry: self.retry,
             ..Default::default()
         }
     }
@@ -219,8 +261,9 @@ pub enum QqOp {
     Tick,
     /// queue.purge.
     Purge,
-    /// A policy changed the settings.
-    UpdateConfig(QqConfig),
+    /// A policy changed the settings (as written before delayed retry: proposers now
+    /// send [`QqOp::Configure`]).
+    UpdateConfig(QqConfigV1),
     /// A new leader: every delivery comes back (redelivered, count unchanged) and every
     /// consumer is cancelled.
     LeaderChanged,
@@ -229,6 +272,8 @@ pub enum QqOp {
     /// own at the batch's time. Answered with [`QqResp::Batch`], one answer per command.
     /// A batch inside a batch is not applied (answered `Ok`): proposers never nest them.
     Batch(Vec<QqOp>),
+    /// The queue's settings (its arguments combined with policies) changed.
+    Configure(QqConfig),
 }
 
 /// A message basic.get took.

@@ -36,6 +36,14 @@ struct SnapUnacked {
     at: u64,
 }
 
+/// A returned message waiting out its retry back-off.
+#[derive(Serialize, Deserialize)]
+struct SnapDelayed {
+    entry: SnapEntry,
+    due: u64,
+    to_back: bool,
+}
+
 /// A consumer in the inner state's order.
 #[derive(Serialize, Deserialize)]
 struct SnapConsumer {
@@ -66,6 +74,9 @@ struct Snap {
     blocked: bool,
     last_used: u64,
     now: u64,
+    /// Absent in snapshots written before delayed retry.
+    #[serde(default)]
+    delayed: Vec<SnapDelayed>,
 }
 
 fn snap_entry(e: &Entry) -> SnapEntry {
@@ -153,6 +164,15 @@ impl QqState {
             blocked: self.blocked,
             last_used: self.last_used,
             now: self.now,
+            delayed: s
+                .delayed
+                .iter()
+                .map(|w| SnapDelayed {
+                    entry: snap_entry(&w.entry),
+                    due: w.due,
+                    to_back: w.to_back,
+                })
+                .collect(),
         };
         // a plain record of strings, numbers and byte vectors always serializes
         serde_json::to_vec(&snap).unwrap_or_default()
@@ -195,6 +215,17 @@ impl QqState {
             active: s.active.map(|(k, t)| (key(k), t.as_str().into())),
             had_consumer: s.had_consumer,
             now: s.now,
+            delayed: s
+                .delayed
+                .into_iter()
+                .map(|d| {
+                    Ok(crate::queue::retry::Waiting {
+                        due: d.due,
+                        to_back: d.to_back,
+                        entry: entry(d.entry)?,
+                    })
+                })
+                .collect::<Result<_, SnapshotError>>()?,
         });
         Ok(QqState {
             q,

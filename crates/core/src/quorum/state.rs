@@ -163,11 +163,8 @@ impl QqState {
                 QqResp::Ok
             }
             QqOp::Purge => QqResp::Purged(self.q.purge().count as u64),
-            QqOp::UpdateConfig(cfg) => {
-                self.cfg = cfg.clone();
-                self.q.set_args(cfg.queue_args());
-                QqResp::Ok
-            }
+            QqOp::UpdateConfig(cfg) => self.configure(cfg.into()),
+            QqOp::Configure(cfg) => self.configure(cfg.clone()),
             QqOp::LeaderChanged => {
                 self.leader_changed(fx);
                 QqResp::Ok
@@ -189,6 +186,18 @@ impl QqState {
             }
         }
         resp
+    }
+
+    /// New settings (a policy changed, or the queue started).
+    fn configure(&mut self, cfg: QqConfig) -> QqResp {
+        self.q.set_args(cfg.queue_args());
+        self.cfg = cfg;
+        QqResp::Ok
+    }
+
+    /// Returned messages waiting out their retry back-off.
+    pub fn delayed_count(&self) -> usize {
+        self.q.delayed_count()
     }
 
     /// The ChannelKey of `chan` in the inner state, numbered on first use.

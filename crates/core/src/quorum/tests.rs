@@ -484,7 +484,7 @@ fn purge_and_update_config() {
         max_length: Some(1),
         ..QqConfig::default()
     };
-    let fx = t.run(QqOp::UpdateConfig(cfg)).1;
+    let fx = t.run(QqOp::Configure(cfg)).1;
     assert_eq!(dead(&fx).len(), 2);
 }
 

@@ -398,6 +398,7 @@ async fn op(
                 bytes: i.bytes,
                 consumers: i.consumers.len() as u64,
                 leader: i.leader,
+                delayed: i.delayed,
             }))
         }
     }

@@ -195,12 +195,18 @@ fn queue_metrics(
     out: &mut String,
     infos: &[(String, crate::broker::queue::QueueInfo, Arc<QueueEntry>)],
 ) {
-    let table: [(&str, &str, &str, QueueFigure); 8] = [
+    let table: [(&str, &str, &str, QueueFigure); 9] = [
         (
             "broker_queue_messages",
-            "Messages in the queue (ready and unacked)",
+            "Messages in the queue (ready, unacked and waiting to retry)",
             "gauge",
-            |i, _| i.ready + i.unacked,
+            |i, _| i.ready + i.unacked + i.delayed,
+        ),
+        (
+            "broker_queue_messages_delayed",
+            "Returned messages waiting out their retry back-off",
+            "gauge",
+            |i, _| i.delayed,
         ),
         (
             "broker_queue_messages_ready",

@@ -74,9 +74,10 @@ async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
         "type": q.queue_type().name(),
         "state": "running",
         "node": home,
-        "messages": i.ready + i.unacked,
+        "messages": i.ready + i.unacked + i.delayed,
         "messages_ready": i.ready,
         "messages_unacknowledged": i.unacked,
+        "messages_delayed": i.delayed,
         "consumers": i.consumers,
         "memory": i.bytes,
         "message_bytes": i.bytes,
@@ -144,6 +145,7 @@ pub(super) async fn counts(q: &Arc<QueueEntry>) -> RemoteInfo {
             bytes: i.bytes,
             consumers: i.consumers.len() as u64,
             leader: i.leader,
+            delayed: i.delayed,
         };
     }
     match q.remote_info(REMOTE_WAIT).await {

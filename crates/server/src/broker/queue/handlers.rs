@@ -597,6 +597,8 @@ pub struct QueueInfo {
     /// A quorum queue's leader as this node knows it (`None`: not known, or not a
     /// quorum queue).
     pub leader: Option<String>,
+    /// Returned messages waiting out their retry back-off (`x-delayed-retry-*`).
+    pub delayed: u64,
 }
 
 /// Asks for a [`QueueInfo`].
@@ -615,6 +617,7 @@ impl Handler<Info> for QueueActor {
                 bytes,
                 consumers: s.consumers(),
                 leader: None,
+                delayed: 0,
             });
         }
         if self.quorum.is_some() {
@@ -632,6 +635,7 @@ impl Handler<Info> for QueueActor {
                 .map(|c| (c.channel, c.tag.clone(), !c.no_ack, c.exclusive, c.priority))
                 .collect(),
             leader: None,
+            delayed: self.state.delayed_count() as u64,
         })
     }
 }

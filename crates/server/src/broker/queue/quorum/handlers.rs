@@ -524,12 +524,18 @@ impl QueueActor {
             });
             v
         });
+        let delayed = self
+            .quorum
+            .as_ref()
+            .and_then(|s| s.group.as_ref())
+            .map_or(0, |g| g.sm.counts().delayed.load(Ordering::Relaxed));
         QueueInfo {
             ready,
             unacked,
             bytes: 0,
             consumers,
             leader: self.quorum.as_ref().and_then(|s| s.leader_name()),
+            delayed,
         }
     }
 
@@ -541,7 +547,7 @@ impl QueueActor {
     ) {
         let config = broker_core::quorum::QqConfig::from_args(&args);
         self.state.set_args(args);
-        self.quorum_cast(QqOp::UpdateConfig(config), ctx);
+        self.quorum_cast(QqOp::Configure(config), ctx);
     }
 }
 

@@ -382,7 +382,7 @@ impl QueueActor {
             ))));
         }
         if stale {
-            drop(shell.propose(QqOp::UpdateConfig(config)));
+            drop(shell.propose(QqOp::Configure(config)));
         }
         self.quorum_after(ctx);
     }

@@ -335,4 +335,6 @@ pub struct RemoteInfo {
     pub consumers: u64,
     /// A quorum queue's leader as that node knows it.
     pub leader: Option<String>,
+    /// Returned messages waiting out their retry back-off.
+    pub delayed: u64,
 }
