@@ -85,7 +85,8 @@ export async function render(root, ctx) {
       ['policy', 'Policy'], ['operator_policy', 'Operator policy'],
       ['effective_policy_definition', 'Effective policy definition'],
       ['arguments', 'Arguments'],
-      ['messages_ready', 'Ready', num], ['messages_unacknowledged', 'Unacked', num], ['messages', 'Total', num],
+      ['messages_ready', 'Ready', num], ['messages_unacknowledged', 'Unacked', num],
+      ['messages_delayed', 'Waiting to retry', num], ['messages', 'Total', num],
       ['consumers', 'Consumers', num], ['message_bytes', 'Message bytes', num],
     ]));
     mover.setReady(q.messages_ready ?? 0);
