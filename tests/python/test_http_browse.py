@@ -257,6 +257,25 @@ def test_move_stops_at_a_full_reject_publish_queue(api, reg, amqp):
     assert [b for b, _, _ in drain(ch, src, 2)] == [b"3", b"4"]
 
 
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_a_message_the_move_puts_back_is_not_a_return(api, reg, amqp, queue_type):
+    # a put-back neither counts against the delivery limit (0 here: one counted return
+    # would drop the message) nor waits out a retry back-off
+    c = amqp()
+    ch = c.channel()
+    src = reg.queue("mv-src", body={"durable": True, "arguments": {
+        "x-queue-type": queue_type, "x-delivery-limit": 0, "x-delayed-retry-min": 60000}})
+    dst = reg.queue("mv-full", body={"durable": False, "arguments": {
+        "x-max-length": 1, "x-overflow": "reject-publish"}})
+    publish(ch, src, [b"1", b"2", b"3"])
+    eventually(lambda: ready(api, "/", src) == 3, conns=[c])
+    out = move(api, src, {"count": 3, "destination": "queue", "queue": dst})
+    assert out["moved"] == 1 and "full" in out["stopped"], out
+    info = eventually(lambda: api.json(f"/api/queues/%2F/{q(src)}"), conns=[c])
+    assert (info["messages_ready"], info["messages_delayed"]) == (2, 0), info
+    assert [b for b, _, _ in drain(ch, src, 2)] == [b"2", b"3"]
+
+
 def test_move_to_a_quorum_queue(api, reg, amqp):
     c = amqp()
     ch = c.channel()

@@ -82,7 +82,11 @@ async fn nacked_message_waits(queue_type: &str) {
     assert!(nacked_at.elapsed() < Duration::from_millis(250));
     second.ack(Default::default()).await.unwrap();
     let again = next(&mut consumer).await;
-    assert!(nacked_at.elapsed() >= Duration::from_millis(248), "{:?}", nacked_at.elapsed());
+    assert!(
+        nacked_at.elapsed() >= Duration::from_millis(248),
+        "{:?}",
+        nacked_at.elapsed()
+    );
     assert_eq!(again.data, b"first");
     assert!(again.redelivered);
     let count = again
@@ -91,7 +95,10 @@ async fn nacked_message_waits(queue_type: &str) {
         .as_ref()
         .and_then(|h| h.inner().get("x-delivery-count").cloned());
     assert!(
-        matches!(count, Some(AMQPValue::LongLongInt(1) | AMQPValue::LongInt(1))),
+        matches!(
+            count,
+            Some(AMQPValue::LongLongInt(1) | AMQPValue::LongInt(1))
+        ),
         "{count:?}"
     );
 }

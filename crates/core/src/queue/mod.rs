@@ -179,7 +179,7 @@ impl<C> QueueState<C> {
         if self.args.retry.is_none() {
             // retry turned off: nothing waits any more
             let all = self.delayed.take_all();
-            self.release(all);
+            self.make_ready(all);
         }
         self.enforce_limits();
     }
@@ -278,7 +278,7 @@ impl<C> QueueState<C> {
     pub fn expire(&mut self) {
         if !self.delayed.is_empty() {
             let due = self.delayed.take_due(self.now);
-            self.release(due);
+            self.make_ready(due);
         }
         for e in self.ready.pop_expired(self.now) {
             self.dead.push((e, Reason::Expired));
@@ -328,7 +328,7 @@ impl<C> QueueState<C> {
 
     /// Makes waiting messages ready: to their place, or (a quorum queue's return) to
     /// the back with a new id.
-    fn release(&mut self, waiting: Vec<Waiting>) {
+    fn make_ready(&mut self, waiting: Vec<Waiting>) {
         if waiting.is_empty() {
             return;
         }
@@ -565,6 +565,19 @@ impl<C> QueueState<C> {
         // a requeue can take the queue over its length limit too
         self.enforce_limits();
         n
+    }
+
+    /// Puts deliveries back in their place as they were, by id: the broker took them,
+    /// not a client (the management API's move could not place them, or they never
+    /// reached their consumer), so the return is not counted against the delivery
+    /// limit and waits out no retry back-off.
+    pub fn give_back(&mut self, ids: &[MsgId]) -> usize {
+        let back = ids
+            .iter()
+            .filter_map(|id| self.take_unacked(id))
+            .map(|u| u.entry)
+            .collect();
+        self.put_back(back)
     }
 
     /// Puts back deliveries that never reached a client, unchanged (their consumer was

@@ -308,3 +308,15 @@ fn turning_retry_off_releases_every_waiting_message() {
     q.set_args(QueueArgs::default());
     assert_eq!((q.ready_count(), q.delayed_count()), (1, 0));
 }
+
+#[test]
+fn a_give_back_is_neither_counted_nor_delayed() {
+    let mut q = retry_queue(policy(60_000, None, None, 0), Some(0));
+    q.publish(msg("a", None));
+    let e = q.get(CH, false).unwrap();
+    assert_eq!(q.give_back(&[e.id]), 1);
+    assert_eq!((q.ready_count(), q.delayed_count()), (1, 0));
+    let again = q.get(CH, false).unwrap();
+    assert_eq!((again.id, again.returns), (e.id, 0));
+    assert!(q.take_dead().is_empty());
+}

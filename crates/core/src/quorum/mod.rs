@@ -274,6 +274,15 @@ pub enum QqOp {
     Batch(Vec<QqOp>),
     /// The queue's settings (its arguments combined with policies) changed.
     Configure(QqConfig),
+    /// Deliveries the broker hands back, not a client (they never reached their
+    /// consumer, or the management API's move could not place them): back to their
+    /// place, not counted against the delivery limit, no retry back-off.
+    GiveBack {
+        /// The channel they were delivered on.
+        channel: ChanId,
+        /// Their ids.
+        ids: Vec<MsgId>,
+    },
 }
 
 /// A message basic.get took.

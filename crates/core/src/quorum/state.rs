@@ -148,6 +148,11 @@ impl QqState {
                 self.q.return_to_back(&ids);
                 QqResp::Ok
             }
+            QqOp::GiveBack { channel, ids } => {
+                let ids = self.take_checked(*channel, ids);
+                self.q.give_back(&ids);
+                QqResp::Ok
+            }
             QqOp::Discard { channel, ids } => {
                 let ids = self.take_checked(*channel, ids);
                 self.q.discard(&ids);

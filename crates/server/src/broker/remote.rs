@@ -423,6 +423,7 @@ fn note(rt: &Runtime, from: NodeId, n: Note, (held, gates): (&Held, &Gates)) {
                     settle: match kind {
                         0 => queue::Settle::Ack(ids),
                         1 => queue::Settle::Requeue(ids),
+                        3 => queue::Settle::GiveBack(ids),
                         _ => queue::Settle::Discard(ids),
                     },
                     release,

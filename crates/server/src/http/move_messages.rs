@@ -234,7 +234,7 @@ async fn batch(
                 published.push((id, *seq, parts));
             }
             Err(why) => {
-                q.settle(Settle::Requeue(vec![id]));
+                q.settle(Settle::GiveBack(vec![id]));
                 res.stopped = Some(why);
                 break;
             }
@@ -260,7 +260,7 @@ async fn batch(
         q.settle(Settle::Ack(acks));
     }
     if !back.is_empty() {
-        q.settle(Settle::Requeue(back));
+        q.settle(Settle::GiveBack(back));
     }
     res
 }

@@ -103,6 +103,10 @@ pub enum Settle {
     Requeue(Vec<MsgId>),
     /// nack/reject without requeue: dead-lettered with reason `rejected`.
     Discard(Vec<MsgId>),
+    /// Handed back by the broker, not a client (a move that could not place them, a
+    /// delivery that never reached its consumer): back to their place as they were,
+    /// not counted as a return.
+    GiveBack(Vec<MsgId>),
 }
 
 /// Deliveries that never reached the client (their consumer was cancelled first): put
@@ -372,6 +376,9 @@ impl Handler<Settle> for QueueActor {
                 }
                 Settle::Requeue(ids) => {
                     a.state.requeue(&ids, true);
+                }
+                Settle::GiveBack(ids) => {
+                    a.state.give_back(&ids);
                 }
                 Settle::Discard(ids) => {
                     // dead-lettered (reason rejected) by the housekeeping that follows

@@ -48,6 +48,7 @@ impl QueueEntry {
             Settle::Ack(ids) => (0, ids),
             Settle::Requeue(ids) => (1, ids),
             Settle::Discard(ids) => (2, ids),
+            Settle::GiveBack(ids) => (3, ids),
         };
         if self.note_remote(|vhost, queue| remote_wire::Note::Settle {
             vhost,
@@ -70,12 +71,12 @@ impl QueueEntry {
     }
 
     /// Hands a message got from a queue of another node back (its channel could not
-    /// send it): requeued at the home.
+    /// send it): given back at the home, not counted as a return.
     pub fn restore_remote(&self, id: u64) {
         self.note_remote(|vhost, queue| remote_wire::Note::Settle {
             vhost,
             queue,
-            kind: 1,
+            kind: 3,
             ids: vec![id],
         });
     }

@@ -393,6 +393,7 @@ impl QueueActor {
             Settle::Ack(ids) => (ids, 0),
             Settle::Requeue(ids) => (ids, 1),
             Settle::Discard(ids) => (ids, 2),
+            Settle::GiveBack(ids) => (ids, 3),
         };
         if kind == 0 {
             if let Some(me) = self.me.upgrade() {
@@ -418,6 +419,7 @@ impl QueueActor {
             let op = match kind {
                 0 => QqOp::Settle { channel, ids },
                 1 => QqOp::Return { channel, ids },
+                3 => QqOp::GiveBack { channel, ids },
                 _ => QqOp::Discard { channel, ids },
             };
             self.quorum_cast(op, ctx);
@@ -427,7 +429,7 @@ impl QueueActor {
     /// Deliveries that never reached the client: back to the queue.
     pub(crate) fn quorum_restore(&mut self, entries: Vec<Entry>, ctx: &mut Context<Self>) {
         let ids = entries.iter().map(|e| e.id).collect();
-        self.quorum_settle(Settle::Requeue(ids), ctx);
+        self.quorum_settle(Settle::GiveBack(ids), ctx);
     }
 
     pub(crate) fn quorum_channel_closed(&mut self, key: ChannelKey, ctx: &mut Context<Self>) {

@@ -200,7 +200,7 @@ pub enum Note {
         vhost: String,
         /// The queue.
         queue: String,
-        /// 0 ack, 1 requeue, 2 discard.
+        /// 0 ack, 1 requeue, 2 discard, 3 give back (not a client's return).
         kind: u8,
         /// The messages.
         ids: Vec<u64>,
