@@ -24,7 +24,7 @@ use crate::error::AmqpError;
 use crate::message::{Message, Meta, Slot};
 use crate::names::ChannelKey;
 use ready::Ready;
-use retry::{Delayed, Waiting};
+use retry::Delayed;
 pub use returns::{QueueSnapshot, UnackedEntry};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -303,48 +303,6 @@ impl<C> QueueState<C> {
         }
     }
 
-    /// Returned messages waiting out their retry back-off.
-    pub fn delayed_count(&self) -> usize {
-        self.delayed.len()
-    }
-
-    /// A returned message waits out its back-off if the queue's retry policy says so
-    /// (`counted`: the return counted against the delivery limit); otherwise it is
-    /// handed back to be queued at once.
-    fn delay(&mut self, e: Entry, counted: bool, to_back: bool) -> Option<Entry> {
-        match self.args.retry {
-            Some(p) if p.applies(counted) => {
-                let due = self.now.saturating_add(p.delay(e.returns, e.id));
-                self.delayed.insert(Waiting {
-                    due,
-                    to_back,
-                    entry: e,
-                });
-                None
-            }
-            _ => Some(e),
-        }
-    }
-
-    /// Makes waiting messages ready: to their place, or (a quorum queue's return) to
-    /// the back with a new id.
-    fn make_ready(&mut self, waiting: Vec<Waiting>) {
-        if waiting.is_empty() {
-            return;
-        }
-        for w in waiting {
-            let mut e = w.entry;
-            if w.to_back {
-                e.id = self.next_id;
-                self.next_id += 1;
-                self.ready.push_back(e);
-            } else {
-                self.ready.put_back(e);
-            }
-        }
-        self.enforce_limits();
-    }
-
     /// Takes the messages that died since the last call, with the reason.
     pub fn take_dead(&mut self) -> Vec<(Entry, Reason)> {
         std::mem::take(&mut self.dead)
@@ -545,10 +503,7 @@ impl<C> QueueState<C> {
                         self.dead.push((e, Reason::DeliveryLimit));
                         continue;
                     }
-                    let Some(e) = self.delay(e, true, false) else {
-                        continue;
-                    };
-                    back.push(e);
+                    back.extend(self.delay(e, true, false));
                     continue;
                 }
                 back.push(e);
@@ -565,19 +520,6 @@ impl<C> QueueState<C> {
         // a requeue can take the queue over its length limit too
         self.enforce_limits();
         n
-    }
-
-    /// Puts deliveries back in their place as they were, by id: the broker took them,
-    /// not a client (the management API's move could not place them, or they never
-    /// reached their consumer), so the return is not counted against the delivery
-    /// limit and waits out no retry back-off.
-    pub fn give_back(&mut self, ids: &[MsgId]) -> usize {
-        let back = ids
-            .iter()
-            .filter_map(|id| self.take_unacked(id))
-            .map(|u| u.entry)
-            .collect();
-        self.put_back(back)
     }
 
     /// Puts back deliveries that never reached a client, unchanged (their consumer was

@@ -286,6 +286,64 @@ impl Delayed {
     }
 }
 
+/// What the queue state does with returned messages under a retry policy.
+impl<C> super::QueueState<C> {
+    /// Returned messages waiting out their retry back-off.
+    pub fn delayed_count(&self) -> usize {
+        self.delayed.len()
+    }
+
+    /// A returned message waits out its back-off if the queue's retry policy says so
+    /// (`counted`: the return counted against the delivery limit); otherwise it is
+    /// handed back to be queued at once.
+    pub(super) fn delay(&mut self, e: Entry, counted: bool, to_back: bool) -> Option<Entry> {
+        match self.args.retry {
+            Some(p) if p.applies(counted) => {
+                let due = self.now.saturating_add(p.delay(e.returns, e.id));
+                self.delayed.insert(Waiting {
+                    due,
+                    to_back,
+                    entry: e,
+                });
+                None
+            }
+            _ => Some(e),
+        }
+    }
+
+    /// Makes waiting messages ready: to their place, or (a quorum queue's return) to
+    /// the back with a new id.
+    pub(super) fn make_ready(&mut self, waiting: Vec<Waiting>) {
+        if waiting.is_empty() {
+            return;
+        }
+        for w in waiting {
+            let mut e = w.entry;
+            if w.to_back {
+                e.id = self.next_id;
+                self.next_id += 1;
+                self.ready.push_back(e);
+            } else {
+                self.ready.put_back(e);
+            }
+        }
+        self.enforce_limits();
+    }
+
+    /// Puts deliveries back in their place as they were, by id: the broker took them,
+    /// not a client (the management API's move could not place them, or they never
+    /// reached their consumer), so the return is not counted against the delivery
+    /// limit and waits out no retry back-off.
+    pub fn give_back(&mut self, ids: &[MsgId]) -> usize {
+        let back = ids
+            .iter()
+            .filter_map(|id| self.take_unacked(id))
+            .map(|u| u.entry)
+            .collect();
+        self.put_back(back)
+    }
+}
+
 #[cfg(test)]
 #[path = "retry_tests.rs"]
 mod tests;
