@@ -18,7 +18,9 @@
 //! allocate per unit of weight.
 //!
 //! The index is built at bind and unbind: the destinations, sorted, each with its hash
-//! and weight, in a shared array (a snapshot clones a pointer). A route is one hash of
+//! and weight, in a shared array (a snapshot clones a pointer; a bind or unbind rebuilds
+//! the array, linear in the destinations, as the plugin's binding management is). A
+//! route is one hash of
 //! the message and one multiply-and-mix per destination (plus a logarithm when weights
 //! differ); no allocation beyond the output vector.
 
