@@ -56,9 +56,15 @@ struct Args {
     /// Ack with multiple=true every N deliveries
     #[arg(long, default_value_t = 50)]
     multiple_ack: u64,
-    /// One producer to a fanout exchange bound to N queues, one consumer each
+    /// One producer to an exchange (fanout unless --exchange-type) bound to N queues,
+    /// one consumer each
     #[arg(long, default_value_t = 0)]
     fanout: usize,
+    /// The --fanout exchange's type: fanout, direct (each message to one queue, keys
+    /// cycling over the queues), x-consistent-hash (weight 1 each) or x-modulus-hash
+    /// (both with keys cycling over 1024)
+    #[arg(long, default_value = "fanout")]
+    exchange_type: String,
     /// Publish N messages first (confirmed), then drain them
     #[arg(long, default_value_t = 0)]
     prefill: u64,
@@ -209,6 +215,7 @@ fn main() {
         prefetch: a.prefetch,
         multiple_ack: a.multiple_ack,
         fanout: a.fanout,
+        exchange_type: a.exchange_type,
         prefill: a.prefill,
         rate: a.rate,
         sndbuf: a.sndbuf,

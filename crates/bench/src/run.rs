@@ -51,9 +51,15 @@ pub struct Scenario {
     pub prefetch: u16,
     /// Ack with multiple every this many deliveries.
     pub multiple_ack: u64,
-    /// Fanout: one producer publishes to a fanout exchange bound to this many queues,
-    /// each with one consumer (0: off).
+    /// Fanout: one producer publishes to an exchange (of `exchange_type`) bound to this
+    /// many queues, each with one consumer (0: off).
     pub fanout: usize,
+    /// The type of the `fanout` scenario's exchange: `fanout` (every queue gets every
+    /// message), `direct` (queue i bound with its own name; the producer cycles through
+    /// the names, so each message goes to one queue), `x-consistent-hash` (every queue
+    /// bound with weight 1) or `x-modulus-hash`; the hashing types get the producer's
+    /// routing keys cycling through 1024 distinct ones.
+    pub exchange_type: String,
     /// Publish this many messages first, then drain them (0: off).
     pub prefill: u64,
     /// Fixed total publish rate in msg/s (0: as fast as possible).
@@ -164,12 +170,35 @@ fn now_ns(epoch: Instant) -> u64 {
     epoch.elapsed().as_nanos() as u64
 }
 
-/// Publishes until `stop` (or `limit` messages), to `exchange`/`key`.
+/// Routing keys the hashing exchange scenarios cycle through.
+const HASH_KEYS: usize = 1024;
+
+/// The key a queue of the `--fanout` scenario is bound with.
+fn binding_key(s: &Scenario, queue: &str) -> String {
+    match s.exchange_type.as_str() {
+        "direct" | "topic" => queue.to_string(),
+        "x-consistent-hash" => "1".to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The routing keys the `--fanout` scenario's producer cycles through.
+fn producer_keys(s: &Scenario, queues: &[String]) -> Vec<String> {
+    match s.exchange_type.as_str() {
+        "direct" | "topic" => queues.to_vec(),
+        "x-consistent-hash" | "x-modulus-hash" => {
+            (0..HASH_KEYS).map(|i| format!("k{i:04}")).collect()
+        }
+        _ => vec![String::new()],
+    }
+}
+
+/// Publishes until `stop` (or `limit` messages), to `exchange`, cycling through `keys`.
 #[allow(clippy::too_many_arguments)]
 async fn producer(
     s: Scenario,
     exchange: String,
-    key: String,
+    keys: Vec<String>,
     epoch: Instant,
     stop: Arc<AtomicBool>,
     limit: Option<u64>,
@@ -181,16 +210,23 @@ async fn producer(
         conn.confirm_select().await?;
     }
     let body = vec![0u8; s.size.max(8)];
-    let mut template = BytesMut::new();
-    amqp::publish(&mut template, 1, &exchange, &key, &body, s.persistent);
-    // where the body's first 8 bytes sit in the encoded frames
-    let ts_at = template.len() - 1 - body.len().min((amqp::FRAME_MAX - 8) as usize);
+    // one encoded publish per routing key, each with where the body's first 8 bytes sit
+    let templates: Vec<(BytesMut, usize)> = keys
+        .iter()
+        .map(|key| {
+            let mut t = BytesMut::new();
+            amqp::publish(&mut t, 1, &exchange, key, &body, s.persistent);
+            let ts_at = t.len() - 1 - body.len().min((amqp::FRAME_MAX - 8) as usize);
+            (t, ts_at)
+        })
+        .collect();
+    let longest = templates.iter().map(|t| t.0.len()).max().unwrap_or(0);
     let batch = if s.confirm > 0 {
         s.confirm.clamp(1, 100)
     } else {
         100
     };
-    let mut out = BytesMut::with_capacity(template.len() * batch);
+    let mut out = BytesMut::with_capacity(longest * batch);
     let mut sent: u64 = 0;
     let mut acked: u64 = 0;
     let mut pending: BTreeMap<u64, u64> = BTreeMap::new();
@@ -218,8 +254,10 @@ async fn producer(
             // one clock read per batch: the batch goes out in one write
             let ts = now_ns(epoch);
             for _ in 0..n {
+                let (template, ts_at) = &templates[(sent % templates.len() as u64) as usize];
+                let ts_at = *ts_at;
                 let at = out.len();
-                out.extend_from_slice(&template);
+                out.extend_from_slice(template);
                 out[at + ts_at..at + ts_at + 8].copy_from_slice(&ts.to_be_bytes());
                 sent += 1;
                 if s.confirm > 0 {
@@ -308,12 +346,12 @@ async fn setup(s: &Scenario, queues: bool) -> io::Result<(String, Vec<String>)> 
     };
     let names: Vec<String> = (0..n).map(|i| queue_name(s, i)).collect();
     let exchange = if s.fanout > 0 {
-        format!("{}-fanout", s.prefix)
+        format!("{}-{}", s.prefix, s.exchange_type)
     } else {
         String::new()
     };
     if s.fanout > 0 {
-        c.declare_exchange(&exchange, "fanout").await?;
+        c.declare_exchange(&exchange, &s.exchange_type).await?;
     }
     if queues || s.is_stream() {
         for q in &names {
@@ -341,7 +379,7 @@ async fn declare(c: &mut Conn, s: &Scenario, q: &str, exchange: &str) -> io::Res
         c.purge(q).await?;
     }
     if s.fanout > 0 {
-        c.bind(q, exchange, "").await?;
+        c.bind(q, exchange, &binding_key(s, q)).await?;
     }
     Ok(())
 }
@@ -422,15 +460,15 @@ async fn flow(s: &Scenario) -> io::Result<Report> {
     let mut ptasks = Vec::new();
     let start = Instant::now();
     for i in 0..producers {
-        let key = if s.fanout > 0 {
-            String::new()
+        let keys = if s.fanout > 0 {
+            producer_keys(s, &queues)
         } else {
-            queues[i % queues.len()].clone()
+            vec![queues[i % queues.len()].clone()]
         };
         ptasks.push(tokio::spawn(producer(
             s.clone(),
             exchange.clone(),
-            key,
+            keys,
             epoch,
             stop_p.clone(),
             None,

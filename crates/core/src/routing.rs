@@ -7,8 +7,8 @@
 //! needs no lock and no message to the exchange. [`resolve`] follows a route through
 //! exchange-to-exchange bindings and alternate exchanges.
 
-pub use crate::exchange::ExchangeKind;
 use crate::exchange::Index;
+pub use crate::exchange::{ExchangeKind, RouteInput};
 use amq_protocol::types::generation::gen_field_table;
 use amq_protocol::types::FieldTable;
 use imbl::{HashMap, OrdMap, OrdSet};
@@ -168,11 +168,17 @@ pub struct Bindings {
 }
 
 impl Bindings {
-    /// No bindings, for an exchange of `kind`.
+    /// No bindings, for an exchange of `kind` declared without arguments.
     pub fn new(kind: ExchangeKind) -> Self {
+        Self::with_arguments(kind, &FieldTable::default())
+    }
+
+    /// No bindings, for an exchange of `kind` declared with `arguments` (a
+    /// consistent-hash exchange's `hash-header` is read here, once).
+    pub fn with_arguments(kind: ExchangeKind, arguments: &FieldTable) -> Self {
         Self {
             set: BindingSet::default(),
-            index: kind.new_index(),
+            index: kind.new_index(arguments),
         }
     }
 
@@ -249,7 +255,8 @@ impl Bindings {
         Some(b)
     }
 
-    /// Appends the destinations a message with this routing key and headers goes to.
+    /// Appends the destinations a message with this routing key and headers (and no
+    /// other properties) goes to.
     #[inline]
     pub fn route(
         &self,
@@ -257,12 +264,19 @@ impl Bindings {
         headers: Option<&FieldTable>,
         out: &mut Vec<Destination>,
     ) {
-        self.index.route(&self.set, routing_key, headers, out);
+        self.route_input(&RouteInput::new(routing_key, headers), out);
     }
 
-    /// Whether the route depends on message headers (and so cannot be cached by key).
+    /// Appends the destinations a message goes to.
+    #[inline]
+    pub fn route_input(&self, msg: &RouteInput<'_>, out: &mut Vec<Destination>) {
+        self.index.route(&self.set, msg, out);
+    }
+
+    /// Whether the route depends on more than the routing key (headers, properties), and
+    /// so cannot be cached by key.
     pub fn routes_by_headers(&self) -> bool {
-        self.kind().routes_by_headers()
+        self.index.routes_by_headers()
     }
 }
 

@@ -20,7 +20,7 @@ pub(super) async fn prefill(s: &Scenario) -> io::Result<Report> {
         tasks.push(tokio::spawn(producer(
             sc.clone(),
             String::new(),
-            q.clone(),
+            vec![q.clone()],
             epoch,
             never.clone(),
             Some(per),

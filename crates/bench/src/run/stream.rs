@@ -85,7 +85,7 @@ async fn fill(s: &Scenario, queues: &[String], per: u64, c: &Arc<Counters>) -> i
         tasks.push(tokio::spawn(producer(
             sc.clone(),
             String::new(),
-            q.clone(),
+            vec![q.clone()],
             epoch,
             never.clone(),
             Some(per),

@@ -4,9 +4,8 @@
 //! The index maps each binding key to its destinations; it is persistent (`imbl`), so an
 //! exchange's snapshot is O(1) to take and a bind copies only the key it changes.
 
-use super::ExchangeType;
+use super::{ExchangeType, RouteInput};
 use crate::routing::{BindingSet, Destination};
-use amq_protocol::types::FieldTable;
 use imbl::{HashMap, OrdSet};
 use std::sync::Arc;
 
@@ -36,14 +35,8 @@ impl ExchangeType for Direct {
     }
 
     #[inline]
-    fn route(
-        &self,
-        _set: &BindingSet,
-        routing_key: &str,
-        _headers: Option<&FieldTable>,
-        out: &mut Vec<Destination>,
-    ) {
-        if let Some(v) = self.by_key.get(routing_key) {
+    fn route(&self, _set: &BindingSet, msg: &RouteInput<'_>, out: &mut Vec<Destination>) {
+        if let Some(v) = self.by_key.get(msg.routing_key) {
             out.extend(v.iter().cloned());
         }
     }

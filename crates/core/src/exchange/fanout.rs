@@ -4,9 +4,8 @@
 //! It needs no index of its own: the binding set already keeps the bindings by
 //! destination, and routes each destination once however many bindings it has.
 
-use super::ExchangeType;
+use super::{ExchangeType, RouteInput};
 use crate::routing::{BindingSet, Destination};
-use amq_protocol::types::FieldTable;
 
 /// The fanout type (no index: it routes by the binding set's destinations).
 #[derive(Debug, Clone, Copy, Default)]
@@ -16,13 +15,7 @@ impl ExchangeType for Fanout {
     const NAME: &'static str = "fanout";
 
     #[inline]
-    fn route(
-        &self,
-        set: &BindingSet,
-        _routing_key: &str,
-        _headers: Option<&FieldTable>,
-        out: &mut Vec<Destination>,
-    ) {
+    fn route(&self, set: &BindingSet, _msg: &RouteInput<'_>, out: &mut Vec<Destination>) {
         out.extend(set.destinations().cloned());
     }
 }

@@ -9,7 +9,7 @@
 //! It has no index: a route checks every binding of the set in binding order, and depends
 //! on headers, so it is never cached by routing key.
 
-use super::ExchangeType;
+use super::{ExchangeType, RouteInput};
 use crate::error::AmqpError;
 use crate::routing::{BindingSet, Destination};
 use amq_protocol::types::{AMQPValue, FieldTable};
@@ -22,7 +22,7 @@ impl ExchangeType for Headers {
     const NAME: &'static str = "headers";
     const ROUTES_BY_HEADERS: bool = true;
 
-    fn validate_binding(arguments: &FieldTable) -> Result<(), AmqpError> {
+    fn validate_binding(_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
         XMatch::from_arguments(arguments).map(|_| ()).map_err(|v| {
             AmqpError::precondition_failed(format!(
                 "Invalid x-match field value <<\"{v}\">>; expected all, any, all-with-x, or any-with-x"
@@ -30,15 +30,9 @@ impl ExchangeType for Headers {
         })
     }
 
-    fn route(
-        &self,
-        set: &BindingSet,
-        _routing_key: &str,
-        headers: Option<&FieldTable>,
-        out: &mut Vec<Destination>,
-    ) {
+    fn route(&self, set: &BindingSet, msg: &RouteInput<'_>, out: &mut Vec<Destination>) {
         for b in set.all() {
-            if matches(&b.arguments, headers) && !out.contains(&b.destination) {
+            if matches(&b.arguments, msg.headers) && !out.contains(&b.destination) {
                 out.push(b.destination.clone());
             }
         }
@@ -170,13 +164,13 @@ mod tests {
     #[test]
     fn bad_x_match_is_refused_at_bind_with_rabbitmq_text() {
         assert_eq!(
-            Headers::validate_binding(&table(&[("x-match", s("some"))]))
+            Headers::validate_binding("", &table(&[("x-match", s("some"))]))
                 .unwrap_err()
                 .reply_text(),
             "PRECONDITION_FAILED - Invalid x-match field value <<\"some\">>; \
              expected all, any, all-with-x, or any-with-x"
         );
-        assert!(Headers::validate_binding(&table(&[("x-match", s("any"))])).is_ok());
-        assert!(Headers::validate_binding(&table(&[])).is_ok());
+        assert!(Headers::validate_binding("", &table(&[("x-match", s("any"))])).is_ok());
+        assert!(Headers::validate_binding("", &table(&[])).is_ok());
     }
 }

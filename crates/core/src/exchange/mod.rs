@@ -1,6 +1,7 @@
 //! Exchange types, one file each, as RabbitMQ's `rabbit_exchange_type` behaviour: a type
 //! checks its declare and binding arguments, keeps whatever index it routes by, and routes
-//! a message (routing key and headers) to destinations.
+//! a message ([`RouteInput`]: routing key, headers and, for the types that hash on one,
+//! the other properties) to destinations.
 //!
 //! The bindings common to every type (identity, order, by destination) live in
 //! [`crate::routing::Bindings`], which hands each type the changes to its index and asks
@@ -14,8 +15,43 @@
 
 use crate::error::AmqpError;
 use crate::routing::{BindingSet, Destination};
+use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::types::FieldTable;
 use std::sync::Arc;
+
+/// What a route reads of a message: its routing key, its headers and (for a type that
+/// hashes on `message_id`, `correlation_id` or `timestamp`) its other properties. Built
+/// once per publish from what the channel already holds; copying it costs three words.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteInput<'a> {
+    /// The message's routing key.
+    pub routing_key: &'a str,
+    /// Its headers, if any.
+    pub headers: Option<&'a FieldTable>,
+    /// Its properties, where the caller has them (`None`: routed as a message without
+    /// them).
+    pub properties: Option<&'a AMQPProperties>,
+}
+
+impl<'a> RouteInput<'a> {
+    /// A message with this routing key and headers and no other properties.
+    pub fn new(routing_key: &'a str, headers: Option<&'a FieldTable>) -> Self {
+        RouteInput {
+            routing_key,
+            headers,
+            properties: None,
+        }
+    }
+
+    /// A message with this routing key and properties (its headers are theirs).
+    pub fn with_properties(routing_key: &'a str, properties: Option<&'a AMQPProperties>) -> Self {
+        RouteInput {
+            routing_key,
+            headers: properties.and_then(|p| p.headers().as_ref()),
+            properties,
+        }
+    }
+}
 
 /// One exchange type: its rules, and (as the value of `Self`) the index one exchange of
 /// the type routes by.
@@ -30,6 +66,19 @@ pub trait ExchangeType: Clone + Default + std::fmt::Debug + Send + Sync + 'stati
     /// key.
     const ROUTES_BY_HEADERS: bool = false;
 
+    /// The index of a new exchange declared with these (already validated) arguments:
+    /// a type that routes by one of them reads it here, once, not per message.
+    fn with_arguments(_arguments: &FieldTable) -> Self {
+        Self::default()
+    }
+
+    /// Whether this exchange's routes depend on more than the routing key (headers or
+    /// properties), so they cannot be cached by key. The type's constant unless its
+    /// declare arguments decide (a consistent-hash exchange with `hash-header`).
+    fn routes_by_headers(&self) -> bool {
+        Self::ROUTES_BY_HEADERS
+    }
+
     /// Checks the type's own declare arguments (the common ones, such as
     /// `alternate-exchange`, are checked for every type by [`ExchangeKind::validate_declare`]).
     fn validate_declare(
@@ -40,8 +89,9 @@ pub trait ExchangeType: Clone + Default + std::fmt::Debug + Send + Sync + 'stati
         Ok(())
     }
 
-    /// Checks a binding's arguments at bind (a headers exchange's `x-match`).
-    fn validate_binding(_arguments: &FieldTable) -> Result<(), AmqpError> {
+    /// Checks a binding's key and arguments at bind (a headers exchange's `x-match`, a
+    /// consistent-hash exchange's weight).
+    fn validate_binding(_key: &str, _arguments: &FieldTable) -> Result<(), AmqpError> {
         Ok(())
     }
 
@@ -52,16 +102,9 @@ pub trait ExchangeType: Clone + Default + std::fmt::Debug + Send + Sync + 'stati
     /// The last binding of `(dest, key)` was removed: drop it from the index.
     fn unbind(&mut self, _key: &Arc<str>, _dest: &Destination) {}
 
-    /// Appends the destinations of a message with this routing key and headers, each
-    /// once. `set` is every binding of the exchange, for types that route by it instead
-    /// of (or besides) an index of their own.
-    fn route(
-        &self,
-        set: &BindingSet,
-        routing_key: &str,
-        headers: Option<&FieldTable>,
-        out: &mut Vec<Destination>,
-    );
+    /// Appends the destinations of a message, each once. `set` is every binding of the
+    /// exchange, for types that route by it instead of (or besides) an index of their own.
+    fn route(&self, set: &BindingSet, msg: &RouteInput<'_>, out: &mut Vec<Destination>);
 }
 
 /// Generates the registry from the list of types: [`ExchangeKind`] with one variant per
@@ -107,19 +150,21 @@ macro_rules! exchange_types {
                 }
             }
 
-            /// Checks a binding's arguments at bind (406 with RabbitMQ's text).
-            pub fn validate_binding(self, arguments: &FieldTable) -> Result<(), AmqpError> {
+            /// Checks a binding's key and arguments at bind (406 with RabbitMQ's text).
+            pub fn validate_binding(self, key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
                 match self {
                     $(ExchangeKind::$variant => {
-                        <$module::$ty as ExchangeType>::validate_binding(arguments)
+                        <$module::$ty as ExchangeType>::validate_binding(key, arguments)
                     })+
                 }
             }
 
-            /// An empty index for an exchange of this type.
-            pub(crate) fn new_index(self) -> Index {
+            /// An empty index for an exchange of this type declared with `arguments`.
+            pub(crate) fn new_index(self, arguments: &FieldTable) -> Index {
                 match self {
-                    $(ExchangeKind::$variant => Index::$variant(<$module::$ty>::default()),)+
+                    $(ExchangeKind::$variant => {
+                        Index::$variant(<$module::$ty as ExchangeType>::with_arguments(arguments))
+                    })+
                 }
             }
         }
@@ -155,12 +200,18 @@ macro_rules! exchange_types {
             pub(crate) fn route(
                 &self,
                 set: &BindingSet,
-                routing_key: &str,
-                headers: Option<&FieldTable>,
+                msg: &RouteInput<'_>,
                 out: &mut Vec<Destination>,
             ) {
                 match self {
-                    $(Index::$variant(i) => i.route(set, routing_key, headers, out),)+
+                    $(Index::$variant(i) => i.route(set, msg, out),)+
+                }
+            }
+
+            #[inline]
+            pub(crate) fn routes_by_headers(&self) -> bool {
+                match self {
+                    $(Index::$variant(i) => i.routes_by_headers(),)+
                 }
             }
         }
@@ -177,7 +228,13 @@ exchange_types! {
     Topic => topic::Topic,
     /// Header values, by `x-match`.
     Headers => headers::Headers,
+    /// One destination per message by a weighted consistent hash (RabbitMQ's plugin).
+    ConsistentHash => consistent_hash::ConsistentHash,
+    /// One destination per message: hash of the routing key mod the destinations.
+    ModulusHash => modulus_hash::ModulusHash,
 }
+
+pub mod hashing;
 
 impl ExchangeKind {
     /// Parses the type named in exchange.declare; `None` for a type not registered.
@@ -227,9 +284,16 @@ mod tests {
                 .iter()
                 .map(|k| k.as_str())
                 .collect::<Vec<_>>(),
-            ["direct", "fanout", "topic", "headers"]
+            [
+                "direct",
+                "fanout",
+                "topic",
+                "headers",
+                "x-consistent-hash",
+                "x-modulus-hash"
+            ]
         );
-        assert_eq!(lookup("x-consistent-hash"), None);
+        assert_eq!(lookup("x-delayed-message"), None);
         assert_eq!(lookup("Direct"), None);
     }
 
@@ -237,7 +301,9 @@ mod tests {
     fn only_headers_routes_by_headers() {
         for k in ExchangeKind::ALL {
             assert_eq!(k.routes_by_headers(), *k == ExchangeKind::Headers);
-            assert_eq!(k.new_index().kind(), *k);
+            let index = k.new_index(&FieldTable::default());
+            assert_eq!(index.kind(), *k);
+            assert_eq!(index.routes_by_headers(), *k == ExchangeKind::Headers);
         }
     }
 
@@ -266,7 +332,7 @@ mod tests {
         let bad = table("x-match", AMQPValue::LongString(LongString::from("some")));
         for k in ExchangeKind::ALL {
             assert_eq!(
-                k.validate_binding(&bad).is_err(),
+                k.validate_binding("1", &bad).is_err(),
                 *k == ExchangeKind::Headers
             );
         }

@@ -13,9 +13,8 @@
 //!   so cloning a trie is O(1) and a bind copies only the path it changes: an exchange
 //!   with 10,000 bindings publishes a new snapshot per bind without copying the others.
 
-use super::ExchangeType;
+use super::{ExchangeType, RouteInput};
 use crate::routing::{BindingSet, Destination};
-use amq_protocol::types::FieldTable;
 use imbl::{HashMap, OrdMap};
 use std::collections::HashSet;
 use std::hash::Hash;
@@ -39,14 +38,8 @@ impl ExchangeType for Topic {
     }
 
     #[inline]
-    fn route(
-        &self,
-        _set: &BindingSet,
-        routing_key: &str,
-        _headers: Option<&FieldTable>,
-        out: &mut Vec<Destination>,
-    ) {
-        self.trie.matches(routing_key, out);
+    fn route(&self, _set: &BindingSet, msg: &RouteInput<'_>, out: &mut Vec<Destination>) {
+        self.trie.matches(msg.routing_key, out);
     }
 }
 

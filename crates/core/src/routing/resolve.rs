@@ -6,7 +6,7 @@
 //! this stays a pure function the server calls on each route-cache miss and on every
 //! headers-exchange publish.
 
-use super::{Bindings, Destination};
+use super::{Bindings, Destination, RouteInput};
 use crate::args::str_value;
 use amq_protocol::types::FieldTable;
 use std::ops::Deref;
@@ -37,11 +37,11 @@ pub fn alternate_exchange(args: &FieldTable) -> Option<String> {
 /// for each queue name routed to (possibly more than once: the caller keeps each queue
 /// once). `exchange` looks an exchange up by name (`None`: no such exchange, that branch
 /// ends). Returns whether the result depends only on the routing key (no headers
-/// exchange was consulted), i.e. may be cached by key.
+/// exchange, nor a consistent-hash one hashing a header or property, was consulted),
+/// i.e. may be cached by key.
 pub fn resolve<S, X>(
     first: &S,
-    routing_key: &str,
-    headers: Option<&FieldTable>,
+    msg: &RouteInput<'_>,
     mut exchange: impl FnMut(&str) -> Option<X>,
     mut queue: impl FnMut(&Arc<str>),
 ) -> bool
@@ -52,7 +52,7 @@ where
     let mut cacheable = true;
     let mut visited: Vec<Arc<str>> = vec![first.name().clone()];
     let mut dests = Vec::new();
-    cacheable &= route_one(first, routing_key, headers, &mut dests);
+    cacheable &= route_one(first, msg, &mut dests);
     let mut i = 0;
     while i < dests.len() {
         match &dests[i] {
@@ -61,7 +61,7 @@ where
                 if !visited.contains(e) {
                     visited.push(e.clone());
                     if let Some(next) = exchange(e) {
-                        cacheable &= route_one(&*next, routing_key, headers, &mut dests);
+                        cacheable &= route_one(&*next, msg, &mut dests);
                     }
                 }
             }
@@ -75,13 +75,12 @@ where
 /// its alternate exchange instead. Returns whether the route is cacheable by key.
 fn route_one<S: RouteSource + ?Sized>(
     x: &S,
-    routing_key: &str,
-    headers: Option<&FieldTable>,
+    msg: &RouteInput<'_>,
     dests: &mut Vec<Destination>,
 ) -> bool {
     let before = dests.len();
     let by_headers = x.with_bindings(|b| {
-        b.route(routing_key, headers, dests);
+        b.route_input(msg, dests);
         b.routes_by_headers()
     });
     if dests.len() == before {
@@ -154,8 +153,7 @@ mod tests {
             let first = &self.0[from];
             let cacheable = resolve(
                 &**first,
-                key,
-                None,
+                &RouteInput::new(key, None),
                 |e| self.0.get(e).cloned(),
                 |q| out.push(q.to_string()),
             );

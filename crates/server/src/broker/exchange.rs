@@ -57,17 +57,21 @@ impl ExchangeActor {
         arbiter: &ArbiterHandle,
         name: Arc<str>,
         kind: ExchangeKind,
+        arguments: &FieldTable,
         auto_delete: bool,
         vhost: Arc<str>,
     ) -> (Addr<ExchangeActor>, Arc<ArcSwap<Bindings>>, Arc<AtomicBool>) {
-        let snapshot = Arc::new(ArcSwap::from_pointee(Bindings::new(kind)));
+        // the type's index reads the declare arguments once (a consistent-hash
+        // exchange's hash-header); every later snapshot is a clone of it
+        let empty = Bindings::with_arguments(kind, arguments);
+        let snapshot = Arc::new(ArcSwap::from_pointee(empty.clone()));
         let snap = snapshot.clone();
         let dying = Arc::new(AtomicBool::new(false));
         let dying2 = dying.clone();
         let addr = supervise::start_in_arbiter(arbiter, move |_| ExchangeActor {
             name,
             auto_delete,
-            bindings: Bindings::new(kind),
+            bindings: empty,
             snapshot: snap,
             vhost,
             dying: dying2,

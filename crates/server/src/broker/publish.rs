@@ -18,7 +18,6 @@ use broker_core::deadletter::Target;
 use broker_core::store::StoreError;
 use broker_core::{AmqpError, Message};
 use broker_wire::protocol::basic::AMQPProperties;
-use broker_wire::types::FieldTable;
 use std::sync::Arc;
 
 /// What RabbitMQ refuses in a client's publish properties, before routing: a user_id
@@ -50,7 +49,7 @@ pub fn client_route(
     vhost: &VHost,
     exchange: &str,
     routing_key: &str,
-    headers: Option<&FieldTable>,
+    properties: Option<&AMQPProperties>,
     out: &mut Vec<Arc<QueueEntry>>,
 ) -> Result<bool, AmqpError> {
     if exchange.is_empty() {
@@ -71,7 +70,7 @@ pub fn client_route(
             vhost.name
         )));
     }
-    Ok(vhost.route(&x, routing_key, headers, out))
+    Ok(vhost.route(&x, routing_key, properties, out))
 }
 
 /// The queues a message was routed to, split into those that take it and those that
@@ -252,11 +251,10 @@ impl QueueHost for VHost {
     }
 
     fn dead_letter(&self, from: &str, target: &Target, msg: Message) {
-        let headers = msg.properties.headers().clone();
         let mut queues = Vec::new();
         for key in &target.routing_keys {
             if self
-                .route_by_name(&target.exchange, key, headers.as_ref(), &mut queues)
+                .route_by_name(&target.exchange, key, Some(&msg.properties), &mut queues)
                 .is_none()
             {
                 // a dead-letter exchange that does not exist drops the message, as in

@@ -346,7 +346,7 @@ impl VHost {
             return Ok(());
         };
         if bind {
-            x.kind.validate_binding(&arguments)?;
+            x.kind.validate_binding(routing_key, &arguments)?;
         }
         let durable = x.durable && self.is_durable(&dest);
         let b = Binding {

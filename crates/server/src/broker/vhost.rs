@@ -9,8 +9,9 @@ use crate::broker::node::Node;
 use crate::broker::queue::{PolicyChanged, QueueActor, QueueEntry, QueueKind};
 use broker_core::args::QueueArgs;
 use broker_core::policy::Target;
-use broker_core::routing::{Bindings, ExchangeKind, RouteSource};
+use broker_core::routing::{Bindings, ExchangeKind, RouteInput, RouteSource};
 use broker_core::AmqpError;
+use broker_wire::protocol::basic::AMQPProperties;
 use broker_wire::types::FieldTable;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -171,6 +172,7 @@ impl VHost {
             &arbiter,
             name.clone(),
             spec.kind,
+            &spec.arguments,
             spec.auto_delete,
             self.name.as_str().into(),
         );
@@ -442,19 +444,19 @@ impl VHost {
 
     /// Resolves where a message goes: follows exchange-to-exchange bindings (each exchange
     /// once) and resolves queue names. Returns whether the result depends only on the
-    /// routing key (and so may be cached).
+    /// routing key (and so may be cached). `properties` are the message's (its headers,
+    /// and the properties a consistent-hash exchange may hash on).
     pub fn route(
         &self,
         x: &ExchangeEntry,
         routing_key: &str,
-        headers: Option<&FieldTable>,
+        properties: Option<&AMQPProperties>,
         out: &mut Vec<Arc<QueueEntry>>,
     ) -> bool {
         let mut seen = None;
         broker_core::routing::resolve(
             x,
-            routing_key,
-            headers,
+            &RouteInput::with_properties(routing_key, properties),
             |e| self.exchange(e),
             |q| {
                 if let Some(entry) = self.queue(q).filter(|e| e.takes_publishes()) {
@@ -470,7 +472,7 @@ impl VHost {
         &self,
         exchange: &str,
         routing_key: &str,
-        headers: Option<&FieldTable>,
+        properties: Option<&AMQPProperties>,
         out: &mut Vec<Arc<QueueEntry>>,
     ) -> Option<bool> {
         if exchange.is_empty() {
@@ -482,7 +484,7 @@ impl VHost {
             return Some(true);
         }
         let x = self.exchange(exchange)?;
-        Some(self.route(&x, routing_key, headers, out))
+        Some(self.route(&x, routing_key, properties, out))
     }
 }
 

@@ -383,8 +383,7 @@ fn republish(
         .check_user(v, &u.name, true, &exchange, &key)
         .map_err(|e| e.text)?;
     let mut queues = Vec::new();
-    let headers = msg.properties.headers().clone();
-    client_route(v, &exchange, &key, headers.as_ref(), &mut queues).map_err(|e| e.text)?;
+    client_route(v, &exchange, &key, Some(&msg.properties), &mut queues).map_err(|e| e.text)?;
     let routed = Routed::new(queues.into(), msg.body.len());
     if routed.refused() {
         let names: Vec<&str> = routed.refused_by.iter().map(|q| q.name.as_ref()).collect();

@@ -169,15 +169,21 @@ fn actors(rt: &Runtime) -> usize {
     rt.conn_info.len() + rt.channel_info.len() + per_vhost
 }
 
-fn exchange_types() -> Vec<Value> {
+/// The registered exchange types as RabbitMQ lists them (`/api/nodes`, `/api/overview`),
+/// with its descriptions.
+pub(crate) fn exchange_types() -> Vec<Value> {
     ExchangeKind::ALL
         .iter()
         .map(|k| {
-            json!({
-                "name": k.as_str(),
-                "description": format!("AMQP {} exchange, as per the AMQP specification", k.as_str()),
-                "enabled": true,
-            })
+            let description = match k {
+                ExchangeKind::ConsistentHash => "Consistent Hashing Exchange".to_string(),
+                ExchangeKind::ModulusHash => "Modulus Hashing Exchange".to_string(),
+                _ => format!(
+                    "AMQP {} exchange, as per the AMQP specification",
+                    k.as_str()
+                ),
+            };
+            json!({"name": k.as_str(), "description": description, "enabled": true})
         })
         .collect()
 }

@@ -90,6 +90,7 @@ async fn overview(req: HttpRequest, rt: State) -> ApiResult {
             "redeliver": redelivered,
         },
         "listeners": listeners,
+        "exchange_types": super::nodes::exchange_types(),
         "memory_used": rt.memory.used(),
         "message_bytes": rt.message_bytes.used(),
         "store_bytes": store_bytes(&rt),

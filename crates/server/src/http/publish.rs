@@ -57,14 +57,8 @@ async fn publish(
         return Err(ApiError::alarm(reason));
     }
     let mut queues = Vec::new();
-    publish::client_route(
-        &v,
-        &name,
-        routing_key,
-        props.headers().as_ref(),
-        &mut queues,
-    )
-    .map_err(refused_publish)?;
+    publish::client_route(&v, &name, routing_key, Some(&props), &mut queues)
+        .map_err(refused_publish)?;
     let routed = Routed::new(queues.into(), payload.len());
     let mut msg = Message {
         exchange: name.as_str().into(),

@@ -391,7 +391,7 @@ impl ChannelActor {
         let queues = self.route(
             p.exchange.as_str(),
             p.routing_key.as_str(),
-            content.properties.headers().as_ref(),
+            &content.properties,
         )?;
         let seq = self.confirms.as_mut().map(|c| c.next());
         // full queues with x-overflow reject-publish(-dlx) refuse the message; the

@@ -5,7 +5,7 @@
 use super::ChannelActor;
 use crate::broker::queue::QueueEntry;
 use broker_core::AmqpError;
-use broker_wire::types::FieldTable;
+use broker_wire::protocol::basic::AMQPProperties;
 use std::sync::Arc;
 
 /// Route cache entries per channel before it is cleared.
@@ -17,7 +17,7 @@ impl ChannelActor {
         &mut self,
         exchange: &str,
         routing_key: &str,
-        headers: Option<&FieldTable>,
+        properties: &AMQPProperties,
     ) -> Result<Arc<[Arc<QueueEntry>]>, AmqpError> {
         let version = self.vhost.version();
         if version != self.routes.version {
@@ -46,7 +46,7 @@ impl ChannelActor {
             &self.vhost,
             exchange,
             routing_key,
-            headers,
+            Some(properties),
             &mut out,
         )?;
         let queues: Arc<[Arc<QueueEntry>]> = out.into();
