@@ -52,6 +52,8 @@ impl QueueType for Classic {
                 "routing_key_but_no_dlx_defined".into(),
             ));
         }
+        // LavinMQ's message deduplication (read again where the queue is made)
+        crate::dedup::DedupArgs::parse(arguments, "queue", queue, vhost)?;
         Ok(out)
     }
 

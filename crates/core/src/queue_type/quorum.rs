@@ -111,6 +111,7 @@ impl QueueType for Quorum {
                 k.as_str()
             )));
         }
+        crate::dedup::DedupArgs::refuse_on(arguments, queue, vhost, "rabbit_quorum_queue")?;
         Ok(out)
     }
 
