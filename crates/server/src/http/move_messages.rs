@@ -385,7 +385,7 @@ fn republish(
     let mut queues = Vec::new();
     let headers = msg.properties.headers().clone();
     client_route(v, &exchange, &key, headers.as_ref(), &mut queues).map_err(|e| e.text)?;
-    let routed = Routed::new(queues.into(), msg.body.len());
+    let routed = Routed::new(queues.into(), headers.as_ref(), msg.body.len());
     if routed.refused() {
         let names: Vec<&str> = routed.refused_by.iter().map(|q| q.name.as_ref()).collect();
         return Err(format!(
