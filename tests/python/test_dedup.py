@@ -182,6 +182,8 @@ def test_api_counts_duplicates(ch, scratch, http_url):
     assert api.json(f"/api/queues/%2F/{q(dq)}")["message_stats"]["dedup"] == 2
     # an exchange or queue without deduplication has no such count
     assert "dedup" not in api.json(f"/api/queues/%2F/{q(qn)}")["message_stats"]
+    metrics = api.call("GET", "/metrics", auth=False).body.decode()
+    assert f'broker_queue_deduplicated_total{{vhost="/",queue="{dq}"}} 2' in metrics
 
 
 def durable_dedup_queue(port, qn):

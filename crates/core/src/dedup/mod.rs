@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn defaults_are_lavinmqs() {
         let on = ("x-message-deduplication", AMQPValue::Boolean(true));
-        let a = parse(&[on.clone()]).unwrap().unwrap();
+        let a = parse(std::slice::from_ref(&on)).unwrap().unwrap();
         assert_eq!(a.cache_size, 128);
         assert_eq!(a.ttl_ms, None);
         assert_eq!(a.header, "x-deduplication-header");

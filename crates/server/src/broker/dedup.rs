@@ -93,16 +93,6 @@ impl Deduper {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
-
-    /// Keys in the cache now.
-    pub fn cache_len(&self) -> usize {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// The settings it runs with.
-    pub fn args(&self) -> &DedupArgs {
-        &self.args
-    }
 }
 
 /// A durable queue's cache as the store kept it: expired entries and those past the
