@@ -266,3 +266,19 @@ def test_transient_queue_and_exchange_caches_are_in_memory(own_broker_factory):
     # the durable exchange is back with an empty cache, as in LavinMQ
     assert routed(ch, x, "", "k")
     c.close()
+
+
+def test_api_publish_is_deduplicated_too(ch, scratch, http_url):
+    api = Api(http_url)
+    x, qn = dedup_exchange(ch, scratch)
+    dq = scratch.queue("dd")
+    ch.queue_declare(dq, arguments=ON)
+    body = {"routing_key": "rk", "payload": "p", "payload_encoding": "string",
+            "properties": {"headers": {"x-deduplication-header": "api-1"}}}
+    pub = f"/api/exchanges/%2F/{q(x)}/publish"
+    assert api.post(pub, body).json() == {"routed": True}
+    assert api.post(pub, body).json() == {"routed": False}
+    pub = "/api/exchanges/%2F/amq.default/publish"
+    assert api.post(pub, {**body, "routing_key": dq}).json() == {"routed": True}
+    assert api.post(pub, {**body, "routing_key": dq}).json() == {"routed": False}
+    assert ready_count(ch, qn) == 1 and ready_count(ch, dq) == 1
