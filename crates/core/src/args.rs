@@ -101,8 +101,10 @@ pub fn check_equivalent(
     Ok(())
 }
 
-/// Checks an exchange's arguments at declare (alternate-exchange must be a string).
+/// Checks an exchange's arguments at declare (alternate-exchange must be a string; the
+/// deduplication arguments, `crate::dedup`).
 pub fn check_exchange_args(args: &FieldTable, name: &str, vhost: &str) -> Result<(), AmqpError> {
+    crate::dedup::DedupArgs::parse(args, "exchange", name, vhost)?;
     if let Some(v) = args.inner().get("alternate-exchange") {
         if str_value(v).is_none() {
             return Err(AmqpError::precondition_failed(format!(

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod channel;
 pub mod deadletter;
 pub mod declare;
+pub mod dedup;
 pub mod error;
 pub mod exchange;
 pub mod flow;

@@ -45,6 +45,7 @@ pub fn run(config: Config) -> Result<(), String> {
     let storage = Storage {
         definitions: store.clone(),
         messages: store.clone(),
+        dedup: store.clone(),
         streams: store.streams(),
         flusher,
         cluster,

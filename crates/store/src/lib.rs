@@ -6,6 +6,7 @@
 //! actor on it) and a different store is one crate to write.
 
 pub mod compact;
+pub mod dedup;
 pub mod flusher;
 pub mod index;
 pub mod raft;

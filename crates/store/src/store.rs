@@ -38,11 +38,13 @@ pub(crate) fn err(e: sled::Error) -> StoreError {
     StoreError(e.to_string())
 }
 
-/// One open sled database and its two trees.
+/// One open sled database and its trees.
 pub(crate) struct Db {
     pub(crate) db: sled::Db,
     pub(crate) definitions: sled::Tree,
     pub(crate) messages: sled::Tree,
+    /// Durable queues' deduplication caches (`dedup.rs`).
+    pub(crate) dedup: sled::Tree,
 }
 
 /// Opens sled in `path`, turning its failures (a lock held by another process, damage,
@@ -77,10 +79,12 @@ pub(crate) fn open_db(dir: &Path, path: &Path) -> Result<Db, String> {
     })?;
     let definitions = db.open_tree("definitions").map_err(|e| e.to_string())?;
     let messages = db.open_tree("messages").map_err(|e| e.to_string())?;
+    let dedup = db.open_tree("dedup").map_err(|e| e.to_string())?;
     Ok(Db {
         db,
         definitions,
         messages,
+        dedup,
     })
 }
 
@@ -114,6 +118,9 @@ pub struct SledStore {
     raft: Arc<crate::raft::RaftWal>,
     /// Something was written since the last flush.
     dirty: AtomicBool,
+    /// A deduplication entry was put since the last commit: the next commit flushes
+    /// sled (`dedup.rs`).
+    pub(crate) dedup_dirty: AtomicBool,
     /// Held (shared) by every index change from its start until it is noted in the
     /// journal (an insert: from its record's append), and (exclusive) by an index flush
     /// while it takes the replay position, so every record before that position has its
@@ -188,6 +195,7 @@ impl SledStore {
             streams,
             raft,
             dirty: AtomicBool::new(false),
+            dedup_dirty: AtomicBool::new(false),
             gate: RwLock::new(()),
             compaction: Mutex::new(Compaction::default()),
             recovery: Recovery::default(),
@@ -557,7 +565,9 @@ impl MessageStore for SledStore {
         let segments = self.segments.sync();
         let streams = self.streams.commit();
         let raft = self.raft.commit();
-        segments.and(streams).and(raft)
+        // deduplication keys put since the last commit (only when there are any)
+        let dedup = self.commit_dedup();
+        segments.and(streams).and(raft).and(dedup)
     }
 
     fn flush(&self) -> Result<(), StoreError> {

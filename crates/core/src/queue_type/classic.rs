@@ -61,6 +61,8 @@ impl QueueType for Classic {
         if out.retry.is_some() && out.delivery_limit.is_none() {
             out.delivery_limit = Some(crate::queue::retry::RETRY_DELIVERY_LIMIT);
         }
+        // LavinMQ's message deduplication (read again where the queue is made)
+        crate::dedup::DedupArgs::parse(arguments, "queue", queue, vhost)?;
         Ok(out)
     }
 

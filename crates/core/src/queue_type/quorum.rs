@@ -117,6 +117,7 @@ impl QueueType for Quorum {
             )));
         }
         out.retry = crate::queue::retry::parse(&c, arguments)?;
+        crate::dedup::DedupArgs::refuse_on(arguments, queue, vhost, "rabbit_quorum_queue")?;
         Ok(out)
     }
 

@@ -43,6 +43,7 @@ impl QueueType for Stream {
         for (k, v) in arguments.inner().iter() {
             apply(&c, &mut out, k.as_str(), v)?;
         }
+        crate::dedup::DedupArgs::refuse_on(arguments, queue, vhost, "rabbit_stream_queue")?;
         Ok(out)
     }
 

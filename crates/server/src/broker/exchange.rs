@@ -37,6 +37,9 @@ pub struct ExchangeEntry {
     /// its last unbind): a declare of the name then makes a new exchange instead of
     /// answering for the dying one, and the vhost forgets it under the name's lock.
     pub dying: Arc<AtomicBool>,
+    /// `x-message-deduplication`: duplicates are not routed (checked in
+    /// `publish::client_route`); `None` for most exchanges.
+    pub dedup: Option<Arc<crate::broker::dedup::Deduper>>,
 }
 
 /// The actor owning one exchange's bindings.

@@ -336,14 +336,21 @@ fn remove_queue_messages(s: Option<&Storage>, name: &str, id: u64) {
         return;
     };
     let (messages, name) = (s.messages.clone(), name.to_string());
-    let remove = move || match messages.remove_queue(id) {
-        Ok(n) if n > 0 => info!(
-            queue = %name,
-            removed = n,
-            "removed stored messages of deleted queue"
-        ),
-        Ok(_) => {}
-        Err(e) => error!(queue = %name, "cannot remove stored messages: {e}"),
+    let dedup = s.dedup.clone();
+    let remove = move || {
+        match messages.remove_queue(id) {
+            Ok(n) if n > 0 => info!(
+                queue = %name,
+                removed = n,
+                "removed stored messages of deleted queue"
+            ),
+            Ok(_) => {}
+            Err(e) => error!(queue = %name, "cannot remove stored messages: {e}"),
+        }
+        // and its deduplication cache
+        if let Err(e) = dedup.dedup_drop(id) {
+            error!(queue = %name, "cannot remove the deduplication cache: {e}");
+        }
     };
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => drop(rt.spawn_blocking(remove)),

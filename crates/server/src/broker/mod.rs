@@ -7,6 +7,7 @@
 pub mod access;
 pub mod access_apply;
 pub mod cluster;
+pub mod dedup;
 pub mod definitions;
 pub mod disk;
 pub mod exchange;

@@ -116,6 +116,8 @@ pub struct Storage {
     pub definitions: Arc<dyn DefinitionStore>,
     /// Persistent messages.
     pub messages: Arc<dyn MessageStore>,
+    /// Durable queues' deduplication caches (`broker/dedup.rs`).
+    pub dedup: Arc<dyn broker_core::dedup::DedupStore>,
     /// One fsync for many publishes.
     pub flusher: Flusher,
     /// The streams' logs (committed by the flusher with the segments).

@@ -18,6 +18,7 @@ use broker_core::deadletter::Target;
 use broker_core::store::StoreError;
 use broker_core::{AmqpError, Message};
 use broker_wire::protocol::basic::AMQPProperties;
+use broker_wire::types::FieldTable;
 use std::sync::Arc;
 
 /// What RabbitMQ refuses in a client's publish properties, before routing: a user_id
@@ -42,9 +43,11 @@ pub fn check_client(props: &AMQPProperties, user: &str) -> Result<(), AmqpError>
 
 /// Routes a client's publish: the default exchange ("") by queue name, any other through
 /// its binding snapshots. A missing exchange is 404, an internal one 403 (only
-/// exchange-to-exchange bindings and dead-lettering may route through it). Queues found
-/// are added to `out`; returns whether the result depends on the routing key only (and
-/// so may be cached).
+/// exchange-to-exchange bindings and dead-lettering may route through it). An exchange
+/// with `x-message-deduplication` routes a duplicate nowhere (unroutable, as LavinMQ:
+/// mandatory returns it, a confirm acks it). Queues found are added to `out`; returns
+/// whether the result depends on the routing key only (and so may be cached: never for
+/// a deduplicating exchange, whose every publish must be checked).
 pub fn client_route(
     vhost: &VHost,
     exchange: &str,
@@ -70,11 +73,19 @@ pub fn client_route(
             vhost.name
         )));
     }
+    if let Some(d) = &x.dedup {
+        if !d.is_duplicate(properties.and_then(|p| p.headers().as_ref())) {
+            vhost.route(&x, routing_key, properties, out);
+        }
+        return Ok(false);
+    }
     Ok(vhost.route(&x, routing_key, properties, out))
 }
 
 /// The queues a message was routed to, split into those that take it and those that
-/// refuse it (x-overflow reject-publish or reject-publish-dlx, and full).
+/// refuse it (x-overflow reject-publish or reject-publish-dlx, and full). Queues with
+/// `x-message-deduplication` for which the message is a duplicate are in neither: it is
+/// not enqueued there, and if no queue is left it was unroutable (LavinMQ's rule).
 pub struct Routed {
     /// Queues that take the message.
     pub queues: Arc<[Arc<QueueEntry>]>,
@@ -84,18 +95,37 @@ pub struct Routed {
 }
 
 impl Routed {
-    /// Splits off the queues without room for a message of `body_len` bytes (counting
-    /// what is still on its way to them). The common case, no queue refusing, costs one
-    /// pass and no allocation.
-    pub fn new(queues: Arc<[Arc<QueueEntry>]>, body_len: usize) -> Routed {
-        if !queues.iter().any(|q| q.refuses(body_len)) {
+    /// Leaves out the queues for which a message with `headers` is a duplicate, then
+    /// splits off those without room for its `body_len` bytes (counting what is still
+    /// on its way to them). The common case, no queue deduplicating or refusing, costs
+    /// one pass and no allocation.
+    pub fn new(
+        queues: Arc<[Arc<QueueEntry>]>,
+        headers: Option<&FieldTable>,
+        body_len: usize,
+    ) -> Routed {
+        if !queues
+            .iter()
+            .any(|q| q.dedup.is_some() || q.refuses(body_len))
+        {
             return Routed {
                 queues,
                 refused_by: Vec::new(),
             };
         }
-        let (full, room): (Vec<_>, Vec<_>) =
-            queues.iter().cloned().partition(|q| q.refuses(body_len));
+        // a duplicate is dropped before the length check, as in LavinMQ (a duplicate
+        // to a full queue is not a refusal)
+        let (mut room, mut full) = (Vec::new(), Vec::new());
+        for q in queues.iter() {
+            if q.dedup.as_ref().is_some_and(|d| d.is_duplicate(headers)) {
+                continue;
+            }
+            if q.refuses(body_len) {
+                full.push(q.clone());
+            } else {
+                room.push(q.clone());
+            }
+        }
         Routed {
             queues: room.into(),
             refused_by: full,
@@ -272,7 +302,7 @@ impl QueueHost for VHost {
         }
         // the publish path's own split: a full reject-publish queue refuses a dead letter
         // as it refuses a publish (reject-publish-dlx dead-letters it on), as in RabbitMQ
-        let routed = Routed::new(queues.into(), msg.body.len());
+        let routed = Routed::new(queues.into(), msg.properties.headers().as_ref(), msg.body.len());
         let mut copy = msg;
         if let Err(e) = routed.store(self.node.store.as_ref(), &mut copy) {
             tracing::error!(queue = %from, "cannot store a dead letter: {e}");

@@ -238,7 +238,11 @@ async fn take_publishes(rt: &Runtime, payload: &Bytes) -> PublishReply {
     for (i, mut msg) in msgs.into_iter().enumerate() {
         msg.persist_id = None;
         msg.arrival_ms = crate::broker::runtime::now_ms();
-        let routed = Routed::new(one.clone(), msg.body.len());
+        let routed = Routed::new(
+            one.clone(),
+            msg.properties.headers().as_ref(),
+            msg.body.len(),
+        );
         if routed.refused() {
             refused.push(i as u32);
         }

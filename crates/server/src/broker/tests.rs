@@ -91,6 +91,7 @@ fn a_restarted_durable_queue_reloads_its_stored_messages() {
     let storage = crate::broker::runtime::Storage {
         definitions: store.clone(),
         messages: store.clone(),
+        dedup: store.clone(),
         streams: store.streams(),
         flusher,
         cluster,

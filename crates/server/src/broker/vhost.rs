@@ -184,6 +184,13 @@ impl VHost {
             durable: spec.durable,
             auto_delete: spec.auto_delete,
             internal: spec.internal,
+            dedup: crate::broker::dedup::Deduper::from_arguments(
+                &spec.arguments,
+                "exchange",
+                &name,
+                &self.name,
+                None,
+            ),
             arguments: spec.arguments,
             bindings,
             addr,
@@ -226,6 +233,18 @@ impl VHost {
         let stream_actor = stream.clone();
         let quorum = self.quorum_shell(name, &spec, store_id, members)?;
         let is_quorum = quorum.is_some();
+        // a durable queue's cache is written through to the store, and loaded from it
+        let persist = match (spec.durable, store_id, self.node.store.as_ref()) {
+            (true, Some(id), Some(s)) => Some((s.dedup.clone(), id)),
+            _ => None,
+        };
+        let dedup = crate::broker::dedup::Deduper::from_arguments(
+            &spec.arguments,
+            "queue",
+            name,
+            &self.name,
+            persist,
+        );
         let entry = self
             .queues
             .entry(qname.clone())
@@ -264,6 +283,7 @@ impl VHost {
                     home: None,
                     remote: None,
                     quorum_members: members.iter().map(|m| m.as_str().into()).collect(),
+                    dedup,
                 })
             })
             .clone();
@@ -327,6 +347,7 @@ impl VHost {
                 .map(|c| crate::broker::queue::Outbox::new(c, home.clone(), &members, me.clone())),
             home: Some(home),
             quorum_members: members.clone(),
+            dedup: None,
         });
         let entry = self.queues.entry(name).or_insert(entry).clone();
         self.bump();

@@ -96,7 +96,7 @@ fn list(rt: &Runtime, u: &User, only: Option<&str>) -> Vec<Value> {
                 x.internal,
                 to_json(&x.arguments),
             );
-            out.push(with_policy(rt, &vh, &x.name, j));
+            out.push(with_dedup(&x, with_policy(rt, &vh, &x.name, j)));
         }
     }
     out
@@ -153,7 +153,16 @@ async fn show(req: HttpRequest, rt: State, path: web::Path<(String, String)>) ->
         x.internal,
         to_json(&x.arguments),
     );
-    Ok(HttpResponse::Ok().json(with_policy(&rt, &vhost, &x.name, j)))
+    Ok(HttpResponse::Ok().json(with_dedup(&x, with_policy(&rt, &vhost, &x.name, j))))
+}
+
+/// Adds LavinMQ's `message_stats.dedup` (duplicates not routed) to a deduplicating
+/// exchange's object.
+fn with_dedup(x: &crate::broker::exchange::ExchangeEntry, mut j: Value) -> Value {
+    if let (Some(d), Some(m)) = (&x.dedup, j.as_object_mut()) {
+        m.insert("message_stats".into(), json!({"dedup": d.dropped()}));
+    }
+    j
 }
 
 /// Adds `policy` to an exchange's object when one applies, as RabbitMQ shows it.

@@ -215,7 +215,7 @@ async fn aliveness(req: HttpRequest, rt: State, path: web::Path<String>) -> ApiR
         return Ok(failed("aliveness-test queue not found", Value::Null));
     };
     let body = Bytes::from_static(b"test_message");
-    let routed = Routed::new(queues.into(), body.len());
+    let routed = Routed::new(queues.into(), None, body.len());
     if routed.refused() {
         return Ok(failed(
             "aliveness-test queue refused the message",

@@ -384,7 +384,11 @@ fn republish(
         .map_err(|e| e.text)?;
     let mut queues = Vec::new();
     client_route(v, &exchange, &key, Some(&msg.properties), &mut queues).map_err(|e| e.text)?;
-    let routed = Routed::new(queues.into(), msg.body.len());
+    let routed = Routed::new(
+        queues.into(),
+        msg.properties.headers().as_ref(),
+        msg.body.len(),
+    );
     if routed.refused() {
         let names: Vec<&str> = routed.refused_by.iter().map(|q| q.name.as_ref()).collect();
         return Err(format!(

@@ -196,7 +196,7 @@ fn queue_metrics(
     out: &mut String,
     infos: &[(String, crate::broker::queue::QueueInfo, Arc<QueueEntry>)],
 ) {
-    let table: [(&str, &str, &str, QueueFigure); 9] = [
+    let table: [(&str, &str, &str, QueueFigure); 10] = [
         (
             "broker_queue_messages",
             "Messages in the queue (ready, unacked and waiting to retry)",
@@ -245,6 +245,12 @@ fn queue_metrics(
         ("broker_queue_acked_total", "Acks", "counter", |_, q| {
             q.counters.acked.load(Ordering::Relaxed)
         }),
+        (
+            "broker_queue_deduplicated_total",
+            "Duplicates not enqueued (x-message-deduplication)",
+            "counter",
+            |_, q| q.dedup.as_ref().map_or(0, |d| d.dropped()),
+        ),
     ];
     for (name, help, kind, f) in table {
         let rows = infos.iter().map(|(l, i, q)| (l.clone(), f(i, q))).collect();

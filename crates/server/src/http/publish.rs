@@ -59,7 +59,7 @@ async fn publish(
     let mut queues = Vec::new();
     publish::client_route(&v, &name, routing_key, Some(&props), &mut queues)
         .map_err(refused_publish)?;
-    let routed = Routed::new(queues.into(), payload.len());
+    let routed = Routed::new(queues.into(), props.headers().as_ref(), payload.len());
     let mut msg = Message {
         exchange: name.as_str().into(),
         routing_key: routing_key.into(),

@@ -83,6 +83,10 @@ async fn queue_json(rt: &Runtime, vhost: &str, q: &Arc<QueueEntry>) -> Value {
         "message_bytes": i.bytes,
         "message_stats": message_stats(c),
     });
+    if let (Some(d), Some(stats)) = (&q.dedup, v["message_stats"].as_object_mut()) {
+        // LavinMQ's count of duplicates not enqueued
+        stats.insert("dedup".into(), json!(d.dropped()));
+    }
     if let (true, Some(obj)) = (q.quorum, v.as_object_mut()) {
         // RabbitMQ's quorum queue fields: the group's members (a group of one on its
         // home node unless the record names several), the leader this node knows (the

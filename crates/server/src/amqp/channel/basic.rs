@@ -396,7 +396,11 @@ impl ChannelActor {
         let seq = self.confirms.as_mut().map(|c| c.next());
         // full queues with x-overflow reject-publish(-dlx) refuse the message; the
         // publisher gets a nack (as RabbitMQ), the other queues still get it
-        let routed = crate::broker::publish::Routed::new(queues, content.body.len());
+        let routed = crate::broker::publish::Routed::new(
+            queues,
+            content.properties.headers().as_ref(),
+            content.body.len(),
+        );
         let mut msg = Message {
             // the message's own strings, not the route cache's: the thread that drops the
             // message would otherwise write their refcounts, and the cache lines this

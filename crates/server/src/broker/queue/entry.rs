@@ -65,6 +65,10 @@ pub struct QueueEntry {
     /// A quorum queue's member nodes from its record (empty: a group of one on its
     /// home node, as on a cluster of one).
     pub quorum_members: Vec<Arc<str>>,
+    /// `x-message-deduplication`: duplicates are not enqueued (checked in
+    /// `Routed::new`); `None` for most queues, and for a queue of another node (its
+    /// home checks).
+    pub dedup: Option<Arc<crate::broker::dedup::Deduper>>,
 }
 
 /// Message counters of a queue since it was created, and rates sampled from them.
