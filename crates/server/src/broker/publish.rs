@@ -302,7 +302,11 @@ impl QueueHost for VHost {
         }
         // the publish path's own split: a full reject-publish queue refuses a dead letter
         // as it refuses a publish (reject-publish-dlx dead-letters it on), as in RabbitMQ
-        let routed = Routed::new(queues.into(), msg.properties.headers().as_ref(), msg.body.len());
+        let routed = Routed::new(
+            queues.into(),
+            msg.properties.headers().as_ref(),
+            msg.body.len(),
+        );
         let mut copy = msg;
         if let Err(e) = routed.store(self.node.store.as_ref(), &mut copy) {
             tracing::error!(queue = %from, "cannot store a dead letter: {e}");
