@@ -151,6 +151,10 @@ pub struct QueueArgs {
     pub quorum_initial_group_size: Option<u64>,
     /// Delayed retry (`x-delayed-retry-*`): returned messages wait out a back-off.
     pub retry: Option<crate::queue::retry::RetryPolicy>,
+    /// The queue is a delayed exchange's waiting room (no argument sets it: the broker
+    /// makes one per `x-delayed-message` exchange): every message waits out its
+    /// `x-delay`, then goes back to the exchange (`queue/waiting_room.rs`).
+    pub waiting_room: bool,
 }
 
 /// RabbitMQ's name for a field-table type, as its error texts show it.

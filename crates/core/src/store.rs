@@ -49,6 +49,9 @@ pub struct ExchangeDef {
     pub internal: bool,
     /// Arguments.
     pub arguments: FieldTable,
+    /// An `x-delayed-message` exchange's waiting room: the store id its waiting
+    /// messages are kept under (`None` for other types).
+    pub room_id: Option<u64>,
 }
 
 /// A durable queue with its numeric id (the prefix of its message keys).
@@ -310,6 +313,10 @@ impl ExchangeDef {
         v.push(self.auto_delete as u8);
         v.push(self.internal as u8);
         put_table(&mut v, &self.arguments);
+        // appended last, so records of older versions (without it) still decode
+        if let Some(id) = self.room_id {
+            v.extend_from_slice(&id.to_be_bytes());
+        }
         v
     }
     fn decode(b: &[u8]) -> Result<Self, StoreError> {
@@ -321,6 +328,7 @@ impl ExchangeDef {
             auto_delete: r.u8()? != 0,
             internal: r.u8()? != 0,
             arguments: r.table()?,
+            room_id: if r.0.is_empty() { None } else { Some(r.u64()?) },
         })
     }
 }
@@ -585,6 +593,13 @@ mod tests {
             auto_delete: false,
             internal: true,
             arguments: args.clone(),
+            room_id: None,
+        };
+        let delayed = ExchangeDef {
+            name: "d".into(),
+            kind: "x-delayed-message".into(),
+            room_id: Some(42),
+            ..x.clone()
         };
         let q = QueueDef {
             vhost: "/".into(),
@@ -603,13 +618,14 @@ mod tests {
             arguments: args,
         };
         let records = vec![
+            (ExchangeDef::key("/", "d"), delayed.encode()),
             (ExchangeDef::key("/", "x"), x.encode()),
             (QueueDef::key("/", "q"), q.encode()),
             (b.key(), b.encode()),
             (b"e-broken".to_vec(), vec![1, 2]),
         ];
         let (d, errors) = decode_definitions(records);
-        assert_eq!(d.exchanges, vec![x]);
+        assert_eq!(d.exchanges, vec![delayed, x]);
         assert_eq!(d.queues, vec![q]);
         assert_eq!(d.bindings, vec![b]);
         assert_eq!(errors.len(), 1);

@@ -232,6 +232,8 @@ exchange_types! {
     ConsistentHash => consistent_hash::ConsistentHash,
     /// One destination per message: hash of the routing key mod the destinations.
     ModulusHash => modulus_hash::ModulusHash,
+    /// Holds messages with an `x-delay` header, then routes as its `x-delayed-type`.
+    Delayed => delayed::Delayed,
 }
 
 pub mod hashing;
@@ -245,6 +247,15 @@ impl ExchangeKind {
     /// The name used on the wire (as [`ExchangeKind::as_str`]).
     pub fn name(self) -> &'static str {
         self.as_str()
+    }
+
+    /// The type whose rules an exchange declared with `arguments` routes and binds by:
+    /// a delayed exchange's `x-delayed-type`, any other its own.
+    pub fn routing_kind(self, arguments: &FieldTable) -> ExchangeKind {
+        match self {
+            ExchangeKind::Delayed => delayed::inner_kind(arguments).unwrap_or(self),
+            k => k,
+        }
     }
 
     /// Checks an exchange.declare's arguments: those every type shares
@@ -290,10 +301,10 @@ mod tests {
                 "topic",
                 "headers",
                 "x-consistent-hash",
-                "x-modulus-hash"
+                "x-modulus-hash",
+                "x-delayed-message"
             ]
         );
-        assert_eq!(lookup("x-delayed-message"), None);
         assert_eq!(lookup("Direct"), None);
     }
 
@@ -315,14 +326,22 @@ mod tests {
 
     #[test]
     fn declare_arguments_are_checked_for_every_type() {
-        let bad = table("alternate-exchange", AMQPValue::LongInt(1));
+        let mut bad = table("alternate-exchange", AMQPValue::LongInt(1));
+        bad.insert(
+            "x-delayed-type".into(),
+            AMQPValue::LongString("direct".into()),
+        );
         for k in ExchangeKind::ALL {
             assert_eq!(
                 k.validate_declare(&bad, "x", "/").unwrap_err().reply_text(),
                 "PRECONDITION_FAILED - invalid type 'signedint' for arg 'alternate-exchange' \
                  in exchange 'x' in vhost '/'"
             );
-            let good = table("alternate-exchange", AMQPValue::LongString("ae".into()));
+            let mut good = table("alternate-exchange", AMQPValue::LongString("ae".into()));
+            good.insert(
+                "x-delayed-type".into(),
+                AMQPValue::LongString("direct".into()),
+            );
             assert!(k.validate_declare(&good, "x", "/").is_ok());
         }
     }

@@ -17,6 +17,7 @@ pub mod spill;
 mod spill_tests;
 #[cfg(test)]
 mod tests;
+mod waiting_room;
 
 use crate::args::{Overflow, QueueArgs};
 use crate::deadletter::Reason;
@@ -126,6 +127,9 @@ pub struct QueueState<C> {
     now: u64,
     /// Messages that died, for the actor to dead-letter.
     dead: Vec<(Entry, Reason)>,
+    /// A waiting room's messages whose delay is over, for the actor to route
+    /// (`waiting_room.rs`).
+    forwards: Vec<Entry>,
 }
 
 impl<C> Default for QueueState<C> {
@@ -150,6 +154,7 @@ impl<C> QueueState<C> {
             had_consumer: false,
             now: 0,
             dead: Vec::new(),
+            forwards: Vec::new(),
         }
     }
 
@@ -176,7 +181,7 @@ impl<C> QueueState<C> {
             max_priority,
             ..args
         };
-        if self.args.retry.is_none() {
+        if self.args.retry.is_none() && !self.args.waiting_room {
             // retry turned off: nothing waits any more
             let all = self.delayed.take_all();
             self.make_ready(all);
@@ -224,6 +229,9 @@ impl<C> QueueState<C> {
     /// dead-lettered). With drop-head, the oldest messages make room and are
     /// dead-lettered.
     pub fn publish(&mut self, msg: Arc<Message>) -> Option<MsgId> {
+        if self.args.waiting_room {
+            return Some(self.hold(msg));
+        }
         let meta = msg.meta();
         let refuse =
             self.args.overflow != Overflow::DropHead && self.is_full(0, meta.body_len as usize);
@@ -253,6 +261,9 @@ impl<C> QueueState<C> {
     /// Appends a message recovered from the store (in memory or paged); `delivered` marks
     /// it redelivered. Limits are not applied: the queue held it before.
     pub fn publish_recovered(&mut self, msg: Slot, meta: Meta, delivered: bool) -> MsgId {
+        if self.args.waiting_room {
+            return self.hold_recovered(msg, meta);
+        }
         let mut e = self.entry(msg, meta, meta.arrival_ms);
         e.redelivered = delivered;
         let id = e.id;
@@ -276,6 +287,9 @@ impl<C> QueueState<C> {
     /// Moves ready messages whose TTL has passed (at the head) to the outbox, after
     /// making ready the returned messages whose retry back-off is over.
     pub fn expire(&mut self) {
+        if self.args.waiting_room {
+            return self.release_due();
+        }
         if !self.delayed.is_empty() {
             let due = self.delayed.take_due(self.now);
             self.make_ready(due);

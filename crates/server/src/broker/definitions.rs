@@ -9,7 +9,9 @@ use crate::broker::runtime::Storage;
 use crate::broker::vhost::{ExchangeSpec, QueueSpec, VHost};
 use broker_cluster::meta::{Guard, MetaCmd, Op};
 use broker_core::routing::{Binding, Destination, ExchangeKind};
-use broker_core::store::{decode_definitions, BindingDef, ExchangeDef, QueueDef, StoreError};
+use broker_core::store::{
+    decode_definitions, BindingDef, Definitions, ExchangeDef, QueueDef, StoreError,
+};
 use broker_core::AmqpError;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -62,6 +64,11 @@ impl VHost {
         name: &str,
         spec: &ExchangeSpec,
     ) -> Result<bool, AmqpError> {
+        // a delayed exchange's waiting room keeps its messages under an id of its own
+        let room_id = match spec.kind {
+            ExchangeKind::Delayed => Some(self.next_queue_id(s).await?),
+            _ => None,
+        };
         let def = ExchangeDef {
             vhost: self.name.clone(),
             name: name.to_string(),
@@ -69,6 +76,7 @@ impl VHost {
             auto_delete: spec.auto_delete,
             internal: spec.internal,
             arguments: spec.arguments.clone(),
+            room_id,
         };
         let key = ExchangeDef::key(&self.name, name);
         let cmd = MetaCmd::Txn {
@@ -265,15 +273,28 @@ impl VHost {
             error!("damaged definition record skipped: {e}");
         }
         r.damaged += errors.len();
-        self.recover_exchanges(&defs.exchanges, &mut r);
+        let rooms = self.recover_exchanges(&defs.exchanges, &mut r);
         self.recover_queues(&s, &defs.queues, &mut r).await?;
         self.recover_bindings(&defs.bindings, &mut r).await;
-        remove_orphans(&s, &defs.queues);
+        // last: a delayed message due while the broker was down is routed at once, and
+        // needs its exchange's bindings and queues
+        for (room, id) in rooms {
+            let (n, lost) = self.recover_messages(&s, &room, id).await;
+            r.messages += n;
+            r.damaged += lost;
+        }
+        remove_orphans(&s, &defs);
         Ok(r)
     }
 
-    /// Durable exchanges of this vhost (the predeclared ones exist already).
-    fn recover_exchanges(&self, exchanges: &[ExchangeDef], r: &mut Recovered) {
+    /// Durable exchanges of this vhost (the predeclared ones exist already). Returns
+    /// the waiting rooms of delayed exchanges, with their store ids, to load.
+    fn recover_exchanges(
+        &self,
+        exchanges: &[ExchangeDef],
+        r: &mut Recovered,
+    ) -> Vec<(Arc<QueueEntry>, u64)> {
+        let mut rooms = Vec::new();
         for x in exchanges.iter().filter(|x| x.vhost == self.name) {
             let Some(kind) = ExchangeKind::parse(&x.kind) else {
                 error!(exchange = %x.name, kind = %x.kind, "unknown exchange type in store; skipped");
@@ -281,7 +302,7 @@ impl VHost {
                 continue;
             };
             if self.exchange(&x.name).is_none() {
-                self.create_exchange(
+                let e = self.create_exchange_with(
                     &x.name,
                     ExchangeSpec {
                         kind,
@@ -290,10 +311,15 @@ impl VHost {
                         internal: x.internal,
                         arguments: x.arguments.clone(),
                     },
+                    x.room_id,
                 );
+                if let (Some(room), Some(id)) = (&e.room, x.room_id) {
+                    rooms.push((room.clone(), id));
+                }
                 r.exchanges += 1;
             }
         }
+        rooms
     }
 
     /// Durable queues of this vhost, each with its stored messages.
@@ -418,11 +444,13 @@ pub async fn recover_all(rt: &crate::broker::runtime::Runtime) -> Result<(), Str
     Ok(())
 }
 
-/// Removes the messages of queues whose deletion was interrupted by a crash: queues of
-/// no vhost (the store holds every vhost's messages; one vhost's recovery must not take
-/// another's for orphans, so `queues` is every vhost's).
-fn remove_orphans(s: &Storage, queues: &[QueueDef]) {
-    let live_ids: HashSet<u64> = queues.iter().map(|q| q.id).collect();
+/// Removes the messages of queues (and delayed exchanges' waiting rooms) whose deletion
+/// was interrupted by a crash: ids of no record in any vhost (the store holds every
+/// vhost's messages; one vhost's recovery must not take another's for orphans, so
+/// `defs` are every vhost's).
+fn remove_orphans(s: &Storage, defs: &Definitions) {
+    let rooms = defs.exchanges.iter().filter_map(|x| x.room_id);
+    let live_ids: HashSet<u64> = defs.queues.iter().map(|q| q.id).chain(rooms).collect();
     if let Ok(ids) = s.messages.queue_ids() {
         for id in ids.into_iter().filter(|id| !live_ids.contains(id)) {
             match s.messages.remove_queue(id) {

@@ -40,6 +40,9 @@ pub struct ExchangeEntry {
     /// `x-message-deduplication`: duplicates are not routed (checked in
     /// `publish::client_route`); `None` for most exchanges.
     pub dedup: Option<Arc<crate::broker::dedup::Deduper>>,
+    /// An `x-delayed-message` exchange's waiting room (`broker/delayed.rs`): where a
+    /// message with `x-delay` > 0 waits; `None` for other types.
+    pub room: Option<Arc<crate::broker::queue::QueueEntry>>,
 }
 
 /// The actor owning one exchange's bindings.

@@ -193,6 +193,10 @@ fn removed(rt: &Runtime, d: Definitions) {
         if let Some(v) = rt.vhost(&x.vhost) {
             v.exchange_unapplied(&x.name);
         }
+        if let Some(id) = x.room_id {
+            // a delayed exchange's waiting messages
+            remove_queue_messages(rt.node.store.as_ref(), &x.name, id);
+        }
     }
 }
 
@@ -251,7 +255,7 @@ impl VHost {
         let Some(kind) = ExchangeKind::parse(&x.kind) else {
             return error!(exchange = %x.name, kind = %x.kind, "unknown exchange type; not materialized");
         };
-        self.create_exchange(
+        self.create_exchange_with(
             &x.name,
             ExchangeSpec {
                 kind,
@@ -260,6 +264,7 @@ impl VHost {
                 internal: x.internal,
                 arguments: x.arguments.clone(),
             },
+            x.room_id,
         );
     }
 
@@ -311,6 +316,7 @@ impl VHost {
         let gone = self.exchanges.remove_if(name, |_, v| v.durable);
         if let Some((_, x)) = gone {
             x.dying.store(true, Ordering::Release);
+            x.close_room();
             self.bump();
             self.remove_destination_now(&Destination::Exchange(x.name.clone()));
         }

@@ -9,6 +9,7 @@ pub mod access_apply;
 pub mod cluster;
 pub mod dedup;
 pub mod definitions;
+pub mod delayed;
 pub mod disk;
 pub mod exchange;
 #[cfg(feature = "fault-injection")]

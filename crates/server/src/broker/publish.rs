@@ -45,9 +45,10 @@ pub fn check_client(props: &AMQPProperties, user: &str) -> Result<(), AmqpError>
 /// its binding snapshots. A missing exchange is 404, an internal one 403 (only
 /// exchange-to-exchange bindings and dead-lettering may route through it). An exchange
 /// with `x-message-deduplication` routes a duplicate nowhere (unroutable, as LavinMQ:
-/// mandatory returns it, a confirm acks it). Queues found are added to `out`; returns
-/// whether the result depends on the routing key only (and so may be cached: never for
-/// a deduplicating exchange, whose every publish must be checked).
+/// mandatory returns it, a confirm acks it); a delayed exchange routes a message with
+/// `x-delay` > 0 to its waiting room. Queues found are added to `out`; returns whether
+/// the result depends on the routing key only (and so may be cached: never for a
+/// deduplicating or delayed exchange, whose every publish must be looked at).
 pub fn client_route(
     vhost: &VHost,
     exchange: &str,
@@ -73,13 +74,22 @@ pub fn client_route(
             vhost.name
         )));
     }
-    if let Some(d) = &x.dedup {
-        if !d.is_duplicate(properties.and_then(|p| p.headers().as_ref())) {
-            vhost.route(&x, routing_key, properties, out);
-        }
+    // the common exchange costs these two flags
+    if x.dedup.is_none() && x.room.is_none() {
+        return Ok(vhost.route(&x, routing_key, properties, out));
+    }
+    let headers = properties.and_then(|p| p.headers().as_ref());
+    if x.dedup.as_ref().is_some_and(|d| d.is_duplicate(headers)) {
         return Ok(false);
     }
-    Ok(vhost.route(&x, routing_key, properties, out))
+    // a delayed exchange's message with `x-delay` waits in its room (`delayed.rs`)
+    match VHost::room_for(&x, headers) {
+        Some(room) => out.push(room),
+        None => {
+            vhost.route(&x, routing_key, properties, out);
+        }
+    }
+    Ok(false)
 }
 
 /// The queues a message was routed to, split into those that take it and those that
@@ -239,8 +249,13 @@ fn store_message(
         .filter_map(|q| q.store_id)
         .collect();
     let mut meta = msg.meta();
-    // the arrival time matters only where a TTL applies; left out, it keeps the index small
-    if meta.ttl_ms.is_none() && !queues.iter().any(|q| q.args.load().message_ttl.is_some()) {
+    if queues.iter().any(|q| q.args.load().waiting_room) {
+        // a delayed exchange's room is the message's only queue: its index entry keeps
+        // the delay where a TTL goes, so the due time comes back without the record
+        meta.ttl_ms = broker_core::exchange::delayed::delay_of(msg.properties.headers().as_ref());
+    } else if meta.ttl_ms.is_none() && !queues.iter().any(|q| q.args.load().message_ttl.is_some()) {
+        // the arrival time matters only where a TTL applies; left out, it keeps the
+        // index small
         meta.arrival_ms = 0;
     }
     store.messages.insert(&qids, id, &record, meta)?;
@@ -282,7 +297,13 @@ impl QueueHost for VHost {
 
     fn dead_letter(&self, from: &str, target: &Target, msg: Message) {
         let mut queues = Vec::new();
-        for key in &target.routing_keys {
+        // a dead letter with `x-delay` to a delayed exchange waits, as the plugin's
+        let room = self
+            .exchange(&target.exchange)
+            .and_then(|x| VHost::room_for(&x, msg.properties.headers().as_ref()));
+        let delayed = room.is_some();
+        queues.extend(room);
+        for key in target.routing_keys.iter().filter(|_| !delayed) {
             if self
                 .route_by_name(&target.exchange, key, Some(&msg.properties), &mut queues)
                 .is_none()
@@ -312,6 +333,10 @@ impl QueueHost for VHost {
             tracing::error!(queue = %from, "cannot store a dead letter: {e}");
         }
         routed.deliver(&Arc::new(copy), |_| {});
+    }
+
+    fn forward_delayed(&self, exchange: &str, msg: &Message, delay_ms: u64) {
+        self.route_delayed(exchange, msg, delay_ms);
     }
 
     fn queue_gone(&self, name: Arc<str>) {

@@ -307,6 +307,7 @@ impl VHost {
             return Ok(());
         }
         x.dying.store(true, Ordering::Release);
+        x.close_room();
         self.bump();
         self.remove_destination(&dest).await;
         self.bump();
@@ -346,7 +347,9 @@ impl VHost {
             return Ok(());
         };
         if bind {
-            x.kind.validate_binding(routing_key, &arguments)?;
+            x.kind
+                .routing_kind(&x.arguments)
+                .validate_binding(routing_key, &arguments)?;
         }
         let durable = x.durable && self.is_durable(&dest);
         let b = Binding {

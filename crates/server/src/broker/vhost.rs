@@ -166,6 +166,22 @@ impl VHost {
     }
 
     pub(crate) fn create_exchange(&self, name: &str, spec: ExchangeSpec) -> Arc<ExchangeEntry> {
+        self.create_exchange_with(name, spec, None)
+    }
+
+    /// [`VHost::create_exchange`] of an exchange record: a durable delayed exchange's
+    /// waiting room keeps its messages under store id `room_id`.
+    pub(crate) fn create_exchange_with(
+        &self,
+        name: &str,
+        spec: ExchangeSpec,
+        room_id: Option<u64>,
+    ) -> Arc<ExchangeEntry> {
+        let room = (spec.kind == ExchangeKind::Delayed).then(|| {
+            // a transient exchange's room keeps nothing in the store
+            let id = room_id.filter(|_| spec.durable && self.node.store.is_some());
+            self.create_room(name, id)
+        });
         let name: Arc<str> = name.into();
         let arbiter = self.node.next_arbiter();
         let (addr, bindings, dying) = ExchangeActor::spawn(
@@ -195,6 +211,7 @@ impl VHost {
             bindings,
             addr,
             dying,
+            room,
         });
         self.exchanges.insert(name, entry.clone());
         self.bump();
@@ -277,6 +294,7 @@ impl VHost {
                     store_id,
                     vhost_name: self.name.as_str().into(),
                     ready: Default::default(),
+                    waiting: Default::default(),
                     counters: Default::default(),
                     stream,
                     quorum: is_quorum,
@@ -340,6 +358,7 @@ impl VHost {
             store_id: Some(def.id),
             vhost_name: self.name.as_str().into(),
             ready: Default::default(),
+            waiting: Default::default(),
             counters: Default::default(),
             stream: None,
             quorum: broker_core::queue_type::of_arguments(&def.arguments).name() == "quorum",

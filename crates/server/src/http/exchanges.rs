@@ -157,10 +157,16 @@ async fn show(req: HttpRequest, rt: State, path: web::Path<(String, String)>) ->
 }
 
 /// Adds LavinMQ's `message_stats.dedup` (duplicates not routed) to a deduplicating
-/// exchange's object.
+/// exchange's object, and to a delayed exchange's its waiting messages
+/// (`messages_delayed`) and when the next is due (`next_due`, ms since the epoch, or
+/// null).
 fn with_dedup(x: &crate::broker::exchange::ExchangeEntry, mut j: Value) -> Value {
     if let (Some(d), Some(m)) = (&x.dedup, j.as_object_mut()) {
         m.insert("message_stats".into(), json!({"dedup": d.dropped()}));
+    }
+    if let (Some((n, due)), Some(m)) = (x.delayed_stats(), j.as_object_mut()) {
+        m.insert("messages_delayed".into(), json!(n));
+        m.insert("next_due".into(), json!(due));
     }
     j
 }

@@ -166,6 +166,7 @@ async fn metrics(rt: State) -> HttpResponse {
         ));
     }
     queue_metrics(&mut out, &infos);
+    delayed_metrics(&mut out, &rt);
     node_metrics(&mut out, &rt);
     login_metrics(&mut out, &rt);
     flush_metrics(&mut out);
@@ -256,6 +257,26 @@ fn queue_metrics(
         let rows = infos.iter().map(|(l, i, q)| (l.clone(), f(i, q))).collect();
         family(out, name, help, kind, rows);
     }
+}
+
+/// Delayed exchanges' waiting messages, labelled by vhost and exchange.
+fn delayed_metrics(out: &mut String, rt: &crate::broker::runtime::Runtime) {
+    let mut rows = Vec::new();
+    for v in rt.vhosts.iter() {
+        for x in v.value().exchanges() {
+            if let Some((n, _)) = x.delayed_stats() {
+                let labels = format!("vhost=\"{}\",exchange=\"{}\"", esc(&v.name), esc(&x.name));
+                rows.push((labels, n as u64));
+            }
+        }
+    }
+    family(
+        out,
+        "broker_exchange_messages_delayed",
+        "Messages waiting out their x-delay in a delayed exchange",
+        "gauge",
+        rows,
+    );
 }
 
 /// Node-wide families: connections, channels, memory, store size, bytes, panics caught.

@@ -10,10 +10,12 @@
 use super::QueueActor;
 use crate::broker::node::now_ms;
 use broker_core::deadletter::{self, Death, Reason};
+use broker_core::exchange::delayed::delay_of;
 use broker_core::names::MAX_SHORTSTR;
 use broker_core::queue::Entry;
 use broker_core::Message;
 use broker_wire::types::{AMQPValue, FieldTable};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// A copy of `msg` whose headers carry `x-delivery-count` (queues with a delivery limit).
@@ -36,6 +38,43 @@ pub(super) fn with_delivery_count(msg: &Message, returns: u32) -> Message {
 }
 
 impl QueueActor {
+    /// A delayed exchange's waiting room: routes the messages whose delay is over
+    /// through the exchange, then forgets them here (after their copies were stored for
+    /// the queues they reached: a crash in between delivers twice, never loses), and
+    /// reports what still waits (`QueueEntry::waiting`).
+    pub(super) fn forward_due(&mut self) {
+        let due = self.state.take_forwards();
+        if let Some(me) = self.me.upgrade() {
+            let next = self.state.next_due().unwrap_or(0);
+            me.waiting
+                .0
+                .store(self.state.delayed_count(), Ordering::Relaxed);
+            me.waiting.1.store(next, Ordering::Relaxed);
+        }
+        if due.is_empty() || self.deleted {
+            return;
+        }
+        let Some(host) = self.host.upgrade() else {
+            return;
+        };
+        let exchange = self
+            .name
+            .strip_prefix(crate::broker::delayed::ROOM_PREFIX)
+            .unwrap_or(&self.name);
+        for entry in due {
+            match self.load(&entry) {
+                Ok(msg) => {
+                    let delay = delay_of(msg.properties.headers().as_ref()).unwrap_or(0);
+                    host.forward_delayed(exchange, &msg, delay);
+                }
+                Err(e) => {
+                    tracing::error!(queue = %self.name, "a delayed message could not be read back and is lost: {e}");
+                }
+            }
+            self.forget(std::slice::from_ref(&entry));
+        }
+    }
+
     /// Dead-letters messages that died in this queue, then forgets them here.
     pub(super) fn dead_letter(&mut self, dead: Vec<(Entry, Reason)>) {
         for (entry, reason) in dead {

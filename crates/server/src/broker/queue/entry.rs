@@ -48,6 +48,10 @@ pub struct QueueEntry {
     /// the channel). On a line of their own: the actor writes them on every turn, and
     /// publishers read the flags above on every publish.
     pub ready: CachePadded<(AtomicUsize, AtomicU64)>,
+    /// A delayed exchange's waiting room (`broker/delayed.rs`): messages waiting, and
+    /// when the next is due (ms since the epoch, 0 for none), as its actor last
+    /// reported. Zero for every other queue.
+    pub waiting: (AtomicUsize, AtomicU64),
     /// Counters for metrics and the management API.
     pub counters: QueueCounters,
     /// A stream's log (`x-queue-type: stream`): publishes append to it on the

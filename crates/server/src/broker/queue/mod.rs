@@ -97,6 +97,9 @@ pub trait QueueHost: Send + Sync {
     fn dead_letter(&self, from: &str, target: &broker_core::deadletter::Target, msg: Message);
     /// The queue deleted itself (auto-delete, x-expires): forget it under its name's lock.
     fn queue_gone(&self, name: Arc<str>);
+    /// A delayed exchange's waiting room hands back a message whose `delay_ms` is over:
+    /// route it through `exchange` now (`broker/delayed.rs`).
+    fn forward_delayed(&self, exchange: &str, msg: &Message, delay_ms: u64);
 }
 
 /// What a queue actor carries out besides the classic queue's rules.
@@ -232,6 +235,9 @@ impl QueueActor {
 
     /// Housekeeping after every operation.
     fn after(&mut self, ctx: &mut Context<Self>) {
+        if self.state.is_waiting_room() {
+            self.forward_due();
+        }
         let dead = self.state.take_dead();
         if !dead.is_empty() && !self.deleted {
             self.dead_letter(dead);
