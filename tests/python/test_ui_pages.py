@@ -295,3 +295,18 @@ def test_vhost_page_sets_a_limit_and_the_channels_and_consumers_lists(ui, api, r
     ui.wait(lambda: any(qn in r and "manual ack" in r for r in rows(ui, "consumers")), message="consumer row")
     ui.open("channels")
     ui.wait(lambda: any("\t7\t" in r for r in rows(ui, "channels")), message="channel with prefetch 7")
+
+
+def test_delayed_exchange_page_shows_waiting_messages(ui, api, reg, amqp):  # noqa: F811
+    x = reg.exchange("uidelayed")
+    api.ok("PUT", f"/api/exchanges/%2F/{q(x)}", {"type": "x-delayed-message", "durable": False,
+                                                  "arguments": {"x-delayed-type": "direct"}})
+    ch = amqp().channel()
+    ch.basic_publish(x, "k", b"w", pika.BasicProperties(headers={"x-delay": 600_000}))
+    eventually(lambda: api.json(f"/api/exchanges/%2F/{q(x)}")["messages_delayed"] == 1)
+    ui.login()
+    ui.open(f"exchanges/{enc('/', x)}")
+    ui.wait(lambda: "Delayed messages" in ui.text("table.kv"), message="delayed row shown")
+    text = squash(ui.text("table.kv"))
+    assert "Delayed messages 1" in text, text
+    assert "Next due none" not in text, text

@@ -2,12 +2,14 @@
 // `amq.default` as the API names it): details, the bindings where it is the source (add
 // one to a queue or an exchange, with routing key and typed arguments; remove) and where
 // it is the destination, publishing a message (shows whether it was routed), and delete
-// with confirmation and RabbitMQ's if-unused option. Failures show the API's reason.
+// with confirmation and RabbitMQ's if-unused option. A delayed exchange
+// (`x-delayed-message`) also shows its waiting messages and when the next is due.
+// Failures show the API's reason.
 
 import * as api from '../api.js';
 import { h, replace } from '../dom.js';
 import { href } from '../router.js';
-import { value as fmtValue } from '../fmt.js';
+import { num, value as fmtValue } from '../fmt.js';
 import { act, argsEditor, confirmDialog, heading, kvTable, labelled, section, select, showNotice } from '../ui.js';
 import { publishForm } from '../messages.js';
 import { actionForm, drawList } from '../lists.js';
@@ -52,10 +54,15 @@ export async function render(root, ctx) {
       isDefault ? [] : api.get(`${xpath}/bindings/source`),
       isDefault ? [] : api.get(`${xpath}/bindings/destination`),
     ]);
-    replace(details, kvTable(x, [
+    const rows = [
       ['type', 'Type'], ['durable', 'Features', () => exchangeFeatures(x)],
       ['policy', 'Policy'], ['arguments', 'Arguments'],
-    ]));
+    ];
+    if (x.messages_delayed !== undefined) {
+      rows.push(['messages_delayed', 'Delayed messages', num],
+        ['next_due', 'Next due', (t) => (t ? new Date(t).toLocaleString() : 'none')]);
+    }
+    replace(details, kvTable(x, rows));
     drawBindings(source, src, vhost, 'destination', refresh);
     drawBindings(destination, dst, vhost, 'source', refresh);
   }
