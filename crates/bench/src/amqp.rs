@@ -66,6 +66,47 @@ pub fn publish(
     }
 }
 
+/// Appends basic.publish + header + body frames for one message with headers (the
+/// delayed scenario's `x-delay`).
+pub fn publish_with_headers(
+    out: &mut BytesMut,
+    channel: u16,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    persistent: bool,
+    headers: &[(&str, Value)],
+) {
+    let mut args = BytesMut::with_capacity(8 + exchange.len() + key.len());
+    args.put_u16(0);
+    shortstr(&mut args, exchange);
+    shortstr(&mut args, key);
+    args.put_u8(0);
+    method(out, channel, 60, 40, &args);
+    // property flags: headers (0x2000), delivery-mode (0x1000)
+    let mut props = BytesMut::new();
+    props.put_u16(if persistent { 0x3000 } else { 0x2000 });
+    table(&mut props, headers);
+    if persistent {
+        props.put_u8(2);
+    }
+    out.put_u8(2);
+    out.put_u16(channel);
+    out.put_u32(12 + props.len() as u32);
+    out.put_u16(60);
+    out.put_u16(0);
+    out.put_u64(body.len() as u64);
+    out.put_slice(&props);
+    out.put_u8(0xce);
+    for chunk in body.chunks((FRAME_MAX - 8) as usize) {
+        out.put_u8(3);
+        out.put_u16(channel);
+        out.put_u32(chunk.len() as u32);
+        out.put_slice(chunk);
+        out.put_u8(0xce);
+    }
+}
+
 /// One value in a field table the generator sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
@@ -357,12 +398,23 @@ impl Conn {
 
     /// exchange.declare (not durable).
     pub async fn declare_exchange(&mut self, name: &str, kind: &str) -> io::Result<()> {
+        self.declare_exchange_with(name, kind, false, &[]).await
+    }
+
+    /// exchange.declare with arguments.
+    pub async fn declare_exchange_with(
+        &mut self,
+        name: &str,
+        kind: &str,
+        durable: bool,
+        args: &[(&str, Value)],
+    ) -> io::Result<()> {
         let mut a = BytesMut::new();
         a.put_u16(0);
         shortstr(&mut a, name);
         shortstr(&mut a, kind);
-        a.put_u8(0);
-        a.put_u32(0);
+        a.put_u8(if durable { 0x02 } else { 0 });
+        table(&mut a, args);
         self.call(40, 10, &a, 11).await.map(|_| ())
     }
 

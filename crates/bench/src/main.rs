@@ -105,6 +105,19 @@ struct Args {
     /// Leave the queues at the end (for a later --no-publish run)
     #[arg(long)]
     keep: bool,
+    /// The delayed-message scenario: publish N messages (with confirms) to an
+    /// x-delayed-message exchange, each with an x-delay so that they fall due uniformly
+    /// over --delay-window seconds starting --delay-lead seconds after the first
+    /// publish; a consumer reads them, and latency is lateness (arrival − due time)
+    #[arg(long, default_value_t = 0)]
+    delayed: u64,
+    /// Seconds over which the delayed scenario's messages fall due
+    #[arg(long, default_value_t = 60.0)]
+    delay_window: f64,
+    /// Seconds from the first publish to the first due time (publishing must be over
+    /// by then, or the late publishes count as late)
+    #[arg(long, default_value_t = 30.0)]
+    delay_lead: f64,
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
@@ -228,6 +241,9 @@ fn main() {
         no_publish: a.no_publish,
         count: a.count,
         keep: a.keep,
+        delayed: a.delayed,
+        delay_window: Duration::from_secs_f64(a.delay_window.max(0.0)),
+        delay_lead: Duration::from_secs_f64(a.delay_lead.max(0.0)),
     };
     if s.is_stream() && s.auto_ack {
         eprintln!("broker-bench: stream consumers need manual acks (drop --auto-ack)");

@@ -4,6 +4,7 @@
 
 mod backlog;
 mod consumer;
+mod delayed;
 mod stream;
 use backlog::{idle, prefill};
 use consumer::consumer;
@@ -88,6 +89,14 @@ pub struct Scenario {
     pub count: u64,
     /// Leave the queues in place at the end (a later run reads them).
     pub keep: bool,
+    /// The delayed-message scenario: publish this many messages to an
+    /// `x-delayed-message` exchange, due over `delay_window` (0: off).
+    pub delayed: u64,
+    /// When the delayed scenario's messages fall due: uniformly over this window, which
+    /// starts `delay_lead` after the first publish.
+    pub delay_window: Duration,
+    /// See `delay_window`: time for the publishing to finish before the first is due.
+    pub delay_lead: Duration,
 }
 
 impl Scenario {
@@ -404,7 +413,9 @@ pub async fn run(s: Scenario) -> io::Result<Report> {
     let broker_cpu0 = s.broker_pid.and_then(stats::proc_cpu_seconds);
     let stop_rss = Arc::new(AtomicBool::new(false));
     let sampler = rss_sampler(s.broker_pid, stop_rss.clone());
-    let mut r = if s.idle_connections > 0 {
+    let mut r = if s.delayed > 0 {
+        delayed::delayed(&s).await?
+    } else if s.idle_connections > 0 {
         idle(&s).await?
     } else if s.no_publish || (s.prefill > 0 && s.is_stream()) {
         stream::read(&s).await?
