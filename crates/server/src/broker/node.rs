@@ -160,6 +160,14 @@ pub fn now_ms() -> u64 {
     clock.load(Ordering::Relaxed).max(1)
 }
 
+/// The wall clock in microseconds since the epoch, read now (a system call): for timers
+/// that must fire on time to the millisecond (a delayed exchange's due messages).
+pub fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -333,10 +333,17 @@ impl QueueActor {
             }
             ctx.cancel_future(handle);
         }
-        let delay = at.saturating_sub(now_ms()) + 1;
-        let handle = ctx.run_later(Duration::from_millis(delay), |a, ctx| {
+        // a waiting room fires at its due millisecond (and reads the clock itself then:
+        // the coarse clock may be a millisecond behind); TTLs one millisecond after
+        let room = self.state.is_waiting_room();
+        let fire_us = if room { at } else { at + 1 }.saturating_mul(1000);
+        let delay = Duration::from_micros(fire_us.saturating_sub(crate::broker::node::wall_us()));
+        let handle = ctx.run_later(delay, move |a, ctx| {
             a.expiry_timer = None;
             a.operate(ctx, |a, _| {
+                if room {
+                    a.state.tick(crate::broker::node::wall_us() / 1000);
+                }
                 a.state.expire();
                 a.drain();
             });
