@@ -145,6 +145,8 @@ def test_api_shows_waiting_messages_and_next_due(ch, scratch, http_url):
     assert j["arguments"] == {"x-delayed-type": "direct"}
     assert j["messages_delayed"] == 2
     assert before_ms + 29_000 <= j["next_due"] <= time.time() * 1000 + 30_000
+    types = {t["name"]: t["description"] for t in api.json("/api/overview")["exchange_types"]}
+    assert types["x-delayed-message"] == "Delayed Message Exchange"
     listed = [e for e in api.json("/api/exchanges/%2F") if e["name"] == x]
     assert listed[0]["messages_delayed"] == 2
     metrics = api.get("/metrics").body.decode()

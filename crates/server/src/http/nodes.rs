@@ -178,6 +178,7 @@ pub(crate) fn exchange_types() -> Vec<Value> {
             let description = match k {
                 ExchangeKind::ConsistentHash => "Consistent Hashing Exchange".to_string(),
                 ExchangeKind::ModulusHash => "Modulus Hashing Exchange".to_string(),
+                ExchangeKind::Delayed => "Delayed Message Exchange".to_string(),
                 _ => format!(
                     "AMQP {} exchange, as per the AMQP specification",
                     k.as_str()
