@@ -436,3 +436,43 @@ def test_home_killed_nacks_publishes_404s_and_keeps_confirmed_messages(cluster):
     lost = set(f"p{i}" for i in range(confirmed)) - set(bodies)
     assert not lost, f"lost {len(lost)}"
     assert bodies == [f"p{i}" for i in range(confirmed)]
+
+
+def test_a_delayed_message_waits_on_the_node_that_took_it(cluster):
+    """A durable x-delayed-message exchange exists on every node; a message published
+    on node 2 waits in node 2's waiting room (its API counts it), then is routed to the
+    queue whose home is node 1."""
+    n1, n2, n3 = cluster.nodes
+    conn, ch = channel(n1)
+    ch.exchange_declare("rq.delayed", "x-delayed-message", durable=True,
+                        arguments={"x-delayed-type": "direct"})
+    conn.close()
+    declare_on(n1, (n2, n3), "rq.delayed.q")
+    conn, ch = channel(n1)
+    ch.queue_bind("rq.delayed.q", "rq.delayed", "k")
+    conn.close()
+    eventually(lambda: n2.api("/api/exchanges/%2F/rq.delayed").get("messages_delayed") == 0,
+               what="the exchange on node 2")
+    conn, ch = channel(n2)
+    ch.confirm_delivery()
+    start = time.monotonic()
+    ch.basic_publish("rq.delayed", "k", b"later",
+                     pika.BasicProperties(delivery_mode=2, headers={"x-delay": 1500}))
+    conn.close()
+    assert n2.api("/api/exchanges/%2F/rq.delayed")["messages_delayed"] == 1
+    assert n1.api("/api/exchanges/%2F/rq.delayed")["messages_delayed"] == 0
+    conn, ch = channel(n1)
+    got = []
+    while not got and time.monotonic() - start < 15:
+        m, props, body = ch.basic_get("rq.delayed.q", auto_ack=True)
+        if m is None:
+            conn.process_data_events(0.02)
+            continue
+        got.append((time.monotonic() - start, body, props.headers["x-delay"]))
+    conn.close()
+    assert len(got) == 1, got
+    at, body, delay = got[0]
+    assert body == b"later" and delay in (-1500, 2**64 - 1500)
+    assert at >= 1.45, at
+    eventually(lambda: n2.api("/api/exchanges/%2F/rq.delayed")["messages_delayed"] == 0,
+               what="node 2's waiting room empty")

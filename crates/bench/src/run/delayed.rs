@@ -146,6 +146,9 @@ mod tests {
             assert!((0.0..1.0).contains(&f));
             buckets[(f * 10.0) as usize] += 1;
         }
-        assert!(buckets.iter().all(|b| (900..1100).contains(b)), "{buckets:?}");
+        assert!(
+            buckets.iter().all(|b| (900..1100).contains(b)),
+            "{buckets:?}"
+        );
     }
 }
