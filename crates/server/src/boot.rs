@@ -94,6 +94,7 @@ pub fn run(config: Config) -> Result<(), String> {
         // changes applied meanwhile (a cluster runs on) are materialized after it
         crate::broker::definitions::recover_all(&rt).await?;
         crate::broker::materialize::recovered(&rt);
+        rt.shovels.start(&rt)?;
         if let Some(tls) = http_tls {
             start_http(&rt, tls)?;
         }
