@@ -118,6 +118,9 @@ impl Status {
     }
 }
 
+/// (vhost, name, definition, status if it runs on this node) of one shovel.
+pub type ShovelView = (String, String, Arc<ShovelDef>, Option<Arc<Status>>);
+
 /// A running shovel's task.
 struct Running {
     stop: watch::Sender<bool>,
@@ -300,7 +303,7 @@ impl Shovels {
     pub fn statuses(
         &self,
         vhost: Option<&str>,
-    ) -> Vec<(String, String, Arc<ShovelDef>, Option<Arc<Status>>)> {
+    ) -> Vec<ShovelView> {
         self.lock()
             .iter()
             .filter(|((v, _), _)| vhost.is_none_or(|x| x == v))
