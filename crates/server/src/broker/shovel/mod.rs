@@ -217,6 +217,13 @@ impl Shovels {
         let (vhost, name) = rest.split_once('\0').unwrap_or((rest, ""));
         let id = (vhost.to_owned(), name.to_owned());
         let mut t = self.lock();
+        let parsed_value = value.and_then(|v| serde_json::from_slice::<Value>(v).ok());
+        if let (Some(old), Some(new)) = (t.get(&id), parsed_value.as_ref()) {
+            // the same definition applied again (a reload, a replay): it runs on
+            if old.value == *new {
+                return;
+            }
+        }
         if let Some(old) = t.remove(&id) {
             stop(old.run);
         }
@@ -300,10 +307,7 @@ impl Shovels {
     }
 
     /// (vhost, name, definition, status if it runs on this node) of the shovels.
-    pub fn statuses(
-        &self,
-        vhost: Option<&str>,
-    ) -> Vec<ShovelView> {
+    pub fn statuses(&self, vhost: Option<&str>) -> Vec<ShovelView> {
         self.lock()
             .iter()
             .filter(|((v, _), _)| vhost.is_none_or(|x| x == v))
