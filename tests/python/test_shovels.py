@@ -303,3 +303,17 @@ def test_restart_endpoint_and_cli(api, ch, http_url):
                           text=True, timeout=30).stdout
     assert name in text and "running" in text
     api.ok("DELETE", f"/api/parameters/shovel/%2F/{name}")
+
+
+def test_shovels_go_with_their_vhost(api, reg):
+    vh = reg.vhost("shv-vh")
+    name = uniq("shv")
+    local = f"amqp:///{q(vh)}"
+    r = api.put(f"/api/parameters/shovel/{q(vh)}/{name}", {
+        "value": {"src-uri": local, "src-queue": "a", "dest-uri": local, "dest-queue": "b"}})
+    assert r.status == 201, r
+    eventually(lambda: api.json(f"/api/shovels/vhost/{q(vh)}/{name}")[0]["state"] == "running")
+    assert [p["name"] for p in api.json(f"/api/parameters/shovel/{q(vh)}")] == [name]
+    api.ok("DELETE", f"/api/vhosts/{q(vh)}")
+    assert not [p for p in api.json("/api/parameters/shovel") if p["vhost"] == vh]
+    assert not [s for s in api.json("/api/shovels") if s["vhost"] == vh]
