@@ -15,7 +15,6 @@ mod run;
 pub mod uri;
 
 use crate::broker::cluster::{commit_records, ClusterNode, RecordWrite};
-use crate::broker::runtime::Runtime;
 use broker_core::store::{DefinitionStore, StoreError};
 use params::ShovelDef;
 use serde_json::Value;
@@ -64,11 +63,7 @@ pub struct Status {
 impl Status {
     fn new() -> Status {
         Status {
-            state: Mutex::new((
-                ShovelState::Starting,
-                None,
-                crate::broker::runtime::now_ms(),
-            )),
+            state: Mutex::new((ShovelState::Starting, None, crate::broker::node::now_ms())),
             forwarded: AtomicU64::new(0),
             remaining: AtomicI64::new(-1),
             unacked: AtomicI64::new(0),
@@ -78,7 +73,7 @@ impl Status {
     /// Sets the state (and the reason of a termination).
     pub fn set(&self, state: ShovelState, reason: Option<String>) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        *s = (state, reason, crate::broker::runtime::now_ms());
+        *s = (state, reason, crate::broker::node::now_ms());
         if state != ShovelState::Running {
             self.unacked.store(0, Ordering::Relaxed);
         }
@@ -135,9 +130,21 @@ struct Entry {
     run: Option<Running>,
 }
 
-/// What tasks need from the node, set once the listener is bound (`start`).
+/// What the shovels need from the node, given once the listener is bound (`start`).
+pub struct StartEnv {
+    /// This node's plain AMQP listener (local shovels connect to it).
+    pub local: Option<std::net::SocketAddr>,
+    /// The internal user's password on this process.
+    pub secret: String,
+    /// Whether the node is one of a cluster (placement is checked every few seconds).
+    pub clustered: bool,
+    /// The names of the cluster's running members (`None`: a cluster of one).
+    pub members: Box<dyn Fn() -> Option<Vec<String>> + Send + Sync>,
+}
+
+/// [`StartEnv`] and the shovels' runtime.
 struct Env {
-    rt: Weak<Runtime>,
+    start: StartEnv,
     exec: tokio::runtime::Runtime,
 }
 
@@ -333,7 +340,7 @@ impl Shovels {
 
     /// Starts the shovels (after recovery, once the AMQP listener is bound), and the
     /// placement check of a cluster.
-    pub fn start(&self, rt: &Arc<Runtime>) -> Result<(), String> {
+    pub fn start(&self, start: StartEnv) -> Result<(), String> {
         let exec = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("shovels")
@@ -341,12 +348,10 @@ impl Shovels {
             .build()
             .map_err(|e| format!("cannot start the shovels' runtime: {e}"))?;
         let handle = exec.handle().clone();
-        let _ = self.env.set(Env {
-            rt: Arc::downgrade(rt),
-            exec,
-        });
+        let clustered = start.clustered;
+        let _ = self.env.set(Env { start, exec });
         self.place();
-        if rt.config.cluster.is_some() {
+        if clustered {
             let me = self.me.clone();
             handle.spawn(async move {
                 loop {
@@ -380,30 +385,16 @@ impl Shovels {
         let Some(env) = self.env.get() else {
             return false;
         };
-        let Some(rt) = env.rt.upgrade() else {
-            return false;
-        };
-        let Some(status) = rt
-            .store
-            .as_ref()
-            .and_then(crate::broker::membership::status)
-        else {
+        let Some(members) = (env.start.members)() else {
             return true;
         };
         let me = crate::broker::node::node_name();
-        status
-            .nodes
-            .iter()
-            .filter(|n| n.running)
-            .map(|n| n.name.as_str())
-            .min()
-            .is_none_or(|first| first == me)
+        members.iter().min().is_none_or(|first| first == me)
     }
 
     /// Starts a shovel's task (once started).
     fn spawn(&self, vhost: &str, name: &str, def: &Arc<ShovelDef>) -> Option<Running> {
         let env = self.env.get()?;
-        let rt = env.rt.upgrade()?;
         let status = Arc::new(Status::new());
         let (stop, rx) = watch::channel(false);
         let me = self.me.clone();
@@ -413,8 +404,8 @@ impl Shovels {
             name: n.clone(),
             def: def.clone(),
             status: status.clone(),
-            local: rt.amqp_addr.get().copied(),
-            secret: rt.registry.internal_secret().to_owned(),
+            local: env.start.local,
+            secret: env.start.secret.clone(),
             node: crate::broker::node::node_name().to_owned(),
             on_done: Arc::new(move || {
                 // src-delete-after reached: the shovel removes its own parameter
