@@ -107,6 +107,12 @@ enum Command {
     /// Policies and operator policies: list, set, clear
     #[command(subcommand)]
     Policies(PoliciesCommand),
+    /// Dynamic shovels with their state, source, destination and counters
+    /// (rabbitmqctl shovel_status)
+    Shovels(commands::ListArgs),
+    /// A dynamic shovel: add, delete, restart
+    #[command(subcommand)]
+    Shovel(commands::shovels::ShovelCommand),
     /// Definitions (the whole configuration as JSON): export, import
     #[command(subcommand)]
     Definitions(DefinitionsCommand),
@@ -147,6 +153,8 @@ fn run(cli: &Cli) -> Output {
         Command::Permissions(c) => commands::permissions::run(&client, c),
         Command::Policies(c) => commands::policies::run(&client, c),
         Command::Definitions(c) => commands::definitions::run(&client, c),
+        Command::Shovels(a) => commands::shovels::run_list(&client, a),
+        Command::Shovel(c) => commands::shovels::run(&client, c),
         Command::Status(a) => commands::status::run(&client, a),
         Command::SetMemoryHighWatermark(a) => commands::memory::run(&client, a),
         Command::Health(c) => commands::health::run(&client, c),

@@ -94,6 +94,27 @@ pub fn run(config: Config) -> Result<(), String> {
         // changes applied meanwhile (a cluster runs on) are materialized after it
         crate::broker::definitions::recover_all(&rt).await?;
         crate::broker::materialize::recovered(&rt);
+        rt.shovels.start(crate::broker::shovel::StartEnv {
+            local: plain.as_ref().map(|(_, a)| *a),
+            secret: rt.registry.internal_secret().to_owned(),
+            clustered: rt.config.cluster.is_some(),
+            members: {
+                let storage = rt.store.clone();
+                Box::new(move || {
+                    let status = storage
+                        .as_ref()
+                        .and_then(crate::broker::membership::status)?;
+                    Some(
+                        status
+                            .nodes
+                            .into_iter()
+                            .filter(|n| n.running)
+                            .map(|n| n.name)
+                            .collect(),
+                    )
+                })
+            },
+        })?;
         if let Some(tls) = http_tls {
             start_http(&rt, tls)?;
         }

@@ -85,6 +85,11 @@ pub struct Registry {
     pub user_limits: super::user_limits::UserLimitTable,
     /// Topic permissions by (vhost, user).
     pub topic_perms: super::topic_perms::TopicPermTable,
+    /// The password of the broker's own [`INTERNAL_USER`] on this process: random at
+    /// start, never stored or shown, accepted from loopback only. Local shovels
+    /// (`amqp://` without a host) log in with it and act with full rights, as
+    /// RabbitMQ's direct connections do.
+    internal_secret: String,
 }
 
 fn salt() -> [u8; 4] {
@@ -110,6 +115,9 @@ impl Registry {
             loopback_users: vec!["guest".into()],
             user_limits: Default::default(),
             topic_perms: Default::default(),
+            internal_secret: (0..4)
+                .map(|_| format!("{:016x}", rand::random::<u64>()))
+                .collect(),
         };
         let records = match &r.store {
             Some(s) => s
@@ -273,12 +281,37 @@ impl Registry {
     /// Checks a login. `peer` is where the client connects from: guest is refused
     /// unless it comes from loopback, as RabbitMQ's `loopback_users` default does.
     pub fn authenticate(&self, user: &str, password: &str, peer: IpAddr) -> Option<User> {
+        if user == broker_core::auth::INTERNAL_USER {
+            return self.internal_login(password, peer);
+        }
         let u = self.check_password(user, password)?;
         if !self.may_log_in_from(&u.name, peer) {
             tracing::warn!(%peer, user = %u.name, "user may only connect from localhost (--loopback-users)");
             return None;
         }
         Some(u)
+    }
+
+    /// The password of the broker's own user on this process (local shovels).
+    pub fn internal_secret(&self) -> &str {
+        &self.internal_secret
+    }
+
+    /// The broker's own user, for a loopback login with this process's secret: an
+    /// administrator with every permission in every vhost.
+    fn internal_login(&self, password: &str, peer: IpAddr) -> Option<User> {
+        let same = password.len() == self.internal_secret.len()
+            && password
+                .bytes()
+                .zip(self.internal_secret.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        (same && peer.to_canonical().is_loopback()).then(|| User {
+            name: broker_core::auth::INTERNAL_USER.to_owned(),
+            password_hash: String::new(),
+            hashing_algorithm: Default::default(),
+            tags: vec!["administrator".to_owned()],
+        })
     }
 
     /// The user if `password` is its password. The broker's reserved name never logs in,
@@ -339,6 +372,9 @@ impl Registry {
 
     /// A user's permission in a vhost.
     pub fn permission(&self, vhost: &str, user: &str) -> Option<Permission> {
+        if user == broker_core::auth::INTERNAL_USER {
+            return Permission::new(".*", ".*", ".*").ok();
+        }
         self.perms
             .get(&(vhost.to_owned(), user.to_owned()))
             .map(|p| p.clone())
@@ -380,6 +416,9 @@ impl Registry {
 
     /// Whether `user` may do `kind` to the resource `name` in `vhost`.
     pub fn allows(&self, vhost: &str, user: &str, kind: Access, name: &str) -> bool {
+        if user == broker_core::auth::INTERNAL_USER {
+            return true;
+        }
         self.perms
             .get(&(vhost.to_owned(), user.to_owned()))
             .is_some_and(|p| p.allows(kind, name))

@@ -22,6 +22,7 @@ const PREFIXES: &[&[u8]] = &[
     b"ulimit\0",
     b"policy\0",
     b"oppolicy\0",
+    b"shovel\0",
 ];
 
 /// Whether `key` is an access record's (or the defaults' marker).
@@ -35,6 +36,7 @@ pub(crate) fn applied(rt: &Runtime, c: &Change) {
     let key = String::from_utf8_lossy(&c.key);
     let new = c.new.as_deref();
     rt.registry.apply_record(&key, new);
+    rt.shovels.apply_record(&key, new);
     if let Some(vhost) = rt.policies.apply_record(&key, new) {
         apply_policies(rt, &vhost);
     }
@@ -59,6 +61,7 @@ pub(crate) fn applied(rt: &Runtime, c: &Change) {
 pub(crate) fn reload(rt: &Runtime, records: &[(Vec<u8>, Vec<u8>)]) {
     rt.registry.reload(records);
     rt.policies.reload(records);
+    rt.shovels.reload(records);
     let names: Vec<String> = rt.vhosts.iter().map(|v| v.key().clone()).collect();
     for name in names {
         if rt.registry.vhost(&name).is_none() {

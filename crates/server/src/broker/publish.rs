@@ -26,7 +26,8 @@ use std::sync::Arc;
 /// integer (406).
 pub fn check_client(props: &AMQPProperties, user: &str) -> Result<(), AmqpError> {
     if let Some(id) = props.user_id() {
-        if id.as_str() != user {
+        // the broker's own user (a local shovel) forwards other users' messages as they are
+        if id.as_str() != user && user != broker_core::auth::INTERNAL_USER {
             return Err(AmqpError::precondition_failed(format!(
                 "user_id property set to '{}' but authenticated user was '{user}'",
                 id.as_str()

@@ -40,6 +40,8 @@ pub struct Runtime {
     /// The metadata materializer's lock, with the topology changes it holds back while
     /// the recovery runs (`broker/materialize.rs`).
     pub materializing: std::sync::Mutex<Option<Deferred>>,
+    /// Dynamic shovels (`broker/shovel/`).
+    pub shovels: Arc<crate::broker::shovel::Shovels>,
 }
 
 /// Topology changes the materializer holds back while the recovery runs (see
@@ -108,6 +110,10 @@ impl Runtime {
         store: Option<Storage>,
     ) -> Result<Arc<Runtime>, String> {
         let node = Arc::new(Node::new(config, arbiters, store)?);
+        let shovels = crate::broker::shovel::Shovels::load(
+            node.store.as_ref().map(|s| s.definitions.clone()),
+            node.store.as_ref().map(|s| s.cluster.clone()),
+        )?;
         let rt = Arc::new(Runtime {
             node: node.clone(),
             next_connection: AtomicU64::new(1),
@@ -118,6 +124,7 @@ impl Runtime {
             amqp_addr: std::sync::OnceLock::new(),
             started: std::time::Instant::now(),
             materializing: std::sync::Mutex::new(None),
+            shovels,
             #[cfg(feature = "fault-injection")]
             fault_targets: DashMap::new(),
             bytes_in: AtomicU64::new(0),

@@ -189,7 +189,7 @@ fn policy_definitions(
 ) -> (Vec<Value>, Vec<Value>) {
     let policies = rt.policies.list(Kind::Policy, only);
     let operator = rt.policies.list(Kind::Operator, only);
-    let parameters = operator
+    let mut parameters: Vec<Value> = operator
         .iter()
         .map(|p| {
             json!({"value": {"pattern": p.pattern, "definition": p.definition,
@@ -197,6 +197,10 @@ fn policy_definitions(
                 "vhost": p.vhost, "component": "operator_policy", "name": p.name})
         })
         .collect();
+    for (vhost, name, value) in rt.shovels.list(only) {
+        parameters
+            .push(json!({"value": value, "vhost": vhost, "component": "shovel", "name": name}));
+    }
     (policies.iter().map(|p| p.to_json()).collect(), parameters)
 }
 
@@ -257,7 +261,7 @@ fn text<'a>(v: &'a Value, k: &str) -> &'a str {
 /// Imports definitions: vhosts, users, permissions, exchanges, queues, bindings, in that
 /// order. Existing objects are updated; the first failure stops the import with 400.
 async fn import(req: HttpRequest, rt: State, body: web::Json<Value>) -> ApiResult {
-    admin(&req, &rt)?;
+    let who = admin(&req, &rt)?;
     let body = body.into_inner();
     let fail = |what: String, e: ApiError| ApiError::bad_request(format!("{what}: {e}"));
     for v in items(&body, "vhosts") {
@@ -324,6 +328,13 @@ async fn import(req: HttpRequest, rt: State, body: web::Json<Value>) -> ApiResul
         )
         .await
         .map_err(|e| fail(format!("binding {src} -> {dst} in '{vh}'"), e))?;
+    }
+    // shovels last, so the queues and exchanges they use exist when they start
+    for p in items(&body, "parameters").filter(|p| text(p, "component") == "shovel") {
+        let (vh, name) = (text(p, "vhost"), text(p, "name"));
+        super::shovels::set_shovel(&rt, &who, vh, name, p)
+            .await
+            .map_err(|e| fail(format!("shovel '{name}' in '{vh}'"), e))?;
     }
     Ok(super::no_content())
 }
