@@ -37,6 +37,20 @@ pub fn publish(
     body: &[u8],
     persistent: bool,
 ) {
+    publish_typed(out, channel, exchange, key, body, persistent, None)
+}
+
+/// [`publish`] with a `content_type` property (the schema scenario's
+/// `application/json`).
+pub fn publish_typed(
+    out: &mut BytesMut,
+    channel: u16,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    persistent: bool,
+    content_type: Option<&str>,
+) {
     let mut args = BytesMut::with_capacity(8 + exchange.len() + key.len());
     args.put_u16(0);
     shortstr(&mut args, exchange);
@@ -44,18 +58,23 @@ pub fn publish(
     args.put_u8(0);
     method(out, channel, 60, 40, &args);
     // content header: class, weight, body size, property flags (+ delivery-mode)
-    let props: &[u8] = if persistent {
-        &[0x10, 0x00, 2]
-    } else {
-        &[0x00, 0x00]
-    };
+    let mut props = BytesMut::new();
+    let flags =
+        if persistent { 0x1000 } else { 0 } | if content_type.is_some() { 0x8000 } else { 0 };
+    props.put_u16(flags);
+    if let Some(ct) = content_type {
+        shortstr(&mut props, ct);
+    }
+    if persistent {
+        props.put_u8(2);
+    }
     out.put_u8(2);
     out.put_u16(channel);
     out.put_u32(12 + props.len() as u32);
     out.put_u16(60);
     out.put_u16(0);
     out.put_u64(body.len() as u64);
-    out.put_slice(props);
+    out.put_slice(&props);
     out.put_u8(0xce);
     for chunk in body.chunks((FRAME_MAX - 8) as usize) {
         out.put_u8(3);
@@ -357,12 +376,23 @@ impl Conn {
 
     /// exchange.declare (not durable).
     pub async fn declare_exchange(&mut self, name: &str, kind: &str) -> io::Result<()> {
+        self.declare_exchange_args(name, kind, &[]).await
+    }
+
+    /// exchange.declare (not durable) with arguments (the schema scenario's
+    /// `x-schema`).
+    pub async fn declare_exchange_args(
+        &mut self,
+        name: &str,
+        kind: &str,
+        args: &[(&str, Value)],
+    ) -> io::Result<()> {
         let mut a = BytesMut::new();
         a.put_u16(0);
         shortstr(&mut a, name);
         shortstr(&mut a, kind);
         a.put_u8(0);
-        a.put_u32(0);
+        table(&mut a, args);
         self.call(40, 10, &a, 11).await.map(|_| ())
     }
 

@@ -107,6 +107,9 @@ enum Command {
     /// Policies and operator policies: list, set, clear
     #[command(subcommand)]
     Policies(PoliciesCommand),
+    /// JSON Schemas that exchanges check messages with: list, add, delete
+    #[command(subcommand)]
+    Schemas(commands::schemas::SchemasCommand),
     /// Definitions (the whole configuration as JSON): export, import
     #[command(subcommand)]
     Definitions(DefinitionsCommand),
@@ -146,6 +149,7 @@ fn run(cli: &Cli) -> Output {
         Command::Users(c) => commands::users::run(&client, c),
         Command::Permissions(c) => commands::permissions::run(&client, c),
         Command::Policies(c) => commands::policies::run(&client, c),
+        Command::Schemas(c) => commands::schemas::run(&client, c),
         Command::Definitions(c) => commands::definitions::run(&client, c),
         Command::Status(a) => commands::status::run(&client, a),
         Command::SetMemoryHighWatermark(a) => commands::memory::run(&client, a),

@@ -67,7 +67,10 @@ impl jsonschema::Retrieve for NoRemoteRefs {
         &self,
         uri: &jsonschema::Uri<String>,
     ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
-        Err(format!("remote $ref '{uri}' is not resolved: only references within the schema are allowed").into())
+        Err(format!(
+            "remote $ref '{uri}' is not resolved: only references within the schema are allowed"
+        )
+        .into())
     }
 }
 

@@ -97,7 +97,8 @@ fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
 
 #[test]
 fn arguments_win_over_policy_keys() {
-    let policy = json!({"schema": "p", "schema-invalid-exchange": "pi", "schema-require-json": true});
+    let policy =
+        json!({"schema": "p", "schema-invalid-exchange": "pi", "schema-require-json": true});
     let policy = policy.as_object().unwrap();
     let none = SchemaSettings::resolve(&FieldTable::default(), policy);
     assert_eq!(none.name.as_deref(), Some("p"));
@@ -130,9 +131,14 @@ fn bad_argument_types_are_refused_with_406() {
         "/",
     )
     .unwrap_err();
-    assert!(e.reply_text().contains("invalid type 'longstr' for arg 'x-schema-require-json'"));
+    assert!(e
+        .reply_text()
+        .contains("invalid type 'longstr' for arg 'x-schema-require-json'"));
     let e = check_args(
-        &table(&[("x-schema-invalid-exchange", AMQPValue::LongString("".into()))]),
+        &table(&[(
+            "x-schema-invalid-exchange",
+            AMQPValue::LongString("".into()),
+        )]),
         "x",
         "/",
     )

@@ -40,6 +40,12 @@ pub struct ExchangeEntry {
     /// `x-message-deduplication`: duplicates are not routed (checked in
     /// `publish::client_route`); `None` for most exchanges.
     pub dedup: Option<Arc<crate::broker::dedup::Deduper>>,
+    /// The JSON Schema its publishes are checked with (`x-schema` or a policy's
+    /// `schema`), replaced when a policy or the registry changes; `None` for most
+    /// exchanges. Channels cache it with their routes.
+    pub schema: arc_swap::ArcSwapOption<crate::broker::schemas::Attached>,
+    /// Messages that failed its schema (`message_stats.schema_invalid`).
+    pub schema_invalid: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The actor owning one exchange's bindings.

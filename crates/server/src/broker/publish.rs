@@ -82,6 +82,19 @@ pub fn client_route(
     Ok(vhost.route(&x, routing_key, properties, out))
 }
 
+/// The schema the publishes to `exchange` are checked with (`None` for the default
+/// exchange, a missing one and most others). Read where a route is computed, and
+/// cached with it.
+pub fn exchange_schema(
+    vhost: &VHost,
+    exchange: &str,
+) -> Option<Arc<crate::broker::schemas::Attached>> {
+    if exchange.is_empty() {
+        return None;
+    }
+    vhost.exchange(exchange).and_then(|x| x.schema.load_full())
+}
+
 /// The queues a message was routed to, split into those that take it and those that
 /// refuse it (x-overflow reject-publish or reject-publish-dlx, and full). Queues with
 /// `x-message-deduplication` for which the message is a duplicate are in neither: it is

@@ -30,6 +30,7 @@ mod paging;
 mod policies;
 mod publish;
 mod queues;
+mod schemas;
 mod super_streams;
 mod topic_perms;
 mod ui;
@@ -478,6 +479,7 @@ pub fn start(
             .configure(connections::routes)
             .configure(definitions::routes)
             .configure(policies::routes)
+            .configure(schemas::routes)
             .configure(health::routes)
             .configure(cert_health::routes)
             .configure(nodes::routes)

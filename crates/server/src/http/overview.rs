@@ -168,6 +168,7 @@ async fn metrics(rt: State) -> HttpResponse {
     queue_metrics(&mut out, &infos);
     node_metrics(&mut out, &rt);
     login_metrics(&mut out, &rt);
+    schema_metrics(&mut out, &rt);
     flush_metrics(&mut out);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -256,6 +257,29 @@ fn queue_metrics(
         let rows = infos.iter().map(|(l, i, q)| (l.clone(), f(i, q))).collect();
         family(out, name, help, kind, rows);
     }
+}
+
+/// Per-exchange count of messages that failed the exchange's JSON Schema (only
+/// exchanges with a schema attached are listed).
+fn schema_metrics(out: &mut String, rt: &crate::broker::runtime::Runtime) {
+    let mut rows = Vec::new();
+    for v in rt.vhosts.iter() {
+        for x in v.exchanges() {
+            if x.schema.load().is_some() || x.schema_invalid.load(Ordering::Relaxed) > 0 {
+                rows.push((
+                    format!("vhost=\"{}\",exchange=\"{}\"", esc(v.key()), esc(&x.name)),
+                    x.schema_invalid.load(Ordering::Relaxed),
+                ));
+            }
+        }
+    }
+    family(
+        out,
+        "broker_exchange_schema_rejected_total",
+        "Messages that failed the exchange's JSON Schema (refused or sent to its invalid exchange)",
+        "counter",
+        rows,
+    );
 }
 
 /// Node-wide families: connections, channels, memory, store size, bytes, panics caught.
