@@ -21,7 +21,7 @@ import pika
 import pytest
 
 from conftest import connect, get_n, ready_count, uniq
-from httpapi import ALL, Api, q
+from httpapi import ALL, Api, api, q, reg  # noqa: F401 (the api and reg fixtures)
 
 pytestmark = pytest.mark.ours_only
 
@@ -221,7 +221,7 @@ def test_registry_api_errors_and_delete_in_use(api, scratch, conn, schema):
 
 def test_permissions_follow_policies(api, reg, schema):
     name = schema()
-    plain = reg.user("plain", perms=ALL)
+    plain = reg.user("plain", tags="management", perms=ALL)
     maker = reg.user("maker", tags="policymaker", perms=ALL)
     as_plain, as_maker = api.as_user(plain, "pw"), api.as_user(maker, "pw")
     assert as_plain.get(f"/api/schemas/%2F/{name}").status == 200
