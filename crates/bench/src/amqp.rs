@@ -28,21 +28,9 @@ pub fn method(out: &mut BytesMut, channel: u16, class: u16, method: u16, args: &
     out.put_u8(0xce);
 }
 
-/// Appends basic.publish + header + body frames for one message.
+/// One basic.publish (method, content header, body frames), with a `content_type`
+/// property when given (the schema scenario's `application/json`).
 pub fn publish(
-    out: &mut BytesMut,
-    channel: u16,
-    exchange: &str,
-    key: &str,
-    body: &[u8],
-    persistent: bool,
-) {
-    publish_typed(out, channel, exchange, key, body, persistent, None)
-}
-
-/// [`publish`] with a `content_type` property (the schema scenario's
-/// `application/json`).
-pub fn publish_typed(
     out: &mut BytesMut,
     channel: u16,
     exchange: &str,

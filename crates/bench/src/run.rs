@@ -240,7 +240,7 @@ async fn producer(
         .iter()
         .map(|key| {
             let mut t = BytesMut::new();
-            amqp::publish_typed(&mut t, 1, &exchange, key, &body, s.persistent, content_type);
+            amqp::publish(&mut t, 1, &exchange, key, &body, s.persistent, content_type);
             let ts_at = t.len() - 1 - body.len().min((amqp::FRAME_MAX - 8) as usize);
             (t, ts_at)
         })

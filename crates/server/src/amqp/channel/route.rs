@@ -9,6 +9,9 @@ use broker_core::AmqpError;
 use broker_wire::protocol::basic::AMQPProperties;
 use std::sync::Arc;
 
+/// A route's queues and its exchange's schema.
+type Found = (Arc<[Arc<QueueEntry>]>, Option<Arc<Attached>>);
+
 /// Route cache entries per channel before it is cleared.
 const ROUTE_CACHE_MAX: usize = 4096;
 
@@ -21,7 +24,7 @@ impl ChannelActor {
         exchange: &str,
         routing_key: &str,
         properties: &AMQPProperties,
-    ) -> Result<(Arc<[Arc<QueueEntry>]>, Option<Arc<Attached>>), AmqpError> {
+    ) -> Result<Found, AmqpError> {
         let version = self.vhost.version();
         if version != self.routes.version {
             self.routes.by_exchange.clear();
