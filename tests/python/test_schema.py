@@ -81,13 +81,15 @@ def test_valid_passes_invalid_is_nacked(ch, scratch, schema, api):
     assert not nacked(ch, x, GOOD)
     assert nacked(ch, x, BAD)
     assert nacked(ch, x, b"{not json")
+    # nesting past serde_json's limit (128) fails; the connection lives on
+    assert nacked(ch, x, b"[" * 100000)
     assert [b for _, _, b in get_n(ch, qn, 1)] == [GOOD]
     assert ready_count(ch, qn) == 0
     info = api.json(f"/api/exchanges/%2F/{q(x)}")
     assert info["schema_status"] == "ok"
-    assert info["message_stats"]["schema_invalid"] == 2
+    assert info["message_stats"]["schema_invalid"] == 3
     metrics = api.get("/metrics").body.decode()
-    assert f'broker_exchange_schema_rejected_total{{vhost="/",exchange="{x}"}} 2' in metrics
+    assert f'broker_exchange_schema_rejected_total{{vhost="/",exchange="{x}"}} 3' in metrics
 
 
 def test_other_content_types_pass_unless_json_is_required(ch, scratch, schema):
