@@ -9,8 +9,6 @@
 //! (`ExchangeEntry::schema`), which the publish path checks (`schema_check.rs`).
 
 use crate::broker::cluster::{commit_records, ClusterNode, RecordWrite};
-use crate::broker::queue::QueueEntry;
-use crate::broker::vhost::VHost;
 use broker_core::schema::MAX_ERROR_BYTES;
 use broker_core::schema::{bounded, is_json_content_type, CompiledSchema, SchemaSettings};
 use broker_core::store::{DefinitionStore, StoreError};
@@ -249,16 +247,6 @@ impl Schemas {
         )))
     }
 
-    /// Which exchanges of `vhost` name schema `name`, by argument or policy (a schema in
-    /// use cannot be deleted).
-    pub fn users(&self, v: &VHost, name: &str) -> Vec<String> {
-        v.exchanges()
-            .iter()
-            .filter(|x| x.schema.load().as_ref().is_some_and(|a| a.name == name))
-            .map(|x| x.name.to_string())
-            .collect()
-    }
-
     /// What an exchange with these settings checks with (`None`: no schema named).
     pub fn attach(
         &self,
@@ -308,20 +296,6 @@ impl Attached {
             self.invalid.fetch_add(1, Ordering::Relaxed);
         }
         outcome
-    }
-
-    /// The queues of the exchange for invalid messages, if one is set and exists (`None`
-    /// otherwise: the message is refused).
-    pub fn reroute(
-        &self,
-        vhost: &VHost,
-        routing_key: &str,
-        props: &AMQPProperties,
-    ) -> Option<Vec<Arc<QueueEntry>>> {
-        let to = self.invalid_exchange.as_deref()?;
-        let mut out = Vec::new();
-        vhost.route_by_name(to, routing_key, Some(props), &mut out)?;
-        Some(out)
     }
 
     /// Adds `x-schema-error` and `x-schema-name` to a message bound for the invalid

@@ -100,7 +100,7 @@ fn check_schema(
     let Err(error) = s.check(&props, body) else {
         return Ok((queues, props));
     };
-    match s.reroute(v, routing_key, &props) {
+    match publish::schema_reroute(v, &s, routing_key, &props) {
         Some(to) => Ok((to, s.mark(props, &error))),
         None => Err(ApiError::bad_request(format!(
             "rejected {}",

@@ -148,10 +148,14 @@ async fn delete(req: HttpRequest, rt: State, path: Names) -> ApiResult {
 
 /// Why schema `name` cannot go: the exchanges and policies of the vhost that name it.
 fn in_use(rt: &Runtime, vhost: &str, name: &str) -> Option<String> {
-    let exchanges = rt
+    let exchanges: Vec<String> = rt
         .vhost(vhost)
-        .map(|v| rt.schemas.users(&v, name))
-        .unwrap_or_default();
+        .map(|v| v.exchanges())
+        .unwrap_or_default()
+        .iter()
+        .filter(|x| x.schema.load().as_ref().is_some_and(|a| a.name == name))
+        .map(|x| x.name.to_string())
+        .collect();
     let policies: Vec<String> = rt
         .policies
         .list(Kind::Policy, Some(vhost))

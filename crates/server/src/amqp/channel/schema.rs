@@ -7,6 +7,7 @@
 
 use super::send_message::Carrier;
 use super::ChannelActor;
+use crate::broker::publish::schema_reroute;
 use crate::broker::queue::QueueEntry;
 use crate::broker::schemas::Attached;
 use actix::prelude::*;
@@ -33,7 +34,8 @@ impl ChannelActor {
         let Err(error) = schema.check(&content.properties, &content.body) else {
             return Ok((queues, content));
         };
-        if let Some(to) = schema.reroute(&self.vhost, p.routing_key.as_str(), &content.properties) {
+        let key = p.routing_key.as_str();
+        if let Some(to) = schema_reroute(&self.vhost, schema, key, &content.properties) {
             let props = schema.mark((*content.properties).clone(), &error);
             content.raw_properties = broker_wire::encode::properties(&props);
             content.properties = props.into();
