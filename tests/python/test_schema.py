@@ -329,6 +329,9 @@ def test_broker_cli_schemas(http_url, tmp_path, api):
     assert r.returncode == 0, r.stderr
     names = {s["name"] for s in json.loads(r.stdout)}
     assert {name, name + "2"} <= names
+    ex = run("exchanges", "list", "--columns", "name,schema,schema_status,message_stats.schema_invalid",
+             "--format", "json")
+    assert ex.returncode == 0, ex.stderr
     r = run("schemas", "add", "broken", '{"type":"nonsense"}')
     assert r.returncode == 6 and "invalid schema" in r.stderr, r.stderr
     for n in (name, name + "2"):
