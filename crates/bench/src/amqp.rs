@@ -28,7 +28,8 @@ pub fn method(out: &mut BytesMut, channel: u16, class: u16, method: u16, args: &
     out.put_u8(0xce);
 }
 
-/// Appends basic.publish + header + body frames for one message.
+/// One basic.publish (method, content header, body frames), with a `content_type`
+/// property when given (the schema scenario's `application/json`).
 pub fn publish(
     out: &mut BytesMut,
     channel: u16,
@@ -36,6 +37,7 @@ pub fn publish(
     key: &str,
     body: &[u8],
     persistent: bool,
+    content_type: Option<&str>,
 ) {
     let mut args = BytesMut::with_capacity(8 + exchange.len() + key.len());
     args.put_u16(0);
@@ -44,18 +46,23 @@ pub fn publish(
     args.put_u8(0);
     method(out, channel, 60, 40, &args);
     // content header: class, weight, body size, property flags (+ delivery-mode)
-    let props: &[u8] = if persistent {
-        &[0x10, 0x00, 2]
-    } else {
-        &[0x00, 0x00]
-    };
+    let mut props = BytesMut::new();
+    let flags =
+        if persistent { 0x1000 } else { 0 } | if content_type.is_some() { 0x8000 } else { 0 };
+    props.put_u16(flags);
+    if let Some(ct) = content_type {
+        shortstr(&mut props, ct);
+    }
+    if persistent {
+        props.put_u8(2);
+    }
     out.put_u8(2);
     out.put_u16(channel);
     out.put_u32(12 + props.len() as u32);
     out.put_u16(60);
     out.put_u16(0);
     out.put_u64(body.len() as u64);
-    out.put_slice(props);
+    out.put_slice(&props);
     out.put_u8(0xce);
     for chunk in body.chunks((FRAME_MAX - 8) as usize) {
         out.put_u8(3);
@@ -401,7 +408,18 @@ impl Conn {
         self.declare_exchange_with(name, kind, false, &[]).await
     }
 
-    /// exchange.declare with arguments.
+    /// exchange.declare (not durable) with arguments (the schema scenario's
+    /// `x-schema`).
+    pub async fn declare_exchange_args(
+        &mut self,
+        name: &str,
+        kind: &str,
+        args: &[(&str, Value)],
+    ) -> io::Result<()> {
+        self.declare_exchange_with(name, kind, false, args).await
+    }
+
+    /// exchange.declare with arguments, durable or not.
     pub async fn declare_exchange_with(
         &mut self,
         name: &str,

@@ -65,6 +65,14 @@ struct Args {
     /// (both with keys cycling over 1024)
     #[arg(long, default_value = "fanout")]
     exchange_type: String,
+    /// Declare the --fanout exchange with `x-schema` naming this registry schema (add it
+    /// first: PUT /api/schemas/%2F/NAME) and publish `application/json` bodies of --size
+    /// bytes (no end-to-end latency: JSON bodies carry no timestamp)
+    #[arg(long)]
+    schema: Option<String>,
+    /// The JSON bodies of --schema without the schema (its baseline)
+    #[arg(long)]
+    json_body: bool,
     /// Publish N messages first (confirmed), then drain them
     #[arg(long, default_value_t = 0)]
     prefill: u64,
@@ -229,6 +237,8 @@ fn main() {
         multiple_ack: a.multiple_ack,
         fanout: a.fanout,
         exchange_type: a.exchange_type,
+        schema: a.schema,
+        json_body: a.json_body,
         prefill: a.prefill,
         rate: a.rate,
         sndbuf: a.sndbuf,

@@ -61,6 +61,13 @@ pub struct Scenario {
     /// bound with weight 1) or `x-modulus-hash`; the hashing types get the producer's
     /// routing keys cycling through 1024 distinct ones.
     pub exchange_type: String,
+    /// The `--fanout` scenario's exchange is declared with `x-schema` naming this
+    /// registry schema, and messages are JSON (`application/json`, `size` bytes, no
+    /// end-to-end latency: the body carries no timestamp). `None`: off.
+    pub schema: Option<String>,
+    /// With `schema`: the scenario without the argument, the same JSON bodies (the
+    /// baseline of the schema's cost).
+    pub json_body: bool,
     /// Publish this many messages first, then drain them (0: off).
     pub prefill: u64,
     /// Fixed total publish rate in msg/s (0: as fast as possible).
@@ -179,6 +186,18 @@ fn now_ns(epoch: Instant) -> u64 {
     epoch.elapsed().as_nanos() as u64
 }
 
+/// A JSON object of about `size` bytes (at least its fixed fields): the schema
+/// scenario's body, valid against crates/bench/schemas/order.json.
+fn json_body(size: usize) -> Vec<u8> {
+    let head = r#"{"id":"order-000001","qty":3,"price":12.5,"tags":["a","b"],"note":""#;
+    let pad = size.saturating_sub(head.len() + 2);
+    let mut b = Vec::with_capacity(head.len() + pad + 2);
+    b.extend_from_slice(head.as_bytes());
+    b.extend(std::iter::repeat_n(b'x', pad));
+    b.extend_from_slice(b"\"}");
+    b
+}
+
 /// Routing keys the hashing exchange scenarios cycle through.
 const HASH_KEYS: usize = 1024;
 
@@ -218,13 +237,19 @@ async fn producer(
     if s.confirm > 0 {
         conn.confirm_select().await?;
     }
-    let body = vec![0u8; s.size.max(8)];
+    let json = s.schema.is_some() || s.json_body;
+    let body = if json {
+        json_body(s.size)
+    } else {
+        vec![0u8; s.size.max(8)]
+    };
+    let content_type = json.then_some("application/json");
     // one encoded publish per routing key, each with where the body's first 8 bytes sit
     let templates: Vec<(BytesMut, usize)> = keys
         .iter()
         .map(|key| {
             let mut t = BytesMut::new();
-            amqp::publish(&mut t, 1, &exchange, key, &body, s.persistent);
+            amqp::publish(&mut t, 1, &exchange, key, &body, s.persistent, content_type);
             let ts_at = t.len() - 1 - body.len().min((amqp::FRAME_MAX - 8) as usize);
             (t, ts_at)
         })
@@ -267,7 +292,9 @@ async fn producer(
                 let ts_at = *ts_at;
                 let at = out.len();
                 out.extend_from_slice(template);
-                out[at + ts_at..at + ts_at + 8].copy_from_slice(&ts.to_be_bytes());
+                if !json {
+                    out[at + ts_at..at + ts_at + 8].copy_from_slice(&ts.to_be_bytes());
+                }
                 sent += 1;
                 if s.confirm > 0 {
                     pending.insert(sent, ts);
@@ -359,7 +386,11 @@ async fn setup(s: &Scenario, queues: bool) -> io::Result<(String, Vec<String>)> 
     } else {
         String::new()
     };
-    if s.fanout > 0 {
+    if let (true, Some(name)) = (s.fanout > 0, &s.schema) {
+        let args = [("x-schema", amqp::Value::Str(name.clone()))];
+        c.declare_exchange_args(&exchange, &s.exchange_type, &args)
+            .await?;
+    } else if s.fanout > 0 {
         c.declare_exchange(&exchange, &s.exchange_type).await?;
     }
     if queues || s.is_stream() {

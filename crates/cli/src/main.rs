@@ -113,6 +113,9 @@ enum Command {
     /// A dynamic shovel: add, delete, restart
     #[command(subcommand)]
     Shovel(commands::shovels::ShovelCommand),
+    /// JSON Schemas that exchanges check messages with: list, add, delete
+    #[command(subcommand)]
+    Schemas(commands::schemas::SchemasCommand),
     /// Definitions (the whole configuration as JSON): export, import
     #[command(subcommand)]
     Definitions(DefinitionsCommand),
@@ -152,6 +155,7 @@ fn run(cli: &Cli) -> Output {
         Command::Users(c) => commands::users::run(&client, c),
         Command::Permissions(c) => commands::permissions::run(&client, c),
         Command::Policies(c) => commands::policies::run(&client, c),
+        Command::Schemas(c) => commands::schemas::run(&client, c),
         Command::Definitions(c) => commands::definitions::run(&client, c),
         Command::Shovels(a) => commands::shovels::run_list(&client, a),
         Command::Shovel(c) => commands::shovels::run(&client, c),

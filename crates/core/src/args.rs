@@ -105,6 +105,7 @@ pub fn check_equivalent(
 /// deduplication arguments, `crate::dedup`).
 pub fn check_exchange_args(args: &FieldTable, name: &str, vhost: &str) -> Result<(), AmqpError> {
     crate::dedup::DedupArgs::parse(args, "exchange", name, vhost)?;
+    crate::schema::check_args(args, name, vhost)?;
     if let Some(v) = args.inner().get("alternate-exchange") {
         if str_value(v).is_none() {
             return Err(AmqpError::precondition_failed(format!(

@@ -25,6 +25,7 @@ pub mod queue_type;
 pub mod quorum;
 pub mod replicated;
 pub mod routing;
+pub mod schema;
 pub mod store;
 pub mod stream;
 #[cfg(test)]

@@ -149,6 +149,9 @@ const POLICY_KEYS: &[&str] = &[
     "delivery-limit",
     "consumer-timeout",
     "alternate-exchange",
+    "schema",
+    "schema-invalid-exchange",
+    "schema-require-json",
     "queue-mode",
     "queue-version",
     "queue-master-locator",
@@ -223,6 +226,9 @@ fn check_value(key: &str, v: &Value) -> Result<(), String> {
         "dead-letter-exchange" => (v.is_string(), "is not a valid dead letter exchange name"),
         "dead-letter-routing-key" => (v.is_string(), "is not a valid dead letter routing key"),
         "alternate-exchange" => (v.is_string(), "is not a valid alternate exchange name"),
+        "schema" => (v.is_string(), "is not a valid schema name"),
+        "schema-invalid-exchange" => (v.is_string(), "is not a valid exchange name"),
+        "schema-require-json" => (v.is_boolean(), "is not a valid boolean"),
         "max-age" => (
             v.as_str()
                 .and_then(crate::queue_type::stream::parse_age)

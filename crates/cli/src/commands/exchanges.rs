@@ -18,6 +18,8 @@ const KNOWN: &[Column] = &[
     col("policy"),
     col("user_who_performed_action"),
     col("message_stats"),
+    col("schema"),
+    col("schema_status"),
 ];
 
 /// The columns of `exchanges list`.

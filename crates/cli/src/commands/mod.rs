@@ -15,6 +15,7 @@ pub mod messages;
 pub mod permissions;
 pub mod policies;
 pub mod queues;
+pub mod schemas;
 pub mod shovels;
 pub mod status;
 pub mod streams;

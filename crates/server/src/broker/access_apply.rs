@@ -1,6 +1,6 @@
 //! The access side of the materializer (docs/design/cluster.md §2): committed records of
-//! users, vhosts, permissions, topic permissions, limits and policies become this node's
-//! registries (`access.rs`, `policies.rs`), its vhosts (a vhost record added or removed
+//! users, vhosts, permissions, topic permissions, limits, policies and schemas become this node's
+//! registries (`access.rs`, `policies.rs`, `schemas.rs`), its vhosts (a vhost record added or removed
 //! starts or drops the node's `VHost`), the policies in force on its queues and exchanges,
 //! and the connections a deleted user or vhost had here. Every node runs it for every
 //! change, whoever proposed it, so a user created on one node logs in on all of them.
@@ -23,6 +23,7 @@ const PREFIXES: &[&[u8]] = &[
     b"policy\0",
     b"oppolicy\0",
     b"shovel\0",
+    b"schema\0",
 ];
 
 /// Whether `key` is an access record's (or the defaults' marker).
@@ -38,6 +39,10 @@ pub(crate) fn applied(rt: &Runtime, c: &Change) {
     rt.registry.apply_record(&key, new);
     rt.shovels.apply_record(&key, new);
     if let Some(vhost) = rt.policies.apply_record(&key, new) {
+        apply_policies(rt, &vhost);
+    }
+    // a schema changed: the exchanges that use it look it up again
+    if let Some(vhost) = rt.schemas.apply_record(&key, new) {
         apply_policies(rt, &vhost);
     }
     if let Some(name) = key.strip_prefix(VHOST) {
@@ -62,6 +67,7 @@ pub(crate) fn reload(rt: &Runtime, records: &[(Vec<u8>, Vec<u8>)]) {
     rt.registry.reload(records);
     rt.policies.reload(records);
     rt.shovels.reload(records);
+    rt.schemas.reload(records);
     let names: Vec<String> = rt.vhosts.iter().map(|v| v.key().clone()).collect();
     for name in names {
         if rt.registry.vhost(&name).is_none() {

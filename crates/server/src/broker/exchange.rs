@@ -43,6 +43,12 @@ pub struct ExchangeEntry {
     /// An `x-delayed-message` exchange's waiting room (`broker/delayed.rs`): where a
     /// message with `x-delay` > 0 waits; `None` for other types.
     pub room: Option<Arc<crate::broker::queue::QueueEntry>>,
+    /// The JSON Schema its publishes are checked with (`x-schema` or a policy's
+    /// `schema`), replaced when a policy or the registry changes; `None` for most
+    /// exchanges. Channels cache it with their routes.
+    pub schema: arc_swap::ArcSwapOption<crate::broker::schemas::Attached>,
+    /// Messages that failed its schema (`message_stats.schema_invalid`).
+    pub schema_invalid: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The actor owning one exchange's bindings.

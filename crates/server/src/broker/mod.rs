@@ -33,6 +33,7 @@ pub mod remote_consume;
 pub mod remote_ids;
 pub mod remote_quorum;
 pub mod runtime;
+pub mod schemas;
 pub mod shovel;
 pub mod super_streams;
 pub mod supervise;

@@ -39,6 +39,8 @@ pub struct Node {
     pub registry: Registry,
     /// Policies and operator policies of every vhost.
     pub policies: crate::broker::policies::Policies,
+    /// The schema registry (`/api/schemas`) of every vhost.
+    pub schemas: crate::broker::schemas::Schemas,
     /// Free space on the data dir's filesystem against `--disk-free-limit`.
     pub disk: Arc<DiskMonitor>,
     /// Where queues' ready messages past their in-memory window wait (with a store).
@@ -61,6 +63,7 @@ impl Node {
         let cluster = store.as_ref().map(|s| s.cluster.clone());
         let mut registry = Registry::load(definitions.clone(), cluster.clone())?;
         registry.set_loopback_users(config.loopback_users.clone());
+        let schemas = crate::broker::schemas::Schemas::load(definitions.clone(), cluster.clone())?;
         let policies = crate::broker::policies::Policies::load(definitions, cluster)?;
         let disk = DiskMonitor::new(config.disk_free_limit);
         let spills = match &store {
@@ -84,6 +87,7 @@ impl Node {
             store,
             registry,
             policies,
+            schemas,
         })
     }
 

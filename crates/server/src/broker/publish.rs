@@ -93,6 +93,34 @@ pub fn client_route(
     Ok(false)
 }
 
+/// The schema the publishes to `exchange` are checked with (`None` for the default
+/// exchange, a missing one and most others). Read where a route is computed, and
+/// cached with it.
+pub fn exchange_schema(
+    vhost: &VHost,
+    exchange: &str,
+) -> Option<Arc<crate::broker::schemas::Attached>> {
+    if exchange.is_empty() {
+        return None;
+    }
+    vhost.exchange(exchange).and_then(|x| x.schema.load_full())
+}
+
+/// The queues of an exchange's invalid exchange (`x-schema-invalid-exchange`) for a
+/// message that failed its schema, if one is set and exists (`None` otherwise: the
+/// message is refused).
+pub fn schema_reroute(
+    vhost: &VHost,
+    schema: &crate::broker::schemas::Attached,
+    routing_key: &str,
+    props: &AMQPProperties,
+) -> Option<Vec<Arc<QueueEntry>>> {
+    let to = schema.invalid_exchange.as_deref()?;
+    let mut out = Vec::new();
+    vhost.route_by_name(to, routing_key, Some(props), &mut out)?;
+    Some(out)
+}
+
 /// The queues a message was routed to, split into those that take it and those that
 /// refuse it (x-overflow reject-publish or reject-publish-dlx, and full). Queues with
 /// `x-message-deduplication` for which the message is a duplicate are in neither: it is

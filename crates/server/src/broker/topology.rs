@@ -40,6 +40,9 @@ impl VHost {
             }
             spec.kind
                 .validate_declare(&spec.arguments, name, &self.name)?;
+            self.node
+                .schemas
+                .check_declared(&spec.arguments, name, &self.name)?;
             let Some(s) = self.storage().filter(|_| spec.durable) else {
                 self.create_exchange(name, spec);
                 return Ok(());

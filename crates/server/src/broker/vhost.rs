@@ -193,8 +193,12 @@ impl VHost {
             self.name.as_str().into(),
         );
         let policy_ae = self.policy_ae(&name);
+        let schema_invalid = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let schema = self.schema_of(&name, &spec.arguments, &schema_invalid);
         let entry = Arc::new(ExchangeEntry {
             policy_ae: arc_swap::ArcSwapOption::from(policy_ae),
+            schema: arc_swap::ArcSwapOption::from(schema),
+            schema_invalid,
             name: name.clone(),
             kind: spec.kind,
             durable: spec.durable,
@@ -458,9 +462,32 @@ impl VHost {
         broker_core::policy::alternate_exchange(None, &r.effective).map(Arc::new)
     }
 
+    /// The schema exchange `name` checks publishes with: its `x-schema` arguments, else
+    /// its policy's keys, resolved in the registry (`None`: no schema named).
+    fn schema_of(
+        &self,
+        name: &str,
+        declared: &FieldTable,
+        counter: &Arc<std::sync::atomic::AtomicU64>,
+    ) -> Option<Arc<crate::broker::schemas::Attached>> {
+        let effective = match self.node.policies.any_in(&self.name) {
+            true => {
+                let r = self
+                    .node
+                    .policies
+                    .resolve(&self.name, name, Target::Exchange);
+                r.effective
+            }
+            false => Default::default(),
+        };
+        let settings = broker_core::schema::SchemaSettings::resolve(declared, &effective);
+        self.node.schemas.attach(&self.name, settings, counter)
+    }
+
     /// Applies the current policies to every queue and exchange of the vhost at once
     /// (RabbitMQ's `policy_changed`): a queue whose arguments change takes them through
-    /// a message ([`PolicyChanged`]); routes are computed afresh (alternate exchanges).
+    /// a message ([`PolicyChanged`]); routes are computed afresh (alternate exchanges) and
+    /// schemas are looked up again (also after a change of the schema registry).
     /// Answers once every changed queue has taken its new arguments, so a client that
     /// set a policy finds it in force.
     pub async fn apply_policies(&self) {
@@ -474,6 +501,8 @@ impl VHost {
         }
         for x in self.exchanges() {
             x.policy_ae.store(self.policy_ae(&x.name));
+            x.schema
+                .store(self.schema_of(&x.name, &x.arguments, &x.schema_invalid));
         }
         self.bump();
         for w in waits {

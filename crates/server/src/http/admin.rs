@@ -167,6 +167,7 @@ async fn delete_vhost(req: HttpRequest, rt: State, path: web::Path<String>) -> A
     }
     rt.policies.delete_vhost(&name).await.map_err(store_err)?;
     rt.shovels.delete_vhost(&name).await.map_err(store_err)?;
+    rt.schemas.delete_vhost(&name).await.map_err(store_err)?;
     rt.registry.delete_vhost(&name).await.map_err(store_err)?;
     rt.vhosts.remove(&name);
     Ok(no_content())

@@ -1,7 +1,9 @@
 //! `/api/definitions`: export and import in RabbitMQ's definitions format (users with
 //! their password hashes and limits, vhosts, permissions, topic permissions, policies and operator policies, queues,
 //! exchanges, bindings), so a
-//! RabbitMQ export imports here and a backup restores on a fresh data dir.
+//! RabbitMQ export imports here and a backup restores on a fresh data dir. Ours adds a
+//! top-level `schemas` list (the schema registry, imported before policies and
+//! exchanges); an export without it imports as before.
 
 use super::admin::{apply_permission, apply_user, create_vhost};
 use super::exchanges::{declare_exchange, set_binding};
@@ -71,7 +73,14 @@ async fn import_vhost(
         return Err(ApiError::not_found(format!("vhost '{vhost}' not found")));
     }
     let mut body = body.into_inner();
-    for key in ["queues", "exchanges", "bindings", "policies", "parameters"] {
+    for key in [
+        "queues",
+        "exchanges",
+        "bindings",
+        "policies",
+        "parameters",
+        "schemas",
+    ] {
         if let Some(Value::Array(a)) = body.get_mut(key) {
             for o in a.iter_mut() {
                 if let Some(m) = o.as_object_mut() {
@@ -175,6 +184,7 @@ fn definitions(rt: &crate::broker::runtime::Runtime, only: Option<&str>) -> Valu
         "parameters": parameters,
         "global_parameters": [],
         "policies": policies,
+        "schemas": rt.schemas.list(only).iter().map(|s| s.to_json()).collect::<Vec<_>>(),
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -290,6 +300,13 @@ async fn import(req: HttpRequest, rt: State, body: web::Json<Value>) -> ApiResul
         super::topic_perms::apply_topic_permission(&rt, vh, user, p)
             .await
             .map_err(|e| fail(format!("topic permission of '{user}' in '{vh}'"), e))?;
+    }
+    // schemas before the policies and exchanges that name them
+    for s in items(&body, "schemas") {
+        let (vh, name) = (text(s, "vhost"), text(s, "name"));
+        super::schemas::set_schema(&rt, vh, name, s)
+            .await
+            .map_err(|e| fail(format!("schema '{name}' in '{vh}'"), e))?;
     }
     import_policies(&rt, &body).await?;
     // exchanges, queues and bindings are created by the broker itself (as RabbitMQ's

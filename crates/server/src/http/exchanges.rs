@@ -96,7 +96,10 @@ fn list(rt: &Runtime, u: &User, only: Option<&str>) -> Vec<Value> {
                 x.internal,
                 to_json(&x.arguments),
             );
-            out.push(with_dedup(&x, with_policy(rt, &vh, &x.name, j)));
+            out.push(with_schema(
+                &x,
+                with_dedup(&x, with_policy(rt, &vh, &x.name, j)),
+            ));
         }
     }
     out
@@ -153,7 +156,10 @@ async fn show(req: HttpRequest, rt: State, path: web::Path<(String, String)>) ->
         x.internal,
         to_json(&x.arguments),
     );
-    Ok(HttpResponse::Ok().json(with_dedup(&x, with_policy(&rt, &vhost, &x.name, j))))
+    Ok(HttpResponse::Ok().json(with_schema(
+        &x,
+        with_dedup(&x, with_policy(&rt, &vhost, &x.name, j)),
+    )))
 }
 
 /// Adds LavinMQ's `message_stats.dedup` (duplicates not routed) to a deduplicating
@@ -167,6 +173,33 @@ fn with_dedup(x: &crate::broker::exchange::ExchangeEntry, mut j: Value) -> Value
     if let (Some((n, due)), Some(m)) = (x.delayed_stats(), j.as_object_mut()) {
         m.insert("messages_delayed".into(), json!(n));
         m.insert("next_due".into(), json!(due));
+    }
+    j
+}
+
+/// Adds the schema an exchange checks publishes with (`schema`, and `schema_status`:
+/// `ok`, or `missing` while the name is not in the registry) and
+/// `message_stats.schema_invalid` (messages that failed it).
+fn with_schema(x: &crate::broker::exchange::ExchangeEntry, mut j: Value) -> Value {
+    let attached = x.schema.load_full();
+    let invalid = x.schema_invalid.load(std::sync::atomic::Ordering::Relaxed);
+    let Some(m) = j.as_object_mut() else {
+        return j;
+    };
+    if let Some(a) = &attached {
+        m.insert("schema".into(), json!(a.name));
+        let status = if a.compiled.is_some() {
+            "ok"
+        } else {
+            "missing"
+        };
+        m.insert("schema_status".into(), json!(status));
+    }
+    if attached.is_some() || invalid > 0 {
+        let stats = m.entry("message_stats").or_insert_with(|| json!({}));
+        if let Some(stats) = stats.as_object_mut() {
+            stats.insert("schema_invalid".into(), json!(invalid));
+        }
     }
     j
 }

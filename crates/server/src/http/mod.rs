@@ -30,6 +30,7 @@ mod paging;
 mod policies;
 mod publish;
 mod queues;
+mod schemas;
 mod shovels;
 mod super_streams;
 mod topic_perms;
@@ -480,6 +481,7 @@ pub fn start(
             .configure(definitions::routes)
             .configure(policies::routes)
             .configure(shovels::routes)
+            .configure(schemas::routes)
             .configure(health::routes)
             .configure(cert_health::routes)
             .configure(nodes::routes)

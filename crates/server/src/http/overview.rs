@@ -169,6 +169,7 @@ async fn metrics(rt: State) -> HttpResponse {
     delayed_metrics(&mut out, &rt);
     node_metrics(&mut out, &rt);
     login_metrics(&mut out, &rt);
+    schema_metrics(&mut out, &rt);
     flush_metrics(&mut out);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -275,6 +276,29 @@ fn delayed_metrics(out: &mut String, rt: &crate::broker::runtime::Runtime) {
         "broker_exchange_messages_delayed",
         "Messages waiting out their x-delay in a delayed exchange",
         "gauge",
+        rows,
+    );
+}
+
+/// Per-exchange count of messages that failed the exchange's JSON Schema (only
+/// exchanges with a schema attached are listed).
+fn schema_metrics(out: &mut String, rt: &crate::broker::runtime::Runtime) {
+    let mut rows = Vec::new();
+    for v in rt.vhosts.iter() {
+        for x in v.exchanges() {
+            if x.schema.load().is_some() || x.schema_invalid.load(Ordering::Relaxed) > 0 {
+                rows.push((
+                    format!("vhost=\"{}\",exchange=\"{}\"", esc(v.key()), esc(&x.name)),
+                    x.schema_invalid.load(Ordering::Relaxed),
+                ));
+            }
+        }
+    }
+    family(
+        out,
+        "broker_exchange_schema_rejected_total",
+        "Messages that failed the exchange's JSON Schema (refused or sent to its invalid exchange)",
+        "counter",
         rows,
     );
 }

@@ -59,6 +59,7 @@ async fn publish(
     let mut queues = Vec::new();
     publish::client_route(&v, &name, routing_key, Some(&props), &mut queues)
         .map_err(refused_publish)?;
+    let (queues, props) = check_schema(&v, &name, routing_key, queues, props, &payload)?;
     let routed = Routed::new(queues.into(), props.headers().as_ref(), payload.len());
     let mut msg = Message {
         exchange: name.as_str().into(),
@@ -80,6 +81,32 @@ async fn publish(
         ));
     }
     Ok(HttpResponse::Ok().json(json!({"routed": !routed.queues.is_empty()})))
+}
+
+/// The AMQP publish's schema check (`amqp/channel/schema.rs`): a message that fails
+/// goes to the exchange's invalid exchange, marked, or is refused with 400 and the
+/// error.
+fn check_schema(
+    v: &crate::broker::vhost::VHost,
+    exchange: &str,
+    routing_key: &str,
+    queues: Vec<Arc<crate::broker::queue::QueueEntry>>,
+    props: AMQPProperties,
+    body: &[u8],
+) -> Result<(Vec<Arc<crate::broker::queue::QueueEntry>>, AMQPProperties), ApiError> {
+    let Some(s) = publish::exchange_schema(v, exchange) else {
+        return Ok((queues, props));
+    };
+    let Err(error) = s.check(&props, body) else {
+        return Ok((queues, props));
+    };
+    match publish::schema_reroute(v, &s, routing_key, &props) {
+        Some(to) => Ok((to, s.mark(props, &error))),
+        None => Err(ApiError::bad_request(format!(
+            "rejected {}",
+            s.refusal(exchange, &v.name, &error)
+        ))),
+    }
 }
 
 /// RabbitMQ's API answer to a publish its channel refused: 400 with "CODE NAME - text".

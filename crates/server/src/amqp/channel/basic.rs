@@ -388,11 +388,19 @@ impl ChannelActor {
         content: Content,
         ctx: &mut Context<Self>,
     ) -> Result<(), AmqpError> {
-        let queues = self.route(
+        let (queues, schema) = self.route(
             p.exchange.as_str(),
             p.routing_key.as_str(),
             &content.properties,
         )?;
+        // an exchange with a JSON Schema checks the body first (`schema.rs`)
+        let (queues, content) = match schema {
+            None => (queues, content),
+            Some(s) => match self.check_schema(&s, &p, queues, content, ctx) {
+                Ok(checked) => checked,
+                Err(()) => return Ok(()),
+            },
+        };
         let seq = self.confirms.as_mut().map(|c| c.next());
         // full queues with x-overflow reject-publish(-dlx) refuse the message; the
         // publisher gets a nack (as RabbitMQ), the other queues still get it

@@ -143,6 +143,10 @@ impl ChannelActor {
             self.allowed(Access::Write, "exchange", &ae)?;
             self.allowed(Access::Read, "exchange", name)?;
         }
+        // as for an alternate exchange: invalid messages are published there
+        if let Some(ie) = string_arg(&d.arguments, "x-schema-invalid-exchange") {
+            self.allowed(Access::Write, "exchange", &ie)?;
+        }
         let Some(kind) = ExchangeKind::parse(d.kind.as_str()) else {
             return Err(AmqpError::command_invalid(format!(
                 "unknown exchange type '{}'",

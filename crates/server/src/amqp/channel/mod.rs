@@ -10,6 +10,7 @@ mod declare;
 mod deliver;
 mod remote;
 mod route;
+mod schema;
 mod send_message;
 mod tx;
 mod tx_outcome;
@@ -94,6 +95,8 @@ pub(crate) struct Route {
     pub exchange: Arc<str>,
     pub routing_key: Arc<str>,
     pub queues: Arc<[Arc<QueueEntry>]>,
+    /// The exchange's schema, checked on every publish that takes this route.
+    pub schema: Option<Arc<crate::broker::schemas::Attached>>,
 }
 
 /// The channel actor.

@@ -4,21 +4,27 @@
 
 use super::ChannelActor;
 use crate::broker::queue::QueueEntry;
+use crate::broker::schemas::Attached;
 use broker_core::AmqpError;
 use broker_wire::protocol::basic::AMQPProperties;
 use std::sync::Arc;
+
+/// A route's queues and its exchange's schema.
+type Found = (Arc<[Arc<QueueEntry>]>, Option<Arc<Attached>>);
 
 /// Route cache entries per channel before it is cleared.
 const ROUTE_CACHE_MAX: usize = 4096;
 
 impl ChannelActor {
-    /// The queues a message goes to, from the route cache or the exchanges' snapshots.
+    /// The queues a message goes to, from the route cache or the exchanges' snapshots,
+    /// and the exchange's schema (cached with the route: an exchange without one costs
+    /// the publish one branch on `None`).
     pub(super) fn route(
         &mut self,
         exchange: &str,
         routing_key: &str,
         properties: &AMQPProperties,
-    ) -> Result<Arc<[Arc<QueueEntry>]>, AmqpError> {
+    ) -> Result<Found, AmqpError> {
         let version = self.vhost.version();
         if version != self.routes.version {
             self.routes.by_exchange.clear();
@@ -28,7 +34,7 @@ impl ChannelActor {
         }
         if let Some(r) = &self.routes.last {
             if same(&r.routing_key, routing_key) && same(&r.exchange, exchange) {
-                return Ok(r.queues.clone());
+                return Ok((r.queues.clone(), r.schema.clone()));
             }
         }
         if let Some(r) = self
@@ -37,9 +43,9 @@ impl ChannelActor {
             .get(exchange)
             .and_then(|m| m.get(routing_key))
         {
-            let queues = r.queues.clone();
+            let found = (r.queues.clone(), r.schema.clone());
             self.routes.last = Some(r.clone());
-            return Ok(queues);
+            return Ok(found);
         }
         let mut out = Vec::new();
         let cacheable = crate::broker::publish::client_route(
@@ -50,11 +56,13 @@ impl ChannelActor {
             &mut out,
         )?;
         let queues: Arc<[Arc<QueueEntry>]> = out.into();
+        let schema = crate::broker::publish::exchange_schema(&self.vhost, exchange);
         if cacheable {
             let r = super::Route {
                 exchange: exchange.into(),
                 routing_key: routing_key.into(),
                 queues: queues.clone(),
+                schema: schema.clone(),
             };
             if self.routes.entries >= ROUTE_CACHE_MAX {
                 self.routes.by_exchange.clear();
@@ -67,7 +75,7 @@ impl ChannelActor {
                 .or_default()
                 .insert(routing_key.to_string(), r);
         }
-        Ok(queues)
+        Ok((queues, schema))
     }
 }
 
