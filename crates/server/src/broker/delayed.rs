@@ -20,7 +20,7 @@
 //!   own room: a delayed message waits on the node that took the publish.
 
 use crate::broker::publish::Routed;
-use crate::broker::queue::{QueueActor, QueueEntry, QueueHost, QueueKind};
+use crate::broker::queue::{QueueActor, QueueEntry, QueueHost, QueueKind, ROOM_PREFIX};
 use crate::broker::vhost::VHost;
 use broker_core::args::QueueArgs;
 use broker_core::exchange::delayed::{delay_of, delivered_headers};
@@ -28,9 +28,6 @@ use broker_core::Message;
 use broker_wire::types::FieldTable;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-
-/// What a room's name starts with (logs only: the room is in no table by name).
-pub const ROOM_PREFIX: &str = "amq.delayed.";
 
 impl VHost {
     /// Starts the waiting room of delayed exchange `exchange` (`store_id`: its messages'

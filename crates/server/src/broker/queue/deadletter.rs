@@ -59,7 +59,7 @@ impl QueueActor {
         };
         let exchange = self
             .name
-            .strip_prefix(crate::broker::delayed::ROOM_PREFIX)
+            .strip_prefix(super::ROOM_PREFIX)
             .unwrap_or(&self.name);
         for entry in due {
             match self.load(&entry) {

@@ -51,6 +51,10 @@ use std::time::Duration;
 /// they near delivery.
 pub const PAGE_WINDOW: usize = WINDOW_MESSAGES;
 
+/// What a delayed exchange's waiting room's name starts with, before the exchange's
+/// name (`broker/delayed.rs`; logs only: the room is in no table by name).
+pub const ROOM_PREFIX: &str = "amq.delayed.";
+
 /// Publishes a channel may have in a queue's mailbox before its connection stops reading
 /// from the socket (credit flow, as RabbitMQ's channel-to-queue credit).
 pub const QUEUE_CREDIT: usize = 2000;
