@@ -168,6 +168,12 @@ def test_src_delete_after_moves_exactly_n_then_removes_itself(api, ch):
      '"never" or "queue-length"'),
     ({"src-uri": "amqp:///nosuchvhost", "src-queue": "a", "dest-uri": "amqp://"},
      "does not exist"),
+    # a table key no AMQP short string can hold (at most 255 bytes)
+    ({"src-uri": "amqp://", "src-queue": "a", "dest-uri": "amqp://",
+      "dest-queue-args": {"x-" + "k" * 300: 1}}, "key longer than 255 bytes"),
+    ({"src-uri": "amqp://", "src-queue": "a", "dest-uri": "amqp://",
+      "dest-publish-properties": {"headers": {"h": {"k" * 256: 1}}}},
+     "dest-publish-properties has a key longer than 255 bytes"),
 ])
 def test_bad_values_are_refused(api, value, text):
     r = api.put("/api/parameters/shovel/%2F/bad", {"value": value})

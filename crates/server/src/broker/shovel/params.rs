@@ -169,12 +169,43 @@ fn table(v: &Map<String, Value>, keys: &[&str]) -> Result<Map<String, Value>, St
     for key in keys {
         match v.get(*key) {
             None | Some(Value::Null) => {}
-            Some(Value::Object(m)) => return Ok(m.clone()),
+            Some(Value::Object(m)) => {
+                fits_field_table(key, m, 0)?;
+                return Ok(m.clone());
+            }
             Some(other) => return Err(format!("{key} should be a table, actually was {other}")),
         }
     }
     Ok(Map::new())
 }
+
+/// A table becomes an AMQP field table: its keys (at every level) are short strings of
+/// at most 255 bytes, and it nests at most [`MAX_TABLE_DEPTH`] deep.
+fn fits_field_table(key: &str, m: &Map<String, Value>, depth: usize) -> Result<(), String> {
+    if depth >= MAX_TABLE_DEPTH {
+        return Err(format!(
+            "{key} nests tables more than {MAX_TABLE_DEPTH} deep"
+        ));
+    }
+    for (k, v) in m {
+        if k.len() > 255 {
+            return Err(format!("{key} has a key longer than 255 bytes"));
+        }
+        let nested = match v {
+            Value::Object(inner) => vec![inner],
+            Value::Array(a) => a.iter().filter_map(Value::as_object).collect(),
+            _ => Vec::new(),
+        };
+        for inner in nested {
+            fits_field_table(key, inner, depth + 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// How deep the tables of `src-queue-args`, `dest-queue-args` and the publish
+/// properties' headers may nest (a field table's parser recurses).
+const MAX_TABLE_DEPTH: usize = 16;
 
 /// `src-uri`/`dest-uri`: a string or a non-empty list of strings, each an AMQP URI.
 fn uris(v: &Map<String, Value>, key: &str, name: &str) -> Result<Vec<String>, String> {

@@ -142,7 +142,9 @@ fn err(what: &str) -> impl Fn(lapin::Error) -> String + '_ {
 /// A JSON object as an AMQP table (queue arguments).
 pub(super) fn to_table(m: &serde_json::Map<String, Value>) -> FieldTable {
     let mut t = FieldTable::default();
-    for (k, v) in m {
+    // validated at PUT (`params::fits_field_table`); a key no short string can hold
+    // is left out rather than panicking
+    for (k, v) in m.iter().filter(|(k, _)| k.len() <= 255) {
         t.insert(ShortString::from(k.as_str()), to_amqp(v));
     }
     t
