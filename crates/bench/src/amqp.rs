@@ -495,7 +495,7 @@ mod tests {
     fn publish_frames_parse_back() {
         let mut out = BytesMut::new();
         let body = vec![7u8; 300_000];
-        publish(&mut out, 1, "x", "k", &body, true);
+        publish(&mut out, 1, "x", "k", &body, true, None);
         let mut frames = vec![];
         while let Some(f) = parse(&mut out).unwrap() {
             frames.push(f);
@@ -535,7 +535,7 @@ mod tests {
         );
         // without the headers flag nothing is scanned
         let mut plain = BytesMut::new();
-        publish(&mut plain, 1, "", "q", &[0; 8], true);
+        publish(&mut plain, 1, "", "q", &[0; 8], true, None);
         let _ = parse(&mut plain).unwrap();
         assert_eq!(parse(&mut plain).unwrap(), Some(Frame::Header(8, None)));
     }
