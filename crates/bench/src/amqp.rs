@@ -39,13 +39,7 @@ pub fn publish(
     persistent: bool,
     content_type: Option<&str>,
 ) {
-    let mut args = BytesMut::with_capacity(8 + exchange.len() + key.len());
-    args.put_u16(0);
-    shortstr(&mut args, exchange);
-    shortstr(&mut args, key);
-    args.put_u8(0);
-    method(out, channel, 60, 40, &args);
-    // content header: class, weight, body size, property flags (+ delivery-mode)
+    // property flags: content-type (0x8000), delivery-mode (0x1000)
     let mut props = BytesMut::new();
     let flags =
         if persistent { 0x1000 } else { 0 } | if content_type.is_some() { 0x8000 } else { 0 };
@@ -56,21 +50,7 @@ pub fn publish(
     if persistent {
         props.put_u8(2);
     }
-    out.put_u8(2);
-    out.put_u16(channel);
-    out.put_u32(12 + props.len() as u32);
-    out.put_u16(60);
-    out.put_u16(0);
-    out.put_u64(body.len() as u64);
-    out.put_slice(&props);
-    out.put_u8(0xce);
-    for chunk in body.chunks((FRAME_MAX - 8) as usize) {
-        out.put_u8(3);
-        out.put_u16(channel);
-        out.put_u32(chunk.len() as u32);
-        out.put_slice(chunk);
-        out.put_u8(0xce);
-    }
+    publish_frames(out, channel, exchange, key, body, &props);
 }
 
 /// Appends basic.publish + header + body frames for one message with headers (the
@@ -84,12 +64,6 @@ pub fn publish_with_headers(
     persistent: bool,
     headers: &[(&str, Value)],
 ) {
-    let mut args = BytesMut::with_capacity(8 + exchange.len() + key.len());
-    args.put_u16(0);
-    shortstr(&mut args, exchange);
-    shortstr(&mut args, key);
-    args.put_u8(0);
-    method(out, channel, 60, 40, &args);
     // property flags: headers (0x2000), delivery-mode (0x1000)
     let mut props = BytesMut::new();
     props.put_u16(if persistent { 0x3000 } else { 0x2000 });
@@ -97,13 +71,32 @@ pub fn publish_with_headers(
     if persistent {
         props.put_u8(2);
     }
+    publish_frames(out, channel, exchange, key, body, &props);
+}
+
+/// The frames of one publish: basic.publish, the content header with the encoded
+/// property flags and properties `props`, and the body in frame-max chunks.
+fn publish_frames(
+    out: &mut BytesMut,
+    channel: u16,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    props: &[u8],
+) {
+    let mut args = BytesMut::with_capacity(8 + exchange.len() + key.len());
+    args.put_u16(0);
+    shortstr(&mut args, exchange);
+    shortstr(&mut args, key);
+    args.put_u8(0);
+    method(out, channel, 60, 40, &args);
     out.put_u8(2);
     out.put_u16(channel);
     out.put_u32(12 + props.len() as u32);
     out.put_u16(60);
     out.put_u16(0);
     out.put_u64(body.len() as u64);
-    out.put_slice(&props);
+    out.put_slice(props);
     out.put_u8(0xce);
     for chunk in body.chunks((FRAME_MAX - 8) as usize) {
         out.put_u8(3);

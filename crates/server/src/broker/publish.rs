@@ -278,7 +278,9 @@ fn store_message(
         .filter_map(|q| q.store_id)
         .collect();
     let mut meta = msg.meta();
-    if queues.iter().any(|q| q.args.load().waiting_room) {
+    // a waiting room is always its message's only queue: one look, not one per queue
+    let to_room = matches!(queues, [q] if q.args.load().waiting_room);
+    if to_room {
         // a delayed exchange's room is the message's only queue: its index entry keeps
         // the delay where a TTL goes, so the due time comes back without the record
         meta.ttl_ms = broker_core::exchange::delayed::delay_of(msg.properties.headers().as_ref());
