@@ -76,7 +76,8 @@ struct Args {
     /// Publish N messages first (confirmed), then drain them
     #[arg(long, default_value_t = 0)]
     prefill: u64,
-    /// Fixed total publish rate, msg/s (for latency)
+    /// Fixed total publish rate, msg/s (for latency; the delayed scenario paces its
+    /// publishes with it)
     #[arg(long, default_value_t = 0)]
     rate: u64,
     /// The generator's socket send buffer in bytes (0: kernel autotuning); a publisher

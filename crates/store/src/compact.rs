@@ -157,10 +157,12 @@ impl SledStore {
     /// Points each entry at its copy, unless it changed meanwhile (then the copy's
     /// reference goes instead).
     fn switch(&self, copies: Vec<Copied>) -> Result<(), StoreError> {
-        let _gate = self.shared();
         let db = self.db()?;
         let mut failed = None;
         for copy in copies {
+            // the gate is held per record, not per round: a flush waiting for it would
+            // otherwise hold every insert and removal behind it for the whole round
+            let _gate = self.shared();
             let fanout = copy.entries.len() as u32;
             for (key, old, p) in copy.entries {
                 let new = Pointer {

@@ -196,13 +196,14 @@ impl Flusher {
     }
 }
 
-/// Runs compaction rounds ([`MessageStore::compact`]) one after the other while there is
-/// work, resting [`COMPACT_IDLE`] when there is none; stops when `stop` disconnects (the
+/// Runs compaction rounds ([`MessageStore::compact`]) while there is work, each followed
+/// by a rest twice its length, and rests [`COMPACT_IDLE`] when there is none; stops when `stop` disconnects (the
 /// flusher ended) or the store is gone.
 fn start_compactor(store: std::sync::Weak<dyn MessageStore>, stop: mpsc::Receiver<()>) {
     let spawned = thread::Builder::new()
         .name("store-compactor".into())
         .spawn(move || loop {
+            let began = std::time::Instant::now();
             let more = match store.upgrade().map(|s| s.compact()) {
                 None => break,
                 Some(Ok(more)) => more,
@@ -211,7 +212,14 @@ fn start_compactor(store: std::sync::Weak<dyn MessageStore>, stop: mpsc::Receive
                     false
                 }
             };
-            let rest = if more { Duration::ZERO } else { COMPACT_IDLE };
+            // background work: between rounds it rests twice as long as the round took,
+            // so it takes at most a third of a core from the actors and the publishers
+            // and consumers it shares the machine with
+            let rest = if more {
+                began.elapsed().saturating_mul(2).min(COMPACT_IDLE)
+            } else {
+                COMPACT_IDLE
+            };
             match stop.recv_timeout(rest) {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 _ => break,

@@ -47,13 +47,19 @@ pub(crate) struct Db {
     pub(crate) dedup: sled::Tree,
 }
 
+/// Bytes of index pages sled keeps in memory. At 8 MiB, a million stored messages'
+/// entries did not fit: every lookup and removal read pages back from sled's files (a
+/// delayed exchange firing 17,000 durable messages a second spent half its time there);
+/// 64 MiB holds a few million entries.
+const SLED_CACHE: u64 = 64 << 20;
+
 /// Opens sled in `path`, turning its failures (a lock held by another process, damage,
 /// a panic on some damaged files) into clear errors.
 pub(crate) fn open_db(dir: &Path, path: &Path) -> Result<Db, String> {
     let opened = std::panic::catch_unwind(|| {
         sled::Config::new()
             .path(path)
-            .cache_capacity(8 << 20)
+            .cache_capacity(SLED_CACHE)
             .flush_every_ms(None)
             .open()
     })

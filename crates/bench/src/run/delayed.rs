@@ -5,6 +5,11 @@
 //! `delay_window`, starting `delay_lead` after the first publish, in an order that
 //! jumps around the window (not in due order). Each body carries its due time instead
 //! of its send time, so the consumer's latency is the lateness: arrival − due.
+//!
+//! The due time is counted from the generator's clock as it writes the publish; the
+//! broker counts from its receipt. With `--rate`, publishes are paced so that the
+//! broker reads each as it comes; unpaced, up to 1,000 unconfirmed publishes queue in
+//! front of the broker's reader, and the time they wait there counts as lateness too.
 
 use super::*;
 
@@ -93,10 +98,24 @@ async fn publish(
     let (mut sent, mut acked) = (0u64, 0u64);
     let mut pending = BTreeMap::new();
     let mut unused = Vec::new();
+    let began = now_ns(epoch);
     while sent < s.delayed {
         out.clear();
-        let now = now_ns(epoch);
-        let n = (s.delayed - sent).min(100).min(1000 - (sent - acked));
+        let mut now = now_ns(epoch);
+        let mut n = (s.delayed - sent).min(100).min(1000 - (sent - acked));
+        if s.rate > 0 {
+            // paced: message i leaves at i / rate, so that the broker reads each one as
+            // it comes, and the lateness measured is the exchange's, not the time a
+            // flood of publishes queues in front of the broker's reader
+            let ahead =
+                (now.saturating_sub(began) as u128 * u128::from(s.rate) / 1_000_000_000) as u64;
+            n = n.min(ahead.saturating_sub(sent).max(1));
+            let at = began + (sent as u128 * 1_000_000_000 / u128::from(s.rate)) as u64;
+            if at > now {
+                tokio::time::sleep(Duration::from_nanos(at - now)).await;
+                now = now_ns(epoch);
+            }
+        }
         for _ in 0..n {
             let due = first_due + (spread(sent) * window as f64) as u64;
             // whole ms, at least 1: a publish after its due time is late by that much

@@ -11,19 +11,28 @@
 //!   inbox credit as by any queue's. A delayed publish is never returned as unroutable
 //!   (the plugin cannot tell its routes before the delay is over either).
 //! - **Wait**: the room's state keeps messages by due time; one timer for the earliest.
-//! - **Out**: due messages are routed by the exchange's `x-delayed-type` rules
-//!   ([`QueueHost::forward`]), stored for durable target queues, and only then removed
-//!   from the room's store: a crash in between delivers twice, never loses.
+//! - **Out**: due messages, earliest first, are read back (those held as store
+//!   references), routed by the exchange's `x-delayed-type` rules, stored for durable
+//!   target queues, and only then removed from the room's store: a crash in between
+//!   delivers twice, never loses. A durable room hands them to the node's
+//!   delayed-message thread (`broker/worker.rs`) for this, so that the store work (three
+//!   or four index operations per durable message) never delays the room's next timer
+//!   or the actors sharing its thread; a transient room forwards on its own actor.
 //! - **Durable**: a durable delayed exchange's record carries the room's store id
 //!   (`ExchangeDef::room_id`), so its stored messages come back at start with their due
 //!   times (arrival + delay, both in the index entry). In a cluster every node runs its
 //!   own room: a delayed message waits on the node that took the publish.
 
+use crate::broker::exchange::ExchangeEntry;
 use crate::broker::publish::Routed;
-use crate::broker::queue::{QueueActor, QueueEntry, QueueHost, QueueKind, ROOM_PREFIX};
+use crate::broker::queue::{
+    page_in, QueueActor, QueueEntry, QueueHost, QueueKind, StoredAt, ROOM_PREFIX,
+};
 use crate::broker::vhost::VHost;
 use broker_core::args::QueueArgs;
 use broker_core::exchange::delayed::{delay_of, delivered_headers};
+use broker_core::message::Slot;
+use broker_core::queue::Entry;
 use broker_core::Message;
 use broker_wire::types::FieldTable;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,7 +88,7 @@ impl VHost {
     /// The waiting room a message with these headers goes to when published to `x`:
     /// `Some` for a delayed exchange and an `x-delay` > 0.
     pub(crate) fn room_for(
-        x: &crate::broker::exchange::ExchangeEntry,
+        x: &ExchangeEntry,
         headers: Option<&FieldTable>,
     ) -> Option<Arc<QueueEntry>> {
         let room = x.room.as_ref()?;
@@ -87,15 +96,81 @@ impl VHost {
         Some(room.clone())
     }
 
-    /// Routes a message whose delay is over through delayed exchange `exchange`, as
-    /// published now: its `x-delay` negated (as the plugin does), stored for the durable
-    /// queues it reaches. A message no binding takes is dropped, as by the plugin (no
-    /// publisher is left to return it to).
-    pub(crate) fn route_delayed(&self, exchange: &str, msg: &Message, delay_ms: u64) {
-        let Some(x) = self.exchange(exchange) else {
-            tracing::debug!(%exchange, "delayed exchange gone: its due message is dropped");
+    /// Forwards the due messages of waiting room `room`: a durable room's on the
+    /// delayed-message thread ([`crate::broker::worker::OrderedWorker`]), in order, batch
+    /// after batch, since each costs store operations (read back, stored for durable
+    /// targets, removed from the room); a transient room's (messages in memory, nothing
+    /// to remove) at once, on the room's actor, sparing them a thread hop.
+    pub(crate) fn forward_due_from(
+        &self,
+        room: &Arc<QueueEntry>,
+        due: Vec<Entry>,
+        store: StoredAt,
+    ) {
+        let room = Arc::downgrade(room);
+        if store.is_none() {
+            return self.forward_batch(&room, due, &store);
+        }
+        let vhost = self.me.clone();
+        self.node.delayed_worker.run(move || {
+            if let Some(v) = vhost.upgrade() {
+                v.forward_batch(&room, due, &store);
+            }
+        });
+    }
+
+    /// Routes messages whose delay is over through the room's exchange, as published
+    /// now, stores them for the durable queues they reach, delivers them, and only then
+    /// removes them from the room's store (a crash in between delivers twice, never
+    /// loses). Nothing is routed if the exchange was deleted meanwhile (its stored
+    /// messages went with it), even if one of the same name was declared since.
+    fn forward_batch(&self, room: &Weak<QueueEntry>, due: Vec<Entry>, store: &StoredAt) {
+        let Some(room) = room.upgrade() else { return };
+        if room.deleted.load(Ordering::Acquire) {
+            return;
+        }
+        let name = room.name.strip_prefix(ROOM_PREFIX).unwrap_or(&room.name);
+        let x = self
+            .exchange(name)
+            .filter(|x| x.room.as_ref().is_some_and(|r| Arc::ptr_eq(r, &room)));
+        let Some(x) = x else {
+            tracing::debug!(exchange = %name, "delayed exchange gone: its due messages are dropped");
             return;
         };
+        // every copy is stored before any is delivered: the target queues' inboxes then
+        // take them in a burst, with one wake-up each rather than one per message
+        let mut routed = Vec::with_capacity(due.len());
+        for entry in &due {
+            let msg = match &entry.msg {
+                Slot::Loaded(m) => Ok(m.clone()),
+                Slot::Paged { persist_id, .. } => page_in(store, *persist_id),
+            };
+            match msg {
+                Ok(msg) => routed.extend(self.route_due(&x, &msg)),
+                Err(e) => tracing::error!(
+                    exchange = %name,
+                    "a delayed message could not be read back and is lost: {e}"
+                ),
+            }
+        }
+        for (to, copy) in &routed {
+            to.deliver(copy, |_| {});
+        }
+        if let Some((s, qid)) = store {
+            for pid in due.iter().filter_map(|e| e.msg.persist_id()) {
+                if let Err(e) = s.remove(*qid, pid) {
+                    tracing::error!(exchange = %name, "cannot remove a forwarded delayed message: {e}");
+                }
+            }
+        }
+    }
+
+    /// Routes one message whose delay is over through delayed exchange `x`, as
+    /// published now: its `x-delay` negated (as the plugin does), stored for the durable
+    /// queues it reaches. `None` if no binding takes it: it is dropped, as by the plugin
+    /// (no publisher is left to return it to).
+    fn route_due(&self, x: &ExchangeEntry, msg: &Message) -> Option<(Routed, Arc<Message>)> {
+        let delay_ms = delay_of(msg.properties.headers().as_ref()).unwrap_or(0);
         let headers = delivered_headers(
             msg.properties
                 .headers()
@@ -115,9 +190,9 @@ impl VHost {
             arrival_ms: crate::broker::node::now_ms(),
         };
         let mut queues = Vec::new();
-        self.route(&x, &copy.routing_key, Some(&copy.properties), &mut queues);
+        self.route(x, &copy.routing_key, Some(&copy.properties), &mut queues);
         if queues.is_empty() {
-            return;
+            return None;
         }
         let routed = Routed::new(
             queues.into(),
@@ -125,13 +200,13 @@ impl VHost {
             copy.body.len(),
         );
         if let Err(e) = routed.store(self.node.store.as_ref(), &mut copy) {
-            tracing::error!(%exchange, "cannot store a delayed message for its queues: {e}");
+            tracing::error!(exchange = %x.name, "cannot store a delayed message for its queues: {e}");
         }
-        routed.deliver(&Arc::new(copy), |_| {});
+        Some((routed, Arc::new(copy)))
     }
 }
 
-impl crate::broker::exchange::ExchangeEntry {
+impl ExchangeEntry {
     /// The exchange is gone: its waiting room stops and drops what waits (the stored
     /// messages of a durable one are removed by the caller, with its record).
     pub(crate) fn close_room(&self) {

@@ -41,6 +41,7 @@ pub mod topic_perms;
 pub mod topology;
 pub mod user_limits;
 pub mod vhost;
+pub mod worker;
 
 #[cfg(test)]
 mod tests;

@@ -47,6 +47,8 @@ pub struct Node {
     pub spills: Option<Arc<SpillDir>>,
     /// Failed logins per address, and the addresses cooled down for them.
     pub login_throttle: LoginThrottle,
+    /// The thread that routes delayed exchanges' due messages (`broker/delayed.rs`).
+    pub delayed_worker: crate::broker::worker::OrderedWorker,
 }
 
 impl Node {
@@ -75,6 +77,7 @@ impl Node {
         };
         Ok(Node {
             login_throttle: LoginThrottle::new(config.login_throttle),
+            delayed_worker: Default::default(),
             disk,
             spills,
             config,

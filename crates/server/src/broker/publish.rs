@@ -366,8 +366,13 @@ impl QueueHost for VHost {
         routed.deliver(&Arc::new(copy), |_| {});
     }
 
-    fn forward_delayed(&self, exchange: &str, msg: &Message, delay_ms: u64) {
-        self.route_delayed(exchange, msg, delay_ms);
+    fn forward_due(
+        &self,
+        room: &Arc<QueueEntry>,
+        due: Vec<broker_core::queue::Entry>,
+        store: crate::broker::queue::StoredAt,
+    ) {
+        self.forward_due_from(room, due, store);
     }
 
     fn queue_gone(&self, name: Arc<str>) {

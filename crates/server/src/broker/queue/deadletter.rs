@@ -10,7 +10,6 @@
 use super::QueueActor;
 use crate::broker::node::now_ms;
 use broker_core::deadletter::{self, Death, Reason};
-use broker_core::exchange::delayed::delay_of;
 use broker_core::names::MAX_SHORTSTR;
 use broker_core::queue::Entry;
 use broker_core::Message;
@@ -38,10 +37,11 @@ pub(super) fn with_delivery_count(msg: &Message, returns: u32) -> Message {
 }
 
 impl QueueActor {
-    /// A delayed exchange's waiting room: routes the messages whose delay is over
-    /// through the exchange, then forgets them here (after their copies were stored for
-    /// the queues they reached: a crash in between delivers twice, never loses), and
-    /// reports what still waits (`QueueEntry::waiting`).
+    /// A delayed exchange's waiting room: hands the messages whose delay is over to the
+    /// vhost, which routes them through the exchange and then removes them from this
+    /// room's store (after their copies were stored for the queues they reached: a crash
+    /// in between delivers twice, never loses), and reports what still waits
+    /// (`QueueEntry::waiting`).
     pub(super) fn forward_due(&mut self) {
         let due = self.state.take_forwards();
         if let Some(me) = self.me.upgrade() {
@@ -54,25 +54,13 @@ impl QueueActor {
         if due.is_empty() || self.deleted {
             return;
         }
-        let Some(host) = self.host.upgrade() else {
+        // a durable room's are read back, routed, stored and removed on the
+        // delayed-message thread, so that this actor's thread stays free for its next
+        // timer and the actors beside it (`broker/delayed.rs`)
+        let (Some(host), Some(me)) = (self.host.upgrade(), self.me.upgrade()) else {
             return;
         };
-        let exchange = self
-            .name
-            .strip_prefix(super::ROOM_PREFIX)
-            .unwrap_or(&self.name);
-        for entry in due {
-            match self.load(&entry) {
-                Ok(msg) => {
-                    let delay = delay_of(msg.properties.headers().as_ref()).unwrap_or(0);
-                    host.forward_delayed(exchange, &msg, delay);
-                }
-                Err(e) => {
-                    tracing::error!(queue = %self.name, "a delayed message could not be read back and is lost: {e}");
-                }
-            }
-            self.forget(std::slice::from_ref(&entry));
-        }
+        host.forward_due(&me, due, self.stored());
     }
 
     /// Dead-letters messages that died in this queue, then forgets them here.

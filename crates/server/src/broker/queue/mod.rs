@@ -27,7 +27,7 @@ pub use inbox::{Inbox, Ticket};
 pub use peek::{Peek, Peeked, PEEK_MAX};
 pub use quorum::{outcome_channel, QuorumConfirmed, QuorumDeleted, QuorumShell};
 pub use remote::{remote_home, wire as remote_wire, Outbox, RemoteGot};
-pub use stored::{load_stored, Recovered};
+pub use stored::{load_stored, page_in, Recovered};
 pub use stream::{retention, StreamCommitted, StreamQueue};
 
 use crate::broker::flow::ConsumerGate;
@@ -101,10 +101,14 @@ pub trait QueueHost: Send + Sync {
     fn dead_letter(&self, from: &str, target: &broker_core::deadletter::Target, msg: Message);
     /// The queue deleted itself (auto-delete, x-expires): forget it under its name's lock.
     fn queue_gone(&self, name: Arc<str>);
-    /// A delayed exchange's waiting room hands back a message whose `delay_ms` is over:
-    /// route it through `exchange` now (`broker/delayed.rs`).
-    fn forward_delayed(&self, exchange: &str, msg: &Message, delay_ms: u64);
+    /// A delayed exchange's waiting room hands over the messages whose delay is over,
+    /// earliest first: route them through its exchange, then remove them from the room's
+    /// store (`store`: the room's, when it is durable) (`broker/delayed.rs`).
+    fn forward_due(&self, room: &Arc<QueueEntry>, due: Vec<Entry>, store: StoredAt);
 }
+
+/// A queue's place in the message store: the store and the queue's id in it.
+pub type StoredAt = Option<(Arc<dyn broker_core::store::MessageStore>, u64)>;
 
 /// What a queue actor carries out besides the classic queue's rules.
 pub enum QueueKind {

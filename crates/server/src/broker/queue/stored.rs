@@ -104,10 +104,7 @@ pub fn load_stored(
 }
 
 /// Reads a paged-out message back from the store.
-pub(super) fn page_in(
-    store: &Option<(Arc<dyn MessageStore>, u64)>,
-    persist_id: u64,
-) -> Result<Arc<Message>, String> {
+pub fn page_in(store: &super::StoredAt, persist_id: u64) -> Result<Arc<Message>, String> {
     let (s, qid) = store.as_ref().ok_or("the queue has no store")?;
     let record = s
         .get(*qid, persist_id)
