@@ -26,12 +26,11 @@
 use crate::broker::exchange::ExchangeEntry;
 use crate::broker::publish::Routed;
 use crate::broker::queue::{
-    page_in, QueueActor, QueueEntry, QueueHost, QueueKind, StoredAt, ROOM_PREFIX,
+    load_entry, QueueActor, QueueEntry, QueueHost, QueueKind, StoredAt, ROOM_PREFIX,
 };
 use crate::broker::vhost::VHost;
 use broker_core::args::QueueArgs;
 use broker_core::exchange::delayed::{delay_of, delivered_headers};
-use broker_core::message::Slot;
 use broker_core::queue::Entry;
 use broker_core::Message;
 use broker_wire::types::FieldTable;
@@ -141,11 +140,7 @@ impl VHost {
         // take them in a burst, with one wake-up each rather than one per message
         let mut routed = Vec::with_capacity(due.len());
         for entry in &due {
-            let msg = match &entry.msg {
-                Slot::Loaded(m) => Ok(m.clone()),
-                Slot::Paged { persist_id, .. } => page_in(store, *persist_id),
-            };
-            match msg {
+            match load_entry(store, entry) {
                 Ok(msg) => routed.extend(self.route_due(&x, &msg)),
                 Err(e) => tracing::error!(
                     exchange = %name,

@@ -278,11 +278,10 @@ fn store_message(
         .filter_map(|q| q.store_id)
         .collect();
     let mut meta = msg.meta();
-    // a waiting room is always its message's only queue: one look, not one per queue
-    let to_room = matches!(queues, [q] if q.args.load().waiting_room);
-    if to_room {
-        // a delayed exchange's room is the message's only queue: its index entry keeps
-        // the delay where a TTL goes, so the due time comes back without the record
+    // a delayed exchange's waiting room is always its message's only queue (one look,
+    // not one per queue): its index entry keeps the delay where a TTL goes, so the due
+    // time comes back without the record
+    if matches!(queues, [q] if q.args.load().waiting_room) {
         meta.ttl_ms = broker_core::exchange::delayed::delay_of(msg.properties.headers().as_ref());
     } else if meta.ttl_ms.is_none() && !queues.iter().any(|q| q.args.load().message_ttl.is_some()) {
         // the arrival time matters only where a TTL applies; left out, it keeps the

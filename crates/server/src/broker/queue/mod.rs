@@ -27,7 +27,7 @@ pub use inbox::{Inbox, Ticket};
 pub use peek::{Peek, Peeked, PEEK_MAX};
 pub use quorum::{outcome_channel, QuorumConfirmed, QuorumDeleted, QuorumShell};
 pub use remote::{remote_home, wire as remote_wire, Outbox, RemoteGot};
-pub use stored::{load_stored, page_in, Recovered};
+pub use stored::{load_entry, load_stored, Recovered};
 pub use stream::{retention, StreamCommitted, StreamQueue};
 
 use crate::broker::flow::ConsumerGate;
@@ -461,7 +461,7 @@ impl QueueActor {
     }
 
     /// The message store and this queue's id in it, if the queue is durable.
-    fn stored(&self) -> Option<(Arc<dyn MessageStore>, u64)> {
+    fn stored(&self) -> StoredAt {
         self.store
             .get_or_init(|| {
                 let id = self.me.upgrade()?.store_id?;
@@ -490,10 +490,7 @@ impl QueueActor {
 
     /// The message of an entry, read back from the store if it was paged out.
     fn load(&self, e: &Entry) -> Result<Arc<Message>, String> {
-        match &e.msg {
-            Slot::Loaded(m) => Ok(m.clone()),
-            Slot::Paged { persist_id, .. } => stored::page_in(&self.stored(), *persist_id),
-        }
+        stored::load_entry(&self.stored(), e)
     }
 
     /// Delivers while there are messages and consumers with room.

@@ -3,6 +3,7 @@
 
 use super::PAGE_WINDOW;
 use broker_core::message::{Meta, Slot};
+use broker_core::queue::Entry;
 use broker_core::store::MessageStore;
 use broker_core::Message;
 use std::sync::Arc;
@@ -101,6 +102,14 @@ pub fn load_stored(
         );
     }
     (batch, damaged)
+}
+
+/// The message of an entry: its own if loaded, else read back from the store.
+pub fn load_entry(store: &super::StoredAt, e: &Entry) -> Result<Arc<Message>, String> {
+    match &e.msg {
+        Slot::Loaded(m) => Ok(m.clone()),
+        Slot::Paged { persist_id, .. } => page_in(store, *persist_id),
+    }
 }
 
 /// Reads a paged-out message back from the store.
